@@ -1,0 +1,273 @@
+//! The log's side of the sans-IO door: the disk effects it asks for and the completions
+//! it is told of.
+//!
+//! # Contract with a disk backend (runtime-real's direct-I/O files, runtime-sim's disk)
+//!
+//! * Effects of one log are executed **in the order they were emitted**. A
+//!   [`LogEffect::Sync`] covers every [`LogEffect::Write`] emitted before it, to any of
+//!   the segments it names.
+//! * Writes are sequential appends per segment: each `Write` starts where the previous
+//!   one to that segment ended, or where a [`LogEffect::TruncateSegment`] left the file.
+//! * Each effect carries the log's `generation`. After a failure the log starts a new
+//!   generation, and completions of an older generation are ignored, so a backend may
+//!   simply keep executing what it had queued.
+//! * A backend reports every sync ([`LogCompletion::Synced`]) and every failure
+//!   ([`LogCompletion::Failed`]); successful writes may be reported
+//!   ([`LogCompletion::Written`]) so `acks=1` can answer before the fsync.
+//! * Index and checkpoint files are advisory: they are protected by checksums and are
+//!   rebuilt or ignored when damaged, so they need no ordering with data syncs.
+
+use bytes::Bytes;
+use std::fmt;
+
+/// Names one segment of a partition: its base offset and the Raft term (Kafka leader
+/// epoch) of its first batch. A segment never holds batches of two terms: a term change
+/// rolls a new segment, so segment names are also the log's term boundaries.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct SegmentId {
+    /// Offset of the first batch in the segment.
+    pub base_offset: i64,
+    /// Term of every batch in the segment.
+    pub term: i64,
+}
+
+/// Suffix of segment data files.
+pub const SEGMENT_SUFFIX: &str = "-v1.log";
+/// Suffix of sparse index files.
+pub const INDEX_SUFFIX: &str = "-v1.index";
+/// Name of a partition's checkpoint file.
+pub const CHECKPOINT_FILE_NAME: &str = "checkpoint";
+
+impl SegmentId {
+    /// The data file name: `<base-offset>-<term>-v1.log`.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}{}", self.base_offset, self.term, SEGMENT_SUFFIX)
+    }
+
+    /// The index file name: `<base-offset>-<term>-v1.index`.
+    pub fn index_file_name(&self) -> String {
+        format!("{}-{}{}", self.base_offset, self.term, INDEX_SUFFIX)
+    }
+
+    /// Parses a data file name; `None` for any other file.
+    pub fn parse_file_name(name: &str) -> Option<SegmentId> {
+        Self::parse_with_suffix(name, SEGMENT_SUFFIX)
+    }
+
+    /// Parses an index file name; `None` for any other file.
+    pub fn parse_index_file_name(name: &str) -> Option<SegmentId> {
+        Self::parse_with_suffix(name, INDEX_SUFFIX)
+    }
+
+    fn parse_with_suffix(name: &str, suffix: &str) -> Option<SegmentId> {
+        let stem = name.strip_suffix(suffix)?;
+        let (base, term) = stem.split_once('-')?;
+        let base_offset: i64 = base.parse().ok()?;
+        let term: i64 = term.parse().ok()?;
+        if base_offset < 0 || term < 0 {
+            return None;
+        }
+        // Reject non-canonical spellings ("007-1") so one segment has one name.
+        let id = SegmentId { base_offset, term };
+        (id.file_name().strip_suffix(SEGMENT_SUFFIX) == Some(stem)).then_some(id)
+    }
+}
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.base_offset, self.term)
+    }
+}
+
+/// The directory of one partition replica, relative to the data directory:
+/// `kafka/<topic>/<partition>_<revision>`.
+pub fn partition_dir(topic: &str, partition: i32, revision: i64) -> String {
+    format!("kafka/{topic}/{partition}_{revision}")
+}
+
+/// A disk operation the log asks its backend to perform.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum LogEffect {
+    /// Create an empty segment file and reserve `preallocate_bytes` for it (a sparse
+    /// reservation; the file's logical content is still empty).
+    CreateSegment {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// The new segment.
+        segment: SegmentId,
+        /// Space to reserve up front (`fallocate`).
+        preallocate_bytes: u64,
+    },
+    /// Append `data` to `segment` at byte `position` (always the segment's current end).
+    Write {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// Target segment.
+        segment: SegmentId,
+        /// Byte position in the segment file.
+        position: u64,
+        /// Whole record batches.
+        data: Bytes,
+        /// Last offset contained in `data`.
+        last_offset: i64,
+    },
+    /// Make every write emitted so far to `segments` durable (`fdatasync` each).
+    Sync {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// Identifies this sync in its completion.
+        sync_id: u64,
+        /// Segments with writes not yet covered by a sync.
+        segments: Vec<SegmentId>,
+    },
+    /// Cut `segment` to `len_bytes` and make the cut durable.
+    TruncateSegment {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// Target segment.
+        segment: SegmentId,
+        /// New length.
+        len_bytes: u64,
+    },
+    /// Delete the segment's data and index files.
+    DeleteSegment {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// Segment to delete.
+        segment: SegmentId,
+    },
+    /// Replace the segment's index file with `data` (see [`super::index`]).
+    WriteIndex {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// Segment the index describes.
+        segment: SegmentId,
+        /// Encoded index.
+        data: Bytes,
+    },
+    /// Replace the partition's checkpoint file with `data` (see [`super::checkpoint`]),
+    /// durably, then report [`LogCompletion::CheckpointWritten`].
+    WriteCheckpoint {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// Identifies this write in its completion.
+        checkpoint_id: u64,
+        /// Encoded checkpoint.
+        data: Bytes,
+    },
+    /// Read `len_bytes` at `position` of `segment` and hand them back as
+    /// [`LogCompletion::Read`]; the log needs them to find an exact batch boundary.
+    Read {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// Identifies this read in its completion.
+        read_id: u64,
+        /// The range to read.
+        range: FileRange,
+    },
+}
+
+impl LogEffect {
+    /// The generation of the log that emitted this effect.
+    pub fn generation(&self) -> u64 {
+        match self {
+            LogEffect::CreateSegment { generation, .. }
+            | LogEffect::Write { generation, .. }
+            | LogEffect::Sync { generation, .. }
+            | LogEffect::TruncateSegment { generation, .. }
+            | LogEffect::DeleteSegment { generation, .. }
+            | LogEffect::WriteIndex { generation, .. }
+            | LogEffect::WriteCheckpoint { generation, .. }
+            | LogEffect::Read { generation, .. } => *generation,
+        }
+    }
+}
+
+/// A byte range of one segment file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FileRange {
+    /// The segment file.
+    pub segment: SegmentId,
+    /// First byte.
+    pub position: u64,
+    /// Number of bytes.
+    pub len_bytes: u64,
+}
+
+/// Why a disk operation failed, as the log needs to know it.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiskError {
+    /// The device is full (ENOSPC) or the quota is exhausted (EDQUOT).
+    #[error("no space left on the device")]
+    NoSpace,
+    /// Any other I/O error, with the backend's description.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// The outcome of an effect, reported back to the log.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum LogCompletion {
+    /// Every write up to `last_offset` has reached the file (not necessarily durable).
+    Written {
+        /// Generation of the effect.
+        generation: u64,
+        /// Last offset written.
+        last_offset: i64,
+    },
+    /// The sync `sync_id` finished: everything written before it is durable.
+    Synced {
+        /// Generation of the effect.
+        generation: u64,
+        /// The sync's id.
+        sync_id: u64,
+    },
+    /// The checkpoint write `checkpoint_id` is durable.
+    CheckpointWritten {
+        /// Generation of the effect.
+        generation: u64,
+        /// The write's id.
+        checkpoint_id: u64,
+    },
+    /// The bytes asked for by read `read_id` (shorter than asked at end of file).
+    Read {
+        /// Generation of the effect.
+        generation: u64,
+        /// The read's id.
+        read_id: u64,
+        /// The bytes read.
+        data: Bytes,
+    },
+    /// A data write, sync, truncation or creation failed. Everything not yet durable is
+    /// lost; the log falls back to its durable prefix and starts a new generation.
+    Failed {
+        /// Generation of the effect.
+        generation: u64,
+        /// What went wrong.
+        error: DiskError,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        let id = SegmentId {
+            base_offset: 1200,
+            term: 7,
+        };
+        assert_eq!(id.file_name(), "1200-7-v1.log");
+        assert_eq!(id.index_file_name(), "1200-7-v1.index");
+        assert_eq!(SegmentId::parse_file_name("1200-7-v1.log"), Some(id));
+        assert_eq!(SegmentId::parse_index_file_name("1200-7-v1.index"), Some(id));
+        for bad in ["1200-7-v2.log", "x-7-v1.log", "1200-v1.log", "-1-2-v1.log", "01-2-v1.log", "1-2-v1.index"] {
+            assert_eq!(SegmentId::parse_file_name(bad), None, "{bad}");
+        }
+        assert_eq!(partition_dir("orders", 3, 12), "kafka/orders/3_12");
+    }
+}

@@ -1,0 +1,96 @@
+//! Turning bytes read from segment files into answers: the whole batches a fetch
+//! returns, and the offset a timestamp lookup finds. Pure functions over bytes the
+//! runtime read according to a plan from [`super::Log`].
+
+use super::batch::{check_stored_batch, BatchHeader, BATCH_HEADER_BYTES};
+use super::records::parse_uncompressed_records;
+use super::Compression;
+use bytes::{Bytes, BytesMut};
+
+/// Stored bytes that should be whole batches are not.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("corrupt batch at byte {position} of the read: {reason}")]
+pub struct CorruptRead {
+    /// Position of the bad batch within the bytes handed in.
+    pub position: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Keeps the whole batches of `chunks` (the bytes of a [`super::ReadPlan`]'s ranges,
+/// in order) that hold offsets ≥ `from_offset` and ≤ `max_offset`, up to `max_bytes`
+/// (the first batch is kept whole even when larger). Batches may start before
+/// `from_offset`: the one holding it is returned whole, as Kafka does; clients skip
+/// records below the offset they asked for.
+pub fn trim_fetched(chunks: &[Bytes], from_offset: i64, max_offset: i64, max_bytes: u64) -> Result<Bytes, CorruptRead> {
+    let mut out = BytesMut::new();
+    for chunk in chunks {
+        let mut at = 0;
+        while at < chunk.len() {
+            let rest = &chunk[at..];
+            let Ok(header) = BatchHeader::parse(rest) else {
+                break; // a partial header at the end of a range
+            };
+            if header.base_offset > max_offset || (header.last_offset() > max_offset) {
+                return Ok(out.freeze());
+            }
+            if header.size_bytes() > rest.len() {
+                break; // the range ended inside this batch
+            }
+            if let Err(error) = check_stored_batch(rest) {
+                return Err(CorruptRead {
+                    position: at,
+                    reason: error.to_string(),
+                });
+            }
+            if header.last_offset() >= from_offset {
+                if !out.is_empty() && (out.len() + header.size_bytes()) as u64 > max_bytes {
+                    return Ok(out.freeze());
+                }
+                out.extend_from_slice(&rest[..header.size_bytes()]);
+            }
+            at += header.size_bytes();
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Finds the first offset (≥ `min_offset`) whose record timestamp is ≥ `timestamp_ms`
+/// in `bytes` (the range of [`super::Log::timestamp_plan`]). In compressed batches,
+/// which the log does not open, the batch's first offset is returned.
+pub fn find_offset_for_timestamp(bytes: &Bytes, timestamp_ms: i64, min_offset: i64) -> Result<Option<i64>, CorruptRead> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let header = match check_stored_batch(rest) {
+            Ok(header) => header,
+            Err(_) if BatchHeader::parse(rest).is_ok_and(|h| h.size_bytes() > rest.len()) => break,
+            Err(_) if rest.len() < BATCH_HEADER_BYTES => break,
+            Err(error) => {
+                return Err(CorruptRead {
+                    position: at,
+                    reason: error.to_string(),
+                })
+            }
+        };
+        if header.max_timestamp_ms >= timestamp_ms && header.last_offset() >= min_offset {
+            let exact = exact_record_offset(bytes, at, &header, timestamp_ms, min_offset);
+            return Ok(Some(exact.unwrap_or(header.base_offset.max(min_offset))));
+        }
+        at += header.size_bytes();
+    }
+    Ok(None)
+}
+
+fn exact_record_offset(bytes: &Bytes, at: usize, header: &BatchHeader, timestamp_ms: i64, min_offset: i64) -> Option<i64> {
+    if header.compression().ok()? != Compression::None || header.is_log_append_time() {
+        return None;
+    }
+    let records = bytes.slice(at + BATCH_HEADER_BYTES..at + header.size_bytes());
+    let records = parse_uncompressed_records(&records, header.record_count).ok()?;
+    records
+        .iter()
+        .map(|r| (header.base_offset + r.offset_delta, header.base_timestamp_ms + r.timestamp_delta_ms))
+        .find(|(offset, ts)| *ts >= timestamp_ms && *offset >= min_offset)
+        .map(|(offset, _)| offset)
+}

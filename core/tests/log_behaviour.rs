@@ -1,0 +1,285 @@
+//! The log's behaviour through its public door, over an in-memory disk.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod log_support;
+
+use log_support::{batch, small_config, Harness};
+use oxbow_core::log::read::find_offset_for_timestamp;
+use oxbow_core::log::{AppendError, DiskError, LogCompletion, LogEffect, LogEvent, SegmentId};
+use oxbow_core::time::Instant;
+use std::time::Duration;
+
+#[test]
+fn appends_get_contiguous_offsets_and_read_back() {
+    let mut h = Harness::new(small_config());
+    assert_eq!(h.append_synced(1, "a", 3).base_offset, 0);
+    assert_eq!(h.append_synced(1, "b", 2).base_offset, 3);
+    assert_eq!(h.log.next_offset(), 5);
+    assert_eq!(h.log.durable_offset(), 4);
+    let all = h.fetch_all(0);
+    assert_eq!(all.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(all[3].1, "b-0");
+    // A read that starts mid-batch returns from the asked offset on.
+    assert_eq!(h.fetch_all(1)[0], (1, "a-1".to_string()));
+    h.check_against_scan();
+}
+
+#[test]
+fn invalid_batches_are_refused_with_kafka_errors() {
+    let mut h = Harness::new(small_config());
+    let mut corrupt = batch("x", 2, 10).to_vec();
+    corrupt[40] ^= 1;
+    let err = h.log.append(h.now, 1, corrupt.into()).unwrap_err();
+    assert_eq!(err.kafka_error_code(), 2);
+    let huge = batch(&"y".repeat(70_000), 1, 10);
+    assert_eq!(h.log.append(h.now, 1, huge).unwrap_err().kafka_error_code(), 10);
+    h.append(5, "a", 1);
+    assert!(matches!(
+        h.log.append(h.now, 4, batch("old", 1, 0)),
+        Err(AppendError::TermGoesBack { term: 4, last_term: 5 })
+    ));
+    assert_eq!(h.log.next_offset(), 1, "nothing refused was written");
+}
+
+#[test]
+fn segments_roll_on_size_age_and_term() {
+    let mut h = Harness::new(small_config());
+    for i in 0..40 {
+        h.append(1, &format!("{i:0>2000}"), 20); // ~40 KiB batches
+    }
+    let by_size = h.log.segments().len();
+    assert!(by_size >= 2, "rolled by size: {by_size}");
+    for s in h.log.segments() {
+        assert!(s.size_bytes <= small_config().segment_bytes);
+    }
+    h.append(2, "t2", 1);
+    assert_eq!(h.log.segments().last().unwrap().id.term, 2, "term change rolls");
+    let mut config = small_config();
+    config.segment_ms = Some(1000);
+    h.log.set_config(config);
+    h.now += Duration::from_millis(1500);
+    let before = h.log.segments().len();
+    h.append(2, "late", 1);
+    assert_eq!(h.log.segments().len(), before + 1, "segment.ms rolls");
+    h.log.sync();
+    h.pump();
+    h.check_against_scan();
+    assert_eq!(h.log.term_starts()[1], (2, h.log.term_starts()[1].1));
+    let closed = h.log.segments()[0].id;
+    assert!(h.disk.file(&closed.index_file_name()).is_some(), "closed segments get index files");
+}
+
+#[test]
+fn group_commit_covers_everything_queued_behind_a_sync() {
+    let mut h = Harness::new(small_config());
+    h.hold = true;
+    h.append(1, "a", 1);
+    h.log.sync();
+    h.append(1, "b", 1);
+    h.log.sync();
+    h.append(1, "c", 1);
+    h.log.sync();
+    h.pump();
+    let syncs = h.held.iter().filter(|e| matches!(e, LogEffect::Sync { .. })).count();
+    assert_eq!(syncs, 1, "one sync in flight at a time");
+    assert_eq!(h.log.durable_offset(), -1, "nothing durable before the sync completes");
+    h.release();
+    assert_eq!(h.log.durable_offset(), 2);
+    let durable_events: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            LogEvent::Durable { last_offset } => Some(*last_offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(durable_events, vec![0, 2], "the second sync covered both later appends");
+}
+
+#[test]
+fn truncation_at_an_indexed_boundary_and_in_between() {
+    let mut h = Harness::new(small_config());
+    for i in 0..30 {
+        h.append_synced(1, &format!("v{i}"), 2);
+    }
+    // Offset 40 starts a batch; with 256-byte index intervals it may not be indexed.
+    h.log.truncate(40).unwrap();
+    h.pump();
+    assert!(h.events.contains(&LogEvent::Truncated { next_offset: 40 }));
+    assert_eq!(h.log.next_offset(), 40);
+    assert_eq!(h.log.durable_offset(), 39);
+    let info = h.append_synced(2, "new", 1);
+    assert_eq!(info.base_offset, 40);
+    let all = h.fetch_all(0);
+    assert_eq!(all.len(), 41);
+    assert_eq!(all.last().unwrap(), &(40, "new-0".to_string()));
+    h.check_against_scan();
+    // Truncating to a segment boundary drops the term-2 segment entirely.
+    h.log.truncate(40).unwrap();
+    h.pump();
+    assert_eq!(h.log.segments().len(), 1);
+    h.check_against_scan();
+}
+
+#[test]
+fn appends_wait_behind_a_truncation_that_must_read() {
+    let mut h = Harness::new(small_config());
+    for i in 0..20 {
+        h.append_synced(1, &format!("v{i}"), 1);
+    }
+    h.hold = true;
+    h.log.truncate(7).unwrap();
+    let info = h.log.append(h.now, 1, batch("after", 1, 5)).unwrap();
+    assert_eq!(info.base_offset, 7);
+    h.log.sync();
+    h.pump();
+    assert!(h.held.iter().any(|e| matches!(e, LogEffect::Read { .. })));
+    h.release();
+    assert_eq!(h.log.durable_offset(), 7);
+    let all = h.fetch_all(0);
+    assert_eq!(all.len(), 8);
+    assert_eq!(all[7], (7, "after-0".to_string()));
+    h.check_against_scan();
+}
+
+#[test]
+fn retention_by_size_and_time_deletes_whole_closed_segments() {
+    let mut config = small_config();
+    config.retention_bytes = Some(1024 * 1024);
+    config.retention_ms = Some(60_000);
+    let mut h = Harness::new(config);
+    for i in 0..100 {
+        h.append_synced(1, &format!("{i:0>4000}"), 10);
+    }
+    let segments = h.log.segments().len();
+    assert!(segments >= 3);
+    let start = h.log.enforce_retention(h.now, 0, i64::MAX).unwrap();
+    h.pump();
+    assert!(h.log.size_bytes() >= 1024 * 1024 - 64 * 1024, "keeps at least the retention size");
+    assert_eq!(h.log.start_offset(), start);
+    assert_eq!(h.log.segments()[0].id.base_offset, start);
+    assert!(h.events.contains(&LogEvent::StartOffsetDurable { start_offset: start }));
+    assert!(h.log.read_plan(start - 1, 100, i64::MAX).is_err(), "below start is out of range");
+    // Time: everything older than a minute goes, except the active segment.
+    let wall = 10_000_000_000i64;
+    h.log.enforce_retention(h.now, wall, i64::MAX).unwrap();
+    h.pump();
+    assert_eq!(h.log.segments().len(), 1);
+    // Never past what the caller allows.
+    let mut h2 = Harness::new(small_config());
+    for i in 0..60 {
+        h2.append_synced(1, &format!("{i:0>4000}"), 10);
+    }
+    assert_eq!(h2.log.enforce_retention(h2.now, i64::MAX, -1), None);
+}
+
+#[test]
+fn delete_records_moves_the_start_inside_a_segment() {
+    let mut h = Harness::new(small_config());
+    for i in 0..10 {
+        h.append_synced(1, &format!("v{i}"), 3);
+    }
+    assert_eq!(h.log.delete_records(h.now, 7).unwrap(), 7);
+    h.pump();
+    assert!(h.events.contains(&LogEvent::StartOffsetDurable { start_offset: 7 }));
+    assert_eq!(h.fetch_all(7)[0].0, 7);
+    assert!(h.log.read_plan(6, 100, i64::MAX).is_err());
+    assert!(h.log.delete_records(h.now, 31).is_err(), "beyond the end");
+    // The start offset survives a restart through the checkpoint.
+    h.crash(0);
+    h.recover().unwrap();
+    assert_eq!(h.log.start_offset(), 7);
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_record_at_or_after() {
+    let mut h = Harness::new(small_config());
+    for i in 0..50i64 {
+        let records = batch(&format!("t{i}"), 4, 1_000 + i * 10);
+        h.log.append(h.now, 1, records).unwrap();
+    }
+    h.log.sync();
+    h.pump();
+    // Batch i holds timestamps 1000+10i .. 1000+10i+3 at offsets 4i..4i+3.
+    let range = h.log.timestamp_plan(1_000 + 25 * 10 + 2).unwrap();
+    let bytes = h.disk.read(range.segment, range.position, range.len_bytes);
+    assert_eq!(find_offset_for_timestamp(&bytes, 1_252, 0).unwrap(), Some(25 * 4 + 2));
+    assert!(h.log.timestamp_plan(999_999).is_none());
+}
+
+#[test]
+fn a_full_disk_fails_unsynced_appends_and_keeps_durable_data() {
+    let mut h = Harness::new(small_config());
+    for i in 0..5 {
+        h.append_synced(1, &format!("ok{i}"), 2);
+    }
+    let used: usize = h.disk.file_names().iter().map(|n| h.disk.file(n).unwrap().len()).sum();
+    h.disk.space_limit_bytes = Some(used as u64 + 10);
+    h.log.append(h.now, 1, batch("nope", 2, 1)).unwrap();
+    h.log.sync();
+    h.pump();
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        LogEvent::AppendsFailed { from_offset: 10, to_offset: 11, error: DiskError::NoSpace }
+    )));
+    assert_eq!(h.log.next_offset(), 10);
+    assert_eq!(h.log.durable_offset(), 9);
+    // Space comes back: the log continues where durable data ended.
+    h.disk.space_limit_bytes = None;
+    assert_eq!(h.append_synced(1, "again", 1).base_offset, 10);
+    assert_eq!(h.fetch_all(0).len(), 11);
+    h.check_against_scan();
+}
+
+#[test]
+fn completions_of_an_older_generation_are_ignored() {
+    let mut h = Harness::new(small_config());
+    h.hold = true;
+    h.append(1, "a", 1);
+    h.log.sync();
+    h.pump();
+    let sync_id = h
+        .held
+        .iter()
+        .find_map(|e| match e {
+            LogEffect::Sync { sync_id, .. } => Some(*sync_id),
+            _ => None,
+        })
+        .unwrap();
+    h.log.handle_completion(
+        h.now,
+        LogCompletion::Failed {
+            generation: 0,
+            error: DiskError::Io("boom".into()),
+        },
+    );
+    h.log.handle_completion(h.now, LogCompletion::Synced { generation: 0, sync_id });
+    assert_eq!(h.log.durable_offset(), -1, "a stale sync completion proves nothing");
+}
+
+#[test]
+fn reads_stop_before_unwritten_data_and_at_the_high_watermark() {
+    let mut h = Harness::new(small_config());
+    h.append_synced(1, "a", 2);
+    h.hold = true;
+    h.append(1, "b", 2);
+    assert_eq!(h.log.written_offset(), 1);
+    assert_eq!(h.fetch_all(0).len(), 2, "unwritten batch is not read");
+    h.release();
+    assert_eq!(h.fetch_all(0).len(), 4);
+    let plan = h.log.read_plan(0, 1, 1).unwrap();
+    let chunks: Vec<_> = plan
+        .ranges
+        .iter()
+        .map(|r| h.disk.read(r.segment, r.position, r.len_bytes))
+        .collect();
+    let bytes = oxbow_core::log::read::trim_fetched(&chunks, 0, 1, 1).unwrap();
+    assert_eq!(log_support::decode_values(&bytes).len(), 2, "one whole batch, up to the watermark");
+    assert_eq!(
+        h.log.read_plan(2, 10, i64::MAX).unwrap().ranges[0].segment,
+        SegmentId { base_offset: 0, term: 1 }
+    );
+    assert!(h.log.read_plan(1, 100, 0).unwrap().ranges.is_empty());
+    assert!(h.log.read_plan(5, 100, i64::MAX).is_err());
+    let _ = Instant::ZERO;
+}
