@@ -1,0 +1,27 @@
+//! The real runtime's storage backend: executes the log's disk effects
+//! ([`oxbow_core::log::io::LogEffect`]) on direct-I/O segment files.
+//!
+//! * [`aligned`] — the per-shard pool of 4 KiB-aligned buffers every transfer uses.
+//! * [`vfs`] — the system calls, behind a trait ([`vfs::RealVfs`] in production).
+//! * [`fault`] — a [`vfs::Vfs`] wrapper that injects errors (ENOSPC, EIO) for tests.
+//! * [`segment`] — one `O_DIRECT` segment file: unaligned appends, aligned reads,
+//!   truncation, preallocation.
+//! * [`executor`] — [`PartitionStorage`]: runs one partition's effects in order with
+//!   group commit and reports completions.
+//! * [`disk_log`] — [`DiskLog`]: core's `Log` recovered from a directory and driven
+//!   through the executor; [`open_partition_log`].
+//! * [`error`] — [`StorageError`] and its mapping to the log's `DiskError`.
+
+pub mod aligned;
+pub mod disk_log;
+pub mod error;
+pub mod executor;
+pub mod fault;
+pub mod segment;
+pub mod vfs;
+
+pub use aligned::{BufferPool, PoolConfig};
+pub use disk_log::{open_partition_log, DiskLog, OpenLogError, ReadLogError};
+pub use error::{StorageError, StorageResult};
+pub use executor::{PartitionStorage, StorageConfig, StorageStats};
+pub use vfs::RealVfs;
