@@ -103,7 +103,7 @@ fn truncation_at_an_indexed_boundary_and_in_between() {
         h.append_synced(1, &format!("v{i}"), 2);
     }
     // Offset 40 starts a batch; with 256-byte index intervals it may not be indexed.
-    h.log.truncate(40).unwrap();
+    h.log.truncate(h.now, 40).unwrap();
     h.pump();
     assert!(h.events.contains(&LogEvent::Truncated { next_offset: 40 }));
     assert_eq!(h.log.next_offset(), 40);
@@ -115,7 +115,7 @@ fn truncation_at_an_indexed_boundary_and_in_between() {
     assert_eq!(all.last().unwrap(), &(40, "new-0".to_string()));
     h.check_against_scan();
     // Truncating to a segment boundary drops the term-2 segment entirely.
-    h.log.truncate(40).unwrap();
+    h.log.truncate(h.now, 40).unwrap();
     h.pump();
     assert_eq!(h.log.segments().len(), 1);
     h.check_against_scan();
@@ -128,7 +128,7 @@ fn appends_wait_behind_a_truncation_that_must_read() {
         h.append_synced(1, &format!("v{i}"), 1);
     }
     h.hold = true;
-    h.log.truncate(7).unwrap();
+    h.log.truncate(h.now, 7).unwrap();
     let info = h.log.append(h.now, 1, batch("after", 1, 5)).unwrap();
     assert_eq!(info.base_offset, 7);
     h.log.sync();

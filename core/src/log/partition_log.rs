@@ -178,12 +178,16 @@ struct PendingTruncation {
     deferred: Vec<(Instant, i64, Bytes)>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct CheckpointState {
     written_at: Option<Instant>,
     in_flight: Option<(u64, i64)>,
     wanted: bool,
     durable_start_offset: i64,
+    /// Durable offset recorded by the last checkpoint emitted (unknown after recovery,
+    /// hence `i64::MAX`): a truncation below it must rewrite the checkpoint before
+    /// anything is appended at the cut, or a torn append would look like corruption.
+    emitted_durable_offset: i64,
 }
 
 /// The state a log is rebuilt from after recovery.
@@ -245,7 +249,8 @@ impl Log {
             max_timestamp_ms: s.max_timestamp_ms,
         });
         for pair in recovered.segments.windows(2) {
-            assert_eq!(pair[0].next_offset, pair[1].id.base_offset, "recovered segments are contiguous");
+            let contiguous = pair[0].next_offset == pair[1].id.base_offset;
+            assert!(contiguous || pair[1].id.base_offset <= recovered.start_offset, "recovered segments are contiguous");
         }
         Log {
             config,
@@ -264,8 +269,11 @@ impl Log {
             next_id: 1,
             truncation: None,
             checkpoint: CheckpointState {
+                written_at: None,
+                in_flight: None,
+                wanted: false,
                 durable_start_offset: recovered.start_offset,
-                ..CheckpointState::default()
+                emitted_durable_offset: i64::MAX,
             },
             unavailable: None,
             effects: VecDeque::new(),
@@ -314,9 +322,12 @@ impl Log {
         &self.segments
     }
 
-    /// Bytes of all segments.
+    /// Bytes of the segments at or above the start offset.
     pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.size_bytes).sum()
+        self.segments[self.segments_below_start()..]
+            .iter()
+            .map(|s| s.size_bytes)
+            .sum()
     }
 
     /// Term boundaries: `(term, first offset of that term)`, oldest first. Because a
@@ -416,7 +427,7 @@ impl Log {
             Ok(header) => header,
             Err(_) => unreachable!("validated on append"),
         };
-        if self.needs_roll(now, term, batch.len() as u64) {
+        if self.needs_roll(now, term, batch.len() as u64, header.base_offset) {
             self.roll(now, term, header.base_offset);
         }
         let interval = self.config.index_interval_bytes;
@@ -444,11 +455,13 @@ impl Log {
         });
     }
 
-    fn needs_roll(&self, now: Instant, term: i64, len_bytes: u64) -> bool {
+    fn needs_roll(&self, now: Instant, term: i64, len_bytes: u64, base_offset: i64) -> bool {
         let Some(active) = self.segments.last() else {
             return true;
         };
-        if active.id.term != term {
+        // A new term, or offsets that skip ahead (the start offset moved past the end
+        // when a crash lost data DeleteRecords had already removed).
+        if active.id.term != term || active.next_offset != base_offset {
             return true;
         }
         if active.is_empty() {
@@ -677,7 +690,7 @@ impl Log {
     /// segment in the middle first reads a few KiB to find the batch boundary;
     /// appends made meanwhile are queued behind it. [`LogEvent::Truncated`] reports
     /// when it is done.
-    pub fn truncate(&mut self, offset: i64) -> Result<(), OffsetError> {
+    pub fn truncate(&mut self, now: Instant, offset: i64) -> Result<(), OffsetError> {
         if offset < self.start_offset || offset > self.next_offset {
             return Err(self.out_of_range(offset));
         }
@@ -723,13 +736,18 @@ impl Log {
             self.durable_end = DurableEnd::AtPendingTruncation;
         }
         let Some(active) = self.segments.last() else {
-            self.finish_truncation_at(None, offset);
+            self.finish_truncation_at(now, None, offset);
             return Ok(());
         };
         let segment = active.id;
+        if active.next_offset <= offset {
+            // The cut falls at the end of what remains: nothing to cut in the file.
+            self.finish_truncation_at(now, None, offset);
+            return Ok(());
+        }
         match active.index.lookup_offset(offset) {
             Some((entry, _)) if active.id.base_offset + i64::from(entry.relative_offset) == offset => {
-                self.finish_truncation_at(Some(u64::from(entry.position)), offset);
+                self.finish_truncation_at(now, Some(u64::from(entry.position)), offset);
             }
             Some((entry, next_position)) => {
                 let start = u64::from(entry.position);
@@ -760,14 +778,14 @@ impl Log {
 
     /// Cuts the active segment at `position` (or nothing, if `None`: the cut fell on
     /// a segment boundary) and reports the truncation.
-    fn finish_truncation_at(&mut self, position: Option<u64>, offset: i64) {
+    fn finish_truncation_at(&mut self, now: Instant, position: Option<u64>, offset: i64) {
         if let (Some(position), Some(active)) = (position, self.segments.last_mut()) {
             active.index.truncate_at_position(position);
             active.size_bytes = position;
             active.next_offset = offset;
             // max_timestamp_ms stays an upper bound: retention keeps data longer, never
-            // shorter, and timestamp lookups read the bytes.
-            self.dirty.remove(&active.id);
+            // shorter, and timestamp lookups read the bytes. The segment stays dirty:
+            // a cut makes the length durable, not the writes before it.
             self.effects.push_back(LogEffect::TruncateSegment {
                 generation: self.generation,
                 segment: active.id,
@@ -784,12 +802,14 @@ impl Log {
         };
         if self.durable_end == DurableEnd::AtPendingTruncation {
             self.durable_end = new_end;
-            self.checkpoint.wanted = true;
         }
         if let Some(sync) = &mut self.sync_in_flight {
             if sync.end == DurableEnd::AtPendingTruncation {
                 sync.end = new_end;
             }
+        }
+        if offset <= self.checkpoint.emitted_durable_offset {
+            self.emit_checkpoint(now);
         }
         self.events.push_back(LogEvent::Truncated { next_offset: offset });
     }
@@ -803,6 +823,10 @@ impl Log {
         for (at, header) in batches.by_ref() {
             if header.base_offset == pending.offset {
                 boundary = Some(pending.range.position + at as u64);
+                break;
+            }
+            if header.next_offset() == pending.offset {
+                boundary = Some(pending.range.position + (at + header.size_bytes()) as u64);
                 break;
             }
             if header.base_offset > pending.offset || header.last_offset() >= pending.offset {
@@ -819,7 +843,7 @@ impl Log {
             self.mark_corrupted(pending.segment, pending.range.position, reason);
             return;
         };
-        self.finish_truncation_at(Some(position), pending.offset);
+        self.finish_truncation_at(now, Some(position), pending.offset);
         for (at, term, batch) in pending.deferred {
             self.write_batch(at.max(now), term, batch);
         }
@@ -842,9 +866,11 @@ impl Log {
     /// above `max_removable_offset` (what Raft snapshots or tiering allow). Returns the
     /// new start offset if it moved.
     pub fn enforce_retention(&mut self, now: Instant, now_wall_ms: i64, max_removable_offset: i64) -> Option<i64> {
-        let mut total_bytes = self.size_bytes();
+        let below_start = self.segments_below_start();
+        let live = &self.segments[below_start..];
+        let mut total_bytes: u64 = live.iter().map(|s| s.size_bytes).sum();
         let mut removed = 0;
-        for segment in self.segments.iter().take(self.segments.len().saturating_sub(1)) {
+        for segment in live.iter().take(live.len().saturating_sub(1)) {
             if segment.last_offset() > max_removable_offset {
                 break;
             }
@@ -865,8 +891,7 @@ impl Log {
         if removed == 0 {
             return None;
         }
-        let new_start = self.segments[removed].id.base_offset;
-        self.drop_front_segments(removed);
+        let new_start = live[removed].id.base_offset;
         self.start_offset = self.start_offset.max(new_start);
         self.maybe_checkpoint(now, true);
         Some(self.start_offset)
@@ -883,12 +908,31 @@ impl Log {
             return Ok(self.start_offset);
         }
         self.start_offset = offset;
-        let below = self.segments.iter().take_while(|s| s.next_offset <= offset).count();
-        // The active segment stays while appends may still land in it.
-        let removable = below.min(self.segments.len().saturating_sub(1));
-        self.drop_front_segments(removable);
         self.maybe_checkpoint(now, true);
         Ok(offset)
+    }
+
+    /// How many leading segments lie wholly below the start offset (deleted once a
+    /// checkpoint recording that start is durable).
+    fn segments_below_start(&self) -> usize {
+        self.segments
+            .iter()
+            .take_while(|s| s.next_offset <= self.start_offset)
+            .count()
+    }
+
+    /// Deletes segments wholly below the durable start offset. Deleting them earlier
+    /// could let a crash forget offsets that must never be handed out again. The last
+    /// segment stays: it marks where the log ends.
+    fn delete_segments_below_durable_start(&mut self) {
+        let durable_start = self.checkpoint.durable_start_offset;
+        let below = self
+            .segments
+            .iter()
+            .take_while(|s| s.next_offset <= durable_start)
+            .count()
+            .min(self.segments.len().saturating_sub(1));
+        self.drop_front_segments(below);
     }
 
     fn drop_front_segments(&mut self, count: usize) {
@@ -924,11 +968,18 @@ impl Log {
             self.checkpoint.wanted = true;
             return;
         }
+        self.emit_checkpoint(now);
+    }
+
+    /// Emits a checkpoint of the current state. One already in flight is superseded:
+    /// effects run in order, so the newer content lands last.
+    fn emit_checkpoint(&mut self, now: Instant) {
         let checkpoint = self.current_checkpoint();
         let checkpoint_id = self.take_id();
         self.checkpoint.in_flight = Some((checkpoint_id, checkpoint.start_offset));
         self.checkpoint.wanted = false;
         self.checkpoint.written_at = Some(now);
+        self.checkpoint.emitted_durable_offset = checkpoint.durable_offset;
         self.effects.push_back(LogEffect::WriteCheckpoint {
             generation: self.generation,
             checkpoint_id,
@@ -966,6 +1017,7 @@ impl Log {
         };
         if start_offset > self.checkpoint.durable_start_offset {
             self.checkpoint.durable_start_offset = start_offset;
+            self.delete_segments_below_durable_start();
             self.events.push_back(LogEvent::StartOffsetDurable { start_offset });
         }
         if self.checkpoint.wanted || self.checkpoint.durable_start_offset != self.start_offset {

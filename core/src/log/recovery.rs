@@ -100,6 +100,8 @@ struct Scan {
     next_read_at: u64,
     pending: BytesMut,
     stop: Option<(u64, String)>,
+    /// The scan stopped at zero bytes: preallocation or block padding past the end.
+    zero_padding: bool,
 }
 
 /// Rebuilds a [`Log`] from a partition directory.
@@ -238,6 +240,7 @@ impl LogRecovery {
                     next_read_at: 0,
                     pending: BytesMut::new(),
                     stop: None,
+                    zero_padding: false,
                 });
             }
         }
@@ -268,6 +271,7 @@ impl LogRecovery {
                 Err(_) if !at_eof && scan.pending.len() < super::batch::BATCH_HEADER_BYTES => break,
                 Err(error) => {
                     if !scan.pending.is_empty() {
+                        scan.zero_padding = scan.pending.iter().all(|b| *b == 0);
                         scan.stop = Some((position, error.to_string()));
                     }
                     break;
@@ -318,8 +322,8 @@ impl LogRecovery {
             } else {
                 0
             };
-            let trailing_zeros = scan.pending.iter().all(|b| *b == 0) && scan.stop.is_none();
-            if position < synced_limit && !trailing_zeros {
+            let trailing_zeros = scan.zero_padding;
+            if position < synced_limit {
                 self.failed = Some(RecoveryError::Corrupted {
                     segment: id,
                     position,
@@ -373,8 +377,11 @@ impl LogRecovery {
     }
 
     fn keep(&mut self, segment: Segment) {
+        let start_offset = self.checkpoint.map_or(0, |c| c.start_offset);
         if let Some(previous) = self.kept.last() {
-            if previous.next_offset != segment.id.base_offset {
+            // A gap wholly below the start offset is a deletion not yet carried out.
+            let gap_below_start = segment.id.base_offset <= start_offset;
+            if previous.next_offset != segment.id.base_offset && !gap_below_start {
                 let previous_id = previous.id;
                 let synced = self.durable_segment().is_some_and(|d| segment.id.base_offset <= d.base_offset);
                 if synced {
