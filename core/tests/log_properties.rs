@@ -41,25 +41,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// What the log logically holds: (base offset, values) per batch.
+/// What the log logically holds, per offset.
 #[derive(Default, Debug)]
 struct Model {
-    batches: Vec<(i64, Vec<String>)>,
+    values: BTreeMap<i64, String>,
     next_tag: usize,
     /// Every value ever appended at each offset (a crash may bring back a batch whose
     /// truncation had not reached the disk — never one that was not written there).
     ever: BTreeMap<i64, BTreeSet<String>>,
+    /// Base offsets of appended batches, for choosing truncation points.
+    bases: Vec<i64>,
 }
 
 impl Model {
     fn value_at(&self, offset: i64) -> Option<&String> {
-        self.batches
-            .iter()
-            .find(|(base, values)| offset >= *base && offset < base + values.len() as i64)
-            .map(|(base, values)| &values[(offset - base) as usize])
+        self.values.get(&offset)
     }
     fn truncate(&mut self, offset: i64) {
-        self.batches.retain(|(base, _)| *base < offset);
+        self.values.split_off(&offset);
+        self.bases.retain(|b| *b < offset);
     }
 }
 
@@ -97,7 +97,10 @@ fn run(ops: Vec<Op>) {
                 for (i, value) in values.iter().enumerate() {
                     model.ever.entry(info.base_offset + i as i64).or_default().insert(value.clone());
                 }
-                model.batches.push((info.base_offset, values));
+                for (i, value) in values.into_iter().enumerate() {
+                    model.values.insert(info.base_offset + i as i64, value);
+                }
+                model.bases.push(info.base_offset);
             }
             Op::Sync => h.log.sync(),
             Op::Hold => h.hold = true,
@@ -113,7 +116,7 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Truncate(back) => {
-                let candidates: Vec<i64> = model.batches.iter().rev().take(6).map(|(b, _)| *b).collect();
+                let candidates: Vec<i64> = model.bases.iter().rev().take(6).copied().collect();
                 if let Some(&offset) = candidates.get(back) {
                     if offset >= h.log.start_offset() {
                         h.log.truncate(h.now, offset).unwrap();
@@ -157,15 +160,8 @@ fn run(ops: Vec<Op>) {
                     assert!(recovered.iter().any(|(o, _)| *o == offset), "durable offset {offset} missing");
                 }
                 // The model becomes what recovery found.
-                model.truncate(h.log.start_offset().min(durable + 1).max(0));
-                let mut rebuilt: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-                let batch_bases = batch_bases(&h);
-                for (offset, value) in recovered {
-                    let base = *batch_bases.range(..=offset).next_back().map(|(b, _)| b).unwrap();
-                    rebuilt.entry(base).or_default().push(value);
-                }
-                model.batches.retain(|(base, _)| *base < h.log.start_offset());
-                model.batches.extend(rebuilt);
+                model.values = recovered.into_iter().collect();
+                model.bases = batch_bases(&h).into_keys().collect();
                 h.check_against_scan();
                 continue;
             }
@@ -241,5 +237,15 @@ fn regression_delete_records_removes_the_durable_segment() {
         Op::RunHeld(2),
         Op::RunHeld(1),
         Op::Crash(0),
+    ]);
+}
+
+#[test]
+fn regression_delete_records_on_unsynced_data_then_torn_crash() {
+    run(vec![
+        Op::Append { new_term: false, count: 4, pad_bytes: 0 },
+        Op::DeleteRecords(1),
+        Op::Hold,
+        Op::Crash(105),
     ]);
 }

@@ -3,9 +3,10 @@
 //!
 //! # Contract with a disk backend (runtime-real's direct-I/O files, runtime-sim's disk)
 //!
-//! * Effects of one log are executed **in the order they were emitted**. A
-//!   [`LogEffect::Sync`] covers every [`LogEffect::Write`] emitted before it, to any of
-//!   the segments it names.
+//! * Effects of one log are executed **in the order they were emitted, each after the
+//!   previous one has completed** (a backend may batch the syncs of many logs, but
+//!   never reorders one log's effects). A [`LogEffect::Sync`] covers every
+//!   [`LogEffect::Write`] emitted before it, to any of the segments it names.
 //! * Writes are sequential appends per segment: each `Write` starts where the previous
 //!   one to that segment ended, or where a [`LogEffect::TruncateSegment`] left the file.
 //! * Each effect carries the log's `generation`. After a failure the log starts a new

@@ -1027,14 +1027,17 @@ impl Log {
 
     /// Queues the repairs recovery decided on (cuts, deletions, index rewrites) ahead
     /// of everything else, then a sync of the segments recovery scanned — data found on
-    /// disk after a crash may still sit in a volatile cache — and a fresh checkpoint.
+    /// disk after a crash may still sit in a volatile cache — and a fresh checkpoint,
+    /// which the in-order contract runs after that sync.
     pub(crate) fn push_recovery_cleanup(&mut self, cleanup: Vec<LogEffect>, scanned: &[SegmentId]) {
         assert!(self.effects.is_empty(), "cleanup goes first");
         self.effects.extend(cleanup);
         self.dirty
             .extend(scanned.iter().filter(|id| self.segments.iter().any(|s| s.id == **id)));
         self.sync();
-        self.checkpoint.wanted = true;
+        // A fresh checkpoint of the recovered state, before any append: an older one
+        // may name a segment that recovery deleted and an append could re-create.
+        self.emit_checkpoint(Instant::ZERO);
     }
 
     /// Prepares a clean shutdown: writes the active segment's index, syncs, and writes
