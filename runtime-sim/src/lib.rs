@@ -24,13 +24,18 @@
 #![warn(missing_docs)]
 
 pub mod checker;
+pub mod coverage;
 pub mod disk;
 pub mod dist;
 pub mod engine;
 pub mod history;
 pub mod log_disk;
+pub mod model_raft;
 pub mod net;
 pub mod objstore;
 pub mod process;
+pub mod replica;
 pub mod rng;
+pub mod scenario;
+pub mod store;
 pub mod trace;

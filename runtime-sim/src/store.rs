@@ -1,0 +1,514 @@
+//! A node's durable storage for its replica: the log lives in **core's `Log`** on the
+//! node's simulated disk (through [`LogDisk`]), and the hard state (term, vote) in a small
+//! checksummed file beside it.
+//!
+//! Storage operations arrive with sequence numbers and are reported durable strictly in
+//! order: an operation counts as done once it *and every earlier one* is durable. Entries
+//! are stored as Kafka record batches — a data entry is a one-record batch whose value is
+//! the client's payload, a no-op is a control batch — with the Raft term as the
+//! partition leader epoch, so what recovery reads back after a crash is what core's log
+//! recovery kept, torn tails cut.
+
+use crate::disk::SimDisk;
+use crate::log_disk::{ContractViolation, LogDisk, LogIo};
+use crate::replica::{EntryKind, HardState, SimEntry, StorageOp};
+use crate::rng::{fnv1a64, SimRng};
+use bytes::Bytes;
+use oxbow_core::log::batch::{iter_batches, BATCH_HEADER_BYTES};
+use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
+use oxbow_core::log::records::parse_uncompressed_records;
+use oxbow_core::log::{Log, LogConfig, LogEvent, RecoveryReport};
+use oxbow_core::time::Instant;
+use std::collections::VecDeque;
+
+/// The partition directory of the simulated replica.
+pub const PARTITION_DIR: &str = "kafka/sim/0_0";
+/// The hard-state file.
+pub const HARD_STATE_PATH: &str = "raft/0/hard_state";
+
+/// Storage failed in a way the node cannot continue from (it stops, like a broker whose
+/// disk failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The disk refused a write (ENOSPC, I/O error).
+    #[error("disk error: {0}")]
+    Disk(String),
+    /// Synced data is damaged (recovery or the log found corruption).
+    #[error("corruption: {0}")]
+    Corrupt(String),
+    /// The log or the replica broke a contract: a bug, fails the run.
+    #[error("contract: {0}")]
+    Contract(String),
+}
+
+impl From<ContractViolation> for StoreError {
+    fn from(v: ContractViolation) -> Self {
+        StoreError::Contract(v.to_string())
+    }
+}
+
+/// The log configuration the simulator runs with: small segments, so rolls, indexes and
+/// multi-segment recovery happen within a short run.
+pub fn sim_log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        segment_ms: None,
+        index_interval_bytes: 1024,
+        retention_bytes: None,
+        retention_ms: None,
+        preallocate_bytes: 0,
+        checkpoint_interval_ms: 500,
+        recovery_read_bytes: 8 * 1024,
+        ..LogConfig::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    HardState { done: bool },
+    Append { last_index: u64 },
+    Truncate { done: bool },
+}
+
+/// One node's storage.
+#[derive(Debug)]
+pub struct NodeStore {
+    backend: LogDisk,
+    log: Log,
+    queue: VecDeque<(u64, Pending)>,
+    done_seq: u64,
+}
+
+/// Work for the driver after a storage call: completions to schedule.
+#[derive(Debug, Default)]
+pub struct StoreWork {
+    /// Log completions to deliver after their delays.
+    pub log_io: Vec<LogIo>,
+    /// Hard-state writes to complete after the given delay: (seq, state, delay).
+    pub hard_state: Vec<(u64, HardState, std::time::Duration)>,
+}
+
+fn encode_hard_state(hs: HardState) -> Bytes {
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&hs.term.to_be_bytes());
+    b.extend_from_slice(&hs.vote.map_or(u64::MAX, u64::from).to_be_bytes());
+    let sum = fnv1a64(&b);
+    b.extend_from_slice(&sum.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn decode_hard_state(b: &[u8]) -> Option<HardState> {
+    if b.len() != 24 || fnv1a64(&b[..16]).to_be_bytes() != b[16..24] {
+        return None;
+    }
+    let term = u64::from_be_bytes(b[0..8].try_into().ok()?);
+    let vote = u64::from_be_bytes(b[8..16].try_into().ok()?);
+    Some(HardState {
+        term,
+        vote: (vote != u64::MAX)
+            .then(|| u32::try_from(vote).ok())
+            .flatten(),
+    })
+}
+
+fn encode_entry(e: &SimEntry, now: Instant) -> Bytes {
+    let ts = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+    match e.kind {
+        EntryKind::Data => build_batch(
+            &[NewRecord::value(e.payload.to_vec(), ts)],
+            BatchOptions::default(),
+        ),
+        EntryKind::Noop => build_batch(
+            &[NewRecord {
+                timestamp_ms: ts,
+                ..NewRecord::default()
+            }],
+            BatchOptions {
+                control: true,
+                ..BatchOptions::default()
+            },
+        ),
+    }
+}
+
+impl NodeStore {
+    /// Empty storage for a new node.
+    pub fn new() -> Self {
+        NodeStore {
+            backend: LogDisk::new(PARTITION_DIR),
+            log: Log::new(sim_log_config(), 0),
+            queue: VecDeque::new(),
+            done_seq: 0,
+        }
+    }
+
+    /// The log (for timers and observation).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Sequence number of the last operation known durable (with all before it).
+    pub fn done_seq(&self) -> u64 {
+        self.done_seq
+    }
+
+    /// Starts operation `seq`.
+    pub fn submit(
+        &mut self,
+        disk: &mut SimDisk,
+        rng: &mut SimRng,
+        now: Instant,
+        seq: u64,
+        op: StorageOp,
+    ) -> Result<StoreWork, StoreError> {
+        let mut work = StoreWork::default();
+        match op {
+            StorageOp::HardState(hs) => {
+                let service = disk.sync_time(rng);
+                let delay = disk.service_delay(now, service);
+                work.hard_state.push((seq, hs, delay));
+                self.queue
+                    .push_back((seq, Pending::HardState { done: false }));
+            }
+            StorageOp::Append(entries) => {
+                let Some(last) = entries.last() else {
+                    return Err(StoreError::Contract("empty append".into()));
+                };
+                let last_index = last.index;
+                for e in &entries {
+                    let term = i64::try_from(e.term).unwrap_or(i64::MAX);
+                    let info = self
+                        .log
+                        .append(now, term, encode_entry(e, now))
+                        .map_err(|err| StoreError::Disk(format!("append refused: {err}")))?;
+                    if u64::try_from(info.base_offset).ok() != Some(e.index) {
+                        return Err(StoreError::Contract(format!(
+                            "entry {} got offset {} from the log",
+                            e.index, info.base_offset
+                        )));
+                    }
+                }
+                self.log.sync();
+                self.queue.push_back((seq, Pending::Append { last_index }));
+            }
+            StorageOp::Truncate { from_index } => {
+                let offset = i64::try_from(from_index).unwrap_or(i64::MAX);
+                let had_more = offset < self.log.next_offset();
+                self.log
+                    .truncate(now, offset)
+                    .map_err(|e| StoreError::Contract(format!("truncate to {from_index}: {e}")))?;
+                self.queue
+                    .push_back((seq, Pending::Truncate { done: !had_more }));
+            }
+        }
+        self.pump(disk, rng, now, &mut work)?;
+        Ok(work)
+    }
+
+    /// A hard-state write of `seq` completes: it is written durably now.
+    pub fn complete_hard_state(
+        &mut self,
+        disk: &mut SimDisk,
+        rng: &mut SimRng,
+        seq: u64,
+        hs: HardState,
+    ) -> Result<(), StoreError> {
+        disk.replace(rng, HARD_STATE_PATH, encode_hard_state(hs), true)
+            .map_err(|e| StoreError::Disk(e.to_string()))?;
+        for (s, p) in self.queue.iter_mut() {
+            if *s == seq {
+                *p = Pending::HardState { done: true };
+            }
+        }
+        self.advance();
+        Ok(())
+    }
+
+    /// A log completion is due.
+    pub fn complete_log_io(
+        &mut self,
+        disk: &mut SimDisk,
+        rng: &mut SimRng,
+        now: Instant,
+        io: LogIo,
+    ) -> Result<StoreWork, StoreError> {
+        if let Some(ticket) = &io.sync {
+            disk.finish_sync(ticket);
+        }
+        self.log.handle_completion(now, io.completion);
+        let mut work = StoreWork::default();
+        self.pump(disk, rng, now, &mut work)?;
+        Ok(work)
+    }
+
+    /// The log's own timer (checkpoints).
+    pub fn handle_timeout(
+        &mut self,
+        disk: &mut SimDisk,
+        rng: &mut SimRng,
+        now: Instant,
+    ) -> Result<StoreWork, StoreError> {
+        self.log.handle_timeout(now);
+        let mut work = StoreWork::default();
+        self.pump(disk, rng, now, &mut work)?;
+        Ok(work)
+    }
+
+    fn pump(
+        &mut self,
+        disk: &mut SimDisk,
+        rng: &mut SimRng,
+        now: Instant,
+        work: &mut StoreWork,
+    ) -> Result<(), StoreError> {
+        while let Some(effect) = self.log.poll_effect() {
+            work.log_io
+                .extend(self.backend.execute(disk, rng, now, effect)?);
+        }
+        while let Some(event) = self.log.poll_event() {
+            match event {
+                LogEvent::Truncated { .. } => {
+                    if let Some((_, p)) = self
+                        .queue
+                        .iter_mut()
+                        .find(|(_, p)| matches!(p, Pending::Truncate { done: false }))
+                    {
+                        *p = Pending::Truncate { done: true };
+                    }
+                }
+                LogEvent::AppendsFailed { error, .. } => {
+                    return Err(StoreError::Disk(error.to_string()))
+                }
+                LogEvent::Corrupted {
+                    segment,
+                    position,
+                    reason,
+                } => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{segment} at {position}: {reason}"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        self.advance();
+        Ok(())
+    }
+
+    fn advance(&mut self) {
+        let durable = self.log.durable_offset();
+        while let Some(&(seq, p)) = self.queue.front() {
+            let done = match p {
+                Pending::HardState { done } | Pending::Truncate { done } => done,
+                Pending::Append { last_index } => {
+                    i64::try_from(last_index).is_ok_and(|l| durable >= l)
+                }
+            };
+            if !done {
+                break;
+            }
+            self.queue.pop_front();
+            self.done_seq = seq;
+        }
+    }
+
+    /// Rebuilds storage from what `disk` holds: core's log recovery, its repairs applied,
+    /// then the entries read back. Returns the store, hard state, entries and recovery
+    /// report.
+    pub fn recover(
+        disk: &mut SimDisk,
+        rng: &mut SimRng,
+        now: Instant,
+    ) -> Result<(NodeStore, HardState, Vec<SimEntry>, RecoveryReport), StoreError> {
+        let hs = match disk.read_all(HARD_STATE_PATH) {
+            Ok(bytes) => decode_hard_state(&bytes)
+                .ok_or_else(|| StoreError::Corrupt("hard state checksum mismatch".into()))?,
+            Err(_) => HardState::default(),
+        };
+        let mut backend = LogDisk::new(PARTITION_DIR);
+        let (mut log, report) = backend
+            .recover(disk, sim_log_config())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Apply the repairs recovery asked for, completing at once.
+        loop {
+            let mut progressed = false;
+            while let Some(effect) = log.poll_effect() {
+                progressed = true;
+                for io in backend.execute(disk, rng, now, effect)? {
+                    if let Some(t) = &io.sync {
+                        disk.finish_sync(t);
+                    }
+                    log.handle_completion(now, io.completion);
+                }
+            }
+            while let Some(event) = log.poll_event() {
+                if let LogEvent::Corrupted {
+                    segment,
+                    position,
+                    reason,
+                } = event
+                {
+                    return Err(StoreError::Corrupt(format!(
+                        "{segment} at {position}: {reason}"
+                    )));
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let entries = read_entries(disk, &log)?;
+        let store = NodeStore {
+            backend,
+            log,
+            queue: VecDeque::new(),
+            done_seq: 0,
+        };
+        Ok((store, hs, entries, report))
+    }
+}
+
+impl Default for NodeStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn read_entries(disk: &SimDisk, log: &Log) -> Result<Vec<SimEntry>, StoreError> {
+    let end = log.next_offset();
+    let mut entries = Vec::new();
+    for segment in log.segments() {
+        let path = format!("{PARTITION_DIR}/{}", segment.id.file_name());
+        let bytes = disk
+            .read_all(&path)
+            .map_err(|e| StoreError::Corrupt(format!("segment vanished after recovery: {e}")))?;
+        for (at, header) in iter_batches(&bytes) {
+            if header.base_offset >= end {
+                break;
+            }
+            let index = u64::try_from(header.base_offset)
+                .map_err(|_| StoreError::Corrupt("negative offset".into()))?;
+            let term = u64::try_from(header.leader_epoch).unwrap_or(0);
+            let (kind, payload) = if header.is_control() {
+                (EntryKind::Noop, Bytes::new())
+            } else {
+                let body = Bytes::copy_from_slice(
+                    &bytes[at + BATCH_HEADER_BYTES..at + header.size_bytes()],
+                );
+                let records = parse_uncompressed_records(&body, header.record_count)
+                    .map_err(|e| StoreError::Corrupt(format!("records at offset {index}: {e}")))?;
+                let value = records
+                    .into_iter()
+                    .next()
+                    .and_then(|r| r.value)
+                    .unwrap_or_default();
+                (EntryKind::Data, value)
+            };
+            if index != entries.len() as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "entry at offset {index} where {} was expected",
+                    entries.len()
+                )));
+            }
+            entries.push(SimEntry {
+                term,
+                index,
+                kind,
+                payload,
+            });
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::DiskConfig;
+    use crate::rng::Seeds;
+
+    #[test]
+    fn hard_state_round_trips_and_detects_damage() {
+        let hs = HardState {
+            term: 7,
+            vote: Some(2),
+        };
+        let mut b = encode_hard_state(hs).to_vec();
+        assert_eq!(decode_hard_state(&b), Some(hs));
+        assert_eq!(
+            decode_hard_state(&encode_hard_state(HardState::default())),
+            Some(HardState::default())
+        );
+        b[3] ^= 1;
+        assert_eq!(decode_hard_state(&b), None);
+    }
+
+    #[test]
+    fn entries_survive_crash_and_recovery_in_order() {
+        let mut disk = SimDisk::new(DiskConfig::default());
+        let mut rng = Seeds::new(1).stream("disk");
+        let now = Instant::from_millis(5);
+        let mut store = NodeStore::new();
+        let entries: Vec<SimEntry> = (0..300u64)
+            .map(|i| SimEntry {
+                term: 1 + i / 100,
+                index: i,
+                kind: if i % 100 == 0 {
+                    EntryKind::Noop
+                } else {
+                    EntryKind::Data
+                },
+                payload: if i % 100 == 0 {
+                    Bytes::new()
+                } else {
+                    Bytes::from(i.to_be_bytes().to_vec())
+                },
+            })
+            .collect();
+        let mut pending: Vec<LogIo> = Vec::new();
+        for (seq, chunk) in entries.chunks(50).enumerate() {
+            let w = store
+                .submit(
+                    &mut disk,
+                    &mut rng,
+                    now,
+                    seq as u64 + 1,
+                    StorageOp::Append(chunk.to_vec()),
+                )
+                .unwrap();
+            pending.extend(w.log_io);
+            while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
+                pending.extend(
+                    store
+                        .complete_log_io(&mut disk, &mut rng, now, io)
+                        .unwrap()
+                        .log_io,
+                );
+            }
+        }
+        assert_eq!(store.done_seq(), 6);
+        let w = store
+            .submit(
+                &mut disk,
+                &mut rng,
+                now,
+                7,
+                StorageOp::Truncate { from_index: 250 },
+            )
+            .unwrap();
+        pending.extend(w.log_io);
+        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
+            pending.extend(
+                store
+                    .complete_log_io(&mut disk, &mut rng, now, io)
+                    .unwrap()
+                    .log_io,
+            );
+        }
+        assert_eq!(store.done_seq(), 7);
+        disk.crash(&mut rng);
+        let (_, hs, back, _) = NodeStore::recover(&mut disk, &mut rng, now).unwrap();
+        assert_eq!(hs, HardState::default());
+        assert_eq!(back, entries[..250].to_vec());
+    }
+}
