@@ -4,9 +4,11 @@
 //!
 //! * [`storage`] — direct-I/O segment files, the aligned buffer pool and the executor of
 //!   the log's disk effects.
+//! * [`bench`] — benchmarks behind `oxbow bench …` ([`bench::run_log_bench`]).
 
-#![deny(clippy::unwrap_used)]
-#![deny(clippy::expect_used)]
+// Library code never unwraps; unit tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod storage;

@@ -187,15 +187,9 @@ fn other_effects_close_the_window_in_order() {
             },
         ]
     );
-    assert_eq!(
-        std::fs::read(dir.path().join("checkpoint")).unwrap(),
-        b"ckpt"
-    );
+    assert_eq!(std::fs::read(dir.path().join("checkpoint")).unwrap(), b"ckpt");
     assert!(!dir.path().join("checkpoint.tmp").exists());
-    assert_eq!(
-        std::fs::read(dir.path().join("0-1-v1.index")).unwrap(),
-        b"idx"
-    );
+    assert_eq!(std::fs::read(dir.path().join("0-1-v1.index")).unwrap(), b"idx");
     // Delete removes both files.
     let completions = run(
         &mut storage,
@@ -308,10 +302,7 @@ fn enospc_on_preallocation_fails_creation_and_leaves_no_file() {
     assert!(!dir.path().join("0-1-v1.log").exists());
     // A file system that cannot preallocate at all is fine.
     faults.fail_times(FaultOp::Allocate, libc::EOPNOTSUPP, 1);
-    let completions = run(
-        &mut storage,
-        vec![create(1), write(1, 0, b"x", 0), sync(1, 1)],
-    );
+    let completions = run(&mut storage, vec![create(1), write(1, 0, b"x", 0), sync(1, 1)]);
     assert_eq!(completions.len(), 2, "{completions:?}");
     assert!(matches!(completions[1], LogCompletion::Synced { .. }));
 }
@@ -428,11 +419,7 @@ fn an_exhausted_pool_leaves_effects_queued() {
     let held = pool.acquire().unwrap();
     storage.submit(create(0)).unwrap();
     storage.submit(write(0, 0, b"a", 0)).unwrap();
-    assert_eq!(
-        storage.run(),
-        1,
-        "the create runs, the write waits for a buffer"
-    );
+    assert_eq!(storage.run(), 1, "the create runs, the write waits for a buffer");
     assert_eq!(storage.queued(), 1);
     drop(held);
     assert_eq!(storage.run(), 1);

@@ -25,9 +25,7 @@ fn small_pool() -> BufferPool {
 }
 
 fn pattern(seed: usize, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i * 31 + seed * 7) % 251) as u8 + 1)
-        .collect()
+    (0..len).map(|i| ((i * 31 + seed * 7) % 251) as u8 + 1).collect()
 }
 
 fn create(path: &Path) -> SegmentFile<RealFile> {
@@ -160,10 +158,7 @@ fn seal_cuts_padding_and_buffered_mode_behaves_the_same() {
         assert_eq!(disk_len(&path), 4096);
         segment.seal().unwrap();
         assert_eq!(disk_len(&path), 100);
-        assert_eq!(
-            &segment.read(&pool, 0, 100).unwrap()[..],
-            &pattern(4, 100)[..]
-        );
+        assert_eq!(&segment.read(&pool, 0, 100).unwrap()[..], &pattern(4, 100)[..]);
     }
 }
 

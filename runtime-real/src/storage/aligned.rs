@@ -204,12 +204,7 @@ impl AlignedBuf {
     fn start(&self) -> *mut u8 {
         // SAFETY: `index < buffer_count`, so the offset stays inside the region of
         // `buffer_count * buffer_bytes` bytes (checked at construction not to overflow).
-        unsafe {
-            self.pool
-                .base
-                .as_ptr()
-                .add(self.index * self.pool.buffer_bytes)
-        }
+        unsafe { self.pool.base.as_ptr().add(self.index * self.pool.buffer_bytes) }
     }
 
     /// The whole buffer.

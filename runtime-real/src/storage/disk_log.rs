@@ -16,8 +16,8 @@ use oxbow_core::log::checkpoint::Checkpoint;
 use oxbow_core::log::io::{partition_dir, SegmentId, CHECKPOINT_FILE_NAME};
 use oxbow_core::log::read::{trim_fetched, CorruptRead};
 use oxbow_core::log::{
-    DirEntry, Log, LogConfig, LogRecovery, OffsetError, RecoveryError, RecoveryInput,
-    RecoveryReport, RecoveryStep,
+    DirEntry, Log, LogConfig, LogRecovery, OffsetError, RecoveryError, RecoveryInput, RecoveryReport,
+    RecoveryStep,
 };
 use oxbow_core::time::Instant;
 use std::path::Path;
@@ -152,12 +152,7 @@ impl<V: Vfs> DiskLog<V> {
 
     /// Reads whole batches for a fetch from `offset`, up to `max_bytes` (the first
     /// batch whole), never past `max_offset`.
-    pub fn read(
-        &mut self,
-        offset: i64,
-        max_bytes: u64,
-        max_offset: i64,
-    ) -> Result<Bytes, ReadLogError> {
+    pub fn read(&mut self, offset: i64, max_bytes: u64, max_offset: i64) -> Result<Bytes, ReadLogError> {
         let plan = self.log.read_plan(offset, max_bytes, max_offset)?;
         let mut chunks = Vec::with_capacity(plan.ranges.len());
         for range in plan.ranges {
@@ -177,9 +172,7 @@ impl<V: Vfs> DiskLog<V> {
 
 /// Lists the directory and loads what recovery needs up front: index files and the
 /// checkpoint. A leftover temporary checkpoint (a crash mid-write) is removed first.
-fn recovery_input<V: Vfs>(
-    storage: &mut PartitionStorage<V>,
-) -> Result<RecoveryInput, StorageError> {
+fn recovery_input<V: Vfs>(storage: &mut PartitionStorage<V>) -> Result<RecoveryInput, StorageError> {
     storage.remove_checkpoint_tmp()?;
     let mut input = RecoveryInput::default();
     for entry in storage.list_dir()? {
@@ -193,16 +186,12 @@ fn recovery_input<V: Vfs>(
             len_bytes: entry.len_bytes,
         });
     }
-    input.checkpoint = storage
-        .read_small_file(CHECKPOINT_FILE_NAME)?
-        .map(Bytes::from);
+    input.checkpoint = storage.read_small_file(CHECKPOINT_FILE_NAME)?.map(Bytes::from);
     Ok(input)
 }
 
 /// Decodes the checkpoint file of a partition directory, if any (for tools and tests).
-pub fn read_checkpoint<V: Vfs>(
-    storage: &PartitionStorage<V>,
-) -> Result<Option<Checkpoint>, StorageError> {
+pub fn read_checkpoint<V: Vfs>(storage: &PartitionStorage<V>) -> Result<Option<Checkpoint>, StorageError> {
     Ok(storage
         .read_small_file(CHECKPOINT_FILE_NAME)?
         .and_then(|bytes| Checkpoint::decode(&bytes)))

@@ -76,10 +76,7 @@ impl StorageError {
     pub fn is_no_space(&self) -> bool {
         match self {
             StorageError::Io { source, .. } => {
-                matches!(
-                    source.raw_os_error(),
-                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
-                )
+                matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
             }
             _ => false,
         }

@@ -76,6 +76,8 @@ pub struct StorageStats {
     pub failures: u64,
     /// Index writes that failed (advisory, not reported to the log).
     pub index_write_failures: u64,
+    /// Checkpoints written durably (each one `fdatasync` and one directory fsync).
+    pub checkpoints: u64,
 }
 
 /// The queue is full; the effect is handed back to be submitted later.
@@ -115,12 +117,7 @@ pub struct PartitionStorage<V: Vfs = RealVfs> {
 impl<V: Vfs> PartitionStorage<V> {
     /// Opens (creating if needed) the partition directory `dir`. Segment files are
     /// opened lazily, when an effect needs them.
-    pub fn open(
-        vfs: V,
-        dir: &Path,
-        pool: BufferPool,
-        config: StorageConfig,
-    ) -> StorageResult<Self> {
+    pub fn open(vfs: V, dir: &Path, pool: BufferPool, config: StorageConfig) -> StorageResult<Self> {
         vfs.create_dir_all(dir)
             .map_err(|e| StorageError::io("mkdir", dir, e))?;
         Ok(PartitionStorage {
@@ -280,9 +277,7 @@ impl<V: Vfs> PartitionStorage<V> {
         let path = self.dir.join(segment.file_name());
         match self.segments.entry(segment) {
             Entry::Occupied(entry) => Ok(entry.into_mut()),
-            Entry::Vacant(entry) => {
-                Ok(entry.insert(SegmentFile::open(&self.vfs, &path, &self.pool)?))
-            }
+            Entry::Vacant(entry) => Ok(entry.insert(SegmentFile::open(&self.vfs, &path, &self.pool)?)),
         }
     }
 
@@ -316,8 +311,7 @@ impl<V: Vfs> PartitionStorage<V> {
                 }
             }
             Err(error) => {
-                let generations: BTreeSet<u64> =
-                    pending.iter().map(|sync| sync.generation).collect();
+                let generations: BTreeSet<u64> = pending.iter().map(|sync| sync.generation).collect();
                 for generation in generations {
                     self.fail(generation, &error);
                 }
@@ -370,15 +364,13 @@ impl<V: Vfs> PartitionStorage<V> {
                 Ok(())
             }
             LogEffect::WriteCheckpoint {
-                checkpoint_id,
-                data,
-                ..
+                checkpoint_id, data, ..
             } => self.write_checkpoint(&data).map(|()| {
-                self.completions
-                    .push_back(LogCompletion::CheckpointWritten {
-                        generation,
-                        checkpoint_id,
-                    })
+                self.stats.checkpoints += 1;
+                self.completions.push_back(LogCompletion::CheckpointWritten {
+                    generation,
+                    checkpoint_id,
+                })
             }),
             LogEffect::Read { read_id, range, .. } => self.read(range).map(|data| {
                 self.completions.push_back(LogCompletion::Read {

@@ -150,8 +150,8 @@ impl<F: DataFile> DataFile for FaultyFile<F> {
         self.inner.set_len(len_bytes)
     }
 
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
+    fn size_bytes(&self) -> io::Result<u64> {
+        self.inner.size_bytes()
     }
 }
 

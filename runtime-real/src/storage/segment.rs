@@ -72,7 +72,9 @@ impl<F: DataFile> SegmentFile<F> {
         let file = vfs
             .open_data(path, true)
             .map_err(|e| StorageError::io("create", path, e))?;
-        let existing_bytes = file.len().map_err(|e| StorageError::io("fstat", path, e))?;
+        let existing_bytes = file
+            .size_bytes()
+            .map_err(|e| StorageError::io("fstat", path, e))?;
         if existing_bytes > 0 {
             file.set_len(0)
                 .map_err(|e| StorageError::io("ftruncate", path, e))?;
@@ -95,11 +97,7 @@ impl<F: DataFile> SegmentFile<F> {
     /// Opens an existing segment; its logical length is its size on disk (recovery has
     /// cut it to the valid prefix, or will with [`SegmentFile::truncate`]). It counts as
     /// unsynced until its first sync.
-    pub fn open<V: Vfs<File = F>>(
-        vfs: &V,
-        path: &Path,
-        pool: &BufferPool,
-    ) -> StorageResult<SegmentFile<F>> {
+    pub fn open<V: Vfs<File = F>>(vfs: &V, path: &Path, pool: &BufferPool) -> StorageResult<SegmentFile<F>> {
         let file = vfs.open_data(path, false).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StorageError::NoSuchSegment {
@@ -109,7 +107,9 @@ impl<F: DataFile> SegmentFile<F> {
                 StorageError::io("open", path, e)
             }
         })?;
-        let end_bytes = file.len().map_err(|e| StorageError::io("fstat", path, e))?;
+        let end_bytes = file
+            .size_bytes()
+            .map_err(|e| StorageError::io("fstat", path, e))?;
         let mut segment = SegmentFile {
             file,
             path: path.to_path_buf(),
@@ -241,9 +241,7 @@ impl<F: DataFile> SegmentFile<F> {
             let from = cursor.max(position);
             let to = (cursor + got as u64).min(end);
             if from < to {
-                out.extend_from_slice(
-                    &buf.as_slice()[(from - cursor) as usize..(to - cursor) as usize],
-                );
+                out.extend_from_slice(&buf.as_slice()[(from - cursor) as usize..(to - cursor) as usize]);
             }
             if got < want_usize {
                 break; // end of file

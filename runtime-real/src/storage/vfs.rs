@@ -29,7 +29,7 @@ pub trait DataFile: std::fmt::Debug {
     /// `ftruncate`.
     fn set_len(&self, len_bytes: u64) -> io::Result<()>;
     /// The file size the file system reports (`fstat`).
-    fn len(&self) -> io::Result<u64>;
+    fn size_bytes(&self) -> io::Result<u64>;
 }
 
 /// A directory entry as recovery needs it: a name and a length.
@@ -109,15 +109,13 @@ impl DataFile for RealFile {
     }
 
     fn allocate(&self, len_bytes: u64) -> io::Result<()> {
-        let len = libc::off_t::try_from(len_bytes)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let len = libc::off_t::try_from(len_bytes).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         if len == 0 {
             return Ok(());
         }
         // SAFETY: the descriptor is owned by `self.file` and open for the whole call;
         // fallocate reads no memory of ours.
-        let rc =
-            unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
         if rc == 0 {
             Ok(())
         } else {
@@ -129,7 +127,7 @@ impl DataFile for RealFile {
         self.file.set_len(len_bytes)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size_bytes(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 }
