@@ -4,6 +4,9 @@
 //!
 //! * [`storage`] — direct-I/O segment files, the aligned buffer pool and the executor of
 //!   the log's disk effects.
+//! * [`config`] — the node's TOML configuration and command-line overrides.
+//! * [`node`] — a node: its locked data directory, recovered partition logs, shutdown.
+//! * [`clock`] — real clocks converted into core's time inputs.
 //! * [`bench`] — benchmarks behind `oxbow bench …` ([`bench::run_log_bench`]).
 
 // Library code never unwraps; unit tests may.
@@ -11,4 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod clock;
+pub mod config;
+pub mod node;
 pub mod storage;

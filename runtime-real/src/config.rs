@@ -1,0 +1,280 @@
+//! The node's configuration: one TOML file, every option with a default that works on
+//! a laptop, command-line flags on top. A bad value is reported with the option's
+//! name; unknown options are refused rather than silently ignored.
+
+use oxbow_core::log::LogConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default Kafka listener.
+pub const DEFAULT_KAFKA_ADDR: &str = "127.0.0.1:9092";
+/// Default broker-to-broker RPC listener.
+pub const DEFAULT_RPC_ADDR: &str = "127.0.0.1:33145";
+/// Default admin HTTP listener.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9644";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (names the option and line).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the option.
+        message: String,
+    },
+    /// An option has a value that cannot work.
+    #[error("invalid option `{option}`: {reason}")]
+    Invalid {
+        /// The option, as written in the file.
+        option: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// `[node]`: identity, listeners, data directory.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Directory holding all data.
+    pub data_dir: PathBuf,
+    /// This broker's id.
+    pub node_id: i32,
+    /// Kafka listener address.
+    pub kafka_addr: String,
+    /// Broker-to-broker RPC listener address.
+    pub rpc_addr: String,
+    /// Admin HTTP listener address.
+    pub admin_addr: String,
+    /// RPC addresses of brokers to join.
+    pub seeds: Vec<String>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            data_dir: PathBuf::from("oxbow-data"),
+            node_id: 0,
+            kafka_addr: DEFAULT_KAFKA_ADDR.to_string(),
+            rpc_addr: DEFAULT_RPC_ADDR.to_string(),
+            admin_addr: DEFAULT_ADMIN_ADDR.to_string(),
+            seeds: Vec::new(),
+        }
+    }
+}
+
+/// `[log]`: defaults for every partition's log (topics may override them).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `segment.bytes`.
+    pub segment_bytes: u64,
+    /// `segment.ms` (0 = never roll by age).
+    pub segment_ms: u64,
+    /// `index.interval.bytes`.
+    pub index_interval_bytes: u64,
+    /// `retention.bytes` (-1 = unlimited).
+    pub retention_bytes: i64,
+    /// `retention.ms` (-1 = unlimited).
+    pub retention_ms: i64,
+    /// `max.message.bytes`.
+    pub max_message_bytes: u64,
+    /// Space reserved per new segment.
+    pub preallocate_bytes: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        let d = LogConfig::default();
+        LogSection {
+            segment_bytes: d.segment_bytes,
+            segment_ms: d.segment_ms.unwrap_or(0),
+            index_interval_bytes: d.index_interval_bytes,
+            retention_bytes: d.retention_bytes.map_or(-1, |b| b as i64),
+            retention_ms: d.retention_ms.map_or(-1, |m| m as i64),
+            max_message_bytes: d.max_batch_bytes,
+            preallocate_bytes: d.preallocate_bytes,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[log]`.
+    pub log: LogSection,
+}
+
+/// Command-line overrides of `[node]` options.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--node-id`.
+    pub node_id: Option<i32>,
+    /// `--kafka-addr`.
+    pub kafka_addr: Option<String>,
+    /// `--rpc-addr`.
+    pub rpc_addr: Option<String>,
+    /// `--admin-addr`.
+    pub admin_addr: Option<String>,
+    /// `--seeds`.
+    pub seeds: Option<Vec<String>>,
+}
+
+impl NodeConfig {
+    /// Parses TOML text (`path` only names the source in errors).
+    pub fn from_toml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads the file if given (defaults otherwise), applies the overrides, validates.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<NodeConfig, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                NodeConfig::from_toml(&text, path)?
+            }
+            None => NodeConfig::default(),
+        };
+        let node = &mut config.node;
+        if let Some(v) = overrides.data_dir {
+            node.data_dir = v;
+        }
+        if let Some(v) = overrides.node_id {
+            node.node_id = v;
+        }
+        if let Some(v) = overrides.kafka_addr {
+            node.kafka_addr = v;
+        }
+        if let Some(v) = overrides.rpc_addr {
+            node.rpc_addr = v;
+        }
+        if let Some(v) = overrides.admin_addr {
+            node.admin_addr = v;
+        }
+        if let Some(v) = overrides.seeds {
+            node.seeds = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every option, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |option: &str, reason: String| ConfigError::Invalid {
+            option: option.to_string(),
+            reason,
+        };
+        for (option, addr) in [
+            ("node.kafka_addr", &self.node.kafka_addr),
+            ("node.rpc_addr", &self.node.rpc_addr),
+            ("node.admin_addr", &self.node.admin_addr),
+        ] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| invalid(option, format!("`{addr}` is not an IP:port address ({e})")))?;
+        }
+        for seed in &self.node.seeds {
+            if seed
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
+                return Err(invalid("node.seeds", format!("`{seed}` is not HOST:PORT")));
+            }
+        }
+        if self.node.node_id < 0 {
+            return Err(invalid("node.node_id", "must be 0 or more".to_string()));
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(invalid("node.data_dir", "must not be empty".to_string()));
+        }
+        self.log_config()
+            .validate()
+            .map_err(|e| invalid(&format!("log ({})", e.option), e.reason))?;
+        Ok(())
+    }
+
+    /// The log settings in core's terms.
+    pub fn log_config(&self) -> LogConfig {
+        let l = &self.log;
+        LogConfig {
+            segment_bytes: l.segment_bytes,
+            segment_ms: (l.segment_ms > 0).then_some(l.segment_ms),
+            index_interval_bytes: l.index_interval_bytes,
+            retention_bytes: u64::try_from(l.retention_bytes).ok(),
+            retention_ms: u64::try_from(l.retention_ms).ok(),
+            max_batch_bytes: l.max_message_bytes,
+            preallocate_bytes: l.preallocate_bytes,
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let config = NodeConfig::load(None, Overrides::default()).unwrap();
+        assert_eq!(config.node.data_dir, PathBuf::from("oxbow-data"));
+        assert_eq!(config.node.kafka_addr, "127.0.0.1:9092");
+        assert_eq!(config.log_config(), LogConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let path = Path::new("oxbow.toml");
+        let err = NodeConfig::from_toml("[node]\nkafka_adr = \"x\"\n", path).unwrap_err();
+        assert!(err.to_string().contains("kafka_adr"), "{err}");
+        let err = NodeConfig::from_toml("[log]\nsegment_bytes = \"big\"\n", path).unwrap_err();
+        assert!(err.to_string().contains("segment_bytes"), "{err}");
+        let config = NodeConfig::from_toml("[node]\nkafka_addr = \"localhost\"\n", path).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("node.kafka_addr"), "{err}");
+        let config = NodeConfig::from_toml("[log]\nsegment_bytes = 10\n", path).unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("segment.bytes"));
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("oxbow.toml");
+        std::fs::write(&file, "[node]\nnode_id = 3\ndata_dir = \"/tmp/a\"\n").unwrap();
+        let config = NodeConfig::load(
+            Some(&file),
+            Overrides {
+                data_dir: Some(PathBuf::from("/tmp/b")),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.node.node_id, 3);
+        assert_eq!(config.node.data_dir, PathBuf::from("/tmp/b"));
+    }
+}
