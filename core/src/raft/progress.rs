@@ -1,0 +1,165 @@
+//! [`Progress`]: the leader's view of one follower — what matches, what to send next, the
+//! bounded window of appends in flight, and the snapshot being streamed to it.
+//!
+//! States (after etcd raft's tracker):
+//! * `Probe`: the follower's match point is unknown; one append at a time, each waiting
+//!   for an answer (or a heartbeat answer, or the retransmit timeout).
+//! * `Replicate`: appends are pipelined up to `max_inflight_appends`; `next_index` moves
+//!   ahead optimistically.
+//! * `Snapshot`: the follower needs the snapshot; chunks go one at a time.
+
+use std::collections::VecDeque;
+
+use crate::time::Instant;
+
+use super::types::{Index, LogId, ReadId};
+
+/// Replication state of a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Finding the match point.
+    Probe,
+    /// Streaming appends.
+    Replicate,
+    /// Streaming a snapshot.
+    Snapshot,
+}
+
+/// A snapshot being streamed to a follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotSend {
+    pub(crate) snapshot: LogId,
+    /// Bytes the follower has acknowledged.
+    pub(crate) acked_offset: u64,
+    /// When the chunk in flight was sent, if one is.
+    pub(crate) in_flight_since: Option<Instant>,
+    pub(crate) read_pending: Option<ReadId>,
+}
+
+/// The leader's view of one follower.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    pub(crate) match_index: Option<Index>,
+    pub(crate) next_index: Index,
+    pub(crate) state: ProgressState,
+    /// `Probe`: the prev offset of the unanswered probe, and when it was sent.
+    pub(crate) probe: Option<(Option<Index>, Instant)>,
+    /// `Replicate`: last offset and send time of each unacknowledged append, oldest first.
+    pub(crate) inflight: VecDeque<(Index, Instant)>,
+    /// Heard from since the last check-quorum round.
+    pub(crate) recent_active: bool,
+    /// A read of entries for this follower is outstanding.
+    pub(crate) read_pending: Option<ReadId>,
+    pub(crate) snapshot: Option<SnapshotSend>,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: Index) -> Self {
+        Progress {
+            match_index: None,
+            next_index,
+            state: ProgressState::Probe,
+            probe: None,
+            inflight: VecDeque::new(),
+            recent_active: false,
+            read_pending: None,
+            snapshot: None,
+        }
+    }
+
+    /// Switches to probing from `next_index`.
+    pub(crate) fn become_probe(&mut self, next_index: Index) {
+        self.state = ProgressState::Probe;
+        self.next_index = next_index;
+        self.probe = None;
+        self.inflight.clear();
+        self.read_pending = None;
+        self.snapshot = None;
+    }
+
+    /// Switches to pipelined replication after a successful answer.
+    pub(crate) fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.probe = None;
+        self.inflight.clear();
+        self.next_index = self.next_index.max(super::types::next_after(self.match_index));
+    }
+
+    pub(crate) fn become_snapshot(&mut self, snapshot: LogId) {
+        self.state = ProgressState::Snapshot;
+        self.probe = None;
+        self.inflight.clear();
+        self.read_pending = None;
+        self.snapshot = Some(SnapshotSend {
+            snapshot,
+            acked_offset: 0,
+            in_flight_since: None,
+            read_pending: None,
+        });
+    }
+
+    /// Records an acknowledgement through `match_index`; returns whether it moved.
+    pub(crate) fn ack(&mut self, match_index: Option<Index>) -> bool {
+        while self
+            .inflight
+            .front()
+            .is_some_and(|&(last, _)| Some(last) <= match_index)
+        {
+            self.inflight.pop_front();
+        }
+        if match_index <= self.match_index {
+            return false;
+        }
+        self.match_index = match_index;
+        self.next_index = self.next_index.max(super::types::next_after(match_index));
+        true
+    }
+
+    /// Whether another append may be sent now.
+    pub(crate) fn can_send(&self, max_inflight: usize) -> bool {
+        if self.read_pending.is_some() {
+            return false;
+        }
+        match self.state {
+            ProgressState::Probe => self.probe.is_none(),
+            ProgressState::Replicate => self.inflight.len() < max_inflight,
+            ProgressState::Snapshot => false,
+        }
+    }
+
+    /// Send time of the oldest unanswered append or probe.
+    pub(crate) fn oldest_unanswered(&self) -> Option<Instant> {
+        match self.state {
+            ProgressState::Probe => self.probe.map(|(_, t)| t),
+            ProgressState::Replicate => self.inflight.front().map(|&(_, t)| t),
+            ProgressState::Snapshot => self.snapshot.as_ref().and_then(|s| s.in_flight_since),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_and_ack() {
+        let t = Instant::ZERO;
+        let mut p = Progress::new(10);
+        assert!(p.can_send(2));
+        p.probe = Some((Some(9), t));
+        assert!(!p.can_send(2));
+        assert!(p.ack(Some(9)));
+        p.become_replicate();
+        assert_eq!(p.next_index, 10);
+        p.inflight.push_back((12, t));
+        p.inflight.push_back((14, t));
+        assert!(!p.can_send(2));
+        assert!(p.ack(Some(12)));
+        assert!(p.can_send(2));
+        assert!(!p.ack(Some(11)));
+        assert_eq!(p.match_index, Some(12));
+        p.become_probe(13);
+        assert!(p.inflight.is_empty());
+    }
+}
