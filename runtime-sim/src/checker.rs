@@ -79,12 +79,7 @@ impl Checker {
     }
 
     /// `node` reports `entry` committed at `index`.
-    pub fn on_committed(
-        &mut self,
-        node: NodeId,
-        index: u64,
-        entry: EntryId,
-    ) -> Result<(), Violation> {
+    pub fn on_committed(&mut self, node: NodeId, index: u64, entry: EntryId) -> Result<(), Violation> {
         match self.committed.get(&index) {
             Some(&first) if first != entry => Err(violation(
                 "committed-entry-changed",
@@ -101,12 +96,7 @@ impl Checker {
     }
 
     /// `node` (in `incarnation`) has commit index `index`.
-    pub fn on_commit_index(
-        &mut self,
-        node: NodeId,
-        incarnation: u64,
-        index: u64,
-    ) -> Result<(), Violation> {
+    pub fn on_commit_index(&mut self, node: NodeId, incarnation: u64, index: u64) -> Result<(), Violation> {
         let seen = self.commit_index.entry((node, incarnation)).or_insert(0);
         if index < *seen {
             return Err(violation(
@@ -143,17 +133,15 @@ impl Checker {
                     return Err(violation(
                         "committed-entry-changed",
                         format!(
-                        "node {node} holds term {} at committed index {index} (committed term {})",
-                        e.term, entry.term
-                    ),
+                            "node {node} holds term {} at committed index {index} (committed term {})",
+                            e.term, entry.term
+                        ),
                     ))
                 }
                 None => {
                     return Err(violation(
                         "committed-entry-lost",
-                        format!(
-                        "node {node} (commit index {commit_index}) lacks committed index {index}"
-                    ),
+                        format!("node {node} (commit index {commit_index}) lacks committed index {index}"),
                     ))
                 }
             }
@@ -192,10 +180,7 @@ pub fn check_log_matching(logs: &[(NodeId, BTreeMap<u64, EntryId>)]) -> Result<(
 }
 
 /// Jepsen-style queue checks over the client history, given the final committed map.
-pub fn check_history(
-    history: &History,
-    committed: &BTreeMap<u64, EntryId>,
-) -> Result<(), Violation> {
+pub fn check_history(history: &History, committed: &BTreeMap<u64, EntryId>) -> Result<(), Violation> {
     // What each value was acknowledged at.
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new(); // value -> offset
     for op in history.ops() {
@@ -254,7 +239,10 @@ pub fn check_history(
             {
                 return Err(violation(
                     "read-uncommitted",
-                    format!("client {} read value {value} at offset {offset}, not what was committed there", read.client),
+                    format!(
+                        "client {} read value {value} at offset {offset}, not what was committed there",
+                        read.client
+                    ),
                 ));
             }
             if let Some(&o) = acked.get(&value) {
@@ -319,9 +307,7 @@ mod tests {
         let log: BTreeMap<u64, EntryId> = [(1, e(1, 10))].into();
         c.check_final_logs(0, &log, 1).unwrap();
         assert_eq!(
-            c.check_final_logs(0, &BTreeMap::new(), 1)
-                .unwrap_err()
-                .invariant,
+            c.check_final_logs(0, &BTreeMap::new(), 1).unwrap_err().invariant,
             "committed-entry-lost"
         );
     }
@@ -361,22 +347,13 @@ mod tests {
         let (h, c) = history_with(vec![(1, 100), (2, 101)], true);
         check_history(&h, &c).unwrap();
         let (h, c) = history_with(vec![(1, 100)], true);
-        assert_eq!(
-            check_history(&h, &c).unwrap_err().invariant,
-            "queue-lost-ack"
-        );
+        assert_eq!(check_history(&h, &c).unwrap_err().invariant, "queue-lost-ack");
         let (h, c) = history_with(vec![(2, 101), (1, 100)], false);
         assert_eq!(check_history(&h, &c).unwrap_err().invariant, "queue-order");
         let (h, c) = history_with(vec![(1, 101)], false);
-        assert_eq!(
-            check_history(&h, &c).unwrap_err().invariant,
-            "read-uncommitted"
-        );
+        assert_eq!(check_history(&h, &c).unwrap_err().invariant, "read-uncommitted");
         let (h, mut c) = history_with(vec![(1, 100), (3, 100)], false);
         c.insert(3, e(1, value_digest(100)));
-        assert_eq!(
-            check_history(&h, &c).unwrap_err().invariant,
-            "queue-read-once"
-        );
+        assert_eq!(check_history(&h, &c).unwrap_err().invariant, "queue-read-once");
     }
 }

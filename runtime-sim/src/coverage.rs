@@ -116,11 +116,7 @@ impl SweepCoverage {
 
 impl fmt::Display for SweepCoverage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "coverage over {} runs (total, runs reaching):",
-            self.runs
-        )?;
+        writeln!(f, "coverage over {} runs (total, runs reaching):", self.runs)?;
         let mut names: Vec<&'static str> = EXPECTED.to_vec();
         for (k, _) in self.totals.iter() {
             if !names.contains(&k) {
@@ -131,11 +127,7 @@ impl fmt::Display for SweepCoverage {
         for name in names {
             let total = self.totals.get(name);
             let runs = self.runs_reaching.get(name).copied().unwrap_or(0);
-            let mark = if total == 0 {
-                "  <-- never reached"
-            } else {
-                ""
-            };
+            let mark = if total == 0 { "  <-- never reached" } else { "" };
             writeln!(f, "  {name:<32} {total:>10} {runs:>7}{mark}")?;
         }
         Ok(())

@@ -127,10 +127,7 @@ impl DiskConfig {
         for (name, p) in [
             ("disk.enospc_prob", self.enospc_prob),
             ("disk.io_error_prob", self.io_error_prob),
-            (
-                "disk.crash_keep_unsynced_prob",
-                self.crash_keep_unsynced_prob,
-            ),
+            ("disk.crash_keep_unsynced_prob", self.crash_keep_unsynced_prob),
             ("disk.crash_tear_prob", self.crash_tear_prob),
         ] {
             if !(0.0..=1.0).contains(&p) {
@@ -165,10 +162,7 @@ struct SimFile {
 fn apply(image: &mut Vec<u8>, op: &Op) {
     match op {
         Op::Create => image.clear(),
-        Op::Write {
-            position_bytes,
-            data,
-        } => write_at(image, *position_bytes, data),
+        Op::Write { position_bytes, data } => write_at(image, *position_bytes, data),
         Op::Truncate { len_bytes } => image.truncate(to_usize(*len_bytes)),
         Op::Replace { data } => {
             image.clear();
@@ -347,13 +341,7 @@ impl SimDisk {
         self.inject_write_fault(rng, growth)?;
         self.stats.writes += 1;
         let file = self.file_mut(path)?;
-        Self::push(
-            file,
-            Op::Write {
-                position_bytes,
-                data,
-            },
-        );
+        Self::push(file, Op::Write { position_bytes, data });
         Ok(())
     }
 
@@ -393,11 +381,7 @@ impl SimDisk {
     }
 
     /// Starts a sync of `paths`: it covers what was issued to them until now.
-    pub fn begin_sync(
-        &mut self,
-        rng: &mut SimRng,
-        paths: &[String],
-    ) -> Result<SyncTicket, FsError> {
+    pub fn begin_sync(&mut self, rng: &mut SimRng, paths: &[String]) -> Result<SyncTicket, FsError> {
         if rng.chance(self.config.io_error_prob) {
             self.stats.io_errors += 1;
             return Err(FsError::Io("injected fsync error".into()));
@@ -459,9 +443,7 @@ impl SimDisk {
             .get(path)
             .ok_or_else(|| FsError::NotFound(path.to_string()))?;
         let start = to_usize(position_bytes).min(file.current.len());
-        let end = start
-            .saturating_add(to_usize(len_bytes))
-            .min(file.current.len());
+        let end = start.saturating_add(to_usize(len_bytes)).min(file.current.len());
         Ok(Bytes::copy_from_slice(&file.current[start..end]))
     }
 
@@ -510,22 +492,15 @@ impl SimDisk {
                 apply(image.get_or_insert_with(Vec::new), op);
             }
             if kept < n && rng.chance(tear_prob) {
-                if let (
-                    Some(img),
-                    Op::Write {
-                        position_bytes,
-                        data,
-                    },
-                ) = (image.as_mut(), &file.unsynced[kept])
+                if let (Some(img), Op::Write { position_bytes, data }) =
+                    (image.as_mut(), &file.unsynced[kept])
                 {
                     let keep = torn_prefix_bytes(rng, tear, *position_bytes, data.len() as u64);
                     if keep > 0 && to_usize(*position_bytes) <= img.len() {
                         write_at(img, *position_bytes, &data[..to_usize(keep)]);
                         report.writes_torn += 1;
                     }
-                } else if let (Some(img), Op::Replace { data }) =
-                    (image.as_mut(), &file.unsynced[kept])
-                {
+                } else if let (Some(img), Op::Replace { data }) = (image.as_mut(), &file.unsynced[kept]) {
                     let keep = torn_prefix_bytes(rng, tear, 0, data.len() as u64);
                     img.clear();
                     img.extend_from_slice(&data[..to_usize(keep)]);
@@ -549,6 +524,24 @@ impl SimDisk {
             report.files_vanished += 1;
         }
         report
+    }
+
+    /// Flips bit `bit` of byte `byte` of the durable data of `path` (and of the
+    /// page-cache view). `false` if the file or durable byte does not exist.
+    pub fn flip_bit_at(&mut self, path: &str, byte: u64, bit: u8) -> bool {
+        let Some(file) = self.files.get_mut(path) else {
+            return false;
+        };
+        let byte = to_usize(byte);
+        let Some(durable) = file.durable.as_mut().filter(|d| byte < d.len()) else {
+            return false;
+        };
+        durable[byte] ^= 1 << (bit % 8);
+        if byte < file.current.len() {
+            file.current[byte] ^= 1 << (bit % 8);
+        }
+        self.stats.bit_flips += 1;
+        true
     }
 
     /// Flips one random bit of durable data in a random non-empty file whose path
@@ -617,10 +610,7 @@ mod tests {
     use crate::rng::Seeds;
 
     fn disk() -> (SimDisk, SimRng) {
-        (
-            SimDisk::new(DiskConfig::default()),
-            Seeds::new(7).stream("disk"),
-        )
+        (SimDisk::new(DiskConfig::default()), Seeds::new(7).stream("disk"))
     }
 
     fn always_drop() -> DiskConfig {
@@ -636,16 +626,12 @@ mod tests {
         let mut d = SimDisk::new(always_drop());
         let mut rng = Seeds::new(1).stream("disk");
         d.create("p/a").unwrap();
-        d.write(&mut rng, "p/a", 0, Bytes::from_static(b"hello"))
-            .unwrap();
+        d.write(&mut rng, "p/a", 0, Bytes::from_static(b"hello")).unwrap();
         let t = d.begin_sync(&mut rng, &["p/a".to_string()]).unwrap();
         d.write(&mut rng, "p/a", 5, Bytes::from_static(b" world"))
             .unwrap();
         d.finish_sync(&t);
-        assert_eq!(
-            d.read_all("p/a").unwrap(),
-            Bytes::from_static(b"hello world")
-        );
+        assert_eq!(d.read_all("p/a").unwrap(), Bytes::from_static(b"hello world"));
         d.create("p/b").unwrap();
         let r = d.crash(&mut rng);
         assert_eq!(d.read_all("p/a").unwrap(), Bytes::from_static(b"hello"));
@@ -686,8 +672,7 @@ mod tests {
         });
         let mut rng = Seeds::new(3).stream("disk");
         d.create("f").unwrap();
-        d.write(&mut rng, "f", 0, Bytes::from_static(b"acked"))
-            .unwrap();
+        d.write(&mut rng, "f", 0, Bytes::from_static(b"acked")).unwrap();
         let t = d.begin_sync(&mut rng, &["f".to_string()]).unwrap();
         d.finish_sync(&t);
         d.crash(&mut rng);
@@ -704,11 +689,9 @@ mod tests {
             });
             let mut rng = Seeds::new(seed).stream("disk");
             d.create("f").unwrap();
-            d.write(&mut rng, "f", 0, Bytes::from(vec![1u8; 100]))
-                .unwrap();
+            d.write(&mut rng, "f", 0, Bytes::from(vec![1u8; 100])).unwrap();
             d.sync_now("f").unwrap();
-            d.write(&mut rng, "f", 100, Bytes::from(vec![2u8; 2000]))
-                .unwrap();
+            d.write(&mut rng, "f", 100, Bytes::from(vec![2u8; 2000])).unwrap();
             d.crash(&mut rng);
             let data = d.read_all("f").unwrap();
             assert!(data.len() >= 100 && data.len() < 2100, "seed {seed}");
@@ -734,19 +717,14 @@ mod tests {
             let mut rng = Seeds::new(seed).stream("disk");
             let content: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
             d.create("f").unwrap();
-            d.write(&mut rng, "f", 0, Bytes::from(content.clone()))
-                .unwrap();
+            d.write(&mut rng, "f", 0, Bytes::from(content.clone())).unwrap();
             d.sync_now("f").unwrap();
             d.write(&mut rng, "f", 0, Bytes::from(content[..1500].to_vec()))
                 .unwrap();
             d.write(&mut rng, "f", 1000, Bytes::from(content[1000..].to_vec()))
                 .unwrap();
             d.crash(&mut rng);
-            assert_eq!(
-                d.read_all("f").unwrap().as_ref(),
-                &content[..],
-                "seed {seed}"
-            );
+            assert_eq!(d.read_all("f").unwrap().as_ref(), &content[..], "seed {seed}");
         }
     }
 
@@ -777,8 +755,7 @@ mod tests {
         let (mut d, mut rng) = disk();
         assert_eq!(d.flip_bit(&mut rng, |_| true), None);
         d.create("f").unwrap();
-        d.write(&mut rng, "f", 0, Bytes::from(vec![0u8; 64]))
-            .unwrap();
+        d.write(&mut rng, "f", 0, Bytes::from(vec![0u8; 64])).unwrap();
         d.sync_now("f").unwrap();
         let (path, byte, bit) = d.flip_bit(&mut rng, |p| p == "f").unwrap();
         assert_eq!(path, "f");
@@ -796,15 +773,13 @@ mod tests {
         });
         let mut rng = Seeds::new(4).stream("disk");
         d.create("f").unwrap();
-        d.write(&mut rng, "f", 0, Bytes::from(vec![0u8; 8]))
-            .unwrap();
+        d.write(&mut rng, "f", 0, Bytes::from(vec![0u8; 8])).unwrap();
         assert_eq!(
             d.write(&mut rng, "f", 8, Bytes::from(vec![0u8; 8])),
             Err(FsError::NoSpace)
         );
         // Overwriting in place needs no new space.
-        d.write(&mut rng, "f", 0, Bytes::from(vec![1u8; 8]))
-            .unwrap();
+        d.write(&mut rng, "f", 0, Bytes::from(vec![1u8; 8])).unwrap();
         assert!(matches!(
             d.write(&mut rng, "f", 20, Bytes::from_static(b"x")),
             Err(FsError::Hole { .. })
@@ -839,9 +814,6 @@ mod tests {
             // boundaries inside (300, 1300): 512, 1024 → keep 0, 212 or 724.
             assert!([0, 212, 724].contains(&k), "{k}");
         }
-        assert_eq!(
-            torn_prefix_bytes(&mut rng, TearGranularity::Sector, 0, 100),
-            0
-        );
+        assert_eq!(torn_prefix_bytes(&mut rng, TearGranularity::Sector, 0, 100), 0);
     }
 }

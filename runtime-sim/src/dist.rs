@@ -67,10 +67,7 @@ impl Latency {
             ));
         }
         if !(0.0..=1.0).contains(&self.tail_prob) {
-            return Err(format!(
-                "{what}: tail_prob {} not in [0, 1]",
-                self.tail_prob
-            ));
+            return Err(format!("{what}: tail_prob {} not in [0, 1]", self.tail_prob));
         }
         if self.tail_prob > 0.0 && self.tail_max_us < self.max_us {
             return Err(format!(

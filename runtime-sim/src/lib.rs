@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod checker;
+pub mod cluster;
 pub mod coverage;
 pub mod disk;
 pub mod dist;
@@ -36,6 +37,8 @@ pub mod objstore;
 pub mod process;
 pub mod replica;
 pub mod rng;
+pub mod run;
 pub mod scenario;
 pub mod store;
+pub mod sweep;
 pub mod trace;

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use oxbow_core::log::io::{CHECKPOINT_FILE_NAME, INDEX_SUFFIX};
 use oxbow_core::log::Log;
 use oxbow_core::log::{
-    DirEntry, DiskError, LogCompletion, LogConfig, LogEffect, LogRecovery, RecoveryError,
-    RecoveryInput, RecoveryReport, RecoveryStep, SegmentId,
+    DirEntry, DiskError, LogCompletion, LogConfig, LogEffect, LogRecovery, RecoveryError, RecoveryInput,
+    RecoveryReport, RecoveryStep, SegmentId,
 };
 use oxbow_core::time::Instant;
 use std::time::Duration;
@@ -103,120 +103,105 @@ impl LogDisk {
         }
         let write_time = disk.write_time(rng);
         let mut out = Vec::new();
-        let result: Result<Option<(Option<SyncTicket>, LogCompletion, Duration)>, FsError> =
-            match effect {
-                LogEffect::CreateSegment { segment, .. } => {
-                    disk.create(&self.seg(segment)).map(|()| None)
-                }
-                LogEffect::Write {
-                    segment,
-                    position,
-                    data,
-                    last_offset,
-                    ..
-                } => {
-                    let path = self.seg(segment);
-                    let len = disk
-                        .len_bytes(&path)
-                        .map_err(|e| self.violation(format!("write to {segment}: {e}")))?;
-                    if len != position {
-                        return Err(self.violation(format!(
-                            "write to {segment} at {position}, but the file ends at {len}"
-                        )));
-                    }
-                    disk.write(rng, &path, position, data).map(|()| {
-                        Some((
-                            None,
-                            LogCompletion::Written {
-                                generation,
-                                last_offset,
-                            },
-                            write_time,
-                        ))
-                    })
-                }
-                LogEffect::Sync {
-                    sync_id, segments, ..
-                } => {
-                    let paths: Vec<String> = segments
-                        .iter()
-                        .map(|s| self.seg(*s))
-                        .filter(|p| disk.exists(p))
-                        .collect();
-                    let sync_time = disk.sync_time(rng);
-                    disk.begin_sync(rng, &paths).map(|t| {
-                        Some((
-                            Some(t),
-                            LogCompletion::Synced {
-                                generation,
-                                sync_id,
-                            },
-                            sync_time,
-                        ))
-                    })
-                }
-                LogEffect::TruncateSegment {
-                    segment, len_bytes, ..
-                } => {
-                    let path = self.seg(segment);
-                    match disk.len_bytes(&path) {
-                        Ok(len) if len < len_bytes => {
-                            return Err(self.violation(format!(
-                            "truncate {segment} to {len_bytes}, but the file is only {len} bytes"
-                        )))
-                        }
-                        _ => disk.truncate(&path, len_bytes, true).map(|()| None),
-                    }
-                }
-                LogEffect::DeleteSegment { segment, .. } => {
-                    disk.delete(&self.seg(segment));
-                    disk.delete(&self.path(&segment.index_file_name()));
-                    Ok(None)
-                }
-                LogEffect::WriteIndex { segment, data, .. } => {
-                    // Advisory: a failure leaves a stale or missing index, which recovery
-                    // rebuilds; nothing to report.
-                    let _ = disk.replace(rng, &self.path(&segment.index_file_name()), data, false);
-                    Ok(None)
-                }
-                LogEffect::WriteCheckpoint {
-                    checkpoint_id,
-                    data,
-                    ..
-                } => {
-                    let path = self.path(CHECKPOINT_FILE_NAME);
-                    let sync_time = disk.sync_time(rng);
-                    disk.replace(rng, &path, data, false).and_then(|()| {
-                        let ticket = disk.begin_sync(rng, std::slice::from_ref(&path))?;
-                        Ok(Some((
-                            Some(ticket),
-                            LogCompletion::CheckpointWritten {
-                                generation,
-                                checkpoint_id,
-                            },
-                            write_time + sync_time,
-                        )))
-                    })
-                }
-                LogEffect::Read { read_id, range, .. } => disk
-                    .read(&self.seg(range.segment), range.position, range.len_bytes)
-                    .map(|data| {
-                        Some((
-                            None,
-                            LogCompletion::Read {
-                                generation,
-                                read_id,
-                                data,
-                            },
-                            write_time,
-                        ))
-                    }),
-                other => {
+        let result: Result<Option<(Option<SyncTicket>, LogCompletion, Duration)>, FsError> = match effect {
+            LogEffect::CreateSegment { segment, .. } => disk.create(&self.seg(segment)).map(|()| None),
+            LogEffect::Write {
+                segment,
+                position,
+                data,
+                last_offset,
+                ..
+            } => {
+                let path = self.seg(segment);
+                let len = disk
+                    .len_bytes(&path)
+                    .map_err(|e| self.violation(format!("write to {segment}: {e}")))?;
+                if len != position {
                     return Err(self.violation(format!(
-                        "effect the simulated disk does not know: {other:?}"
+                        "write to {segment} at {position}, but the file ends at {len}"
                     )));
                 }
-            };
+                disk.write(rng, &path, position, data).map(|()| {
+                    Some((
+                        None,
+                        LogCompletion::Written {
+                            generation,
+                            last_offset,
+                        },
+                        write_time,
+                    ))
+                })
+            }
+            LogEffect::Sync {
+                sync_id, segments, ..
+            } => {
+                let paths: Vec<String> = segments
+                    .iter()
+                    .map(|s| self.seg(*s))
+                    .filter(|p| disk.exists(p))
+                    .collect();
+                let sync_time = disk.sync_time(rng);
+                disk.begin_sync(rng, &paths)
+                    .map(|t| Some((Some(t), LogCompletion::Synced { generation, sync_id }, sync_time)))
+            }
+            LogEffect::TruncateSegment {
+                segment, len_bytes, ..
+            } => {
+                let path = self.seg(segment);
+                match disk.len_bytes(&path) {
+                    Ok(len) if len < len_bytes => {
+                        return Err(self.violation(format!(
+                            "truncate {segment} to {len_bytes}, but the file is only {len} bytes"
+                        )))
+                    }
+                    _ => disk.truncate(&path, len_bytes, true).map(|()| None),
+                }
+            }
+            LogEffect::DeleteSegment { segment, .. } => {
+                disk.delete(&self.seg(segment));
+                disk.delete(&self.path(&segment.index_file_name()));
+                Ok(None)
+            }
+            LogEffect::WriteIndex { segment, data, .. } => {
+                // Advisory: a failure leaves a stale or missing index, which recovery
+                // rebuilds; nothing to report.
+                let _ = disk.replace(rng, &self.path(&segment.index_file_name()), data, false);
+                Ok(None)
+            }
+            LogEffect::WriteCheckpoint {
+                checkpoint_id, data, ..
+            } => {
+                let path = self.path(CHECKPOINT_FILE_NAME);
+                let sync_time = disk.sync_time(rng);
+                disk.replace(rng, &path, data, false).and_then(|()| {
+                    let ticket = disk.begin_sync(rng, std::slice::from_ref(&path))?;
+                    Ok(Some((
+                        Some(ticket),
+                        LogCompletion::CheckpointWritten {
+                            generation,
+                            checkpoint_id,
+                        },
+                        write_time + sync_time,
+                    )))
+                })
+            }
+            LogEffect::Read { read_id, range, .. } => disk
+                .read(&self.seg(range.segment), range.position, range.len_bytes)
+                .map(|data| {
+                    Some((
+                        None,
+                        LogCompletion::Read {
+                            generation,
+                            read_id,
+                            data,
+                        },
+                        write_time,
+                    ))
+                }),
+            other => {
+                return Err(self.violation(format!("effect the simulated disk does not know: {other:?}")));
+            }
+        };
         match result {
             Ok(None) => {}
             Ok(Some((sync, completion, service))) => out.push(LogIo {
@@ -268,11 +253,7 @@ impl LogDisk {
 
     /// Runs core's recovery over the directory (reads are served at once: recovery
     /// time is not what the simulator studies).
-    pub fn recover(
-        &self,
-        disk: &SimDisk,
-        config: LogConfig,
-    ) -> Result<(Log, RecoveryReport), RecoveryError> {
+    pub fn recover(&self, disk: &SimDisk, config: LogConfig) -> Result<(Log, RecoveryReport), RecoveryError> {
         let mut recovery = LogRecovery::new(config, self.recovery_input(disk));
         while let RecoveryStep::Read(range) = recovery.poll() {
             let data = disk

@@ -11,8 +11,8 @@
 
 use crate::net::NodeId;
 use crate::replica::{
-    Churn, EntryKind, HardState, ProposeError, Replica, ReplicaEffect, ReplicaStatus, Role,
-    SimEntry, StorageOp,
+    Churn, EntryKind, HardState, ProposeError, Replica, ReplicaEffect, ReplicaStatus, Role, SimEntry,
+    StorageOp,
 };
 use crate::rng::{RngExt, SimRng};
 use bytes::Bytes;
@@ -37,6 +37,9 @@ pub struct PlantedBugs {
     /// Followers adopt the leader's commit index even when it is lower (commit index
     /// goes back).
     pub commit_regress: bool,
+    /// Not a Raft bug: the simulated clients read up to a node's last entry instead of
+    /// its commit index (reads of uncommitted data). Used by the driver.
+    pub read_uncommitted: bool,
 }
 
 /// Timings of the model.
@@ -205,8 +208,7 @@ impl ModelRaft {
         self.write_seq += 1;
         if let StorageOp::Append(entries) = &op {
             if let Some(last) = entries.last() {
-                self.appends_in_flight
-                    .push_back((self.write_seq, last.index));
+                self.appends_in_flight.push_back((self.write_seq, last.index));
             }
         }
         self.effects.push_back(ReplicaEffect::Persist {
@@ -295,13 +297,10 @@ impl ModelRaft {
     fn send_append(&mut self, to: NodeId) {
         let len = self.log.len() as u64;
         let next = self.next.get(&to).copied().unwrap_or(len).min(len);
-        let prev = next
-            .checked_sub(1)
-            .and_then(|i| self.term_at(i).map(|t| (i, t)));
+        let prev = next.checked_sub(1).and_then(|i| self.term_at(i).map(|t| (i, t)));
         let end = len.min(next + self.config.max_entries_per_msg as u64);
-        let entries: Vec<SimEntry> = self.log
-            [usize::try_from(next).unwrap_or(0)..usize::try_from(end).unwrap_or(0)]
-            .to_vec();
+        let entries: Vec<SimEntry> =
+            self.log[usize::try_from(next).unwrap_or(0)..usize::try_from(end).unwrap_or(0)].to_vec();
         self.next.insert(to, end);
         let msg = Msg::Append {
             term: self.hs.term,
@@ -431,8 +430,7 @@ impl Replica for ModelRaft {
         match msg {
             Msg::Vote { term, last } => {
                 let up_to_date = last >= self.last();
-                let free =
-                    self.hs.vote.is_none() || self.hs.vote == Some(from) || self.bugs.vote_twice;
+                let free = self.hs.vote.is_none() || self.hs.vote == Some(from) || self.bugs.vote_twice;
                 let granted = term == self.hs.term && free && up_to_date;
                 if granted {
                     self.set_hard_state(term, Some(from));
@@ -458,11 +456,7 @@ impl Replica for ModelRaft {
                 entries,
                 commit,
             } => self.on_append(now, from, term, prev, entries, commit),
-            Msg::AppendResp {
-                term,
-                success,
-                index,
-            } => {
+            Msg::AppendResp { term, success, index } => {
                 if self.role != Role::Leader || term != self.hs.term {
                     return;
                 }
@@ -575,6 +569,26 @@ impl Replica for ModelRaft {
 
     fn entry(&self, index: u64) -> Option<&SimEntry> {
         self.log.get(usize::try_from(index).ok()?)
+    }
+
+    fn describe(msg: &Msg) -> String {
+        match msg {
+            Msg::Vote { term, last } => format!("Vote t{term} last={last:?}"),
+            Msg::VoteResp { term, granted } => format!("VoteResp t{term} granted={granted}"),
+            Msg::Append {
+                term,
+                prev,
+                entries,
+                commit,
+            } => format!(
+                "Append t{term} prev={prev:?} n={} commit={commit:?}",
+                entries.len()
+            ),
+            Msg::AppendResp { term, success, index } => {
+                format!("AppendResp t{term} ok={success} index={index:?}")
+            }
+            Msg::TimeoutNow { term } => format!("TimeoutNow t{term}"),
+        }
     }
 
     fn msg_term(msg: &Msg) -> u64 {

@@ -170,13 +170,7 @@ impl<M: Clone> SimNetwork<M> {
 
     /// Sends `msg`; returns the copies to deliver with their delays (none, one or two).
     /// Every returned copy must come back through [`SimNetwork::arrive`].
-    pub fn send(
-        &mut self,
-        rng: &mut SimRng,
-        from: NodeId,
-        to: NodeId,
-        msg: M,
-    ) -> Vec<(Duration, M)> {
+    pub fn send(&mut self, rng: &mut SimRng, from: NodeId, to: NodeId, msg: M) -> Vec<(Duration, M)> {
         self.stats.sent += 1;
         let default = self.default_link;
         let link = self.link(from, to);
@@ -243,6 +237,16 @@ impl<M: Clone> SimNetwork<M> {
         self.link(from, to).cut = true;
     }
 
+    /// Restores the link from `from` to `to` (after [`SimNetwork::cut_one_way`]).
+    pub fn restore_one_way(&mut self, from: NodeId, to: NodeId) {
+        self.link(from, to).cut = false;
+    }
+
+    /// Changes the behaviour of every link without an override.
+    pub fn set_default_link(&mut self, config: LinkConfig) {
+        self.default_link = config;
+    }
+
     /// Cuts both directions between `a` and `b`.
     pub fn cut(&mut self, a: NodeId, b: NodeId) {
         self.cut_one_way(a, b);
@@ -297,18 +301,12 @@ impl<M: Clone> SimNetwork<M> {
 
     /// Whether the link is held.
     pub fn is_held(&self, from: NodeId, to: NodeId) -> bool {
-        self.links
-            .get(&(from, to))
-            .is_some_and(|l| l.held.is_some())
+        self.links.get(&(from, to)).is_some_and(|l| l.held.is_some())
     }
 
     /// Releases a held link; returns its messages in arrival order for delivery.
     pub fn release(&mut self, from: NodeId, to: NodeId) -> Vec<M> {
-        self.link(from, to)
-            .held
-            .take()
-            .map(Vec::from)
-            .unwrap_or_default()
+        self.link(from, to).held.take().map(Vec::from).unwrap_or_default()
     }
 
     /// Makes the link `factor` times slower (1 = normal).
@@ -394,10 +392,7 @@ mod tests {
         }
         arrivals.sort();
         let order: Vec<u32> = arrivals.iter().map(|a| a.1).collect();
-        assert!(
-            order.windows(2).any(|w| w[0] > w[1]),
-            "some message overtaken"
-        );
+        assert!(order.windows(2).any(|w| w[0] > w[1]), "some message overtaken");
     }
 
     #[test]

@@ -263,18 +263,9 @@ mod tests {
     fn put_get_list_delete() {
         let mut s = SimObjectStore::new(ObjStoreConfig::default());
         let mut rng = Seeds::new(1).stream("objstore");
-        assert_eq!(
-            s.put(&mut rng, "a/1", Bytes::from_static(b"one")).result,
-            Ok(())
-        );
-        assert_eq!(
-            s.put(&mut rng, "a/2", Bytes::from_static(b"two")).result,
-            Ok(())
-        );
-        assert_eq!(
-            s.put(&mut rng, "b/1", Bytes::from_static(b"x")).result,
-            Ok(())
-        );
+        assert_eq!(s.put(&mut rng, "a/1", Bytes::from_static(b"one")).result, Ok(()));
+        assert_eq!(s.put(&mut rng, "a/2", Bytes::from_static(b"two")).result, Ok(()));
+        assert_eq!(s.put(&mut rng, "b/1", Bytes::from_static(b"x")).result, Ok(()));
         let got = s.get(&mut rng, "a/2");
         assert_eq!(got.result, Ok(Bytes::from_static(b"two")));
         assert!(got.delay >= Duration::from_millis(5));
@@ -308,10 +299,7 @@ mod tests {
                 }
                 Err(ObjError::Interrupted { uploaded_bytes }) => {
                     assert!(uploaded_bytes < 1000);
-                    assert!(matches!(
-                        s.get(&mut rng, &key).result,
-                        Err(ObjError::NotFound(_))
-                    ));
+                    assert!(matches!(s.get(&mut rng, &key).result, Err(ObjError::NotFound(_))));
                     assert!(listed.is_empty());
                     assert!(s.incomplete_uploads().contains(&key));
                 }

@@ -43,10 +43,7 @@ const PPM: i128 = 1_000_000;
 impl NodeClock {
     /// A clock running `drift_ppm` fast (negative: slow), starting `offset_ns` ahead.
     pub fn new(drift_ppm: i64, offset_ns: i64) -> Self {
-        assert!(
-            drift_ppm.abs() < 500_000,
-            "drift beyond ±50% is not a clock"
-        );
+        assert!(drift_ppm.abs() < 500_000, "drift beyond ±50% is not a clock");
         NodeClock {
             drift_ppm,
             offset_ns,
@@ -93,11 +90,7 @@ impl NodeClock {
         // Invert raw(g) = g·(1+d) + o, rounding up, then fix the rounding of raw() itself.
         let scale = PPM + i128::from(self.drift_ppm);
         let num = (target - i128::from(self.offset_ns)) * PPM;
-        let mut g = if num <= 0 {
-            0
-        } else {
-            (num + scale - 1) / scale
-        };
+        let mut g = if num <= 0 { 0 } else { (num + scale - 1) / scale };
         g = g.max(i128::from(now_global.as_nanos()));
         let at = |g: i128| Instant::from_nanos(u64::try_from(g).unwrap_or(u64::MAX));
         while self.raw(at(g)) < target {
@@ -166,9 +159,7 @@ impl Process {
     pub fn pause(&mut self, until: Instant) {
         self.liveness = match self.liveness {
             Liveness::Down => Liveness::Down,
-            Liveness::Paused { until: u } => Liveness::Paused {
-                until: u.max(until),
-            },
+            Liveness::Paused { until: u } => Liveness::Paused { until: u.max(until) },
             Liveness::Up => Liveness::Paused { until },
         };
     }
@@ -198,34 +189,22 @@ mod tests {
             1_001_000_000 + 5_000
         );
         let mut slow = NodeClock::new(-1_000, 0);
-        assert_eq!(
-            slow.local(Instant::from_millis(1_000)).as_nanos(),
-            999_000_000
-        );
+        assert_eq!(slow.local(Instant::from_millis(1_000)).as_nanos(), 999_000_000);
     }
 
     #[test]
     fn backward_jump_freezes_forward_jump_skips() {
         let mut c = NodeClock::perfect();
-        assert_eq!(
-            c.local(Instant::from_millis(100)),
-            Instant::from_millis(100)
-        );
+        assert_eq!(c.local(Instant::from_millis(100)), Instant::from_millis(100));
         c.jump(-50_000_000);
         assert_eq!(
             c.local(Instant::from_millis(120)),
             Instant::from_millis(100),
             "frozen"
         );
-        assert_eq!(
-            c.local(Instant::from_millis(160)),
-            Instant::from_millis(110)
-        );
+        assert_eq!(c.local(Instant::from_millis(160)), Instant::from_millis(110));
         c.jump(1_000_000_000);
-        assert_eq!(
-            c.local(Instant::from_millis(160)),
-            Instant::from_millis(1_110)
-        );
+        assert_eq!(c.local(Instant::from_millis(160)), Instant::from_millis(1_110));
     }
 
     #[test]
@@ -240,11 +219,7 @@ mod tests {
             assert!(probe.local(g) >= deadline, "drift {drift}");
             let mut before = c.clone();
             assert!(before.local(Instant::from_nanos(g.as_nanos() - 1)) < deadline);
-            assert_eq!(
-                c.to_global(now, Instant::ZERO),
-                now,
-                "past deadline fires now"
-            );
+            assert_eq!(c.to_global(now, Instant::ZERO), now, "past deadline fires now");
         }
     }
 

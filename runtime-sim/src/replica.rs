@@ -148,4 +148,6 @@ pub trait Replica {
     fn entry(&self, index: u64) -> Option<&SimEntry>;
     /// The term of a message, for the trace and for network fault injection.
     fn msg_term(msg: &Self::Msg) -> u64;
+    /// A short description of a message for the trace.
+    fn describe(msg: &Self::Msg) -> String;
 }

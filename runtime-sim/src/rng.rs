@@ -111,11 +111,7 @@ mod tests {
         let mut d = seeds.stream("disk");
         assert_ne!(d.next_u64(), a2[0], "different names, different streams");
         let mut other = Seeds::new(43).stream("network");
-        assert_ne!(
-            other.next_u64(),
-            a2[0],
-            "different seeds, different streams"
-        );
+        assert_ne!(other.next_u64(), a2[0], "different seeds, different streams");
     }
 
     #[test]

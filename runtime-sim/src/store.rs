@@ -65,9 +65,16 @@ pub fn sim_log_config() -> LogConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
-    HardState { done: bool },
-    Append { last_index: u64 },
-    Truncate { done: bool },
+    HardState {
+        done: bool,
+    },
+    /// `None`: every entry it wrote was truncated away since; nothing to wait for.
+    Append {
+        last_index: Option<u64>,
+    },
+    Truncate {
+        done: bool,
+    },
 }
 
 /// One node's storage.
@@ -105,9 +112,7 @@ fn decode_hard_state(b: &[u8]) -> Option<HardState> {
     let vote = u64::from_be_bytes(b[8..16].try_into().ok()?);
     Some(HardState {
         term,
-        vote: (vote != u64::MAX)
-            .then(|| u32::try_from(vote).ok())
-            .flatten(),
+        vote: (vote != u64::MAX).then(|| u32::try_from(vote).ok()).flatten(),
     })
 }
 
@@ -167,8 +172,7 @@ impl NodeStore {
                 let service = disk.sync_time(rng);
                 let delay = disk.service_delay(now, service);
                 work.hard_state.push((seq, hs, delay));
-                self.queue
-                    .push_back((seq, Pending::HardState { done: false }));
+                self.queue.push_back((seq, Pending::HardState { done: false }));
             }
             StorageOp::Append(entries) => {
                 let Some(last) = entries.last() else {
@@ -189,16 +193,31 @@ impl NodeStore {
                     }
                 }
                 self.log.sync();
-                self.queue.push_back((seq, Pending::Append { last_index }));
+                self.queue.push_back((
+                    seq,
+                    Pending::Append {
+                        last_index: Some(last_index),
+                    },
+                ));
             }
             StorageOp::Truncate { from_index } => {
                 let offset = i64::try_from(from_index).unwrap_or(i64::MAX);
                 let had_more = offset < self.log.next_offset();
+                // Earlier appends of the cut range are superseded: only what they wrote
+                // below the cut must become durable.
+                for (_, p) in self.queue.iter_mut() {
+                    if let Pending::Append { last_index: Some(l) } = p {
+                        if *l >= from_index {
+                            *p = Pending::Append {
+                                last_index: from_index.checked_sub(1),
+                            };
+                        }
+                    }
+                }
                 self.log
                     .truncate(now, offset)
                     .map_err(|e| StoreError::Contract(format!("truncate to {from_index}: {e}")))?;
-                self.queue
-                    .push_back((seq, Pending::Truncate { done: !had_more }));
+                self.queue.push_back((seq, Pending::Truncate { done: !had_more }));
             }
         }
         self.pump(disk, rng, now, &mut work)?;
@@ -262,8 +281,7 @@ impl NodeStore {
         work: &mut StoreWork,
     ) -> Result<(), StoreError> {
         while let Some(effect) = self.log.poll_effect() {
-            work.log_io
-                .extend(self.backend.execute(disk, rng, now, effect)?);
+            work.log_io.extend(self.backend.execute(disk, rng, now, effect)?);
         }
         while let Some(event) = self.log.poll_event() {
             match event {
@@ -276,18 +294,12 @@ impl NodeStore {
                         *p = Pending::Truncate { done: true };
                     }
                 }
-                LogEvent::AppendsFailed { error, .. } => {
-                    return Err(StoreError::Disk(error.to_string()))
-                }
+                LogEvent::AppendsFailed { error, .. } => return Err(StoreError::Disk(error.to_string())),
                 LogEvent::Corrupted {
                     segment,
                     position,
                     reason,
-                } => {
-                    return Err(StoreError::Corrupt(format!(
-                        "{segment} at {position}: {reason}"
-                    )))
-                }
+                } => return Err(StoreError::Corrupt(format!("{segment} at {position}: {reason}"))),
                 _ => {}
             }
         }
@@ -300,9 +312,10 @@ impl NodeStore {
         while let Some(&(seq, p)) = self.queue.front() {
             let done = match p {
                 Pending::HardState { done } | Pending::Truncate { done } => done,
-                Pending::Append { last_index } => {
-                    i64::try_from(last_index).is_ok_and(|l| durable >= l)
-                }
+                Pending::Append { last_index: None } => true,
+                Pending::Append {
+                    last_index: Some(last_index),
+                } => i64::try_from(last_index).is_ok_and(|l| durable >= l),
             };
             if !done {
                 break;
@@ -348,9 +361,7 @@ impl NodeStore {
                     reason,
                 } = event
                 {
-                    return Err(StoreError::Corrupt(format!(
-                        "{segment} at {position}: {reason}"
-                    )));
+                    return Err(StoreError::Corrupt(format!("{segment} at {position}: {reason}")));
                 }
             }
             if !progressed {
@@ -392,9 +403,7 @@ fn read_entries(disk: &SimDisk, log: &Log) -> Result<Vec<SimEntry>, StoreError> 
             let (kind, payload) = if header.is_control() {
                 (EntryKind::Noop, Bytes::new())
             } else {
-                let body = Bytes::copy_from_slice(
-                    &bytes[at + BATCH_HEADER_BYTES..at + header.size_bytes()],
-                );
+                let body = Bytes::copy_from_slice(&bytes[at + BATCH_HEADER_BYTES..at + header.size_bytes()]);
                 let records = parse_uncompressed_records(&body, header.record_count)
                     .map_err(|e| StoreError::Corrupt(format!("records at offset {index}: {e}")))?;
                 let value = records
@@ -510,5 +519,123 @@ mod tests {
         let (_, hs, back, _) = NodeStore::recover(&mut disk, &mut rng, now).unwrap();
         assert_eq!(hs, HardState::default());
         assert_eq!(back, entries[..250].to_vec());
+    }
+}
+
+#[cfg(test)]
+mod truncate_tests {
+    use super::*;
+    use crate::disk::DiskConfig;
+    use crate::rng::Seeds;
+
+    fn data(term: u64, index: u64) -> SimEntry {
+        SimEntry {
+            term,
+            index,
+            kind: EntryKind::Data,
+            payload: Bytes::from(index.to_be_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn truncate_of_unsynced_tail_then_append_becomes_durable() {
+        let mut disk = SimDisk::new(DiskConfig::default());
+        let mut rng = Seeds::new(1).stream("disk");
+        let now = Instant::from_millis(5);
+        let mut store = NodeStore::new();
+        let mut pending: Vec<LogIo> = Vec::new();
+        let mut seq = 0;
+        for i in 0..162 {
+            seq += 1;
+            pending.extend(
+                store
+                    .submit(
+                        &mut disk,
+                        &mut rng,
+                        now,
+                        seq,
+                        StorageOp::Append(vec![data(10, i)]),
+                    )
+                    .unwrap()
+                    .log_io,
+            );
+        }
+        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
+            pending.extend(
+                store
+                    .complete_log_io(&mut disk, &mut rng, now, io)
+                    .unwrap()
+                    .log_io,
+            );
+        }
+        assert_eq!(store.done_seq(), seq);
+        for i in 162..165 {
+            seq += 1;
+            pending.extend(
+                store
+                    .submit(
+                        &mut disk,
+                        &mut rng,
+                        now,
+                        seq,
+                        StorageOp::Append(vec![data(10, i)]),
+                    )
+                    .unwrap()
+                    .log_io,
+            );
+        }
+        // Deliver only the first completion (a write), leave the rest in flight.
+        let first = pending.remove(0);
+        pending.extend(
+            store
+                .complete_log_io(&mut disk, &mut rng, now, first)
+                .unwrap()
+                .log_io,
+        );
+        seq += 1;
+        pending.extend(
+            store
+                .submit(
+                    &mut disk,
+                    &mut rng,
+                    now,
+                    seq,
+                    StorageOp::Truncate { from_index: 162 },
+                )
+                .unwrap()
+                .log_io,
+        );
+        seq += 1;
+        pending.extend(
+            store
+                .submit(
+                    &mut disk,
+                    &mut rng,
+                    now,
+                    seq,
+                    StorageOp::Append(vec![data(11, 162)]),
+                )
+                .unwrap()
+                .log_io,
+        );
+        let mut rounds = 0;
+        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
+            rounds += 1;
+            assert!(rounds < 1000);
+            pending.extend(
+                store
+                    .complete_log_io(&mut disk, &mut rng, now, io)
+                    .unwrap()
+                    .log_io,
+            );
+        }
+        assert_eq!(
+            store.done_seq(),
+            seq,
+            "queue {:?} durable {} next {}",
+            store.queue,
+            store.log.durable_offset(),
+            store.log.next_offset()
+        );
     }
 }

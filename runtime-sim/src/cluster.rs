@@ -1,0 +1,1327 @@
+//! The cluster driver: N simulated nodes, each a [`Replica`] whose log lives on its own
+//! [`SimDisk`] through core's `Log`, connected by a [`SimNetwork`], written to and read
+//! by simulated clients, and hit by a nemesis of seeded faults. Every event is traced,
+//! and the checkers look at every step.
+//!
+//! # A run
+//!
+//! 1. **Safety phase** (`safety_secs`): clients write and read; the nemesis injects the
+//!    scenario's faults (crashes with torn writes, pauses, partitions, one-way cuts, held
+//!    links, slow links, clock jumps, bit rot, ENOSPC, leader churn).
+//! 2. **Liveness phase** (at most `liveness_secs`): the network heals, every node whose
+//!    disk still works restarts, faults stop. Within the bound a leader must be elected,
+//!    a new write acknowledged and a full read must return it; otherwise the seed fails.
+//! 3. **Final checks**: log matching across live nodes, the final leader holds every
+//!    committed entry, and the Jepsen-style queue checks over the client history.
+//!
+//! Clients talk to nodes directly (no simulated network between client and node):
+//! client–broker traffic arrives with the broker and Kafka client issues.
+//!
+//! A storage error a node cannot continue from (ENOSPC, an I/O error) stops the node,
+//! as a broker whose disk failed; it restarts later from its disk. Corruption found by
+//! recovery in synced data takes the node out for good (bit rot is aimed at one node per
+//! run, so a majority always stays).
+
+use crate::checker::{check_history, check_log_matching, Checker, EntryId, Violation};
+use crate::coverage::Coverage;
+use crate::disk::SimDisk;
+use crate::engine::EventQueue;
+use crate::history::{payload_value, value_payload, History, OpId, OpOutcome, ReadRecord};
+use crate::log_disk::LogIo;
+use crate::model_raft::Restored;
+use crate::net::{Arrival, LinkConfig, NetLimits, NodeId, SimNetwork};
+use crate::process::{Liveness, NodeClock, Process};
+use crate::replica::{Churn, EntryKind, HardState, ProposeError, Replica, ReplicaEffect, Role, StorageOp};
+use crate::rng::{fnv1a64, RngExt, Seeds, SimRng};
+use crate::scenario::Scenario;
+use crate::store::{NodeStore, StoreError, StoreWork};
+use crate::trace::Trace;
+use crate::trace_event;
+use bytes::Bytes;
+use oxbow_core::log::batch::iter_batches;
+use oxbow_core::log::LogCompletion;
+use oxbow_core::time::Instant;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Bound on pending events.
+pub const MAX_PENDING_EVENTS: usize = 1_000_000;
+/// Byte offset of the CRC field in a v2 record batch; CRC32C covers what follows it.
+const CRC_FIELD_OFFSET: usize = 17;
+/// Bound on events of one run (a runaway guard).
+pub const MAX_EVENTS: u64 = 50_000_000;
+
+/// Builds replicas: at first start and at every restart from disk.
+pub trait NodeFactory {
+    /// The replica type.
+    type R: Replica;
+    /// Starts node `id` of `peers` from `restored`, with its own seeded `rng`.
+    fn start(
+        &mut self,
+        id: NodeId,
+        peers: &[NodeId],
+        rng: SimRng,
+        now: Instant,
+        restored: Restored,
+    ) -> Self::R;
+}
+
+#[derive(Debug)]
+enum Heal {
+    Partition,
+    Link(NodeId, NodeId),
+    Release(NodeId, NodeId),
+    Slow(NodeId),
+    Enospc(NodeId),
+}
+
+#[derive(Debug)]
+enum Ev<M> {
+    Timer {
+        node: NodeId,
+        token: u64,
+    },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: M,
+    },
+    LogIo {
+        node: NodeId,
+        inc: u64,
+        io: LogIo,
+    },
+    HardState {
+        node: NodeId,
+        inc: u64,
+        seq: u64,
+        hs: HardState,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Nemesis,
+    Heal(Heal),
+    ClientWrite {
+        client: u32,
+    },
+    ClientRead {
+        client: u32,
+    },
+    Liveness,
+    End,
+}
+
+impl<M> Ev<M> {
+    /// The node an event is for, if it is for one (paused nodes defer these).
+    fn target(&self) -> Option<NodeId> {
+        match self {
+            Ev::Timer { node, .. } | Ev::LogIo { node, .. } | Ev::HardState { node, .. } => Some(*node),
+            Ev::Deliver { to, .. } => Some(*to),
+            _ => None,
+        }
+    }
+}
+
+struct Node<R> {
+    process: Process,
+    disk: SimDisk,
+    disk_rng: SimRng,
+    store: Option<NodeStore>,
+    replica: Option<R>,
+    timer_token: u64,
+    timer_at: Option<Instant>,
+    observed_commit: Option<u64>,
+    disk_failed: bool,
+    restart_pending: bool,
+    reported_done: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outstanding {
+    op: OpId,
+    node: NodeId,
+    inc: u64,
+    index: u64,
+    term: u64,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    leader_hint: Option<NodeId>,
+    outstanding: Option<Outstanding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Safety,
+    Liveness,
+    Done,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The invariant broken, if any.
+    pub violation: Option<Violation>,
+    /// Hash of the whole trace.
+    pub trace_hash: u64,
+    /// Trace lines (all, or the tail).
+    pub trace: Vec<String>,
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time at the end.
+    pub sim_time: Duration,
+    /// What the run reached.
+    pub coverage: Coverage,
+    /// The scenario as this seed ran it (after swarm).
+    pub scenario_summary: String,
+    /// Writes acknowledged.
+    pub acked_writes: usize,
+}
+
+/// One simulated cluster.
+pub struct Cluster<F: NodeFactory> {
+    scenario: Scenario,
+    factory: F,
+    seeds: Seeds,
+    queue: EventQueue<Ev<<F::R as Replica>::Msg>>,
+    nodes: Vec<Node<F::R>>,
+    ids: Vec<NodeId>,
+    net: SimNetwork<<F::R as Replica>::Msg>,
+    net_rng: SimRng,
+    fault_rng: SimRng,
+    work_rng: SimRng,
+    trace: Trace,
+    coverage: Coverage,
+    checker: Checker,
+    history: History,
+    clients: Vec<Client>,
+    next_value: u64,
+    phase: Phase,
+    rot_node: NodeId,
+    rolling_next: usize,
+    liveness_start: Instant,
+    live_leader: bool,
+    live_ack: Option<u64>,
+    live_read: bool,
+    violation: Option<Violation>,
+    leaders_seen: BTreeMap<u64, NodeId>,
+}
+
+impl<F: NodeFactory> std::fmt::Debug for Cluster<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("scenario", &self.scenario.name)
+            .field("now", &self.queue.now())
+            .finish()
+    }
+}
+
+fn entry_id(e: &crate::replica::SimEntry) -> EntryId {
+    EntryId {
+        term: e.term,
+        digest: match e.kind {
+            EntryKind::Data => fnv1a64(&e.payload),
+            EntryKind::Noop => 0,
+        },
+    }
+}
+
+fn describe_completion(c: &LogCompletion) -> String {
+    match c {
+        LogCompletion::Written { last_offset, .. } => format!("written..={last_offset}"),
+        LogCompletion::Synced { sync_id, .. } => format!("synced #{sync_id}"),
+        LogCompletion::CheckpointWritten { checkpoint_id, .. } => format!("checkpoint #{checkpoint_id}"),
+        LogCompletion::Read { read_id, data, .. } => format!("read #{read_id} {}B", data.len()),
+        LogCompletion::Failed { error, .. } => format!("failed: {error}"),
+        other => format!("{other:?}"),
+    }
+}
+
+impl<F: NodeFactory> Cluster<F> {
+    /// A cluster for `seed` running `scenario` (already swarmed), tracing every line
+    /// when `keep_trace`.
+    pub fn new(seed: u64, scenario: Scenario, factory: F, keep_trace: bool) -> Self {
+        let seeds = Seeds::new(seed);
+        let mut clock_rng = seeds.stream("clock");
+        let n = scenario.nodes;
+        let ids: Vec<NodeId> = (0..n).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let drift = scenario.clock.max_drift_ppm;
+                let drift_ppm = i64::try_from(clock_rng.between(0, 2 * drift)).unwrap_or(0)
+                    - i64::try_from(drift).unwrap_or(0);
+                let offset_ns = i64::try_from(clock_rng.between(0, scenario.clock.max_offset_ms * 1_000_000))
+                    .unwrap_or(0);
+                Node {
+                    process: Process::new(NodeClock::new(drift_ppm, offset_ns)),
+                    disk: SimDisk::new(scenario.disk.clone()),
+                    disk_rng: seeds.stream(&format!("disk/{id}")),
+                    store: None,
+                    replica: None,
+                    timer_token: 0,
+                    timer_at: None,
+                    observed_commit: None,
+                    disk_failed: false,
+                    restart_pending: false,
+                    reported_done: 0,
+                }
+            })
+            .collect();
+        let mut fault_rng = seeds.stream("faults");
+        let rot_node = u32::try_from(fault_rng.index(ids.len())).unwrap_or(0);
+        Cluster {
+            net: SimNetwork::new(scenario.network, NetLimits::default()),
+            net_rng: seeds.stream("network"),
+            work_rng: seeds.stream("workload"),
+            fault_rng,
+            clients: (0..scenario.clients).map(|_| Client::default()).collect(),
+            scenario,
+            factory,
+            seeds,
+            queue: EventQueue::new(MAX_PENDING_EVENTS),
+            nodes,
+            ids,
+            trace: Trace::new(keep_trace),
+            coverage: Coverage::default(),
+            checker: Checker::new(),
+            history: History::default(),
+            next_value: 1,
+            phase: Phase::Safety,
+            rot_node,
+            rolling_next: 0,
+            liveness_start: Instant::ZERO,
+            live_leader: false,
+            live_ack: None,
+            live_read: false,
+            violation: None,
+            leaders_seen: BTreeMap::new(),
+        }
+    }
+
+    fn fail(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            let now = self.queue.now();
+            trace_event!(self.trace, now, None, "VIOLATION {v}");
+            self.violation = Some(v);
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, ev: Ev<<F::R as Replica>::Msg>) {
+        if let Err(e) = self.queue.schedule_at(at, ev) {
+            self.fail(Violation {
+                invariant: "simulator-bound",
+                detail: e.to_string(),
+            });
+        }
+    }
+
+    fn after(&mut self, delay: Duration, ev: Ev<<F::R as Replica>::Msg>) {
+        let at = self.queue.now() + delay;
+        self.schedule(at, ev);
+    }
+
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.fault_rng.between(lo, hi))
+    }
+
+    /// Runs to the end; returns what happened.
+    pub fn run(mut self) -> RunResult {
+        let summary = self.scenario.summary();
+        trace_event!(
+            self.trace,
+            Instant::ZERO,
+            None,
+            "start seed={} {summary}",
+            self.seeds.seed()
+        );
+        for id in self.ids.clone() {
+            self.start_node(id);
+        }
+        for c in 0..self.scenario.clients {
+            let d = Duration::from_millis(self.work_rng.between(0, self.scenario.client_interval_ms));
+            self.after(d, Ev::ClientWrite { client: c });
+            let d = Duration::from_millis(self.work_rng.between(0, self.scenario.read_interval_ms));
+            self.after(d, Ev::ClientRead { client: c });
+        }
+        if self.scenario.faults.any() {
+            let d = self.ms(
+                self.scenario.faults.interval_min_ms,
+                self.scenario.faults.interval_max_ms,
+            );
+            self.after(d, Ev::Nemesis);
+        }
+        self.schedule(
+            Instant::from_millis(self.scenario.safety_secs * 1_000),
+            Ev::Liveness,
+        );
+        let end = (self.scenario.safety_secs + self.scenario.liveness_secs) * 1_000;
+        self.schedule(Instant::from_millis(end), Ev::End);
+        while self.violation.is_none() && self.phase != Phase::Done {
+            let Some((now, ev)) = self.queue.pop() else { break };
+            if self.queue.popped() > MAX_EVENTS {
+                self.fail(Violation {
+                    invariant: "simulator-bound",
+                    detail: format!("more than {MAX_EVENTS} events"),
+                });
+                break;
+            }
+            self.step(now, ev);
+        }
+        if self.violation.is_none() {
+            self.final_checks();
+        }
+        let stats = self.net.stats().clone();
+        self.coverage.add("net.lost", stats.lost);
+        self.coverage.add("net.duplicated", stats.duplicated);
+        self.coverage.add("net.reordered", stats.reordered);
+        RunResult {
+            violation: self.violation,
+            trace_hash: self.trace.hash(),
+            trace: self.trace.lines(),
+            events: self.queue.popped(),
+            sim_time: self.queue.now() - Instant::ZERO,
+            coverage: self.coverage,
+            scenario_summary: summary,
+            acked_writes: self.history.acked(),
+        }
+    }
+
+    fn step(&mut self, now: Instant, ev: Ev<<F::R as Replica>::Msg>) {
+        if let Some(node) = ev.target() {
+            let n = node as usize;
+            if let Some(until) = self.nodes[n].process.paused_until(now) {
+                // The node is stopped: its events wait, in order.
+                self.schedule(until, ev);
+                return;
+            }
+        }
+        match ev {
+            Ev::Timer { node, token } => self.on_timer(now, node, token),
+            Ev::Deliver { from, to, msg } => self.on_deliver(now, from, to, msg),
+            Ev::LogIo { node, inc, io } => self.on_log_io(now, node, inc, io),
+            Ev::HardState { node, inc, seq, hs } => self.on_hard_state(now, node, inc, seq, hs),
+            Ev::Restart { node } => self.restart_node(node),
+            Ev::Nemesis => self.nemesis(now),
+            Ev::Heal(h) => self.heal(now, h),
+            Ev::ClientWrite { client } => self.client_write(now, client),
+            Ev::ClientRead { client } => self.client_read(now, client),
+            Ev::Liveness => self.start_liveness(now),
+            Ev::End => self.end_liveness(now),
+        }
+    }
+
+    // ---- nodes -------------------------------------------------------------------
+
+    fn is_up(&self, id: NodeId) -> bool {
+        let node = &self.nodes[id as usize];
+        node.replica.is_some() && node.process.liveness != Liveness::Down
+    }
+
+    fn start_node(&mut self, id: NodeId) {
+        let now = self.queue.now();
+        let n = id as usize;
+        let local = self.nodes[n].process.clock.local(now);
+        let inc = self.nodes[n].process.incarnation;
+        let rng = self.seeds.stream(&format!("raft/{id}/{inc}"));
+        let ids = self.ids.clone();
+        let replica = self.factory.start(id, &ids, rng, local, Restored::default());
+        let node = &mut self.nodes[n];
+        node.replica = Some(replica);
+        node.store = Some(NodeStore::new());
+        node.observed_commit = None;
+        node.reported_done = 0;
+        trace_event!(self.trace, now, Some(id), "start");
+        self.after_step(id);
+    }
+
+    fn crash_node(&mut self, id: NodeId, why: &str) {
+        let now = self.queue.now();
+        let node = &mut self.nodes[id as usize];
+        if node.process.liveness == Liveness::Down {
+            return;
+        }
+        node.process.crash();
+        node.replica = None;
+        node.store = None;
+        node.timer_token += 1;
+        node.timer_at = None;
+        let report = node.disk.crash(&mut node.disk_rng);
+        self.coverage.add("disk.crash.torn_write", report.writes_torn);
+        self.coverage.add("disk.crash.unsynced_kept", report.ops_kept);
+        self.coverage
+            .add("disk.crash.file_vanished", report.files_vanished);
+        trace_event!(
+            self.trace,
+            now,
+            Some(id),
+            "crash ({why}): dropped={} kept={} torn={} vanished={}",
+            report.ops_dropped,
+            report.ops_kept,
+            report.writes_torn,
+            report.files_vanished
+        );
+    }
+
+    fn restart_node(&mut self, id: NodeId) {
+        let now = self.queue.now();
+        let n = id as usize;
+        self.nodes[n].restart_pending = false;
+        if self.nodes[n].process.liveness != Liveness::Down || self.nodes[n].disk_failed {
+            return;
+        }
+        self.nodes[n].process.restart();
+        let local = self.nodes[n].process.clock.local(now);
+        let inc = self.nodes[n].process.incarnation;
+        let node = &mut self.nodes[n];
+        match NodeStore::recover(&mut node.disk, &mut node.disk_rng, local) {
+            Ok((store, hs, log, report)) => {
+                self.coverage
+                    .add("recovery.torn_tail_cut", report.torn_tails.len() as u64);
+                self.coverage
+                    .add("recovery.index_rebuilt", report.rebuilt_indexes.len() as u64);
+                trace_event!(
+                    self.trace,
+                    now,
+                    Some(id),
+                    "restart inc={inc} term={} vote={:?} entries={} torn_tails={} rebuilt_indexes={}",
+                    hs.term,
+                    hs.vote,
+                    log.len(),
+                    report.torn_tails.len(),
+                    report.rebuilt_indexes.len()
+                );
+                let rng = self.seeds.stream(&format!("raft/{id}/{inc}"));
+                let ids = self.ids.clone();
+                let replica = self.factory.start(id, &ids, rng, local, Restored { hs, log });
+                let node = &mut self.nodes[n];
+                node.replica = Some(replica);
+                node.store = Some(store);
+                node.observed_commit = None;
+                node.reported_done = 0;
+                self.after_step(id);
+            }
+            Err(StoreError::Corrupt(why)) => {
+                self.coverage.hit("recovery.corruption_detected");
+                trace_event!(self.trace, now, Some(id), "restart refused, disk corrupt: {why}");
+                self.nodes[n].process.crash();
+                self.nodes[n].disk_failed = true;
+            }
+            Err(StoreError::Contract(why)) => self.fail(Violation {
+                invariant: "storage-contract",
+                detail: format!("node {id} recovery: {why}"),
+            }),
+            Err(StoreError::Disk(why)) => {
+                trace_event!(self.trace, now, Some(id), "restart failed: {why}");
+                self.nodes[n].process.crash();
+                self.schedule_restart(id);
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self, id: NodeId) {
+        if self.nodes[id as usize].restart_pending {
+            return;
+        }
+        self.nodes[id as usize].restart_pending = true;
+        let f = &self.scenario.faults;
+        let (lo, hi) = (f.restart_min_ms, f.restart_max_ms);
+        let d = self.ms(lo, hi);
+        self.after(d, Ev::Restart { node: id });
+    }
+
+    fn on_timer(&mut self, now: Instant, id: NodeId, token: u64) {
+        let n = id as usize;
+        if self.nodes[n].timer_token != token || !self.is_up(id) {
+            return;
+        }
+        self.nodes[n].timer_at = None;
+        let local = self.nodes[n].process.clock.local(now);
+        let node = &mut self.nodes[n];
+        if let Some(r) = node.replica.as_mut() {
+            if r.poll_timeout().is_some_and(|t| t <= local) {
+                r.handle_timeout(local);
+            }
+        }
+        let store_due = node
+            .store
+            .as_ref()
+            .and_then(|s| s.log().poll_timeout())
+            .is_some_and(|t| t <= local);
+        if store_due {
+            let result = match node.store.as_mut() {
+                Some(s) => s.handle_timeout(&mut node.disk, &mut node.disk_rng, local),
+                None => Ok(StoreWork::default()),
+            };
+            self.store_result(id, result);
+        }
+        self.after_step(id);
+    }
+
+    fn on_deliver(&mut self, now: Instant, from: NodeId, to: NodeId, msg: <F::R as Replica>::Msg) {
+        match self.net.arrive(from, to, msg) {
+            Arrival::Deliver(msg) => {
+                if !self.is_up(to) {
+                    return;
+                }
+                trace_event!(
+                    self.trace,
+                    now,
+                    Some(to),
+                    "recv from n{from}: {}",
+                    F::R::describe(&msg)
+                );
+                let local = self.nodes[to as usize].process.clock.local(now);
+                if let Some(r) = self.nodes[to as usize].replica.as_mut() {
+                    r.handle_message(local, from, msg);
+                }
+                self.after_step(to);
+            }
+            Arrival::Dropped => {}
+            Arrival::Held => {}
+        }
+    }
+
+    fn on_log_io(&mut self, now: Instant, id: NodeId, inc: u64, io: LogIo) {
+        let n = id as usize;
+        if !self.nodes[n].process.is_current(inc) {
+            return;
+        }
+        trace_event!(
+            self.trace,
+            now,
+            Some(id),
+            "disk {}",
+            describe_completion(&io.completion)
+        );
+        let local = self.nodes[n].process.clock.local(now);
+        let node = &mut self.nodes[n];
+        let result = match node.store.as_mut() {
+            Some(s) => s.complete_log_io(&mut node.disk, &mut node.disk_rng, local, io),
+            None => return,
+        };
+        self.store_result(id, result);
+        self.after_step(id);
+    }
+
+    fn on_hard_state(&mut self, now: Instant, id: NodeId, inc: u64, seq: u64, hs: HardState) {
+        let n = id as usize;
+        if !self.nodes[n].process.is_current(inc) {
+            return;
+        }
+        trace_event!(
+            self.trace,
+            now,
+            Some(id),
+            "disk hard state t{} vote={:?} durable",
+            hs.term,
+            hs.vote
+        );
+        let node = &mut self.nodes[n];
+        let result = match node.store.as_mut() {
+            Some(s) => s
+                .complete_hard_state(&mut node.disk, &mut node.disk_rng, seq, hs)
+                .map(|()| StoreWork::default()),
+            None => return,
+        };
+        self.store_result(id, result);
+        self.after_step(id);
+    }
+
+    /// Schedules a store's work, or stops the node on a storage failure.
+    fn store_result(&mut self, id: NodeId, result: Result<StoreWork, StoreError>) {
+        let n = id as usize;
+        let inc = self.nodes[n].process.incarnation;
+        match result {
+            Ok(work) => {
+                for io in work.log_io {
+                    let delay = io.delay;
+                    self.after(delay, Ev::LogIo { node: id, inc, io });
+                }
+                for (seq, hs, delay) in work.hard_state {
+                    self.after(
+                        delay,
+                        Ev::HardState {
+                            node: id,
+                            inc,
+                            seq,
+                            hs,
+                        },
+                    );
+                }
+            }
+            Err(StoreError::Contract(why)) => self.fail(Violation {
+                invariant: "storage-contract",
+                detail: format!("node {id}: {why}"),
+            }),
+            Err(StoreError::Disk(why)) => {
+                self.coverage.hit("disk.enospc");
+                self.crash_node(id, &format!("disk error: {why}"));
+                self.schedule_restart(id);
+            }
+            Err(StoreError::Corrupt(why)) => {
+                self.coverage.hit("recovery.corruption_detected");
+                self.crash_node(id, &format!("corruption: {why}"));
+                self.nodes[n].disk_failed = true;
+            }
+        }
+    }
+
+    /// After a node handled something: run its effects, observe it, re-arm its timer.
+    fn after_step(&mut self, id: NodeId) {
+        let n = id as usize;
+        loop {
+            if !self.is_up(id) || self.violation.is_some() {
+                return;
+            }
+            let Some(effect) = self.nodes[n].replica.as_mut().and_then(|r| r.poll_effect()) else {
+                break;
+            };
+            match effect {
+                ReplicaEffect::Send { to, msg } => self.send(id, to, msg),
+                ReplicaEffect::Persist { seq, op } => {
+                    let now = self.queue.now();
+                    match &op {
+                        StorageOp::HardState(hs) => {
+                            trace_event!(
+                                self.trace,
+                                now,
+                                Some(id),
+                                "persist #{seq} term {} vote {:?}",
+                                hs.term,
+                                hs.vote
+                            )
+                        }
+                        StorageOp::Append(es) => trace_event!(
+                            self.trace,
+                            now,
+                            Some(id),
+                            "persist #{seq} append {}..={}",
+                            es.first().map_or(0, |e| e.index),
+                            es.last().map_or(0, |e| e.index)
+                        ),
+                        StorageOp::Truncate { from_index } => {
+                            self.coverage.hit("raft.truncation");
+                            trace_event!(
+                                self.trace,
+                                now,
+                                Some(id),
+                                "persist #{seq} truncate from {from_index}"
+                            )
+                        }
+                    }
+                    let local = self.nodes[n].process.clock.local(now);
+                    let node = &mut self.nodes[n];
+                    let result = match node.store.as_mut() {
+                        Some(s) => s.submit(&mut node.disk, &mut node.disk_rng, local, seq, op),
+                        None => return,
+                    };
+                    self.store_result(id, result);
+                }
+            }
+        }
+        // Storage progress feeds back into the replica, which may release messages.
+        let done = self.nodes[n].store.as_ref().map_or(0, |s| s.done_seq());
+        if done > self.nodes[n].reported_done {
+            self.nodes[n].reported_done = done;
+            let now = self.queue.now();
+            let local = self.nodes[n].process.clock.local(now);
+            if let Some(r) = self.nodes[n].replica.as_mut() {
+                r.handle_durable(local, done);
+            }
+            return self.after_step(id);
+        }
+        self.observe(id);
+        self.arm_timer(id);
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, msg: <F::R as Replica>::Msg) {
+        let copies = self.net.send(&mut self.net_rng, from, to, msg);
+        for (delay, msg) in copies {
+            self.after(delay, Ev::Deliver { from, to, msg });
+        }
+    }
+
+    fn arm_timer(&mut self, id: NodeId) {
+        let now = self.queue.now();
+        let n = id as usize;
+        let node = &mut self.nodes[n];
+        let local_now = node.process.clock.local(now);
+        let replica_t = node.replica.as_ref().and_then(|r| r.poll_timeout());
+        let store_t = node.store.as_ref().and_then(|s| s.log().poll_timeout());
+        let Some(mut local) = [replica_t, store_t].into_iter().flatten().min() else {
+            return;
+        };
+        if local <= local_now {
+            // Due now; never spin at one instant.
+            local = local_now + Duration::from_micros(1);
+        }
+        let at = node.process.clock.to_global(now, local);
+        if node.timer_at == Some(at) {
+            return;
+        }
+        node.timer_token += 1;
+        node.timer_at = Some(at);
+        let token = node.timer_token;
+        self.schedule(at, Ev::Timer { node: id, token });
+    }
+
+    fn observe(&mut self, id: NodeId) {
+        let n = id as usize;
+        let now = self.queue.now();
+        let inc = self.nodes[n].process.incarnation;
+        let Some(r) = self.nodes[n].replica.as_ref() else {
+            return;
+        };
+        let st = r.status();
+        let mut result = Ok(());
+        if st.role == Role::Leader {
+            if self.phase == Phase::Liveness {
+                self.live_leader = true;
+            }
+            result = result.and(self.checker.on_leader(id, st.term));
+            if self.leaders_seen.insert(st.term, id).is_none() {
+                self.coverage.hit("raft.election.won");
+                trace_event!(self.trace, now, Some(id), "leader of term {}", st.term);
+            }
+        }
+        let mut commits = Vec::new();
+        if let Some(c) = st.commit_index {
+            result = result.and(self.checker.on_commit_index(id, inc, c));
+            let from = self.nodes[n].observed_commit.map_or(0, |o| o + 1);
+            for i in from..=c {
+                match r.entry(i) {
+                    Some(e) => commits.push((i, entry_id(e))),
+                    None => {
+                        result = result.and(Err(Violation {
+                            invariant: "commit-beyond-log",
+                            detail: format!("node {id} commits {c} but has no entry {i}"),
+                        }))
+                    }
+                }
+            }
+            if self.nodes[n].observed_commit.is_none_or(|o| c > o) {
+                self.nodes[n].observed_commit = Some(c);
+            }
+        }
+        for (i, e) in commits {
+            self.coverage.hit("raft.commit");
+            result = result.and(self.checker.on_committed(id, i, e));
+        }
+        if let Err(v) = result {
+            self.fail(v);
+            return;
+        }
+        self.resolve_writes(id);
+    }
+
+    /// Acknowledges client writes the node has committed.
+    fn resolve_writes(&mut self, id: NodeId) {
+        let n = id as usize;
+        let now = self.queue.now();
+        let inc = self.nodes[n].process.incarnation;
+        let Some(r) = self.nodes[n].replica.as_ref() else {
+            return;
+        };
+        let commit = r.status().commit_index;
+        for c in 0..self.clients.len() {
+            let Some(o) = self.clients[c].outstanding else {
+                continue;
+            };
+            if o.node != id || o.inc != inc || commit.is_none_or(|ci| ci < o.index) {
+                continue;
+            }
+            let outcome = match r.entry(o.index) {
+                Some(e) if e.term == o.term => OpOutcome::WriteAcked { offset: o.index },
+                _ => OpOutcome::WriteTimedOut,
+            };
+            self.history.finish_write(o.op, now, outcome);
+            self.clients[c].outstanding = None;
+            if let OpOutcome::WriteAcked { offset } = outcome {
+                self.coverage.hit("client.write.acked");
+                trace_event!(self.trace, now, Some(id), "ack client {c} offset {offset}");
+                if self.phase == Phase::Liveness && self.live_ack.is_none() {
+                    self.live_ack = Some(offset);
+                }
+            }
+        }
+    }
+
+    // ---- clients -----------------------------------------------------------------
+
+    fn pick_node(&mut self, hint: Option<NodeId>) -> Option<NodeId> {
+        if let Some(h) = hint.filter(|h| self.is_up(*h)) {
+            return Some(h);
+        }
+        let up: Vec<NodeId> = self.ids.iter().copied().filter(|i| self.is_up(*i)).collect();
+        (!up.is_empty()).then(|| up[self.work_rng.index(up.len())])
+    }
+
+    fn client_write(&mut self, now: Instant, client: u32) {
+        let c = client as usize;
+        let next = Duration::from_millis(self.work_rng.between(
+            self.scenario.client_interval_ms / 2,
+            self.scenario.client_interval_ms * 3 / 2,
+        ));
+        self.after(next, Ev::ClientWrite { client });
+        if let Some(o) = self.clients[c].outstanding {
+            if now < o.deadline {
+                return;
+            }
+            self.history.finish_write(o.op, now, OpOutcome::WriteTimedOut);
+            self.coverage.hit("client.write.timed_out");
+            self.clients[c].outstanding = None;
+        }
+        if self.history.is_full() {
+            return;
+        }
+        let hint = self.clients[c].leader_hint;
+        let Some(node) = self.pick_node(hint) else { return };
+        let value = self.next_value;
+        self.next_value += 1;
+        let op = self.history.begin_write(client, now, value);
+        self.history.set_node(op, node);
+        let n = node as usize;
+        let local = self.nodes[n].process.clock.local(now);
+        let inc = self.nodes[n].process.incarnation;
+        let Some(r) = self.nodes[n].replica.as_mut() else {
+            return;
+        };
+        match r.propose(local, Bytes::from(value_payload(value))) {
+            Ok(index) => {
+                let term = r.status().term;
+                trace_event!(
+                    self.trace,
+                    now,
+                    Some(node),
+                    "client {client} write {value} -> offset {index} t{term}"
+                );
+                self.clients[c].outstanding = Some(Outstanding {
+                    op,
+                    node,
+                    inc,
+                    index,
+                    term,
+                    deadline: now + Duration::from_millis(self.scenario.client_timeout_ms),
+                });
+                self.clients[c].leader_hint = Some(node);
+                self.after_step(node);
+            }
+            Err(e) => {
+                self.history.finish_write(op, now, OpOutcome::WriteRejected);
+                self.coverage.hit("client.write.rejected");
+                self.clients[c].leader_hint = match e {
+                    ProposeError::NotLeader(h) => h,
+                    ProposeError::Busy => Some(node),
+                };
+            }
+        }
+    }
+
+    fn client_read(&mut self, now: Instant, client: u32) {
+        let next = Duration::from_millis(self.work_rng.between(
+            self.scenario.read_interval_ms / 2,
+            self.scenario.read_interval_ms * 3 / 2,
+        ));
+        self.after(next, Ev::ClientRead { client });
+        let Some(node) = self.pick_node(None) else { return };
+        let Some(r) = self.nodes[node as usize].replica.as_ref() else {
+            return;
+        };
+        let st = r.status();
+        let upto = if self.scenario.bugs.read_uncommitted {
+            st.last_index
+        } else {
+            st.commit_index
+        };
+        let Some(upto) = upto else { return };
+        let mut records = Vec::new();
+        for i in 0..=upto {
+            match r.entry(i) {
+                Some(e) if e.kind == EntryKind::Data => {
+                    if let Some(v) = payload_value(&e.payload) {
+                        records.push((i, v));
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        trace_event!(
+            self.trace,
+            now,
+            Some(node),
+            "client {client} read ..={upto}: {} records",
+            records.len()
+        );
+        self.coverage.hit("client.read");
+        if self.phase == Phase::Liveness && self.live_ack.is_some_and(|a| a <= upto) {
+            self.live_read = true;
+        }
+        self.history.record_read(ReadRecord {
+            client,
+            at: now,
+            records,
+            complete: true,
+            upto_offset: upto,
+        });
+        self.check_liveness_reached(now);
+    }
+
+    // ---- faults ------------------------------------------------------------------
+
+    fn random_up(&mut self) -> Option<NodeId> {
+        self.pick_node(None)
+    }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        self.ids
+            .iter()
+            .copied()
+            .filter(|i| self.is_up(*i))
+            .filter_map(|i| {
+                let st = self.nodes[i as usize].replica.as_ref()?.status();
+                (st.role == Role::Leader).then_some((st.term, i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    fn nemesis(&mut self, now: Instant) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        let f = self.scenario.faults.clone();
+        let d = self.ms(f.interval_min_ms, f.interval_max_ms);
+        self.after(d, Ev::Nemesis);
+        let weights = f.weights();
+        let total: f64 = weights.iter().map(|(_, w)| w).sum();
+        if total <= 0.0 {
+            return;
+        }
+        let mut pick = total * (self.fault_rng.between(0, 1_000_000) as f64) / 1_000_000.0;
+        let mut kind = weights[0].0;
+        for (name, w) in weights {
+            if w <= 0.0 {
+                continue;
+            }
+            kind = name;
+            if pick < w {
+                break;
+            }
+            pick -= w;
+        }
+        let n_nodes = self.ids.len();
+        let heal_after = self.ms(f.heal_min_ms, f.heal_max_ms);
+        match kind {
+            "crash" => {
+                let target = if f.rolling {
+                    let t = self.ids[self.rolling_next % n_nodes];
+                    self.rolling_next += 1;
+                    Some(t).filter(|t| self.is_up(*t))
+                } else {
+                    self.random_up()
+                };
+                if let Some(t) = target {
+                    self.coverage.hit("fault.crash");
+                    self.crash_node(t, "nemesis");
+                    self.schedule_restart(t);
+                }
+            }
+            "pause" => {
+                if let Some(t) = self.random_up() {
+                    let d = self.ms(1, f.pause_max_ms);
+                    self.coverage.hit("fault.pause");
+                    trace_event!(self.trace, now, Some(t), "pause for {d:?}");
+                    self.nodes[t as usize].process.pause(now + d);
+                }
+            }
+            "partition" if n_nodes > 1 => {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                let cut = self.fault_rng.between(1, n_nodes as u64 - 1);
+                let mut order = self.ids.clone();
+                for i in (1..order.len()).rev() {
+                    let j = self.fault_rng.index(i + 1);
+                    order.swap(i, j);
+                }
+                for (k, id) in order.into_iter().enumerate() {
+                    if (k as u64) < cut {
+                        a.push(id);
+                    } else {
+                        b.push(id);
+                    }
+                }
+                a.sort_unstable();
+                b.sort_unstable();
+                self.coverage.hit("fault.partition");
+                trace_event!(
+                    self.trace,
+                    now,
+                    None,
+                    "partition {a:?} | {b:?} for {heal_after:?}"
+                );
+                self.net.partition(&[a, b]);
+                self.after(heal_after, Ev::Heal(Heal::Partition));
+            }
+            "one_way" | "hold" if n_nodes > 1 => {
+                let from = self.ids[self.fault_rng.index(n_nodes)];
+                let mut to = self.ids[self.fault_rng.index(n_nodes - 1)];
+                if to >= from {
+                    to += 1;
+                }
+                if kind == "one_way" {
+                    self.coverage.hit("fault.one_way");
+                    trace_event!(self.trace, now, None, "cut n{from}->n{to} for {heal_after:?}");
+                    self.net.cut_one_way(from, to);
+                    self.after(heal_after, Ev::Heal(Heal::Link(from, to)));
+                } else {
+                    self.coverage.hit("fault.hold");
+                    trace_event!(self.trace, now, None, "hold n{from}->n{to} for {heal_after:?}");
+                    self.net.hold(from, to);
+                    self.after(heal_after, Ev::Heal(Heal::Release(from, to)));
+                }
+            }
+            "slow_link" => {
+                let t = self.ids[self.fault_rng.index(n_nodes)];
+                self.coverage.hit("fault.slow_link");
+                trace_event!(
+                    self.trace,
+                    now,
+                    Some(t),
+                    "slow links x{} for {heal_after:?}",
+                    f.slow_factor
+                );
+                for p in self.ids.clone() {
+                    if p != t {
+                        self.net.set_slow(t, p, f.slow_factor);
+                    }
+                }
+                self.after(heal_after, Ev::Heal(Heal::Slow(t)));
+            }
+            "clock_jump" => {
+                let t = self.ids[self.fault_rng.index(n_nodes)];
+                let max_ns = f.clock_jump_max_ms * 1_000_000;
+                let delta = i64::try_from(self.fault_rng.between(0, 2 * max_ns)).unwrap_or(0)
+                    - i64::try_from(max_ns).unwrap_or(0);
+                self.coverage.hit("fault.clock_jump");
+                trace_event!(self.trace, now, Some(t), "clock jump {delta}ns");
+                self.nodes[t as usize].process.clock.jump(delta);
+                self.arm_timer(t);
+            }
+            "bit_flip" if n_nodes >= 3 => self.bit_flip(now, f.bit_flip_anywhere),
+            "step_down" | "transfer" => {
+                if let Some(l) = self.current_leader() {
+                    let churn = if kind == "step_down" || n_nodes < 2 {
+                        Churn::StepDown
+                    } else {
+                        let mut to = self.ids[self.fault_rng.index(n_nodes - 1)];
+                        if to >= l {
+                            to += 1;
+                        }
+                        Churn::TransferTo(to)
+                    };
+                    let local = self.nodes[l as usize].process.clock.local(now);
+                    let done = self.nodes[l as usize]
+                        .replica
+                        .as_mut()
+                        .is_some_and(|r| r.churn(local, churn));
+                    if done {
+                        self.coverage.hit(match churn {
+                            Churn::StepDown => "fault.churn.step_down",
+                            Churn::TransferTo(_) => "fault.churn.transfer",
+                        });
+                        self.coverage.hit("raft.leader.step_down");
+                        trace_event!(self.trace, now, Some(l), "churn {churn:?}");
+                        self.after_step(l);
+                    }
+                }
+            }
+            "enospc" => {
+                let t = self.ids[self.fault_rng.index(n_nodes)];
+                self.coverage.hit("fault.enospc_window");
+                trace_event!(self.trace, now, Some(t), "disk full for {heal_after:?}");
+                let mut cfg = self.nodes[t as usize].disk.config().clone();
+                cfg.enospc_prob = 1.0;
+                self.nodes[t as usize].disk.set_config(cfg);
+                self.after(heal_after, Ev::Heal(Heal::Enospc(t)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Flips a bit of synced segment data on the bit-rot node: inside the CRC-covered
+    /// part of a batch, or anywhere when `anywhere`.
+    fn bit_flip(&mut self, now: Instant, anywhere: bool) {
+        let id = self.rot_node;
+        let node = &mut self.nodes[id as usize];
+        let segments: Vec<String> = node
+            .disk
+            .paths()
+            .into_iter()
+            .filter(|p| p.starts_with("kafka/") && p.ends_with(".log"))
+            .collect();
+        if segments.is_empty() {
+            return;
+        }
+        let path = segments[self.fault_rng.index(segments.len())].clone();
+        let Ok(bytes) = node.disk.read_all(&path) else {
+            return;
+        };
+        if bytes.is_empty() {
+            return;
+        }
+        let byte = if anywhere {
+            self.fault_rng.index(bytes.len()) as u64
+        } else {
+            let batches: Vec<(usize, usize)> =
+                iter_batches(&bytes).map(|(at, h)| (at, h.size_bytes())).collect();
+            if batches.is_empty() {
+                return;
+            }
+            let (at, size) = batches[self.fault_rng.index(batches.len())];
+            // From the CRC field on: what CRC32C protects, and the CRC itself.
+            let lo = at + CRC_FIELD_OFFSET;
+            (lo + self.fault_rng.index(size.saturating_sub(CRC_FIELD_OFFSET).max(1))) as u64
+        };
+        let bit = u8::try_from(self.fault_rng.index(8)).unwrap_or(0);
+        if node.disk.flip_bit_at(&path, byte, bit) {
+            self.coverage.hit("disk.bit_flip");
+            trace_event!(self.trace, now, Some(id), "bit flip {path} byte {byte} bit {bit}");
+        }
+    }
+
+    fn heal(&mut self, now: Instant, h: Heal) {
+        match h {
+            Heal::Partition => self.net.heal_partitions(),
+            Heal::Link(a, b) => self.net.restore_one_way(a, b),
+            Heal::Release(a, b) => {
+                let msgs = self.net.release(a, b);
+                for msg in msgs {
+                    // Held messages go out together, after a fresh link delay.
+                    let copies = self.net.send(&mut self.net_rng, a, b, msg);
+                    for (delay, msg) in copies {
+                        self.after(delay, Ev::Deliver { from: a, to: b, msg });
+                    }
+                }
+            }
+            Heal::Slow(t) => {
+                for p in self.ids.clone() {
+                    self.net.set_slow(t, p, 1);
+                }
+            }
+            Heal::Enospc(t) => {
+                let cfg = self.scenario.disk.clone();
+                self.nodes[t as usize].disk.set_config(cfg);
+            }
+        }
+        trace_event!(self.trace, now, None, "heal {h:?}");
+    }
+
+    // ---- phases ------------------------------------------------------------------
+
+    fn start_liveness(&mut self, now: Instant) {
+        self.phase = Phase::Liveness;
+        self.liveness_start = now;
+        trace_event!(
+            self.trace,
+            now,
+            None,
+            "liveness phase: heal everything, restart every node"
+        );
+        let held = self.net.heal_all();
+        self.net.set_default_link(LinkConfig {
+            loss_prob: 0.0,
+            dup_prob: 0.0,
+            ..self.scenario.network
+        });
+        for (a, b, msg) in held {
+            let copies = self.net.send(&mut self.net_rng, a, b, msg);
+            for (delay, msg) in copies {
+                self.after(delay, Ev::Deliver { from: a, to: b, msg });
+            }
+        }
+        let mut disk = self.scenario.disk.clone();
+        disk.enospc_prob = 0.0;
+        disk.io_error_prob = 0.0;
+        for id in self.ids.clone() {
+            self.nodes[id as usize].disk.set_config(disk.clone());
+            if self.nodes[id as usize].process.liveness == Liveness::Down
+                && !self.nodes[id as usize].disk_failed
+            {
+                self.nodes[id as usize].restart_pending = true;
+                self.after(Duration::ZERO, Ev::Restart { node: id });
+            }
+        }
+    }
+
+    fn check_liveness_reached(&mut self, now: Instant) {
+        if self.phase == Phase::Liveness && self.live_leader && self.live_ack.is_some() && self.live_read {
+            self.coverage.hit("liveness.reached");
+            trace_event!(
+                self.trace,
+                now,
+                None,
+                "liveness reached after {:?}",
+                now - self.liveness_start
+            );
+            self.phase = Phase::Done;
+        }
+    }
+
+    fn end_liveness(&mut self, now: Instant) {
+        if self.phase == Phase::Liveness {
+            let up = self.ids.iter().filter(|i| self.is_up(**i)).count();
+            self.fail(Violation {
+                invariant: "liveness",
+                detail: format!(
+                    "within {}s of healing: leader elected={}, new write acked={}, read served={} ({up}/{} nodes up)",
+                    self.scenario.liveness_secs,
+                    self.live_leader,
+                    self.live_ack.is_some(),
+                    self.live_read,
+                    self.ids.len()
+                ),
+            });
+        }
+        self.phase = Phase::Done;
+        let _ = now;
+    }
+
+    fn log_of(&self, id: NodeId) -> BTreeMap<u64, EntryId> {
+        let mut log = BTreeMap::new();
+        if let Some(r) = self.nodes[id as usize].replica.as_ref() {
+            if let Some(last) = r.status().last_index {
+                for i in 0..=last {
+                    if let Some(e) = r.entry(i) {
+                        log.insert(i, entry_id(e));
+                    }
+                }
+            }
+        }
+        log
+    }
+
+    fn final_checks(&mut self) {
+        let live: Vec<NodeId> = self.ids.iter().copied().filter(|i| self.is_up(*i)).collect();
+        let logs: Vec<(NodeId, BTreeMap<u64, EntryId>)> = live.iter().map(|&i| (i, self.log_of(i))).collect();
+        let mut result = check_log_matching(&logs);
+        if let Some(l) = self.current_leader() {
+            let commit = self.nodes[l as usize]
+                .replica
+                .as_ref()
+                .and_then(|r| r.status().commit_index);
+            if let Some(c) = commit {
+                let log = self.log_of(l);
+                result = result.and(self.checker.check_final_logs(l, &log, c));
+            }
+        }
+        result = result.and(check_history(&self.history, self.checker.committed()));
+        if let Err(v) = result {
+            self.fail(v);
+        }
+    }
+}
