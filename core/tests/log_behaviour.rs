@@ -283,3 +283,38 @@ fn reads_stop_before_unwritten_data_and_at_the_high_watermark() {
     assert!(h.log.read_plan(5, 100, i64::MAX).is_err());
     let _ = Instant::ZERO;
 }
+
+#[test]
+fn sync_tickets_cover_appends_and_truncations() {
+    use oxbow_core::log::SyncTicket;
+    let mut h = Harness::new(small_config());
+    let done = |h: &Harness| -> Vec<SyncTicket> {
+        h.events
+            .iter()
+            .filter_map(|e| match e {
+                LogEvent::SyncDone { ticket } => Some(*ticket),
+                _ => None,
+            })
+            .collect()
+    };
+    // Nothing to sync: the current ticket is done at once.
+    let t0 = h.log.sync();
+    h.pump();
+    assert_eq!(done(&h), vec![t0]);
+    h.hold = true;
+    h.append(1, "a", 1);
+    let t1 = h.log.sync();
+    h.append(1, "b", 1);
+    let t2 = h.log.sync();
+    let t2_again = h.log.sync();
+    assert!(t1 < t2 && t2 == t2_again, "{t1:?} {t2:?} {t2_again:?}");
+    h.release();
+    assert_eq!(done(&h), vec![t0, t1, t2]);
+    assert_eq!(h.log.synced_ticket(), t2);
+    // A truncation is covered by the next sync, which fsyncs the cut segment.
+    h.log.truncate(h.now, 1).unwrap();
+    let t3 = h.log.sync();
+    h.pump();
+    assert!(t3 > t2);
+    assert_eq!(h.log.synced_ticket(), t3);
+}

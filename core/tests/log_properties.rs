@@ -102,7 +102,9 @@ fn run(ops: Vec<Op>) {
                 }
                 model.bases.push(info.base_offset);
             }
-            Op::Sync => h.log.sync(),
+            Op::Sync => {
+                h.log.sync();
+            }
             Op::Hold => h.hold = true,
             Op::RunHeld(n) => {
                 for _ in 0..n {

@@ -30,6 +30,13 @@ pub enum LogEvent {
         /// Last written offset.
         last_offset: i64,
     },
+    /// The sync with this ticket (and every earlier one) completed: everything the log
+    /// held when [`Log::sync`] returned the ticket — appends and truncations — is
+    /// durable.
+    SyncDone {
+        /// The ticket.
+        ticket: SyncTicket,
+    },
     /// Every offset up to `last_offset` is durable.
     Durable {
         /// Last durable offset.
@@ -121,6 +128,10 @@ impl OffsetError {
         super::batch::kafka_error::OFFSET_OUT_OF_RANGE
     }
 }
+
+/// Names a sync; tickets increase, and the completion of one implies all earlier ones.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
+pub struct SyncTicket(pub u64);
 
 /// Offsets an append was given.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -216,6 +227,9 @@ pub struct Log {
     unwritten: VecDeque<UnwrittenWrite>,
     sync_in_flight: Option<SyncInFlight>,
     sync_wanted: bool,
+    /// Ticket of the last sync emitted, and of the last one completed.
+    sync_issued: SyncTicket,
+    sync_done: SyncTicket,
     next_id: u64,
     truncation: Option<PendingTruncation>,
     checkpoint: CheckpointState,
@@ -266,6 +280,8 @@ impl Log {
             unwritten: VecDeque::new(),
             sync_in_flight: None,
             sync_wanted: false,
+            sync_issued: SyncTicket(0),
+            sync_done: SyncTicket(0),
             next_id: 1,
             truncation: None,
             checkpoint: CheckpointState {
@@ -518,18 +534,34 @@ impl Log {
     /// Asks for everything appended so far to become durable. With a sync already in
     /// flight, the request waits for it and is then served by one sync for everything
     /// appended in between (group commit).
-    pub fn sync(&mut self) {
+    ///
+    /// Returns the ticket of the sync that will cover everything appended or truncated
+    /// so far; [`LogEvent::SyncDone`] reports it (at once if nothing needs syncing).
+    pub fn sync(&mut self) -> SyncTicket {
+        let nothing_new = self.dirty.is_empty() && self.truncation.is_none() && !self.sync_wanted;
+        if nothing_new {
+            // Everything is covered by the sync in flight, or already durable.
+            let ticket = self.sync_issued;
+            if self.sync_in_flight.is_none() {
+                self.events.push_back(LogEvent::SyncDone { ticket });
+            }
+            return ticket;
+        }
         if self.sync_in_flight.is_some() || self.truncation.is_some() {
             self.sync_wanted = true;
-            return;
+            return SyncTicket(self.sync_issued.0 + 1);
         }
-        if !self.dirty.is_empty() {
-            self.issue_sync();
-        }
+        self.issue_sync()
     }
 
-    fn issue_sync(&mut self) {
-        let sync_id = self.take_id();
+    /// The newest completed sync.
+    pub fn synced_ticket(&self) -> SyncTicket {
+        self.sync_done
+    }
+
+    fn issue_sync(&mut self) -> SyncTicket {
+        self.sync_issued = SyncTicket(self.sync_issued.0 + 1);
+        let sync_id = self.sync_issued.0;
         let segments: Vec<SegmentId> = std::mem::take(&mut self.dirty).into_iter().collect();
         let end = match self.segments.last() {
             Some(active) => DurableEnd::At {
@@ -550,6 +582,7 @@ impl Log {
             sync_id,
             segments,
         });
+        self.sync_issued
     }
 
     fn take_id(&mut self) -> u64 {
@@ -597,6 +630,10 @@ impl Log {
         let Some(sync) = self.sync_in_flight.take_if(|s| s.sync_id == sync_id) else {
             return;
         };
+        self.sync_done = SyncTicket(sync_id);
+        self.events.push_back(LogEvent::SyncDone {
+            ticket: self.sync_done,
+        });
         self.advance_written(sync.covers_offset);
         if sync.covers_offset > self.durable_offset {
             self.durable_offset = sync.covers_offset;
@@ -606,7 +643,7 @@ impl Log {
             });
         }
         if std::mem::take(&mut self.sync_wanted) {
-            self.sync();
+            self.issue_or_complete_wanted_sync();
         }
         self.checkpoint.wanted = true;
         self.maybe_checkpoint(now, false);
@@ -784,8 +821,9 @@ impl Log {
             active.size_bytes = position;
             active.next_offset = offset;
             // max_timestamp_ms stays an upper bound: retention keeps data longer, never
-            // shorter, and timestamp lookups read the bytes. The segment stays dirty:
-            // a cut makes the length durable, not the writes before it.
+            // shorter, and timestamp lookups read the bytes. The segment becomes dirty:
+            // the next sync makes the cut durable (and any writes before it).
+            self.dirty.insert(active.id);
             self.effects.push_back(LogEffect::TruncateSegment {
                 generation: self.generation,
                 segment: active.id,
@@ -848,7 +886,24 @@ impl Log {
             self.write_batch(at.max(now), term, batch);
         }
         if std::mem::take(&mut self.sync_wanted) {
-            self.sync();
+            self.issue_or_complete_wanted_sync();
+        }
+    }
+
+    /// Serves a sync that was asked for while another was in flight or a truncation was
+    /// pending: issue it, or — if nothing turned out to need syncing — report the
+    /// promised ticket done.
+    fn issue_or_complete_wanted_sync(&mut self) {
+        if self.truncation.is_some() || self.sync_in_flight.is_some() {
+            self.sync_wanted = true;
+        } else if !self.dirty.is_empty() {
+            self.issue_sync();
+        } else {
+            self.sync_issued = SyncTicket(self.sync_issued.0 + 1);
+            self.sync_done = self.sync_issued;
+            self.events.push_back(LogEvent::SyncDone {
+                ticket: self.sync_done,
+            });
         }
     }
 
