@@ -55,7 +55,9 @@ pub const MAX_EVENTS: u64 = 50_000_000;
 pub trait NodeFactory {
     /// The replica type.
     type R: Replica;
-    /// Starts node `id` of `peers` from `restored`, with its own seeded `rng`.
+    /// Starts node `id` of `peers` from `restored`, with its own seeded `rng`. The flag
+    /// says the replica had to raise its term to its log's last term (see
+    /// [`crate::core_replica`]); an error is a broken contract and fails the run.
     fn start(
         &mut self,
         id: NodeId,
@@ -63,7 +65,7 @@ pub trait NodeFactory {
         rng: SimRng,
         now: Instant,
         restored: Restored,
-    ) -> Self::R;
+    ) -> Result<(Self::R, bool), String>;
 }
 
 #[derive(Debug)]
@@ -225,6 +227,7 @@ fn entry_id(e: &crate::replica::SimEntry) -> EntryId {
         digest: match e.kind {
             EntryKind::Data => fnv1a64(&e.payload),
             EntryKind::Noop => 0,
+            EntryKind::Config => fnv1a64(&e.payload) ^ 1,
         },
     }
 }
@@ -428,7 +431,15 @@ impl<F: NodeFactory> Cluster<F> {
         let inc = self.nodes[n].process.incarnation;
         let rng = self.seeds.stream(&format!("raft/{id}/{inc}"));
         let ids = self.ids.clone();
-        let replica = self.factory.start(id, &ids, rng, local, Restored::default());
+        let replica = match self.factory.start(id, &ids, rng, local, Restored::default()) {
+            Ok((r, _)) => r,
+            Err(e) => {
+                return self.fail(Violation {
+                    invariant: "replica-init",
+                    detail: e,
+                })
+            }
+        };
         let node = &mut self.nodes[n];
         node.replica = Some(replica);
         node.store = Some(NodeStore::new());
@@ -496,7 +507,20 @@ impl<F: NodeFactory> Cluster<F> {
                 );
                 let rng = self.seeds.stream(&format!("raft/{id}/{inc}"));
                 let ids = self.ids.clone();
-                let replica = self.factory.start(id, &ids, rng, local, Restored { hs, log });
+                let replica = match self.factory.start(id, &ids, rng, local, Restored { hs, log }) {
+                    Ok((r, raised)) => {
+                        if raised {
+                            self.coverage.hit("recovery.term_raised_to_log");
+                        }
+                        r
+                    }
+                    Err(e) => {
+                        return self.fail(Violation {
+                            invariant: "replica-init",
+                            detail: e,
+                        })
+                    }
+                };
                 let node = &mut self.nodes[n];
                 node.replica = Some(replica);
                 node.store = Some(store);
@@ -733,6 +757,16 @@ impl<F: NodeFactory> Cluster<F> {
                 r.handle_durable(local, done);
             }
             return self.after_step(id);
+        }
+        if let Some(v) = self.nodes[n]
+            .replica
+            .as_ref()
+            .and_then(|r| r.contract_violation())
+        {
+            return self.fail(Violation {
+                invariant: "replica-contract",
+                detail: format!("node {id}: {v}"),
+            });
         }
         self.observe(id);
         self.arm_timer(id);

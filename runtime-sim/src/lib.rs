@@ -25,6 +25,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod core_replica;
 pub mod coverage;
 pub mod disk;
 pub mod dist;

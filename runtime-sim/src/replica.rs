@@ -19,6 +19,8 @@ pub enum EntryKind {
     Data,
     /// A new leader's empty entry (stored as a control batch).
     Noop,
+    /// A membership change (stored as a control batch carrying the payload).
+    Config,
 }
 
 /// One log entry (one offset).
@@ -150,4 +152,8 @@ pub trait Replica {
     fn msg_term(msg: &Self::Msg) -> u64;
     /// A short description of a message for the trace.
     fn describe(msg: &Self::Msg) -> String;
+    /// A broken contract the replica (or its adapter) noticed; fails the run.
+    fn contract_violation(&self) -> Option<String> {
+        None
+    }
 }

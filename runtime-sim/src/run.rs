@@ -2,10 +2,11 @@
 //! self-check that runs a seed twice and compares trace hashes.
 
 use crate::cluster::{Cluster, NodeFactory, RunResult};
+use crate::core_replica::CoreFactory;
 use crate::model_raft::{ModelConfig, ModelRaft, PlantedBugs, Restored};
 use crate::net::NodeId;
 use crate::rng::{Seeds, SimRng};
-use crate::scenario::Scenario;
+use crate::scenario::{ReplicaKind, Scenario};
 use oxbow_core::time::Instant;
 
 /// Builds the reference model Raft (see [`crate::model_raft`]) for every node.
@@ -27,19 +28,27 @@ impl NodeFactory for ModelFactory {
         rng: SimRng,
         now: Instant,
         restored: Restored,
-    ) -> ModelRaft {
-        ModelRaft::new(id, peers.to_vec(), self.config, self.bugs, rng, now, restored)
+    ) -> Result<(ModelRaft, bool), String> {
+        Ok((
+            ModelRaft::new(id, peers.to_vec(), self.config, self.bugs, rng, now, restored),
+            false,
+        ))
     }
 }
 
 /// Runs `seed` of `scenario` (swarm applied) and returns its result.
 pub fn run_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResult {
     let effective = scenario.swarm(&mut Seeds::new(seed).stream("swarm"));
-    let factory = ModelFactory {
-        config: ModelConfig::default(),
-        bugs: effective.bugs,
-    };
-    Cluster::new(seed, effective, factory, keep_trace).run()
+    match effective.replica {
+        ReplicaKind::Core => Cluster::new(seed, effective, CoreFactory::default(), keep_trace).run(),
+        ReplicaKind::Model => {
+            let factory = ModelFactory {
+                config: ModelConfig::default(),
+                bugs: effective.bugs,
+            };
+            Cluster::new(seed, effective, factory, keep_trace).run()
+        }
+    }
 }
 
 /// A seed gave two different traces.

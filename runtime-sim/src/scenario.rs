@@ -202,6 +202,20 @@ pub struct Scenario {
     pub faults: FaultConfig,
     /// Planted bugs (for the checkers' own tests).
     pub bugs: PlantedBugs,
+    /// Which Raft the nodes run: `core` (Oxbow's, the default) or `model` (the
+    /// simulator's small reference Raft, which hosts the Raft-level planted bugs).
+    pub replica: ReplicaKind,
+}
+
+/// Which Raft implementation a scenario runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaKind {
+    /// `oxbow_core::raft::Raft`.
+    #[default]
+    Core,
+    /// [`crate::model_raft::ModelRaft`].
+    Model,
 }
 
 impl Default for Scenario {
@@ -248,6 +262,7 @@ impl Default for Scenario {
                 ..FaultConfig::default()
             },
             bugs: PlantedBugs::default(),
+            replica: ReplicaKind::Core,
         }
     }
 }
@@ -369,8 +384,9 @@ impl Scenario {
             .map(|(n, w)| format!("{n}={w}"))
             .collect();
         format!(
-            "scenario {} nodes={} clients={} faults=[{}] loss={:.3} dup={:.3} reorder={:.3} enospc={:.4} io_err={:.4} tear={:?} drift<={}ppm bugs={:?}",
+            "scenario {} replica={:?} nodes={} clients={} faults=[{}] loss={:.3} dup={:.3} reorder={:.3} enospc={:.4} io_err={:.4} tear={:?} drift<={}ppm bugs={:?}",
             self.name,
+            self.replica,
             self.nodes,
             self.clients,
             faults.join(","),

@@ -123,9 +123,10 @@ fn encode_entry(e: &SimEntry, now: Instant) -> Bytes {
             &[NewRecord::value(e.payload.to_vec(), ts)],
             BatchOptions::default(),
         ),
-        EntryKind::Noop => build_batch(
+        EntryKind::Noop | EntryKind::Config => build_batch(
             &[NewRecord {
                 timestamp_ms: ts,
+                value: (e.kind == EntryKind::Config).then(|| e.payload.to_vec()),
                 ..NewRecord::default()
             }],
             BatchOptions {

@@ -1,0 +1,404 @@
+//! The adapter that puts **core's Raft** (`oxbow_core::raft::Raft`) behind the driver's
+//! [`Replica`] door.
+//!
+//! * Write effects (`Append`, `Truncate`) and `PersistHardState` become storage
+//!   operations with sequence numbers; when the driver reports sequence `s` durable, the
+//!   adapter hands Raft `WriteDurable` for the newest write id and `HardStateDurable` for
+//!   the newest hard state at or below `s`.
+//! * Raft keeps only metadata in memory, so the adapter keeps a *shadow* of the node's
+//!   log — exactly the entries it told storage to write, minus truncations — to answer
+//!   `ReadEntries` and to let the checkers see each node's log. After a restart the
+//!   shadow is what core's log recovery kept on the simulated disk.
+//! * Proposals cover one offset each (one record per batch), so an entry is one offset.
+//! * Snapshots are not taken in the simulator yet (`CompactLog` and snapshot effects do
+//!   not occur); `Apply`, `CommitAdvanced` and `RoleChanged` are observed through
+//!   [`Replica::status`] instead.
+//! * A restart whose log holds entries of a term newer than the durable hard state (an
+//!   unsynced append that survived the crash while its term's hard state had not yet
+//!   been written) raises the term to the log's last term with no vote — safe because no
+//!   message of that term left before its hard state was durable.
+
+use crate::cluster::NodeFactory;
+use crate::model_raft::Restored;
+use crate::net::NodeId;
+use crate::replica::{
+    Churn, EntryKind, HardState, ProposeError, Replica, ReplicaEffect, ReplicaStatus, Role, SimEntry,
+    StorageOp,
+};
+use crate::rng::SimRng;
+use bytes::Bytes;
+use oxbow_core::raft::{
+    self, AppendResponse, Effect, Entry, Input, Membership, Message, MessageBody, Raft, RaftConfig,
+    ReadError, RecoveredState, WriteId,
+};
+use oxbow_core::time::Instant;
+use rand::RngCore;
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy)]
+enum Awaited {
+    Write(WriteId),
+    Hard(raft::HardState),
+}
+
+/// Core's Raft behind the [`Replica`] door.
+#[derive(Debug)]
+pub struct CoreReplica {
+    raft: Raft,
+    shadow: Vec<SimEntry>,
+    next_seq: u64,
+    awaited: VecDeque<(u64, Awaited)>,
+    out: VecDeque<ReplicaEffect<Message>>,
+    now: Instant,
+    /// A contract problem seen in an effect (reported by the driver as a failure).
+    violation: Option<String>,
+}
+
+fn to_sim_entry(e: &Entry) -> Result<SimEntry, String> {
+    if e.last_index != e.index {
+        return Err(format!(
+            "entry {}..={} covers several offsets",
+            e.index, e.last_index
+        ));
+    }
+    let kind = match e.kind {
+        raft::EntryKind::Data => EntryKind::Data,
+        raft::EntryKind::Noop => EntryKind::Noop,
+        raft::EntryKind::Config => EntryKind::Config,
+        other => return Err(format!("unknown entry kind {other:?}")),
+    };
+    Ok(SimEntry {
+        term: e.term,
+        index: e.index,
+        kind,
+        payload: e.payload.clone(),
+    })
+}
+
+fn to_core_entry(e: &SimEntry) -> Entry {
+    match e.kind {
+        EntryKind::Data => Entry::data(e.term, e.index, 1, e.payload.clone()),
+        EntryKind::Noop => Entry::noop(e.term, e.index),
+        EntryKind::Config => Entry {
+            term: e.term,
+            index: e.index,
+            last_index: e.index,
+            kind: raft::EntryKind::Config,
+            payload: e.payload.clone(),
+        },
+    }
+}
+
+impl CoreReplica {
+    /// Starts node `id` of the group `peers` from what its disk held.
+    pub fn start(
+        id: NodeId,
+        peers: &[NodeId],
+        config: RaftConfig,
+        mut rng: SimRng,
+        now: Instant,
+        restored: Restored,
+    ) -> Result<(CoreReplica, bool), String> {
+        let bootstrap =
+            Membership::with_voters(peers.iter().map(|p| u64::from(*p))).map_err(|e| e.to_string())?;
+        let mut term_boundaries: Vec<(u64, u64)> = Vec::new();
+        for e in &restored.log {
+            if term_boundaries.last().is_none_or(|(t, _)| *t != e.term) {
+                term_boundaries.push((e.term, e.index));
+            }
+        }
+        let last_term = restored.log.last().map_or(0, |e| e.term);
+        let mut hard_state = raft::HardState {
+            term: restored.hs.term,
+            vote: restored.hs.vote.map(u64::from),
+        };
+        let raised = hard_state.term < last_term;
+        if raised {
+            hard_state = raft::HardState {
+                term: last_term,
+                vote: None,
+            };
+        }
+        let recovered = RecoveredState {
+            hard_state,
+            snapshot: None,
+            term_boundaries,
+            last_index: restored.log.last().map(|e| e.index),
+            config_entries: restored
+                .log
+                .iter()
+                .filter(|e| e.kind == EntryKind::Config)
+                .map(to_core_entry)
+                .collect(),
+            commit_hint: None,
+        };
+        let raft = Raft::new(u64::from(id), config, bootstrap, recovered, rng.next_u64(), now)
+            .map_err(|e| format!("node {id}: {e}"))?;
+        Ok((
+            CoreReplica {
+                raft,
+                shadow: restored.log,
+                next_seq: 0,
+                awaited: VecDeque::new(),
+                out: VecDeque::new(),
+                now,
+                violation: None,
+            },
+            raised,
+        ))
+    }
+
+    /// A contract problem the adapter saw, if any.
+    pub fn violation(&self) -> Option<&str> {
+        self.violation.as_deref()
+    }
+
+    /// Core's Raft itself (for statistics).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    fn persist(&mut self, op: StorageOp, awaited: Awaited) {
+        self.next_seq += 1;
+        self.awaited.push_back((self.next_seq, awaited));
+        self.out.push_back(ReplicaEffect::Persist {
+            seq: self.next_seq,
+            op,
+        });
+    }
+
+    fn read(&self, from_index: u64, max_bytes: usize) -> Result<Vec<Entry>, ReadError> {
+        let start = usize::try_from(from_index).map_err(|_| ReadError::Storage)?;
+        if start >= self.shadow.len() {
+            return Err(ReadError::Storage);
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for e in &self.shadow[start..] {
+            let entry = to_core_entry(e);
+            bytes += entry.size_bytes();
+            out.push(entry);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Translates core effects until one for the driver is ready.
+    fn pump(&mut self) {
+        while self.out.is_empty() {
+            let Some(effect) = self.raft.poll_effect() else {
+                return;
+            };
+            match effect {
+                Effect::Send(m) => {
+                    let to = u32::try_from(m.to).unwrap_or(u32::MAX);
+                    self.out.push_back(ReplicaEffect::Send { to, msg: m });
+                }
+                Effect::PersistHardState(hs) => {
+                    let sim = HardState {
+                        term: hs.term,
+                        vote: hs.vote.and_then(|v| u32::try_from(v).ok()),
+                    };
+                    self.persist(StorageOp::HardState(sim), Awaited::Hard(hs));
+                }
+                Effect::Append { write_id, entries } => {
+                    let converted: Result<Vec<SimEntry>, String> = entries.iter().map(to_sim_entry).collect();
+                    match converted {
+                        Ok(list) if !list.is_empty() => {
+                            let first = usize::try_from(list[0].index).unwrap_or(usize::MAX);
+                            if first != self.shadow.len() {
+                                self.violation.get_or_insert(format!(
+                                    "append at offset {first} but the log ends at {}",
+                                    self.shadow.len()
+                                ));
+                                return;
+                            }
+                            self.shadow.extend(list.iter().cloned());
+                            self.persist(StorageOp::Append(list), Awaited::Write(write_id));
+                        }
+                        Ok(_) => {
+                            self.violation.get_or_insert("empty append".to_string());
+                        }
+                        Err(e) => {
+                            self.violation.get_or_insert(e);
+                        }
+                    }
+                }
+                Effect::Truncate { write_id, from_index } => {
+                    self.shadow
+                        .truncate(usize::try_from(from_index).unwrap_or(usize::MAX));
+                    self.persist(StorageOp::Truncate { from_index }, Awaited::Write(write_id));
+                }
+                Effect::ReadEntries {
+                    read_id,
+                    from_index,
+                    max_bytes,
+                    ..
+                } => {
+                    let result = self.read(from_index, max_bytes);
+                    self.raft.handle(self.now, Input::EntriesRead { read_id, result });
+                }
+                Effect::WriteSnapshotChunk { .. }
+                | Effect::InstallSnapshot { .. }
+                | Effect::ReadSnapshotChunk { .. }
+                | Effect::RestoreSnapshot { .. } => {
+                    self.violation
+                        .get_or_insert("snapshot effect, but the simulator takes no snapshots".to_string());
+                }
+                _ => {} // Apply, CommitAdvanced, RoleChanged, CompactLog: observed via status.
+            }
+        }
+    }
+}
+
+impl Replica for CoreReplica {
+    type Msg = Message;
+
+    fn handle_message(&mut self, now: Instant, _from: NodeId, msg: Message) {
+        self.now = self.now.max(now);
+        self.raft.handle(now, Input::Message(msg));
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.raft.handle_timeout(now);
+    }
+
+    fn handle_durable(&mut self, now: Instant, seq: u64) {
+        self.now = self.now.max(now);
+        let mut write = None;
+        let mut hard = None;
+        while let Some(&(s, a)) = self.awaited.front() {
+            if s > seq {
+                break;
+            }
+            self.awaited.pop_front();
+            match a {
+                Awaited::Write(w) => write = Some(w),
+                Awaited::Hard(h) => hard = Some(h),
+            }
+        }
+        if let Some(h) = hard {
+            self.raft.handle(now, Input::HardStateDurable(h));
+        }
+        if let Some(write_id) = write {
+            self.raft.handle(now, Input::WriteDurable { write_id });
+        }
+    }
+
+    fn propose(&mut self, now: Instant, payload: Bytes) -> Result<u64, ProposeError> {
+        self.now = self.now.max(now);
+        match self.raft.propose(now, payload, 1) {
+            Ok(log_id) => Ok(log_id.index),
+            Err(raft::ProposeError::NotLeader { leader }) => Err(ProposeError::NotLeader(
+                leader.and_then(|l| u32::try_from(l).ok()),
+            )),
+            Err(_) => Err(ProposeError::Busy),
+        }
+    }
+
+    fn churn(&mut self, now: Instant, churn: Churn) -> bool {
+        if self.raft.role() != raft::Role::Leader {
+            return false;
+        }
+        match churn {
+            Churn::StepDown => {
+                self.raft.step_down(now);
+                true
+            }
+            Churn::TransferTo(to) => self.raft.transfer_leadership(now, u64::from(to)).is_ok(),
+        }
+    }
+
+    fn poll_effect(&mut self) -> Option<ReplicaEffect<Message>> {
+        self.pump();
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.raft.poll_timeout()
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        ReplicaStatus {
+            term: self.raft.term(),
+            role: match self.raft.role() {
+                raft::Role::Leader => Role::Leader,
+                raft::Role::Candidate | raft::Role::PreCandidate => Role::Candidate,
+                _ => Role::Follower,
+            },
+            leader: self.raft.leader().and_then(|l| u32::try_from(l).ok()),
+            commit_index: self.raft.commit_index(),
+            last_index: self.shadow.last().map(|e| e.index),
+        }
+    }
+
+    fn entry(&self, index: u64) -> Option<&SimEntry> {
+        self.shadow.get(usize::try_from(index).ok()?)
+    }
+
+    fn msg_term(msg: &Message) -> u64 {
+        msg.term
+    }
+
+    fn contract_violation(&self) -> Option<String> {
+        self.violation.clone()
+    }
+
+    fn describe(msg: &Message) -> String {
+        let t = msg.term;
+        match &msg.body {
+            MessageBody::PreVote(v) => {
+                format!("PreVote t{t} last={:?}", v.last_log.map(|l| (l.term, l.index)))
+            }
+            MessageBody::PreVoteResp(r) => format!("PreVoteResp t{t} granted={}", r.granted),
+            MessageBody::Vote(v) => format!(
+                "Vote t{t} last={:?}{}",
+                v.last_log.map(|l| (l.term, l.index)),
+                if v.transfer { " transfer" } else { "" }
+            ),
+            MessageBody::VoteResp(r) => format!("VoteResp t{t} granted={}", r.granted),
+            MessageBody::Append(a) => format!(
+                "Append t{t} prev={:?} n={} commit={:?}",
+                a.prev.map(|l| (l.term, l.index)),
+                a.entries.len(),
+                a.commit
+            ),
+            MessageBody::AppendResp(AppendResponse::Accepted { match_index }) => {
+                format!("AppendResp t{t} accepted match={match_index:?}")
+            }
+            MessageBody::AppendResp(AppendResponse::Rejected { rejected_prev, hint }) => format!(
+                "AppendResp t{t} rejected prev={rejected_prev} hint={:?}",
+                hint.map(|l| (l.term, l.index))
+            ),
+            MessageBody::Heartbeat(h) => format!("Heartbeat t{t} commit={:?}", h.commit),
+            MessageBody::HeartbeatResp => format!("HeartbeatResp t{t}"),
+            MessageBody::TimeoutNow => format!("TimeoutNow t{t}"),
+            other => format!("{other:?} t{t}"),
+        }
+    }
+}
+
+/// Builds core Raft replicas with the seed's timings.
+#[derive(Debug, Clone, Default)]
+pub struct CoreFactory {
+    /// Raft timings and limits.
+    pub config: RaftConfig,
+}
+
+impl NodeFactory for CoreFactory {
+    type R = CoreReplica;
+
+    fn start(
+        &mut self,
+        id: NodeId,
+        peers: &[NodeId],
+        rng: SimRng,
+        now: Instant,
+        restored: Restored,
+    ) -> Result<(CoreReplica, bool), String> {
+        CoreReplica::start(id, peers, self.config.clone(), rng, now, restored)
+    }
+}
