@@ -59,7 +59,8 @@
 //! [`RecoveredState`] holds what the runtime found on disk: hard state, snapshot
 //! metadata (position + membership), term boundaries and last offset of the log after
 //! the snapshot, the configuration entries in that suffix (decoded by Raft itself, see
-//! [`Membership::encode`]), and a commit hint. Writes that were not durable are simply
+//! [`Membership::encode`]), and a commit hint, which must be a value of
+//! [`Raft::commit_hint`] persisted earlier (never the raw commit offset). Writes that were not durable are simply
 //! absent; the engine never assumed them.
 //!
 //! ## Heartbeat coalescing (many groups per node)

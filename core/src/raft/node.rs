@@ -113,6 +113,8 @@ pub struct Raft {
     pub(crate) rng: ChaCha8Rng,
     pub(crate) hs: HardState,
     pub(crate) durable_hs: HardState,
+    /// Hard states requested but not yet reported durable, oldest first.
+    pub(crate) pending_hs: VecDeque<HardState>,
     pub(crate) log: LogMeta,
     pub(crate) cache: EntryCache,
     pub(crate) configs: ConfigLog,
@@ -187,6 +189,7 @@ impl Raft {
             rng: ChaCha8Rng::seed_from_u64(seed),
             hs: recovered.hard_state,
             durable_hs: recovered.hard_state,
+            pending_hs: VecDeque::new(),
             durable: log.last_index(),
             log,
             configs,
@@ -293,6 +296,12 @@ impl Raft {
     pub fn applied_index(&self) -> Option<Index> {
         self.applied
     }
+    /// The commit offset the runtime may persist as `RecoveredState::commit_hint`:
+    /// `min(commit, durable)`. Persisting plain `commit` would be unsafe: below it the
+    /// disk may still hold stale entries whose replacement is not yet durable.
+    pub fn commit_hint(&self) -> Option<Index> {
+        self.commit.min(self.durable)
+    }
     /// Highest offset of the local log known durable.
     pub fn durable_index(&self) -> Option<Index> {
         self.durable
@@ -370,6 +379,7 @@ impl Raft {
         assert!(hs.term >= self.hs.term, "term never goes back");
         if hs != self.hs {
             self.hs = hs;
+            self.pending_hs.push_back(hs);
             self.effects.push_back(Effect::PersistHardState(hs));
         }
     }
@@ -628,9 +638,12 @@ impl Raft {
     // ----- durability -------------------------------------------------------------------
 
     fn on_hard_state_durable(&mut self, now: Instant, hs: HardState) {
-        if hs.term < self.durable_hs.term {
+        // Completions may arrive late or twice: only one for a state still pending counts,
+        // and it covers every state requested before it.
+        let Some(k) = self.pending_hs.iter().position(|p| *p == hs) else {
             return self.drop_input(DropReason::StaleCompletion);
-        }
+        };
+        self.pending_hs.drain(..=k);
         self.durable_hs = hs;
         if hs != self.hs {
             return;

@@ -14,7 +14,7 @@ use super::message::{MessageBody, SnapshotChunk, SnapshotMeta, SnapshotResponse}
 use super::node::{IncomingSnapshot, PendingWrite, Raft, WriteKind};
 use super::progress::ProgressState;
 use super::stats::DropReason;
-use super::types::{Index, LogId, NodeId, ReadId};
+use super::types::{next_after, Index, LogId, NodeId, ReadId};
 
 /// Why a snapshot could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,13 +182,13 @@ impl Raft {
         p.recent_active = true;
         let current = p.snapshot.as_ref().filter(|s| s.snapshot == r.snapshot).is_some();
         if r.installed {
+            let moved = p.ack(Some(r.snapshot.index));
             if p.state == ProgressState::Snapshot && current {
                 self.stats.snapshots_sent += 1;
             }
-            if Some(r.snapshot.index) > p.match_index {
-                p.snapshot = None;
-                p.ack(Some(r.snapshot.index));
-                p.become_probe(r.snapshot.index + 1);
+            if p.state == ProgressState::Snapshot || moved {
+                let next = next_after(p.match_index);
+                p.become_probe(next);
                 self.maybe_commit();
                 self.send_appends_to(now, from);
             }
