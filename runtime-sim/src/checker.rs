@@ -22,6 +22,28 @@ use crate::net::NodeId;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Names of every invariant the simulator checks (what [`Violation::invariant`] holds).
+pub const INVARIANTS: &[&str] = &[
+    "election-safety",
+    "committed-entry-changed",
+    "committed-entry-lost",
+    "commit-index-monotonic",
+    "commit-beyond-log",
+    "log-matching",
+    "queue-ack-unique",
+    "queue-order",
+    "queue-read-once",
+    "queue-garbage",
+    "read-uncommitted",
+    "queue-ack-offset",
+    "queue-lost-ack",
+    "liveness",
+    "storage-contract",
+    "replica-contract",
+    "replica-init",
+    "simulator-bound",
+];
+
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {

@@ -306,6 +306,10 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     fn fail(&mut self, v: Violation) {
+        if self.scenario.disabled_checks.iter().any(|d| d == v.invariant) {
+            self.coverage.hit("check.suppressed");
+            return;
+        }
         if self.violation.is_none() {
             let now = self.queue.now();
             trace_event!(self.trace, now, None, "VIOLATION {v}");
@@ -860,7 +864,11 @@ impl<F: NodeFactory> Cluster<F> {
         let Some(r) = self.nodes[n].replica.as_ref() else {
             return;
         };
-        let commit = r.status().commit_index;
+        let commit = if self.scenario.bugs.ack_uncommitted {
+            r.status().last_index
+        } else {
+            r.status().commit_index
+        };
         for c in 0..self.clients.len() {
             let Some(o) = self.clients[c].outstanding else {
                 continue;
@@ -1308,6 +1316,12 @@ impl<F: NodeFactory> Cluster<F> {
 
     fn end_liveness(&mut self, now: Instant) {
         if self.phase == Phase::Liveness {
+            // A safety violation explains a stuck cluster better than "stuck": check first.
+            self.final_checks();
+            if self.violation.is_some() {
+                self.phase = Phase::Done;
+                return;
+            }
             let up = self.ids.iter().filter(|i| self.is_up(**i)).count();
             self.fail(Violation {
                 invariant: "liveness",

@@ -31,15 +31,20 @@ pub struct PlantedBugs {
     /// Acknowledge appends and count the leader's own entries before they are durable
     /// (with crashes: committed entries lost).
     pub ack_before_fsync: bool,
-    /// Followers accept appends without checking the previous entry (breaks log
+    /// Followers accept appends after an entry of the wrong term (they only check that
+    /// the previous offset exists), keeping a stale entry under newer ones (breaks log
     /// matching).
     pub skip_prev_check: bool,
     /// Followers adopt the leader's commit index even when it is lower (commit index
     /// goes back).
     pub commit_regress: bool,
     /// Not a Raft bug: the simulated clients read up to a node's last entry instead of
-    /// its commit index (reads of uncommitted data). Used by the driver.
+    /// its commit index (reads of uncommitted data). Used by the driver, any Raft.
     pub read_uncommitted: bool,
+    /// Not a Raft bug: a write is acknowledged to its client as soon as the leader has
+    /// appended it, before it commits (Kafka's acks=1 mistaken for acks=all). Used by
+    /// the driver, any Raft.
+    pub ack_uncommitted: bool,
 }
 
 /// Timings of the model.
@@ -348,7 +353,10 @@ impl ModelRaft {
         }
         self.become_follower(now, term, Some(from));
         if let Some((pi, pt)) = prev {
-            if !self.bugs.skip_prev_check && self.term_at(pi) != Some(pt) {
+            let matches = self
+                .term_at(pi)
+                .is_some_and(|t| t == pt || self.bugs.skip_prev_check);
+            if !matches {
                 let hint = pi.min(self.log.len() as u64).checked_sub(1);
                 self.send(
                     from,

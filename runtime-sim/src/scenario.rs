@@ -205,6 +205,9 @@ pub struct Scenario {
     /// Which Raft the nodes run: `core` (Oxbow's, the default) or `model` (the
     /// simulator's small reference Raft, which hosts the Raft-level planted bugs).
     pub replica: ReplicaKind,
+    /// Invariants not to check (by name, e.g. `committed-entry-changed`), so a test can
+    /// show that another checker catches a planted bug on its own.
+    pub disabled_checks: Vec<String>,
 }
 
 /// Which Raft implementation a scenario runs.
@@ -263,6 +266,7 @@ impl Default for Scenario {
             },
             bugs: PlantedBugs::default(),
             replica: ReplicaKind::Core,
+            disabled_checks: Vec::new(),
         }
     }
 }
@@ -314,6 +318,14 @@ impl Scenario {
                 "clock.max_drift_ppm = {} (at most 100000)",
                 self.clock.max_drift_ppm
             ));
+        }
+        for name in &self.disabled_checks {
+            if !crate::checker::INVARIANTS.contains(&name.as_str()) {
+                return Err(format!(
+                    "disabled_checks: unknown invariant {name:?} (known: {})",
+                    crate::checker::INVARIANTS.join(", ")
+                ));
+            }
         }
         let f = &self.faults;
         if f.interval_min_ms == 0 || f.interval_max_ms < f.interval_min_ms {
