@@ -125,6 +125,38 @@ fn group_commit_serves_every_queued_sync_with_one_fdatasync() {
 }
 
 #[test]
+fn queued_writes_are_coalesced_and_each_reported() {
+    let dir = tempdir();
+    let mut storage = storage(RealVfs::direct(), dir.path());
+    let mut effects = vec![create(0)];
+    let mut model = Vec::new();
+    for i in 0..40u8 {
+        let data = vec![i; 5_000 + usize::from(i)];
+        effects.push(write(0, model.len() as u64, &data, i64::from(i)));
+        model.extend_from_slice(&data);
+    }
+    effects.push(sync(0, 1));
+    let completions = run(&mut storage, effects);
+    assert_eq!(completions.len(), 41);
+    assert_eq!(
+        completions[39],
+        LogCompletion::Written {
+            generation: 0,
+            last_offset: 39
+        }
+    );
+    assert_eq!(
+        completions[40],
+        LogCompletion::Synced {
+            generation: 0,
+            sync_id: 1
+        }
+    );
+    assert_eq!(storage.stats().writes, 40);
+    assert_eq!(&whole(&mut storage)[..], &model[..]);
+}
+
+#[test]
 fn other_effects_close_the_window_in_order() {
     let dir = tempdir();
     let mut storage = storage(RealVfs::direct(), dir.path());

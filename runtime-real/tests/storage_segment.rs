@@ -82,6 +82,30 @@ fn odd_sized_appends_round_trip_across_block_boundaries() {
 }
 
 #[test]
+fn coalesced_appends_equal_one_by_one_appends() {
+    let dir = tempdir();
+    let pool = small_pool();
+    let parts: Vec<Vec<u8>> = [3, 4093, 1, 9000, 0, 16_384, 77]
+        .iter()
+        .enumerate()
+        .map(|(i, len)| pattern(i, *len))
+        .collect();
+    let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+    let mut segment = create(&dir.path().join("0-1-v1.log"));
+    segment.append(&pool, 0, b"head").unwrap();
+    segment.append_all(&pool, 4, &slices).unwrap();
+    let mut model = b"head".to_vec();
+    for part in &parts {
+        model.extend_from_slice(part);
+    }
+    assert_eq!(segment.end_bytes(), model.len() as u64);
+    assert_eq!(&segment.read(&pool, 0, u64::MAX).unwrap()[..], &model[..]);
+    segment.append(&pool, model.len() as u64, b"tail").unwrap();
+    model.extend_from_slice(b"tail");
+    assert_eq!(&segment.read(&pool, 0, u64::MAX).unwrap()[..], &model[..]);
+}
+
+#[test]
 fn appends_must_be_sequential() {
     let dir = tempdir();
     let pool = small_pool();

@@ -41,6 +41,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Most queued writes executed together as one coalesced append.
+const MAX_COALESCED_WRITES: usize = 256;
+
 /// Name of the temporary file a checkpoint is written to before it is renamed.
 pub const CHECKPOINT_TMP_FILE_NAME: &str = "checkpoint.tmp";
 
@@ -185,16 +188,7 @@ impl<V: Vfs> PartitionStorage<V> {
                     position,
                     data,
                     last_offset,
-                } => match self.write(segment, position, &data) {
-                    Ok(()) => self.completions.push_back(LogCompletion::Written {
-                        generation,
-                        last_offset,
-                    }),
-                    Err(error) => {
-                        self.flush_syncs();
-                        self.fail(generation, &error);
-                    }
-                },
+                } => self.write_coalesced(generation, segment, position, data, last_offset),
                 LogEffect::Sync {
                     generation,
                     sync_id,
@@ -281,12 +275,64 @@ impl<V: Vfs> PartitionStorage<V> {
         }
     }
 
-    fn write(&mut self, segment: SegmentId, position: u64, data: &[u8]) -> StorageResult<()> {
+    /// Executes a write together with the writes queued right behind it that append to
+    /// the same segment: one copy into aligned buffers, as few `pwrite`s as the buffer
+    /// size allows. Reports each write, or one failure per generation involved.
+    fn write_coalesced(
+        &mut self,
+        generation: u64,
+        segment: SegmentId,
+        position: u64,
+        data: Bytes,
+        last_offset: i64,
+    ) {
+        let mut end = position + data.len() as u64;
+        let mut batch = vec![(generation, last_offset, data)];
+        while let Some(LogEffect::Write {
+            segment: next_segment,
+            position: next_position,
+            data: next_data,
+            ..
+        }) = self.queue.front()
+        {
+            if *next_segment != segment || *next_position != end || batch.len() >= MAX_COALESCED_WRITES {
+                break;
+            }
+            end += next_data.len() as u64;
+            if let Some(LogEffect::Write {
+                generation,
+                data,
+                last_offset,
+                ..
+            }) = self.queue.pop_front()
+            {
+                batch.push((generation, last_offset, data));
+            }
+        }
+        let parts: Vec<&[u8]> = batch.iter().map(|(_, _, data)| &data[..]).collect();
         let pool = self.pool.clone();
-        self.segment_mut(segment)?.append(&pool, position, data)?;
-        self.stats.writes += 1;
-        self.stats.written_bytes += data.len() as u64;
-        Ok(())
+        let result = self
+            .segment_mut(segment)
+            .and_then(|file| file.append_all(&pool, position, &parts));
+        match result {
+            Ok(()) => {
+                for (generation, last_offset, data) in batch {
+                    self.stats.writes += 1;
+                    self.stats.written_bytes += data.len() as u64;
+                    self.completions.push_back(LogCompletion::Written {
+                        generation,
+                        last_offset,
+                    });
+                }
+            }
+            Err(error) => {
+                self.flush_syncs();
+                let generations: BTreeSet<u64> = batch.iter().map(|(generation, _, _)| *generation).collect();
+                for generation in generations {
+                    self.fail(generation, &error);
+                }
+            }
+        }
     }
 
     /// Closes the group-commit window: one `fdatasync` per unsynced segment named by

@@ -142,6 +142,13 @@ impl<F: DataFile> SegmentFile<F> {
     /// Appends `data` at `position`, which must be the logical end. On error the
     /// logical end and tail are unchanged (bytes past the end may have been written).
     pub fn append(&mut self, pool: &BufferPool, position: u64, data: &[u8]) -> StorageResult<()> {
+        self.append_all(pool, position, &[data])
+    }
+
+    /// Appends `parts` one after the other at `position` (the logical end), coalesced
+    /// into as few buffer-sized `pwrite`s as possible. All or nothing, as
+    /// [`SegmentFile::append`].
+    pub fn append_all(&mut self, pool: &BufferPool, position: u64, parts: &[&[u8]]) -> StorageResult<()> {
         if position != self.end_bytes {
             return Err(StorageError::NotAppend {
                 path: self.path.clone(),
@@ -149,34 +156,51 @@ impl<F: DataFile> SegmentFile<F> {
                 end_bytes: self.end_bytes,
             });
         }
-        if data.is_empty() {
+        if parts.iter().all(|part| part.is_empty()) {
             return Ok(());
         }
         let mut buf = pool.acquire()?;
         let capacity = buf.capacity();
-        let mut end = self.end_bytes;
-        let mut tail_len = block_offset(end);
-        buf.as_mut_slice()[..tail_len].copy_from_slice(&self.tail[..tail_len]);
-        let mut rest = data;
-        while !rest.is_empty() {
-            let block_start = end - tail_len as u64;
-            let taken = rest.len().min(capacity - tail_len);
-            let filled = tail_len + taken;
-            let padded = block_round_up(filled);
-            let slice = buf.as_mut_slice();
-            slice[tail_len..filled].copy_from_slice(&rest[..taken]);
-            slice[filled..padded].fill(0);
-            self.write_all(&buf, padded, block_start)?;
-            end = block_start + filled as u64;
-            rest = &rest[taken..];
-            // The partial last block becomes the head of the next chunk.
-            tail_len = filled % BLOCK_BYTES;
-            buf.as_mut_slice().copy_within(filled - tail_len..filled, 0);
+        let mut chunk = Chunk {
+            end: self.end_bytes,
+            tail_len: block_offset(self.end_bytes),
+            filled: block_offset(self.end_bytes),
+        };
+        buf.as_mut_slice()[..chunk.tail_len].copy_from_slice(&self.tail[..chunk.tail_len]);
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let taken = rest.len().min(capacity - chunk.filled);
+                buf.as_mut_slice()[chunk.filled..chunk.filled + taken].copy_from_slice(&rest[..taken]);
+                chunk.filled += taken;
+                rest = &rest[taken..];
+                if chunk.filled == capacity {
+                    self.write_chunk(&mut buf, &mut chunk)?;
+                }
+            }
         }
-        self.tail[..tail_len].copy_from_slice(&buf.as_slice()[..tail_len]);
-        self.end_bytes = end;
-        self.disk_len_bytes = self.disk_len_bytes.max(align_up(end));
+        if chunk.filled > chunk.tail_len {
+            self.write_chunk(&mut buf, &mut chunk)?;
+        }
+        self.tail[..chunk.tail_len].copy_from_slice(&buf.as_slice()[..chunk.tail_len]);
+        self.end_bytes = chunk.end;
+        self.disk_len_bytes = self.disk_len_bytes.max(align_up(chunk.end));
         self.unsynced = true;
+        Ok(())
+    }
+
+    /// Writes the buffer's `filled` bytes (padded to the block) at the block holding
+    /// the chunk's end; the partial last block moves to the buffer's head.
+    fn write_chunk(&self, buf: &mut AlignedBuf, chunk: &mut Chunk) -> StorageResult<()> {
+        let block_start = chunk.end - chunk.tail_len as u64;
+        let padded = block_round_up(chunk.filled);
+        buf.as_mut_slice()[chunk.filled..padded].fill(0);
+        self.write_all(buf, padded, block_start)?;
+        chunk.end = block_start + chunk.filled as u64;
+        chunk.tail_len = chunk.filled % BLOCK_BYTES;
+        buf.as_mut_slice()
+            .copy_within(chunk.filled - chunk.tail_len..chunk.filled, 0);
+        chunk.filled = chunk.tail_len;
         Ok(())
     }
 
@@ -325,6 +349,16 @@ impl<F: DataFile> SegmentFile<F> {
         self.tail[..tail_len].copy_from_slice(&buf.as_slice()[..tail_len]);
         Ok(())
     }
+}
+
+/// The state of an append in progress: the logical end reached on disk, the length
+/// of its partial last block, and the bytes at the head of the buffer (that block plus
+/// data not yet written).
+#[derive(Debug)]
+struct Chunk {
+    end: u64,
+    tail_len: usize,
+    filled: usize,
 }
 
 /// Offset of `position` inside its block.
