@@ -35,7 +35,8 @@ pub struct RaftConfig {
     /// Bytes per InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
     /// A follower whose oldest unacknowledged append (or snapshot chunk) is older than
-    /// this is probed again from its match offset (covers lost messages).
+    /// this is probed again from its match offset. A fallback: losses are normally
+    /// detected within one heartbeat round (see `HeartbeatResponse::received`).
     pub retransmit_timeout: Duration,
     /// Proposals are refused once this many entry bytes are uncommitted.
     pub max_uncommitted_bytes: usize,
@@ -69,7 +70,7 @@ impl Default for RaftConfig {
             entry_cache_bytes: 16 << 20,
             recovery_rate_bytes_per_sec: 100 << 20,
             snapshot_chunk_bytes: 1 << 20,
-            retransmit_timeout: Duration::from_millis(1000),
+            retransmit_timeout: Duration::from_secs(5),
             max_uncommitted_bytes: 64 << 20,
             learner_catch_up_offsets: 1000,
             priority_relax_steps: 3,

@@ -46,6 +46,8 @@ pub(crate) struct LeaderState {
     pub(crate) uncommitted: VecDeque<(Index, usize)>,
     pub(crate) uncommitted_bytes: usize,
     pub(crate) broadcast_pending: bool,
+    /// Heartbeat round: incremented before each heartbeat broadcast.
+    pub(crate) round: u64,
     /// Outstanding entry reads: id → (peer, from offset).
     pub(crate) reads: BTreeMap<ReadId, (NodeId, Index)>,
 }
@@ -145,6 +147,7 @@ impl Raft {
             uncommitted: VecDeque::new(),
             uncommitted_bytes: 0,
             broadcast_pending: true,
+            round: 0,
             reads: BTreeMap::new(),
         });
         self.sync_progress_with_config();
@@ -157,13 +160,14 @@ impl Raft {
         let members = self.configs.active().members();
         let next = self.log.next_index();
         let id = self.id;
+        let now = self.now;
         let Some(ls) = self.leader_state.as_mut() else {
             return;
         };
         ls.progress.retain(|p, _| members.contains(p));
         for m in members {
             if m != id {
-                ls.progress.entry(m).or_insert_with(|| Progress::new(next));
+                ls.progress.entry(m).or_insert_with(|| Progress::new(next, now));
             }
         }
         ls.broadcast_pending = true;
@@ -447,9 +451,11 @@ impl Raft {
         }
         self.retransmit_stalled(now);
         self.maybe_transfer_to_priority(now);
-        let Some(ls) = self.leader_state.as_ref() else {
+        let Some(ls) = self.leader_state.as_mut() else {
             return Vec::new();
         };
+        ls.round += 1;
+        let round = ls.round;
         let term = self.hs.term;
         ls.progress
             .iter()
@@ -459,6 +465,7 @@ impl Raft {
                 term,
                 body: MessageBody::Heartbeat(HeartbeatRequest {
                     commit: self.commit.min(p.match_index),
+                    round,
                 }),
             })
             .collect()
@@ -505,7 +512,11 @@ impl Raft {
         let best = ls
             .progress
             .iter()
-            .filter(|(id, p)| cfg.priority(**id) > mine && p.recent_active && p.match_index == last)
+            .filter(|(id, p)| {
+                cfg.priority(**id) > mine
+                    && now < p.last_heard + self.cfg.election_timeout
+                    && p.match_index == last
+            })
             .max_by_key(|(id, _)| (cfg.priority(**id), std::cmp::Reverse(**id)))
             .map(|(id, _)| *id);
         if let Some(target) = best {
@@ -513,26 +524,42 @@ impl Raft {
         }
     }
 
+    /// Steps down unless a quorum of voters (this node included, if a voter) was heard
+    /// within the last election timeout; otherwise re-arms for when that contact expires.
     fn check_quorum(&mut self, now: Instant) {
         let cfg = self.configs.active().clone();
+        let timeout = self.cfg.election_timeout;
         let Some(ls) = self.leader_state.as_mut() else {
             return;
         };
-        ls.check_quorum_deadline = now + self.cfg.election_timeout;
-        let mut active = usize::from(cfg.is_voter(self.id));
-        for (id, p) in ls.progress.iter_mut() {
-            if cfg.is_voter(*id) && p.recent_active {
-                active += 1;
-            }
-            p.recent_active = false;
+        let mut heard: Vec<Instant> = cfg
+            .voters()
+            .keys()
+            .map(|v| {
+                if *v == self.id {
+                    now
+                } else {
+                    ls.progress.get(v).map_or(Instant::ZERO, |p| p.last_heard)
+                }
+            })
+            .collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_heard = heard.get(cfg.quorum() - 1).copied().unwrap_or(Instant::ZERO);
+        let expires = quorum_heard + timeout;
+        if !self.cfg.check_quorum || now < expires {
+            ls.check_quorum_deadline = if self.cfg.check_quorum { expires } else { now + timeout };
+            return;
         }
-        if self.cfg.check_quorum && active < cfg.quorum() {
-            self.stats.check_quorum_step_downs += 1;
-            self.become_follower(now, self.hs.term, None);
-        }
+        self.stats.check_quorum_step_downs += 1;
+        self.become_follower(now, self.hs.term, None);
     }
 
-    pub(crate) fn on_heartbeat_response(&mut self, now: Instant, from: NodeId) {
+    pub(crate) fn on_heartbeat_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        r: super::message::HeartbeatResponse,
+    ) {
         let last = self.log.last_index();
         let Some(ls) = self.leader_state.as_mut() else {
             return self.drop_input(super::stats::DropReason::UnexpectedMessage);
@@ -540,7 +567,21 @@ impl Raft {
         let Some(p) = ls.progress.get_mut(&from) else {
             return self.drop_input(super::stats::DropReason::UnknownSender);
         };
-        p.recent_active = true;
+        p.last_heard = now;
+        // Anything sent in a round before the answered heartbeat should have arrived
+        // before it; if the follower lacks it, it was lost: resend now.
+        let lost = match p.state {
+            ProgressState::Probe => p.probe.is_some_and(|s| s.round < r.round),
+            ProgressState::Replicate => p
+                .inflight
+                .front()
+                .is_some_and(|s| s.round < r.round && r.received < Some(s.what)),
+            ProgressState::Snapshot => false,
+        };
+        if lost {
+            self.stats.retransmits += 1;
+            p.become_probe(next_after(p.match_index));
+        }
         if p.match_index < last {
             self.send_appends_to(now, from);
         }

@@ -43,7 +43,7 @@ pub enum MessageBody {
     /// Leader liveness and commit offset; see the module docs on coalescing.
     Heartbeat(HeartbeatRequest),
     /// Answer to a heartbeat.
-    HeartbeatResp,
+    HeartbeatResp(HeartbeatResponse),
     /// One chunk of a snapshot.
     InstallSnapshot(SnapshotChunk),
     /// Answer to a snapshot chunk.
@@ -103,6 +103,20 @@ pub enum AppendResponse {
 pub struct HeartbeatRequest {
     /// The leader's commit offset, capped at what it knows the follower has.
     pub commit: Option<Index>,
+    /// The leader's heartbeat round, echoed in the answer. Everything the leader sent
+    /// before this heartbeat belongs to an earlier round.
+    pub round: u64,
+}
+
+/// Answer to a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatResponse {
+    /// The round of the heartbeat answered.
+    pub round: u64,
+    /// Highest offset the follower has received (not necessarily durable) that matches
+    /// the leader's log. If appends sent before this round are missing, they were lost
+    /// and the leader resends at once instead of waiting for a timeout.
+    pub received: Option<Index>,
 }
 
 /// Metadata of a snapshot: the position it covers and the membership at that point.
@@ -149,7 +163,7 @@ impl MessageBody {
             MessageBody::Append(_) => "Append",
             MessageBody::AppendResp(_) => "AppendResp",
             MessageBody::Heartbeat(_) => "Heartbeat",
-            MessageBody::HeartbeatResp => "HeartbeatResp",
+            MessageBody::HeartbeatResp(_) => "HeartbeatResp",
             MessageBody::InstallSnapshot(_) => "InstallSnapshot",
             MessageBody::InstallSnapshotResp(_) => "InstallSnapshotResp",
             MessageBody::TimeoutNow => "TimeoutNow",

@@ -119,7 +119,7 @@ pub use membership::{
     ChangeError, CodecError, ConfigChange, Membership, MembershipError, Priority, DEFAULT_PRIORITY,
 };
 pub use message::{
-    AppendRequest, AppendResponse, HeartbeatRequest, Message, MessageBody, SnapshotChunk, SnapshotMeta,
+    AppendRequest, AppendResponse, HeartbeatRequest, HeartbeatResponse, Message, MessageBody, SnapshotChunk, SnapshotMeta,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
 pub use node::{InitError, Raft, RecoveredState};

@@ -573,7 +573,8 @@ impl Raft {
         match m.body {
             MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::InstallSnapshot(_) => {
                 // Tell the stale leader about the newer term so it steps down.
-                self.send(m.from, MessageBody::HeartbeatResp);
+                let r = super::message::HeartbeatResponse { round: 0, received: None };
+                self.send(m.from, MessageBody::HeartbeatResp(r));
                 self.drop_input(DropReason::StaleTerm);
             }
             MessageBody::PreVote(_) => {
@@ -598,7 +599,7 @@ impl Raft {
             MessageBody::Append(req) => self.on_append(now, from, req),
             MessageBody::AppendResp(r) => self.on_append_response(now, from, r),
             MessageBody::Heartbeat(hb) => self.on_heartbeat(now, from, hb),
-            MessageBody::HeartbeatResp => self.on_heartbeat_response(now, from),
+            MessageBody::HeartbeatResp(r) => self.on_heartbeat_response(now, from, r),
             MessageBody::InstallSnapshot(chunk) => self.on_snapshot_chunk(now, from, chunk),
             MessageBody::InstallSnapshotResp(r) => self.on_snapshot_response(now, from, r),
             MessageBody::TimeoutNow => self.on_timeout_now(now, from),

@@ -25,6 +25,14 @@ pub enum ProgressState {
     Snapshot,
 }
 
+/// Something sent to a follower: what, when, and in which heartbeat round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sent<T> {
+    pub(crate) what: T,
+    pub(crate) at: Instant,
+    pub(crate) round: u64,
+}
+
 /// A snapshot being streamed to a follower.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SnapshotSend {
@@ -42,26 +50,26 @@ pub(crate) struct Progress {
     pub(crate) match_index: Option<Index>,
     pub(crate) next_index: Index,
     pub(crate) state: ProgressState,
-    /// `Probe`: the prev offset of the unanswered probe, and when it was sent.
-    pub(crate) probe: Option<(Option<Index>, Instant)>,
-    /// `Replicate`: last offset and send time of each unacknowledged append, oldest first.
-    pub(crate) inflight: VecDeque<(Index, Instant)>,
-    /// Heard from since the last check-quorum round.
-    pub(crate) recent_active: bool,
+    /// `Probe`: the unanswered probe (its prev offset, send time and heartbeat round).
+    pub(crate) probe: Option<Sent<Option<Index>>>,
+    /// `Replicate`: each unacknowledged append (its last offset), oldest first.
+    pub(crate) inflight: VecDeque<Sent<Index>>,
+    /// When the follower was last heard from (check-quorum, priority transfer).
+    pub(crate) last_heard: Instant,
     /// A read of entries for this follower is outstanding.
     pub(crate) read_pending: Option<ReadId>,
     pub(crate) snapshot: Option<SnapshotSend>,
 }
 
 impl Progress {
-    pub(crate) fn new(next_index: Index) -> Self {
+    pub(crate) fn new(next_index: Index, now: Instant) -> Self {
         Progress {
             match_index: None,
             next_index,
             state: ProgressState::Probe,
             probe: None,
             inflight: VecDeque::new(),
-            recent_active: false,
+            last_heard: now,
             read_pending: None,
             snapshot: None,
         }
@@ -103,7 +111,7 @@ impl Progress {
         while self
             .inflight
             .front()
-            .is_some_and(|&(last, _)| Some(last) <= match_index)
+            .is_some_and(|s| Some(s.what) <= match_index)
         {
             self.inflight.pop_front();
         }
@@ -130,8 +138,8 @@ impl Progress {
     /// Send time of the oldest unanswered append or probe.
     pub(crate) fn oldest_unanswered(&self) -> Option<Instant> {
         match self.state {
-            ProgressState::Probe => self.probe.map(|(_, t)| t),
-            ProgressState::Replicate => self.inflight.front().map(|&(_, t)| t),
+            ProgressState::Probe => self.probe.map(|s| s.at),
+            ProgressState::Replicate => self.inflight.front().map(|s| s.at),
             ProgressState::Snapshot => self.snapshot.as_ref().and_then(|s| s.in_flight_since),
         }
     }
@@ -145,15 +153,16 @@ mod tests {
     #[test]
     fn window_and_ack() {
         let t = Instant::ZERO;
-        let mut p = Progress::new(10);
+        let sent = |what| Sent { what, at: t, round: 0 };
+        let mut p = Progress::new(10, t);
         assert!(p.can_send(2));
-        p.probe = Some((Some(9), t));
+        p.probe = Some(sent(Some(9)));
         assert!(!p.can_send(2));
         assert!(p.ack(Some(9)));
         p.become_replicate();
         assert_eq!(p.next_index, 10);
-        p.inflight.push_back((12, t));
-        p.inflight.push_back((14, t));
+        p.inflight.push_back(sent(12));
+        p.inflight.push_back(sent(14));
         assert!(!p.can_send(2));
         assert!(p.ack(Some(12)));
         assert!(p.can_send(2));

@@ -13,9 +13,9 @@
 use crate::time::Instant;
 
 use super::io::{Effect, ReadError, ReadTarget};
-use super::message::{AppendRequest, AppendResponse, HeartbeatRequest, MessageBody};
+use super::message::{AppendRequest, AppendResponse, HeartbeatRequest, HeartbeatResponse, MessageBody};
 use super::node::Raft;
-use super::progress::ProgressState;
+use super::progress::{ProgressState, Sent};
 use super::stats::DropReason;
 use super::types::{next_after, Entry, EntryKind, Index, LogId, NodeId, ReadId, Role};
 
@@ -125,23 +125,23 @@ impl Raft {
 
     /// Books a sent append in the follower's progress; returns whether it was a probe.
     fn record_send(&mut self, peer: NodeId, now: Instant, prev: Option<Index>, last: Option<Index>) -> bool {
-        let Some(p) = self
-            .leader_state
-            .as_mut()
-            .and_then(|ls| ls.progress.get_mut(&peer))
-        else {
+        let Some(ls) = self.leader_state.as_mut() else {
+            return true;
+        };
+        let round = ls.round;
+        let Some(p) = ls.progress.get_mut(&peer) else {
             return true;
         };
         match p.state {
             ProgressState::Replicate => {
                 if let Some(l) = last {
-                    p.inflight.push_back((l, now));
+                    p.inflight.push_back(Sent { what: l, at: now, round });
                     p.next_index = l + 1;
                 }
                 false
             }
             _ => {
-                p.probe = Some((prev, now));
+                p.probe = Some(Sent { what: prev, at: now, round });
                 true
             }
         }
@@ -292,7 +292,7 @@ impl Raft {
         let Some(p) = ls.progress.get_mut(&from) else {
             return self.drop_input(DropReason::UnknownSender);
         };
-        p.recent_active = true;
+        p.last_heard = now;
         match r {
             AppendResponse::Accepted { match_index } => {
                 if match_index > last {
@@ -310,7 +310,7 @@ impl Raft {
             }
             AppendResponse::Rejected { rejected_prev, hint } => {
                 let stale = match p.state {
-                    ProgressState::Probe => p.probe.is_some_and(|(prev, _)| prev != Some(rejected_prev)),
+                    ProgressState::Probe => p.probe.is_some_and(|s| s.what != Some(rejected_prev)),
                     ProgressState::Replicate => Some(rejected_prev) <= p.match_index,
                     ProgressState::Snapshot => true,
                 };
@@ -445,7 +445,8 @@ impl Raft {
         if let Some(c) = c.filter(|&c| Some(c) > self.commit) {
             self.advance_commit(c);
         }
-        self.send(from, MessageBody::HeartbeatResp);
+        let r = HeartbeatResponse { round: hb.round, received: self.follower.verified };
+        self.send(from, MessageBody::HeartbeatResp(r));
     }
 
     // ----- apply -------------------------------------------------------------------------

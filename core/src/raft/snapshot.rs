@@ -179,7 +179,7 @@ impl Raft {
         else {
             return self.drop_input(DropReason::UnexpectedMessage);
         };
-        p.recent_active = true;
+        p.last_heard = now;
         let current = p.snapshot.as_ref().filter(|s| s.snapshot == r.snapshot).is_some();
         if r.installed {
             let moved = p.ack(Some(r.snapshot.index));

@@ -6,3 +6,4 @@
 mod basic;
 mod harness;
 mod props;
+mod scenario;

@@ -163,6 +163,7 @@ proptest! {
 #[ignore]
 fn chaos_sweep() {
     for seed in 0..400u64 {
+        println!("sweep seed {seed}");
         chaos(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), 3 + 2 * (seed % 2), 30);
     }
 }
