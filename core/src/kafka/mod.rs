@@ -1,0 +1,63 @@
+//! The Kafka wire layer: frames in, typed requests out; typed responses in, frames out.
+//!
+//! Sans-IO like the rest of core. The runtime owns the socket; per connection it feeds
+//! bytes to a [`FrameDecoder`], and for each frame:
+//!
+//! ```text
+//! match decode_request(frame) {
+//!     Ok(decoded) => { /* broker: decoded.header + decoded.request → Response */
+//!                      encode_response(&decoded.header, &response) → bytes to send }
+//!     Err(error)  => match error.reply() { Some(bytes) => send and carry on,
+//!                                          None => close the connection }
+//! }
+//! ```
+//!
+//! * [`frame`] — size-prefixed framing with a bounded buffer and a maximum frame size.
+//! * [`versions`] — the single table of supported APIs and versions.
+//! * [`request`] — request header and body decoding into [`Request`].
+//! * [`response`] — [`Response`] encoding with the right header version, and error
+//!   responses for any request ([`error_response`]).
+//! * [`schema`] — bounds check of request bodies before `kafka-protocol` allocates.
+//! * [`error`] — [`ErrorCode`] and the layer's error types.
+//!
+//! Message types are `kafka-protocol`'s (re-exported as [`protocol`]), so the broker
+//! builds responses with the same structs the crate encodes.
+
+/// Calls `$callback!` with the table of supported request/response pairs. Each row is
+/// `Variant(RequestType, ResponseType)`, where `Variant` is also the `ApiKey` variant.
+/// Adding an API: one row here, its row in [`versions::API_TABLE`] set to supported,
+/// its schema in [`schema`], and its error response in [`response`].
+macro_rules! with_supported_apis {
+    ($callback:ident) => {
+        $callback! {
+            Produce(ProduceRequest, ProduceResponse),
+            Fetch(FetchRequest, FetchResponse),
+            ListOffsets(ListOffsetsRequest, ListOffsetsResponse),
+            Metadata(MetadataRequest, MetadataResponse),
+            ApiVersions(ApiVersionsRequest, ApiVersionsResponse),
+            CreateTopics(CreateTopicsRequest, CreateTopicsResponse),
+            DeleteTopics(DeleteTopicsRequest, DeleteTopicsResponse),
+            DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse),
+            OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse),
+            DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse),
+            AlterConfigs(AlterConfigsRequest, AlterConfigsResponse),
+            CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse),
+            IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
+            DescribeCluster(DescribeClusterRequest, DescribeClusterResponse),
+        }
+    };
+}
+
+pub mod error;
+pub mod frame;
+pub mod request;
+pub mod response;
+pub mod schema;
+pub mod versions;
+
+pub use error::{EncodeError, ErrorCode, RequestError};
+pub use frame::{FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES};
+pub use kafka_protocol as protocol;
+pub use request::{decode_request, DecodedRequest, Request, RequestHeader};
+pub use response::{encode_response, error_response, Response};
+pub use versions::{api_versions_response, supported_versions, ApiRow, ApiStatus, API_TABLE};

@@ -1,0 +1,137 @@
+//! The one table of Kafka APIs and versions Oxbow speaks.
+//!
+//! [`API_TABLE`] is the single source of truth: it answers ApiVersions and it decides
+//! which requests the decoder accepts. An API is either [`ApiStatus::Supported`] with an
+//! inclusive version range, or [`ApiStatus::Planned`] — listed so the roadmap is visible,
+//! absent from ApiVersions, and refused like an unknown API until its issue lands.
+//!
+//! Ranges are chosen so librdkafka 2.x, kafka-python and the Java client negotiate a
+//! version (a client picks the highest version both sides support), staying at or below
+//! the versions that switch a request from topic names to topic ids (Fetch v13,
+//! Produce v13, DeleteTopics v6), so the broker can work with names only. Minimums are
+//! the oldest versions `kafka-protocol` still implements (Produce v3 and Fetch v4 are the
+//! first with record batch v2, the only format the log stores).
+//!
+//! To support a planned API: flip its row to `Supported`, and add one row to the
+//! `requests!` table in `request.rs` (plus its error-response builder in `response.rs`).
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// Whether and how Oxbow supports an API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiStatus {
+    /// Accepted at versions `min..=max`, advertised in ApiVersions.
+    Supported {
+        /// Lowest accepted version.
+        min: i16,
+        /// Highest accepted version.
+        max: i16,
+    },
+    /// Not yet implemented; `area` names the future module (`group`, `txn`, …).
+    Planned {
+        /// The part of Oxbow that will serve it.
+        area: &'static str,
+    },
+}
+
+/// One row of the API table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiRow {
+    /// The API.
+    pub key: ApiKey,
+    /// Its status.
+    pub status: ApiStatus,
+}
+
+const fn supported(key: ApiKey, min: i16, max: i16) -> ApiRow {
+    ApiRow {
+        key,
+        status: ApiStatus::Supported { min, max },
+    }
+}
+
+const fn planned(key: ApiKey, area: &'static str) -> ApiRow {
+    ApiRow {
+        key,
+        status: ApiStatus::Planned { area },
+    }
+}
+
+/// Every API Oxbow knows about, in api-key order. APIs absent from this table (and
+/// unknown keys) are refused by closing the connection, as Kafka does.
+pub const API_TABLE: &[ApiRow] = &[
+    supported(ApiKey::Produce, 3, 9),
+    supported(ApiKey::Fetch, 4, 12),
+    supported(ApiKey::ListOffsets, 1, 7),
+    supported(ApiKey::Metadata, 0, 12),
+    planned(ApiKey::OffsetCommit, "group"),
+    planned(ApiKey::OffsetFetch, "group"),
+    planned(ApiKey::FindCoordinator, "group"),
+    planned(ApiKey::JoinGroup, "group"),
+    planned(ApiKey::Heartbeat, "group"),
+    planned(ApiKey::LeaveGroup, "group"),
+    planned(ApiKey::SyncGroup, "group"),
+    planned(ApiKey::DescribeGroups, "group"),
+    planned(ApiKey::ListGroups, "group"),
+    planned(ApiKey::SaslHandshake, "security"),
+    supported(ApiKey::ApiVersions, 0, 4),
+    supported(ApiKey::CreateTopics, 2, 7),
+    supported(ApiKey::DeleteTopics, 1, 5),
+    supported(ApiKey::DeleteRecords, 0, 2),
+    planned(ApiKey::InitProducerId, "txn"),
+    supported(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    planned(ApiKey::AddPartitionsToTxn, "txn"),
+    planned(ApiKey::AddOffsetsToTxn, "txn"),
+    planned(ApiKey::EndTxn, "txn"),
+    planned(ApiKey::WriteTxnMarkers, "txn"),
+    planned(ApiKey::TxnOffsetCommit, "txn"),
+    supported(ApiKey::DescribeConfigs, 1, 4),
+    supported(ApiKey::AlterConfigs, 0, 2),
+    supported(ApiKey::CreatePartitions, 0, 3),
+    planned(ApiKey::SaslAuthenticate, "security"),
+    planned(ApiKey::DeleteGroups, "group"),
+    supported(ApiKey::IncrementalAlterConfigs, 0, 1),
+    planned(ApiKey::OffsetDelete, "group"),
+    supported(ApiKey::DescribeCluster, 0, 1),
+    planned(ApiKey::DescribeProducers, "txn"),
+    planned(ApiKey::DescribeTransactions, "txn"),
+    planned(ApiKey::ListTransactions, "txn"),
+    planned(ApiKey::ConsumerGroupHeartbeat, "group"),
+    planned(ApiKey::ConsumerGroupDescribe, "group"),
+];
+
+/// The inclusive version range Oxbow accepts for `key`, or `None` when the API is not
+/// supported (planned or absent).
+pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
+    API_TABLE
+        .iter()
+        .find(|row| row.key == key)
+        .and_then(|row| match row.status {
+            ApiStatus::Supported { min, max } => Some((min, max)),
+            ApiStatus::Planned { .. } => None,
+        })
+}
+
+/// The rows of [`API_TABLE`] that are supported, as ApiVersions entries, in key order.
+pub fn supported_api_versions() -> Vec<ApiVersion> {
+    API_TABLE
+        .iter()
+        .filter_map(|row| match row.status {
+            ApiStatus::Supported { min, max } => Some(
+                ApiVersion::default()
+                    .with_api_key(row.key as i16)
+                    .with_min_version(min)
+                    .with_max_version(max),
+            ),
+            ApiStatus::Planned { .. } => None,
+        })
+        .collect()
+}
+
+/// The ApiVersions answer to a valid request: no error, every supported API.
+pub fn api_versions_response() -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(0)
+        .with_api_keys(supported_api_versions())
+}
