@@ -34,12 +34,15 @@ use crate::process::{Liveness, NodeClock, Process};
 use crate::replica::{Churn, EntryKind, HardState, ProposeError, Replica, ReplicaEffect, Role, StorageOp};
 use crate::rng::{fnv1a64, RngExt, Seeds, SimRng};
 use crate::scenario::Scenario;
-use crate::store::{NodeStore, StoreError, StoreWork};
+use crate::store::{NodeStore, StoreError, StoreWork, PARTITION_DIR};
 use crate::trace::Trace;
 use crate::trace_event;
 use bytes::Bytes;
 use oxbow_core::log::batch::iter_batches;
+use oxbow_core::log::checkpoint::Checkpoint;
+use oxbow_core::log::io::CHECKPOINT_FILE_NAME;
 use oxbow_core::log::LogCompletion;
+use oxbow_core::log::SegmentId;
 use oxbow_core::time::Instant;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -1154,7 +1157,7 @@ impl<F: NodeFactory> Cluster<F> {
                 self.nodes[t as usize].process.clock.jump(delta);
                 self.arm_timer(t);
             }
-            "bit_flip" if n_nodes >= 3 => self.bit_flip(now, f.bit_flip_anywhere),
+            "bit_flip" if n_nodes >= 3 => self.bit_flip(now),
             "step_down" | "transfer" => {
                 if let Some(l) = self.current_leader() {
                     let churn = if kind == "step_down" || n_nodes < 2 {
@@ -1196,39 +1199,53 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     /// Flips a bit of synced segment data on the bit-rot node: inside the CRC-covered
-    /// part of a batch, or anywhere when `anywhere`.
-    fn bit_flip(&mut self, now: Instant, anywhere: bool) {
+    /// part of a batch that the log's checkpoint records as durable (damage recovery is
+    /// promised to detect), or anywhere in a segment with `bit_flip_anywhere`, or also in
+    /// batches past the checkpoint with `bit_flip_past_checkpoint`.
+    fn bit_flip(&mut self, now: Instant) {
+        let anywhere = self.scenario.faults.bit_flip_anywhere;
+        let past_checkpoint = self.scenario.faults.bit_flip_past_checkpoint || anywhere;
         let id = self.rot_node;
         let node = &mut self.nodes[id as usize];
-        let segments: Vec<String> = node
+        let checkpoint = node
             .disk
-            .paths()
-            .into_iter()
-            .filter(|p| p.starts_with("kafka/") && p.ends_with(".log"))
-            .collect();
-        if segments.is_empty() {
-            return;
-        }
-        let path = segments[self.fault_rng.index(segments.len())].clone();
-        let Ok(bytes) = node.disk.read_all(&path) else {
-            return;
+            .read_all(&format!("{PARTITION_DIR}/{CHECKPOINT_FILE_NAME}"))
+            .ok()
+            .and_then(|b| Checkpoint::decode(&b));
+        let durable_offset = match (past_checkpoint, checkpoint) {
+            (true, _) => i64::MAX,
+            (false, Some(c)) => c.durable_offset,
+            (false, None) => return,
         };
-        if bytes.is_empty() {
-            return;
-        }
-        let byte = if anywhere {
-            self.fault_rng.index(bytes.len()) as u64
-        } else {
-            let batches: Vec<(usize, usize)> =
-                iter_batches(&bytes).map(|(at, h)| (at, h.size_bytes())).collect();
-            if batches.is_empty() {
-                return;
+        let mut candidates: Vec<(String, usize, usize)> = Vec::new();
+        for path in node.disk.paths() {
+            let Some(name) = path.strip_prefix(&format!("{PARTITION_DIR}/")) else {
+                continue;
+            };
+            if SegmentId::parse_file_name(name).is_none() {
+                continue;
             }
-            let (at, size) = batches[self.fault_rng.index(batches.len())];
-            // From the CRC field on: what CRC32C protects, and the CRC itself.
-            let lo = at + CRC_FIELD_OFFSET;
-            (lo + self.fault_rng.index(size.saturating_sub(CRC_FIELD_OFFSET).max(1))) as u64
-        };
+            let Ok(bytes) = node.disk.read_all(&path) else {
+                continue;
+            };
+            if anywhere {
+                if !bytes.is_empty() {
+                    candidates.push((path.clone(), 0, bytes.len()));
+                }
+                continue;
+            }
+            for (at, h) in iter_batches(&bytes) {
+                if h.last_offset() <= durable_offset {
+                    // From the CRC field on: what CRC32C protects, and the CRC itself.
+                    candidates.push((path.clone(), at + CRC_FIELD_OFFSET, at + h.size_bytes()));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let (path, lo, hi) = candidates[self.fault_rng.index(candidates.len())].clone();
+        let byte = (lo + self.fault_rng.index(hi.saturating_sub(lo).max(1))) as u64;
         let bit = u8::try_from(self.fault_rng.index(8)).unwrap_or(0);
         if node.disk.flip_bit_at(&path, byte, bit) {
             self.coverage.hit("disk.bit_flip");

@@ -374,7 +374,6 @@ impl Replica for CoreReplica {
                 hint.map(|l| (l.term, l.index))
             ),
             MessageBody::Heartbeat(h) => format!("Heartbeat t{t} commit={:?}", h.commit),
-            MessageBody::HeartbeatResp => format!("HeartbeatResp t{t}"),
             MessageBody::TimeoutNow => format!("TimeoutNow t{t}"),
             other => format!("{other:?} t{t}"),
         }

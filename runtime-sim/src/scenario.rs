@@ -96,6 +96,10 @@ pub struct FaultConfig {
     /// CRC32C does not cover (base offset, length, partition leader epoch). Off by
     /// default: such damage is undetected by the v2 format itself (see the report).
     pub bit_flip_anywhere: bool,
+    /// Bit flips may also hit batches synced after the log's last checkpoint. Off by
+    /// default: recovery cannot tell rot in that tail from a torn write and cuts it,
+    /// which loses acknowledged data (see the report).
+    pub bit_flip_past_checkpoint: bool,
 }
 
 impl Default for FaultConfig {
@@ -123,6 +127,7 @@ impl Default for FaultConfig {
             slow_factor: 20,
             rolling: false,
             bit_flip_anywhere: false,
+            bit_flip_past_checkpoint: false,
         }
     }
 }
