@@ -547,7 +547,11 @@ impl Raft {
         let quorum_heard = heard.get(cfg.quorum() - 1).copied().unwrap_or(Instant::ZERO);
         let expires = quorum_heard + timeout;
         if !self.cfg.check_quorum || now < expires {
-            ls.check_quorum_deadline = if self.cfg.check_quorum { expires } else { now + timeout };
+            ls.check_quorum_deadline = if self.cfg.check_quorum {
+                expires
+            } else {
+                now + timeout
+            };
             return;
         }
         self.stats.check_quorum_step_downs += 1;

@@ -119,8 +119,8 @@ pub use membership::{
     ChangeError, CodecError, ConfigChange, Membership, MembershipError, Priority, DEFAULT_PRIORITY,
 };
 pub use message::{
-    AppendRequest, AppendResponse, HeartbeatRequest, HeartbeatResponse, Message, MessageBody, SnapshotChunk, SnapshotMeta,
-    SnapshotResponse, VoteRequest, VoteResponse,
+    AppendRequest, AppendResponse, HeartbeatRequest, HeartbeatResponse, Message, MessageBody, SnapshotChunk,
+    SnapshotMeta, SnapshotResponse, VoteRequest, VoteResponse,
 };
 pub use node::{InitError, Raft, RecoveredState};
 pub use progress::ProgressState;

@@ -573,7 +573,10 @@ impl Raft {
         match m.body {
             MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::InstallSnapshot(_) => {
                 // Tell the stale leader about the newer term so it steps down.
-                let r = super::message::HeartbeatResponse { round: 0, received: None };
+                let r = super::message::HeartbeatResponse {
+                    round: 0,
+                    received: None,
+                };
                 self.send(m.from, MessageBody::HeartbeatResp(r));
                 self.drop_input(DropReason::StaleTerm);
             }

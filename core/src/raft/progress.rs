@@ -41,7 +41,8 @@ pub(crate) struct SnapshotSend {
     pub(crate) acked_offset: u64,
     /// When the chunk in flight was sent, if one is.
     pub(crate) in_flight_since: Option<Instant>,
-    pub(crate) read_pending: Option<ReadId>,
+    /// The outstanding chunk read and the byte offset it reads.
+    pub(crate) read_pending: Option<(ReadId, u64)>,
 }
 
 /// The leader's view of one follower.
@@ -108,11 +109,7 @@ impl Progress {
 
     /// Records an acknowledgement through `match_index`; returns whether it moved.
     pub(crate) fn ack(&mut self, match_index: Option<Index>) -> bool {
-        while self
-            .inflight
-            .front()
-            .is_some_and(|s| Some(s.what) <= match_index)
-        {
+        while self.inflight.front().is_some_and(|s| Some(s.what) <= match_index) {
             self.inflight.pop_front();
         }
         if match_index <= self.match_index {
@@ -153,7 +150,11 @@ mod tests {
     #[test]
     fn window_and_ack() {
         let t = Instant::ZERO;
-        let sent = |what| Sent { what, at: t, round: 0 };
+        let sent = |what| Sent {
+            what,
+            at: t,
+            round: 0,
+        };
         let mut p = Progress::new(10, t);
         assert!(p.can_send(2));
         p.probe = Some(sent(Some(9)));

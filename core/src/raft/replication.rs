@@ -135,13 +135,21 @@ impl Raft {
         match p.state {
             ProgressState::Replicate => {
                 if let Some(l) = last {
-                    p.inflight.push_back(Sent { what: l, at: now, round });
+                    p.inflight.push_back(Sent {
+                        what: l,
+                        at: now,
+                        round,
+                    });
                     p.next_index = l + 1;
                 }
                 false
             }
             _ => {
-                p.probe = Some(Sent { what: prev, at: now, round });
+                p.probe = Some(Sent {
+                    what: prev,
+                    at: now,
+                    round,
+                });
                 true
             }
         }
@@ -445,7 +453,10 @@ impl Raft {
         if let Some(c) = c.filter(|&c| Some(c) > self.commit) {
             self.advance_commit(c);
         }
-        let r = HeartbeatResponse { round: hb.round, received: self.follower.verified };
+        let r = HeartbeatResponse {
+            round: hb.round,
+            received: self.follower.verified,
+        };
         self.send(from, MessageBody::HeartbeatResp(r));
     }
 

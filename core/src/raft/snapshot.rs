@@ -100,8 +100,8 @@ impl Raft {
         else {
             return;
         };
-        s.read_pending = Some(read_id);
         let (snapshot, offset) = (s.snapshot, s.acked_offset);
+        s.read_pending = Some((read_id, offset));
         self.effects.push_back(Effect::ReadSnapshotChunk {
             read_id,
             peer,
@@ -121,15 +121,21 @@ impl Raft {
             ls.progress.iter().find_map(|(id, p)| {
                 p.snapshot
                     .as_ref()
-                    .filter(|s| s.read_pending == Some(read_id))
-                    .map(|s| (*id, s.snapshot, s.acked_offset))
+                    .filter(|s| s.read_pending.is_some_and(|(r, _)| r == read_id))
+                    .map(|s| (*id, s.snapshot, s.read_pending, s.acked_offset))
             })
         });
-        let Some((peer, snapshot, offset)) = found else {
+        let Some((peer, snapshot, Some((_, offset)), acked)) = found else {
             return self.drop_input(DropReason::StaleCompletion);
         };
         if let Some(s) = self.snapshot_send_mut(peer) {
             s.read_pending = None;
+        }
+        if offset != acked {
+            // The follower acknowledged more while this read was out: read again from
+            // where it now is (the bytes read belong to `offset`, not `acked`).
+            self.drop_input(DropReason::StaleCompletion);
+            return self.request_snapshot_chunk(now, peer);
         }
         let current = self.snapshot_meta.clone();
         let data = match (result, current) {

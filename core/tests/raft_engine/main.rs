@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
 mod basic;
+mod gray;
+mod handlers;
 mod harness;
 mod props;
 mod scenario;

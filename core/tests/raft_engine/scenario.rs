@@ -38,7 +38,10 @@ fn dur(s: &str) -> Duration {
 }
 
 fn ids(s: &str) -> Vec<NodeId> {
-    s.split(',').filter(|x| !x.is_empty()).map(|x| x.parse().unwrap()).collect()
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse().unwrap())
+        .collect()
 }
 
 struct Runner {
@@ -93,7 +96,12 @@ impl Runner {
         }
         o.voters = voters
             .iter()
-            .map(|&v| (v, prios.iter().find(|p| p.0 == v).map_or(DEFAULT_PRIORITY, |p| p.1)))
+            .map(|&v| {
+                (
+                    v,
+                    prios.iter().find(|p| p.0 == v).map_or(DEFAULT_PRIORITY, |p| p.1),
+                )
+            })
             .collect();
         self.c = Some(Cluster::new(o));
         self.trace_seen = 0;
@@ -101,15 +109,22 @@ impl Runner {
 
     fn status(&mut self) {
         let c = self.c.as_ref().unwrap();
-        let _ = writeln!(self.out, "  node role          term leader commit applied last      snapshot");
+        let _ = writeln!(
+            self.out,
+            "  node role          term leader commit applied last      snapshot"
+        );
         for (id, n) in &c.nodes {
             match n.raft.as_ref() {
                 None => {
                     let _ = writeln!(self.out, "  n{id:<3} (down)");
                 }
                 Some(r) => {
-                    let last = r.last_log_id().map_or("-".into(), |l| format!("{}@t{}", l.index, l.term));
-                    let snap = r.snapshot().map_or("-".into(), |s| format!("{}@t{}", s.last.index, s.last.term));
+                    let last = r
+                        .last_log_id()
+                        .map_or("-".into(), |l| format!("{}@t{}", l.index, l.term));
+                    let snap = r
+                        .snapshot()
+                        .map_or("-".into(), |s| format!("{}@t{}", s.last.index, s.last.term));
                     let opt = |x: Option<u64>| x.map_or("-".into(), |v| v.to_string());
                     let _ = writeln!(
                         self.out,
@@ -139,11 +154,19 @@ impl Runner {
                 EntryKind::Noop => "noop".to_string(),
                 EntryKind::Config => {
                     let m = e.membership().unwrap();
-                    format!("config voters={:?} learners={:?}", m.voters().keys().collect::<Vec<_>>(), m.learners())
+                    format!(
+                        "config voters={:?} learners={:?}",
+                        m.voters().keys().collect::<Vec<_>>(),
+                        m.learners()
+                    )
                 }
                 _ => format!("{:?}", String::from_utf8_lossy(&e.payload)),
             };
-            let range = if e.count() == 1 { e.index.to_string() } else { format!("{}..={}", e.index, e.last_index) };
+            let range = if e.count() == 1 {
+                e.index.to_string()
+            } else {
+                format!("{}..={}", e.index, e.last_index)
+            };
             let _ = write!(line, "[{range} t{} {what}] ", e.term);
         }
         let _ = writeln!(self.out, "{}", line.trim_end());
@@ -177,14 +200,22 @@ impl Runner {
             "run" => self.c().run_for(dur(args[0])),
             "run-until-leader" => {
                 let want = num(0);
-                let max = args.get(1).and_then(|a| a.strip_prefix("max=")).map_or(Duration::from_secs(10), dur);
-                let ok = self.c().run_until(max, |c| c.is_up(want) && c.raft(want).role() == Role::Leader);
+                let max = args
+                    .get(1)
+                    .and_then(|a| a.strip_prefix("max="))
+                    .map_or(Duration::from_secs(10), dur);
+                let ok = self
+                    .c()
+                    .run_until(max, |c| c.is_up(want) && c.raft(want).role() == Role::Leader);
                 self.flush_trace();
                 let t = self.c().now;
                 let _ = writeln!(self.out, "  leader n{want}: {ok} at {t:?}");
             }
             "propose" => {
-                let count = args.get(2).and_then(|a| a.strip_prefix("count=")).map_or(1, |c| c.parse().unwrap());
+                let count = args
+                    .get(2)
+                    .and_then(|a| a.strip_prefix("count="))
+                    .map_or(1, |c| c.parse().unwrap());
                 let r = self.c().propose(num(0), args[1], count);
                 let _ = writeln!(self.out, "  {r:?}");
             }
@@ -239,7 +270,11 @@ impl Runner {
                 for (id, n) in &c.nodes {
                     if let Some(r) = n.raft.as_ref() {
                         let m = r.membership();
-                        lines.push(format!("  n{id}: voters={:?} learners={:?}", m.voters(), m.learners()));
+                        lines.push(format!(
+                            "  n{id}: voters={:?} learners={:?}",
+                            m.voters(),
+                            m.learners()
+                        ));
                     }
                 }
                 for l in lines {
@@ -289,7 +324,12 @@ impl Runner {
 }
 
 fn run_script(text: &str) -> String {
-    let mut r = Runner { c: None, out: String::new(), trace_seen: 0, payload_seq: 0 };
+    let mut r = Runner {
+        c: None,
+        out: String::new(),
+        trace_seen: 0,
+        payload_seq: 0,
+    };
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() {
