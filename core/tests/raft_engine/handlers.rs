@@ -270,10 +270,9 @@ fn lower_priority_waits_then_relaxes() {
     let m = Membership::new([(1, 3), (2, 1), (3, 1)], []).unwrap();
     let mut r = Raft::new(2, cfg(), m, RecoveredState::default(), 1, T0).unwrap();
     assert_eq!(r.target_priority(), 3);
-    let mut now = T0;
     let mut waits = 0;
     while r.role() == Role::Follower {
-        now = r.poll_timeout().unwrap();
+        let now = r.poll_timeout().unwrap();
         r.handle_timeout(now);
         waits += 1;
         assert!(waits < 10);

@@ -690,7 +690,7 @@ impl Cluster {
         match ev.kind {
             EventKind::Deliver(m) => {
                 let to = m.to;
-                if !self.nodes.get(&to).is_some_and(|n| n.raft.is_some()) {
+                if self.nodes.get(&to).is_none_or(|n| n.raft.is_none()) {
                     return;
                 }
                 if self.blocked.contains(&(m.from, m.to)) {
