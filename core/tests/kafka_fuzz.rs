@@ -1,0 +1,126 @@
+//! Hostile input never panics and never allocates unboundedly: arbitrary bytes,
+//! truncations and bit flips of valid requests, and length fields overwritten with
+//! absurd values. Where the bounds check accepts a body, `kafka-protocol` reads exactly
+//! the bytes it walked (the decoder reports a mismatch as "bounds check walked", which
+//! must never appear).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kafka_support;
+
+use bytes::Bytes;
+use kafka_support::*;
+use oxbow_core::kafka::protocol::messages::ApiKey;
+use oxbow_core::kafka::{decode_request, RequestError};
+use proptest::prelude::*;
+
+/// A valid request payload (no size prefix) for a supported API at any version
+/// `kafka-protocol` knows, so unsupported-version paths are covered too.
+fn valid_payload() -> impl Strategy<Value = (ApiKey, i16, Vec<u8>)> {
+    let apis: Vec<(ApiKey, i16, i16)> = supported()
+        .iter()
+        .map(|&(key, _, _)| (key, key.valid_versions().min, key.valid_versions().max))
+        .collect();
+    proptest::sample::select(apis).prop_flat_map(|(key, min, max)| {
+        (min..=max).prop_map(move |version| {
+            let frame = client_frame(&sample_request(key, version), version, 77);
+            (key, version, frame[4..].to_vec())
+        })
+    })
+}
+
+/// Decodes and checks the invariants every outcome must satisfy.
+fn check(payload: Vec<u8>) -> Result<(), TestCaseError> {
+    match decode_request(Bytes::from(payload)) {
+        Ok(decoded) => prop_assert_eq!(decoded.request.api_key(), decoded.header.api_key),
+        Err(RequestError::Malformed { reason, .. }) => {
+            prop_assert!(
+                !reason.contains("bounds check walked"),
+                "schema and decoder disagree: {}",
+                reason
+            )
+        }
+        Err(error) => {
+            // Replies, when there are any, are well-framed.
+            if let Some(reply) = error.reply() {
+                let size = i32::from_be_bytes(reply[..4].try_into().unwrap());
+                prop_assert_eq!(size as usize, reply.len() - 4);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+        check(payload)?;
+    }
+
+    /// Arbitrary bodies behind a valid header of every supported API and version.
+    #[test]
+    fn arbitrary_bodies_never_panic(
+        (key, version, _) in valid_payload(),
+        body in proptest::collection::vec(any::<u8>(), 0..128),
+    ) {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&(key as i16).to_be_bytes());
+        payload.extend_from_slice(&version.to_be_bytes());
+        payload.extend_from_slice(&1i32.to_be_bytes());
+        payload.extend_from_slice(&(-1i16).to_be_bytes());
+        payload.extend_from_slice(&body);
+        check(payload)?;
+    }
+
+    /// Every proper prefix of a valid request is refused (there is nothing optional at
+    /// the end of a body), and never panics.
+    #[test]
+    fn truncated_requests_are_refused((key, version, payload) in valid_payload(), cut in any::<prop::sample::Index>()) {
+        let len = cut.index(payload.len());
+        let outcome = decode_request(Bytes::copy_from_slice(&payload[..len]));
+        let supported = oxbow_core::kafka::supported_versions(key).is_some_and(|(min, max)| (min..=max).contains(&version));
+        if supported {
+            prop_assert!(outcome.is_err(), "{:?} v{} cut at {}/{} decoded", key, version, len, payload.len());
+        }
+        check(payload[..len].to_vec())?;
+    }
+
+    #[test]
+    fn bit_flips_never_panic(
+        (_, _, payload) in valid_payload(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..4),
+    ) {
+        let mut payload = payload;
+        for (at, bit) in flips {
+            let i = at.index(payload.len());
+            payload[i] ^= 1 << bit;
+        }
+        check(payload)?;
+    }
+
+    /// Any 4 or 5 bytes overwritten with the largest int32 or varint — the shape of an
+    /// absurd array, string or bytes length — is refused without a huge allocation.
+    #[test]
+    fn absurd_lengths_anywhere_never_panic(
+        (_, _, payload) in valid_payload(),
+        at in any::<prop::sample::Index>(),
+        which in 0usize..4,
+    ) {
+        let patterns: [&[u8]; 4] = [
+            &[0x7f, 0xff, 0xff, 0xff],
+            &[0xff, 0xff, 0xff, 0xff, 0x0f],
+            &[0x80, 0x80, 0x80, 0x80, 0x08],
+            &[0x40, 0x00, 0x00, 0x00],
+        ];
+        let pattern = patterns[which];
+        let mut payload = payload;
+        let start = at.index(payload.len());
+        for (i, byte) in pattern.iter().enumerate() {
+            if let Some(slot) = payload.get_mut(start + i) {
+                *slot = *byte;
+            }
+        }
+        check(payload)?;
+    }
+}
