@@ -9,7 +9,7 @@ use bytes::Bytes;
 use oxbow_core::raft::*;
 use oxbow_core::time::Instant;
 
-use crate::basic::elect;
+use crate::raft_basic::elect;
 use crate::harness::{Cluster, Options};
 
 /// Commit latencies (simulated) of `n` proposals, one every 20 ms, with the followers in

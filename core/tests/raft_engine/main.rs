@@ -3,9 +3,14 @@
 //! failure (slow follower) latency test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
-mod basic;
-mod gray;
-mod handlers;
+#[path = "basic.rs"]
+mod raft_basic;
+#[path = "gray.rs"]
+mod raft_gray;
+#[path = "handlers.rs"]
+mod raft_handlers;
 mod harness;
-mod props;
-mod scenario;
+#[path = "props.rs"]
+mod raft_props;
+#[path = "scenario.rs"]
+mod raft_scenario;
