@@ -186,3 +186,17 @@ fn decoded_request_error_response_uses_the_header_version() {
     assert_eq!(body.responses[0].partitions.len(), 2);
     let _ = Request::Fetch(Default::default());
 }
+
+#[test]
+fn only_acks_0_produce_goes_unanswered() {
+    for (key, min, _) in supported() {
+        let decoded = broker_decode(&client_frame(&sample_request(key, min), min, 1)).unwrap();
+        assert!(decoded.expects_response(), "{key:?}");
+    }
+    let Request::Produce(produce) = sample_request(ApiKey::Produce, 9) else {
+        unreachable!()
+    };
+    let request = Request::Produce(produce.with_acks(0));
+    let decoded = broker_decode(&client_frame(&request, 9, 1)).unwrap();
+    assert!(!decoded.expects_response());
+}

@@ -6,7 +6,8 @@
 //! ```text
 //! match decode_request(frame) {
 //!     Ok(decoded) => { /* broker: decoded.header + decoded.request → Response */
-//!                      encode_response(&decoded.header, &response) → bytes to send }
+//!                      if decoded.expects_response() {   // not for acks=0 Produce
+//!                          encode_response(&decoded.header, &response) → bytes to send } }
 //!     Err(error)  => match error.reply() { Some(bytes) => send and carry on,
 //!                                          None => close the connection }
 //! }

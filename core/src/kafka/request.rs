@@ -51,6 +51,12 @@ impl DecodedRequest {
     pub fn error_response(&self, code: ErrorCode) -> Response {
         error_response(&self.request, self.header.api_version, code)
     }
+
+    /// Whether the client waits for a response. Only a Produce with `acks = 0` does not:
+    /// Kafka sends nothing back for it, and signals a failure by closing the connection.
+    pub fn expects_response(&self) -> bool {
+        !matches!(&self.request, Request::Produce(produce) if produce.acks == 0)
+    }
 }
 
 macro_rules! define_request {
