@@ -150,8 +150,16 @@ mod tests {
     #[test]
     fn window_and_ack() {
         let t = Instant::ZERO;
-        let probe = Sent { what: Some(9), at: t, round: 0 };
-        let sent = |what: Index| Sent { what, at: t, round: 0 };
+        let probe = Sent {
+            what: Some(9),
+            at: t,
+            round: 0,
+        };
+        let sent = |what: Index| Sent {
+            what,
+            at: t,
+            round: 0,
+        };
         let mut p = Progress::new(10, t);
         assert!(p.can_send(2));
         p.probe = Some(probe);

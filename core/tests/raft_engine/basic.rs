@@ -55,3 +55,144 @@ fn leader_crash_then_new_leader_keeps_committed() {
     assert!(c.run_until(Duration::from_secs(3), |c| c.all_applied(id.index)));
     c.check_log_matching();
 }
+
+#[test]
+fn recovery_of_a_lagging_follower_is_rate_limited() {
+    let mut o = Options::new(3, 5);
+    o.raft.entry_cache_bytes = 1024;
+    o.raft.max_append_bytes = 1024;
+    o.raft.snapshot_chunk_bytes = 1024;
+    o.raft.recovery_rate_bytes_per_sec = 20_000;
+    let mut c = Cluster::new(o);
+    c.with(1, |r, now| r.campaign(now));
+    let l = elect(&mut c);
+    c.crash(3);
+    let payload = "x".repeat(500);
+    let mut last = None;
+    for _ in 0..200 {
+        last = Some(c.propose(l, &payload, 1).unwrap());
+        c.run_for(Duration::from_millis(1));
+    }
+    let last = last.unwrap().index;
+    assert!(c.run_until(Duration::from_secs(1), |c| c.raft(l).commit_index() == Some(last)));
+    let before = c.raft(l).stats().recovery_bytes_sent;
+    c.restart(3);
+    let start = c.now;
+    assert!(c.run_until(Duration::from_secs(60), |c| c.all_applied(last)));
+    let took = c.now - start;
+    let sent = c.raft(l).stats().recovery_bytes_sent - before;
+    assert!(
+        sent > 100_000,
+        "the follower was recovered from disk reads: {sent}"
+    );
+    // Burst capacity is one second's worth (20 kB); the rest goes at 20 kB/s.
+    let floor = Duration::from_secs_f64((sent as f64 - 20_000.0) / 20_000.0);
+    assert!(
+        took >= floor,
+        "recovery took {took:?}, faster than the rate allows ({floor:?})"
+    );
+    assert!(
+        took < floor + Duration::from_secs(2),
+        "recovery took {took:?}, far slower than the rate"
+    );
+}
+
+#[test]
+fn transfer_to_an_unreachable_voter_times_out_and_writes_resume() {
+    let mut c = Cluster::new(Options::new(3, 6));
+    c.with(1, |r, now| r.campaign(now));
+    let l = elect(&mut c);
+    c.isolate(3);
+    c.propose(l, "behind", 1).unwrap();
+    c.run_for(Duration::from_millis(10));
+    c.with(l, |r, now| r.transfer_leadership(now, 3))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.propose(l, "during", 1), Err(ProposeError::TransferInProgress));
+    c.run_for(Duration::from_millis(1600));
+    assert_eq!(c.raft(l).stats().transfers_aborted, 1);
+    assert_eq!(c.leader(), Some(l));
+    assert!(c.propose(l, "after", 1).is_ok());
+    assert_eq!(
+        c.with(l, |r, now| r.transfer_leadership(now, 9)).unwrap(),
+        Err(TransferError::CannotLead(9))
+    );
+}
+
+#[test]
+fn forced_step_down_leads_to_a_new_election() {
+    let mut c = Cluster::new(Options::new(3, 8));
+    c.with(1, |r, now| r.campaign(now));
+    let l = elect(&mut c);
+    let term = c.raft(l).term();
+    c.with(l, |r, now| r.step_down(now));
+    assert_eq!(c.raft(l).role(), Role::Follower);
+    assert_eq!(c.leader(), None);
+    assert!(c.run_until(Duration::from_secs(5), |c| c.leader().is_some()));
+    assert!(c.raft(c.leader().unwrap()).term() > term);
+    let id = c.propose(c.leader().unwrap(), "x", 1).unwrap();
+    assert!(c.run_until(Duration::from_secs(1), |c| c.all_applied(id.index)));
+}
+
+#[test]
+fn a_learner_is_promoted_only_once_caught_up_and_never_votes_before() {
+    let mut o = Options::new(3, 9);
+    o.extra_nodes = vec![4];
+    let mut c = Cluster::new(o);
+    c.with(1, |r, now| r.campaign(now));
+    let l = elect(&mut c);
+    c.isolate(4);
+    let early = c
+        .with(l, |r, now| {
+            r.propose_config_change(now, ConfigChange::AddLearner(4))
+        })
+        .unwrap();
+    assert_eq!(
+        early,
+        Err(ConfigChangeError::ChangeInProgress),
+        "the new term has committed nothing yet"
+    );
+    c.run_for(Duration::from_millis(10));
+    c.with(l, |r, now| {
+        r.propose_config_change(now, ConfigChange::AddLearner(4))
+    })
+    .unwrap()
+    .unwrap();
+    for i in 0..1500 {
+        c.propose(l, &format!("e{i}"), 1).unwrap();
+    }
+    c.run_for(Duration::from_millis(100));
+    let r = c
+        .with(l, |r, now| {
+            r.propose_config_change(now, ConfigChange::PromoteLearner(4, 1))
+        })
+        .unwrap();
+    assert_eq!(r, Err(ConfigChangeError::NotCaughtUp(4)));
+    c.heal();
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.raft(4).role(), Role::Follower);
+    assert_eq!(
+        c.raft(4).stats().elections_started + c.raft(4).stats().pre_votes_started,
+        0
+    );
+    let id = c
+        .with(l, |r, now| {
+            r.propose_config_change(now, ConfigChange::PromoteLearner(4, 1))
+        })
+        .unwrap()
+        .unwrap();
+    assert!(c.run_until(Duration::from_secs(1), |c| c.all_applied(id.index)));
+    assert!(c.raft(4).membership().is_voter(4));
+    // One change at a time: a second change waits for the first to commit.
+    c.with(l, |r, now| {
+        r.propose_config_change(now, ConfigChange::RemoveNode(2))
+    })
+    .unwrap()
+    .unwrap();
+    let r = c
+        .with(l, |r, now| {
+            r.propose_config_change(now, ConfigChange::RemoveNode(3))
+        })
+        .unwrap();
+    assert_eq!(r, Err(ConfigChangeError::ChangeInProgress));
+}

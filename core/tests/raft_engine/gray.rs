@@ -9,8 +9,8 @@ use bytes::Bytes;
 use oxbow_core::raft::*;
 use oxbow_core::time::Instant;
 
-use crate::raft_basic::elect;
 use crate::harness::{Cluster, Options};
+use crate::raft_basic::elect;
 
 /// Commit latencies (simulated) of `n` proposals, one every 20 ms, with the followers in
 /// `slow` receiving every message `delay` late.

@@ -3,13 +3,13 @@
 //! failure (slow follower) latency test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
+mod harness;
 #[path = "basic.rs"]
 mod raft_basic;
 #[path = "gray.rs"]
 mod raft_gray;
 #[path = "handlers.rs"]
 mod raft_handlers;
-mod harness;
 #[path = "props.rs"]
 mod raft_props;
 #[path = "scenario.rs"]

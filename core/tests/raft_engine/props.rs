@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use rand_core::RngCore;
 
 use crate::harness::{Cluster, DiskConfig, NetConfig, Options};
+use oxbow_core::raft::ConfigChange;
 
 #[derive(Clone, Debug)]
 pub struct Faults {
@@ -197,5 +198,95 @@ pub fn dump(c: &Cluster) {
             r.role(), r.term(), r.leader(), r.commit_index(), r.applied_index(), n.sm.last, r.last_log_id(),
             r.durable_index(), r.snapshot().map(|s| s.last), r.hard_state(), r.stats()
         );
+    }
+}
+
+/// Membership churn under faults: learners added and promoted, voters (leaders
+/// included) removed, with loss, partitions and crashes; the checkers run throughout.
+pub fn churn(seed: u64) {
+    let mut o = Options::new(3, seed);
+    o.extra_nodes = vec![4, 5, 6];
+    o.net = NetConfig {
+        latency_min: Duration::from_micros(200),
+        latency_max: Duration::from_millis(10),
+        loss_per_mille: (seed % 30) as u32,
+        dup_per_mille: 5,
+    };
+    let mut c = Cluster::new(o);
+    let ids = c.ids();
+    let mut seq = 0;
+    let end = c.now + Duration::from_secs(20);
+    while c.now < end {
+        c.run_for(Duration::from_millis(10));
+        let r = c.rng.next_u64();
+        let Some(l) = c.leader() else { continue };
+        seq += 1;
+        let _ = c.propose(l, &format!("c{seq}"), 1);
+        if r % 40 != 0 {
+            continue;
+        }
+        let m = c.raft(l).membership().clone();
+        let target = ids[((r >> 8) % ids.len() as u64) as usize];
+        let change = if m.learners().contains(&target) {
+            ConfigChange::PromoteLearner(target, 1)
+        } else if m.is_voter(target) {
+            if m.voters().len() <= 3 {
+                continue;
+            } else {
+                ConfigChange::RemoveNode(target)
+            }
+        } else {
+            ConfigChange::AddLearner(target)
+        };
+        let _ = c.with(l, |r, now| r.propose_config_change(now, change));
+        match (r >> 16) % 6 {
+            0 => c.isolate(target),
+            1 => c.heal(),
+            2 if c.is_up(target) && target != l => c.crash(target),
+            3 => {
+                for &i in &ids {
+                    if !c.is_up(i) {
+                        c.restart(i);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    c.heal();
+    c.net.loss_per_mille = 0;
+    for &i in &ids {
+        if !c.is_up(i) {
+            c.restart(i);
+        }
+    }
+    assert!(
+        c.run_until(Duration::from_secs(20), |c| c.leader().is_some()),
+        "seed {seed}: no leader"
+    );
+    let l = c.leader().unwrap();
+    let mut ok = false;
+    for _ in 0..20 {
+        if let Ok(id) = c.propose(l, "final", 1) {
+            ok = c.run_until(Duration::from_secs(3), |c| {
+                c.raft(l).commit_index() >= Some(id.index)
+            });
+            break;
+        }
+        c.run_for(Duration::from_millis(200));
+    }
+    if !ok {
+        dump(&c);
+    }
+    assert!(ok, "seed {seed}: no commit after healing");
+    c.check_log_matching();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn membership_churn(seed in any::<u64>()) {
+        churn(seed);
     }
 }
