@@ -31,7 +31,9 @@ use crate::log_disk::LogIo;
 use crate::model_raft::Restored;
 use crate::net::{Arrival, LinkConfig, NetLimits, NodeId, SimNetwork};
 use crate::process::{Liveness, NodeClock, Process};
-use crate::replica::{Churn, EntryKind, HardState, ProposeError, Replica, ReplicaEffect, Role, StorageOp};
+use crate::replica::{
+    Churn, EntryKind, HardState, MsgDisplay, ProposeError, Replica, ReplicaEffect, Role, StorageOp,
+};
 use crate::rng::{fnv1a64, RngExt, Seeds, SimRng};
 use crate::scenario::Scenario;
 use crate::store::{NodeStore, StoreError, StoreWork, PARTITION_DIR};
@@ -235,14 +237,20 @@ fn entry_id(e: &crate::replica::SimEntry) -> EntryId {
     }
 }
 
-fn describe_completion(c: &LogCompletion) -> String {
-    match c {
-        LogCompletion::Written { last_offset, .. } => format!("written..={last_offset}"),
-        LogCompletion::Synced { sync_id, .. } => format!("synced #{sync_id}"),
-        LogCompletion::CheckpointWritten { checkpoint_id, .. } => format!("checkpoint #{checkpoint_id}"),
-        LogCompletion::Read { read_id, data, .. } => format!("read #{read_id} {}B", data.len()),
-        LogCompletion::Failed { error, .. } => format!("failed: {error}"),
-        other => format!("{other:?}"),
+struct CompletionDisplay<'a>(&'a LogCompletion);
+
+impl std::fmt::Display for CompletionDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            LogCompletion::Written { last_offset, .. } => write!(f, "written..={last_offset}"),
+            LogCompletion::Synced { sync_id, .. } => write!(f, "synced #{sync_id}"),
+            LogCompletion::CheckpointWritten { checkpoint_id, .. } => {
+                write!(f, "checkpoint #{checkpoint_id}")
+            }
+            LogCompletion::Read { read_id, data, .. } => write!(f, "read #{read_id} {}B", data.len()),
+            LogCompletion::Failed { error, .. } => write!(f, "failed: {error}"),
+            other => write!(f, "{other:?}"),
+        }
     }
 }
 
@@ -603,7 +611,7 @@ impl<F: NodeFactory> Cluster<F> {
                     now,
                     Some(to),
                     "recv from n{from}: {}",
-                    F::R::describe(&msg)
+                    MsgDisplay::<F::R>(&msg)
                 );
                 let local = self.nodes[to as usize].process.clock.local(now);
                 if let Some(r) = self.nodes[to as usize].replica.as_mut() {
@@ -626,7 +634,7 @@ impl<F: NodeFactory> Cluster<F> {
             now,
             Some(id),
             "disk {}",
-            describe_completion(&io.completion)
+            CompletionDisplay(&io.completion)
         );
         let local = self.nodes[n].process.clock.local(now);
         let node = &mut self.nodes[n];

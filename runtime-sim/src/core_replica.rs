@@ -347,35 +347,38 @@ impl Replica for CoreReplica {
         self.violation.clone()
     }
 
-    fn describe(msg: &Message) -> String {
+    fn fmt_msg(msg: &Message, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let t = msg.term;
         match &msg.body {
             MessageBody::PreVote(v) => {
-                format!("PreVote t{t} last={:?}", v.last_log.map(|l| (l.term, l.index)))
+                write!(f, "PreVote t{t} last={:?}", v.last_log.map(|l| (l.term, l.index)))
             }
-            MessageBody::PreVoteResp(r) => format!("PreVoteResp t{t} granted={}", r.granted),
-            MessageBody::Vote(v) => format!(
+            MessageBody::PreVoteResp(r) => write!(f, "PreVoteResp t{t} granted={}", r.granted),
+            MessageBody::Vote(v) => write!(
+                f,
                 "Vote t{t} last={:?}{}",
                 v.last_log.map(|l| (l.term, l.index)),
                 if v.transfer { " transfer" } else { "" }
             ),
-            MessageBody::VoteResp(r) => format!("VoteResp t{t} granted={}", r.granted),
-            MessageBody::Append(a) => format!(
+            MessageBody::VoteResp(r) => write!(f, "VoteResp t{t} granted={}", r.granted),
+            MessageBody::Append(a) => write!(
+                f,
                 "Append t{t} prev={:?} n={} commit={:?}",
                 a.prev.map(|l| (l.term, l.index)),
                 a.entries.len(),
                 a.commit
             ),
             MessageBody::AppendResp(AppendResponse::Accepted { match_index }) => {
-                format!("AppendResp t{t} accepted match={match_index:?}")
+                write!(f, "AppendResp t{t} accepted match={match_index:?}")
             }
-            MessageBody::AppendResp(AppendResponse::Rejected { rejected_prev, hint }) => format!(
+            MessageBody::AppendResp(AppendResponse::Rejected { rejected_prev, hint }) => write!(
+                f,
                 "AppendResp t{t} rejected prev={rejected_prev} hint={:?}",
                 hint.map(|l| (l.term, l.index))
             ),
-            MessageBody::Heartbeat(h) => format!("Heartbeat t{t} commit={:?}", h.commit),
-            MessageBody::TimeoutNow => format!("TimeoutNow t{t}"),
-            other => format!("{other:?} t{t}"),
+            MessageBody::Heartbeat(h) => write!(f, "Heartbeat t{t} commit={:?}", h.commit),
+            MessageBody::TimeoutNow => write!(f, "TimeoutNow t{t}"),
+            other => write!(f, "{other:?} t{t}"),
         }
     }
 }

@@ -22,24 +22,20 @@ pub enum EngineError {
     },
 }
 
-struct Scheduled<E> {
+/// A heap entry: small and `Copy`, so sifting is cheap; the event itself waits in a slab.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Scheduled {
     at: Instant,
     seq: u64,
-    event: E,
+    slot: usize,
 }
 
-impl<E> PartialEq for Scheduled<E> {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at && self.seq == other.seq
-    }
-}
-impl<E> Eq for Scheduled<E> {}
-impl<E> PartialOrd for Scheduled<E> {
+impl PartialOrd for Scheduled {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<E> Ord for Scheduled<E> {
+impl Ord for Scheduled {
     fn cmp(&self, other: &Self) -> Ordering {
         // BinaryHeap is a max-heap: reverse so the earliest (time, seq) is on top.
         (other.at, other.seq).cmp(&(self.at, self.seq))
@@ -50,7 +46,9 @@ impl<E> Ord for Scheduled<E> {
 pub struct EventQueue<E> {
     now: Instant,
     next_seq: u64,
-    heap: BinaryHeap<Scheduled<E>>,
+    heap: BinaryHeap<Scheduled>,
+    slab: Vec<Option<E>>,
+    free: Vec<usize>,
     capacity: usize,
     popped: u64,
 }
@@ -72,6 +70,8 @@ impl<E> EventQueue<E> {
             now: Instant::ZERO,
             next_seq: 0,
             heap: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             capacity,
             popped: 0,
         }
@@ -113,7 +113,17 @@ impl<E> EventQueue<E> {
         let at = at.max(self.now);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Scheduled { at, seq, event });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot] = Some(event);
+                slot
+            }
+            None => {
+                self.slab.push(Some(event));
+                self.slab.len() - 1
+            }
+        };
+        self.heap.push(Scheduled { at, seq, slot });
         Ok(())
     }
 
@@ -129,16 +139,31 @@ impl<E> EventQueue<E> {
 
     /// Pops the next event and advances the clock to its time.
     pub fn pop(&mut self) -> Option<(Instant, E)> {
-        let s = self.heap.pop()?;
-        debug_assert!(s.at >= self.now, "clock went back");
-        self.now = s.at;
-        self.popped += 1;
-        Some((s.at, s.event))
+        loop {
+            let s = self.heap.pop()?;
+            let Some(event) = self.slab.get_mut(s.slot).and_then(Option::take) else {
+                continue; // removed by `retain`
+            };
+            self.free.push(s.slot);
+            debug_assert!(s.at >= self.now, "clock went back");
+            self.now = s.at;
+            self.popped += 1;
+            return Some((s.at, event));
+        }
     }
 
     /// Drops every pending event for which `keep` is false (e.g. a crashed node's timers).
     pub fn retain(&mut self, mut keep: impl FnMut(&E) -> bool) {
-        self.heap.retain(|s| keep(&s.event));
+        let slab = &mut self.slab;
+        let free = &mut self.free;
+        self.heap.retain(|s| {
+            let kept = slab[s.slot].as_ref().is_some_and(&mut keep);
+            if !kept {
+                slab[s.slot] = None;
+                free.push(s.slot);
+            }
+            kept
+        });
     }
 }
 

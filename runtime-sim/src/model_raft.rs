@@ -579,23 +579,24 @@ impl Replica for ModelRaft {
         self.log.get(usize::try_from(index).ok()?)
     }
 
-    fn describe(msg: &Msg) -> String {
+    fn fmt_msg(msg: &Msg, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match msg {
-            Msg::Vote { term, last } => format!("Vote t{term} last={last:?}"),
-            Msg::VoteResp { term, granted } => format!("VoteResp t{term} granted={granted}"),
+            Msg::Vote { term, last } => write!(f, "Vote t{term} last={last:?}"),
+            Msg::VoteResp { term, granted } => write!(f, "VoteResp t{term} granted={granted}"),
             Msg::Append {
                 term,
                 prev,
                 entries,
                 commit,
-            } => format!(
+            } => write!(
+                f,
                 "Append t{term} prev={prev:?} n={} commit={commit:?}",
                 entries.len()
             ),
             Msg::AppendResp { term, success, index } => {
-                format!("AppendResp t{term} ok={success} index={index:?}")
+                write!(f, "AppendResp t{term} ok={success} index={index:?}")
             }
-            Msg::TimeoutNow { term } => format!("TimeoutNow t{term}"),
+            Msg::TimeoutNow { term } => write!(f, "TimeoutNow t{term}"),
         }
     }
 

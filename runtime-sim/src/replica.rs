@@ -150,10 +150,25 @@ pub trait Replica {
     fn entry(&self, index: u64) -> Option<&SimEntry>;
     /// The term of a message, for the trace and for network fault injection.
     fn msg_term(msg: &Self::Msg) -> u64;
-    /// A short description of a message for the trace.
-    fn describe(msg: &Self::Msg) -> String;
+    /// Writes a short description of a message for the trace.
+    fn fmt_msg(msg: &Self::Msg, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
     /// A broken contract the replica (or its adapter) noticed; fails the run.
     fn contract_violation(&self) -> Option<String> {
         None
+    }
+}
+
+/// Displays a replica's message with [`Replica::fmt_msg`] (no allocation).
+pub struct MsgDisplay<'a, R: Replica>(pub &'a R::Msg);
+
+impl<R: Replica> std::fmt::Display for MsgDisplay<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        R::fmt_msg(self.0, f)
+    }
+}
+
+impl<R: Replica> std::fmt::Debug for MsgDisplay<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        R::fmt_msg(self.0, f)
     }
 }

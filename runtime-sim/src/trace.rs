@@ -67,10 +67,15 @@ impl Trace {
                 self.truncated = true;
             }
         } else {
-            if self.tail.len() == TAIL_LINES {
-                self.tail.pop_front();
-            }
-            self.tail.push_back(self.scratch.clone());
+            // Reuse the oldest line's buffer: no allocation per event once warm.
+            let mut line = if self.tail.len() == TAIL_LINES {
+                self.tail.pop_front().unwrap_or_default()
+            } else {
+                String::with_capacity(128)
+            };
+            line.clear();
+            line.push_str(&self.scratch);
+            self.tail.push_back(line);
         }
     }
 
