@@ -1,5 +1,5 @@
 //! Group membership: voters (with priorities) and learners, the single-change rules, the
-//! versioned binary codec of configuration entries, and [`ConfigLog`], which tracks the
+//! versioned binary codec of configuration entries, and `ConfigLog`, which tracks the
 //! configurations present in the log so a truncation can roll one back.
 //!
 //! Rules (Raft dissertation §4.1–4.3, one server at a time):

@@ -68,7 +68,8 @@
 //! With `RaftConfig::coalesced_heartbeats`, a leader's own timer no longer produces
 //! heartbeats. Instead the runtime, once per heartbeat interval, calls
 //! [`Raft::take_heartbeats`] on every group it leads, groups the returned small
-//! [`Message`]s (`MessageBody::Heartbeat { commit }`) by destination node and sends
+//! [`Message`]s ([`HeartbeatRequest`]: commit offset and heartbeat round) by destination
+//! node and sends
 //! **one frame per peer node** holding `(group, heartbeat)` pairs. The receiving runtime
 //! hands each to its group with `handle(now, Input::Message(..))`; each group answers at
 //! once with a `HeartbeatResp` `Send` effect (unless its hard state is not yet durable,
@@ -76,7 +77,18 @@
 //! into one reply frame per peer in the same way. So 10,000 idle groups shared by two
 //! nodes cost one frame each way per interval. `take_heartbeats` also runs the leader's
 //! periodic duties (retransmits, priority transfers, transfer timeouts); check-quorum and
-//! recovery wake-ups still come from `poll_timeout`.
+//! recovery wake-ups still come from `poll_timeout`. The answer ([`HeartbeatResponse`])
+//! echoes the round and says how far the follower has received, so an append lost on the
+//! way is resent one heartbeat later instead of after `retransmit_timeout`.
+//!
+//! ## Snapshots
+//!
+//! The state machine saves a snapshot covering offsets through an applied entry's last
+//! offset and calls [`Raft::snapshot_taken`]; the returned [`SnapshotMeta`] (position +
+//! membership) must be stored with the snapshot, since recovery needs it. A leader streams
+//! snapshots to followers whose next offset was compacted; the follower side writes chunks
+//! ([`Effect::WriteSnapshotChunk`]), switches its log ([`Effect::InstallSnapshot`]) and,
+//! once that is durable, restores the state machine ([`Effect::RestoreSnapshot`]).
 //!
 //! ## Safety and input checking
 //!

@@ -489,22 +489,29 @@ impl Raft {
 
     /// Emits the leader's batched entries as one write and its pending broadcasts.
     pub(crate) fn flush(&mut self) {
-        if !self.unflushed.is_empty() {
-            let entries = std::mem::take(&mut self.unflushed);
-            let last = entries.last().map(|e| e.last_index);
-            let write_id = self.next_write_id();
-            self.pending_writes.push_back(PendingWrite {
-                id: write_id,
-                kind: WriteKind::Append { last },
-            });
-            self.effects.push_back(Effect::Append { write_id, entries });
-        }
+        self.flush_local_append();
         if self.leader_state.as_ref().is_some_and(|ls| ls.broadcast_pending) {
             if let Some(ls) = self.leader_state.as_mut() {
                 ls.broadcast_pending = false;
             }
             self.broadcast_appends(self.now);
         }
+    }
+
+    /// Emits the leader's batched entries as one `Append` write. Called before anything
+    /// that must be ordered after that write (a read of the log, a truncation).
+    pub(crate) fn flush_local_append(&mut self) {
+        if self.unflushed.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.unflushed);
+        let last = entries.last().map(|e| e.last_index);
+        let write_id = self.next_write_id();
+        self.pending_writes.push_back(PendingWrite {
+            id: write_id,
+            kind: WriteKind::Append { last },
+        });
+        self.effects.push_back(Effect::Append { write_id, entries });
     }
 
     /// Reacts to a change of the active configuration.

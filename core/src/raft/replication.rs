@@ -201,6 +201,7 @@ impl Raft {
         if !self.recovery_allowed(now) {
             return;
         }
+        self.flush_local_append();
         let read_id = self.next_read_id();
         let Some(ls) = self.leader_state.as_mut() else {
             return;
@@ -473,6 +474,7 @@ impl Raft {
             match self.cache.get_from(from, commit, self.cfg.max_append_bytes) {
                 Some(entries) if entries[0].index == from => self.emit_apply(entries),
                 _ => {
+                    self.flush_local_append();
                     let read_id = self.next_read_id();
                     self.apply_read = Some((read_id, from));
                     self.effects.push_back(Effect::ReadEntries {
