@@ -169,6 +169,7 @@ fn chaos_sweep() {
     }
 }
 
+/// Replays one seed (edit it here, and `DEBUG_SEED` for a message trace in `dump`).
 #[test]
 #[ignore]
 fn replay_one() {
@@ -288,5 +289,15 @@ proptest! {
     #[test]
     fn membership_churn(seed in any::<u64>()) {
         churn(seed);
+    }
+}
+
+/// A longer membership-churn sweep (ignored by default).
+#[test]
+#[ignore]
+fn churn_sweep() {
+    for seed in 0..200u64 {
+        println!("churn seed {seed}");
+        churn(seed.wrapping_mul(0x2545_F491_4F6C_DD1D));
     }
 }
