@@ -27,5 +27,6 @@
 
 pub mod kafka;
 pub mod log;
+pub mod partition;
 pub mod raft;
 pub mod time;

@@ -139,9 +139,6 @@ fn run(ops: Vec<Op>) {
             }
             Op::Crash(torn) => {
                 let durable = h.log.durable_offset();
-                if std::env::var("LOG_DEBUG").is_ok() {
-                    eprintln!("crash: durable {durable} events {:?} held {:?} log {:?}", h.events, h.held, h.log.segments());
-                }
                 let start_before = h.log.start_offset();
                 h.crash(torn);
                 h.recover().unwrap();

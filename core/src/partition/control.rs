@@ -1,0 +1,140 @@
+//! Raft's own entries stored as Kafka control batches, and stored batches turned back
+//! into Raft entries.
+//!
+//! A new leader's no-op and a membership change are written as control batches (the
+//! control bit set; one record whose key is `version: i16, type: i16`), which Kafka
+//! consumers skip exactly as they skip transaction markers — so the Raft log *is* the
+//! Kafka log, offset for offset (DESIGN.md §7). Oxbow's control types live in a private
+//! range (`0x4F00..`) away from Kafka's (0 abort, 1 commit, 2.. KRaft).
+
+use crate::log::batch::{BatchHeader, BATCH_HEADER_BYTES};
+use crate::log::builder::{build_batch, BatchOptions, NewRecord};
+use crate::log::records::parse_uncompressed_records;
+use crate::raft::{Entry, EntryKind};
+use bytes::Bytes;
+
+/// Control record type of a Raft no-op.
+pub const CONTROL_TYPE_RAFT_NOOP: i16 = 0x4F00;
+/// Control record type of a Raft membership configuration.
+pub const CONTROL_TYPE_RAFT_CONFIG: i16 = 0x4F01;
+
+/// A stored batch that cannot be read back as a Raft entry.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("stored batch at offset {offset} is not a valid entry: {reason}")]
+pub struct EntryDecodeError {
+    /// Base offset of the batch.
+    pub offset: i64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn control_key(control_type: i16) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&control_type.to_be_bytes());
+    key
+}
+
+/// The bytes to store for `entry`: its payload for data entries (a Kafka batch), a
+/// control batch for no-ops and configurations. Deterministic, so every replica stores
+/// identical bytes for the same entry.
+pub fn entry_to_batch(entry: &Entry) -> Bytes {
+    let control_type = match entry.kind {
+        EntryKind::Noop => CONTROL_TYPE_RAFT_NOOP,
+        EntryKind::Config => CONTROL_TYPE_RAFT_CONFIG,
+        _ => return entry.payload.clone(),
+    };
+    let record = NewRecord {
+        key: Some(control_key(control_type)),
+        value: (entry.kind == EntryKind::Config).then(|| entry.payload.to_vec()),
+        timestamp_ms: -1,
+        headers: Vec::new(),
+    };
+    build_batch(
+        &[record],
+        BatchOptions {
+            control: true,
+            ..BatchOptions::default()
+        },
+    )
+}
+
+/// The Raft entry a stored batch (whole, CRC-checked) represents.
+pub fn batch_to_entry(header: &BatchHeader, batch: Bytes) -> Result<Entry, EntryDecodeError> {
+    let fail = |reason: &str| EntryDecodeError {
+        offset: header.base_offset,
+        reason: reason.to_string(),
+    };
+    let term = u64::try_from(header.leader_epoch).map_err(|_| fail("negative leader epoch"))?;
+    let index = u64::try_from(header.base_offset).map_err(|_| fail("negative offset"))?;
+    let count = u64::try_from(header.last_offset_delta).map_err(|_| fail("negative last offset delta"))? + 1;
+    let raft_control = if header.is_control() && !header.is_transactional() {
+        raft_control_record(header, &batch).map_err(|reason| fail(&reason))?
+    } else {
+        None
+    };
+    Ok(match raft_control {
+        Some((CONTROL_TYPE_RAFT_NOOP, _)) => Entry::noop(term, index),
+        Some((_, value)) => Entry {
+            term,
+            index,
+            last_index: index,
+            kind: EntryKind::Config,
+            payload: value,
+        },
+        None => Entry::data(term, index, count, batch),
+    })
+}
+
+/// `(type, value)` of a batch's Raft control record, `None` for any other batch.
+fn raft_control_record(header: &BatchHeader, batch: &Bytes) -> Result<Option<(i16, Bytes)>, String> {
+    if header.record_count != 1 || header.compression().ok() != Some(crate::log::Compression::None) {
+        return Ok(None);
+    }
+    let records = batch.slice(BATCH_HEADER_BYTES..header.size_bytes().min(batch.len()));
+    let Ok(parsed) = parse_uncompressed_records(&records, 1) else {
+        return Ok(None);
+    };
+    let Some(key) = parsed.first().and_then(|r| r.key.clone()) else {
+        return Ok(None);
+    };
+    if key.len() != 4 {
+        return Ok(None);
+    }
+    let control_type = i16::from_be_bytes([key[2], key[3]]);
+    match control_type {
+        CONTROL_TYPE_RAFT_NOOP => Ok(Some((control_type, Bytes::new()))),
+        CONTROL_TYPE_RAFT_CONFIG => {
+            let value = parsed
+                .first()
+                .and_then(|r| r.value.clone())
+                .ok_or("configuration control record without a value")?;
+            Ok(Some((control_type, value)))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::validate_batch;
+    use crate::raft::Membership;
+
+    #[test]
+    fn raft_entries_round_trip_through_control_batches() {
+        let membership = Membership::with_voters([1, 2, 3]).unwrap();
+        for entry in [Entry::noop(3, 0), Entry::config(3, 0, &membership)] {
+            let batch = entry_to_batch(&entry);
+            let mut stored = bytes::BytesMut::from(&batch[..]);
+            crate::log::batch::set_leader_epoch(&mut stored, 3);
+            let header = validate_batch(&stored).unwrap();
+            assert!(header.is_control());
+            let back = batch_to_entry(&header, stored.freeze()).unwrap();
+            assert_eq!(back.kind, entry.kind);
+            assert_eq!(back.payload, entry.payload);
+            assert_eq!(back.term, 3);
+        }
+        assert_eq!(entry_to_batch(&Entry::noop(1, 0)), entry_to_batch(&Entry::noop(1, 0)), "deterministic");
+    }
+}

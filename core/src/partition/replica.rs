@@ -1,0 +1,654 @@
+//! [`Replica`]: one replica of one partition — a Raft group member whose log is the
+//! partition's Kafka log ([`Log`]). It turns Raft's writes into log appends and
+//! truncations, Raft's reads into file reads, log syncs into Raft durability, and
+//! commit progress into produce acknowledgements and the high watermark.
+//!
+//! Durability: each Raft write is followed by [`Log::sync`]; its ticket's completion is
+//! what reports the write durable to Raft. Produce with `acks=all` is acknowledged once
+//! the entry is committed (a majority durable; with one voter, the leader's own fsync);
+//! `acks=1` once the leader has written it to its file.
+//!
+//! A disk failure that loses non-durable appends (ENOSPC, EIO) cannot be expressed to
+//! Raft as "forget these writes", so the replica rebuilds its Raft member from what is
+//! durable (hard state and log), fails every waiting produce with
+//! KAFKA_STORAGE_ERROR, and campaigns again after an election timeout (the back-off
+//! while the disk stays full).
+
+use super::control::{batch_to_entry, entry_to_batch};
+use crate::log::batch::{iter_batches, kafka_error, validate_batch, BatchError};
+use crate::log::read::trim_fetched;
+use crate::log::{DiskError, FileRange, Log, LogCompletion, LogEffect, LogEvent, OffsetError, ReadPlan, SyncTicket};
+use crate::raft::{
+    Effect as RaftEffect, Entry, EntryKind, HardState, Input as RaftInput, Membership, Message, NodeId,
+    ProposeError, Raft, RaftConfig, ReadError, RecoveredState, Role,
+};
+use crate::time::Instant;
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+
+/// How a producer wants its write acknowledged.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Acks {
+    /// No acknowledgement.
+    None,
+    /// When the leader has written it.
+    Leader,
+    /// When it is committed (durable on a majority).
+    All,
+}
+
+impl Acks {
+    /// From the Kafka `acks` field (0, 1, -1).
+    pub fn from_kafka(acks: i16) -> Option<Acks> {
+        match acks {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+/// Why a produce failed; each maps to a Kafka error code.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProduceError {
+    /// This replica is not the leader (or lost leadership before the write committed).
+    #[error("not the leader")]
+    NotLeader,
+    /// The batch is malformed or too large.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// Too much is in flight (Raft's uncommitted bound).
+    #[error("too many uncommitted bytes; try again")]
+    Backpressure,
+    /// The disk failed before the write was durable.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl ProduceError {
+    /// The Kafka error code.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            ProduceError::NotLeader => 6, // NOT_LEADER_OR_FOLLOWER
+            ProduceError::Batch(e) => e.kafka_error_code(),
+            // REQUEST_TIMED_OUT: retriable, and what Kafka answers when a write cannot be
+            // taken in time.
+            ProduceError::Backpressure => 7,
+            ProduceError::Storage(_) => kafka_error::KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+/// Identifies a waiting produce in [`ReplicaEvent::ProduceDone`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct ProduceToken(pub u64);
+
+/// Identifies a read in [`ReplicaEffect::ReadRanges`] / [`ReplicaInput::RangesRead`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct ReadToken(pub u64);
+
+/// Something the runtime must do for this replica.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ReplicaEffect {
+    /// A disk operation of the log; answer with [`ReplicaInput::Disk`].
+    Disk(LogEffect),
+    /// Send a Raft message to a peer.
+    Send(Message),
+    /// Persist Raft's term and vote; answer with [`ReplicaInput::HardStateDurable`].
+    PersistHardState(HardState),
+    /// Read these file ranges; answer with [`ReplicaInput::RangesRead`].
+    ReadRanges {
+        /// Quote in the answer.
+        token: ReadToken,
+        /// Ranges, in log order.
+        ranges: Vec<FileRange>,
+    },
+}
+
+/// Something that happened to this replica.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ReplicaInput {
+    /// A Raft message from a peer.
+    Message(Message),
+    /// Completion of a [`ReplicaEffect::Disk`].
+    Disk(LogCompletion),
+    /// Completion of a [`ReplicaEffect::PersistHardState`].
+    HardStateDurable(HardState),
+    /// Completion of a [`ReplicaEffect::ReadRanges`].
+    RangesRead {
+        /// The read's token.
+        token: ReadToken,
+        /// The bytes of each range, or the disk error.
+        result: Result<Vec<Bytes>, DiskError>,
+    },
+}
+
+/// Something the broker must know.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ReplicaEvent {
+    /// A produce finished: its base offset, or why it failed.
+    ProduceDone {
+        /// The produce's token.
+        token: ProduceToken,
+        /// Base offset of the batch, or the error.
+        result: Result<i64, ProduceError>,
+    },
+    /// The high watermark moved (commit index + 1).
+    HighWatermark {
+        /// The new high watermark.
+        high_watermark: i64,
+    },
+    /// Role, term or leader changed.
+    RoleChanged {
+        /// The new role.
+        role: Role,
+        /// Term (= leader epoch).
+        term: u64,
+        /// Leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// A DeleteRecords start offset is durable.
+    StartOffsetDurable {
+        /// The log start offset.
+        start_offset: i64,
+    },
+    /// The replica's storage failed in a way it cannot recover from by itself.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Waiter {
+    token: ProduceToken,
+    base_offset: i64,
+    acks: Acks,
+}
+
+#[derive(Clone, Debug)]
+struct RaftRead {
+    read_id: crate::raft::ReadId,
+    from_index: i64,
+    max_bytes: u64,
+    up_to: i64,
+}
+
+/// What a replica is built from.
+#[derive(Clone, Debug)]
+pub struct ReplicaSetup {
+    /// This node.
+    pub node_id: NodeId,
+    /// Raft settings.
+    pub raft: RaftConfig,
+    /// The group's initial membership (used when the log has no configuration).
+    pub bootstrap: Membership,
+    /// The durable hard state (term and vote).
+    pub hard_state: HardState,
+    /// Configuration entries in the log (oldest first), as found on disk.
+    pub config_entries: Vec<Entry>,
+    /// Seed of Raft's election jitter.
+    pub seed: u64,
+}
+
+/// One replica of one partition.
+#[derive(Debug)]
+pub struct Replica {
+    setup: ReplicaSetup,
+    raft: Raft,
+    log: Log,
+    durable_hard_state: HardState,
+    /// Raft writes waiting for the sync that covers them.
+    writes: VecDeque<(crate::raft::WriteId, SyncTicket)>,
+    config_entries: Vec<Entry>,
+    reads: BTreeMap<ReadToken, RaftRead>,
+    next_token: u64,
+    /// Waiting produces by their batch's last offset.
+    waiters: BTreeMap<i64, Vec<Waiter>>,
+    commit: Option<i64>,
+    effects: VecDeque<ReplicaEffect>,
+    events: VecDeque<ReplicaEvent>,
+    failed: Option<String>,
+}
+
+fn to_offset(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX)
+}
+
+fn to_index(offset: i64) -> u64 {
+    u64::try_from(offset).unwrap_or(0)
+}
+
+fn recovered_state(log: &Log, hard_state: HardState, config_entries: &[Entry], commit: Option<i64>) -> RecoveredState {
+    RecoveredState {
+        hard_state,
+        snapshot: None,
+        term_boundaries: log
+            .term_starts()
+            .into_iter()
+            .map(|(term, offset)| (to_index(term), to_index(offset)))
+            .collect(),
+        last_index: (log.next_offset() > 0 && !log.segments().is_empty()).then(|| to_index(log.next_offset() - 1)),
+        config_entries: config_entries.to_vec(),
+        commit_hint: commit.map(to_index),
+    }
+}
+
+impl Replica {
+    /// A replica over a recovered (or new) log. A sole voter campaigns at once.
+    pub fn new(now: Instant, setup: ReplicaSetup, log: Log) -> Result<Replica, crate::raft::InitError> {
+        let recovered = recovered_state(&log, setup.hard_state, &setup.config_entries, None);
+        let raft = Raft::new(
+            setup.node_id,
+            setup.raft.clone(),
+            setup.bootstrap.clone(),
+            recovered,
+            setup.seed,
+            now,
+        )?;
+        let mut replica = Replica {
+            durable_hard_state: setup.hard_state,
+            config_entries: setup.config_entries.clone(),
+            setup,
+            raft,
+            log,
+            writes: VecDeque::new(),
+            reads: BTreeMap::new(),
+            next_token: 1,
+            waiters: BTreeMap::new(),
+            commit: None,
+            effects: VecDeque::new(),
+            events: VecDeque::new(),
+            failed: None,
+        };
+        replica.campaign_if_sole_voter(now);
+        replica.pump(now);
+        Ok(replica)
+    }
+
+    fn campaign_if_sole_voter(&mut self, now: Instant) {
+        let membership = self.raft.membership();
+        if membership.voters().len() == 1 && membership.is_voter(self.setup.node_id) {
+            self.raft.campaign(now);
+        }
+    }
+
+    /// The Raft member.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Mutable access to the log, for retention, DeleteRecords and config changes.
+    pub fn log_mut(&mut self) -> &mut Log {
+        &mut self.log
+    }
+
+    /// Whether this replica leads its group.
+    pub fn is_leader(&self) -> bool {
+        self.raft.role() == Role::Leader
+    }
+
+    /// The current term, which is the Kafka leader epoch.
+    pub fn leader_epoch(&self) -> i32 {
+        i32::try_from(self.raft.term()).unwrap_or(i32::MAX)
+    }
+
+    /// The high watermark: one past the last committed offset (never above what this
+    /// replica has written, so a fetch can read everything below it).
+    pub fn high_watermark(&self) -> i64 {
+        let committed = self.commit.map_or(self.log.start_offset(), |c| c + 1);
+        committed.min(self.log.written_offset() + 1).max(self.log.start_offset())
+    }
+
+    /// The log end offset.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.next_offset()
+    }
+
+    /// Why the replica stopped serving, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Appends a producer's batch (leader only). The outcome comes as
+    /// [`ReplicaEvent::ProduceDone`] unless `acks` is [`Acks::None`]; the returned
+    /// value is the base offset the batch will get.
+    pub fn produce(&mut self, now: Instant, batch: Bytes, acks: Acks, token: ProduceToken) -> Result<i64, ProduceError> {
+        if let Some(reason) = &self.failed {
+            return Err(ProduceError::Storage(reason.clone()));
+        }
+        if !self.is_leader() {
+            return Err(ProduceError::NotLeader);
+        }
+        if batch.len() as u64 > self.log.config().max_batch_bytes {
+            return Err(BatchError::TooLarge {
+                size_bytes: batch.len(),
+                max_bytes: self.log.config().max_batch_bytes as usize,
+            }
+            .into());
+        }
+        let header = validate_batch(&batch)?;
+        let count = u64::try_from(header.record_count).unwrap_or(1);
+        let log_id = self.raft.propose(now, batch, count).map_err(|e| match e {
+            ProposeError::NotLeader { .. } | ProposeError::TransferInProgress => ProduceError::NotLeader,
+            ProposeError::Backpressure => ProduceError::Backpressure,
+            other => ProduceError::Storage(other.to_string()),
+        })?;
+        let last_offset = to_offset(log_id.index);
+        let base_offset = last_offset - i64::from(header.last_offset_delta);
+        if acks != Acks::None {
+            self.waiters.entry(last_offset).or_default().push(Waiter {
+                token,
+                base_offset,
+                acks,
+            });
+        }
+        self.pump(now);
+        Ok(base_offset)
+    }
+
+    /// Plans a fetch from `offset`: never past the high watermark.
+    pub fn fetch_plan(&self, offset: i64, max_bytes: u64) -> Result<ReadPlan, OffsetError> {
+        self.log.read_plan(offset, max_bytes, self.high_watermark() - 1)
+    }
+
+    /// For OffsetForLeaderEpoch: the largest epoch ≤ `epoch` this log has, and the offset
+    /// where it ends (the start of the next epoch, or the log end).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let starts = self.log.term_starts();
+        let position = starts.iter().rposition(|(term, _)| *term <= i64::from(epoch))?;
+        let end = starts.get(position + 1).map_or(self.log.next_offset(), |(_, start)| *start);
+        Some((i32::try_from(starts[position].0).unwrap_or(i32::MAX), end))
+    }
+
+    /// The next thing the runtime must do.
+    pub fn poll_effect(&mut self) -> Option<ReplicaEffect> {
+        self.effects.pop_front()
+    }
+
+    /// The next event for the broker.
+    pub fn poll_event(&mut self) -> Option<ReplicaEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Replica::handle_timeout`] wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.raft.poll_timeout(), self.log.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs timers (elections, heartbeats, checkpoints).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.raft.handle_timeout(now);
+        self.log.handle_timeout(now);
+        self.pump(now);
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, now: Instant, input: ReplicaInput) {
+        match input {
+            ReplicaInput::Message(message) => self.raft.handle(now, RaftInput::Message(message)),
+            ReplicaInput::Disk(completion) => self.log.handle_completion(now, completion),
+            ReplicaInput::HardStateDurable(hard_state) => {
+                self.durable_hard_state = hard_state;
+                self.raft.handle(now, RaftInput::HardStateDurable(hard_state));
+            }
+            ReplicaInput::RangesRead { token, result } => self.on_ranges_read(now, token, result),
+        }
+        self.pump(now);
+    }
+
+    /// Moves work between Raft, the log and the runtime until both are quiet.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(effect) = self.raft.poll_effect() {
+                progressed = true;
+                self.on_raft_effect(now, effect);
+            }
+            while let Some(event) = self.log.poll_event() {
+                progressed = true;
+                self.on_log_event(now, event);
+            }
+            while let Some(effect) = self.log.poll_effect() {
+                progressed = true;
+                self.effects.push_back(ReplicaEffect::Disk(effect));
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn on_raft_effect(&mut self, now: Instant, effect: RaftEffect) {
+        match effect {
+            RaftEffect::Send(message) => self.effects.push_back(ReplicaEffect::Send(message)),
+            RaftEffect::PersistHardState(hs) => self.effects.push_back(ReplicaEffect::PersistHardState(hs)),
+            RaftEffect::Append { write_id, entries } => {
+                for entry in entries {
+                    self.append_entry(now, &entry);
+                }
+                let ticket = self.log.sync();
+                self.writes.push_back((write_id, ticket));
+            }
+            RaftEffect::Truncate { write_id, from_index } => {
+                let from = to_offset(from_index);
+                if let Err(error) = self.log.truncate(now, from) {
+                    self.fail(format!("raft truncation at {from} refused by the log: {error}"));
+                }
+                self.config_entries.retain(|e| to_offset(e.index) < from);
+                let ticket = self.log.sync();
+                self.writes.push_back((write_id, ticket));
+            }
+            RaftEffect::ReadEntries {
+                read_id,
+                from_index,
+                max_bytes,
+                ..
+            } => self.start_raft_read(now, read_id, to_offset(from_index), max_bytes as u64),
+            RaftEffect::ReadSnapshotChunk { read_id, .. } => {
+                // No snapshot is ever taken of a data partition yet: the log is the
+                // whole state. Answer so Raft can fall back.
+                self.raft.handle(
+                    now,
+                    RaftInput::SnapshotChunkRead {
+                        read_id,
+                        result: Err(ReadError::SnapshotGone),
+                    },
+                );
+            }
+            RaftEffect::WriteSnapshotChunk { .. } | RaftEffect::InstallSnapshot { .. } | RaftEffect::RestoreSnapshot { .. } => {
+                self.fail("a peer sent a snapshot, which data partitions do not use yet".to_string());
+            }
+            RaftEffect::CommitAdvanced { commit } => self.on_commit(to_offset(commit)),
+            RaftEffect::RoleChanged { role, term, leader } => {
+                if role != Role::Leader {
+                    self.fail_waiters(|| ProduceError::NotLeader);
+                }
+                self.events.push_back(ReplicaEvent::RoleChanged { role, term, leader });
+            }
+            // Apply and CompactLog: the log is the state; nothing to apply yet
+            // (producer state and coordinators hook in here).
+            _ => {}
+        }
+    }
+
+    fn append_entry(&mut self, now: Instant, entry: &Entry) {
+        let expected = self.log.next_offset();
+        assert_eq!(to_offset(entry.index), expected, "raft appends at the log's end");
+        let batch = entry_to_batch(entry);
+        match self.log.append(now, to_offset(entry.term), batch) {
+            Ok(info) => assert_eq!(info.last_offset, to_offset(entry.last_index), "entry and batch agree"),
+            Err(error) => self.fail(format!("entry at offset {} refused by the log: {error}", entry.index)),
+        }
+        if entry.kind == EntryKind::Config {
+            self.config_entries.push(entry.clone());
+        }
+    }
+
+    fn start_raft_read(&mut self, now: Instant, read_id: crate::raft::ReadId, from_index: i64, max_bytes: u64) {
+        let up_to = self.log.written_offset();
+        match self.log.read_plan(from_index, max_bytes, up_to) {
+            Ok(plan) if !plan.ranges.is_empty() => {
+                let token = ReadToken(self.next_token);
+                self.next_token += 1;
+                self.reads.insert(
+                    token,
+                    RaftRead {
+                        read_id,
+                        from_index,
+                        max_bytes,
+                        up_to,
+                    },
+                );
+                self.effects.push_back(ReplicaEffect::ReadRanges {
+                    token,
+                    ranges: plan.ranges,
+                });
+            }
+            Ok(_) => self.answer_raft_read(now, read_id, Err(ReadError::Storage)),
+            Err(_) => self.answer_raft_read(now, read_id, Err(ReadError::Compacted)),
+        }
+    }
+
+    fn answer_raft_read(&mut self, now: Instant, read_id: crate::raft::ReadId, result: Result<Vec<Entry>, ReadError>) {
+        self.raft.handle(now, RaftInput::EntriesRead { read_id, result });
+    }
+
+    fn on_ranges_read(&mut self, now: Instant, token: ReadToken, result: Result<Vec<Bytes>, DiskError>) {
+        let Some(read) = self.reads.remove(&token) else {
+            return;
+        };
+        let entries = result
+            .map_err(|_| ReadError::Storage)
+            .and_then(|chunks| trim_fetched(&chunks, read.from_index, read.up_to, read.max_bytes).map_err(|_| ReadError::Storage))
+            .and_then(|bytes| {
+                let mut entries = Vec::new();
+                for (at, header) in iter_batches(&bytes) {
+                    let batch = bytes.slice(at..at + header.size_bytes());
+                    entries.push(batch_to_entry(&header, batch).map_err(|_| ReadError::Storage)?);
+                }
+                if entries.is_empty() {
+                    Err(ReadError::Storage)
+                } else {
+                    Ok(entries)
+                }
+            });
+        self.raft.handle(
+            now,
+            RaftInput::EntriesRead {
+                read_id: read.read_id,
+                result: entries,
+            },
+        );
+    }
+
+    fn on_log_event(&mut self, now: Instant, event: LogEvent) {
+        match event {
+            LogEvent::SyncDone { ticket } => {
+                let mut newest = None;
+                while self.writes.front().is_some_and(|(_, t)| *t <= ticket) {
+                    newest = self.writes.pop_front().map(|(id, _)| id);
+                }
+                if let Some(write_id) = newest {
+                    self.raft.handle(now, RaftInput::WriteDurable { write_id });
+                }
+            }
+            LogEvent::Written { last_offset } => self.resolve_waiters(last_offset, Acks::Leader),
+            LogEvent::AppendsFailed { error, .. } => self.rebuild_after_disk_failure(now, error),
+            LogEvent::StartOffsetDurable { start_offset } => {
+                self.events.push_back(ReplicaEvent::StartOffsetDurable { start_offset });
+            }
+            LogEvent::Corrupted { reason, .. } => self.fail(reason),
+            _ => {}
+        }
+    }
+
+    fn on_commit(&mut self, commit: i64) {
+        if self.commit.is_some_and(|c| c >= commit) {
+            return;
+        }
+        self.commit = Some(commit);
+        self.resolve_waiters(commit, Acks::All);
+        self.events.push_back(ReplicaEvent::HighWatermark {
+            high_watermark: self.high_watermark(),
+        });
+    }
+
+    /// Acknowledges waiters of kind `acks` whose batches end at or before `through`.
+    fn resolve_waiters(&mut self, through: i64, acks: Acks) {
+        let ready: Vec<i64> = self.waiters.range(..=through).map(|(offset, _)| *offset).collect();
+        for offset in ready {
+            let Some(list) = self.waiters.remove(&offset) else {
+                continue;
+            };
+            let (done, keep): (Vec<Waiter>, Vec<Waiter>) = list.into_iter().partition(|w| w.acks == acks);
+            for waiter in done {
+                self.events.push_back(ReplicaEvent::ProduceDone {
+                    token: waiter.token,
+                    result: Ok(waiter.base_offset),
+                });
+            }
+            if !keep.is_empty() {
+                self.waiters.insert(offset, keep);
+            }
+        }
+    }
+
+    fn fail_waiters(&mut self, error: impl Fn() -> ProduceError) {
+        for (_, list) in std::mem::take(&mut self.waiters) {
+            for waiter in list {
+                self.events.push_back(ReplicaEvent::ProduceDone {
+                    token: waiter.token,
+                    result: Err(error()),
+                });
+            }
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        if self.failed.is_none() {
+            self.failed = Some(reason.clone());
+            self.fail_waiters(|| ProduceError::Storage(reason.clone()));
+            self.events.push_back(ReplicaEvent::Failed { reason });
+        }
+    }
+
+    /// Raft believed writes that the disk lost: rebuild the member from what is durable.
+    fn rebuild_after_disk_failure(&mut self, now: Instant, error: DiskError) {
+        let message = error.to_string();
+        self.fail_waiters(|| ProduceError::Storage(message.clone()));
+        self.writes.clear();
+        self.reads.clear();
+        let last = self.log.next_offset() - 1;
+        self.config_entries.retain(|e| to_offset(e.index) <= last);
+        self.commit = self.commit.map(|c| c.min(last));
+        let commit_hint = self.raft.commit_hint().map(to_offset).min(self.commit);
+        let recovered = recovered_state(&self.log, self.durable_hard_state, &self.config_entries, commit_hint);
+        match Raft::new(
+            self.setup.node_id,
+            self.setup.raft.clone(),
+            self.setup.bootstrap.clone(),
+            recovered,
+            self.setup.seed.wrapping_add(1),
+            now,
+        ) {
+            // No campaign at once: with the disk still full, the new leader's no-op would
+            // fail again at once. The election timeout is the back-off.
+            Ok(raft) => self.raft = raft,
+            Err(error) => self.fail(format!("cannot rebuild raft after a disk failure: {error}")),
+        }
+    }
+}
