@@ -10,6 +10,8 @@
 //!   completion is delivered ([`LogIo::sync`] carries the ticket the simulator redeems
 //!   then) — a crash before that loses the data;
 //! * every sync and every failure is reported; writes report `Written`;
+//! * a checkpoint is replaced atomically and durably when its completion is delivered
+//!   (write temp, fsync, rename): a crash leaves the old or the new one, never a torn one;
 //! * after a failure of generation `g`, the rest of `g`'s queued effects are dropped
 //!   (a real backend would fail them too; the log ignores `g` anyway);
 //! * a `Write` that does not start at the segment's end is a **contract violation** by
@@ -44,6 +46,9 @@ pub struct LogIo {
     pub delay: Duration,
     /// Redeem with [`SimDisk::finish_sync`] just before delivering `completion`.
     pub sync: Option<SyncTicket>,
+    /// Replace this file atomically and durably just before delivering `completion`
+    /// (a checkpoint: write temp, fsync, rename — a crash leaves the old or the new).
+    pub replace: Option<(String, Bytes)>,
     /// What to tell the log.
     pub completion: LogCompletion,
 }
@@ -171,19 +176,18 @@ impl LogDisk {
             LogEffect::WriteCheckpoint {
                 checkpoint_id, data, ..
             } => {
-                let path = self.path(CHECKPOINT_FILE_NAME);
+                // Atomic and durable at completion time; see `LogIo::replace`.
                 let sync_time = disk.sync_time(rng);
-                disk.replace(rng, &path, data, false).and_then(|()| {
-                    let ticket = disk.begin_sync(rng, std::slice::from_ref(&path))?;
-                    Ok(Some((
-                        Some(ticket),
-                        LogCompletion::CheckpointWritten {
-                            generation,
-                            checkpoint_id,
-                        },
-                        write_time + sync_time,
-                    )))
-                })
+                out.push(LogIo {
+                    delay: disk.service_delay(now, write_time + sync_time),
+                    sync: None,
+                    replace: Some((self.path(CHECKPOINT_FILE_NAME), data)),
+                    completion: LogCompletion::CheckpointWritten {
+                        generation,
+                        checkpoint_id,
+                    },
+                });
+                return Ok(out);
             }
             LogEffect::Read { read_id, range, .. } => disk
                 .read(&self.seg(range.segment), range.position, range.len_bytes)
@@ -207,6 +211,7 @@ impl LogDisk {
             Ok(Some((sync, completion, service))) => out.push(LogIo {
                 delay: disk.service_delay(now, service),
                 sync,
+                replace: None,
                 completion,
             }),
             Err(e) => {
@@ -214,6 +219,7 @@ impl LogDisk {
                 out.push(LogIo {
                     delay: disk.service_delay(now, write_time),
                     sync: None,
+                    replace: None,
                     completion: LogCompletion::Failed {
                         generation,
                         error: disk_error(e),
@@ -290,6 +296,9 @@ mod tests {
                 for io in backend.execute(disk, rng, now, effect).unwrap() {
                     if let Some(t) = &io.sync {
                         disk.finish_sync(t);
+                    }
+                    if let Some((path, data)) = io.replace.clone() {
+                        disk.replace(rng, &path, data, true).unwrap();
                     }
                     log.handle_completion(now, io.completion);
                 }

@@ -255,6 +255,29 @@ impl NodeStore {
         if let Some(ticket) = &io.sync {
             disk.finish_sync(ticket);
         }
+        if let Some((path, data)) = io.replace {
+            if let Err(e) = disk.replace(rng, &path, data, true) {
+                // The rename never happened: the old checkpoint stays, the log hears of
+                // the failure.
+                let generation = match &io.completion {
+                    oxbow_core::log::LogCompletion::CheckpointWritten { generation, .. } => *generation,
+                    _ => 0,
+                };
+                self.log.handle_completion(
+                    now,
+                    oxbow_core::log::LogCompletion::Failed {
+                        generation,
+                        error: match e {
+                            crate::disk::FsError::NoSpace => oxbow_core::log::DiskError::NoSpace,
+                            other => oxbow_core::log::DiskError::Io(other.to_string()),
+                        },
+                    },
+                );
+                let mut work = StoreWork::default();
+                self.pump(disk, rng, now, &mut work)?;
+                return Ok(work);
+            }
+        }
         self.log.handle_completion(now, io.completion);
         let mut work = StoreWork::default();
         self.pump(disk, rng, now, &mut work)?;
@@ -351,6 +374,10 @@ impl NodeStore {
                 for io in backend.execute(disk, rng, now, effect)? {
                     if let Some(t) = &io.sync {
                         disk.finish_sync(t);
+                    }
+                    if let Some((path, data)) = io.replace.clone() {
+                        disk.replace(rng, &path, data, true)
+                            .map_err(|e| StoreError::Disk(e.to_string()))?;
                     }
                     log.handle_completion(now, io.completion);
                 }
