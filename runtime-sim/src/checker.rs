@@ -93,7 +93,8 @@ impl Checker {
                 "election-safety",
                 format!("nodes {other} and {node} both leader of term {term}"),
             )),
-            _ => {
+            Some(_) => Ok(()),
+            None => {
                 self.leaders.insert(term, node);
                 Ok(())
             }
@@ -110,7 +111,8 @@ impl Checker {
                     first.term, first.digest, entry.term, entry.digest
                 ),
             )),
-            _ => {
+            Some(_) => Ok(()),
+            None => {
                 self.committed.insert(index, entry);
                 Ok(())
             }
@@ -202,12 +204,22 @@ pub fn check_log_matching(logs: &[(NodeId, BTreeMap<u64, EntryId>)]) -> Result<(
 }
 
 /// Jepsen-style queue checks over the client history, given the final committed map.
+///
+/// Linear in the size of each read (plus sorting the acknowledgements once): reads are
+/// checked against the committed map and the acknowledgements by merging sorted lists,
+/// so long runs with many full reads stay cheap.
 pub fn check_history(history: &History, committed: &BTreeMap<u64, EntryId>) -> Result<(), Violation> {
-    // What each value was acknowledged at.
-    let mut acked: BTreeMap<u64, u64> = BTreeMap::new(); // value -> offset
+    // Values are the workload's own counters: small and dense, so index by value.
+    let max_value = history.ops().iter().map(|op| op.value).max().unwrap_or(0);
+    let slots = usize::try_from(max_value).unwrap_or(usize::MAX).saturating_add(1);
+    let mut written = vec![false; slots];
+    let mut acked_at: Vec<Option<u64>> = vec![None; slots];
+    let mut acked: Vec<(u64, u64)> = Vec::new(); // (offset, value)
     for op in history.ops() {
+        let v = usize::try_from(op.value).unwrap_or(usize::MAX);
+        written[v] = true;
         if let OpOutcome::WriteAcked { offset } = op.outcome {
-            if let Some(prev) = acked.insert(op.value, offset) {
+            if let Some(prev) = acked_at[v] {
                 return Err(violation(
                     "queue-ack-unique",
                     format!(
@@ -216,22 +228,50 @@ pub fn check_history(history: &History, committed: &BTreeMap<u64, EntryId>) -> R
                     ),
                 ));
             }
+            acked_at[v] = Some(offset);
+            acked.push((offset, op.value));
         }
     }
-    // Values written, to tell a real value from garbage.
-    let written: BTreeMap<u64, ()> = history.ops().iter().map(|op| (op.value, ())).collect();
-    let mut offset_of_ack: BTreeMap<u64, u64> = BTreeMap::new();
-    for (&v, &o) in &acked {
-        if let Some(other) = offset_of_ack.insert(o, v) {
+    acked.sort_unstable();
+    for w in acked.windows(2) {
+        if w[0].0 == w[1].0 {
             return Err(violation(
                 "queue-ack-unique",
-                format!("values {other} and {v} both acknowledged at offset {o}"),
+                format!(
+                    "values {} and {} both acknowledged at offset {}",
+                    w[0].1, w[1].1, w[0].0
+                ),
             ));
+        }
+    }
+    // A value committed at two offsets would be read twice by a full read.
+    let mut digests: Vec<(u64, u64)> = committed
+        .iter()
+        .filter(|(_, e)| e.digest != 0)
+        .map(|(&o, e)| (e.digest, o))
+        .collect();
+    digests.sort_unstable();
+    for w in digests.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(violation(
+                "queue-read-once",
+                format!("the same value is committed at offsets {} and {}", w[0].1, w[1].1),
+            ));
+        }
+    }
+    // Offsets are dense from 0: index the committed digests by offset.
+    let top = committed
+        .keys()
+        .next_back()
+        .map_or(0, |&o| usize::try_from(o).unwrap_or(0) + 1);
+    let mut committed_digest: Vec<Option<u64>> = vec![None; top];
+    for (&o, e) in committed {
+        if let Some(slot) = usize::try_from(o).ok().and_then(|o| committed_digest.get_mut(o)) {
+            *slot = Some(e.digest);
         }
     }
     for read in history.reads() {
         let mut last: Option<u64> = None;
-        let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
         for &(offset, value) in &read.records {
             if last.is_some_and(|l| offset <= l) {
                 return Err(violation(
@@ -243,22 +283,17 @@ pub fn check_history(history: &History, committed: &BTreeMap<u64, EntryId>) -> R
                 ));
             }
             last = Some(offset);
-            if let Some(first) = seen.insert(value, offset) {
-                return Err(violation(
-                    "queue-read-once",
-                    format!("value {value} read twice, at offsets {first} and {offset}"),
-                ));
-            }
-            if !written.contains_key(&value) {
+            let v = usize::try_from(value).unwrap_or(usize::MAX);
+            if !written.get(v).copied().unwrap_or(false) {
                 return Err(violation(
                     "queue-garbage",
                     format!("value {value} at offset {offset} was never written"),
                 ));
             }
-            if committed
-                .get(&offset)
-                .is_none_or(|e| e.digest != crate::history::value_digest(value))
-            {
+            let at = usize::try_from(offset)
+                .ok()
+                .and_then(|o| committed_digest.get(o).copied().flatten());
+            if at != Some(crate::history::value_digest(value)) {
                 return Err(violation(
                     "read-uncommitted",
                     format!(
@@ -267,7 +302,7 @@ pub fn check_history(history: &History, committed: &BTreeMap<u64, EntryId>) -> R
                     ),
                 ));
             }
-            if let Some(&o) = acked.get(&value) {
+            if let Some(o) = acked_at[v] {
                 if o != offset {
                     return Err(violation(
                         "queue-ack-offset",
@@ -277,13 +312,20 @@ pub fn check_history(history: &History, committed: &BTreeMap<u64, EntryId>) -> R
             }
         }
         if read.complete {
-            // A full read from the start, after the writes: every acked value is there.
-            let upto = read.upto_offset;
-            for (&v, &o) in &acked {
-                if o <= upto && seen.get(&v) != Some(&o) {
+            // A full read from the start: every value acknowledged at or below its end is
+            // there, at its offset. Both lists are sorted by offset: merge them.
+            let mut records = read.records.iter().peekable();
+            for &(o, v) in acked.iter().take_while(|(o, _)| *o <= read.upto_offset) {
+                while records.peek().is_some_and(|(ro, _)| *ro < o) {
+                    records.next();
+                }
+                if records.peek().is_none_or(|&&(ro, rv)| ro != o || rv != v) {
                     return Err(violation(
                         "queue-lost-ack",
-                        format!("value {v} acknowledged at offset {o} missing from a full read up to {upto}"),
+                        format!(
+                            "value {v} acknowledged at offset {o} missing from a full read up to {}",
+                            read.upto_offset
+                        ),
                     ));
                 }
             }

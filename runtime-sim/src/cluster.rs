@@ -832,7 +832,8 @@ impl<F: NodeFactory> Cluster<F> {
                 self.live_leader = true;
             }
             result = result.and(self.checker.on_leader(id, st.term));
-            if self.leaders_seen.insert(st.term, id).is_none() {
+            if !self.leaders_seen.contains_key(&st.term) {
+                self.leaders_seen.insert(st.term, id);
                 self.coverage.hit("raft.election.won");
                 trace_event!(self.trace, now, Some(id), "leader of term {}", st.term);
             }
