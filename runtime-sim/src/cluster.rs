@@ -832,8 +832,8 @@ impl<F: NodeFactory> Cluster<F> {
                 self.live_leader = true;
             }
             result = result.and(self.checker.on_leader(id, st.term));
-            if !self.leaders_seen.contains_key(&st.term) {
-                self.leaders_seen.insert(st.term, id);
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.leaders_seen.entry(st.term) {
+                slot.insert(id);
                 self.coverage.hit("raft.election.won");
                 trace_event!(self.trace, now, Some(id), "leader of term {}", st.term);
             }
