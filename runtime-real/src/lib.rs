@@ -6,6 +6,8 @@
 //!   the log's disk effects.
 //! * [`config`] — the node's TOML configuration and command-line overrides.
 //! * [`node`] — a node: its locked data directory, recovered partition logs, shutdown.
+//! * [`shard`] — shard threads: the io_uring reactor, SMP queues, the per-shard
+//!   key-value log.
 //! * [`clock`] — real clocks converted into core's time inputs.
 //! * [`bench`] — benchmarks behind `oxbow bench …` ([`bench::run_log_bench`]).
 
@@ -17,4 +19,5 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod node;
+pub mod shard;
 pub mod storage;

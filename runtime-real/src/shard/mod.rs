@@ -1,0 +1,14 @@
+//! Shards: one pinned thread per core, each running its own single-threaded event loop
+//! on io_uring around core's per-shard broker.
+//!
+//! * [`net`] — the io_uring reactor: the shard's Kafka listener (`SO_REUSEPORT`), its
+//!   connections, the doorbell, timed waits.
+//! * [`smp`] — bounded lock-free SPSC queues between every pair of shards, and the
+//!   `eventfd` doorbells that wake them.
+//! * [`kv`] — the per-shard key-value log holding each partition's Raft hard state.
+//! * [`affinity`] — pinning a thread to a core.
+
+pub mod affinity;
+pub mod kv;
+pub mod net;
+pub mod smp;
