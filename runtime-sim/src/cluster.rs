@@ -230,10 +230,10 @@ fn entry_id(e: &crate::replica::SimEntry) -> EntryId {
     EntryId {
         term: e.term,
         digest: match e.kind {
-            EntryKind::Data => fnv1a64(&e.payload),
+            EntryKind::Data | EntryKind::Config => fnv1a64(&e.payload),
             EntryKind::Noop => 0,
-            EntryKind::Config => fnv1a64(&e.payload) ^ 1,
         },
+        data: e.kind == EntryKind::Data,
     }
 }
 
@@ -915,6 +915,18 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     fn client_write(&mut self, now: Instant, client: u32) {
+        if self.phase == Phase::Liveness {
+            // Healing includes membership: learners become voters again.
+            let learner = self.current_leader().and_then(|l| {
+                self.nodes[l as usize]
+                    .replica
+                    .as_ref()
+                    .and_then(|r| r.learners().first().copied())
+            });
+            if let Some(learner) = learner {
+                self.leader_churn(now, Churn::Promote(learner), "fault.membership.promote");
+            }
+        }
         let c = client as usize;
         let next = Duration::from_millis(self.work_rng.between(
             self.scenario.client_interval_ms / 2,
@@ -1169,28 +1181,41 @@ impl<F: NodeFactory> Cluster<F> {
             "bit_flip" if n_nodes >= 3 => self.bit_flip(now),
             "step_down" | "transfer" => {
                 if let Some(l) = self.current_leader() {
-                    let churn = if kind == "step_down" || n_nodes < 2 {
-                        Churn::StepDown
+                    if kind == "step_down" || n_nodes < 2 {
+                        if self.leader_churn(now, Churn::StepDown, "fault.churn.step_down") {
+                            self.coverage.hit("raft.leader.step_down");
+                        }
                     } else {
                         let mut to = self.ids[self.fault_rng.index(n_nodes - 1)];
                         if to >= l {
                             to += 1;
                         }
-                        Churn::TransferTo(to)
-                    };
-                    let local = self.nodes[l as usize].process.clock.local(now);
-                    let done = self.nodes[l as usize]
+                        if self.leader_churn(now, Churn::TransferTo(to), "fault.churn.transfer") {
+                            self.coverage.hit("raft.leader.step_down");
+                        }
+                    }
+                }
+            }
+            "priority" => {
+                let node = self.ids[self.fault_rng.index(n_nodes)];
+                let priority = u32::try_from(self.fault_rng.between(1, 3)).unwrap_or(1);
+                self.leader_churn(now, Churn::SetPriority(node, priority), "fault.churn.priority");
+            }
+            "membership" => {
+                if let Some(l) = self.current_leader() {
+                    let learners = self.nodes[l as usize]
                         .replica
-                        .as_mut()
-                        .is_some_and(|r| r.churn(local, churn));
-                    if done {
-                        self.coverage.hit(match churn {
-                            Churn::StepDown => "fault.churn.step_down",
-                            Churn::TransferTo(_) => "fault.churn.transfer",
-                        });
-                        self.coverage.hit("raft.leader.step_down");
-                        trace_event!(self.trace, now, Some(l), "churn {churn:?}");
-                        self.after_step(l);
+                        .as_ref()
+                        .map(|r| r.learners())
+                        .unwrap_or_default();
+                    if let Some(&learner) = learners.first() {
+                        self.leader_churn(now, Churn::Promote(learner), "fault.membership.promote");
+                    } else if f.bit_flip <= 0.0 || n_nodes >= 5 {
+                        let mut to = self.ids[self.fault_rng.index(n_nodes - 1)];
+                        if to >= l {
+                            to += 1;
+                        }
+                        self.leader_churn(now, Churn::Demote(to), "fault.membership.demote");
                     }
                 }
             }
@@ -1260,6 +1285,24 @@ impl<F: NodeFactory> Cluster<F> {
             self.coverage.hit("disk.bit_flip");
             trace_event!(self.trace, now, Some(id), "bit flip {path} byte {byte} bit {bit}");
         }
+    }
+
+    /// Asks the current leader for a churn; counts `what` if it accepted.
+    fn leader_churn(&mut self, now: Instant, churn: Churn, what: &'static str) -> bool {
+        let Some(l) = self.current_leader() else {
+            return false;
+        };
+        let local = self.nodes[l as usize].process.clock.local(now);
+        let done = self.nodes[l as usize]
+            .replica
+            .as_mut()
+            .is_some_and(|r| r.churn(local, churn));
+        if done {
+            self.coverage.hit(what);
+            trace_event!(self.trace, now, Some(l), "churn {churn:?}");
+            self.after_step(l);
+        }
+        done
     }
 
     fn heal(&mut self, now: Instant, h: Heal) {

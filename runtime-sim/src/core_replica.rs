@@ -28,8 +28,8 @@ use crate::replica::{
 use crate::rng::SimRng;
 use bytes::Bytes;
 use oxbow_core::raft::{
-    self, AppendResponse, Effect, Entry, Input, Membership, Message, MessageBody, Raft, RaftConfig,
-    ReadError, RecoveredState, WriteId,
+    self, AppendResponse, ConfigChange, Effect, Entry, Input, Membership, Message, MessageBody, Raft,
+    RaftConfig, ReadError, RecoveredState, WriteId,
 };
 use oxbow_core::time::Instant;
 use rand::RngCore;
@@ -309,6 +309,18 @@ impl Replica for CoreReplica {
                 true
             }
             Churn::TransferTo(to) => self.raft.transfer_leadership(now, u64::from(to)).is_ok(),
+            Churn::SetPriority(node, priority) => self
+                .raft
+                .propose_config_change(now, ConfigChange::SetPriority(u64::from(node), priority))
+                .is_ok(),
+            Churn::Demote(node) => self
+                .raft
+                .propose_config_change(now, ConfigChange::DemoteVoter(u64::from(node)))
+                .is_ok(),
+            Churn::Promote(node) => self
+                .raft
+                .propose_config_change(now, ConfigChange::PromoteLearner(u64::from(node), 1))
+                .is_ok(),
         }
     }
 
@@ -341,6 +353,15 @@ impl Replica for CoreReplica {
 
     fn msg_term(msg: &Message) -> u64 {
         msg.term
+    }
+
+    fn learners(&self) -> Vec<NodeId> {
+        self.raft
+            .membership()
+            .learners()
+            .iter()
+            .filter_map(|l| u32::try_from(*l).ok())
+            .collect()
     }
 
     fn contract_violation(&self) -> Option<String> {

@@ -551,6 +551,8 @@ impl Replica for ModelRaft {
                 true
             }
             Churn::TransferTo(_) => false,
+            // The reference Raft has a fixed membership.
+            Churn::SetPriority(..) | Churn::Demote(_) | Churn::Promote(_) => false,
         }
     }
 

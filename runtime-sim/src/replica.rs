@@ -123,6 +123,12 @@ pub enum Churn {
     StepDown,
     /// A leader hands leadership to `to`.
     TransferTo(NodeId),
+    /// A leader changes a voter's priority (membership change).
+    SetPriority(NodeId, u32),
+    /// A leader turns a voter into a learner (membership change).
+    Demote(NodeId),
+    /// A leader turns a caught-up learner back into a voter (membership change).
+    Promote(NodeId),
 }
 
 /// A replicated-log node as the cluster driver drives it.
@@ -152,6 +158,10 @@ pub trait Replica {
     fn msg_term(msg: &Self::Msg) -> u64;
     /// Writes a short description of a message for the trace.
     fn fmt_msg(msg: &Self::Msg, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+    /// Members that receive the log but do not vote.
+    fn learners(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
     /// A broken contract the replica (or its adapter) noticed; fails the run.
     fn contract_violation(&self) -> Option<String> {
         None

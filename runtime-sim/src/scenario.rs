@@ -76,6 +76,12 @@ pub struct FaultConfig {
     pub transfer: f64,
     /// Weight: fill a node's disk for a while (ENOSPC).
     pub enospc: f64,
+    /// Weight: the leader changes a random voter's priority (1..=3).
+    pub priority: f64,
+    /// Weight: the leader demotes a follower to learner, or promotes a learner back.
+    /// Demotion is skipped while bit rot can take a node out for good (fewer than 5
+    /// nodes), so a majority of voters always survives.
+    pub membership: f64,
     /// Restart delay after a crash: shortest.
     pub restart_min_ms: u64,
     /// Restart delay after a crash: longest.
@@ -118,6 +124,8 @@ impl Default for FaultConfig {
             step_down: 0.0,
             transfer: 0.0,
             enospc: 0.0,
+            priority: 0.0,
+            membership: 0.0,
             restart_min_ms: 100,
             restart_max_ms: 3_000,
             pause_max_ms: 2_000,
@@ -134,7 +142,7 @@ impl Default for FaultConfig {
 
 impl FaultConfig {
     /// `(name, weight)` of every fault kind, in a fixed order.
-    pub fn weights(&self) -> [(&'static str, f64); 11] {
+    pub fn weights(&self) -> [(&'static str, f64); 13] {
         [
             ("crash", self.crash),
             ("pause", self.pause),
@@ -147,6 +155,8 @@ impl FaultConfig {
             ("step_down", self.step_down),
             ("transfer", self.transfer),
             ("enospc", self.enospc),
+            ("priority", self.priority),
+            ("membership", self.membership),
         ]
     }
 
@@ -163,6 +173,8 @@ impl FaultConfig {
             "step_down" => &mut self.step_down,
             "transfer" => &mut self.transfer,
             "enospc" => &mut self.enospc,
+            "priority" => &mut self.priority,
+            "membership" => &mut self.membership,
             _ => return None,
         })
     }
@@ -267,6 +279,8 @@ impl Default for Scenario {
                 step_down: 0.5,
                 transfer: 0.5,
                 enospc: 0.3,
+                priority: 0.3,
+                membership: 0.3,
                 ..FaultConfig::default()
             },
             bugs: PlantedBugs::default(),

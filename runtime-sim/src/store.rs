@@ -428,18 +428,14 @@ fn read_entries(disk: &SimDisk, log: &Log) -> Result<Vec<SimEntry>, StoreError> 
             let index = u64::try_from(header.base_offset)
                 .map_err(|_| StoreError::Corrupt("negative offset".into()))?;
             let term = u64::try_from(header.leader_epoch).unwrap_or(0);
-            let (kind, payload) = if header.is_control() {
-                (EntryKind::Noop, Bytes::new())
-            } else {
-                let body = Bytes::copy_from_slice(&bytes[at + BATCH_HEADER_BYTES..at + header.size_bytes()]);
-                let records = parse_uncompressed_records(&body, header.record_count)
-                    .map_err(|e| StoreError::Corrupt(format!("records at offset {index}: {e}")))?;
-                let value = records
-                    .into_iter()
-                    .next()
-                    .and_then(|r| r.value)
-                    .unwrap_or_default();
-                (EntryKind::Data, value)
+            let body = Bytes::copy_from_slice(&bytes[at + BATCH_HEADER_BYTES..at + header.size_bytes()]);
+            let records = parse_uncompressed_records(&body, header.record_count)
+                .map_err(|e| StoreError::Corrupt(format!("records at offset {index}: {e}")))?;
+            let value = records.into_iter().next().and_then(|r| r.value);
+            let (kind, payload) = match (header.is_control(), value) {
+                (true, None) => (EntryKind::Noop, Bytes::new()),
+                (true, Some(v)) => (EntryKind::Config, v),
+                (false, v) => (EntryKind::Data, v.unwrap_or_default()),
             };
             if index != entries.len() as u64 {
                 return Err(StoreError::Corrupt(format!(
@@ -665,5 +661,54 @@ mod truncate_tests {
             store.log.durable_offset(),
             store.log.next_offset()
         );
+    }
+}
+
+#[cfg(test)]
+mod config_entry_tests {
+    use super::*;
+    use crate::disk::DiskConfig;
+    use crate::rng::Seeds;
+
+    #[test]
+    fn config_and_noop_entries_round_trip() {
+        let mut disk = SimDisk::new(DiskConfig::default());
+        let mut rng = Seeds::new(1).stream("disk");
+        let now = Instant::from_millis(5);
+        let mut store = NodeStore::new();
+        let entries = vec![
+            SimEntry {
+                term: 1,
+                index: 0,
+                kind: EntryKind::Noop,
+                payload: Bytes::new(),
+            },
+            SimEntry {
+                term: 1,
+                index: 1,
+                kind: EntryKind::Config,
+                payload: Bytes::from_static(b"\\x01\\x02cfg"),
+            },
+            SimEntry {
+                term: 1,
+                index: 2,
+                kind: EntryKind::Data,
+                payload: Bytes::from_static(b"12345678"),
+            },
+        ];
+        let mut pending = store
+            .submit(&mut disk, &mut rng, now, 1, StorageOp::Append(entries.clone()))
+            .unwrap()
+            .log_io;
+        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
+            pending.extend(
+                store
+                    .complete_log_io(&mut disk, &mut rng, now, io)
+                    .unwrap()
+                    .log_io,
+            );
+        }
+        let (_, _, back, _) = NodeStore::recover(&mut disk, &mut rng, now).unwrap();
+        assert_eq!(back, entries);
     }
 }
