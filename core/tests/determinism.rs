@@ -78,7 +78,10 @@ fn core_sources_use_no_clock_thread_io_global_rng_or_hash_map() {
             report.push_str(&format!("{}:{line}: `{pattern}` — {reason}\n", file.display()));
         }
     }
-    assert!(report.is_empty(), "core must stay deterministic and sans-IO:\n{report}");
+    assert!(
+        report.is_empty(),
+        "core must stay deterministic and sans-IO:\n{report}"
+    );
 }
 
 #[test]

@@ -17,7 +17,10 @@ fn appends_get_contiguous_offsets_and_read_back() {
     assert_eq!(h.log.next_offset(), 5);
     assert_eq!(h.log.durable_offset(), 4);
     let all = h.fetch_all(0);
-    assert_eq!(all.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        all.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
     assert_eq!(all[3].1, "b-0");
     // A read that starts mid-batch returns from the asked offset on.
     assert_eq!(h.fetch_all(1)[0], (1, "a-1".to_string()));
@@ -36,7 +39,10 @@ fn invalid_batches_are_refused_with_kafka_errors() {
     h.append(5, "a", 1);
     assert!(matches!(
         h.log.append(h.now, 4, batch("old", 1, 0)),
-        Err(AppendError::TermGoesBack { term: 4, last_term: 5 })
+        Err(AppendError::TermGoesBack {
+            term: 4,
+            last_term: 5
+        })
     ));
     assert_eq!(h.log.next_offset(), 1, "nothing refused was written");
 }
@@ -66,7 +72,10 @@ fn segments_roll_on_size_age_and_term() {
     h.check_against_scan();
     assert_eq!(h.log.term_starts()[1], (2, h.log.term_starts()[1].1));
     let closed = h.log.segments()[0].id;
-    assert!(h.disk.file(&closed.index_file_name()).is_some(), "closed segments get index files");
+    assert!(
+        h.disk.file(&closed.index_file_name()).is_some(),
+        "closed segments get index files"
+    );
 }
 
 #[test]
@@ -80,9 +89,17 @@ fn group_commit_covers_everything_queued_behind_a_sync() {
     h.append(1, "c", 1);
     h.log.sync();
     h.pump();
-    let syncs = h.held.iter().filter(|e| matches!(e, LogEffect::Sync { .. })).count();
+    let syncs = h
+        .held
+        .iter()
+        .filter(|e| matches!(e, LogEffect::Sync { .. }))
+        .count();
     assert_eq!(syncs, 1, "one sync in flight at a time");
-    assert_eq!(h.log.durable_offset(), -1, "nothing durable before the sync completes");
+    assert_eq!(
+        h.log.durable_offset(),
+        -1,
+        "nothing durable before the sync completes"
+    );
     h.release();
     assert_eq!(h.log.durable_offset(), 2);
     let durable_events: Vec<_> = h
@@ -93,7 +110,11 @@ fn group_commit_covers_everything_queued_behind_a_sync() {
             _ => None,
         })
         .collect();
-    assert_eq!(durable_events, vec![0, 2], "the second sync covered both later appends");
+    assert_eq!(
+        durable_events,
+        vec![0, 2],
+        "the second sync covered both later appends"
+    );
 }
 
 #[test]
@@ -155,11 +176,19 @@ fn retention_by_size_and_time_deletes_whole_closed_segments() {
     assert!(segments >= 3);
     let start = h.log.enforce_retention(h.now, 0, i64::MAX).unwrap();
     h.pump();
-    assert!(h.log.size_bytes() >= 1024 * 1024 - 64 * 1024, "keeps at least the retention size");
+    assert!(
+        h.log.size_bytes() >= 1024 * 1024 - 64 * 1024,
+        "keeps at least the retention size"
+    );
     assert_eq!(h.log.start_offset(), start);
     assert_eq!(h.log.segments()[0].id.base_offset, start);
-    assert!(h.events.contains(&LogEvent::StartOffsetDurable { start_offset: start }));
-    assert!(h.log.read_plan(start - 1, 100, i64::MAX).is_err(), "below start is out of range");
+    assert!(h
+        .events
+        .contains(&LogEvent::StartOffsetDurable { start_offset: start }));
+    assert!(
+        h.log.read_plan(start - 1, 100, i64::MAX).is_err(),
+        "below start is out of range"
+    );
     // Time: everything older than a minute goes, except the active segment.
     let wall = 10_000_000_000i64;
     h.log.enforce_retention(h.now, wall, i64::MAX).unwrap();
@@ -181,7 +210,9 @@ fn delete_records_moves_the_start_inside_a_segment() {
     }
     assert_eq!(h.log.delete_records(h.now, 7).unwrap(), 7);
     h.pump();
-    assert!(h.events.contains(&LogEvent::StartOffsetDurable { start_offset: 7 }));
+    assert!(h
+        .events
+        .contains(&LogEvent::StartOffsetDurable { start_offset: 7 }));
     assert_eq!(h.fetch_all(7)[0].0, 7);
     assert!(h.log.read_plan(6, 100, i64::MAX).is_err());
     assert!(h.log.delete_records(h.now, 31).is_err(), "beyond the end");
@@ -203,7 +234,10 @@ fn timestamp_lookup_finds_the_first_record_at_or_after() {
     // Batch i holds timestamps 1000+10i .. 1000+10i+3 at offsets 4i..4i+3.
     let range = h.log.timestamp_plan(1_000 + 25 * 10 + 2).unwrap();
     let bytes = h.disk.read(range.segment, range.position, range.len_bytes);
-    assert_eq!(find_offset_for_timestamp(&bytes, 1_252, 0).unwrap(), Some(25 * 4 + 2));
+    assert_eq!(
+        find_offset_for_timestamp(&bytes, 1_252, 0).unwrap(),
+        Some(25 * 4 + 2)
+    );
     assert!(h.log.timestamp_plan(999_999).is_none());
 }
 
@@ -213,14 +247,23 @@ fn a_full_disk_fails_unsynced_appends_and_keeps_durable_data() {
     for i in 0..5 {
         h.append_synced(1, &format!("ok{i}"), 2);
     }
-    let used: usize = h.disk.file_names().iter().map(|n| h.disk.file(n).unwrap().len()).sum();
+    let used: usize = h
+        .disk
+        .file_names()
+        .iter()
+        .map(|n| h.disk.file(n).unwrap().len())
+        .sum();
     h.disk.space_limit_bytes = Some(used as u64 + 10);
     h.log.append(h.now, 1, batch("nope", 2, 1)).unwrap();
     h.log.sync();
     h.pump();
     assert!(h.events.iter().any(|e| matches!(
         e,
-        LogEvent::AppendsFailed { from_offset: 10, to_offset: 11, error: DiskError::NoSpace }
+        LogEvent::AppendsFailed {
+            from_offset: 10,
+            to_offset: 11,
+            error: DiskError::NoSpace
+        }
     )));
     assert_eq!(h.log.next_offset(), 10);
     assert_eq!(h.log.durable_offset(), 9);
@@ -253,8 +296,18 @@ fn completions_of_an_older_generation_are_ignored() {
             error: DiskError::Io("boom".into()),
         },
     );
-    h.log.handle_completion(h.now, LogCompletion::Synced { generation: 0, sync_id });
-    assert_eq!(h.log.durable_offset(), -1, "a stale sync completion proves nothing");
+    h.log.handle_completion(
+        h.now,
+        LogCompletion::Synced {
+            generation: 0,
+            sync_id,
+        },
+    );
+    assert_eq!(
+        h.log.durable_offset(),
+        -1,
+        "a stale sync completion proves nothing"
+    );
 }
 
 #[test]
@@ -274,10 +327,17 @@ fn reads_stop_before_unwritten_data_and_at_the_high_watermark() {
         .map(|r| h.disk.read(r.segment, r.position, r.len_bytes))
         .collect();
     let bytes = oxbow_core::log::read::trim_fetched(&chunks, 0, 1, 1).unwrap();
-    assert_eq!(log_support::decode_values(&bytes).len(), 2, "one whole batch, up to the watermark");
+    assert_eq!(
+        log_support::decode_values(&bytes).len(),
+        2,
+        "one whole batch, up to the watermark"
+    );
     assert_eq!(
         h.log.read_plan(2, 10, i64::MAX).unwrap().ranges[0].segment,
-        SegmentId { base_offset: 0, term: 1 }
+        SegmentId {
+            base_offset: 0,
+            term: 1
+        }
     );
     assert!(h.log.read_plan(1, 100, 0).unwrap().ranges.is_empty());
     assert!(h.log.read_plan(5, 100, i64::MAX).is_err());

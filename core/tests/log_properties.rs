@@ -13,7 +13,11 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { new_term: bool, count: usize, pad_bytes: usize },
+    Append {
+        new_term: bool,
+        count: usize,
+        pad_bytes: usize,
+    },
     Sync,
     /// Hold effects (they are executed only by `RunHeld` or lost in a crash).
     Hold,
@@ -84,7 +88,11 @@ fn run(ops: Vec<Op>) {
     let mut term = 1;
     for op in ops {
         match op {
-            Op::Append { new_term, count, pad_bytes } => {
+            Op::Append {
+                new_term,
+                count,
+                pad_bytes,
+            } => {
                 if new_term {
                     term += 1;
                 }
@@ -95,7 +103,11 @@ fn run(ops: Vec<Op>) {
                 let values: Vec<String> = (0..count).map(|i| format!("{tag}-{i}")).collect();
                 assert_eq!(info.base_offset, expected_base);
                 for (i, value) in values.iter().enumerate() {
-                    model.ever.entry(info.base_offset + i as i64).or_default().insert(value.clone());
+                    model
+                        .ever
+                        .entry(info.base_offset + i as i64)
+                        .or_default()
+                        .insert(value.clone());
                 }
                 for (i, value) in values.into_iter().enumerate() {
                     model.values.insert(info.base_offset + i as i64, value);
@@ -150,13 +162,23 @@ fn run(ops: Vec<Op>) {
                     let written = model.ever.get(offset).is_some_and(|v| v.contains(value));
                     assert!(written, "offset {offset} holds {value:.20}, never written there");
                     if *offset <= durable {
-                        assert_eq!(model.value_at(*offset), Some(value), "durable offset {offset} changed");
+                        assert_eq!(
+                            model.value_at(*offset),
+                            Some(value),
+                            "durable offset {offset} changed"
+                        );
                     }
                 }
                 let end = h.log.next_offset();
-                assert!(end > durable, "durable offset {durable} lost; log ends before {end}");
+                assert!(
+                    end > durable,
+                    "durable offset {durable} lost; log ends before {end}"
+                );
                 for offset in start..=durable {
-                    assert!(recovered.iter().any(|(o, _)| *o == offset), "durable offset {offset} missing");
+                    assert!(
+                        recovered.iter().any(|(o, _)| *o == offset),
+                        "durable offset {offset} missing"
+                    );
                 }
                 // The model becomes what recovery found.
                 model.values = recovered.into_iter().collect();
@@ -186,13 +208,33 @@ proptest! {
 #[test]
 fn regression_truncate_while_held_then_crash() {
     run(vec![
-        Op::Append { new_term: false, count: 1, pad_bytes: 0 },
+        Op::Append {
+            new_term: false,
+            count: 1,
+            pad_bytes: 0,
+        },
         Op::Sync,
-        Op::Append { new_term: false, count: 1, pad_bytes: 0 },
+        Op::Append {
+            new_term: false,
+            count: 1,
+            pad_bytes: 0,
+        },
         Op::Hold,
-        Op::Append { new_term: false, count: 1, pad_bytes: 0 },
-        Op::Append { new_term: false, count: 1, pad_bytes: 0 },
-        Op::Append { new_term: false, count: 1, pad_bytes: 0 },
+        Op::Append {
+            new_term: false,
+            count: 1,
+            pad_bytes: 0,
+        },
+        Op::Append {
+            new_term: false,
+            count: 1,
+            pad_bytes: 0,
+        },
+        Op::Append {
+            new_term: false,
+            count: 1,
+            pad_bytes: 0,
+        },
         Op::Truncate(3),
         Op::Crash(72),
     ]);
@@ -200,30 +242,74 @@ fn regression_truncate_while_held_then_crash() {
 
 #[test]
 fn regression_delete_records_past_unsynced_data_then_crash() {
-    let a = |count| Op::Append { new_term: false, count, pad_bytes: 0 };
+    let a = |count| Op::Append {
+        new_term: false,
+        count,
+        pad_bytes: 0,
+    };
     run(vec![
-        a(1), Op::Sync, a(1), a(1), a(2), a(1), a(1), Op::DeleteRecords(3), a(1), Op::Tick, a(1), Op::Crash(0), a(1), a(1),
+        a(1),
+        Op::Sync,
+        a(1),
+        a(1),
+        a(2),
+        a(1),
+        a(1),
+        Op::DeleteRecords(3),
+        a(1),
+        Op::Tick,
+        a(1),
+        Op::Crash(0),
+        a(1),
+        a(1),
     ]);
 }
 
 #[test]
 fn regression_truncate_across_a_term_then_torn_crash() {
-    let a = |count| Op::Append { new_term: false, count, pad_bytes: 0 };
+    let a = |count| Op::Append {
+        new_term: false,
+        count,
+        pad_bytes: 0,
+    };
     run(vec![
-        a(1), a(1), a(1), a(1), a(1),
-        Op::Append { new_term: true, count: 1, pad_bytes: 0 },
-        a(1), Op::Sync, Op::Crash(0), Op::Truncate(2),
-        Op::Append { new_term: false, count: 1, pad_bytes: 69 },
+        a(1),
+        a(1),
+        a(1),
+        a(1),
+        a(1),
+        Op::Append {
+            new_term: true,
+            count: 1,
+            pad_bytes: 0,
+        },
+        a(1),
+        Op::Sync,
+        Op::Crash(0),
+        Op::Truncate(2),
+        Op::Append {
+            new_term: false,
+            count: 1,
+            pad_bytes: 69,
+        },
         Op::Crash(1),
     ]);
 }
 
 #[test]
 fn regression_delete_records_removes_the_durable_segment() {
-    let a = |count, pad_bytes| Op::Append { new_term: false, count, pad_bytes };
+    let a = |count, pad_bytes| Op::Append {
+        new_term: false,
+        count,
+        pad_bytes,
+    };
     run(vec![
         a(1, 0),
-        Op::Append { new_term: true, count: 1, pad_bytes: 0 },
+        Op::Append {
+            new_term: true,
+            count: 1,
+            pad_bytes: 0,
+        },
         Op::Sync,
         Op::Truncate(0),
         a(1, 124),
@@ -242,7 +328,11 @@ fn regression_delete_records_removes_the_durable_segment() {
 #[test]
 fn regression_delete_records_on_unsynced_data_then_torn_crash() {
     run(vec![
-        Op::Append { new_term: false, count: 4, pad_bytes: 0 },
+        Op::Append {
+            new_term: false,
+            count: 4,
+            pad_bytes: 0,
+        },
         Op::DeleteRecords(1),
         Op::Hold,
         Op::Crash(105),

@@ -10,7 +10,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 fn segment0() -> SegmentId {
-    SegmentId { base_offset: 0, term: 1 }
+    SegmentId {
+        base_offset: 0,
+        term: 1,
+    }
 }
 
 #[test]
@@ -31,7 +34,10 @@ fn a_torn_tail_is_cut_and_synced_data_kept() {
     assert_eq!(report.torn_tails.len(), 1, "{report:?}");
     assert_eq!(h.log.next_offset(), 10);
     assert_eq!(h.fetch_all(0).len(), 10);
-    assert_eq!(h.disk.file(&segment0().file_name()).unwrap().len() as u64, h.log.segments()[0].size_bytes);
+    assert_eq!(
+        h.disk.file(&segment0().file_name()).unwrap().len() as u64,
+        h.log.segments()[0].size_bytes
+    );
     h.check_against_scan();
     // And the log carries on from there.
     assert_eq!(h.append_synced(1, "after", 1).base_offset, 10);
@@ -49,7 +55,9 @@ fn a_flipped_bit_in_synced_data_is_reported_not_cut() {
     let before = h.disk.file(&name).unwrap().to_vec();
     assert!(h.disk.flip_bit(&name, 200, 3));
     match h.recover() {
-        Err(RecoveryError::Corrupted { segment, position, .. }) => {
+        Err(RecoveryError::Corrupted {
+            segment, position, ..
+        }) => {
             assert_eq!(segment, segment0());
             assert!(position <= 200);
         }
@@ -96,7 +104,10 @@ fn missing_and_damaged_indexes_are_rebuilt() {
     for (segment, index) in h.log.segments().iter().zip(&expected) {
         assert_eq!(segment.index.entries(), index.entries(), "{}", segment.id);
     }
-    assert!(h.disk.file(&segments[0].index_file_name()).is_some(), "rewritten to disk");
+    assert!(
+        h.disk.file(&segments[0].index_file_name()).is_some(),
+        "rewritten to disk"
+    );
     h.check_against_scan();
 }
 
@@ -125,7 +136,13 @@ fn unsynced_segments_after_a_torn_roll_are_dropped() {
     h.crash(0);
     let report = h.recover().unwrap();
     assert_eq!(h.log.next_offset(), 2);
-    assert!(report.deleted_segments.contains(&SegmentId { base_offset: 2, term: 2 }), "{report:?}");
+    assert!(
+        report.deleted_segments.contains(&SegmentId {
+            base_offset: 2,
+            term: 2
+        }),
+        "{report:?}"
+    );
     h.check_against_scan();
 }
 

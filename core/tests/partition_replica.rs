@@ -10,7 +10,9 @@ use oxbow_core::log::mem_disk::MemDisk;
 use oxbow_core::log::read::trim_fetched;
 use oxbow_core::log::records::parse_uncompressed_records;
 use oxbow_core::log::{DiskError, Log, LogConfig, LogRecovery, RecoveryStep};
-use oxbow_core::partition::{Acks, ProduceError, ProduceToken, Replica, ReplicaEffect, ReplicaEvent, ReplicaInput, ReplicaSetup};
+use oxbow_core::partition::{
+    Acks, ProduceError, ProduceToken, Replica, ReplicaEffect, ReplicaEvent, ReplicaInput, ReplicaSetup,
+};
 use oxbow_core::raft::{HardState, Membership, Message, RaftConfig};
 use oxbow_core::time::Instant;
 use std::collections::{BTreeMap, VecDeque};
@@ -89,7 +91,13 @@ impl Node {
                         .iter()
                         .map(|r| self.disk.read(r.segment, r.position, r.len_bytes))
                         .collect();
-                    self.replica.handle(now, ReplicaInput::RangesRead { token, result: Ok(chunks) });
+                    self.replica.handle(
+                        now,
+                        ReplicaInput::RangesRead {
+                            token,
+                            result: Ok(chunks),
+                        },
+                    );
                 }
                 ReplicaEffect::Send(message) => out.push(message),
                 other => panic!("unexpected effect {other:?}"),
@@ -113,7 +121,10 @@ impl Node {
 
     /// Every (offset, value) of data records up to the high watermark.
     fn committed_values(&self) -> Vec<(i64, String)> {
-        let plan = self.replica.fetch_plan(self.replica.log().start_offset(), u64::MAX / 4).unwrap();
+        let plan = self
+            .replica
+            .fetch_plan(self.replica.log().start_offset(), u64::MAX / 4)
+            .unwrap();
         let chunks: Vec<Bytes> = plan
             .ranges
             .iter()
@@ -127,7 +138,10 @@ impl Node {
             }
             let records = bytes.slice(at + 61..at + header.size_bytes());
             for r in parse_uncompressed_records(&records, header.record_count).unwrap() {
-                out.push((header.base_offset + r.offset_delta, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
+                out.push((
+                    header.base_offset + r.offset_delta,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
             }
         }
         out
@@ -158,16 +172,28 @@ fn a_sole_voter_leads_at_once_and_acknowledges_after_fsync() {
     let mut node = Node::new(now, 1, &[1], MemDisk::new(), HardState::default());
     settle_single(&mut node, &mut now);
     assert!(node.replica.is_leader());
-    let base = node.replica.produce(now, batch(&["a", "b"]), Acks::All, ProduceToken(1)).unwrap();
+    let base = node
+        .replica
+        .produce(now, batch(&["a", "b"]), Acks::All, ProduceToken(1))
+        .unwrap();
     assert_eq!(base, 1, "the leader's no-op control batch sits at offset 0");
     node.run(now);
     assert_eq!(node.acknowledged().get(&1), Some(&Ok(1)));
     assert_eq!(node.replica.high_watermark(), 3);
-    assert_eq!(node.committed_values(), vec![(1, "a".to_string()), (2, "b".to_string())]);
+    assert_eq!(
+        node.committed_values(),
+        vec![(1, "a".to_string()), (2, "b".to_string())]
+    );
     // Offset 0 is a control batch consumers skip; epoch = term in every batch.
-    let err = node.replica.produce(now, Bytes::from_static(b"garbage"), Acks::All, ProduceToken(2)).unwrap_err();
+    let err = node
+        .replica
+        .produce(now, Bytes::from_static(b"garbage"), Acks::All, ProduceToken(2))
+        .unwrap_err();
     assert_eq!(err.kafka_error_code(), 2);
-    assert_eq!(node.replica.end_offset_for_epoch(node.replica.leader_epoch()), Some((node.replica.leader_epoch(), 3)));
+    assert_eq!(
+        node.replica.end_offset_for_epoch(node.replica.leader_epoch()),
+        Some((node.replica.leader_epoch(), 3))
+    );
 }
 
 #[test]
@@ -175,8 +201,12 @@ fn acks_one_answers_when_written_before_the_fsync() {
     let mut now = Instant::from_millis(1);
     let mut node = Node::new(now, 1, &[1], MemDisk::new(), HardState::default());
     settle_single(&mut node, &mut now);
-    node.replica.produce(now, batch(&["x"]), Acks::Leader, ProduceToken(7)).unwrap();
-    node.replica.produce(now, batch(&["y"]), Acks::None, ProduceToken(8)).unwrap();
+    node.replica
+        .produce(now, batch(&["x"]), Acks::Leader, ProduceToken(7))
+        .unwrap();
+    node.replica
+        .produce(now, batch(&["y"]), Acks::None, ProduceToken(8))
+        .unwrap();
     node.run(now);
     assert_eq!(node.acknowledged().get(&7), Some(&Ok(1)));
     assert!(!node.acknowledged().contains_key(&8), "acks=0 gets no answer");
@@ -188,7 +218,9 @@ fn data_survives_a_restart_and_the_new_term_continues_the_log() {
     let mut node = Node::new(now, 1, &[1], MemDisk::new(), HardState::default());
     settle_single(&mut node, &mut now);
     for i in 0..5 {
-        node.replica.produce(now, batch(&[&format!("v{i}")]), Acks::All, ProduceToken(i)).unwrap();
+        node.replica
+            .produce(now, batch(&[&format!("v{i}")]), Acks::All, ProduceToken(i))
+            .unwrap();
         node.run(now);
     }
     let before = node.committed_values();
@@ -197,11 +229,21 @@ fn data_survives_a_restart_and_the_new_term_continues_the_log() {
     let mut restarted = Node::new(now, 1, &[1], node.disk.clone(), node.hard_state);
     settle_single(&mut restarted, &mut now);
     assert!(restarted.replica.is_leader());
-    assert!(restarted.replica.leader_epoch() > epoch_before, "a new term after restart");
-    restarted.replica.produce(now, batch(&["after"]), Acks::All, ProduceToken(99)).unwrap();
+    assert!(
+        restarted.replica.leader_epoch() > epoch_before,
+        "a new term after restart"
+    );
+    restarted
+        .replica
+        .produce(now, batch(&["after"]), Acks::All, ProduceToken(99))
+        .unwrap();
     restarted.run(now);
     let after = restarted.committed_values();
-    assert_eq!(&after[..before.len()], &before[..], "nothing acknowledged was lost");
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "nothing acknowledged was lost"
+    );
     assert_eq!(after.last().unwrap().1, "after");
     // OffsetForLeaderEpoch: the old epoch ends where the new one began.
     let (epoch, end) = restarted.replica.end_offset_for_epoch(epoch_before).unwrap();
@@ -214,10 +256,14 @@ fn a_full_disk_fails_the_produce_and_the_replica_recovers() {
     let mut now = Instant::from_millis(1);
     let mut node = Node::new(now, 1, &[1], MemDisk::new(), HardState::default());
     settle_single(&mut node, &mut now);
-    node.replica.produce(now, batch(&["kept"]), Acks::All, ProduceToken(1)).unwrap();
+    node.replica
+        .produce(now, batch(&["kept"]), Acks::All, ProduceToken(1))
+        .unwrap();
     node.run(now);
     node.disk.space_limit_bytes = Some(0);
-    node.replica.produce(now, batch(&["lost"]), Acks::All, ProduceToken(2)).unwrap();
+    node.replica
+        .produce(now, batch(&["lost"]), Acks::All, ProduceToken(2))
+        .unwrap();
     node.run(now);
     match node.acknowledged().get(&2) {
         Some(Err(e)) => assert_eq!(e.kafka_error_code(), 56, "KAFKA_STORAGE_ERROR"),
@@ -232,7 +278,9 @@ fn a_full_disk_fails_the_produce_and_the_replica_recovers() {
         now += Duration::from_millis(500);
     }
     assert!(node.replica.is_leader(), "the sole voter leads again");
-    node.replica.produce(now, batch(&["back"]), Acks::All, ProduceToken(3)).unwrap();
+    node.replica
+        .produce(now, batch(&["back"]), Acks::All, ProduceToken(3))
+        .unwrap();
     node.run(now);
     assert!(node.acknowledged().get(&3).is_some_and(|r| r.is_ok()));
     let values: Vec<String> = node.committed_values().into_iter().map(|(_, v)| v).collect();
@@ -246,7 +294,12 @@ fn three_replicas_replicate_commit_and_agree() {
     let mut now = Instant::from_millis(1);
     let mut nodes: BTreeMap<u64, Node> = voters
         .iter()
-        .map(|id| (*id, Node::new(now, *id, &voters, MemDisk::new(), HardState::default())))
+        .map(|id| {
+            (
+                *id,
+                Node::new(now, *id, &voters, MemDisk::new(), HardState::default()),
+            )
+        })
         .collect();
     let mut network: VecDeque<Message> = VecDeque::new();
     let mut produced = 0u64;
@@ -263,7 +316,10 @@ fn three_replicas_replicate_commit_and_agree() {
         if let Some(leader) = nodes.values_mut().find(|n| n.replica.is_leader()) {
             if produced < 20 && step % 5 == 0 {
                 let value = format!("m{produced}");
-                leader.replica.produce(now, batch(&[&value]), Acks::All, ProduceToken(produced)).unwrap();
+                leader
+                    .replica
+                    .produce(now, batch(&[&value]), Acks::All, ProduceToken(produced))
+                    .unwrap();
                 produced += 1;
                 continue;
             }
@@ -274,7 +330,11 @@ fn three_replicas_replicate_commit_and_agree() {
                 node.replica.handle_timeout(now);
             }
         }
-        if produced == 20 && nodes.values().all(|n| n.replica.high_watermark() == nodes[&1].replica.log_end_offset()) {
+        if produced == 20
+            && nodes
+                .values()
+                .all(|n| n.replica.high_watermark() == nodes[&1].replica.log_end_offset())
+        {
             break;
         }
     }
@@ -283,11 +343,20 @@ fn three_replicas_replicate_commit_and_agree() {
     let expected = leader.committed_values();
     assert_eq!(expected.len(), 20);
     for node in nodes.values() {
-        assert_eq!(node.committed_values(), expected, "replica {} agrees", node.replica.raft().id());
+        assert_eq!(
+            node.committed_values(),
+            expected,
+            "replica {} agrees",
+            node.replica.raft().id()
+        );
         let files = node.disk.file_names();
         assert_eq!(files, leader.disk.file_names());
         for name in files.iter().filter(|n| n.ends_with(".log")) {
-            assert_eq!(node.disk.file(name), leader.disk.file(name), "{name} is byte-identical");
+            assert_eq!(
+                node.disk.file(name),
+                leader.disk.file(name),
+                "{name} is byte-identical"
+            );
         }
     }
 }

@@ -152,9 +152,7 @@ impl BatchError {
             | BatchError::CrcMismatch { .. }
             | BatchError::UnknownCompression { .. } => kafka_error::CORRUPT_MESSAGE,
             BatchError::UnsupportedMagic { .. } => kafka_error::UNSUPPORTED_FOR_MESSAGE_FORMAT,
-            BatchError::BadRecordCount { .. } | BatchError::BadRecord(_) => {
-                kafka_error::INVALID_RECORD
-            }
+            BatchError::BadRecordCount { .. } | BatchError::BadRecord(_) => kafka_error::INVALID_RECORD,
             BatchError::TooLarge { .. } => kafka_error::MESSAGE_TOO_LARGE,
         }
     }
@@ -307,9 +305,7 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     if header.magic != MAGIC_V2 {
-        return Err(BatchError::UnsupportedMagic {
-            magic: header.magic,
-        });
+        return Err(BatchError::UnsupportedMagic { magic: header.magic });
     }
     let computed = compute_crc(bytes);
     if computed != header.crc {
@@ -336,9 +332,7 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 pub fn check_stored_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;
     if header.magic != MAGIC_V2 {
-        return Err(BatchError::UnsupportedMagic {
-            magic: header.magic,
-        });
+        return Err(BatchError::UnsupportedMagic { magic: header.magic });
     }
     if header.size_bytes() > bytes.len() {
         return Err(BatchError::Truncated {

@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(validate_batch(&wrong_magic).unwrap_err().kafka_error_code(), 43);
         let mut bad_crc = batch.to_vec();
         bad_crc[17] ^= 0xff;
-        assert!(matches!(validate_batch(&bad_crc), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(
+            validate_batch(&bad_crc),
+            Err(BatchError::CrcMismatch { .. })
+        ));
         // a count that disagrees with the last offset delta, CRC recomputed
         let mut bad_count = batch.to_vec();
         bad_count[57..61].copy_from_slice(&3i32.to_be_bytes());

@@ -81,7 +81,10 @@ mod tests {
         let cp = Checkpoint {
             start_offset: 10,
             durable_offset: 99,
-            durable_segment: SegmentId { base_offset: 50, term: 3 },
+            durable_segment: SegmentId {
+                base_offset: 50,
+                term: 3,
+            },
             durable_position: 4096,
         };
         let bytes = cp.encode();

@@ -68,13 +68,19 @@ impl LogConfig {
             return fail("segment.bytes", "must be at least 1 MiB");
         }
         if self.segment_bytes > u64::from(u32::MAX) {
-            return fail("segment.bytes", "must be below 4 GiB (index positions are 32-bit)");
+            return fail(
+                "segment.bytes",
+                "must be below 4 GiB (index positions are 32-bit)",
+            );
         }
         if self.index_interval_bytes == 0 {
             return fail("index.interval.bytes", "must be positive");
         }
         if self.max_batch_bytes < 61 || self.max_batch_bytes > self.segment_bytes {
-            return fail("max.message.bytes", "must hold a batch header and fit in a segment");
+            return fail(
+                "max.message.bytes",
+                "must hold a batch header and fit in a segment",
+            );
         }
         if self.recovery_read_bytes < self.max_batch_bytes {
             return fail("recovery_read_bytes", "must be at least max.message.bytes");

@@ -84,9 +84,18 @@ impl SparseIndex {
 
     /// Records a batch appended at `position`; adds an entry when the interval is due.
     /// `max_timestamp_ms` is the segment's running maximum including this batch.
-    pub fn on_append(&mut self, header: &BatchHeader, position: u64, max_timestamp_ms: i64, interval_bytes: u64) {
+    pub fn on_append(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        max_timestamp_ms: i64,
+        interval_bytes: u64,
+    ) {
         let relative = header.base_offset - self.base_offset;
-        assert!(relative >= 0 && relative <= i64::from(u32::MAX), "offset outside segment");
+        assert!(
+            relative >= 0 && relative <= i64::from(u32::MAX),
+            "offset outside segment"
+        );
         assert!(position <= u64::from(u32::MAX), "position beyond 4 GiB");
         if self.entries.is_empty() || self.bytes_since_entry >= interval_bytes {
             self.entries.push(IndexEntry {
@@ -119,7 +128,9 @@ impl SparseIndex {
     /// Byte range `[start, end)` where the first batch with a timestamp ≥ `timestamp_ms`
     /// must start, `end` being `None` for "to the end of the segment".
     pub fn lookup_timestamp(&self, timestamp_ms: i64) -> (u32, Option<u32>) {
-        let first_reaching = self.entries.partition_point(|e| e.max_timestamp_ms < timestamp_ms);
+        let first_reaching = self
+            .entries
+            .partition_point(|e| e.max_timestamp_ms < timestamp_ms);
         let start = first_reaching
             .checked_sub(1)
             .and_then(|i| self.entries.get(i))
@@ -129,7 +140,13 @@ impl SparseIndex {
     }
 
     /// Encodes the index of a closed segment.
-    pub fn encode(&self, segment: SegmentId, segment_size_bytes: u64, next_offset: i64, max_timestamp_ms: i64) -> Bytes {
+    pub fn encode(
+        &self,
+        segment: SegmentId,
+        segment_size_bytes: u64,
+        next_offset: i64,
+        max_timestamp_ms: i64,
+    ) -> Bytes {
         assert_eq!(segment.base_offset, self.base_offset);
         let mut out = Vec::with_capacity(HEADER_BYTES + self.entries.len() * ENTRY_BYTES + 4);
         out.extend_from_slice(MAGIC);

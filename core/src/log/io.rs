@@ -266,7 +266,14 @@ mod tests {
         assert_eq!(id.index_file_name(), "1200-7-v1.index");
         assert_eq!(SegmentId::parse_file_name("1200-7-v1.log"), Some(id));
         assert_eq!(SegmentId::parse_index_file_name("1200-7-v1.index"), Some(id));
-        for bad in ["1200-7-v2.log", "x-7-v1.log", "1200-v1.log", "-1-2-v1.log", "01-2-v1.log", "1-2-v1.index"] {
+        for bad in [
+            "1200-7-v2.log",
+            "x-7-v1.log",
+            "1200-v1.log",
+            "-1-2-v1.log",
+            "01-2-v1.log",
+            "1-2-v1.index",
+        ] {
             assert_eq!(SegmentId::parse_file_name(bad), None, "{bad}");
         }
         assert_eq!(partition_dir("orders", 3, 12), "kafka/orders/3_12");

@@ -138,7 +138,9 @@ impl MemDisk {
         let Some(file) = self.files.get(name) else {
             return Bytes::new();
         };
-        let start = usize::try_from(position).unwrap_or(usize::MAX).min(file.current.len());
+        let start = usize::try_from(position)
+            .unwrap_or(usize::MAX)
+            .min(file.current.len());
         let end = start
             .saturating_add(usize::try_from(len_bytes).unwrap_or(usize::MAX))
             .min(file.current.len());

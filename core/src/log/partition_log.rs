@@ -253,18 +253,23 @@ impl Log {
     /// A log over recovered segments; everything in them is taken as durable (recovery
     /// only keeps what is on disk after a crash).
     pub fn from_recovered(config: LogConfig, recovered: RecoveredLog) -> Log {
-        let next_offset = recovered
+        let next_offset = recovered.segments.last().map_or(recovered.start_offset, |s| {
+            s.next_offset.max(recovered.start_offset)
+        });
+        let durable_end = recovered
             .segments
             .last()
-            .map_or(recovered.start_offset, |s| s.next_offset.max(recovered.start_offset));
-        let durable_end = recovered.segments.last().map_or(DurableEnd::Nothing, |s| DurableEnd::At {
-            segment: s.id,
-            position: s.size_bytes,
-            max_timestamp_ms: s.max_timestamp_ms,
-        });
+            .map_or(DurableEnd::Nothing, |s| DurableEnd::At {
+                segment: s.id,
+                position: s.size_bytes,
+                max_timestamp_ms: s.max_timestamp_ms,
+            });
         for pair in recovered.segments.windows(2) {
             let contiguous = pair[0].next_offset == pair[1].id.base_offset;
-            assert!(contiguous || pair[1].id.base_offset <= recovered.start_offset, "recovered segments are contiguous");
+            assert!(
+                contiguous || pair[1].id.base_offset <= recovered.start_offset,
+                "recovered segments are contiguous"
+            );
         }
         Log {
             config,
@@ -380,7 +385,11 @@ impl Log {
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.checkpoint_pending_progress() && self.checkpoint.in_flight.is_none() {
             let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
-            return Some(self.checkpoint.written_at.map_or(Instant::ZERO, |at| at + interval));
+            return Some(
+                self.checkpoint
+                    .written_at
+                    .map_or(Instant::ZERO, |at| at + interval),
+            );
         }
         None
     }
@@ -414,7 +423,9 @@ impl Log {
             .into());
         }
         let header = validate_batch(&batch)?;
-        let mut owned = batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut owned = batch
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         set_base_offset(&mut owned, self.next_offset);
         set_leader_epoch(&mut owned, leader_epoch);
         let batch = owned.freeze();
@@ -519,9 +530,12 @@ impl Log {
     fn close_active_index(&mut self) {
         if let Some(active) = self.segments.last() {
             if !active.is_empty() {
-                let data = active
-                    .index
-                    .encode(active.id, active.size_bytes, active.next_offset, active.max_timestamp_ms);
+                let data = active.index.encode(
+                    active.id,
+                    active.size_bytes,
+                    active.next_offset,
+                    active.max_timestamp_ms,
+                );
                 self.effects.push_back(LogEffect::WriteIndex {
                     generation: self.generation,
                     segment: active.id,
@@ -617,7 +631,11 @@ impl Log {
     }
 
     fn advance_written(&mut self, last_offset: i64) {
-        while self.unwritten.front().is_some_and(|w| w.last_offset <= last_offset) {
+        while self
+            .unwritten
+            .front()
+            .is_some_and(|w| w.last_offset <= last_offset)
+        {
             self.unwritten.pop_front();
         }
         if last_offset > self.written_offset {
@@ -736,9 +754,9 @@ impl Log {
         }
         if let Some(pending) = &mut self.truncation {
             if offset > pending.offset {
-                pending.deferred.retain(|(_, _, batch)| {
-                    BatchHeader::parse(batch).is_ok_and(|h| h.base_offset < offset)
-                });
+                pending
+                    .deferred
+                    .retain(|(_, _, batch)| BatchHeader::parse(batch).is_ok_and(|h| h.base_offset < offset));
                 self.next_offset = offset;
                 return Ok(());
             }
@@ -920,7 +938,12 @@ impl Log {
     /// `now_wall_ms`): deletes whole closed segments from the front, never any offset
     /// above `max_removable_offset` (what Raft snapshots or tiering allow). Returns the
     /// new start offset if it moved.
-    pub fn enforce_retention(&mut self, now: Instant, now_wall_ms: i64, max_removable_offset: i64) -> Option<i64> {
+    pub fn enforce_retention(
+        &mut self,
+        now: Instant,
+        now_wall_ms: i64,
+        max_removable_offset: i64,
+    ) -> Option<i64> {
         let below_start = self.segments_below_start();
         let live = &self.segments[below_start..];
         let mut total_bytes: u64 = live.iter().map(|s| s.size_bytes).sum();
@@ -1001,8 +1024,7 @@ impl Log {
     }
 
     fn checkpoint_pending_progress(&self) -> bool {
-        self.checkpoint.wanted
-            || self.checkpoint.durable_start_offset != self.start_offset
+        self.checkpoint.wanted || self.checkpoint.durable_start_offset != self.start_offset
     }
 
     /// Writes a checkpoint if one is wanted and due: at once when forced or when the
@@ -1045,7 +1067,9 @@ impl Log {
     /// What a checkpoint written now would record.
     pub fn current_checkpoint(&self) -> Checkpoint {
         let (durable_segment, durable_position) = match self.durable_end {
-            DurableEnd::At { segment, position, .. } => (segment, position),
+            DurableEnd::At {
+                segment, position, ..
+            } => (segment, position),
             _ => (
                 SegmentId {
                     base_offset: self.start_offset,
@@ -1067,13 +1091,15 @@ impl Log {
     }
 
     fn on_checkpoint_written(&mut self, now: Instant, checkpoint_id: u64) {
-        let Some((_, start_offset)) = self.checkpoint.in_flight.take_if(|(id, _)| *id == checkpoint_id) else {
+        let Some((_, start_offset)) = self.checkpoint.in_flight.take_if(|(id, _)| *id == checkpoint_id)
+        else {
             return;
         };
         if start_offset > self.checkpoint.durable_start_offset {
             self.checkpoint.durable_start_offset = start_offset;
             self.delete_segments_below_durable_start();
-            self.events.push_back(LogEvent::StartOffsetDurable { start_offset });
+            self.events
+                .push_back(LogEvent::StartOffsetDurable { start_offset });
         }
         if self.checkpoint.wanted || self.checkpoint.durable_start_offset != self.start_offset {
             self.maybe_checkpoint(now, false);
@@ -1087,8 +1113,11 @@ impl Log {
     pub(crate) fn push_recovery_cleanup(&mut self, cleanup: Vec<LogEffect>, scanned: &[SegmentId]) {
         assert!(self.effects.is_empty(), "cleanup goes first");
         self.effects.extend(cleanup);
-        self.dirty
-            .extend(scanned.iter().filter(|id| self.segments.iter().any(|s| s.id == **id)));
+        self.dirty.extend(
+            scanned
+                .iter()
+                .filter(|id| self.segments.iter().any(|s| s.id == **id)),
+        );
         self.sync();
         // A fresh checkpoint of the recovered state, before any append: an older one
         // may name a segment that recovery deleted and an append could re-create.
@@ -1165,7 +1194,9 @@ impl Log {
         })?;
         let (start, end) = segment.index.lookup_timestamp(timestamp_ms);
         let end = end.map_or(segment.size_bytes, u64::from).min(segment.size_bytes);
-        let end = end.max(start as u64 + self.config.max_batch_bytes).min(segment.size_bytes);
+        let end = end
+            .max(start as u64 + self.config.max_batch_bytes)
+            .min(segment.size_bytes);
         Some(FileRange {
             segment: segment.id,
             position: u64::from(start),
@@ -1187,4 +1218,3 @@ impl Log {
         }
     }
 }
-

@@ -22,7 +22,12 @@ pub struct CorruptRead {
 /// (the first batch is kept whole even when larger). Batches may start before
 /// `from_offset`: the one holding it is returned whole, as Kafka does; clients skip
 /// records below the offset they asked for.
-pub fn trim_fetched(chunks: &[Bytes], from_offset: i64, max_offset: i64, max_bytes: u64) -> Result<Bytes, CorruptRead> {
+pub fn trim_fetched(
+    chunks: &[Bytes],
+    from_offset: i64,
+    max_offset: i64,
+    max_bytes: u64,
+) -> Result<Bytes, CorruptRead> {
     let mut out = BytesMut::new();
     for chunk in chunks {
         let mut at = 0;
@@ -58,7 +63,11 @@ pub fn trim_fetched(chunks: &[Bytes], from_offset: i64, max_offset: i64, max_byt
 /// Finds the first offset (≥ `min_offset`) whose record timestamp is ≥ `timestamp_ms`
 /// in `bytes` (the range of [`super::Log::timestamp_plan`]). In compressed batches,
 /// which the log does not open, the batch's first offset is returned.
-pub fn find_offset_for_timestamp(bytes: &Bytes, timestamp_ms: i64, min_offset: i64) -> Result<Option<i64>, CorruptRead> {
+pub fn find_offset_for_timestamp(
+    bytes: &Bytes,
+    timestamp_ms: i64,
+    min_offset: i64,
+) -> Result<Option<i64>, CorruptRead> {
     let mut at = 0;
     while at < bytes.len() {
         let rest = &bytes[at..];
@@ -82,7 +91,13 @@ pub fn find_offset_for_timestamp(bytes: &Bytes, timestamp_ms: i64, min_offset: i
     Ok(None)
 }
 
-fn exact_record_offset(bytes: &Bytes, at: usize, header: &BatchHeader, timestamp_ms: i64, min_offset: i64) -> Option<i64> {
+fn exact_record_offset(
+    bytes: &Bytes,
+    at: usize,
+    header: &BatchHeader,
+    timestamp_ms: i64,
+    min_offset: i64,
+) -> Option<i64> {
     if header.compression().ok()? != Compression::None || header.is_log_append_time() {
         return None;
     }
@@ -90,7 +105,12 @@ fn exact_record_offset(bytes: &Bytes, at: usize, header: &BatchHeader, timestamp
     let records = parse_uncompressed_records(&records, header.record_count).ok()?;
     records
         .iter()
-        .map(|r| (header.base_offset + r.offset_delta, header.base_timestamp_ms + r.timestamp_delta_ms))
+        .map(|r| {
+            (
+                header.base_offset + r.offset_delta,
+                header.base_timestamp_ms + r.timestamp_delta_ms,
+            )
+        })
         .find(|(offset, ts)| *ts >= timestamp_ms && *offset >= min_offset)
         .map(|(offset, _)| offset)
 }

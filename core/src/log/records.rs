@@ -97,7 +97,12 @@ pub struct Record {
     pub headers: Vec<(Bytes, Option<Bytes>)>,
 }
 
-fn read_len(bytes: &[u8], pos: &mut usize, index: i32, end: usize) -> Result<Option<(usize, usize)>, RecordsError> {
+fn read_len(
+    bytes: &[u8],
+    pos: &mut usize,
+    index: i32,
+    end: usize,
+) -> Result<Option<(usize, usize)>, RecordsError> {
     let length = read_varlong(bytes, pos)?;
     if length == -1 {
         return Ok(None);
@@ -141,7 +146,8 @@ fn parse_record(bytes: &Bytes, pos: &mut usize, expected_index: i32) -> Result<R
     }
     let mut headers = Vec::new();
     for _ in 0..header_count {
-        let header_key = read_len(body, pos, index, end)?.ok_or(RecordsError::BadLength { index, length: -1 })?;
+        let header_key =
+            read_len(body, pos, index, end)?.ok_or(RecordsError::BadLength { index, length: -1 })?;
         let header_value = read_len(body, pos, index, end)?;
         headers.push((bytes.slice(header_key.0..header_key.1), slice(header_value)));
     }

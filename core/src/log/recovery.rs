@@ -131,12 +131,17 @@ impl LogRecovery {
         for file in &input.files {
             if let Some(id) = SegmentId::parse_file_name(&file.name) {
                 if file.len_bytes == 0 {
-                    cleanup.push(LogEffect::DeleteSegment { generation: 0, segment: id });
+                    cleanup.push(LogEffect::DeleteSegment {
+                        generation: 0,
+                        segment: id,
+                    });
                     report.deleted_segments.push(id);
                 } else {
                     found.push((id, file.len_bytes));
                 }
-            } else if SegmentId::parse_index_file_name(&file.name).is_none() && file.name != CHECKPOINT_FILE_NAME {
+            } else if SegmentId::parse_index_file_name(&file.name).is_none()
+                && file.name != CHECKPOINT_FILE_NAME
+            {
                 report.ignored_files.push(file.name.clone());
             }
         }
@@ -149,8 +154,13 @@ impl LogRecovery {
         for id in orphans {
             indexes.remove(&id);
             if !report.deleted_segments.contains(&id) {
-                cleanup.push(LogEffect::DeleteSegment { generation: 0, segment: id });
-                report.warnings.push(format!("index {id} had no segment; deleted"));
+                cleanup.push(LogEffect::DeleteSegment {
+                    generation: 0,
+                    segment: id,
+                });
+                report
+                    .warnings
+                    .push(format!("index {id} had no segment; deleted"));
             }
         }
         let checkpoint = input.checkpoint.as_deref().and_then(|bytes| {
@@ -190,7 +200,10 @@ impl LogRecovery {
             }
             if let Some(scan) = &self.scan {
                 if scan.stop.is_none() && scan.next_read_at < scan.file_len_bytes {
-                    let len = self.config.recovery_read_bytes.min(scan.file_len_bytes - scan.next_read_at);
+                    let len = self
+                        .config
+                        .recovery_read_bytes
+                        .min(scan.file_len_bytes - scan.next_read_at);
                     return RecoveryStep::Read(FileRange {
                         segment: scan.segment.id,
                         position: scan.next_read_at,
@@ -211,7 +224,9 @@ impl LogRecovery {
     fn start_segment(&mut self) {
         let (id, file_len_bytes) = self.found[self.cursor];
         let is_last = self.cursor + 1 == self.found.len();
-        let before_durable = self.durable_segment().is_some_and(|d| id.base_offset < d.base_offset);
+        let before_durable = self
+            .durable_segment()
+            .is_some_and(|d| id.base_offset < d.base_offset);
         let index = self
             .indexes
             .get(&id)
@@ -228,7 +243,9 @@ impl LogRecovery {
             }
             other => {
                 if let Some(Err(error)) = &other {
-                    self.report.warnings.push(format!("index {id}: {error}; rebuilding"));
+                    self.report
+                        .warnings
+                        .push(format!("index {id}: {error}; rebuilding"));
                 }
                 if !is_last {
                     self.report.rebuilt_indexes.push(id);
@@ -279,7 +296,13 @@ impl LogRecovery {
             };
             if header.size_bytes() > scan.pending.len() {
                 if at_eof {
-                    scan.stop = Some((position, format!("batch of {} bytes cut short by the end of the file", header.size_bytes())));
+                    scan.stop = Some((
+                        position,
+                        format!(
+                            "batch of {} bytes cut short by the end of the file",
+                            header.size_bytes()
+                        ),
+                    ));
                 }
                 break;
             }
@@ -311,13 +334,21 @@ impl LogRecovery {
         self.cursor += 1;
         let id = scan.segment.id;
         let stop = scan.stop.clone().or_else(|| {
-            (!scan.pending.is_empty()).then(|| (scan.segment.size_bytes, "trailing bytes after the last batch".to_string()))
+            (!scan.pending.is_empty()).then(|| {
+                (
+                    scan.segment.size_bytes,
+                    "trailing bytes after the last batch".to_string(),
+                )
+            })
         });
         if let Some((position, reason)) = stop {
             let durable_here = self.durable_segment() == Some(id);
             let synced_limit = if durable_here {
                 self.checkpoint.map_or(0, |c| c.durable_position)
-            } else if self.durable_segment().is_some_and(|d| id.base_offset < d.base_offset) {
+            } else if self
+                .durable_segment()
+                .is_some_and(|d| id.base_offset < d.base_offset)
+            {
                 u64::MAX
             } else {
                 0
@@ -352,23 +383,36 @@ impl LogRecovery {
                     });
                     return;
                 }
-                self.cleanup.push(LogEffect::DeleteSegment { generation: 0, segment: later_id });
+                self.cleanup.push(LogEffect::DeleteSegment {
+                    generation: 0,
+                    segment: later_id,
+                });
                 self.report.deleted_segments.push(later_id);
             }
         }
         let mut segment = scan.segment;
         if segment.is_empty() {
-            self.cleanup.push(LogEffect::DeleteSegment { generation: 0, segment: id });
+            self.cleanup.push(LogEffect::DeleteSegment {
+                generation: 0,
+                segment: id,
+            });
             self.report.deleted_segments.push(id);
             return;
         }
         if self.cursor < self.found.len() || self.report.rebuilt_indexes.contains(&id) {
             // A closed segment: its rebuilt index goes to disk.
-            let data = segment
-                .index
-                .encode(id, segment.size_bytes, segment.next_offset, segment.max_timestamp_ms);
+            let data = segment.index.encode(
+                id,
+                segment.size_bytes,
+                segment.next_offset,
+                segment.max_timestamp_ms,
+            );
             if self.cursor < self.found.len() {
-                self.cleanup.push(LogEffect::WriteIndex { generation: 0, segment: id, data });
+                self.cleanup.push(LogEffect::WriteIndex {
+                    generation: 0,
+                    segment: id,
+                    data,
+                });
             }
         }
         segment.first_append_at = None;
@@ -383,7 +427,9 @@ impl LogRecovery {
             let gap_below_start = segment.id.base_offset <= start_offset;
             if previous.next_offset != segment.id.base_offset && !gap_below_start {
                 let previous_id = previous.id;
-                let synced = self.durable_segment().is_some_and(|d| segment.id.base_offset <= d.base_offset);
+                let synced = self
+                    .durable_segment()
+                    .is_some_and(|d| segment.id.base_offset <= d.base_offset);
                 if synced {
                     self.failed = Some(RecoveryError::Corrupted {
                         segment: previous_id,
@@ -400,7 +446,10 @@ impl LogRecovery {
                     .chain(self.found.drain(self.cursor..).map(|(s, _)| s))
                     .collect();
                 for id in later {
-                    self.cleanup.push(LogEffect::DeleteSegment { generation: 0, segment: id });
+                    self.cleanup.push(LogEffect::DeleteSegment {
+                        generation: 0,
+                        segment: id,
+                    });
                     self.report.deleted_segments.push(id);
                 }
                 return;
@@ -422,7 +471,10 @@ impl LogRecovery {
         // Segments wholly below the start offset (retention cut before a crash).
         while self.kept.len() > 1 && self.kept[0].next_offset <= start_offset {
             let id = self.kept.remove(0).id;
-            self.cleanup.push(LogEffect::DeleteSegment { generation: 0, segment: id });
+            self.cleanup.push(LogEffect::DeleteSegment {
+                generation: 0,
+                segment: id,
+            });
             self.report.deleted_segments.push(id);
         }
         if let Some(c) = self.checkpoint {

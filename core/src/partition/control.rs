@@ -135,6 +135,10 @@ mod tests {
             assert_eq!(back.payload, entry.payload);
             assert_eq!(back.term, 3);
         }
-        assert_eq!(entry_to_batch(&Entry::noop(1, 0)), entry_to_batch(&Entry::noop(1, 0)), "deterministic");
+        assert_eq!(
+            entry_to_batch(&Entry::noop(1, 0)),
+            entry_to_batch(&Entry::noop(1, 0)),
+            "deterministic"
+        );
     }
 }

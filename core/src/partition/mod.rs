@@ -10,5 +10,6 @@ pub mod control;
 pub mod replica;
 
 pub use replica::{
-    Acks, ProduceError, ProduceToken, ReadToken, Replica, ReplicaEffect, ReplicaEvent, ReplicaInput, ReplicaSetup,
+    Acks, ProduceError, ProduceToken, ReadToken, Replica, ReplicaEffect, ReplicaEvent, ReplicaInput,
+    ReplicaSetup,
 };

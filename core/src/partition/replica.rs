@@ -17,7 +17,9 @@
 use super::control::{batch_to_entry, entry_to_batch};
 use crate::log::batch::{iter_batches, kafka_error, validate_batch, BatchError};
 use crate::log::read::trim_fetched;
-use crate::log::{DiskError, FileRange, Log, LogCompletion, LogEffect, LogEvent, OffsetError, ReadPlan, SyncTicket};
+use crate::log::{
+    DiskError, FileRange, Log, LogCompletion, LogEffect, LogEvent, OffsetError, ReadPlan, SyncTicket,
+};
 use crate::raft::{
     Effect as RaftEffect, Entry, EntryKind, HardState, Input as RaftInput, Membership, Message, NodeId,
     ProposeError, Raft, RaftConfig, ReadError, RecoveredState, Role,
@@ -224,7 +226,12 @@ fn to_index(offset: i64) -> u64 {
     u64::try_from(offset).unwrap_or(0)
 }
 
-fn recovered_state(log: &Log, hard_state: HardState, config_entries: &[Entry], commit: Option<i64>) -> RecoveredState {
+fn recovered_state(
+    log: &Log,
+    hard_state: HardState,
+    config_entries: &[Entry],
+    commit: Option<i64>,
+) -> RecoveredState {
     RecoveredState {
         hard_state,
         snapshot: None,
@@ -233,7 +240,8 @@ fn recovered_state(log: &Log, hard_state: HardState, config_entries: &[Entry], c
             .into_iter()
             .map(|(term, offset)| (to_index(term), to_index(offset)))
             .collect(),
-        last_index: (log.next_offset() > 0 && !log.segments().is_empty()).then(|| to_index(log.next_offset() - 1)),
+        last_index: (log.next_offset() > 0 && !log.segments().is_empty())
+            .then(|| to_index(log.next_offset() - 1)),
         config_entries: config_entries.to_vec(),
         commit_hint: commit.map(to_index),
     }
@@ -307,7 +315,9 @@ impl Replica {
     /// replica has written, so a fetch can read everything below it).
     pub fn high_watermark(&self) -> i64 {
         let committed = self.commit.map_or(self.log.start_offset(), |c| c + 1);
-        committed.min(self.log.written_offset() + 1).max(self.log.start_offset())
+        committed
+            .min(self.log.written_offset() + 1)
+            .max(self.log.start_offset())
     }
 
     /// The log end offset.
@@ -323,7 +333,13 @@ impl Replica {
     /// Appends a producer's batch (leader only). The outcome comes as
     /// [`ReplicaEvent::ProduceDone`] unless `acks` is [`Acks::None`]; the returned
     /// value is the base offset the batch will get.
-    pub fn produce(&mut self, now: Instant, batch: Bytes, acks: Acks, token: ProduceToken) -> Result<i64, ProduceError> {
+    pub fn produce(
+        &mut self,
+        now: Instant,
+        batch: Bytes,
+        acks: Acks,
+        token: ProduceToken,
+    ) -> Result<i64, ProduceError> {
         if let Some(reason) = &self.failed {
             return Err(ProduceError::Storage(reason.clone()));
         }
@@ -367,7 +383,9 @@ impl Replica {
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         let starts = self.log.term_starts();
         let position = starts.iter().rposition(|(term, _)| *term <= i64::from(epoch))?;
-        let end = starts.get(position + 1).map_or(self.log.next_offset(), |(_, start)| *start);
+        let end = starts
+            .get(position + 1)
+            .map_or(self.log.next_offset(), |(_, start)| *start);
         Some((i32::try_from(starts[position].0).unwrap_or(i32::MAX), end))
     }
 
@@ -469,7 +487,9 @@ impl Replica {
                     },
                 );
             }
-            RaftEffect::WriteSnapshotChunk { .. } | RaftEffect::InstallSnapshot { .. } | RaftEffect::RestoreSnapshot { .. } => {
+            RaftEffect::WriteSnapshotChunk { .. }
+            | RaftEffect::InstallSnapshot { .. }
+            | RaftEffect::RestoreSnapshot { .. } => {
                 self.fail("a peer sent a snapshot, which data partitions do not use yet".to_string());
             }
             RaftEffect::CommitAdvanced { commit } => self.on_commit(to_offset(commit)),
@@ -477,7 +497,8 @@ impl Replica {
                 if role != Role::Leader {
                     self.fail_waiters(|| ProduceError::NotLeader);
                 }
-                self.events.push_back(ReplicaEvent::RoleChanged { role, term, leader });
+                self.events
+                    .push_back(ReplicaEvent::RoleChanged { role, term, leader });
             }
             // Apply and CompactLog: the log is the state; nothing to apply yet
             // (producer state and coordinators hook in here).
@@ -490,15 +511,28 @@ impl Replica {
         assert_eq!(to_offset(entry.index), expected, "raft appends at the log's end");
         let batch = entry_to_batch(entry);
         match self.log.append(now, to_offset(entry.term), batch) {
-            Ok(info) => assert_eq!(info.last_offset, to_offset(entry.last_index), "entry and batch agree"),
-            Err(error) => self.fail(format!("entry at offset {} refused by the log: {error}", entry.index)),
+            Ok(info) => assert_eq!(
+                info.last_offset,
+                to_offset(entry.last_index),
+                "entry and batch agree"
+            ),
+            Err(error) => self.fail(format!(
+                "entry at offset {} refused by the log: {error}",
+                entry.index
+            )),
         }
         if entry.kind == EntryKind::Config {
             self.config_entries.push(entry.clone());
         }
     }
 
-    fn start_raft_read(&mut self, now: Instant, read_id: crate::raft::ReadId, from_index: i64, max_bytes: u64) {
+    fn start_raft_read(
+        &mut self,
+        now: Instant,
+        read_id: crate::raft::ReadId,
+        from_index: i64,
+        max_bytes: u64,
+    ) {
         let up_to = self.log.written_offset();
         match self.log.read_plan(from_index, max_bytes, up_to) {
             Ok(plan) if !plan.ranges.is_empty() => {
@@ -523,7 +557,12 @@ impl Replica {
         }
     }
 
-    fn answer_raft_read(&mut self, now: Instant, read_id: crate::raft::ReadId, result: Result<Vec<Entry>, ReadError>) {
+    fn answer_raft_read(
+        &mut self,
+        now: Instant,
+        read_id: crate::raft::ReadId,
+        result: Result<Vec<Entry>, ReadError>,
+    ) {
         self.raft.handle(now, RaftInput::EntriesRead { read_id, result });
     }
 
@@ -533,7 +572,10 @@ impl Replica {
         };
         let entries = result
             .map_err(|_| ReadError::Storage)
-            .and_then(|chunks| trim_fetched(&chunks, read.from_index, read.up_to, read.max_bytes).map_err(|_| ReadError::Storage))
+            .and_then(|chunks| {
+                trim_fetched(&chunks, read.from_index, read.up_to, read.max_bytes)
+                    .map_err(|_| ReadError::Storage)
+            })
             .and_then(|bytes| {
                 let mut entries = Vec::new();
                 for (at, header) in iter_batches(&bytes) {
@@ -569,7 +611,8 @@ impl Replica {
             LogEvent::Written { last_offset } => self.resolve_waiters(last_offset, Acks::Leader),
             LogEvent::AppendsFailed { error, .. } => self.rebuild_after_disk_failure(now, error),
             LogEvent::StartOffsetDurable { start_offset } => {
-                self.events.push_back(ReplicaEvent::StartOffsetDurable { start_offset });
+                self.events
+                    .push_back(ReplicaEvent::StartOffsetDurable { start_offset });
             }
             LogEvent::Corrupted { reason, .. } => self.fail(reason),
             _ => {}
@@ -589,7 +632,11 @@ impl Replica {
 
     /// Acknowledges waiters of kind `acks` whose batches end at or before `through`.
     fn resolve_waiters(&mut self, through: i64, acks: Acks) {
-        let ready: Vec<i64> = self.waiters.range(..=through).map(|(offset, _)| *offset).collect();
+        let ready: Vec<i64> = self
+            .waiters
+            .range(..=through)
+            .map(|(offset, _)| *offset)
+            .collect();
         for offset in ready {
             let Some(list) = self.waiters.remove(&offset) else {
                 continue;
@@ -636,7 +683,12 @@ impl Replica {
         self.config_entries.retain(|e| to_offset(e.index) <= last);
         self.commit = self.commit.map(|c| c.min(last));
         let commit_hint = self.raft.commit_hint().map(to_offset).min(self.commit);
-        let recovered = recovered_state(&self.log, self.durable_hard_state, &self.config_entries, commit_hint);
+        let recovered = recovered_state(
+            &self.log,
+            self.durable_hard_state,
+            &self.config_entries,
+            commit_hint,
+        );
         match Raft::new(
             self.setup.node_id,
             self.setup.raft.clone(),

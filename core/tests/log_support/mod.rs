@@ -134,11 +134,19 @@ impl Harness {
         let mut expected_next: Option<i64> = None;
         for segment in self.log.segments() {
             let bytes = self.disk.read(segment.id, 0, u64::MAX / 4);
-            assert_eq!(bytes.len() as u64, segment.size_bytes, "segment {} size", segment.id);
+            assert_eq!(
+                bytes.len() as u64,
+                segment.size_bytes,
+                "segment {} size",
+                segment.id
+            );
             let batches: Vec<_> = iter_batches(&bytes).collect();
             if let Some(next) = expected_next {
                 if segment.id.base_offset > self.log.start_offset() {
-                    assert_eq!(segment.id.base_offset, next, "segments contiguous above the start offset");
+                    assert_eq!(
+                        segment.id.base_offset, next,
+                        "segments contiguous above the start offset"
+                    );
                 }
             }
             let mut next = segment.id.base_offset;
@@ -153,7 +161,10 @@ impl Harness {
                     .iter()
                     .find(|(pos, _)| *pos as u32 == entry.position)
                     .expect("index entry points at a batch start");
-                assert_eq!(header.base_offset - segment.id.base_offset, i64::from(entry.relative_offset));
+                assert_eq!(
+                    header.base_offset - segment.id.base_offset,
+                    i64::from(entry.relative_offset)
+                );
             }
             expected_next = Some(next);
         }

@@ -1,0 +1,578 @@
+//! The partitions one shard hosts, and the execution of [`PartitionOp`]s on them:
+//! produce (waiting for the acknowledgement the producer asked for), fetch (reading
+//! whole batches below the high watermark, long-polling when there is nothing new),
+//! ListOffsets, OffsetForLeaderEpoch and DeleteRecords. Results leave as
+//! `(OpRef, OpResult)` pairs for the broker to route to the request's shard.
+
+use super::io::{BrokerEffect, BrokerInput, PartitionKey};
+use super::shard::{OpRef, OpResult, PartitionOp};
+use crate::kafka::ErrorCode;
+use crate::log::read::{find_offset_for_timestamp, trim_fetched};
+use crate::log::{DiskError, FileRange, Log, LogConfig};
+use crate::partition::{Acks, ProduceToken, ReadToken, Replica, ReplicaEvent, ReplicaSetup};
+use crate::raft::{HardState, Membership, RaftConfig, Role};
+use crate::time::Instant;
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Topic and partition number.
+pub type TopicPartition = (String, i32);
+
+struct Hosted {
+    key: PartitionKey,
+    replica: Replica,
+}
+
+#[derive(Clone, Debug)]
+enum ReadPurpose {
+    Fetch { offset: i64, max_bytes: u64 },
+    Timestamp { timestamp: i64 },
+}
+
+struct PendingRead {
+    op_ref: OpRef,
+    tp: TopicPartition,
+    purpose: ReadPurpose,
+    high_watermark: i64,
+}
+
+struct ParkedFetch {
+    op_ref: OpRef,
+    tp: TopicPartition,
+    offset: i64,
+    max_bytes: u64,
+    wait_until: Instant,
+}
+
+/// The partitions of one shard.
+pub struct Partitions {
+    node_id: i32,
+    raft: RaftConfig,
+    hosted: BTreeMap<TopicPartition, Hosted>,
+    produce_waits: BTreeMap<ProduceToken, OpRef>,
+    reads: BTreeMap<ReadToken, PendingRead>,
+    parked: Vec<ParkedFetch>,
+    delete_waits: BTreeMap<TopicPartition, Vec<(OpRef, i64)>>,
+    next_token: u64,
+    /// Results ready for routing.
+    pub results: VecDeque<(OpRef, OpResult)>,
+    /// Effects for the runtime.
+    pub effects: VecDeque<BrokerEffect>,
+    /// Leader epochs that changed: (key, epoch or -1).
+    pub epoch_changes: VecDeque<(PartitionKey, i32)>,
+}
+
+impl std::fmt::Debug for Partitions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partitions")
+            .field("hosted", &self.hosted.len())
+            .finish()
+    }
+}
+
+fn tp_of(key: &PartitionKey) -> TopicPartition {
+    (key.topic.clone(), key.partition)
+}
+
+impl Partitions {
+    /// An empty table.
+    pub fn new(node_id: i32, raft: RaftConfig) -> Self {
+        Partitions {
+            node_id,
+            raft,
+            hosted: BTreeMap::new(),
+            produce_waits: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            parked: Vec::new(),
+            delete_waits: BTreeMap::new(),
+            next_token: 1,
+            results: VecDeque::new(),
+            effects: VecDeque::new(),
+            epoch_changes: VecDeque::new(),
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
+    }
+
+    /// The partitions hosted, with their keys.
+    pub fn keys(&self) -> Vec<PartitionKey> {
+        self.hosted.values().map(|h| h.key.clone()).collect()
+    }
+
+    /// The replica of a hosted partition.
+    pub fn replica(&self, tp: &TopicPartition) -> Option<&Replica> {
+        self.hosted.get(tp).map(|h| &h.replica)
+    }
+
+    /// Starts hosting a partition over `log` (new and empty, or recovered).
+    pub fn host(
+        &mut self,
+        now: Instant,
+        key: PartitionKey,
+        log: Log,
+        hard_state: HardState,
+    ) -> Result<(), String> {
+        let node = u64::try_from(self.node_id).map_err(|_| "negative node id".to_string())?;
+        let setup = ReplicaSetup {
+            node_id: node,
+            raft: self.raft.clone(),
+            bootstrap: Membership::with_voters([node]).map_err(|e| e.to_string())?,
+            hard_state,
+            config_entries: Vec::new(),
+            seed: u64::from(crc32c::crc32c(key.dir().as_bytes())),
+        };
+        let replica = Replica::new(now, setup, log).map_err(|e| e.to_string())?;
+        let tp = tp_of(&key);
+        self.hosted.insert(tp.clone(), Hosted { key, replica });
+        self.drain(now, &tp);
+        Ok(())
+    }
+
+    /// Stops hosting a partition and asks the runtime to delete its storage.
+    pub fn remove(&mut self, tp: &TopicPartition) {
+        if let Some(hosted) = self.hosted.remove(tp) {
+            if let Some(waits) = self.delete_waits.remove(tp) {
+                for (op_ref, _) in waits {
+                    self.results
+                        .push_back((op_ref, OpResult::Error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)));
+                }
+            }
+            self.parked.retain(|p| &p.tp != tp);
+            self.effects
+                .push_back(BrokerEffect::RemovePartition { key: hosted.key });
+        }
+    }
+
+    /// Applies new log settings to a hosted partition.
+    pub fn set_log_config(&mut self, tp: &TopicPartition, config: LogConfig) {
+        if let Some(hosted) = self.hosted.get_mut(tp) {
+            hosted.replica.log_mut().set_config(config);
+        }
+    }
+
+    /// Runs an operation on a hosted partition.
+    pub fn run(&mut self, now: Instant, op_ref: OpRef, tp: TopicPartition, op: PartitionOp) {
+        let Some(hosted) = self.hosted.get_mut(&tp) else {
+            self.results
+                .push_back((op_ref, OpResult::Error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)));
+            return;
+        };
+        let replica = &mut hosted.replica;
+        let key = hosted.key.clone();
+        match op {
+            PartitionOp::Produce { batch, acks } => {
+                let token = ProduceToken(self.next_token);
+                self.next_token += 1;
+                match replica.produce(now, batch, acks, token) {
+                    Ok(base_offset) if acks == Acks::None => {
+                        let log_start_offset = replica.log().start_offset();
+                        self.results.push_back((
+                            op_ref,
+                            OpResult::Produced {
+                                base_offset,
+                                log_start_offset,
+                            },
+                        ));
+                    }
+                    Ok(_) => {
+                        self.produce_waits.insert(token, op_ref);
+                    }
+                    Err(error) => self
+                        .results
+                        .push_back((op_ref, OpResult::Error(error.kafka_error_code()))),
+                }
+            }
+            PartitionOp::Fetch {
+                offset,
+                max_bytes,
+                wait_until,
+            } => {
+                if !replica.is_leader() {
+                    self.results
+                        .push_back((op_ref, OpResult::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER.0)));
+                } else if offset == replica.high_watermark() && wait_until.is_some_and(|d| d > now) {
+                    self.parked.push(ParkedFetch {
+                        op_ref,
+                        tp: tp.clone(),
+                        offset,
+                        max_bytes,
+                        wait_until: wait_until.unwrap_or(now),
+                    });
+                } else {
+                    self.start_fetch(op_ref, tp.clone(), key, offset, max_bytes);
+                }
+            }
+            PartitionOp::ListOffsets { timestamp } => self.list_offsets(op_ref, tp.clone(), key, timestamp),
+            PartitionOp::EpochEnd { epoch } => {
+                let result = match replica.end_offset_for_epoch(epoch) {
+                    Some((epoch, end_offset)) => OpResult::EpochEnd { epoch, end_offset },
+                    None => OpResult::EpochEnd {
+                        epoch: -1,
+                        end_offset: -1,
+                    },
+                };
+                self.results.push_back((op_ref, result));
+            }
+            PartitionOp::DeleteRecords { offset } => {
+                let high_watermark = replica.high_watermark();
+                let target = if offset == -1 { high_watermark } else { offset };
+                if target > high_watermark || target < 0 {
+                    self.results
+                        .push_back((op_ref, OpResult::Error(ErrorCode::OFFSET_OUT_OF_RANGE.0)));
+                } else if target <= replica.log().start_offset() {
+                    let low_watermark = replica.log().start_offset();
+                    self.results
+                        .push_back((op_ref, OpResult::RecordsDeleted { low_watermark }));
+                } else {
+                    match replica.log_mut().delete_records(now, target) {
+                        Ok(_) => self
+                            .delete_waits
+                            .entry(tp.clone())
+                            .or_default()
+                            .push((op_ref, target)),
+                        Err(e) => self
+                            .results
+                            .push_back((op_ref, OpResult::Error(e.kafka_error_code()))),
+                    }
+                }
+            }
+        }
+        self.drain(now, &tp);
+    }
+
+    fn start_fetch(
+        &mut self,
+        op_ref: OpRef,
+        tp: TopicPartition,
+        key: PartitionKey,
+        offset: i64,
+        max_bytes: u64,
+    ) {
+        let Some(hosted) = self.hosted.get(&tp) else {
+            return;
+        };
+        let replica = &hosted.replica;
+        let high_watermark = replica.high_watermark();
+        match replica.fetch_plan(offset, max_bytes) {
+            Err(e) => self
+                .results
+                .push_back((op_ref, OpResult::Error(e.kafka_error_code()))),
+            Ok(plan) if plan.ranges.is_empty() => {
+                let log_start_offset = replica.log().start_offset();
+                self.results.push_back((
+                    op_ref,
+                    OpResult::Fetched {
+                        high_watermark,
+                        log_start_offset,
+                        records: Bytes::new(),
+                    },
+                ));
+            }
+            Ok(plan) => self.read(
+                op_ref,
+                tp,
+                key,
+                plan.ranges,
+                ReadPurpose::Fetch { offset, max_bytes },
+                high_watermark,
+            ),
+        }
+    }
+
+    fn read(
+        &mut self,
+        op_ref: OpRef,
+        tp: TopicPartition,
+        key: PartitionKey,
+        ranges: Vec<FileRange>,
+        purpose: ReadPurpose,
+        high_watermark: i64,
+    ) {
+        let token = ReadToken(self.token());
+        self.reads.insert(
+            token,
+            PendingRead {
+                op_ref,
+                tp,
+                purpose,
+                high_watermark,
+            },
+        );
+        self.effects
+            .push_back(BrokerEffect::ReadRanges { key, token, ranges });
+    }
+
+    fn list_offsets(&mut self, op_ref: OpRef, tp: TopicPartition, key: PartitionKey, timestamp: i64) {
+        let Some(hosted) = self.hosted.get(&tp) else {
+            return;
+        };
+        let replica = &hosted.replica;
+        let leader_epoch = replica.leader_epoch();
+        let offset = |offset| OpResult::Offset {
+            offset,
+            timestamp: -1,
+            leader_epoch,
+        };
+        if !replica.is_leader() {
+            self.results
+                .push_back((op_ref, OpResult::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER.0)));
+            return;
+        }
+        let high_watermark = replica.high_watermark();
+        match timestamp {
+            -2 => self
+                .results
+                .push_back((op_ref, offset(replica.log().start_offset()))),
+            -1 => self.results.push_back((op_ref, offset(high_watermark))),
+            ts => {
+                // -3 (newest timestamp): the batch holding the largest timestamp; the
+                // segment maxima bound it, the read finds the batch.
+                let target = if ts == -3 {
+                    replica
+                        .log()
+                        .segments()
+                        .iter()
+                        .map(|s| s.max_timestamp_ms)
+                        .max()
+                        .unwrap_or(-1)
+                } else {
+                    ts
+                };
+                match replica.log().timestamp_plan(target) {
+                    Some(range) if target >= 0 => self.read(
+                        op_ref,
+                        tp,
+                        key,
+                        vec![range],
+                        ReadPurpose::Timestamp { timestamp: target },
+                        high_watermark,
+                    ),
+                    _ => self.results.push_back((op_ref, offset(-1))),
+                }
+            }
+        }
+    }
+
+    /// Takes a completion for one of this shard's partitions or reads.
+    pub fn handle(&mut self, now: Instant, input: BrokerInput) {
+        match input {
+            BrokerInput::Partition { key, input } => {
+                let tp = tp_of(&key);
+                if let Some(hosted) = self.hosted.get_mut(&tp) {
+                    if hosted.key == key {
+                        hosted.replica.handle(now, input);
+                        self.drain(now, &tp);
+                    }
+                }
+            }
+            BrokerInput::RangesRead { token, result } => self.on_read(token, result),
+            _ => {}
+        }
+    }
+
+    fn on_read(&mut self, token: ReadToken, result: Result<Vec<Bytes>, DiskError>) {
+        let Some(read) = self.reads.remove(&token) else {
+            return;
+        };
+        let Some(hosted) = self.hosted.get(&read.tp) else {
+            self.results.push_back((
+                read.op_ref,
+                OpResult::Error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0),
+            ));
+            return;
+        };
+        let replica = &hosted.replica;
+        let chunks = match result {
+            Ok(chunks) => chunks,
+            Err(_) => {
+                self.results
+                    .push_back((read.op_ref, OpResult::Error(ErrorCode::KAFKA_STORAGE_ERROR.0)));
+                return;
+            }
+        };
+        let result = match read.purpose {
+            ReadPurpose::Fetch { offset, max_bytes } => {
+                match trim_fetched(&chunks, offset, read.high_watermark - 1, max_bytes) {
+                    Ok(records) => OpResult::Fetched {
+                        high_watermark: read.high_watermark,
+                        log_start_offset: replica.log().start_offset(),
+                        records,
+                    },
+                    Err(_) => OpResult::Error(ErrorCode::CORRUPT_MESSAGE.0),
+                }
+            }
+            ReadPurpose::Timestamp { timestamp } => {
+                let bytes: Bytes = chunks.into_iter().next().unwrap_or_default();
+                match find_offset_for_timestamp(&bytes, timestamp, replica.log().start_offset()) {
+                    Ok(Some(offset)) if offset < read.high_watermark => OpResult::Offset {
+                        offset,
+                        timestamp,
+                        leader_epoch: replica.leader_epoch(),
+                    },
+                    Ok(_) => OpResult::Offset {
+                        offset: -1,
+                        timestamp: -1,
+                        leader_epoch: replica.leader_epoch(),
+                    },
+                    Err(_) => OpResult::Error(ErrorCode::CORRUPT_MESSAGE.0),
+                }
+            }
+        };
+        self.results.push_back((read.op_ref, result));
+    }
+
+    /// Runs timers: replicas, parked fetches past their deadline, retention.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TopicPartition> = self
+            .hosted
+            .iter()
+            .filter(|(_, h)| h.replica.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            if let Some(hosted) = self.hosted.get_mut(&tp) {
+                hosted.replica.handle_timeout(now);
+            }
+            self.drain(now, &tp);
+        }
+        self.wake_parked(now);
+    }
+
+    /// Applies retention to every hosted partition (wall-clock `now_wall_ms`).
+    pub fn enforce_retention(&mut self, now: Instant, now_wall_ms: i64) {
+        let tps: Vec<TopicPartition> = self.hosted.keys().cloned().collect();
+        for tp in tps {
+            if let Some(hosted) = self.hosted.get_mut(&tp) {
+                let committed = hosted.replica.high_watermark() - 1;
+                hosted
+                    .replica
+                    .log_mut()
+                    .enforce_retention(now, now_wall_ms, committed);
+            }
+            self.drain(now, &tp);
+        }
+    }
+
+    /// The earliest deadline among replicas and parked fetches.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let replicas = self.hosted.values().filter_map(|h| h.replica.poll_timeout());
+        let parked = self.parked.iter().map(|p| p.wait_until);
+        replicas.chain(parked).min()
+    }
+
+    /// Parked fetches whose partition has new data or whose deadline passed read now.
+    fn wake_parked(&mut self, now: Instant) {
+        let parked = std::mem::take(&mut self.parked);
+        for fetch in parked {
+            let new_data = self
+                .hosted
+                .get(&fetch.tp)
+                .is_none_or(|h| h.replica.high_watermark() > fetch.offset || !h.replica.is_leader());
+            if new_data || fetch.wait_until <= now {
+                let key = self.hosted.get(&fetch.tp).map(|h| h.key.clone());
+                match key {
+                    Some(key) => self.start_fetch(fetch.op_ref, fetch.tp, key, fetch.offset, fetch.max_bytes),
+                    None => self.results.push_back((
+                        fetch.op_ref,
+                        OpResult::Error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0),
+                    )),
+                }
+            } else {
+                self.parked.push(fetch);
+            }
+        }
+    }
+
+    /// Moves a replica's effects out and acts on its events.
+    fn drain(&mut self, now: Instant, tp: &TopicPartition) {
+        let Some(hosted) = self.hosted.get_mut(tp) else {
+            return;
+        };
+        let key = hosted.key.clone();
+        while let Some(effect) = hosted.replica.poll_effect() {
+            self.effects.push_back(BrokerEffect::Partition {
+                key: key.clone(),
+                effect,
+            });
+        }
+        let mut events = Vec::new();
+        while let Some(event) = hosted.replica.poll_event() {
+            events.push(event);
+        }
+        let log_start_offset = hosted.replica.log().start_offset();
+        let leader_epoch = hosted.replica.leader_epoch();
+        let mut woke = false;
+        for event in events {
+            match event {
+                ReplicaEvent::ProduceDone { token, result } => {
+                    if let Some(op_ref) = self.produce_waits.remove(&token) {
+                        let result = match result {
+                            Ok(base_offset) => OpResult::Produced {
+                                base_offset,
+                                log_start_offset,
+                            },
+                            Err(e) => OpResult::Error(e.kafka_error_code()),
+                        };
+                        self.results.push_back((op_ref, result));
+                    }
+                }
+                ReplicaEvent::HighWatermark { .. } => woke = true,
+                ReplicaEvent::RoleChanged { role, .. } => {
+                    let epoch = if role == Role::Leader { leader_epoch } else { -1 };
+                    self.epoch_changes.push_back((key.clone(), epoch));
+                    woke = true;
+                }
+                ReplicaEvent::StartOffsetDurable { start_offset } => {
+                    let waits = self.delete_waits.remove(tp).unwrap_or_default();
+                    let (done, keep): (Vec<_>, Vec<_>) =
+                        waits.into_iter().partition(|(_, t)| *t <= start_offset);
+                    for (op_ref, _) in done {
+                        self.results.push_back((
+                            op_ref,
+                            OpResult::RecordsDeleted {
+                                low_watermark: start_offset,
+                            },
+                        ));
+                    }
+                    if !keep.is_empty() {
+                        self.delete_waits.insert(tp.clone(), keep);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if woke {
+            self.wake_parked(now);
+        }
+    }
+
+    /// Asks every replica to close its log cleanly.
+    pub fn close(&mut self, now: Instant) {
+        let tps: Vec<TopicPartition> = self.hosted.keys().cloned().collect();
+        for tp in tps {
+            if let Some(hosted) = self.hosted.get_mut(&tp) {
+                hosted.replica.log_mut().close(now);
+            }
+            self.drain(now, &tp);
+        }
+    }
+
+    /// Whether an effect belongs to a partition this shard hosts.
+    pub fn hosts(&self, key: &PartitionKey) -> bool {
+        self.hosted.get(&tp_of(key)).is_some_and(|h| &h.key == key)
+    }
+
+    /// Number of hosted partitions.
+    pub fn len(&self) -> usize {
+        self.hosted.len()
+    }
+
+    /// Whether no partition is hosted.
+    pub fn is_empty(&self) -> bool {
+        self.hosted.is_empty()
+    }
+}

@@ -1,0 +1,561 @@
+//! The per-shard broker driven end to end with real Kafka request bytes (encoded as a
+//! client would, with kafka-protocol): two shards exchanging messages, partitions on
+//! in-memory disks, a metadata file — create a topic, produce to every partition
+//! (half of them owned by the other shard), fetch back, long-poll, list offsets,
+//! delete records, change configs, survive a restart, and shrug off garbage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kafka_support;
+
+use bytes::{Bytes, BytesMut};
+use kafka_support::{client_decode_response, client_frame};
+use oxbow_core::broker::{Broker, BrokerEffect, BrokerInput, ConnectionId, PartitionKey, ShardId};
+use oxbow_core::broker::{BrokerSetup, RecoveredPartition};
+use oxbow_core::kafka::protocol::messages::{self as m, ApiKey, TopicName};
+use oxbow_core::kafka::protocol::protocol::{Decodable, StrBytes};
+use oxbow_core::kafka::Request;
+use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
+use oxbow_core::log::mem_disk::MemDisk;
+use oxbow_core::log::{LogConfig, LogRecovery, RecoveryStep};
+use oxbow_core::partition::{ReplicaEffect, ReplicaInput};
+use oxbow_core::raft::{HardState, RaftConfig};
+use oxbow_core::time::Instant;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const SHARDS: u32 = 2;
+
+fn log_defaults() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024 * 1024,
+        max_batch_bytes: 512 * 1024,
+        preallocate_bytes: 0,
+        recovery_read_bytes: 4 * 1024 * 1024,
+        ..LogConfig::default()
+    }
+}
+
+/// One node: its shards' brokers and everything the runtime would own.
+struct Node {
+    shards: Vec<Broker>,
+    disks: BTreeMap<PartitionKey, MemDisk>,
+    hard_states: BTreeMap<PartitionKey, HardState>,
+    metadata_file: Option<Bytes>,
+    now: Instant,
+    received: BTreeMap<ConnectionId, BytesMut>,
+    closed: Vec<ConnectionId>,
+}
+
+fn recover(disk: &MemDisk) -> oxbow_core::log::Log {
+    let mut recovery = LogRecovery::new(log_defaults(), disk.recovery_input());
+    while let RecoveryStep::Read(range) = recovery.poll() {
+        recovery.feed(range, disk.read(range.segment, range.position, range.len_bytes));
+    }
+    recovery.finish().unwrap().0
+}
+
+impl Node {
+    fn start(
+        disks: BTreeMap<PartitionKey, MemDisk>,
+        hard_states: BTreeMap<PartitionKey, HardState>,
+        metadata_file: Option<Bytes>,
+    ) -> Node {
+        let now = Instant::from_millis(1);
+        let shards = (0..SHARDS)
+            .map(|shard| {
+                let partitions = disks
+                    .iter()
+                    .filter(|(key, _)| {
+                        oxbow_core::broker::shard_for(&key.topic, key.partition, SHARDS) == ShardId(shard)
+                    })
+                    .map(|(key, disk)| RecoveredPartition {
+                        key: key.clone(),
+                        log: recover(disk),
+                        hard_state: hard_states.get(key).copied().unwrap_or_default(),
+                    })
+                    .collect();
+                let setup = BrokerSetup {
+                    node_id: 1,
+                    shard: ShardId(shard),
+                    shard_count: SHARDS,
+                    advertised_host: "127.0.0.1".to_string(),
+                    advertised_port: 9092,
+                    log_defaults: log_defaults(),
+                    raft: RaftConfig::default(),
+                    metadata: if shard == 0 { metadata_file.clone() } else { None },
+                    partitions,
+                    wall_clock_origin_ms: 1_700_000_000_000,
+                    max_frame_bytes: 1024 * 1024,
+                };
+                Broker::new(setup, now).unwrap()
+            })
+            .collect();
+        let mut node = Node {
+            shards,
+            disks,
+            hard_states,
+            metadata_file,
+            now,
+            received: BTreeMap::new(),
+            closed: Vec::new(),
+        };
+        node.run();
+        node
+    }
+
+    /// Executes every effect of every shard until all are quiet.
+    fn run(&mut self) {
+        loop {
+            let mut progressed = false;
+            for shard in 0..self.shards.len() {
+                while let Some(effect) = self.shards[shard].poll_effect() {
+                    progressed = true;
+                    self.execute(shard, effect);
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn execute(&mut self, shard: usize, effect: BrokerEffect) {
+        let now = self.now;
+        match effect {
+            BrokerEffect::Send { connection, bytes } => {
+                self.received
+                    .entry(connection)
+                    .or_default()
+                    .extend_from_slice(&bytes);
+            }
+            BrokerEffect::Close { connection, .. } => self.closed.push(connection),
+            BrokerEffect::OpenPartition { key } => {
+                self.disks.entry(key).or_default();
+            }
+            BrokerEffect::RemovePartition { key } => {
+                self.disks.remove(&key);
+            }
+            BrokerEffect::Partition { key, effect } => {
+                let inputs: Vec<ReplicaInput> = match effect {
+                    ReplicaEffect::Disk(disk_effect) => {
+                        let disk = self.disks.get_mut(&key).expect("opened");
+                        disk.execute(disk_effect)
+                            .into_iter()
+                            .map(ReplicaInput::Disk)
+                            .collect()
+                    }
+                    ReplicaEffect::PersistHardState(hs) => {
+                        self.hard_states.insert(key.clone(), hs);
+                        vec![ReplicaInput::HardStateDurable(hs)]
+                    }
+                    ReplicaEffect::ReadRanges { token, ranges } => {
+                        let disk = &self.disks[&key];
+                        let chunks = ranges
+                            .iter()
+                            .map(|r| disk.read(r.segment, r.position, r.len_bytes))
+                            .collect();
+                        vec![ReplicaInput::RangesRead {
+                            token,
+                            result: Ok(chunks),
+                        }]
+                    }
+                    other => panic!("single node sends nothing: {other:?}"),
+                };
+                for input in inputs {
+                    self.shards[shard].handle(
+                        now,
+                        BrokerInput::Partition {
+                            key: key.clone(),
+                            input,
+                        },
+                    );
+                }
+            }
+            BrokerEffect::ReadRanges { key, token, ranges } => {
+                let disk = &self.disks[&key];
+                let chunks = ranges
+                    .iter()
+                    .map(|r| disk.read(r.segment, r.position, r.len_bytes))
+                    .collect();
+                self.shards[shard].handle(
+                    now,
+                    BrokerInput::RangesRead {
+                        token,
+                        result: Ok(chunks),
+                    },
+                );
+            }
+            BrokerEffect::PersistMetadata { version, data } => {
+                self.metadata_file = Some(data);
+                self.shards[shard].handle(
+                    now,
+                    BrokerInput::MetadataPersisted {
+                        version,
+                        result: Ok(()),
+                    },
+                );
+            }
+            BrokerEffect::ToShard { to, message } => {
+                let from = ShardId(shard as u32);
+                self.shards[to.0 as usize].handle(now, BrokerInput::FromShard { from, message });
+            }
+            other => panic!("unexpected effect {other:?}"),
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        loop {
+            let next = self.shards.iter().filter_map(|s| s.poll_timeout()).min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    for shard in &mut self.shards {
+                        if shard.poll_timeout().is_some_and(|t| t <= self.now) {
+                            shard.handle_timeout(self.now);
+                        }
+                    }
+                    self.run();
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+    }
+
+    fn connect(&mut self, shard: usize, id: u64) -> ConnectionId {
+        let connection = ConnectionId(id);
+        self.shards[shard].handle(self.now, BrokerInput::Connected { connection });
+        connection
+    }
+
+    fn send(&mut self, shard: usize, connection: ConnectionId, bytes: Bytes) {
+        self.shards[shard].handle(self.now, BrokerInput::Received { connection, bytes });
+        self.run();
+    }
+
+    /// The next whole response frame on `connection`, if one arrived.
+    fn take_frame(&mut self, connection: ConnectionId) -> Option<Bytes> {
+        let buffer = self.received.get_mut(&connection)?;
+        if buffer.len() < 4 {
+            return None;
+        }
+        let len = i32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
+        (buffer.len() >= 4 + len).then(|| buffer.split_to(4 + len).freeze())
+    }
+
+    /// Sends `request` and waits (in simulated time, up to 5 s) for its response.
+    fn call<R: Decodable>(
+        &mut self,
+        shard: usize,
+        connection: ConnectionId,
+        request: Request,
+        version: i16,
+    ) -> R {
+        let key = request.api_key();
+        self.send(shard, connection, client_frame(&request, version, 7));
+        for _ in 0..100 {
+            if let Some(frame) = self.take_frame(connection) {
+                let (correlation_id, body) = client_decode_response::<R>(&frame, key, version);
+                assert_eq!(correlation_id, 7);
+                return body;
+            }
+            self.advance(Duration::from_millis(50));
+        }
+        panic!("no response to {key:?}");
+    }
+}
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+fn topic(text: &str) -> TopicName {
+    TopicName(s(text))
+}
+
+fn create_topic(node: &mut Node, conn: ConnectionId, name: &str, partitions: i32) -> m::CreateTopicsResponse {
+    let mut creatable = m::create_topics_request::CreatableTopic::default();
+    creatable.name = topic(name);
+    creatable.num_partitions = partitions;
+    creatable.replication_factor = -1;
+    let mut request = m::CreateTopicsRequest::default();
+    request.topics = vec![creatable];
+    request.timeout_ms = 5000;
+    node.call(0, conn, Request::CreateTopics(request), 7)
+}
+
+fn produce(
+    node: &mut Node,
+    shard: usize,
+    conn: ConnectionId,
+    name: &str,
+    partition: i32,
+    values: &[&str],
+    acks: i16,
+) -> Option<m::ProduceResponse> {
+    let records: Vec<NewRecord> = values
+        .iter()
+        .map(|v| NewRecord::value(*v, 1_700_000_000_000))
+        .collect();
+    let mut p = m::produce_request::PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(build_batch(&records, BatchOptions::default()));
+    let mut t = m::produce_request::TopicProduceData::default();
+    t.name = topic(name);
+    t.partition_data = vec![p];
+    let mut request = m::ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = 5000;
+    request.topic_data = vec![t];
+    if acks == 0 {
+        node.send(shard, conn, client_frame(&Request::Produce(request), 9, 7));
+        return None;
+    }
+    Some(node.call(shard, conn, Request::Produce(request), 9))
+}
+
+fn fetch_request(name: &str, partition: i32, offset: i64, max_wait_ms: i32) -> Request {
+    let mut p = m::fetch_request::FetchPartition::default();
+    p.partition = partition;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1024 * 1024;
+    p.current_leader_epoch = -1;
+    p.last_fetched_epoch = -1;
+    p.log_start_offset = -1;
+    let mut t = m::fetch_request::FetchTopic::default();
+    t.topic = topic(name);
+    t.partitions = vec![p];
+    let mut request = m::FetchRequest::default();
+    request.replica_id = m::BrokerId(-1);
+    request.max_wait_ms = max_wait_ms;
+    request.min_bytes = 1;
+    request.max_bytes = 50 * 1024 * 1024;
+    request.topics = vec![t];
+    Request::Fetch(request)
+}
+
+/// Values of the data records in a fetch response's partition (control batches skipped).
+fn values(response: &m::FetchResponse) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for t in &response.responses {
+        for p in &t.partitions {
+            let Some(records) = &p.records else { continue };
+            for (at, header) in oxbow_core::log::batch::iter_batches(records) {
+                if header.is_control() {
+                    continue;
+                }
+                let body = records.slice(at + 61..at + header.size_bytes());
+                for r in
+                    oxbow_core::log::records::parse_uncompressed_records(&body, header.record_count).unwrap()
+                {
+                    out.push((
+                        header.base_offset + r.offset_delta,
+                        String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn metadata(node: &mut Node, conn: ConnectionId) -> m::MetadataResponse {
+    let mut request = m::MetadataRequest::default();
+    request.topics = None;
+    node.call(0, conn, Request::Metadata(request), 12)
+}
+
+#[test]
+fn a_two_shard_node_serves_a_topic_end_to_end() {
+    let mut node = Node::start(BTreeMap::new(), BTreeMap::new(), None);
+    let c0 = node.connect(0, 1);
+    let c1 = node.connect(1, 2);
+
+    let created = create_topic(&mut node, c0, "orders", 8);
+    assert_eq!(
+        created.topics[0].error_code, 0,
+        "{:?}",
+        created.topics[0].error_message
+    );
+    assert!(node.metadata_file.is_some(), "metadata durable before the answer");
+    let again = create_topic(&mut node, c0, "orders", 8);
+    assert_eq!(again.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
+    node.advance(Duration::from_millis(100));
+
+    let meta = metadata(&mut node, c0);
+    assert_eq!(meta.topics[0].partitions.len(), 8);
+    assert!(meta.topics[0]
+        .partitions
+        .iter()
+        .all(|p| p.error_code == 0 && p.leader_id.0 == 1 && p.leader_epoch >= 1));
+    let owners: std::collections::BTreeSet<_> = (0..8)
+        .map(|p| oxbow_core::broker::shard_for("orders", p, SHARDS))
+        .collect();
+    assert_eq!(owners.len(), 2, "partitions spread over both shards");
+
+    // Produce through shard 1's connection to every partition: some cross shards.
+    for partition in 0..8 {
+        let response = produce(
+            &mut node,
+            1,
+            c1,
+            "orders",
+            partition,
+            &[&format!("p{partition}-a"), &format!("p{partition}-b")],
+            -1,
+        )
+        .unwrap();
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.base_offset, 1, "after the leader's no-op");
+    }
+    for partition in 0..8 {
+        let response: m::FetchResponse = node.call(0, c0, fetch_request("orders", partition, 0, 0), 12);
+        let got = values(&response);
+        assert_eq!(
+            got,
+            vec![(1, format!("p{partition}-a")), (2, format!("p{partition}-b"))]
+        );
+        assert_eq!(response.responses[0].partitions[0].high_watermark, 3);
+        // A read starting mid-batch returns the whole batch; the client skips.
+        let mid: m::FetchResponse = node.call(0, c0, fetch_request("orders", partition, 2, 0), 12);
+        assert_eq!(values(&mid).last().unwrap().0, 2);
+    }
+
+    // Long poll: nothing new, so the fetch waits until a produce arrives.
+    node.send(0, c0, client_frame(&fetch_request("orders", 3, 3, 2000), 12, 9));
+    node.advance(Duration::from_millis(200));
+    assert!(node.take_frame(c0).is_none(), "a long poll waits");
+    produce(&mut node, 1, c1, "orders", 3, &["late"], 1).unwrap();
+    let frame = node.take_frame(c0).expect("the produce wakes the long poll");
+    let (_, woke): (i32, m::FetchResponse) = client_decode_response(&frame, ApiKey::Fetch, 12);
+    assert_eq!(values(&woke), vec![(3, "late".to_string())]);
+    // And a long poll with nothing arriving answers empty at max wait.
+    node.send(0, c0, client_frame(&fetch_request("orders", 4, 3, 300), 12, 9));
+    node.advance(Duration::from_millis(400));
+    let (_, empty): (i32, m::FetchResponse) =
+        client_decode_response(&node.take_frame(c0).unwrap(), ApiKey::Fetch, 12);
+    assert!(values(&empty).is_empty());
+
+    // ListOffsets: earliest, latest; an unknown partition is an error, not a crash.
+    let list = |timestamp: i64, partition: i32| {
+        let mut p = m::list_offsets_request::ListOffsetsPartition::default();
+        p.partition_index = partition;
+        p.timestamp = timestamp;
+        let mut t = m::list_offsets_request::ListOffsetsTopic::default();
+        t.name = topic("orders");
+        t.partitions = vec![p];
+        let mut request = m::ListOffsetsRequest::default();
+        request.replica_id = m::BrokerId(-1);
+        request.topics = vec![t];
+        Request::ListOffsets(request)
+    };
+    let earliest: m::ListOffsetsResponse = node.call(0, c0, list(-2, 5), 7);
+    assert_eq!(earliest.topics[0].partitions[0].offset, 0);
+    let latest: m::ListOffsetsResponse = node.call(0, c0, list(-1, 5), 7);
+    assert_eq!(latest.topics[0].partitions[0].offset, 3);
+    let by_time: m::ListOffsetsResponse = node.call(0, c0, list(1_700_000_000_000, 5), 7);
+    assert_eq!(by_time.topics[0].partitions[0].offset, 1);
+    let unknown: m::ListOffsetsResponse = node.call(0, c0, list(-1, 99), 7);
+    assert_eq!(unknown.topics[0].partitions[0].error_code, 3);
+
+    // DeleteRecords moves the start offset; reading below it is out of range.
+    let mut dp = m::delete_records_request::DeleteRecordsPartition::default();
+    dp.partition_index = 6;
+    dp.offset = 2;
+    let mut dt = m::delete_records_request::DeleteRecordsTopic::default();
+    dt.name = topic("orders");
+    dt.partitions = vec![dp];
+    let mut delete = m::DeleteRecordsRequest::default();
+    delete.topics = vec![dt];
+    delete.timeout_ms = 5000;
+    let deleted: m::DeleteRecordsResponse = node.call(0, c0, Request::DeleteRecords(delete), 2);
+    assert_eq!(deleted.topics[0].partitions[0].low_watermark, 2);
+    let below: m::FetchResponse = node.call(0, c0, fetch_request("orders", 6, 1, 0), 12);
+    assert_eq!(
+        below.responses[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+
+    // Configs: set retention.ms live, read it back; a bad value is refused by name.
+    let alter = |value: &str| {
+        let mut c = m::incremental_alter_configs_request::AlterableConfig::default();
+        c.name = s("retention.ms");
+        c.config_operation = 0;
+        c.value = Some(s(value));
+        let mut r = m::incremental_alter_configs_request::AlterConfigsResource::default();
+        r.resource_type = 2;
+        r.resource_name = s("orders");
+        r.configs = vec![c];
+        let mut request = m::IncrementalAlterConfigsRequest::default();
+        request.resources = vec![r];
+        Request::IncrementalAlterConfigs(request)
+    };
+    let ok: m::IncrementalAlterConfigsResponse = node.call(1, c1, alter("3600000"), 1);
+    assert_eq!(ok.responses[0].error_code, 0);
+    let bad: m::IncrementalAlterConfigsResponse = node.call(1, c1, alter("soon"), 1);
+    assert_eq!(bad.responses[0].error_code, 40, "INVALID_CONFIG");
+    assert!(bad.responses[0]
+        .error_message
+        .as_ref()
+        .unwrap()
+        .as_str()
+        .contains("retention.ms"));
+    let mut describe = m::DescribeConfigsRequest::default();
+    let mut resource = m::describe_configs_request::DescribeConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = s("orders");
+    describe.resources = vec![resource];
+    let described: m::DescribeConfigsResponse = node.call(0, c0, Request::DescribeConfigs(describe), 4);
+    let retention = described.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .unwrap();
+    assert_eq!(retention.value.as_ref().unwrap().as_str(), "3600000");
+
+    // Garbage closes that connection only.
+    node.send(1, c1, Bytes::from_static(b"\x00\x00\x00\x08garbage!"));
+    assert!(node.closed.contains(&c1));
+    assert_eq!(
+        metadata(&mut node, c0).topics.len(),
+        1,
+        "the other connection is served as before"
+    );
+
+    // Restart from what the disks hold: every acknowledged record is back.
+    let disks: BTreeMap<PartitionKey, MemDisk> = node
+        .disks
+        .iter()
+        .map(|(k, d)| {
+            let mut d = d.clone();
+            d.crash(0);
+            (k.clone(), d)
+        })
+        .collect();
+    let mut restarted = Node::start(disks, node.hard_states.clone(), node.metadata_file.clone());
+    let c = restarted.connect(0, 3);
+    restarted.advance(Duration::from_millis(100));
+    for partition in 0..8 {
+        let response: m::FetchResponse = restarted.call(0, c, fetch_request("orders", partition, 0, 0), 12);
+        let got = values(&response);
+        if partition == 6 {
+            assert_eq!(
+                response.responses[0].partitions[0].error_code, 1,
+                "the start offset survived"
+            );
+            continue;
+        }
+        assert!(
+            got.contains(&(1, format!("p{partition}-a"))),
+            "partition {partition}: {got:?}"
+        );
+        assert!(got.contains(&(2, format!("p{partition}-b"))));
+    }
+    let meta = metadata(&mut restarted, c);
+    assert!(
+        meta.topics[0].partitions.iter().all(|p| p.leader_epoch >= 2),
+        "a new term after restart"
+    );
+}
