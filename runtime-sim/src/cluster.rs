@@ -392,6 +392,11 @@ impl<F: NodeFactory> Cluster<F> {
         if self.violation.is_none() {
             self.final_checks();
         }
+        for node in &self.nodes {
+            if let Some(r) = node.replica.as_ref() {
+                r.harvest_coverage(&mut self.coverage);
+            }
+        }
         let stats = self.net.stats().clone();
         self.coverage.add("net.lost", stats.lost);
         self.coverage.add("net.duplicated", stats.duplicated);
@@ -471,7 +476,9 @@ impl<F: NodeFactory> Cluster<F> {
             return;
         }
         node.process.crash();
-        node.replica = None;
+        if let Some(r) = node.replica.take() {
+            r.harvest_coverage(&mut self.coverage);
+        }
         node.store = None;
         node.timer_token += 1;
         node.timer_at = None;

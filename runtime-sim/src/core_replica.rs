@@ -364,6 +364,21 @@ impl Replica for CoreReplica {
             .collect()
     }
 
+    fn harvest_coverage(&self, coverage: &mut crate::coverage::Coverage) {
+        let st = self.raft.stats();
+        coverage.add("raft.core.pre_votes_started", st.pre_votes_started);
+        coverage.add("raft.core.elections_started", st.elections_started);
+        coverage.add("raft.core.became_leader", st.became_leader);
+        coverage.add("raft.core.check_quorum_step_downs", st.check_quorum_step_downs);
+        coverage.add("raft.core.priority_waits", st.priority_waits);
+        coverage.add("raft.core.truncations", st.truncations);
+        coverage.add("raft.core.transfers_started", st.transfers_started);
+        coverage.add("raft.core.transfers_aborted", st.transfers_aborted);
+        coverage.add("raft.core.retransmits", st.retransmits);
+        coverage.add("raft.core.messages_dropped", st.dropped.values().sum());
+        coverage.add("raft.core.snapshots_installed", st.snapshots_installed);
+    }
+
     fn contract_violation(&self) -> Option<String> {
         self.violation.clone()
     }

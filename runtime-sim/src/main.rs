@@ -51,6 +51,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         check_determinism: u64,
     },
+    /// Measure speed: a 3-node steady-state cluster on one thread, one long run, and a
+    /// sweep of many swarm seeds; prints a markdown report.
+    Bench {
+        /// Seeds in the sweep part.
+        #[arg(long, default_value_t = 10_000)]
+        sweep_seeds: u64,
+        /// Threads for the sweep part (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Simulated seconds of the long run.
+        #[arg(long, default_value_t = 600)]
+        long_secs: u64,
+    },
     /// Print the full, human-readable trace of one seed.
     Replay {
         /// The seed.
@@ -104,6 +117,75 @@ fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
         bail!("--all-scenarios {}: no *.toml files", dir.display());
     }
     Ok(files)
+}
+
+/// The steady-state scenario of the benchmark: a healthy 3-node cluster (as
+/// `scenarios/steady-state.toml`), built in so the benchmark does not depend on the
+/// working directory.
+fn steady_state(safety_secs: u64) -> Scenario {
+    let mut s = Scenario {
+        name: "steady-state".into(),
+        swarm: false,
+        safety_secs,
+        liveness_secs: 10,
+        ..Scenario::default()
+    };
+    s.network.loss_prob = 0.0;
+    s.network.dup_prob = 0.0;
+    s.network.reorder_prob = 0.0;
+    s.faults = Default::default();
+    s
+}
+
+fn bench(sweep_seeds: u64, jobs: usize, long_secs: u64) {
+    println!("| measurement | runs | simulated s | wall s | x real time | events/s |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let row = |name: &str, runs: u64, sim: f64, wall: f64, events: u64| {
+        println!(
+            "| {name} | {runs} | {sim:.0} | {wall:.2} | {:.0} | {:.0} |",
+            sim / wall.max(1e-9),
+            events as f64 / wall.max(1e-9)
+        );
+    };
+    let steady = NamedScenario {
+        scenario: steady_state(20),
+        path: None,
+    };
+    let r = sweep(std::slice::from_ref(&steady), 0..200, 1, |_, _, _| {});
+    row(
+        "3-node steady state, 200 seeds x ~21 s, 1 thread",
+        r.runs,
+        r.sim_time.as_secs_f64(),
+        r.wall_time.as_secs_f64(),
+        r.events,
+    );
+    let started = WallInstant::now();
+    let long = run_seed(1, &steady_state(long_secs), false);
+    row(
+        &format!("3-node steady state, one {long_secs} s run, 1 thread"),
+        1,
+        long.sim_time.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        long.events,
+    );
+    let swarm = NamedScenario {
+        scenario: Scenario::default(),
+        path: None,
+    };
+    let r = sweep(std::slice::from_ref(&swarm), 0..sweep_seeds, jobs, |_, _, _| {});
+    row(
+        &format!("swarm sweep (every fault), {sweep_seeds} seeds, {jobs} threads"),
+        r.runs,
+        r.sim_time.as_secs_f64(),
+        r.wall_time.as_secs_f64(),
+        r.events,
+    );
+    println!();
+    println!(
+        "{sweep_seeds}-seed sweep: {:.1} s wall ({} failed)",
+        r.wall_time.as_secs_f64(),
+        r.failures.len()
+    );
 }
 
 fn main() -> std::process::ExitCode {
@@ -161,6 +243,18 @@ fn real_main() -> Result<std::process::ExitCode> {
                     Ok(std::process::ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Bench {
+            sweep_seeds,
+            jobs,
+            long_secs,
+        } => {
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            if jobs == 0 || jobs > 256 {
+                bail!("--jobs {jobs}: must be 1..=256");
+            }
+            bench(sweep_seeds, jobs, long_secs);
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Replay { seed, scenario } => {
             let named = load(scenario.as_deref())?;

@@ -162,6 +162,9 @@ pub trait Replica {
     fn learners(&self) -> Vec<NodeId> {
         Vec::new()
     }
+    /// Adds the replica's own counters to the run's coverage (called when the replica
+    /// stops: a crash, or the end of the run).
+    fn harvest_coverage(&self, _coverage: &mut crate::coverage::Coverage) {}
     /// A broken contract the replica (or its adapter) noticed; fails the run.
     fn contract_violation(&self) -> Option<String> {
         None
