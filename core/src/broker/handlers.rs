@@ -107,17 +107,8 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
                     ));
                 }
             }
-            let slots = ops.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-            begin(
-                broker,
-                now,
-                id,
-                connection,
-                header,
-                None,
-                PendingKind::ListOffsets { slots },
-                ops,
-            );
+            let kind = |slots| PendingKind::ListOffsets { slots };
+            begin_simple(broker, now, id, connection, header, None, kind, ops);
         }
         Request::OffsetForLeaderEpoch(request) => {
             let mut ops = Vec::new();
@@ -132,17 +123,8 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
                     ));
                 }
             }
-            let slots = ops.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-            begin(
-                broker,
-                now,
-                id,
-                connection,
-                header,
-                None,
-                PendingKind::EpochEnd { slots },
-                ops,
-            );
+            let kind = |slots| PendingKind::EpochEnd { slots };
+            begin_simple(broker, now, id, connection, header, None, kind, ops);
         }
         Request::DeleteRecords(request) => {
             let mut ops = Vec::new();
@@ -155,19 +137,10 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
                     ));
                 }
             }
-            let slots = ops.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
             let deadline =
                 Some(now + Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).max(1)));
-            begin(
-                broker,
-                now,
-                id,
-                connection,
-                header,
-                deadline,
-                PendingKind::DeleteRecords { slots },
-                ops,
-            );
+            let kind = |slots| PendingKind::DeleteRecords { slots };
+            begin_simple(broker, now, id, connection, header, deadline, kind, ops);
         }
         Request::CreateTopics(request) => {
             let topics = request
@@ -399,6 +372,38 @@ fn describe_configs(broker: &Broker, request: &m::DescribeConfigsRequest) -> m::
         response.results.push(result);
     }
     response
+}
+
+/// Starts a request whose slots are simply (topic, partition) per operation.
+#[allow(clippy::too_many_arguments)]
+fn begin_simple(
+    broker: &mut Broker,
+    now: Instant,
+    id: u64,
+    connection: ConnectionId,
+    header: RequestHeader,
+    deadline: Option<Instant>,
+    kind: fn(Vec<(String, i32)>) -> PendingKind,
+    ops: Vec<(String, i32, PartitionOp)>,
+) {
+    let slots = ops.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+    begin(broker, now, id, connection, header, deadline, kind(slots), ops);
+}
+
+/// Groups per-partition answers by topic, in topic order, keeping partition order.
+fn by_topic<P>(
+    slots: &[(String, i32)],
+    results: &[Option<OpResult>],
+    mut part: impl FnMut(i32, Option<&OpResult>) -> P,
+) -> BTreeMap<String, Vec<P>> {
+    let mut grouped: BTreeMap<String, Vec<P>> = BTreeMap::new();
+    for ((topic, partition), result) in slots.iter().zip(results) {
+        grouped
+            .entry(topic.clone())
+            .or_default()
+            .push(part(*partition, result.as_ref()));
+    }
+    grouped
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -758,8 +763,8 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
         return;
     };
     let latency_ns = u64::try_from((now - pending.started).as_nanos()).unwrap_or(u64::MAX);
-    let take = |r: &Option<OpResult>| {
-        r.clone()
+    let take = |r: Option<&OpResult>| {
+        r.cloned()
             .unwrap_or(OpResult::Error(ErrorCode::REQUEST_TIMED_OUT.0))
     };
     let response = match &pending.kind {
@@ -770,11 +775,9 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
                 None
             } else {
                 let mut response = m::ProduceResponse::default();
-                let mut by_topic: BTreeMap<String, Vec<m::produce_response::PartitionProduceResponse>> =
-                    BTreeMap::new();
-                for ((topic, partition), result) in slots.iter().zip(&pending.results) {
+                let grouped = by_topic(slots, &pending.results, |partition, result| {
                     let mut p = m::produce_response::PartitionProduceResponse::default();
-                    p.index = *partition;
+                    p.index = partition;
                     p.log_append_time_ms = -1;
                     match take(result) {
                         OpResult::Produced {
@@ -790,9 +793,9 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
                             p.log_start_offset = -1;
                         }
                     }
-                    by_topic.entry(topic.clone()).or_default().push(p);
-                }
-                for (topic, partitions) in by_topic {
+                    p
+                });
+                for (topic, partitions) in grouped {
                     let mut t = m::produce_response::TopicProduceResponse::default();
                     t.name = name(&topic);
                     t.partition_responses = partitions;
@@ -806,45 +809,41 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
             broker.metrics.fetch_latency_ns += latency_ns;
             let mut response = m::FetchResponse::default();
             let mut budget = *max_bytes;
-            let mut by_topic: BTreeMap<String, Vec<m::fetch_response::PartitionData>> = BTreeMap::new();
-            for ((topic, partition, _, _), result) in slots.iter().zip(&pending.results) {
+            let topic_slots: Vec<(String, i32)> = slots.iter().map(|(t, p, _, _)| (t.clone(), *p)).collect();
+            let grouped = by_topic(&topic_slots, &pending.results, |partition, result| {
                 let mut p = m::fetch_response::PartitionData::default();
-                p.partition_index = *partition;
+                p.partition_index = partition;
                 p.last_stable_offset = -1;
+                p.high_watermark = -1;
+                p.log_start_offset = -1;
                 p.preferred_read_replica = BrokerId(-1);
-                match result.clone() {
+                p.records = Some(bytes::Bytes::new());
+                match result {
                     Some(OpResult::Fetched {
                         high_watermark,
                         log_start_offset,
                         records,
                     }) => {
-                        p.high_watermark = high_watermark;
-                        p.last_stable_offset = high_watermark;
-                        p.log_start_offset = log_start_offset;
+                        p.high_watermark = *high_watermark;
+                        p.last_stable_offset = *high_watermark;
+                        p.log_start_offset = *log_start_offset;
                         // The response as a whole respects max_bytes, except that the
                         // first non-empty partition is always whole (KIP-74).
                         let len = records.len() as u64;
                         if len > 0 && (len <= budget || budget == *max_bytes) {
                             budget = budget.saturating_sub(len);
-                            p.records = Some(records);
-                        } else {
-                            p.records = Some(bytes::Bytes::new());
+                            p.records = Some(records.clone());
                         }
                     }
                     Some(other) => {
                         p.error_code = other.error_code();
-                        p.high_watermark = -1;
-                        p.log_start_offset = -1;
+                        p.records = None;
                     }
-                    None => {
-                        p.high_watermark = -1;
-                        p.log_start_offset = -1;
-                        p.records = Some(bytes::Bytes::new());
-                    }
+                    None => {}
                 }
-                by_topic.entry(topic.clone()).or_default().push(p);
-            }
-            for (topic, partitions) in by_topic {
+                p
+            });
+            for (topic, partitions) in grouped {
                 let mut t = m::fetch_response::FetchableTopicResponse::default();
                 t.topic = name(&topic);
                 t.topic_id = topic_uuid(broker.metadata.topics.get(&topic));
@@ -855,11 +854,9 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
         }
         PendingKind::ListOffsets { slots } => {
             let mut response = m::ListOffsetsResponse::default();
-            let mut by_topic: BTreeMap<String, Vec<m::list_offsets_response::ListOffsetsPartitionResponse>> =
-                BTreeMap::new();
-            for ((topic, partition), result) in slots.iter().zip(&pending.results) {
+            let grouped = by_topic(slots, &pending.results, |partition, result| {
                 let mut p = m::list_offsets_response::ListOffsetsPartitionResponse::default();
-                p.partition_index = *partition;
+                p.partition_index = partition;
                 match take(result) {
                     OpResult::Offset {
                         offset,
@@ -877,9 +874,9 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
                         p.leader_epoch = -1;
                     }
                 }
-                by_topic.entry(topic.clone()).or_default().push(p);
-            }
-            for (topic, partitions) in by_topic {
+                p
+            });
+            for (topic, partitions) in grouped {
                 let mut t = m::list_offsets_response::ListOffsetsTopicResponse::default();
                 t.name = name(&topic);
                 t.partitions = partitions;
@@ -889,11 +886,9 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
         }
         PendingKind::EpochEnd { slots } => {
             let mut response = m::OffsetForLeaderEpochResponse::default();
-            let mut by_topic: BTreeMap<String, Vec<m::offset_for_leader_epoch_response::EpochEndOffset>> =
-                BTreeMap::new();
-            for ((topic, partition), result) in slots.iter().zip(&pending.results) {
+            let grouped = by_topic(slots, &pending.results, |partition, result| {
                 let mut p = m::offset_for_leader_epoch_response::EpochEndOffset::default();
-                p.partition = *partition;
+                p.partition = partition;
                 match take(result) {
                     OpResult::EpochEnd { epoch, end_offset } => {
                         p.leader_epoch = epoch;
@@ -905,9 +900,9 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
                         p.end_offset = -1;
                     }
                 }
-                by_topic.entry(topic.clone()).or_default().push(p);
-            }
-            for (topic, partitions) in by_topic {
+                p
+            });
+            for (topic, partitions) in grouped {
                 let mut t = m::offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default();
                 t.topic = name(&topic);
                 t.partitions = partitions;
@@ -917,13 +912,9 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
         }
         PendingKind::DeleteRecords { slots } => {
             let mut response = m::DeleteRecordsResponse::default();
-            let mut by_topic: BTreeMap<
-                String,
-                Vec<m::delete_records_response::DeleteRecordsPartitionResult>,
-            > = BTreeMap::new();
-            for ((topic, partition), result) in slots.iter().zip(&pending.results) {
+            let grouped = by_topic(slots, &pending.results, |partition, result| {
                 let mut p = m::delete_records_response::DeleteRecordsPartitionResult::default();
-                p.partition_index = *partition;
+                p.partition_index = partition;
                 match take(result) {
                     OpResult::RecordsDeleted { low_watermark } => p.low_watermark = low_watermark,
                     other => {
@@ -931,9 +922,9 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
                         p.low_watermark = -1;
                     }
                 }
-                by_topic.entry(topic.clone()).or_default().push(p);
-            }
-            for (topic, partitions) in by_topic {
+                p
+            });
+            for (topic, partitions) in grouped {
                 let mut t = m::delete_records_response::DeleteRecordsTopicResult::default();
                 t.name = name(&topic);
                 t.partitions = partitions;
