@@ -153,6 +153,15 @@ impl Broker {
     pub fn new(setup: BrokerSetup, now: Instant) -> Result<Broker, String> {
         let metadata = match (&setup.metadata, setup.shard) {
             (Some(bytes), ShardId(0)) => Metadata::decode(bytes).map_err(|e| e.to_string())?,
+            // Partitions on disk but no metadata: starting would delete them as
+            // unknown. Refuse, and let a person look.
+            (None, ShardId(0)) if !setup.partitions.is_empty() => {
+                return Err(format!(
+                    "{} partition directories exist but the metadata file is missing; refusing to start \
+                     (restore the metadata file or move the partition directories away)",
+                    setup.partitions.len()
+                ))
+            }
             _ => Metadata::default(),
         };
         let mut broker = Broker {
