@@ -438,6 +438,17 @@ fn a_two_shard_node_serves_a_topic_end_to_end() {
         client_decode_response(&node.take_frame(c0).unwrap(), ApiKey::Fetch, 12);
     assert!(values(&empty).is_empty());
 
+    // A fetch between the high watermark and the log end, or past the end, neither
+    // spins nor hangs: it waits out its max wait, or is out of range.
+    node.send(0, c0, client_frame(&fetch_request("orders", 4, 3, 300), 12, 9));
+    node.advance(Duration::from_millis(400));
+    assert!(node.take_frame(c0).is_some());
+    let past_end: m::FetchResponse = node.call(0, c0, fetch_request("orders", 4, 99, 300), 12);
+    assert_eq!(
+        past_end.responses[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+
     // ListOffsets: earliest, latest; an unknown partition is an error, not a crash.
     let list = |timestamp: i64, partition: i32| {
         let mut p = m::list_offsets_request::ListOffsetsPartition::default();

@@ -594,7 +594,8 @@ pub fn on_result(broker: &mut Broker, now: Instant, op_ref: OpRef, result: OpRes
         if bytes >= *min_bytes.max(&1) || any_error(&pending.results) {
             finish(broker, now, op_ref.request);
         } else if done {
-            if now >= *wait_until {
+            // min_bytes 0 asks for an answer at once, data or not.
+            if *min_bytes == 0 || now >= *wait_until {
                 finish(broker, now, op_ref.request);
             } else {
                 long_poll(broker, now, op_ref.request);

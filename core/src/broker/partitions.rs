@@ -194,7 +194,12 @@ impl Partitions {
                 if !replica.is_leader() {
                     self.results
                         .push_back((op_ref, OpResult::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER.0)));
-                } else if offset == replica.high_watermark() && wait_until.is_some_and(|d| d > now) {
+                } else if offset >= replica.high_watermark()
+                    && offset <= replica.log_end_offset()
+                    && wait_until.is_some_and(|d| d > now)
+                {
+                    // Nothing readable yet at this offset (at or past the high
+                    // watermark, not past the log end): wait here for new data.
                     self.parked.push(ParkedFetch {
                         op_ref,
                         tp: tp.clone(),
