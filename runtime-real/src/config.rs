@@ -60,6 +60,8 @@ pub struct NodeSection {
     pub admin_addr: String,
     /// RPC addresses of brokers to join.
     pub seeds: Vec<String>,
+    /// Shard threads, one pinned per core (0 = one per available core).
+    pub shards: u32,
 }
 
 impl Default for NodeSection {
@@ -71,6 +73,7 @@ impl Default for NodeSection {
             rpc_addr: DEFAULT_RPC_ADDR.to_string(),
             admin_addr: DEFAULT_ADMIN_ADDR.to_string(),
             seeds: Vec::new(),
+            shards: 0,
         }
     }
 }
@@ -110,6 +113,28 @@ impl Default for LogSection {
     }
 }
 
+/// `[kafka]`: the Kafka listener.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Largest request frame accepted; a larger one closes its connection.
+    pub max_frame_bytes: u32,
+    /// Output queued per connection above which the shard stops reading from it.
+    pub max_send_queue_bytes: u64,
+    /// Most open client connections per shard.
+    pub max_connections_per_shard: u32,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            max_frame_bytes: oxbow_core::kafka::DEFAULT_MAX_FRAME_BYTES,
+            max_send_queue_bytes: 8 * 1024 * 1024,
+            max_connections_per_shard: 10_000,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -118,6 +143,8 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// `[log]`.
     pub log: LogSection,
+    /// `[kafka]`.
+    pub kafka: KafkaSection,
 }
 
 /// Command-line overrides of `[node]` options.
@@ -206,6 +233,30 @@ impl NodeConfig {
         if self.node.node_id < 0 {
             return Err(invalid("node.node_id", "must be 0 or more".to_string()));
         }
+        if self.node.shards > 1024 {
+            return Err(invalid(
+                "node.shards",
+                format!("{} is more than 1024", self.node.shards),
+            ));
+        }
+        if self.kafka.max_frame_bytes < 1024 {
+            return Err(invalid(
+                "kafka.max_frame_bytes",
+                "must be at least 1024".to_string(),
+            ));
+        }
+        if self.kafka.max_send_queue_bytes < 64 * 1024 {
+            return Err(invalid(
+                "kafka.max_send_queue_bytes",
+                "must be at least 65536".to_string(),
+            ));
+        }
+        if self.kafka.max_connections_per_shard == 0 {
+            return Err(invalid(
+                "kafka.max_connections_per_shard",
+                "must be at least 1".to_string(),
+            ));
+        }
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(invalid("node.data_dir", "must not be empty".to_string()));
         }
@@ -213,6 +264,16 @@ impl NodeConfig {
             .validate()
             .map_err(|e| invalid(&format!("log ({})", e.option), e.reason))?;
         Ok(())
+    }
+
+    /// Number of shards to run: `node.shards`, or one per core this process may use
+    /// (at least one).
+    pub fn shard_count(&self) -> u32 {
+        if self.node.shards > 0 {
+            return self.node.shards;
+        }
+        let cores = crate::shard::affinity::allowed_cores().len();
+        u32::try_from(cores).unwrap_or(1).clamp(1, 1024)
     }
 
     /// The log settings in core's terms.

@@ -8,6 +8,7 @@
 //! * [`node`] — a node: its locked data directory, recovered partition logs, shutdown.
 //! * [`shard`] — shard threads: the io_uring reactor, SMP queues, the per-shard
 //!   key-value log.
+//! * [`admin`] — the admin HTTP listener: health and Prometheus metrics.
 //! * [`clock`] — real clocks converted into core's time inputs.
 //! * [`bench`] — benchmarks behind `oxbow bench …` ([`bench::run_log_bench`]).
 
@@ -15,6 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod bench;
 pub mod clock;
 pub mod config;

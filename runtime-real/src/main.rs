@@ -4,9 +4,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use oxbow_runtime_real::bench::log_append::{run_log_bench, LogBenchOptions};
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
-use oxbow_runtime_real::node::{block_shutdown_signals, wait_for_shutdown_signal, Node, PartitionState};
+use oxbow_runtime_real::node::{self, block_shutdown_signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(name = "oxbow", version, about = "Oxbow: a Kafka-compatible streaming log")]
@@ -85,31 +86,27 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
     };
     let config = NodeConfig::load(args.config.as_deref(), overrides)?;
     let data_dir = config.node.data_dir.clone();
-    let node = Node::open(config).with_context(|| format!("starting a node in {}", data_dir.display()))?;
-    println!("oxbow: node {} using {}", node.config().node.node_id, data_dir.display());
-    for (dir, state) in &node.partitions {
-        let name = format!("{}/{} (revision {})", dir.topic, dir.partition, dir.revision);
-        match state {
-            PartitionState::Open(log, report) => println!(
-                "  {name}: offsets [{}, {}), {} segments, {} torn tails cut, {} indexes rebuilt",
-                log.log().start_offset(),
-                log.log().next_offset(),
-                report.segments,
-                report.torn_tails.len(),
-                report.rebuilt_indexes.len()
-            ),
-            PartitionState::Failed(error) => println!("  {name}: NOT SERVED: {error}"),
-        }
-    }
-    println!("oxbow: storage recovered; the Kafka listener is not part of this build yet (see README.md, Status).");
+    let node = node::start(config).with_context(|| format!("starting a node in {}", data_dir.display()))?;
+    println!(
+        "oxbow: serving Kafka on {} ({} shards, {} partitions, data in {}); admin on http://{}",
+        node.kafka_addr(),
+        node.shard_count(),
+        node.partitions_found(),
+        data_dir.display(),
+        node.admin_addr()
+    );
     println!("oxbow: running; stop with Ctrl-C or SIGTERM");
-    let signal = wait_for_shutdown_signal();
-    println!("oxbow: {signal}: closing logs");
-    let failures = node.close();
-    for (dir, error) in &failures {
-        eprintln!("oxbow: {}/{}: not closed cleanly: {error}", dir.topic, dir.partition);
-    }
-    anyhow::ensure!(failures.is_empty(), "{} partitions did not close cleanly", failures.len());
+    let reason = loop {
+        if let Some(signal) = node::wait_for_shutdown_signal_timeout(Duration::from_millis(500)) {
+            break signal;
+        }
+        if node.shard_failed() {
+            break "a shard stopped";
+        }
+    };
+    println!("oxbow: {reason}: shutting down");
+    node.stop().context("shutting down")?;
+    println!("oxbow: stopped cleanly");
     Ok(())
 }
 
@@ -129,6 +126,13 @@ fn bench_log(args: LogBenchArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     block_shutdown_signals();
+    // Logs go to stderr; RUST_LOG overrides the default level (info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Start(args) => start(args),

@@ -1,19 +1,30 @@
-//! One Oxbow node on real hardware: it owns a data directory (locked against a second
-//! process), recovers every partition log found there — torn tails cut, corruption
-//! reported and the partition left unserved rather than cut — and closes the logs
-//! cleanly (indexes, sync, checkpoint) on SIGINT or SIGTERM.
-//!
-//! The Kafka listener, the shards and the Raft groups build on this (see the broker
-//! and cluster issues); today `oxbow start` recovers and holds the directory.
+//! One Oxbow node on real hardware ([`start`] → [`NodeHandle`]): it owns a data
+//! directory (locked against a second process), gives every partition found there to
+//! the shard that owns it, runs one pinned shard thread per core serving the Kafka
+//! API (each recovers its partitions — torn tails cut, a damaged partition left
+//! unserved rather than cut — and reads its key-value log for their Raft hard states),
+//! serves the admin HTTP listener, and stops cleanly ([`NodeHandle::stop`]: indexes,
+//! syncs, checkpoints) on SIGINT or SIGTERM.
 
-use crate::clock::MonotonicClock;
+use crate::admin::{AdminServer, ShardLink};
+use crate::clock::{wall_clock_ms, MonotonicClock};
 use crate::config::NodeConfig;
-use crate::storage::aligned::{BufferPool, PoolConfig};
-use crate::storage::disk_log::{open_partition_log, DiskLog, OpenLogError};
-use oxbow_core::log::RecoveryReport;
+use crate::shard::affinity::allowed_cores;
+use crate::shard::kv::KvConfig;
+use crate::shard::net::{bind_reuseport, NetConfig};
+use crate::shard::runtime::{read_metadata, run_shard, Control, ShardError, ShardExit, ShardSpec};
+use crate::shard::smp::mesh;
+use crate::storage::aligned::PoolConfig;
+use crate::storage::executor::StorageConfig;
+use oxbow_core::broker::{shard_for, ShardId, ShardMessage};
+use oxbow_core::raft::RaftConfig;
 use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +41,28 @@ pub enum NodeError {
     /// Another process holds the data directory.
     #[error("data directory {0} is in use by another oxbow process")]
     Locked(PathBuf),
-    /// The buffer pool could not be allocated.
-    #[error("buffer pool: {0}")]
-    Pool(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {option} {addr}: {source}")]
+    Listen {
+        /// The option naming the address.
+        option: &'static str,
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A shard could not start or failed.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// A shard thread could not be created or panicked.
+    #[error("shard {0}: thread failed")]
+    ShardThread(u32),
+    /// Storage did not close cleanly.
+    #[error("{} files did not close cleanly: {}", .0.len(), .0.iter().map(|(f, e)| format!("{f}: {e}")).collect::<Vec<_>>().join("; "))]
+    Close(Vec<(String, String)>),
+    /// Something else the OS refused (threads, eventfds).
+    #[error("{0}")]
+    Os(std::io::Error),
 }
 
 /// A partition replica's directory: `kafka/<topic>/<partition>_<revision>`.
@@ -44,25 +74,6 @@ pub struct PartitionDir {
     pub partition: i32,
     /// Revision (the controller command that created this replica).
     pub revision: i64,
-}
-
-/// The outcome of opening one partition.
-#[derive(Debug)]
-pub enum PartitionState {
-    /// Recovered and open.
-    Open(Box<DiskLog>, RecoveryReport),
-    /// Not served: its data is damaged or unreadable (nothing was cut).
-    Failed(OpenLogError),
-}
-
-/// A running node.
-#[derive(Debug)]
-pub struct Node {
-    config: NodeConfig,
-    clock: MonotonicClock,
-    _lock: File,
-    /// Partitions found in the data directory.
-    pub partitions: Vec<(PartitionDir, PartitionState)>,
 }
 
 /// Lists the partition directories under `<data_dir>/kafka`, sorted.
@@ -113,60 +124,190 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, NodeError> {
     Ok(lock)
 }
 
-impl Node {
-    /// Locks the data directory and recovers every partition in it.
-    pub fn open(config: NodeConfig) -> Result<Node, NodeError> {
-        let data_dir = config.node.data_dir.clone();
-        let lock = lock_data_dir(&data_dir)?;
-        let clock = MonotonicClock::start();
-        let pool = BufferPool::new(PoolConfig::default()).map_err(|e| NodeError::Pool(e.to_string()))?;
-        let dirs = find_partitions(&data_dir).map_err(|source| NodeError::DataDir {
-            path: data_dir.clone(),
-            source,
+/// A running node: its shard threads, its admin server, its locked data directory.
+#[derive(Debug)]
+pub struct NodeHandle {
+    kafka_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shard_count: u32,
+    partitions: usize,
+    shards: Vec<(ShardLink, JoinHandle<Result<ShardExit, ShardError>>)>,
+    admin: Option<AdminServer>,
+    _lock: File,
+}
+
+/// Capacity of each SMP queue between two shards, in messages.
+pub const SMP_QUEUE_CAPACITY: usize = 1024;
+/// Capacity of each shard's control channel (admin and node requests).
+const CONTROL_CAPACITY: usize = 64;
+
+/// Starts a node: locks the data directory, finds its partitions and gives each to the
+/// shard [`shard_for`] names, binds the Kafka listeners (one per shard, `SO_REUSEPORT`)
+/// and the admin listener, starts the shards (each recovers its partitions and reads
+/// its key-value log) and returns once every shard serves.
+pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let data_dir = config.node.data_dir.clone();
+    let lock = lock_data_dir(&data_dir)?;
+    let data_dir_error = |source| NodeError::DataDir {
+        path: data_dir.clone(),
+        source,
+    };
+    let shard_count = config.shard_count();
+    let dirs = find_partitions(&data_dir).map_err(data_dir_error)?;
+    let partitions = dirs.len();
+    let mut by_shard: Vec<Vec<PartitionDir>> = (0..shard_count).map(|_| Vec::new()).collect();
+    for dir in dirs {
+        let ShardId(shard) = shard_for(&dir.topic, dir.partition, shard_count);
+        let slot = shard as usize % by_shard.len();
+        by_shard[slot].push(dir);
+    }
+    let mut metadata = read_metadata(&data_dir).map_err(data_dir_error)?;
+    let listen_error = |option: &'static str, addr: &str| {
+        let addr = addr.to_string();
+        move |source| NodeError::Listen { option, addr, source }
+    };
+    let kafka: SocketAddr =
+        config.node.kafka_addr.parse().map_err(|e| {
+            listen_error("node.kafka_addr", &config.node.kafka_addr)(std::io::Error::other(e))
         })?;
-        let mut partitions = Vec::with_capacity(dirs.len());
-        for dir in dirs {
-            let opened = open_partition_log(
-                &data_dir,
-                &dir.topic,
-                dir.partition,
-                dir.revision,
-                config.log_config(),
-                pool.clone(),
-                clock.now(),
-            );
-            let state = match opened {
-                Ok((log, report)) => PartitionState::Open(Box::new(log), report),
-                Err(error) => PartitionState::Failed(error),
-            };
-            partitions.push((dir, state));
-        }
-        Ok(Node {
-            config,
-            clock,
-            _lock: lock,
+    let (listeners, kafka_addr) = bind_reuseport(kafka, shard_count as usize, 1024)
+        .map_err(listen_error("node.kafka_addr", &config.node.kafka_addr))?;
+    let admin_listener = TcpListener::bind(&config.node.admin_addr)
+        .map_err(listen_error("node.admin_addr", &config.node.admin_addr))?;
+    let advertised_host = if kafka_addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        kafka_addr.ip().to_string()
+    };
+    let endpoints = mesh::<ShardMessage>(shard_count as usize, SMP_QUEUE_CAPACITY).map_err(NodeError::Os)?;
+    let cores = allowed_cores();
+    let clock = MonotonicClock::start();
+    let wall_clock_origin_ms = wall_clock_ms() - clock.now().as_millis() as i64;
+    let net = NetConfig {
+        max_send_queue_bytes: usize::try_from(config.kafka.max_send_queue_bytes).unwrap_or(usize::MAX),
+        max_connections: config.kafka.max_connections_per_shard as usize,
+        ..NetConfig::default()
+    };
+    let mut node = NodeHandle {
+        kafka_addr,
+        admin_addr: admin_listener.local_addr().map_err(NodeError::Os)?,
+        shard_count,
+        partitions,
+        shards: Vec::new(),
+        admin: None,
+        _lock: lock,
+    };
+    let mut readiness = Vec::new();
+    for ((shard, listener), (smp, partitions)) in
+        (0u32..).zip(listeners).zip(endpoints.into_iter().zip(by_shard))
+    {
+        let spec = ShardSpec {
+            shard,
+            shard_count,
+            core: (!cores.is_empty()).then(|| cores[shard as usize % cores.len()]),
+            data_dir: data_dir.clone(),
+            node_id: config.node.node_id,
+            advertised_host: advertised_host.clone(),
+            advertised_port: kafka_addr.port(),
+            log_defaults: config.log_config(),
+            raft: RaftConfig::default(),
+            max_frame_bytes: config.kafka.max_frame_bytes,
+            metadata: if shard == 0 { metadata.take() } else { None },
             partitions,
-        })
+            net,
+            pool: PoolConfig::default(),
+            storage: StorageConfig::default(),
+            kv: KvConfig::default(),
+            clock,
+            wall_clock_origin_ms,
+        };
+        let (control, control_rx) = sync_channel(CONTROL_CAPACITY);
+        let (ready_tx, ready_rx) = sync_channel(1);
+        let link = ShardLink {
+            control,
+            doorbell: smp.doorbell().clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("oxbow-shard-{shard}"))
+            .spawn(move || run_shard(spec, listener, smp, control_rx, ready_tx))
+            .map_err(NodeError::Os)?;
+        node.shards.push((link, thread));
+        readiness.push(ready_rx);
+    }
+    for (shard, ready) in (0u32..).zip(readiness) {
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                let _ = node.stop();
+                return Err(NodeError::Shard(ShardError::Start { shard, message }));
+            }
+            Err(_) => {
+                let _ = node.stop();
+                return Err(NodeError::ShardThread(shard));
+            }
+        }
+    }
+    let links = node.shards.iter().map(|(link, _)| link.clone()).collect();
+    node.admin = Some(AdminServer::start(admin_listener, config.node.node_id, links).map_err(NodeError::Os)?);
+    Ok(node)
+}
+
+impl NodeHandle {
+    /// The Kafka listeners' address (the real port when 0 was configured).
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &NodeConfig {
-        &self.config
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
-    /// Closes every open log cleanly: index of the active segment, sync, checkpoint.
-    /// Returns the partitions that could not be closed cleanly, with why.
-    pub fn close(self) -> Vec<(PartitionDir, String)> {
-        let now = self.clock.now();
-        let mut failures = Vec::new();
-        for (dir, state) in self.partitions {
-            if let PartitionState::Open(log, _) = state {
-                if let Err(error) = log.close(now) {
-                    failures.push((dir, error.to_string()));
+    /// Number of shards.
+    pub fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+
+    /// Partition directories found at start-up.
+    pub fn partitions_found(&self) -> usize {
+        self.partitions
+    }
+
+    /// Whether a shard thread has stopped on its own (a failure).
+    pub fn shard_failed(&self) -> bool {
+        self.shards.iter().any(|(_, thread)| thread.is_finished())
+    }
+
+    /// Clean shutdown: every shard stops accepting, closes its broker (indexes, sync,
+    /// checkpoints), drains its effects and closes its storage; then the admin server
+    /// stops. Reports any shard that failed or did not close cleanly.
+    pub fn stop(mut self) -> Result<(), NodeError> {
+        for (link, _) in &self.shards {
+            // A full control channel means the shard is not draining it: it is gone.
+            let _ = link.control.try_send(Control::Shutdown);
+            link.doorbell.signal();
+        }
+        let mut first_error = None;
+        let mut close_failures = Vec::new();
+        for (shard, (_, thread)) in (0u32..).zip(self.shards.drain(..)) {
+            match thread.join() {
+                Ok(Ok(exit)) => close_failures.extend(exit.close_failures),
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(NodeError::Shard(error));
+                }
+                Err(_) => {
+                    first_error.get_or_insert(NodeError::ShardThread(shard));
                 }
             }
         }
-        failures
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None if !close_failures.is_empty() => Err(NodeError::Close(close_failures)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -180,6 +321,29 @@ pub fn block_shutdown_signals() {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits up to `timeout` for SIGINT or SIGTERM (blocked by [`block_shutdown_signals`]);
+/// returns its name, or `None` if neither came.
+pub fn wait_for_shutdown_signal_timeout(timeout: Duration) -> Option<&'static str> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: sigtimedwait on a local set of signals this thread has blocked, with a
+    // local timespec; no siginfo is requested.
+    let signal = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &ts)
+    };
+    match signal {
+        libc::SIGINT => Some("SIGINT"),
+        libc::SIGTERM => Some("SIGTERM"),
+        _ => None,
     }
 }
 

@@ -11,4 +11,5 @@
 pub mod affinity;
 pub mod kv;
 pub mod net;
+pub mod runtime;
 pub mod smp;

@@ -120,6 +120,8 @@ struct Conn {
     dead: bool,
     /// `shutdown(2)` issued.
     shut: bool,
+    /// Reading stopped by [`Reactor::set_conn_reading`].
+    paused: bool,
 }
 
 impl Conn {
@@ -245,6 +247,19 @@ impl Reactor {
             self.reading_paused = paused;
             if !paused {
                 self.dirty.extend(self.by_id.values().copied());
+            }
+        }
+    }
+
+    /// Stops (`false`) or resumes (`true`) reading from one connection (the
+    /// application's back-pressure: it has enough requests of that client in hand).
+    pub fn set_conn_reading(&mut self, id: ConnId, reading: bool) {
+        if let Some(&slot) = self.by_id.get(&id) {
+            if let Some(conn) = self.slots[slot].as_mut() {
+                if conn.paused == reading {
+                    conn.paused = !reading;
+                    self.dirty.push_back(slot);
+                }
             }
         }
     }
@@ -455,6 +470,7 @@ impl Reactor {
             close_requested: false,
             dead: false,
             shut: false,
+            paused: false,
         };
         let slot = match self.free_slots.pop() {
             Some(slot) => {

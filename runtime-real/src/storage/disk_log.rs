@@ -6,6 +6,8 @@
 //! rewritten, what was found synced). [`DiskLog::pump`] then moves the log's effects to
 //! the executor, runs them, and feeds the completions back until both sides are idle.
 //! Events ([`oxbow_core::log::LogEvent`]) stay in the log for its owner to poll.
+//! [`recover_partition`] does the recovery alone and hands back the log and its storage
+//! separately (the broker owns the log inside its replica; the shard owns the storage).
 
 use super::aligned::BufferPool;
 use super::error::StorageError;
@@ -78,6 +80,30 @@ pub fn open_partition_log(
     )
 }
 
+/// Recovers the log kept in `dir` (creating the directory if needed) and returns it
+/// with the storage that will execute its effects, kept apart so that the log can live
+/// inside a partition replica while the runtime owns the storage. The repairs the
+/// recovered log asks for (torn tail cut, indexes rewritten, a sync of what was found)
+/// are still queued in the log as effects: the owner of the log must poll and execute
+/// them first, in order, like any other effect.
+pub fn recover_partition<V: Vfs>(
+    vfs: V,
+    dir: &Path,
+    config: LogConfig,
+    pool: BufferPool,
+    storage_config: StorageConfig,
+) -> Result<(Log, PartitionStorage<V>, RecoveryReport), OpenLogError> {
+    let mut storage = PartitionStorage::open(vfs, dir, pool, storage_config)?;
+    let input = recovery_input(&mut storage)?;
+    let mut recovery = LogRecovery::new(config, input);
+    while let RecoveryStep::Read(range) = recovery.poll() {
+        let data = storage.read(range)?;
+        recovery.feed(range, data);
+    }
+    let (log, report) = recovery.finish()?;
+    Ok((log, storage, report))
+}
+
 impl<V: Vfs> DiskLog<V> {
     /// Opens (recovering) the log kept in `dir`, creating the directory if needed.
     pub fn open_in_dir(
@@ -88,14 +114,7 @@ impl<V: Vfs> DiskLog<V> {
         storage_config: StorageConfig,
         now: Instant,
     ) -> Result<(DiskLog<V>, RecoveryReport), OpenLogError> {
-        let mut storage = PartitionStorage::open(vfs, dir, pool, storage_config)?;
-        let input = recovery_input(&mut storage)?;
-        let mut recovery = LogRecovery::new(config, input);
-        while let RecoveryStep::Read(range) = recovery.poll() {
-            let data = storage.read(range)?;
-            recovery.feed(range, data);
-        }
-        let (log, report) = recovery.finish()?;
+        let (log, storage, report) = recover_partition(vfs, dir, config, pool, storage_config)?;
         let mut disk_log = DiskLog { log, storage };
         disk_log.pump(now);
         Ok((disk_log, report))

@@ -21,7 +21,7 @@ pub mod segment;
 pub mod vfs;
 
 pub use aligned::{BufferPool, PoolConfig};
-pub use disk_log::{open_partition_log, DiskLog, OpenLogError, ReadLogError};
+pub use disk_log::{open_partition_log, recover_partition, DiskLog, OpenLogError, ReadLogError};
 pub use error::{StorageError, StorageResult};
 pub use executor::{PartitionStorage, StorageConfig, StorageStats};
 pub use vfs::RealVfs;

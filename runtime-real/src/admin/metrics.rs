@@ -1,0 +1,173 @@
+//! Shard snapshots rendered in the Prometheus text exposition format (0.0.4).
+
+use crate::shard::runtime::ShardSnapshot;
+use std::fmt::Write as _;
+
+/// One metric family: name, type, help, and its value in a snapshot.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardSnapshot) -> f64,
+);
+
+const FAMILIES: &[Family] = &[
+    (
+        "oxbow_bytes_received_total",
+        "counter",
+        "Bytes received from Kafka clients.",
+        |s| s.broker.bytes_in as f64,
+    ),
+    (
+        "oxbow_bytes_sent_total",
+        "counter",
+        "Bytes sent to Kafka clients.",
+        |s| s.broker.bytes_out as f64,
+    ),
+    (
+        "oxbow_connections",
+        "gauge",
+        "Open Kafka client connections.",
+        |s| s.broker.connections as f64,
+    ),
+    (
+        "oxbow_connections_accepted_total",
+        "counter",
+        "Kafka client connections accepted.",
+        |s| s.net.accepted as f64,
+    ),
+    (
+        "oxbow_connections_refused_total",
+        "counter",
+        "Connections refused at the per-shard limit.",
+        |s| s.net.refused as f64,
+    ),
+    (
+        "oxbow_protocol_errors_total",
+        "counter",
+        "Connections closed for bad input.",
+        |s| s.broker.protocol_errors as f64,
+    ),
+    ("oxbow_partitions", "gauge", "Partition replicas hosted.", |s| {
+        s.broker.partitions as f64
+    }),
+    (
+        "oxbow_partition_errors",
+        "gauge",
+        "Partitions that could not be started.",
+        |s| s.broker.partition_errors as f64,
+    ),
+    (
+        "oxbow_produce_latency_seconds_sum",
+        "counter",
+        "Sum of produce request latencies.",
+        |s| s.broker.produce_latency_ns as f64 / 1e9,
+    ),
+    (
+        "oxbow_produce_latency_seconds_count",
+        "counter",
+        "Produce requests answered.",
+        |s| s.broker.produce_count as f64,
+    ),
+    (
+        "oxbow_fetch_latency_seconds_sum",
+        "counter",
+        "Sum of fetch request latencies (long polls included).",
+        |s| s.broker.fetch_latency_ns as f64 / 1e9,
+    ),
+    (
+        "oxbow_fetch_latency_seconds_count",
+        "counter",
+        "Fetch requests answered.",
+        |s| s.broker.fetch_count as f64,
+    ),
+    (
+        "oxbow_disk_written_bytes_total",
+        "counter",
+        "Bytes appended to log segments.",
+        |s| s.disk.written_bytes as f64,
+    ),
+    (
+        "oxbow_disk_fdatasyncs_total",
+        "counter",
+        "fdatasync calls on log segments.",
+        |s| s.disk.fdatasyncs as f64,
+    ),
+    (
+        "oxbow_disk_dir_syncs_total",
+        "counter",
+        "Directory fsyncs.",
+        |s| s.disk.dir_syncs as f64,
+    ),
+    (
+        "oxbow_disk_failures_total",
+        "counter",
+        "Failed disk operations.",
+        |s| s.disk.failures as f64,
+    ),
+    (
+        "oxbow_kv_flushes_total",
+        "counter",
+        "Per-shard key-value log flushes (one fdatasync each).",
+        |s| s.disk.kv_flushes as f64,
+    ),
+    (
+        "oxbow_metadata_writes_total",
+        "counter",
+        "Node metadata files written.",
+        |s| s.disk.metadata_writes as f64,
+    ),
+    (
+        "oxbow_raft_messages_dropped_total",
+        "counter",
+        "Raft messages dropped (no peers on a single node).",
+        |s| s.raft_messages_dropped as f64,
+    ),
+    (
+        "oxbow_smp_messages_sent_total",
+        "counter",
+        "Messages sent to other shards.",
+        |s| s.smp_sent as f64,
+    ),
+    (
+        "oxbow_smp_overflow",
+        "gauge",
+        "Messages held back by full queues to other shards.",
+        |s| s.smp_overflow as f64,
+    ),
+];
+
+/// Renders the snapshots (one label `shard` per series) plus `oxbow_shards` and
+/// `oxbow_shards_up`.
+pub fn render(snapshots: &[ShardSnapshot], shard_count: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP oxbow_shards Shards configured.\n# TYPE oxbow_shards gauge\noxbow_shards {shard_count}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP oxbow_shards_up Shards that answered this scrape.\n# TYPE oxbow_shards_up gauge\noxbow_shards_up {}",
+        snapshots.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP oxbow_requests_total Kafka requests handled, by API.\n# TYPE oxbow_requests_total counter"
+    );
+    for s in snapshots {
+        for (api, count) in &s.broker.requests {
+            let _ = writeln!(
+                out,
+                "oxbow_requests_total{{shard=\"{}\",api=\"{api}\"}} {count}",
+                s.shard
+            );
+        }
+    }
+    for (name, kind, help, value) in FAMILIES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
+    }
+    out
+}

@@ -1,0 +1,833 @@
+//! One shard thread: core's [`Broker`] driven by the shard's io_uring reactor, its SMP
+//! endpoint, its partitions' storage and its key-value log.
+//!
+//! # The loop
+//!
+//! Each turn: network events and SMP messages become broker inputs, control requests
+//! (metrics, shutdown) are answered, due timers run; then the broker's effects are
+//! executed until it is quiet — sends and closes go to the reactor, disk effects to
+//! the partition's [`PartitionStorage`] (run, completions fed back), hard states to
+//! the key-value log (one `fdatasync` per turn for all partitions), metadata to its
+//! file, messages to other shards onto the SMP queues. Then the reactor waits for a
+//! completion, the doorbell, or the broker's next deadline.
+//!
+//! # Back-pressure
+//!
+//! * A connection is not read while [`Broker::wants_input`] says no, nor while its
+//!   queued output is over the reactor's bound.
+//! * A full SMP queue keeps the message in a per-recipient overflow queue, retried
+//!   every turn; while the overflow holds more than [`MAX_SMP_OVERFLOW`] messages the
+//!   shard stops reading from every client (the source of new cross-shard work). The
+//!   shard always drains its own inboxes, so two shards full towards each other still
+//!   make progress.
+//! * A full storage queue is run to empty before more effects are submitted.
+//!
+//! # Disk I/O
+//!
+//! The storage executor is synchronous: `pwrite` and `fdatasync` run on the shard
+//! thread, and group commit coalesces every sync queued in one turn into one
+//! `fdatasync` per dirty segment. Moving them onto the ring (so appends keep arriving
+//! during a flush) is the next step; the executor's submit/complete interface does not
+//! change.
+
+use super::kv::{decode_hard_state, encode_hard_state, KvConfig, KvLog};
+use super::net::{NetConfig, NetEvent, NetStats, Reactor};
+use super::smp::{EventFd, SmpEndpoint};
+use crate::clock::MonotonicClock;
+use crate::node::PartitionDir;
+use crate::storage::aligned::{BufferPool, PoolConfig};
+use crate::storage::disk_log::recover_partition;
+use crate::storage::executor::{PartitionStorage, StorageConfig, StorageStats};
+use crate::storage::vfs::RealVfs;
+use bytes::Bytes;
+use oxbow_core::broker::{
+    Broker, BrokerEffect, BrokerInput, BrokerMetrics, BrokerSetup, ConnectionId, PartitionKey,
+    RecoveredPartition, ShardId, ShardMessage,
+};
+use oxbow_core::log::{DiskError, FileRange, LogConfig, LogEffect};
+use oxbow_core::partition::{ReplicaEffect, ReplicaInput};
+use oxbow_core::raft::{HardState, RaftConfig};
+use oxbow_core::time::Instant;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Messages held back by full SMP queues above which the shard stops reading clients.
+pub const MAX_SMP_OVERFLOW: usize = 4096;
+/// Most SMP messages taken from the inboxes per turn (the rest wait for the next turn).
+const MAX_SMP_PER_TURN: usize = 4096;
+/// Most rounds of effects executed per turn before the network is looked at again.
+const MAX_EFFECT_ROUNDS: usize = 64;
+/// Name of the node metadata file under `<data>/oxbow`.
+pub const METADATA_FILE_NAME: &str = "metadata";
+
+/// Everything a shard thread starts from.
+#[derive(Debug)]
+pub struct ShardSpec {
+    /// This shard.
+    pub shard: u32,
+    /// Shards on the node.
+    pub shard_count: u32,
+    /// The core to pin to, if any.
+    pub core: Option<usize>,
+    /// The node's data directory.
+    pub data_dir: PathBuf,
+    /// Broker id.
+    pub node_id: i32,
+    /// Host clients are told to connect to.
+    pub advertised_host: String,
+    /// Port clients are told to connect to.
+    pub advertised_port: u16,
+    /// Log defaults.
+    pub log_defaults: LogConfig,
+    /// Raft settings.
+    pub raft: RaftConfig,
+    /// Largest request frame.
+    pub max_frame_bytes: u32,
+    /// Metadata file contents (shard 0 only).
+    pub metadata: Option<Bytes>,
+    /// Partition directories this shard owns.
+    pub partitions: Vec<PartitionDir>,
+    /// Reactor limits.
+    pub net: NetConfig,
+    /// Buffer pool.
+    pub pool: PoolConfig,
+    /// Per-partition executor limits.
+    pub storage: StorageConfig,
+    /// Key-value log limits.
+    pub kv: KvConfig,
+    /// The node's clock (one origin for every shard).
+    pub clock: MonotonicClock,
+    /// Wall-clock milliseconds at the clock's origin.
+    pub wall_clock_origin_ms: i64,
+}
+
+/// Disk counters of a shard.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct DiskCounters {
+    /// Bytes appended to segments.
+    pub written_bytes: u64,
+    /// `fdatasync`s of segment files.
+    pub fdatasyncs: u64,
+    /// Directory fsyncs.
+    pub dir_syncs: u64,
+    /// Failed disk effects.
+    pub failures: u64,
+    /// Key-value log flushes (each one `fdatasync`).
+    pub kv_flushes: u64,
+    /// Key-value log flush failures.
+    pub kv_failures: u64,
+    /// Metadata files written.
+    pub metadata_writes: u64,
+}
+
+/// A shard's counters, sent to the admin server on request.
+#[derive(Clone, Debug, Default)]
+pub struct ShardSnapshot {
+    /// The shard.
+    pub shard: u32,
+    /// The broker's counters.
+    pub broker: BrokerMetrics,
+    /// Network counters.
+    pub net: NetStats,
+    /// Disk counters.
+    pub disk: DiskCounters,
+    /// Raft messages dropped (no peers on a single node).
+    pub raft_messages_dropped: u64,
+    /// SMP messages sent.
+    pub smp_sent: u64,
+    /// SMP messages held back by a full queue (now).
+    pub smp_overflow: u64,
+}
+
+/// A request from outside the shard (admin server, node).
+#[derive(Debug)]
+pub enum Control {
+    /// Send a [`ShardSnapshot`] (the reply channel is bounded; a full one is skipped).
+    Metrics(SyncSender<ShardSnapshot>),
+    /// Stop: close the broker and storage cleanly and return.
+    Shutdown,
+}
+
+/// Why a shard failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// Start-up failed.
+    #[error("shard {shard}: {message}")]
+    Start {
+        /// The shard.
+        shard: u32,
+        /// What failed.
+        message: String,
+    },
+    /// The event loop failed.
+    #[error("shard {shard}: io_uring: {source}")]
+    Ring {
+        /// The shard.
+        shard: u32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What a shard reports when it stops.
+#[derive(Debug, Default)]
+pub struct ShardExit {
+    /// Partitions whose storage did not close cleanly, with why.
+    pub close_failures: Vec<(String, String)>,
+}
+
+/// The shard's partitions' storage, keyed by partition.
+type Storages = BTreeMap<PartitionKey, PartitionStorage<RealVfs>>;
+
+struct Shard {
+    id: u32,
+    data_dir: PathBuf,
+    clock: MonotonicClock,
+    broker: Broker,
+    reactor: Reactor,
+    smp: SmpEndpoint<ShardMessage>,
+    doorbell: Arc<EventFd>,
+    control: Receiver<Control>,
+    pool: BufferPool,
+    storage_config: StorageConfig,
+    storages: Storages,
+    /// Partitions whose storage has queued effects or completions.
+    storage_dirty: BTreeSet<PartitionKey>,
+    /// Counters of storages already closed or removed.
+    retired: StorageStats,
+    kv: KvLog,
+    /// Hard states buffered in the kv log, reported durable after its flush.
+    kv_waiting: Vec<(PartitionKey, HardState)>,
+    overflow: Vec<VecDeque<ShardMessage>>,
+    overflow_len: usize,
+    paused: BTreeSet<ConnectionId>,
+    inputs: VecDeque<BrokerInput>,
+    disk: DiskCounters,
+    raft_messages_dropped: u64,
+    smp_sent: u64,
+    stopping: bool,
+}
+
+/// Runs one shard on the calling thread until a [`Control::Shutdown`]. Reports on
+/// `ready` once it serves (or why it could not start).
+pub fn run_shard(
+    spec: ShardSpec,
+    listener: TcpListener,
+    smp: SmpEndpoint<ShardMessage>,
+    control: Receiver<Control>,
+    ready: SyncSender<Result<(), String>>,
+) -> Result<ShardExit, ShardError> {
+    let id = spec.shard;
+    let start_error = |message: String| ShardError::Start { shard: id, message };
+    let shard = match Shard::start(spec, listener, smp, control) {
+        Ok(shard) => shard,
+        Err(message) => {
+            let _ = ready.send(Err(message.clone()));
+            return Err(start_error(message));
+        }
+    };
+    let _ = ready.send(Ok(()));
+    shard.run()
+}
+
+impl Shard {
+    fn start(
+        spec: ShardSpec,
+        listener: TcpListener,
+        smp: SmpEndpoint<ShardMessage>,
+        control: Receiver<Control>,
+    ) -> Result<Shard, String> {
+        if let Some(core) = spec.core {
+            if let Err(error) = super::affinity::pin_current_thread(core) {
+                tracing::warn!(shard = spec.shard, core, %error, "cannot pin shard thread; running unpinned");
+            }
+        }
+        let pool = BufferPool::new(spec.pool).map_err(|e| format!("buffer pool: {e}"))?;
+        let (kv, kv_recovery) =
+            KvLog::open(&spec.data_dir.join("oxbow"), spec.shard, spec.kv).map_err(|e| e.to_string())?;
+        if kv_recovery.torn_bytes > 0 {
+            tracing::warn!(
+                shard = spec.shard,
+                torn_bytes = kv_recovery.torn_bytes,
+                "kv log: torn tail cut"
+            );
+        }
+        let mut storages = Storages::new();
+        let mut recovered = Vec::new();
+        for dir in &spec.partitions {
+            let key = PartitionKey {
+                topic: dir.topic.clone(),
+                partition: dir.partition,
+                revision: dir.revision,
+            };
+            let path = spec.data_dir.join(key.dir());
+            match recover_partition(
+                RealVfs::direct(),
+                &path,
+                spec.log_defaults.clone(),
+                pool.clone(),
+                spec.storage,
+            ) {
+                Ok((log, storage, report)) => {
+                    tracing::info!(
+                        shard = spec.shard,
+                        partition = %path.display(),
+                        segments = report.segments,
+                        torn_tails = report.torn_tails.len(),
+                        "partition recovered"
+                    );
+                    let hard_state = kv
+                        .get(&key.dir())
+                        .and_then(|bytes| decode_hard_state(bytes))
+                        .unwrap_or_default();
+                    storages.insert(key.clone(), storage);
+                    recovered.push(RecoveredPartition { key, log, hard_state });
+                }
+                Err(error) => {
+                    tracing::error!(partition = %path.display(), %error, "partition NOT SERVED: recovery failed");
+                }
+            }
+        }
+        let now = spec.clock.now();
+        let storage_dirty = storages.keys().cloned().collect();
+        let broker = Broker::new(
+            BrokerSetup {
+                node_id: spec.node_id,
+                shard: ShardId(spec.shard),
+                shard_count: spec.shard_count,
+                advertised_host: spec.advertised_host,
+                advertised_port: spec.advertised_port,
+                log_defaults: spec.log_defaults,
+                raft: spec.raft,
+                metadata: spec.metadata,
+                partitions: recovered,
+                wall_clock_origin_ms: spec.wall_clock_origin_ms,
+                max_frame_bytes: spec.max_frame_bytes,
+            },
+            now,
+        )
+        .map_err(|e| format!("broker: {e}"))?;
+        let doorbell = smp.doorbell().clone();
+        let reactor =
+            Reactor::new(listener, doorbell.clone(), spec.net).map_err(|e| format!("io_uring: {e}"))?;
+        let shard_count = smp.shard_count();
+        Ok(Shard {
+            id: spec.shard,
+            data_dir: spec.data_dir,
+            clock: spec.clock,
+            broker,
+            reactor,
+            smp,
+            doorbell,
+            control,
+            pool,
+            storage_config: spec.storage,
+            storages,
+            storage_dirty,
+            retired: StorageStats::default(),
+            kv,
+            kv_waiting: Vec::new(),
+            overflow: (0..shard_count).map(|_| VecDeque::new()).collect(),
+            overflow_len: 0,
+            paused: BTreeSet::new(),
+            inputs: VecDeque::new(),
+            disk: DiskCounters::default(),
+            raft_messages_dropped: 0,
+            smp_sent: 0,
+            stopping: false,
+        })
+    }
+
+    fn run(mut self) -> Result<ShardExit, ShardError> {
+        loop {
+            let now = self.clock.now();
+            self.take_network(now);
+            self.take_smp(now);
+            self.take_control();
+            if self.stopping {
+                return Ok(self.shutdown());
+            }
+            if self.broker.poll_timeout().is_some_and(|at| at <= now) {
+                self.broker.handle_timeout(now);
+            }
+            self.execute_effects();
+            self.retry_overflow();
+            self.smp.flush_wakeups();
+            self.resume_connections();
+            let timeout = self.wait_timeout();
+            self.reactor
+                .wait(Some(timeout))
+                .map_err(|source| ShardError::Ring {
+                    shard: self.id,
+                    source,
+                })?;
+        }
+    }
+
+    /// How long the reactor may sleep.
+    fn wait_timeout(&self) -> Duration {
+        if self.reactor.has_events() || self.smp.has_incoming() || !self.inputs.is_empty() {
+            return Duration::ZERO;
+        }
+        if self.overflow_len > 0 || self.kv.has_pending() {
+            return Duration::from_millis(1);
+        }
+        let now = self.clock.now();
+        match self.broker.poll_timeout() {
+            Some(at) if at <= now => Duration::ZERO,
+            Some(at) => at.saturating_duration_since(now).min(Duration::from_secs(1)),
+            None => Duration::from_secs(1),
+        }
+    }
+
+    fn take_network(&mut self, now: Instant) {
+        while let Some(event) = self.reactor.poll_event() {
+            match event {
+                NetEvent::Connected(id) => self.broker.handle(
+                    now,
+                    BrokerInput::Connected {
+                        connection: ConnectionId(id),
+                    },
+                ),
+                NetEvent::Received(id, bytes) => {
+                    let connection = ConnectionId(id);
+                    self.broker
+                        .handle(now, BrokerInput::Received { connection, bytes });
+                    if !self.broker.wants_input(connection) && self.paused.insert(connection) {
+                        self.reactor.set_conn_reading(id, false);
+                    }
+                }
+                NetEvent::Closed(id) => {
+                    let connection = ConnectionId(id);
+                    self.paused.remove(&connection);
+                    self.broker.handle(now, BrokerInput::Disconnected { connection });
+                }
+                NetEvent::Doorbell => {
+                    self.doorbell.drain();
+                }
+            }
+        }
+    }
+
+    fn take_smp(&mut self, now: Instant) {
+        let broker = &mut self.broker;
+        self.smp.drain(MAX_SMP_PER_TURN, |from, message| {
+            broker.handle(
+                now,
+                BrokerInput::FromShard {
+                    from: ShardId(from as u32),
+                    message,
+                },
+            )
+        });
+    }
+
+    fn take_control(&mut self) {
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::Metrics(reply)) => {
+                    let _ = reply.try_send(self.snapshot());
+                }
+                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => self.stopping = true,
+                Err(TryRecvError::Empty) => return,
+            }
+        }
+    }
+
+    fn snapshot(&self) -> ShardSnapshot {
+        let mut disk = self.disk;
+        let mut storage = self.retired;
+        for s in self.storages.values() {
+            let stats = s.stats();
+            storage.written_bytes += stats.written_bytes;
+            storage.fdatasyncs += stats.fdatasyncs;
+            storage.dir_syncs += stats.dir_syncs;
+            storage.failures += stats.failures;
+        }
+        disk.written_bytes = storage.written_bytes;
+        disk.fdatasyncs = storage.fdatasyncs;
+        disk.dir_syncs = storage.dir_syncs;
+        disk.failures = storage.failures;
+        disk.kv_flushes = self.kv.stats().flushes;
+        disk.kv_failures = self.kv.stats().failures;
+        ShardSnapshot {
+            shard: self.id,
+            broker: self.broker.metrics(),
+            net: self.reactor.stats(),
+            disk,
+            raft_messages_dropped: self.raft_messages_dropped,
+            smp_sent: self.smp_sent,
+            smp_overflow: self.overflow_len as u64,
+        }
+    }
+
+    fn resume_connections(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let ready: Vec<ConnectionId> = self
+            .paused
+            .iter()
+            .copied()
+            .filter(|c| self.broker.wants_input(*c))
+            .collect();
+        for connection in ready {
+            self.paused.remove(&connection);
+            self.reactor.set_conn_reading(connection.0, true);
+        }
+    }
+
+    /// Executes the broker's effects, runs storage and the kv log, and feeds every
+    /// completion back, until the broker is quiet (or a bounded number of rounds).
+    fn execute_effects(&mut self) {
+        for _ in 0..MAX_EFFECT_ROUNDS {
+            let mut progress = false;
+            while let Some(effect) = self.broker.poll_effect() {
+                progress = true;
+                self.execute(effect);
+            }
+            progress |= self.run_storage();
+            progress |= self.flush_kv();
+            let now = self.clock.now();
+            while let Some(input) = self.inputs.pop_front() {
+                progress = true;
+                self.broker.handle(now, input);
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn execute(&mut self, effect: BrokerEffect) {
+        match effect {
+            BrokerEffect::Send { connection, bytes } => {
+                self.reactor.send(connection.0, bytes);
+            }
+            BrokerEffect::Close { connection, reason } => {
+                tracing::debug!(shard = self.id, connection = connection.0, %reason, "closing connection");
+                self.reactor.close(connection.0);
+            }
+            BrokerEffect::OpenPartition { key } => self.open_partition(key),
+            BrokerEffect::RemovePartition { key } => self.remove_partition(&key),
+            BrokerEffect::Partition { key, effect } => self.execute_replica(key, effect),
+            BrokerEffect::ReadRanges { key, token, ranges } => {
+                let result = self.read_ranges(&key, &ranges);
+                self.inputs.push_back(BrokerInput::RangesRead { token, result });
+            }
+            BrokerEffect::PersistMetadata { version, data } => {
+                let result = write_metadata(&self.data_dir, &data);
+                if let Err(error) = &result {
+                    tracing::error!(%error, "cannot persist the node metadata");
+                } else {
+                    self.disk.metadata_writes += 1;
+                }
+                self.inputs
+                    .push_back(BrokerInput::MetadataPersisted { version, result });
+            }
+            BrokerEffect::ToShard { to, message } => self.send_to_shard(to.0 as usize, message),
+            other => tracing::warn!(shard = self.id, ?other, "unknown broker effect ignored"),
+        }
+    }
+
+    fn open_partition(&mut self, key: PartitionKey) {
+        let path = self.data_dir.join(key.dir());
+        match PartitionStorage::open(RealVfs::direct(), &path, self.pool.clone(), self.storage_config) {
+            Ok(storage) => {
+                // The new directory's entry must be durable before its files matter.
+                if let Some(parent) = path.parent() {
+                    if let Err(error) = sync_dir(parent) {
+                        tracing::warn!(dir = %parent.display(), %error, "cannot fsync topic directory");
+                    }
+                }
+                self.storages.insert(key, storage);
+            }
+            Err(error) => {
+                // Its disk effects will fail (no storage) and the replica reports it.
+                tracing::error!(partition = %path.display(), %error, "cannot open partition storage");
+            }
+        }
+    }
+
+    fn remove_partition(&mut self, key: &PartitionKey) {
+        if let Some(storage) = self.storages.remove(key) {
+            add_stats(&mut self.retired, storage.stats());
+        }
+        self.storage_dirty.remove(key);
+        let path = self.data_dir.join(key.dir());
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::error!(partition = %path.display(), %error, "cannot delete partition"),
+        }
+        if let Some(topic_dir) = path.parent() {
+            // Remove the topic directory once its last partition is gone (fails
+            // harmlessly while others remain).
+            let _ = std::fs::remove_dir(topic_dir);
+            if let Some(kafka_dir) = topic_dir.parent() {
+                let _ = sync_dir(kafka_dir);
+            }
+        }
+        match self.kv.delete(&key.dir()) {
+            Ok(Ok(())) => {}
+            Ok(Err(_full)) => {
+                self.flush_kv();
+                let _ = self.kv.delete(&key.dir());
+            }
+            Err(error) => tracing::error!(%error, "kv log: cannot delete hard state"),
+        }
+    }
+
+    fn execute_replica(&mut self, key: PartitionKey, effect: ReplicaEffect) {
+        match effect {
+            ReplicaEffect::Disk(effect) => self.submit_disk(key, effect),
+            ReplicaEffect::ReadRanges { token, ranges } => {
+                let result = self.read_ranges(&key, &ranges);
+                self.inputs.push_back(BrokerInput::Partition {
+                    key,
+                    input: ReplicaInput::RangesRead { token, result },
+                });
+            }
+            ReplicaEffect::PersistHardState(hard_state) => self.persist_hard_state(key, hard_state),
+            ReplicaEffect::Send(message) => {
+                self.raft_messages_dropped += 1;
+                tracing::debug!(?message, "raft message dropped: no peers on a single node");
+            }
+            other => tracing::warn!(shard = self.id, ?other, "unknown replica effect ignored"),
+        }
+    }
+
+    fn submit_disk(&mut self, key: PartitionKey, effect: LogEffect) {
+        let Some(storage) = self.storages.get_mut(&key) else {
+            let generation = effect.generation();
+            self.inputs.push_back(BrokerInput::Partition {
+                key,
+                input: ReplicaInput::Disk(oxbow_core::log::LogCompletion::Failed {
+                    generation,
+                    error: DiskError::Io("partition storage is not open".to_string()),
+                }),
+            });
+            return;
+        };
+        if let Err(full) = storage.submit(effect) {
+            // Back-pressure: run what is queued, then the queue has room.
+            storage.run();
+            let effect = full.effect;
+            if let Err(full) = storage.submit(effect) {
+                tracing::error!(error = %full, "storage queue refused an effect twice; failing it");
+                let generation = full.effect.generation();
+                self.inputs.push_back(BrokerInput::Partition {
+                    key: key.clone(),
+                    input: ReplicaInput::Disk(oxbow_core::log::LogCompletion::Failed {
+                        generation,
+                        error: DiskError::Io("storage queue full".to_string()),
+                    }),
+                });
+            }
+        }
+        self.storage_dirty.insert(key);
+    }
+
+    /// Runs every storage with queued effects and feeds their completions back.
+    fn run_storage(&mut self) -> bool {
+        let mut progress = false;
+        for key in std::mem::take(&mut self.storage_dirty) {
+            let Some(storage) = self.storages.get_mut(&key) else {
+                continue;
+            };
+            storage.run();
+            while let Some(completion) = storage.poll_completion() {
+                progress = true;
+                self.inputs.push_back(BrokerInput::Partition {
+                    key: key.clone(),
+                    input: ReplicaInput::Disk(completion),
+                });
+            }
+            if storage.queued() > 0 {
+                // Stopped by an exhausted buffer pool: try again next round.
+                self.storage_dirty.insert(key);
+            }
+        }
+        progress
+    }
+
+    fn read_ranges(&mut self, key: &PartitionKey, ranges: &[FileRange]) -> Result<Vec<Bytes>, DiskError> {
+        let Some(storage) = self.storages.get_mut(key) else {
+            return Err(DiskError::Io("partition storage is not open".to_string()));
+        };
+        ranges
+            .iter()
+            .map(|range| storage.read(*range).map_err(|e| e.to_disk_error()))
+            .collect()
+    }
+
+    fn persist_hard_state(&mut self, key: PartitionKey, hard_state: HardState) {
+        let value = encode_hard_state(&hard_state);
+        let name = key.dir();
+        match self.kv.put(&name, &value) {
+            Ok(Ok(())) => {}
+            Ok(Err(_full)) => {
+                self.flush_kv();
+                match self.kv.put(&name, &value) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(full)) => {
+                        tracing::error!(error = %full, "kv log: cannot buffer a hard state");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "kv log: hard state refused");
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "kv log: hard state refused");
+                return;
+            }
+        }
+        self.kv_waiting.push((key, hard_state));
+    }
+
+    /// One `fdatasync` for every hard state buffered since the last flush.
+    fn flush_kv(&mut self) -> bool {
+        if !self.kv.has_pending() {
+            return false;
+        }
+        match self.kv.flush() {
+            Ok(()) => {
+                for (key, hard_state) in self.kv_waiting.drain(..) {
+                    self.inputs.push_back(BrokerInput::Partition {
+                        key,
+                        input: ReplicaInput::HardStateDurable(hard_state),
+                    });
+                }
+                true
+            }
+            Err(error) => {
+                // Stays buffered; retried next turn. The replicas wait (safe).
+                tracing::error!(%error, "kv log flush failed; retrying");
+                false
+            }
+        }
+    }
+
+    fn send_to_shard(&mut self, to: usize, message: ShardMessage) {
+        if to >= self.overflow.len() {
+            tracing::error!(shard = self.id, to, "message for an unknown shard dropped");
+            return;
+        }
+        if !self.overflow[to].is_empty() {
+            self.overflow[to].push_back(message);
+            self.overflow_len += 1;
+        } else if let Err(message) = self.smp.try_send(to, message) {
+            self.overflow[to].push_back(message);
+            self.overflow_len += 1;
+        } else {
+            self.smp_sent += 1;
+        }
+        if self.overflow_len > MAX_SMP_OVERFLOW {
+            self.reactor.set_reading_paused(true);
+        }
+    }
+
+    fn retry_overflow(&mut self) {
+        if self.overflow_len == 0 {
+            return;
+        }
+        for to in 0..self.overflow.len() {
+            while let Some(message) = self.overflow[to].pop_front() {
+                match self.smp.try_send(to, message) {
+                    Ok(()) => {
+                        self.overflow_len -= 1;
+                        self.smp_sent += 1;
+                    }
+                    Err(message) => {
+                        self.overflow[to].push_front(message);
+                        break;
+                    }
+                }
+            }
+        }
+        if self.overflow_len <= MAX_SMP_OVERFLOW / 2 {
+            self.reactor.set_reading_paused(false);
+        }
+    }
+
+    /// Clean stop: no new connections, the broker closes its partitions (indexes,
+    /// sync, checkpoint), the effects are drained, storage and the kv log are closed.
+    fn shutdown(mut self) -> ShardExit {
+        let now = self.clock.now();
+        self.reactor.stop_accepting();
+        self.broker.close(now);
+        // Drain until quiet, delivering what other shards still send.
+        for _ in 0..16 {
+            self.execute_effects();
+            self.retry_overflow();
+            self.smp.flush_wakeups();
+            let now = self.clock.now();
+            self.take_smp(now);
+            if self.inputs.is_empty() && self.storage_dirty.is_empty() && !self.kv.has_pending() {
+                break;
+            }
+        }
+        let mut exit = ShardExit::default();
+        for (key, storage) in std::mem::take(&mut self.storages) {
+            if let Err(error) = storage.close() {
+                exit.close_failures.push((key.dir(), error.to_string()));
+            }
+        }
+        if let Err(error) = self.kv.flush() {
+            exit.close_failures
+                .push((format!("shard-{}.kv", self.id), error.to_string()));
+        }
+        self.reactor.shutdown(Duration::from_secs(1));
+        exit
+    }
+}
+
+fn add_stats(total: &mut StorageStats, stats: StorageStats) {
+    total.written_bytes += stats.written_bytes;
+    total.fdatasyncs += stats.fdatasyncs;
+    total.dir_syncs += stats.dir_syncs;
+    total.failures += stats.failures;
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads the node metadata file, if any.
+pub fn read_metadata(data_dir: &Path) -> std::io::Result<Option<Bytes>> {
+    let path = data_dir.join("oxbow").join(METADATA_FILE_NAME);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the node metadata file atomically: temporary file, `fdatasync`, rename,
+/// directory fsync — the old or the new contents, never a mix.
+pub fn write_metadata(data_dir: &Path, data: &[u8]) -> Result<(), DiskError> {
+    use std::io::Write as _;
+    let dir = data_dir.join("oxbow");
+    let tmp = dir.join(format!("{METADATA_FILE_NAME}.tmp"));
+    let path = dir.join(METADATA_FILE_NAME);
+    let to_disk = |op: &str, path: &Path, e: std::io::Error| {
+        if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+            DiskError::NoSpace
+        } else {
+            DiskError::Io(format!("{op} {}: {e}", path.display()))
+        }
+    };
+    let mut file = std::fs::File::create(&tmp).map_err(|e| to_disk("create", &tmp, e))?;
+    file.write_all(data).map_err(|e| to_disk("write", &tmp, e))?;
+    file.sync_data().map_err(|e| to_disk("fdatasync", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| to_disk("rename", &tmp, e))?;
+    sync_dir(&dir).map_err(|e| to_disk("fsync", &dir, e))
+}
