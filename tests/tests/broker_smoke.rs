@@ -283,3 +283,49 @@ fn acknowledged_records_survive_a_restart() {
     assert!(dir.path().join("oxbow").join("metadata").exists());
     assert!(dir.path().join("oxbow").join("shard-0.kv").exists());
 }
+
+#[test]
+fn a_stream_of_acks_all_produces_over_many_connections() {
+    const PARTITIONS: i32 = 4;
+    const ROUNDS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path(), 2);
+    let mut admin = Client::connect(node.kafka_addr());
+    create_topic(&mut admin, "stream", PARTITIONS);
+    let addr = node.kafka_addr();
+    let started = Instant::now();
+    let producers: Vec<_> = (0..PARTITIONS)
+        .map(|partition| {
+            std::thread::spawn(move || {
+                // Two connections per partition: both shards see produces for
+                // partitions they do not own.
+                let mut clients = [Client::connect(addr), Client::connect(addr)];
+                for round in 0..ROUNDS {
+                    let values: Vec<String> = (0..10).map(|i| format!("p{partition}-r{round}-{i}")).collect();
+                    produce(&mut clients[round % 2], "stream", partition, &values);
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    for partition in 0..PARTITIONS {
+        let got = fetch_values(&mut admin, "stream", partition);
+        assert_eq!(got.len(), ROUNDS * 10, "partition {partition}");
+        let expected: Vec<String> = (0..ROUNDS)
+            .flat_map(|round| (0..10).map(move |i| format!("p{partition}-r{round}-{i}")))
+            .collect();
+        let values: Vec<String> = got.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, expected, "partition {partition}: in order, none lost");
+    }
+    let (_, metrics) = http_get(node.admin_addr(), "/metrics");
+    eprintln!(
+        "{} acks=all produces in {elapsed:?}",
+        PARTITIONS as usize * ROUNDS
+    );
+    assert!(metrics.contains("oxbow_disk_fdatasyncs_total"), "{metrics}");
+    drop(admin);
+    node.stop().unwrap();
+}

@@ -211,6 +211,8 @@ struct Shard {
     raft_messages_dropped: u64,
     smp_sent: u64,
     stopping: bool,
+    /// The last turn stopped at the effect-round limit with work left.
+    more_effects: bool,
 }
 
 /// Runs one shard on the calling thread until a [`Control::Shutdown`]. Reports on
@@ -340,6 +342,7 @@ impl Shard {
             raft_messages_dropped: 0,
             smp_sent: 0,
             stopping: false,
+            more_effects: false,
         })
     }
 
@@ -371,7 +374,12 @@ impl Shard {
 
     /// How long the reactor may sleep.
     fn wait_timeout(&self) -> Duration {
-        if self.reactor.has_events() || self.smp.has_incoming() || !self.inputs.is_empty() {
+        if self.more_effects
+            || self.reactor.has_events()
+            || self.smp.has_incoming()
+            || !self.inputs.is_empty()
+            || !self.storage_dirty.is_empty()
+        {
             return Duration::ZERO;
         }
         if self.overflow_len > 0 || self.kv.has_pending() {
@@ -485,6 +493,7 @@ impl Shard {
     /// Executes the broker's effects, runs storage and the kv log, and feeds every
     /// completion back, until the broker is quiet (or a bounded number of rounds).
     fn execute_effects(&mut self) {
+        self.more_effects = false;
         for _ in 0..MAX_EFFECT_ROUNDS {
             let mut progress = false;
             while let Some(effect) = self.broker.poll_effect() {
@@ -502,6 +511,8 @@ impl Shard {
                 return;
             }
         }
+        // The round limit stopped us with work left: do not sleep before the next turn.
+        self.more_effects = true;
     }
 
     fn execute(&mut self, effect: BrokerEffect) {
