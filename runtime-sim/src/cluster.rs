@@ -35,7 +35,7 @@ use crate::replica::{
     Churn, EntryKind, HardState, MsgDisplay, ProposeError, Replica, ReplicaEffect, Role, StorageOp,
 };
 use crate::rng::{fnv1a64, RngExt, Seeds, SimRng};
-use crate::scenario::Scenario;
+use crate::scenario::{LogReads, Scenario};
 use crate::store::{NodeStore, StoreError, StoreWork, PARTITION_DIR};
 use crate::trace::Trace;
 use crate::trace_event;
@@ -728,6 +728,45 @@ impl<F: NodeFactory> Cluster<F> {
             };
             match effect {
                 ReplicaEffect::Send { to, msg } => self.send(id, to, msg),
+                ReplicaEffect::Read {
+                    read_id,
+                    from_index,
+                    max_bytes,
+                } => {
+                    let now = self.queue.now();
+                    let local = self.nodes[n].process.clock.local(now);
+                    let node = &mut self.nodes[n];
+                    let result = match (node.store.as_ref(), self.scenario.log_reads) {
+                        (Some(s), LogReads::Disk) => s.read_entries(&node.disk, from_index, max_bytes),
+                        (Some(_), LogReads::Memory) => Ok(Vec::new()),
+                        (None, _) => return,
+                    };
+                    let result = match result {
+                        Ok(entries) => Ok(entries),
+                        Err(StoreError::Contract(why)) => {
+                            return self.fail(Violation {
+                                invariant: "storage-contract",
+                                detail: format!("node {id} read from {from_index}: {why}"),
+                            })
+                        }
+                        Err(StoreError::Corrupt(why)) => {
+                            // The runtime's policy: a replica whose synced data is corrupt
+                            // stops serving (its disk is failed), as at recovery; the
+                            // other replicas carry on.
+                            self.coverage.hit("log.read.corruption_detected");
+                            self.crash_node(id, &format!("read from {from_index} found corruption: {why}"));
+                            self.nodes[n].disk_failed = true;
+                            return;
+                        }
+                        Err(e) => {
+                            trace_event!(self.trace, now, Some(id), "read from {from_index} failed: {e}");
+                            Err(e.to_string())
+                        }
+                    };
+                    if let Some(r) = self.nodes[n].replica.as_mut() {
+                        r.handle_read(local, read_id, result);
+                    }
+                }
                 ReplicaEffect::Persist { seq, op } => {
                     let now = self.queue.now();
                     match &op {

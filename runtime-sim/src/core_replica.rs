@@ -52,6 +52,12 @@ pub struct CoreReplica {
     now: Instant,
     /// A contract problem seen in an effect (reported by the driver as a failure).
     violation: Option<String>,
+    /// Reads sent to the disk: our id -> (Raft's id, first offset, size bound).
+    reads: std::collections::BTreeMap<u64, (raft::ReadId, u64, usize)>,
+    next_read: u64,
+    reads_from_disk: u64,
+    reads_from_memory: u64,
+    reads_failed: u64,
 }
 
 fn to_sim_entry(e: &Entry) -> Result<SimEntry, String> {
@@ -143,6 +149,11 @@ impl CoreReplica {
                 out: VecDeque::new(),
                 now,
                 violation: None,
+                reads: std::collections::BTreeMap::new(),
+                next_read: 0,
+                reads_from_disk: 0,
+                reads_from_memory: 0,
+                reads_failed: 0,
             },
             raised,
         ))
@@ -237,8 +248,16 @@ impl CoreReplica {
                     max_bytes,
                     ..
                 } => {
-                    let result = self.read(from_index, max_bytes);
-                    self.raft.handle(self.now, Input::EntriesRead { read_id, result });
+                    // Through the disk: core's log read path, checked against what was
+                    // written (see `handle_read`).
+                    self.next_read += 1;
+                    self.reads
+                        .insert(self.next_read, (read_id, from_index, max_bytes));
+                    self.out.push_back(ReplicaEffect::Read {
+                        read_id: self.next_read,
+                        from_index,
+                        max_bytes,
+                    });
                 }
                 Effect::WriteSnapshotChunk { .. }
                 | Effect::InstallSnapshot { .. }
@@ -286,6 +305,53 @@ impl Replica for CoreReplica {
         if let Some(write_id) = write {
             self.raft.handle(now, Input::WriteDurable { write_id });
         }
+    }
+
+    fn handle_read(&mut self, now: Instant, read_id: u64, result: Result<Vec<SimEntry>, String>) {
+        self.now = self.now.max(now);
+        let Some((raft_read, from_index, max_bytes)) = self.reads.remove(&read_id) else {
+            return;
+        };
+        let answer = match result {
+            Ok(entries) if !entries.is_empty() => {
+                for e in &entries {
+                    let written = usize::try_from(e.index).ok().and_then(|i| self.shadow.get(i));
+                    if written != Some(e) {
+                        self.violation.get_or_insert(format!(
+                            "the log read back {e:?} at offset {}, but {written:?} was written there",
+                            e.index
+                        ));
+                        return;
+                    }
+                }
+                if entries[0].index != from_index {
+                    self.violation.get_or_insert(format!(
+                        "a read from offset {from_index} started at {}",
+                        entries[0].index
+                    ));
+                    return;
+                }
+                self.reads_from_disk += 1;
+                Ok(entries.iter().map(to_core_entry).collect())
+            }
+            // Not written to the file yet (the write completion is in flight): the
+            // entries are still in memory, as they would be in the runtime's cache.
+            Ok(_) => {
+                self.reads_from_memory += 1;
+                self.read(from_index, max_bytes)
+            }
+            Err(_) => {
+                self.reads_failed += 1;
+                Err(ReadError::Storage)
+            }
+        };
+        self.raft.handle(
+            now,
+            Input::EntriesRead {
+                read_id: raft_read,
+                result: answer,
+            },
+        );
     }
 
     fn propose(&mut self, now: Instant, payload: Bytes) -> Result<u64, ProposeError> {
@@ -377,6 +443,9 @@ impl Replica for CoreReplica {
         coverage.add("raft.core.retransmits", st.retransmits);
         coverage.add("raft.core.messages_dropped", st.dropped.values().sum());
         coverage.add("raft.core.snapshots_installed", st.snapshots_installed);
+        coverage.add("log.read.from_disk", self.reads_from_disk);
+        coverage.add("log.read.from_memory", self.reads_from_memory);
+        coverage.add("log.read.failed", self.reads_failed);
     }
 
     fn contract_violation(&self) -> Option<String> {

@@ -77,6 +77,16 @@ pub enum ReplicaEffect<M> {
         /// What to store.
         op: StorageOp,
     },
+    /// Read entries back from the log on disk, starting with `from_index`, about
+    /// `max_bytes`; answer with [`Replica::handle_read`].
+    Read {
+        /// Quoted in the answer.
+        read_id: u64,
+        /// First offset wanted.
+        from_index: u64,
+        /// Size bound.
+        max_bytes: usize,
+    },
 }
 
 /// A replica's role.
@@ -142,6 +152,9 @@ pub trait Replica {
     fn handle_timeout(&mut self, now: Instant);
     /// Storage operations up to `seq` are durable.
     fn handle_durable(&mut self, now: Instant, seq: u64);
+    /// The answer to [`ReplicaEffect::Read`]: entries read from disk (possibly none,
+    /// when the log has not written them yet), or why the read failed.
+    fn handle_read(&mut self, _now: Instant, _read_id: u64, _result: Result<Vec<SimEntry>, String>) {}
     /// Proposes a data entry; returns the offset it will have if committed.
     fn propose(&mut self, now: Instant, payload: Bytes) -> Result<u64, ProposeError>;
     /// Leader churn on demand; `false` if not applicable (e.g. not leader).

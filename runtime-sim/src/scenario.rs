@@ -225,6 +225,21 @@ pub struct Scenario {
     /// Invariants not to check (by name, e.g. `committed-entry-changed`), so a test can
     /// show that another checker catches a planted bug on its own.
     pub disabled_checks: Vec<String>,
+    /// Where Raft's reads of old entries are served from: `disk` (the default: core's
+    /// `Log::read_plan` over the simulated disk, then `trim_fetched`, each result checked
+    /// against what was written) or `memory` (what the simulator saw written).
+    pub log_reads: LogReads,
+}
+
+/// Where entry reads are served from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogReads {
+    /// From the entries the simulator saw written.
+    Memory,
+    /// Through core's log read path on the simulated disk.
+    #[default]
+    Disk,
 }
 
 /// Which Raft implementation a scenario runs.
@@ -286,6 +301,7 @@ impl Default for Scenario {
             bugs: PlantedBugs::default(),
             replica: ReplicaKind::Core,
             disabled_checks: Vec::new(),
+            log_reads: LogReads::Disk,
         }
     }
 }
