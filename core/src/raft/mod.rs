@@ -95,10 +95,13 @@
 //! Internal invariants are `assert!`s (on in release). External input — a message to
 //! another node, from a node in no known configuration, of a stale term, malformed,
 //! contradicting committed entries, or a completion nobody waits for — is dropped or
-//! answered, and counted by [`DropReason`] in [`Raft::stats`]. Exception, following the
-//! dissertation: a leader's append/heartbeat/snapshot from an unknown node at a current
-//! term is processed, so a lagging follower can learn the configuration that added that
-//! leader.
+//! answered, and counted by [`DropReason`] in [`Raft::stats`]. Exceptions, following the
+//! dissertation (§4.1, servers process requests without consulting their configuration):
+//! a leader's append/heartbeat/snapshot from an unknown node at a current term is
+//! processed, so a lagging follower can learn the configuration that added that leader;
+//! and (pre-)vote requests from unknown nodes are answered, since a voter that has not
+//! yet seen the configuration adding a candidate may be needed for its quorum (answers
+//! from unknown nodes still count for nothing).
 //!
 //! ## Behaviour
 //!

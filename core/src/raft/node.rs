@@ -536,11 +536,19 @@ impl Raft {
             return self.drop_input(DropReason::Malformed);
         }
         if !self.configs.knows(m.from) {
+            // (Pre-)vote requests are answered whatever the sender: a voter that has not
+            // yet seen the configuration adding the candidate may be needed for its
+            // quorum (dissertation §4.1: voting does not consult the configuration).
+            // Granting is still guarded by the log check, the lease and pre-vote.
+            let vote_request = matches!(m.body, MessageBody::PreVote(_) | MessageBody::Vote(_));
             let leaderish = m.body.is_from_leader() && !matches!(m.body, MessageBody::TimeoutNow);
-            if !(leaderish && m.term >= self.hs.term) {
+            let current_leader = leaderish && m.term >= self.hs.term;
+            if !(vote_request || current_leader) {
                 return self.drop_input(DropReason::UnknownSender);
             }
-            self.stats.unknown_leader_accepted += 1;
+            if leaderish {
+                self.stats.unknown_leader_accepted += 1;
+            }
         }
         if m.term > self.hs.term {
             if !self.on_higher_term(now, &m) {

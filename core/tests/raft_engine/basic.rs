@@ -196,3 +196,63 @@ fn a_learner_is_promoted_only_once_caught_up_and_never_votes_before() {
         .unwrap();
     assert_eq!(r, Err(ConfigChangeError::ChangeInProgress));
 }
+
+/// A voter promoted while it was down (an empty learner is "caught up" on a short log)
+/// restarts knowing only the bootstrap configuration. The only candidate able to win is a
+/// voter added later, unknown to it: it must still answer that candidate's (pre-)votes.
+#[test]
+fn a_voter_that_missed_every_configuration_still_votes_for_newer_voters() {
+    let mut o = Options::new(3, 11);
+    o.extra_nodes = vec![4, 5];
+    let mut c = Cluster::new(o);
+    c.with(1, |r, now| r.campaign(now));
+    let l = elect(&mut c);
+    assert_eq!(l, 1);
+    let change = |c: &mut Cluster, ch: ConfigChange| {
+        let id = c
+            .with(1, |r, now| r.propose_config_change(now, ch))
+            .unwrap()
+            .unwrap();
+        assert!(
+            c.run_until(Duration::from_secs(1), |c| {
+                c.raft(1).commit_index() >= Some(id.index)
+            }),
+            "{ch:?} commits"
+        );
+    };
+    c.propose(1, "a", 1).unwrap();
+    c.run_for(Duration::from_millis(10));
+    // 5 joins properly; 4 is added and promoted while down, its log empty.
+    change(&mut c, ConfigChange::AddLearner(5));
+    change(&mut c, ConfigChange::PromoteLearner(5, 1));
+    c.crash(4);
+    change(&mut c, ConfigChange::AddLearner(4));
+    change(&mut c, ConfigChange::PromoteLearner(4, 1));
+    // Voters {1, 3, 4, 5}: quorum 3, met by 1, 3 and 5.
+    change(&mut c, ConfigChange::RemoveNode(2));
+    // 5 gets an entry 3 lacks, so 3 cannot win 5's vote; then the leader dies.
+    c.isolate(3);
+    c.propose(1, "only on 1 and 5", 1).unwrap();
+    assert!(c.run_until(Duration::from_secs(1), |c| {
+        c.raft(5).durable_index() > c.raft(3).last_log_id().map(|l| l.index)
+    }));
+    c.crash(1);
+    c.heal();
+    c.restart(4);
+    assert_eq!(
+        c.raft(4).membership().voters().len(),
+        3,
+        "4 knows only the bootstrap"
+    );
+    assert!(!c.raft(4).membership().contains(5));
+    // 5 can win only with the votes of 3 and 4.
+    assert!(
+        c.run_until(Duration::from_secs(10), |c| c.leader() == Some(5)),
+        "5 is elected"
+    );
+    let id = c.propose(5, "after", 1).unwrap();
+    assert!(c.run_until(Duration::from_secs(2), |c| {
+        c.raft(5).commit_index() >= Some(id.index)
+    }));
+    c.check_log_matching();
+}

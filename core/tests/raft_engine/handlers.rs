@@ -130,6 +130,59 @@ fn vote_is_sent_only_after_hard_state_is_durable() {
 }
 
 #[test]
+fn vote_requests_from_a_node_of_an_unseen_configuration_are_answered() {
+    // Node 2 knows only the bootstrap voters {1, 2, 3}; node 9 is a voter of a
+    // configuration node 2 has not received yet. Voting never depends on the
+    // configuration (dissertation §4.1): dropping the request could leave the newer
+    // configuration without a quorum of willing voters.
+    let mut r = node(2, RecoveredState::default());
+    effects(&mut r);
+    let req = VoteRequest {
+        last_log: None,
+        transfer: false,
+    };
+    r.handle(T0, msg(9, 2, 1, MessageBody::PreVote(req)));
+    let s = sends(&effects(&mut r));
+    assert_eq!(
+        s,
+        vec![Message {
+            from: 2,
+            to: 9,
+            term: 1,
+            body: MessageBody::PreVoteResp(VoteResponse { granted: true })
+        }]
+    );
+    assert_eq!(r.term(), 0, "a pre-vote changes nothing");
+    r.handle(T0, msg(9, 2, 1, MessageBody::Vote(req)));
+    let e = effects(&mut r);
+    complete_writes(&mut r, &e);
+    let s = sends(&effects(&mut r));
+    assert_eq!(
+        s,
+        vec![Message {
+            from: 2,
+            to: 9,
+            term: 1,
+            body: MessageBody::VoteResp(VoteResponse { granted: true })
+        }]
+    );
+    assert_eq!(
+        r.hard_state(),
+        HardState {
+            term: 1,
+            vote: Some(9)
+        }
+    );
+    assert_eq!(r.stats().dropped(DropReason::UnknownSender), 0);
+    // Answers from unknown nodes still count for nothing.
+    r.handle(
+        T0,
+        msg(9, 2, 1, MessageBody::VoteResp(VoteResponse { granted: true })),
+    );
+    assert_eq!(r.stats().last_drop, Some(DropReason::UnknownSender));
+}
+
+#[test]
 fn vote_denied_to_a_candidate_with_an_older_log_and_once_voted() {
     let mut r = follower_with(&[data(1, 0, 1, "a"), data(2, 1, 2, "b")], 2);
     let behind = VoteRequest {
