@@ -79,6 +79,7 @@ enum Heal {
     Link(NodeId, NodeId),
     Release(NodeId, NodeId),
     Slow(NodeId),
+    SlowDisk(NodeId),
     Enospc(NodeId),
 }
 
@@ -234,6 +235,15 @@ fn entry_id(e: &crate::replica::SimEntry) -> EntryId {
             EntryKind::Noop => 0,
         },
         data: e.kind == EntryKind::Data,
+    }
+}
+
+/// `latency` with its body (not its tail) `factor` times slower.
+fn slow_body(latency: crate::dist::Latency, factor: u64) -> crate::dist::Latency {
+    let scaled = latency.scaled(factor);
+    crate::dist::Latency {
+        tail_max_us: latency.tail_max_us.max(scaled.max_us),
+        ..scaled
     }
 }
 
@@ -1214,6 +1224,25 @@ impl<F: NodeFactory> Cluster<F> {
                 }
                 self.after(heal_after, Ev::Heal(Heal::Slow(t)));
             }
+            "slow_disk" => {
+                let t = self.ids[self.fault_rng.index(n_nodes)];
+                self.coverage.hit("fault.slow_disk");
+                trace_event!(
+                    self.trace,
+                    now,
+                    Some(t),
+                    "slow disk x{} for {heal_after:?}",
+                    f.slow_factor
+                );
+                let mut cfg = self.nodes[t as usize].disk.config().clone();
+                // The body of the distribution slows down; its tail (already a stall)
+                // stays, so a backlog built while slow drains in seconds, not minutes.
+                // From the scenario's disk, so two slow-disk faults do not compound.
+                cfg.sync_latency = slow_body(self.scenario.disk.sync_latency, f.slow_factor);
+                cfg.write_latency = slow_body(self.scenario.disk.write_latency, f.slow_factor);
+                self.nodes[t as usize].disk.set_config(cfg);
+                self.after(heal_after, Ev::Heal(Heal::SlowDisk(t)));
+            }
             "clock_jump" => {
                 let t = self.ids[self.fault_rng.index(n_nodes)];
                 let max_ns = f.clock_jump_max_ms * 1_000_000;
@@ -1370,7 +1399,7 @@ impl<F: NodeFactory> Cluster<F> {
                     self.net.set_slow(t, p, 1);
                 }
             }
-            Heal::Enospc(t) => {
+            Heal::SlowDisk(t) | Heal::Enospc(t) => {
                 let cfg = self.scenario.disk.clone();
                 self.nodes[t as usize].disk.set_config(cfg);
             }

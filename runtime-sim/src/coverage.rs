@@ -45,6 +45,7 @@ pub const EXPECTED: &[&str] = &[
     "fault.one_way",
     "fault.hold",
     "fault.slow_link",
+    "fault.slow_disk",
     "fault.clock_jump",
     "fault.churn.step_down",
     "fault.churn.transfer",

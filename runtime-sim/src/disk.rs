@@ -26,8 +26,7 @@
 //! * **ENOSPC**: a write or create that would grow the disk past `capacity_bytes` fails,
 //!   and writes may fail at random with [`FsError::NoSpace`] / [`FsError::Io`].
 //! * **Latency**: writes and syncs take a sampled time; syncs are sometimes slow (gray
-//!   failure). The disk serves one operation at a time, so completions come in issue
-//!   order ([`SimDisk::service_delay`]).
+//!   failure). Operations complete in issue order ([`SimDisk::service_delay`]).
 //!
 //! Planted bug for the checkers' tests: [`DiskConfig::lie_about_fsync`] reports syncs as
 //! done without making anything durable.
@@ -258,11 +257,13 @@ impl SimDisk {
         self.files.values().map(|f| f.current.len() as u64).sum()
     }
 
-    /// The delay until an operation taking `service` completes, issued at `now`: the disk
-    /// works on one operation at a time, so completions keep issue order.
+    /// The delay until an operation taking `service` completes, issued at `now`. The
+    /// device works on queued operations in parallel (an NVMe queue) but completes them
+    /// in issue order: an operation completes `service` after its issue, or right after
+    /// the one before it, whichever is later. (Serving one operation at a time would make
+    /// a few seconds of slow disk leave a backlog of minutes.)
     pub fn service_delay(&mut self, now: Instant, service: Duration) -> Duration {
-        let start = self.busy_until.max(now);
-        self.busy_until = start + service;
+        self.busy_until = (now + service).max(self.busy_until);
         self.busy_until - now
     }
 
@@ -802,8 +803,10 @@ mod tests {
         let t0 = Instant::from_millis(1);
         let a = d.service_delay(t0, Duration::from_millis(5));
         let b = d.service_delay(t0, Duration::from_millis(1));
+        let c = d.service_delay(t0, Duration::from_millis(9));
         assert_eq!(a, Duration::from_millis(5));
-        assert_eq!(b, Duration::from_millis(6));
+        assert_eq!(b, Duration::from_millis(5), "never before the one issued earlier");
+        assert_eq!(c, Duration::from_millis(9));
     }
 
     #[test]

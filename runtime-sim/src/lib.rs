@@ -13,11 +13,30 @@
 //! * Threads only across seeds in a sweep; a run is single-threaded.
 //! * Same seed + same code ⇒ same trace hash ([`trace::Trace`]).
 //!
+//! ## What a run is
+//!
+//! [`run::run_seed`] turns a seed and a [`scenario::Scenario`] into one run of a
+//! [`cluster::Cluster`]: N nodes running **core's Raft** ([`core_replica`]) — or the
+//! simulator's small reference Raft ([`model_raft`]), which hosts Raft-level planted
+//! bugs — with each node's log stored by **core's `Log`** on its own simulated disk
+//! ([`store`], [`log_disk`]), and Raft's reads of old entries served by core's log read
+//! path from that disk. Clients write and read ([`history`]); a nemesis injects the
+//! scenario's faults; the [`checker`]s watch every step; a safety phase is followed by a
+//! liveness phase. The result carries the first broken invariant, the trace hash and the
+//! "sometimes" [`coverage`] counters; [`sweep`] runs many seeds on threads.
+//!
 //! ## Modules
 //!
 //! * [`engine`], [`rng`], [`trace`], [`dist`] — the event loop and its inputs.
-//! * [`disk`] — simulated disks; [`net`] — simulated network; [`objstore`] — simulated
-//!   object store; [`process`] — node clocks, pauses, crashes.
+//! * [`disk`] — simulated disks (synced vs unsynced data, crashes that tear writes, bit
+//!   rot, ENOSPC, slow fsync); [`log_disk`] — core's `LogEffect`s executed on them.
+//! * [`net`] — the network (latency, loss, duplication, reordering, partitions, held and
+//!   slow links); [`objstore`] — an object store for tiering (errors, timeouts, partial
+//!   uploads); [`process`] — node clocks (drift, jumps), pauses, crashes.
+//! * [`replica`] — the door between driver and Raft; [`core_replica`], [`model_raft`].
+//! * [`store`] — a node's durable storage; [`cluster`] — the driver; [`checker`],
+//!   [`history`], [`coverage`] — what is checked and counted.
+//! * [`scenario`] — scenario files and swarm testing; [`run`], [`sweep`] — running seeds.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]

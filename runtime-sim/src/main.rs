@@ -32,6 +32,9 @@ enum Command {
         /// Print the whole event trace.
         #[arg(long)]
         trace: bool,
+        /// Run the seed a second time and compare trace hashes.
+        #[arg(long)]
+        check_determinism: bool,
     },
     /// Run many seeds in parallel.
     Sweep {
@@ -205,6 +208,7 @@ fn real_main() -> Result<std::process::ExitCode> {
             seed,
             scenario,
             trace,
+            check_determinism: det,
         } => {
             let named = load(scenario.as_deref())?;
             let started = WallInstant::now();
@@ -225,6 +229,17 @@ fn real_main() -> Result<std::process::ExitCode> {
                 result.acked_writes,
                 result.trace_hash
             );
+            if det {
+                let again = run_seed(seed, &named.scenario, false);
+                if again.trace_hash != result.trace_hash {
+                    println!(
+                        "FAILED: not deterministic: trace hashes {:016x} and {:016x}",
+                        result.trace_hash, again.trace_hash
+                    );
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+                println!("determinism: a second run gave the same trace hash");
+            }
             match result.violation {
                 None => {
                     println!("ok");

@@ -20,12 +20,12 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The file could not be read.
-    #[error("cannot read scenario {path}: {source}")]
+    #[error("cannot read scenario {path}: {error}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The TOML does not parse or names an unknown key.
     #[error("scenario {origin}: {message}")]
@@ -66,6 +66,9 @@ pub struct FaultConfig {
     pub hold: f64,
     /// Weight: make one node's outgoing links slow (gray failure).
     pub slow_link: f64,
+    /// Weight: make one node's disk `slow_factor` times slower for a while (gray
+    /// failure: slow fsync).
+    pub slow_disk: f64,
     /// Weight: jump a node's clock.
     pub clock_jump: f64,
     /// Weight: flip a bit in durable data of the bit-rot node's disk.
@@ -119,6 +122,7 @@ impl Default for FaultConfig {
             one_way: 0.0,
             hold: 0.0,
             slow_link: 0.0,
+            slow_disk: 0.0,
             clock_jump: 0.0,
             bit_flip: 0.0,
             step_down: 0.0,
@@ -142,7 +146,7 @@ impl Default for FaultConfig {
 
 impl FaultConfig {
     /// `(name, weight)` of every fault kind, in a fixed order.
-    pub fn weights(&self) -> [(&'static str, f64); 13] {
+    pub fn weights(&self) -> [(&'static str, f64); 14] {
         [
             ("crash", self.crash),
             ("pause", self.pause),
@@ -150,6 +154,7 @@ impl FaultConfig {
             ("one_way", self.one_way),
             ("hold", self.hold),
             ("slow_link", self.slow_link),
+            ("slow_disk", self.slow_disk),
             ("clock_jump", self.clock_jump),
             ("bit_flip", self.bit_flip),
             ("step_down", self.step_down),
@@ -168,6 +173,7 @@ impl FaultConfig {
             "one_way" => &mut self.one_way,
             "hold" => &mut self.hold,
             "slow_link" => &mut self.slow_link,
+            "slow_disk" => &mut self.slow_disk,
             "clock_jump" => &mut self.clock_jump,
             "bit_flip" => &mut self.bit_flip,
             "step_down" => &mut self.step_down,
@@ -289,6 +295,7 @@ impl Default for Scenario {
                 one_way: 1.0,
                 hold: 0.5,
                 slow_link: 0.5,
+                slow_disk: 0.5,
                 clock_jump: 0.5,
                 bit_flip: 0.2,
                 step_down: 0.5,
@@ -322,9 +329,9 @@ impl Scenario {
 
     /// Reads and parses a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_toml(&text, &path.display().to_string())
     }

@@ -4,7 +4,7 @@
 //! `cargo insta review`) after checking the diff is intended.
 
 use oxbow_runtime_sim::run::run_seed;
-use oxbow_runtime_sim::scenario::{FaultConfig, Scenario};
+use oxbow_runtime_sim::scenario::{FaultConfig, ReplicaKind, Scenario};
 
 fn short(faults: FaultConfig) -> Scenario {
     Scenario {
@@ -48,4 +48,21 @@ fn crash_and_partition() {
         ..FaultConfig::default()
     };
     insta::assert_snapshot!("faults_seed_7", trace(7, &short(faults)));
+}
+
+#[test]
+fn reference_raft_with_crashes() {
+    // The simulator's own reference Raft: this one changes only when the simulator or
+    // core's log does, not when core's Raft does.
+    let faults = FaultConfig {
+        interval_min_ms: 300,
+        interval_max_ms: 600,
+        crash: 1.0,
+        ..FaultConfig::default()
+    };
+    let scenario = Scenario {
+        replica: ReplicaKind::Model,
+        ..short(faults)
+    };
+    insta::assert_snapshot!("model_raft_seed_3", trace(3, &scenario));
 }
