@@ -36,7 +36,7 @@ use crate::replica::{
 };
 use crate::rng::{fnv1a64, RngExt, Seeds, SimRng};
 use crate::scenario::{LogReads, Scenario};
-use crate::store::{NodeStore, StoreError, StoreWork, PARTITION_DIR};
+use crate::store::{partition_dir, NodeStore, StoreError, StoreWork};
 use crate::trace::Trace;
 use crate::trace_event;
 use bytes::Bytes;
@@ -83,24 +83,31 @@ enum Heal {
     Enospc(NodeId),
 }
 
+/// A Raft group (one partition) in the simulated cluster; every node runs every group.
+pub type GroupId = u32;
+
 #[derive(Debug)]
 enum Ev<M> {
     Timer {
         node: NodeId,
+        group: GroupId,
         token: u64,
     },
     Deliver {
         from: NodeId,
         to: NodeId,
+        group: GroupId,
         msg: M,
     },
     LogIo {
         node: NodeId,
+        group: GroupId,
         inc: u64,
         io: LogIo,
     },
     HardState {
         node: NodeId,
+        group: GroupId,
         inc: u64,
         seq: u64,
         hs: HardState,
@@ -131,18 +138,60 @@ impl<M> Ev<M> {
     }
 }
 
-struct Node<R> {
-    process: Process,
-    disk: SimDisk,
-    disk_rng: SimRng,
+/// One group's replica on one node.
+struct Member<R> {
     store: Option<NodeStore>,
     replica: Option<R>,
     timer_token: u64,
     timer_at: Option<Instant>,
     observed_commit: Option<u64>,
+    reported_done: u64,
+}
+
+impl<R> Member<R> {
+    fn new() -> Self {
+        Member {
+            store: None,
+            replica: None,
+            timer_token: 0,
+            timer_at: None,
+            observed_commit: None,
+            reported_done: 0,
+        }
+    }
+}
+
+/// One machine: a process, a disk, and a replica of every group.
+struct Node<R> {
+    process: Process,
+    disk: SimDisk,
+    disk_rng: SimRng,
+    members: Vec<Member<R>>,
     disk_failed: bool,
     restart_pending: bool,
-    reported_done: u64,
+}
+
+/// What the checkers and the liveness phase track per group.
+#[derive(Debug, Default)]
+struct GroupState {
+    checker: Checker,
+    history: History,
+    leaders_seen: BTreeMap<u64, NodeId>,
+    live_leader: bool,
+    live_ack: Option<u64>,
+    live_read: bool,
+}
+
+/// Shows ` g<N>` in trace lines of multi-group runs, nothing with one group.
+struct GroupTag(Option<GroupId>);
+
+impl std::fmt::Display for GroupTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(g) => write!(f, "g{g} "),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +206,7 @@ struct Outstanding {
 
 #[derive(Debug, Default)]
 struct Client {
+    group: GroupId,
     leader_hint: Option<NodeId>,
     outstanding: Option<Outstanding>,
 }
@@ -197,25 +247,20 @@ pub struct Cluster<F: NodeFactory> {
     queue: EventQueue<Ev<<F::R as Replica>::Msg>>,
     nodes: Vec<Node<F::R>>,
     ids: Vec<NodeId>,
-    net: SimNetwork<<F::R as Replica>::Msg>,
+    net: SimNetwork<(GroupId, <F::R as Replica>::Msg)>,
     net_rng: SimRng,
     fault_rng: SimRng,
     work_rng: SimRng,
     trace: Trace,
     coverage: Coverage,
-    checker: Checker,
-    history: History,
+    groups: Vec<GroupState>,
     clients: Vec<Client>,
     next_value: u64,
     phase: Phase,
     rot_node: NodeId,
     rolling_next: usize,
     liveness_start: Instant,
-    live_leader: bool,
-    live_ack: Option<u64>,
-    live_read: bool,
     violation: Option<Violation>,
-    leaders_seen: BTreeMap<u64, NodeId>,
 }
 
 impl<F: NodeFactory> std::fmt::Debug for Cluster<F> {
@@ -284,14 +329,9 @@ impl<F: NodeFactory> Cluster<F> {
                     process: Process::new(NodeClock::new(drift_ppm, offset_ns)),
                     disk: SimDisk::new(scenario.disk.clone()),
                     disk_rng: seeds.stream(&format!("disk/{id}")),
-                    store: None,
-                    replica: None,
-                    timer_token: 0,
-                    timer_at: None,
-                    observed_commit: None,
+                    members: (0..scenario.groups).map(|_| Member::new()).collect(),
                     disk_failed: false,
                     restart_pending: false,
-                    reported_done: 0,
                 }
             })
             .collect();
@@ -302,7 +342,13 @@ impl<F: NodeFactory> Cluster<F> {
             net_rng: seeds.stream("network"),
             work_rng: seeds.stream("workload"),
             fault_rng,
-            clients: (0..scenario.clients).map(|_| Client::default()).collect(),
+            clients: (0..scenario.clients)
+                .map(|c| Client {
+                    group: c % scenario.groups.max(1),
+                    ..Client::default()
+                })
+                .collect(),
+            groups: (0..scenario.groups).map(|_| GroupState::default()).collect(),
             scenario,
             factory,
             seeds,
@@ -311,18 +357,12 @@ impl<F: NodeFactory> Cluster<F> {
             ids,
             trace: Trace::new(keep_trace),
             coverage: Coverage::default(),
-            checker: Checker::new(),
-            history: History::default(),
             next_value: 1,
             phase: Phase::Safety,
             rot_node,
             rolling_next: 0,
             liveness_start: Instant::ZERO,
-            live_leader: false,
-            live_ack: None,
-            live_read: false,
             violation: None,
-            leaders_seen: BTreeMap::new(),
         }
     }
 
@@ -403,8 +443,10 @@ impl<F: NodeFactory> Cluster<F> {
             self.final_checks();
         }
         for node in &self.nodes {
-            if let Some(r) = node.replica.as_ref() {
-                r.harvest_coverage(&mut self.coverage);
+            for m in &node.members {
+                if let Some(r) = m.replica.as_ref() {
+                    r.harvest_coverage(&mut self.coverage);
+                }
             }
         }
         let stats = self.net.stats().clone();
@@ -419,7 +461,7 @@ impl<F: NodeFactory> Cluster<F> {
             sim_time: self.queue.now() - Instant::ZERO,
             coverage: self.coverage,
             scenario_summary: summary,
-            acked_writes: self.history.acked(),
+            acked_writes: self.groups.iter().map(|g| g.history.acked()).sum(),
         }
     }
 
@@ -433,10 +475,16 @@ impl<F: NodeFactory> Cluster<F> {
             }
         }
         match ev {
-            Ev::Timer { node, token } => self.on_timer(now, node, token),
-            Ev::Deliver { from, to, msg } => self.on_deliver(now, from, to, msg),
-            Ev::LogIo { node, inc, io } => self.on_log_io(now, node, inc, io),
-            Ev::HardState { node, inc, seq, hs } => self.on_hard_state(now, node, inc, seq, hs),
+            Ev::Timer { node, group, token } => self.on_timer(now, node, group, token),
+            Ev::Deliver { from, to, group, msg } => self.on_deliver(now, from, to, group, msg),
+            Ev::LogIo { node, group, inc, io } => self.on_log_io(now, node, group, inc, io),
+            Ev::HardState {
+                node,
+                group,
+                inc,
+                seq,
+                hs,
+            } => self.on_hard_state(now, node, group, inc, seq, hs),
             Ev::Restart { node } => self.restart_node(node),
             Ev::Nemesis => self.nemesis(now),
             Ev::Heal(h) => self.heal(now, h),
@@ -451,7 +499,23 @@ impl<F: NodeFactory> Cluster<F> {
 
     fn is_up(&self, id: NodeId) -> bool {
         let node = &self.nodes[id as usize];
-        node.replica.is_some() && node.process.liveness != Liveness::Down
+        node.process.liveness != Liveness::Down && node.members.iter().all(|m| m.replica.is_some())
+    }
+
+    fn group_ids(&self) -> std::ops::Range<GroupId> {
+        0..self.scenario.groups
+    }
+
+    fn gtag(&self, g: GroupId) -> GroupTag {
+        GroupTag((self.scenario.groups > 1).then_some(g))
+    }
+
+    fn raft_rng(&self, id: NodeId, g: GroupId, inc: u64) -> SimRng {
+        if g == 0 {
+            self.seeds.stream(&format!("raft/{id}/{inc}"))
+        } else {
+            self.seeds.stream(&format!("raft/{id}/{inc}/g{g}"))
+        }
     }
 
     fn start_node(&mut self, id: NodeId) {
@@ -459,24 +523,28 @@ impl<F: NodeFactory> Cluster<F> {
         let n = id as usize;
         let local = self.nodes[n].process.clock.local(now);
         let inc = self.nodes[n].process.incarnation;
-        let rng = self.seeds.stream(&format!("raft/{id}/{inc}"));
-        let ids = self.ids.clone();
-        let replica = match self.factory.start(id, &ids, rng, local, Restored::default()) {
-            Ok((r, _)) => r,
-            Err(e) => {
-                return self.fail(Violation {
-                    invariant: "replica-init",
-                    detail: e,
-                })
-            }
-        };
-        let node = &mut self.nodes[n];
-        node.replica = Some(replica);
-        node.store = Some(NodeStore::new());
-        node.observed_commit = None;
-        node.reported_done = 0;
         trace_event!(self.trace, now, Some(id), "start");
-        self.after_step(id);
+        for g in self.group_ids() {
+            let rng = self.raft_rng(id, g, inc);
+            let ids = self.ids.clone();
+            let replica = match self.factory.start(id, &ids, rng, local, Restored::default()) {
+                Ok((r, _)) => r,
+                Err(e) => {
+                    return self.fail(Violation {
+                        invariant: "replica-init",
+                        detail: e,
+                    })
+                }
+            };
+            let m = &mut self.nodes[n].members[g as usize];
+            m.replica = Some(replica);
+            m.store = Some(NodeStore::new(g));
+            m.observed_commit = None;
+            m.reported_done = 0;
+        }
+        for g in self.group_ids() {
+            self.after_step(id, g);
+        }
     }
 
     fn crash_node(&mut self, id: NodeId, why: &str) {
@@ -486,12 +554,14 @@ impl<F: NodeFactory> Cluster<F> {
             return;
         }
         node.process.crash();
-        if let Some(r) = node.replica.take() {
-            r.harvest_coverage(&mut self.coverage);
+        for m in node.members.iter_mut() {
+            if let Some(r) = m.replica.take() {
+                r.harvest_coverage(&mut self.coverage);
+            }
+            m.store = None;
+            m.timer_token += 1;
+            m.timer_at = None;
         }
-        node.store = None;
-        node.timer_token += 1;
-        node.timer_at = None;
         let report = node.disk.crash(&mut node.disk_rng);
         self.coverage.add("disk.crash.torn_write", report.writes_torn);
         self.coverage.add("disk.crash.unsynced_kept", report.ops_kept);
@@ -519,62 +589,80 @@ impl<F: NodeFactory> Cluster<F> {
         self.nodes[n].process.restart();
         let local = self.nodes[n].process.clock.local(now);
         let inc = self.nodes[n].process.incarnation;
-        let node = &mut self.nodes[n];
-        match NodeStore::recover(&mut node.disk, &mut node.disk_rng, local) {
-            Ok((store, hs, log, report)) => {
-                self.coverage
-                    .add("recovery.torn_tail_cut", report.torn_tails.len() as u64);
-                self.coverage
-                    .add("recovery.index_rebuilt", report.rebuilt_indexes.len() as u64);
-                trace_event!(
-                    self.trace,
-                    now,
-                    Some(id),
-                    "restart inc={inc} term={} vote={:?} entries={} torn_tails={} rebuilt_indexes={}",
-                    hs.term,
-                    hs.vote,
-                    log.len(),
-                    report.torn_tails.len(),
-                    report.rebuilt_indexes.len()
-                );
-                let rng = self.seeds.stream(&format!("raft/{id}/{inc}"));
-                let ids = self.ids.clone();
-                let replica = match self.factory.start(id, &ids, rng, local, Restored { hs, log }) {
-                    Ok((r, raised)) => {
-                        if raised {
-                            self.coverage.hit("recovery.term_raised_to_log");
-                        }
-                        r
+        // Recover every group's storage first: one corrupt group fails the disk.
+        let mut recovered = Vec::new();
+        for g in self.group_ids() {
+            let node = &mut self.nodes[n];
+            match NodeStore::recover(&mut node.disk, &mut node.disk_rng, local, g) {
+                Ok(r) => recovered.push(r),
+                Err(StoreError::Corrupt(why)) => {
+                    self.coverage.hit("recovery.corruption_detected");
+                    trace_event!(
+                        self.trace,
+                        now,
+                        Some(id),
+                        "{}restart refused, disk corrupt: {why}",
+                        self.gtag(g)
+                    );
+                    self.nodes[n].process.crash();
+                    self.nodes[n].disk_failed = true;
+                    return;
+                }
+                Err(StoreError::Contract(why)) => {
+                    return self.fail(Violation {
+                        invariant: "storage-contract",
+                        detail: format!("node {id} group {g} recovery: {why}"),
+                    })
+                }
+                Err(StoreError::Disk(why)) => {
+                    trace_event!(self.trace, now, Some(id), "{}restart failed: {why}", self.gtag(g));
+                    self.nodes[n].process.crash();
+                    self.schedule_restart(id);
+                    return;
+                }
+            }
+        }
+        for (g, (store, hs, log, report)) in (0..).zip(recovered) {
+            self.coverage
+                .add("recovery.torn_tail_cut", report.torn_tails.len() as u64);
+            self.coverage
+                .add("recovery.index_rebuilt", report.rebuilt_indexes.len() as u64);
+            trace_event!(
+                self.trace,
+                now,
+                Some(id),
+                "{}restart inc={inc} term={} vote={:?} entries={} torn_tails={} rebuilt_indexes={}",
+                self.gtag(g),
+                hs.term,
+                hs.vote,
+                log.len(),
+                report.torn_tails.len(),
+                report.rebuilt_indexes.len()
+            );
+            let rng = self.raft_rng(id, g, inc);
+            let ids = self.ids.clone();
+            let replica = match self.factory.start(id, &ids, rng, local, Restored { hs, log }) {
+                Ok((r, raised)) => {
+                    if raised {
+                        self.coverage.hit("recovery.term_raised_to_log");
                     }
-                    Err(e) => {
-                        return self.fail(Violation {
-                            invariant: "replica-init",
-                            detail: e,
-                        })
-                    }
-                };
-                let node = &mut self.nodes[n];
-                node.replica = Some(replica);
-                node.store = Some(store);
-                node.observed_commit = None;
-                node.reported_done = 0;
-                self.after_step(id);
-            }
-            Err(StoreError::Corrupt(why)) => {
-                self.coverage.hit("recovery.corruption_detected");
-                trace_event!(self.trace, now, Some(id), "restart refused, disk corrupt: {why}");
-                self.nodes[n].process.crash();
-                self.nodes[n].disk_failed = true;
-            }
-            Err(StoreError::Contract(why)) => self.fail(Violation {
-                invariant: "storage-contract",
-                detail: format!("node {id} recovery: {why}"),
-            }),
-            Err(StoreError::Disk(why)) => {
-                trace_event!(self.trace, now, Some(id), "restart failed: {why}");
-                self.nodes[n].process.crash();
-                self.schedule_restart(id);
-            }
+                    r
+                }
+                Err(e) => {
+                    return self.fail(Violation {
+                        invariant: "replica-init",
+                        detail: e,
+                    })
+                }
+            };
+            let m = &mut self.nodes[n].members[g as usize];
+            m.replica = Some(replica);
+            m.store = Some(store);
+            m.observed_commit = None;
+            m.reported_done = 0;
+        }
+        for g in self.group_ids() {
+            self.after_step(id, g);
         }
     }
 
@@ -589,37 +677,44 @@ impl<F: NodeFactory> Cluster<F> {
         self.after(d, Ev::Restart { node: id });
     }
 
-    fn on_timer(&mut self, now: Instant, id: NodeId, token: u64) {
+    fn on_timer(&mut self, now: Instant, id: NodeId, g: GroupId, token: u64) {
         let n = id as usize;
-        if self.nodes[n].timer_token != token || !self.is_up(id) {
+        if self.nodes[n].members[g as usize].timer_token != token || !self.is_up(id) {
             return;
         }
-        self.nodes[n].timer_at = None;
+        self.nodes[n].members[g as usize].timer_at = None;
         let local = self.nodes[n].process.clock.local(now);
         let node = &mut self.nodes[n];
-        if let Some(r) = node.replica.as_mut() {
+        if let Some(r) = node.members[g as usize].replica.as_mut() {
             if r.poll_timeout().is_some_and(|t| t <= local) {
                 r.handle_timeout(local);
             }
         }
-        let store_due = node
+        let store_due = node.members[g as usize]
             .store
             .as_ref()
             .and_then(|s| s.log().poll_timeout())
             .is_some_and(|t| t <= local);
         if store_due {
-            let result = match node.store.as_mut() {
+            let result = match node.members[g as usize].store.as_mut() {
                 Some(s) => s.handle_timeout(&mut node.disk, &mut node.disk_rng, local),
                 None => Ok(StoreWork::default()),
             };
-            self.store_result(id, result);
+            self.store_result(id, g, result);
         }
-        self.after_step(id);
+        self.after_step(id, g);
     }
 
-    fn on_deliver(&mut self, now: Instant, from: NodeId, to: NodeId, msg: <F::R as Replica>::Msg) {
-        match self.net.arrive(from, to, msg) {
-            Arrival::Deliver(msg) => {
+    fn on_deliver(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        to: NodeId,
+        g: GroupId,
+        msg: <F::R as Replica>::Msg,
+    ) {
+        match self.net.arrive(from, to, (g, msg)) {
+            Arrival::Deliver((_, msg)) => {
                 if !self.is_up(to) {
                     return;
                 }
@@ -627,21 +722,22 @@ impl<F: NodeFactory> Cluster<F> {
                     self.trace,
                     now,
                     Some(to),
-                    "recv from n{from}: {}",
+                    "{}recv from n{from}: {}",
+                    self.gtag(g),
                     MsgDisplay::<F::R>(&msg)
                 );
                 let local = self.nodes[to as usize].process.clock.local(now);
-                if let Some(r) = self.nodes[to as usize].replica.as_mut() {
+                if let Some(r) = self.nodes[to as usize].members[g as usize].replica.as_mut() {
                     r.handle_message(local, from, msg);
                 }
-                self.after_step(to);
+                self.after_step(to, g);
             }
             Arrival::Dropped => {}
             Arrival::Held => {}
         }
     }
 
-    fn on_log_io(&mut self, now: Instant, id: NodeId, inc: u64, io: LogIo) {
+    fn on_log_io(&mut self, now: Instant, id: NodeId, g: GroupId, inc: u64, io: LogIo) {
         let n = id as usize;
         if !self.nodes[n].process.is_current(inc) {
             return;
@@ -650,20 +746,21 @@ impl<F: NodeFactory> Cluster<F> {
             self.trace,
             now,
             Some(id),
-            "disk {}",
+            "{}disk {}",
+            self.gtag(g),
             CompletionDisplay(&io.completion)
         );
         let local = self.nodes[n].process.clock.local(now);
         let node = &mut self.nodes[n];
-        let result = match node.store.as_mut() {
+        let result = match node.members[g as usize].store.as_mut() {
             Some(s) => s.complete_log_io(&mut node.disk, &mut node.disk_rng, local, io),
             None => return,
         };
-        self.store_result(id, result);
-        self.after_step(id);
+        self.store_result(id, g, result);
+        self.after_step(id, g);
     }
 
-    fn on_hard_state(&mut self, now: Instant, id: NodeId, inc: u64, seq: u64, hs: HardState) {
+    fn on_hard_state(&mut self, now: Instant, id: NodeId, g: GroupId, inc: u64, seq: u64, hs: HardState) {
         let n = id as usize;
         if !self.nodes[n].process.is_current(inc) {
             return;
@@ -672,36 +769,46 @@ impl<F: NodeFactory> Cluster<F> {
             self.trace,
             now,
             Some(id),
-            "disk hard state t{} vote={:?} durable",
+            "{}disk hard state t{} vote={:?} durable",
+            self.gtag(g),
             hs.term,
             hs.vote
         );
         let node = &mut self.nodes[n];
-        let result = match node.store.as_mut() {
+        let result = match node.members[g as usize].store.as_mut() {
             Some(s) => s
                 .complete_hard_state(&mut node.disk, &mut node.disk_rng, seq, hs)
                 .map(|()| StoreWork::default()),
             None => return,
         };
-        self.store_result(id, result);
-        self.after_step(id);
+        self.store_result(id, g, result);
+        self.after_step(id, g);
     }
 
     /// Schedules a store's work, or stops the node on a storage failure.
-    fn store_result(&mut self, id: NodeId, result: Result<StoreWork, StoreError>) {
+    fn store_result(&mut self, id: NodeId, g: GroupId, result: Result<StoreWork, StoreError>) {
         let n = id as usize;
         let inc = self.nodes[n].process.incarnation;
         match result {
             Ok(work) => {
                 for io in work.log_io {
                     let delay = io.delay;
-                    self.after(delay, Ev::LogIo { node: id, inc, io });
+                    self.after(
+                        delay,
+                        Ev::LogIo {
+                            node: id,
+                            group: g,
+                            inc,
+                            io,
+                        },
+                    );
                 }
                 for (seq, hs, delay) in work.hard_state {
                     self.after(
                         delay,
                         Ev::HardState {
                             node: id,
+                            group: g,
                             inc,
                             seq,
                             hs,
@@ -727,17 +834,21 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     /// After a node handled something: run its effects, observe it, re-arm its timer.
-    fn after_step(&mut self, id: NodeId) {
+    fn after_step(&mut self, id: NodeId, g: GroupId) {
         let n = id as usize;
         loop {
             if !self.is_up(id) || self.violation.is_some() {
                 return;
             }
-            let Some(effect) = self.nodes[n].replica.as_mut().and_then(|r| r.poll_effect()) else {
+            let Some(effect) = self.nodes[n].members[g as usize]
+                .replica
+                .as_mut()
+                .and_then(|r| r.poll_effect())
+            else {
                 break;
             };
             match effect {
-                ReplicaEffect::Send { to, msg } => self.send(id, to, msg),
+                ReplicaEffect::Send { to, msg } => self.send(id, to, g, msg),
                 ReplicaEffect::Read {
                     read_id,
                     from_index,
@@ -746,7 +857,7 @@ impl<F: NodeFactory> Cluster<F> {
                     let now = self.queue.now();
                     let local = self.nodes[n].process.clock.local(now);
                     let node = &mut self.nodes[n];
-                    let result = match (node.store.as_ref(), self.scenario.log_reads) {
+                    let result = match (node.members[g as usize].store.as_ref(), self.scenario.log_reads) {
                         (Some(s), LogReads::Disk) => s.read_entries(&node.disk, from_index, max_bytes),
                         (Some(_), LogReads::Memory) => Ok(Vec::new()),
                         (None, _) => return,
@@ -769,11 +880,17 @@ impl<F: NodeFactory> Cluster<F> {
                             return;
                         }
                         Err(e) => {
-                            trace_event!(self.trace, now, Some(id), "read from {from_index} failed: {e}");
+                            trace_event!(
+                                self.trace,
+                                now,
+                                Some(id),
+                                "{}read from {from_index} failed: {e}",
+                                self.gtag(g)
+                            );
                             Err(e.to_string())
                         }
                     };
-                    if let Some(r) = self.nodes[n].replica.as_mut() {
+                    if let Some(r) = self.nodes[n].members[g as usize].replica.as_mut() {
                         r.handle_read(local, read_id, result);
                     }
                 }
@@ -785,7 +902,8 @@ impl<F: NodeFactory> Cluster<F> {
                                 self.trace,
                                 now,
                                 Some(id),
-                                "persist #{seq} term {} vote {:?}",
+                                "{}persist #{seq} term {} vote {:?}",
+                                self.gtag(g),
                                 hs.term,
                                 hs.vote
                             )
@@ -794,7 +912,8 @@ impl<F: NodeFactory> Cluster<F> {
                             self.trace,
                             now,
                             Some(id),
-                            "persist #{seq} append {}..={}",
+                            "{}persist #{seq} append {}..={}",
+                            self.gtag(g),
                             es.first().map_or(0, |e| e.index),
                             es.last().map_or(0, |e| e.index)
                         ),
@@ -804,32 +923,36 @@ impl<F: NodeFactory> Cluster<F> {
                                 self.trace,
                                 now,
                                 Some(id),
-                                "persist #{seq} truncate from {from_index}"
+                                "{}persist #{seq} truncate from {from_index}",
+                                self.gtag(g)
                             )
                         }
                     }
                     let local = self.nodes[n].process.clock.local(now);
                     let node = &mut self.nodes[n];
-                    let result = match node.store.as_mut() {
+                    let result = match node.members[g as usize].store.as_mut() {
                         Some(s) => s.submit(&mut node.disk, &mut node.disk_rng, local, seq, op),
                         None => return,
                     };
-                    self.store_result(id, result);
+                    self.store_result(id, g, result);
                 }
             }
         }
         // Storage progress feeds back into the replica, which may release messages.
-        let done = self.nodes[n].store.as_ref().map_or(0, |s| s.done_seq());
-        if done > self.nodes[n].reported_done {
-            self.nodes[n].reported_done = done;
+        let done = self.nodes[n].members[g as usize]
+            .store
+            .as_ref()
+            .map_or(0, |s| s.done_seq());
+        if done > self.nodes[n].members[g as usize].reported_done {
+            self.nodes[n].members[g as usize].reported_done = done;
             let now = self.queue.now();
             let local = self.nodes[n].process.clock.local(now);
-            if let Some(r) = self.nodes[n].replica.as_mut() {
+            if let Some(r) = self.nodes[n].members[g as usize].replica.as_mut() {
                 r.handle_durable(local, done);
             }
-            return self.after_step(id);
+            return self.after_step(id, g);
         }
-        if let Some(v) = self.nodes[n]
+        if let Some(v) = self.nodes[n].members[g as usize]
             .replica
             .as_ref()
             .and_then(|r| r.contract_violation())
@@ -839,24 +962,38 @@ impl<F: NodeFactory> Cluster<F> {
                 detail: format!("node {id}: {v}"),
             });
         }
-        self.observe(id);
-        self.arm_timer(id);
+        self.observe(id, g);
+        self.arm_timer(id, g);
     }
 
-    fn send(&mut self, from: NodeId, to: NodeId, msg: <F::R as Replica>::Msg) {
-        let copies = self.net.send(&mut self.net_rng, from, to, msg);
-        for (delay, msg) in copies {
-            self.after(delay, Ev::Deliver { from, to, msg });
+    fn send(&mut self, from: NodeId, to: NodeId, g: GroupId, msg: <F::R as Replica>::Msg) {
+        let copies = self.net.send(&mut self.net_rng, from, to, (g, msg));
+        for (delay, (_, msg)) in copies {
+            self.after(
+                delay,
+                Ev::Deliver {
+                    from,
+                    to,
+                    group: g,
+                    msg,
+                },
+            );
         }
     }
 
-    fn arm_timer(&mut self, id: NodeId) {
+    fn arm_timer(&mut self, id: NodeId, g: GroupId) {
         let now = self.queue.now();
         let n = id as usize;
         let node = &mut self.nodes[n];
         let local_now = node.process.clock.local(now);
-        let replica_t = node.replica.as_ref().and_then(|r| r.poll_timeout());
-        let store_t = node.store.as_ref().and_then(|s| s.log().poll_timeout());
+        let replica_t = node.members[g as usize]
+            .replica
+            .as_ref()
+            .and_then(|r| r.poll_timeout());
+        let store_t = node.members[g as usize]
+            .store
+            .as_ref()
+            .and_then(|s| s.log().poll_timeout());
         let Some(mut local) = [replica_t, store_t].into_iter().flatten().min() else {
             return;
         };
@@ -865,39 +1002,57 @@ impl<F: NodeFactory> Cluster<F> {
             local = local_now + Duration::from_micros(1);
         }
         let at = node.process.clock.to_global(now, local);
-        if node.timer_at == Some(at) {
+        if node.members[g as usize].timer_at == Some(at) {
             return;
         }
-        node.timer_token += 1;
-        node.timer_at = Some(at);
-        let token = node.timer_token;
-        self.schedule(at, Ev::Timer { node: id, token });
+        node.members[g as usize].timer_token += 1;
+        node.members[g as usize].timer_at = Some(at);
+        let token = node.members[g as usize].timer_token;
+        self.schedule(
+            at,
+            Ev::Timer {
+                node: id,
+                group: g,
+                token,
+            },
+        );
     }
 
-    fn observe(&mut self, id: NodeId) {
+    fn observe(&mut self, id: NodeId, g: GroupId) {
         let n = id as usize;
         let now = self.queue.now();
         let inc = self.nodes[n].process.incarnation;
-        let Some(r) = self.nodes[n].replica.as_ref() else {
+        let Some(r) = self.nodes[n].members[g as usize].replica.as_ref() else {
             return;
         };
         let st = r.status();
         let mut result = Ok(());
         if st.role == Role::Leader {
             if self.phase == Phase::Liveness {
-                self.live_leader = true;
+                self.groups[g as usize].live_leader = true;
             }
-            result = result.and(self.checker.on_leader(id, st.term));
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.leaders_seen.entry(st.term) {
+            result = result.and(self.groups[g as usize].checker.on_leader(id, st.term));
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                self.groups[g as usize].leaders_seen.entry(st.term)
+            {
                 slot.insert(id);
                 self.coverage.hit("raft.election.won");
-                trace_event!(self.trace, now, Some(id), "leader of term {}", st.term);
+                trace_event!(
+                    self.trace,
+                    now,
+                    Some(id),
+                    "{}leader of term {}",
+                    self.gtag(g),
+                    st.term
+                );
             }
         }
         let mut commits = Vec::new();
         if let Some(c) = st.commit_index {
-            result = result.and(self.checker.on_commit_index(id, inc, c));
-            let from = self.nodes[n].observed_commit.map_or(0, |o| o + 1);
+            result = result.and(self.groups[g as usize].checker.on_commit_index(id, inc, c));
+            let from = self.nodes[n].members[g as usize]
+                .observed_commit
+                .map_or(0, |o| o + 1);
             for i in from..=c {
                 match r.entry(i) {
                     Some(e) => commits.push((i, entry_id(e))),
@@ -909,27 +1064,30 @@ impl<F: NodeFactory> Cluster<F> {
                     }
                 }
             }
-            if self.nodes[n].observed_commit.is_none_or(|o| c > o) {
-                self.nodes[n].observed_commit = Some(c);
+            if self.nodes[n].members[g as usize]
+                .observed_commit
+                .is_none_or(|o| c > o)
+            {
+                self.nodes[n].members[g as usize].observed_commit = Some(c);
             }
         }
         for (i, e) in commits {
             self.coverage.hit("raft.commit");
-            result = result.and(self.checker.on_committed(id, i, e));
+            result = result.and(self.groups[g as usize].checker.on_committed(id, i, e));
         }
         if let Err(v) = result {
             self.fail(v);
             return;
         }
-        self.resolve_writes(id);
+        self.resolve_writes(id, g);
     }
 
     /// Acknowledges client writes the node has committed.
-    fn resolve_writes(&mut self, id: NodeId) {
+    fn resolve_writes(&mut self, id: NodeId, g: GroupId) {
         let n = id as usize;
         let now = self.queue.now();
         let inc = self.nodes[n].process.incarnation;
-        let Some(r) = self.nodes[n].replica.as_ref() else {
+        let Some(r) = self.nodes[n].members[g as usize].replica.as_ref() else {
             return;
         };
         let commit = if self.scenario.bugs.ack_uncommitted {
@@ -941,20 +1099,30 @@ impl<F: NodeFactory> Cluster<F> {
             let Some(o) = self.clients[c].outstanding else {
                 continue;
             };
-            if o.node != id || o.inc != inc || commit.is_none_or(|ci| ci < o.index) {
+            if self.clients[c].group != g
+                || o.node != id
+                || o.inc != inc
+                || commit.is_none_or(|ci| ci < o.index)
+            {
                 continue;
             }
             let outcome = match r.entry(o.index) {
                 Some(e) if e.term == o.term => OpOutcome::WriteAcked { offset: o.index },
                 _ => OpOutcome::WriteTimedOut,
             };
-            self.history.finish_write(o.op, now, outcome);
+            self.groups[g as usize].history.finish_write(o.op, now, outcome);
             self.clients[c].outstanding = None;
             if let OpOutcome::WriteAcked { offset } = outcome {
                 self.coverage.hit("client.write.acked");
-                trace_event!(self.trace, now, Some(id), "ack client {c} offset {offset}");
-                if self.phase == Phase::Liveness && self.live_ack.is_none() {
-                    self.live_ack = Some(offset);
+                trace_event!(
+                    self.trace,
+                    now,
+                    Some(id),
+                    "{}ack client {c} offset {offset}",
+                    self.gtag(g)
+                );
+                if self.phase == Phase::Liveness && self.groups[g as usize].live_ack.is_none() {
+                    self.groups[g as usize].live_ack = Some(offset);
                 }
             }
         }
@@ -971,16 +1139,17 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     fn client_write(&mut self, now: Instant, client: u32) {
+        let g = self.clients[client as usize].group;
         if self.phase == Phase::Liveness {
             // Healing includes membership: learners become voters again.
-            let learner = self.current_leader().and_then(|l| {
-                self.nodes[l as usize]
+            let learner = self.current_leader(g).and_then(|l| {
+                self.nodes[l as usize].members[g as usize]
                     .replica
                     .as_ref()
                     .and_then(|r| r.learners().first().copied())
             });
             if let Some(learner) = learner {
-                self.leader_churn(now, Churn::Promote(learner), "fault.membership.promote");
+                self.leader_churn(now, g, Churn::Promote(learner), "fault.membership.promote");
             }
         }
         let c = client as usize;
@@ -993,23 +1162,25 @@ impl<F: NodeFactory> Cluster<F> {
             if now < o.deadline {
                 return;
             }
-            self.history.finish_write(o.op, now, OpOutcome::WriteTimedOut);
+            self.groups[g as usize]
+                .history
+                .finish_write(o.op, now, OpOutcome::WriteTimedOut);
             self.coverage.hit("client.write.timed_out");
             self.clients[c].outstanding = None;
         }
-        if self.history.is_full() {
+        if self.groups[g as usize].history.is_full() {
             return;
         }
         let hint = self.clients[c].leader_hint;
         let Some(node) = self.pick_node(hint) else { return };
         let value = self.next_value;
         self.next_value += 1;
-        let op = self.history.begin_write(client, now, value);
-        self.history.set_node(op, node);
+        let op = self.groups[g as usize].history.begin_write(client, now, value);
+        self.groups[g as usize].history.set_node(op, node);
         let n = node as usize;
         let local = self.nodes[n].process.clock.local(now);
         let inc = self.nodes[n].process.incarnation;
-        let Some(r) = self.nodes[n].replica.as_mut() else {
+        let Some(r) = self.nodes[n].members[g as usize].replica.as_mut() else {
             return;
         };
         match r.propose(local, Bytes::from(value_payload(value))) {
@@ -1019,7 +1190,8 @@ impl<F: NodeFactory> Cluster<F> {
                     self.trace,
                     now,
                     Some(node),
-                    "client {client} write {value} -> offset {index} t{term}"
+                    "{}client {client} write {value} -> offset {index} t{term}",
+                    self.gtag(g)
                 );
                 self.clients[c].outstanding = Some(Outstanding {
                     op,
@@ -1030,10 +1202,12 @@ impl<F: NodeFactory> Cluster<F> {
                     deadline: now + Duration::from_millis(self.scenario.client_timeout_ms),
                 });
                 self.clients[c].leader_hint = Some(node);
-                self.after_step(node);
+                self.after_step(node, g);
             }
             Err(e) => {
-                self.history.finish_write(op, now, OpOutcome::WriteRejected);
+                self.groups[g as usize]
+                    .history
+                    .finish_write(op, now, OpOutcome::WriteRejected);
                 self.coverage.hit("client.write.rejected");
                 self.clients[c].leader_hint = match e {
                     ProposeError::NotLeader(h) => h,
@@ -1049,8 +1223,9 @@ impl<F: NodeFactory> Cluster<F> {
             self.scenario.read_interval_ms * 3 / 2,
         ));
         self.after(next, Ev::ClientRead { client });
+        let g = self.clients[client as usize].group;
         let Some(node) = self.pick_node(None) else { return };
-        let Some(r) = self.nodes[node as usize].replica.as_ref() else {
+        let Some(r) = self.nodes[node as usize].members[g as usize].replica.as_ref() else {
             return;
         };
         let st = r.status();
@@ -1076,14 +1251,15 @@ impl<F: NodeFactory> Cluster<F> {
             self.trace,
             now,
             Some(node),
-            "client {client} read ..={upto}: {} records",
+            "{}client {client} read ..={upto}: {} records",
+            self.gtag(g),
             records.len()
         );
         self.coverage.hit("client.read");
-        if self.phase == Phase::Liveness && self.live_ack.is_some_and(|a| a <= upto) {
-            self.live_read = true;
+        if self.phase == Phase::Liveness && self.groups[g as usize].live_ack.is_some_and(|a| a <= upto) {
+            self.groups[g as usize].live_read = true;
         }
-        self.history.record_read(ReadRecord {
+        self.groups[g as usize].history.record_read(ReadRecord {
             client,
             at: now,
             records,
@@ -1095,17 +1271,29 @@ impl<F: NodeFactory> Cluster<F> {
 
     // ---- faults ------------------------------------------------------------------
 
+    /// A random group (no draw with one group, so single-group runs keep their stream).
+    fn random_group(&mut self) -> GroupId {
+        if self.scenario.groups <= 1 {
+            0
+        } else {
+            u32::try_from(self.fault_rng.index(self.scenario.groups as usize)).unwrap_or(0)
+        }
+    }
+
     fn random_up(&mut self) -> Option<NodeId> {
         self.pick_node(None)
     }
 
-    fn current_leader(&self) -> Option<NodeId> {
+    fn current_leader(&self, g: GroupId) -> Option<NodeId> {
         self.ids
             .iter()
             .copied()
             .filter(|i| self.is_up(*i))
             .filter_map(|i| {
-                let st = self.nodes[i as usize].replica.as_ref()?.status();
+                let st = self.nodes[i as usize].members[g as usize]
+                    .replica
+                    .as_ref()?
+                    .status();
                 (st.role == Role::Leader).then_some((st.term, i))
             })
             .max()
@@ -1251,13 +1439,18 @@ impl<F: NodeFactory> Cluster<F> {
                 self.coverage.hit("fault.clock_jump");
                 trace_event!(self.trace, now, Some(t), "clock jump {delta}ns");
                 self.nodes[t as usize].process.clock.jump(delta);
-                self.arm_timer(t);
+                if self.is_up(t) {
+                    for g in self.group_ids() {
+                        self.arm_timer(t, g);
+                    }
+                }
             }
             "bit_flip" if n_nodes >= 3 => self.bit_flip(now),
             "step_down" | "transfer" => {
-                if let Some(l) = self.current_leader() {
+                let g = self.random_group();
+                if let Some(l) = self.current_leader(g) {
                     if kind == "step_down" || n_nodes < 2 {
-                        if self.leader_churn(now, Churn::StepDown, "fault.churn.step_down") {
+                        if self.leader_churn(now, g, Churn::StepDown, "fault.churn.step_down") {
                             self.coverage.hit("raft.leader.step_down");
                         }
                     } else {
@@ -1265,32 +1458,34 @@ impl<F: NodeFactory> Cluster<F> {
                         if to >= l {
                             to += 1;
                         }
-                        if self.leader_churn(now, Churn::TransferTo(to), "fault.churn.transfer") {
+                        if self.leader_churn(now, g, Churn::TransferTo(to), "fault.churn.transfer") {
                             self.coverage.hit("raft.leader.step_down");
                         }
                     }
                 }
             }
             "priority" => {
+                let g = self.random_group();
                 let node = self.ids[self.fault_rng.index(n_nodes)];
                 let priority = u32::try_from(self.fault_rng.between(1, 3)).unwrap_or(1);
-                self.leader_churn(now, Churn::SetPriority(node, priority), "fault.churn.priority");
+                self.leader_churn(now, g, Churn::SetPriority(node, priority), "fault.churn.priority");
             }
             "membership" => {
-                if let Some(l) = self.current_leader() {
-                    let learners = self.nodes[l as usize]
+                let g = self.random_group();
+                if let Some(l) = self.current_leader(g) {
+                    let learners = self.nodes[l as usize].members[g as usize]
                         .replica
                         .as_ref()
                         .map(|r| r.learners())
                         .unwrap_or_default();
                     if let Some(&learner) = learners.first() {
-                        self.leader_churn(now, Churn::Promote(learner), "fault.membership.promote");
+                        self.leader_churn(now, g, Churn::Promote(learner), "fault.membership.promote");
                     } else if f.bit_flip <= 0.0 || n_nodes >= 5 {
                         let mut to = self.ids[self.fault_rng.index(n_nodes - 1)];
                         if to >= l {
                             to += 1;
                         }
-                        self.leader_churn(now, Churn::Demote(to), "fault.membership.demote");
+                        self.leader_churn(now, g, Churn::Demote(to), "fault.membership.demote");
                     }
                 }
             }
@@ -1315,38 +1510,40 @@ impl<F: NodeFactory> Cluster<F> {
         let anywhere = self.scenario.faults.bit_flip_anywhere;
         let past_checkpoint = self.scenario.faults.bit_flip_past_checkpoint || anywhere;
         let id = self.rot_node;
+        let groups = self.scenario.groups;
         let node = &mut self.nodes[id as usize];
-        let checkpoint = node
-            .disk
-            .read_all(&format!("{PARTITION_DIR}/{CHECKPOINT_FILE_NAME}"))
-            .ok()
-            .and_then(|b| Checkpoint::decode(&b));
-        let durable_offset = match (past_checkpoint, checkpoint) {
-            (true, _) => i64::MAX,
-            (false, Some(c)) => c.durable_offset,
-            (false, None) => return,
-        };
         let mut candidates: Vec<(String, usize, usize)> = Vec::new();
-        for path in node.disk.paths() {
-            let Some(name) = path.strip_prefix(&format!("{PARTITION_DIR}/")) else {
-                continue;
+        for g in 0..groups {
+            let dir = partition_dir(g);
+            let checkpoint = node
+                .disk
+                .read_all(&format!("{dir}/{CHECKPOINT_FILE_NAME}"))
+                .ok()
+                .and_then(|b| Checkpoint::decode(&b));
+            let durable_offset = match (past_checkpoint, checkpoint) {
+                (true, _) => i64::MAX,
+                (false, Some(c)) => c.durable_offset,
+                (false, None) => continue,
             };
-            if SegmentId::parse_file_name(name).is_none() {
-                continue;
-            }
-            let Ok(bytes) = node.disk.read_all(&path) else {
-                continue;
-            };
-            if anywhere {
-                if !bytes.is_empty() {
-                    candidates.push((path.clone(), 0, bytes.len()));
+            for (name, _) in node.disk.list(&dir) {
+                if SegmentId::parse_file_name(&name).is_none() {
+                    continue;
                 }
-                continue;
-            }
-            for (at, h) in iter_batches(&bytes) {
-                if h.last_offset() <= durable_offset {
-                    // From the CRC field on: what CRC32C protects, and the CRC itself.
-                    candidates.push((path.clone(), at + CRC_FIELD_OFFSET, at + h.size_bytes()));
+                let path = format!("{dir}/{name}");
+                let Ok(bytes) = node.disk.read_all(&path) else {
+                    continue;
+                };
+                if anywhere {
+                    if !bytes.is_empty() {
+                        candidates.push((path.clone(), 0, bytes.len()));
+                    }
+                    continue;
+                }
+                for (at, h) in iter_batches(&bytes) {
+                    if h.last_offset() <= durable_offset {
+                        // From the CRC field on: what CRC32C protects, and the CRC itself.
+                        candidates.push((path.clone(), at + CRC_FIELD_OFFSET, at + h.size_bytes()));
+                    }
                 }
             }
         }
@@ -1363,19 +1560,19 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     /// Asks the current leader for a churn; counts `what` if it accepted.
-    fn leader_churn(&mut self, now: Instant, churn: Churn, what: &'static str) -> bool {
-        let Some(l) = self.current_leader() else {
+    fn leader_churn(&mut self, now: Instant, g: GroupId, churn: Churn, what: &'static str) -> bool {
+        let Some(l) = self.current_leader(g) else {
             return false;
         };
         let local = self.nodes[l as usize].process.clock.local(now);
-        let done = self.nodes[l as usize]
+        let done = self.nodes[l as usize].members[g as usize]
             .replica
             .as_mut()
             .is_some_and(|r| r.churn(local, churn));
         if done {
             self.coverage.hit(what);
-            trace_event!(self.trace, now, Some(l), "churn {churn:?}");
-            self.after_step(l);
+            trace_event!(self.trace, now, Some(l), "{}churn {churn:?}", self.gtag(g));
+            self.after_step(l, g);
         }
         done
     }
@@ -1389,8 +1586,16 @@ impl<F: NodeFactory> Cluster<F> {
                 for msg in msgs {
                     // Held messages go out together, after a fresh link delay.
                     let copies = self.net.send(&mut self.net_rng, a, b, msg);
-                    for (delay, msg) in copies {
-                        self.after(delay, Ev::Deliver { from: a, to: b, msg });
+                    for (delay, (group, msg)) in copies {
+                        self.after(
+                            delay,
+                            Ev::Deliver {
+                                from: a,
+                                to: b,
+                                group,
+                                msg,
+                            },
+                        );
                     }
                 }
             }
@@ -1426,8 +1631,16 @@ impl<F: NodeFactory> Cluster<F> {
         });
         for (a, b, msg) in held {
             let copies = self.net.send(&mut self.net_rng, a, b, msg);
-            for (delay, msg) in copies {
-                self.after(delay, Ev::Deliver { from: a, to: b, msg });
+            for (delay, (group, msg)) in copies {
+                self.after(
+                    delay,
+                    Ev::Deliver {
+                        from: a,
+                        to: b,
+                        group,
+                        msg,
+                    },
+                );
             }
         }
         let mut disk = self.scenario.disk.clone();
@@ -1445,7 +1658,11 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     fn check_liveness_reached(&mut self, now: Instant) {
-        if self.phase == Phase::Liveness && self.live_leader && self.live_ack.is_some() && self.live_read {
+        let all = self
+            .groups
+            .iter()
+            .all(|g| g.live_leader && g.live_ack.is_some() && g.live_read);
+        if self.phase == Phase::Liveness && all {
             self.coverage.hit("liveness.reached");
             trace_event!(
                 self.trace,
@@ -1467,15 +1684,25 @@ impl<F: NodeFactory> Cluster<F> {
                 return;
             }
             let up = self.ids.iter().filter(|i| self.is_up(**i)).count();
+            let stuck: Vec<String> = (0..)
+                .zip(&self.groups)
+                .filter(|(_, g)| !(g.live_leader && g.live_ack.is_some() && g.live_read))
+                .map(|(i, g): (u32, &GroupState)| {
+                    format!(
+                        "group {i}: leader elected={}, new write acked={}, read served={}",
+                        g.live_leader,
+                        g.live_ack.is_some(),
+                        g.live_read
+                    )
+                })
+                .collect();
             self.fail(Violation {
                 invariant: "liveness",
                 detail: format!(
-                    "within {}s of healing: leader elected={}, new write acked={}, read served={} ({up}/{} nodes up)",
+                    "within {}s of healing ({up}/{} nodes up): {}",
                     self.scenario.liveness_secs,
-                    self.live_leader,
-                    self.live_ack.is_some(),
-                    self.live_read,
-                    self.ids.len()
+                    self.ids.len(),
+                    stuck.join("; ")
                 ),
             });
         }
@@ -1483,9 +1710,9 @@ impl<F: NodeFactory> Cluster<F> {
         let _ = now;
     }
 
-    fn log_of(&self, id: NodeId) -> BTreeMap<u64, EntryId> {
+    fn log_of(&self, id: NodeId, g: GroupId) -> BTreeMap<u64, EntryId> {
         let mut log = BTreeMap::new();
-        if let Some(r) = self.nodes[id as usize].replica.as_ref() {
+        if let Some(r) = self.nodes[id as usize].members[g as usize].replica.as_ref() {
             if let Some(last) = r.status().last_index {
                 for i in 0..=last {
                     if let Some(e) = r.entry(i) {
@@ -1498,22 +1725,30 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     fn final_checks(&mut self) {
-        let live: Vec<NodeId> = self.ids.iter().copied().filter(|i| self.is_up(*i)).collect();
-        let logs: Vec<(NodeId, BTreeMap<u64, EntryId>)> = live.iter().map(|&i| (i, self.log_of(i))).collect();
-        let mut result = check_log_matching(&logs);
-        if let Some(l) = self.current_leader() {
-            let commit = self.nodes[l as usize]
-                .replica
-                .as_ref()
-                .and_then(|r| r.status().commit_index);
-            if let Some(c) = commit {
-                let log = self.log_of(l);
-                result = result.and(self.checker.check_final_logs(l, &log, c));
+        for g in self.group_ids() {
+            let live: Vec<NodeId> = self.ids.iter().copied().filter(|i| self.is_up(*i)).collect();
+            let logs: Vec<(NodeId, BTreeMap<u64, EntryId>)> =
+                live.iter().map(|&i| (i, self.log_of(i, g))).collect();
+            let state = &self.groups[g as usize];
+            let mut result = check_log_matching(&logs);
+            if let Some(l) = self.current_leader(g) {
+                let commit = self.nodes[l as usize].members[g as usize]
+                    .replica
+                    .as_ref()
+                    .and_then(|r| r.status().commit_index);
+                if let Some(c) = commit {
+                    let log = self.log_of(l, g);
+                    result = result.and(state.checker.check_final_logs(l, &log, c));
+                }
             }
-        }
-        result = result.and(check_history(&self.history, self.checker.committed()));
-        if let Err(v) = result {
-            self.fail(v);
+            result = result.and(check_history(&state.history, state.checker.committed()));
+            if let Err(mut v) = result {
+                if self.scenario.groups > 1 {
+                    v.detail = format!("group {g}: {}", v.detail);
+                }
+                self.fail(v);
+                return;
+            }
         }
     }
 }

@@ -201,7 +201,10 @@ pub struct Scenario {
     pub description: String,
     /// Nodes in the cluster (1..=9).
     pub nodes: u32,
-    /// Concurrent clients.
+    /// Raft groups (partitions); every node runs a replica of each, sharing its disk,
+    /// network and process.
+    pub groups: u32,
+    /// Concurrent clients (client `c` writes to group `c % groups`).
     pub clients: u32,
     /// Length of the safety phase (faults on), simulated seconds.
     pub safety_secs: u64,
@@ -265,6 +268,7 @@ impl Default for Scenario {
             name: "default".into(),
             description: "every fault, swarm-chosen per seed".into(),
             nodes: 3,
+            groups: 1,
             clients: 3,
             safety_secs: 20,
             liveness_secs: 15,
@@ -340,6 +344,9 @@ impl Scenario {
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=9).contains(&self.nodes) {
             return Err(format!("nodes = {} (must be 1..=9)", self.nodes));
+        }
+        if !(1..=64).contains(&self.groups) {
+            return Err(format!("groups = {} (must be 1..=64)", self.groups));
         }
         if self.clients > 64 {
             return Err(format!("clients = {} (at most 64)", self.clients));
@@ -438,10 +445,11 @@ impl Scenario {
             .map(|(n, w)| format!("{n}={w}"))
             .collect();
         format!(
-            "scenario {} replica={:?} nodes={} clients={} faults=[{}] loss={:.3} dup={:.3} reorder={:.3} enospc={:.4} io_err={:.4} tear={:?} drift<={}ppm bugs={:?}",
+            "scenario {} replica={:?} nodes={} groups={} clients={} faults=[{}] loss={:.3} dup={:.3} reorder={:.3} enospc={:.4} io_err={:.4} tear={:?} drift<={}ppm bugs={:?}",
             self.name,
             self.replica,
             self.nodes,
+            self.groups,
             self.clients,
             faults.join(","),
             self.network.loss_prob,

@@ -22,10 +22,15 @@ use oxbow_core::log::{Log, LogConfig, LogEvent, RecoveryReport};
 use oxbow_core::time::Instant;
 use std::collections::VecDeque;
 
-/// The partition directory of the simulated replica.
-pub const PARTITION_DIR: &str = "kafka/sim/0_0";
-/// The hard-state file.
-pub const HARD_STATE_PATH: &str = "raft/0/hard_state";
+/// The partition directory of group `group`'s replica: `kafka/sim/<group>_0`.
+pub fn partition_dir(group: u32) -> String {
+    oxbow_core::log::io::partition_dir("sim", i32::try_from(group).unwrap_or(i32::MAX), 0)
+}
+
+/// The hard-state file of group `group`'s replica.
+pub fn hard_state_path(group: u32) -> String {
+    format!("raft/{group}/hard_state")
+}
 
 /// Storage failed in a way the node cannot continue from (it stops, like a broker whose
 /// disk failed).
@@ -81,6 +86,8 @@ enum Pending {
 /// One node's storage.
 #[derive(Debug)]
 pub struct NodeStore {
+    dir: String,
+    hard_state_path: String,
     backend: LogDisk,
     log: Log,
     queue: VecDeque<(u64, Pending)>,
@@ -139,10 +146,13 @@ fn encode_entry(e: &SimEntry, now: Instant) -> Bytes {
 }
 
 impl NodeStore {
-    /// Empty storage for a new node.
-    pub fn new() -> Self {
+    /// Empty storage of group `group` on a new node.
+    pub fn new(group: u32) -> Self {
+        let dir = partition_dir(group);
         NodeStore {
-            backend: LogDisk::new(PARTITION_DIR),
+            backend: LogDisk::new(dir.clone()),
+            dir,
+            hard_state_path: hard_state_path(group),
             log: Log::new(sim_log_config(), 0),
             queue: VecDeque::new(),
             done_seq: 0,
@@ -234,7 +244,7 @@ impl NodeStore {
         seq: u64,
         hs: HardState,
     ) -> Result<(), StoreError> {
-        disk.replace(rng, HARD_STATE_PATH, encode_hard_state(hs), true)
+        disk.replace(rng, &self.hard_state_path, encode_hard_state(hs), true)
             .map_err(|e| StoreError::Disk(e.to_string()))?;
         for (s, p) in self.queue.iter_mut() {
             if *s == seq {
@@ -367,7 +377,7 @@ impl NodeStore {
             .map_err(|e| StoreError::Contract(format!("read from {from_index}: {e}")))?;
         let mut chunks = Vec::with_capacity(plan.ranges.len());
         for range in &plan.ranges {
-            let path = format!("{PARTITION_DIR}/{}", range.segment.file_name());
+            let path = format!("{}/{}", self.dir, range.segment.file_name());
             chunks.push(
                 disk.read(&path, range.position, range.len_bytes)
                     .map_err(|e| StoreError::Corrupt(format!("read {path}: {e}")))?,
@@ -392,13 +402,15 @@ impl NodeStore {
         disk: &mut SimDisk,
         rng: &mut SimRng,
         now: Instant,
+        group: u32,
     ) -> Result<(NodeStore, HardState, Vec<SimEntry>, RecoveryReport), StoreError> {
-        let hs = match disk.read_all(HARD_STATE_PATH) {
+        let dir = partition_dir(group);
+        let hs = match disk.read_all(&hard_state_path(group)) {
             Ok(bytes) => decode_hard_state(&bytes)
                 .ok_or_else(|| StoreError::Corrupt("hard state checksum mismatch".into()))?,
             Err(_) => HardState::default(),
         };
-        let mut backend = LogDisk::new(PARTITION_DIR);
+        let mut backend = LogDisk::new(dir.clone());
         let (mut log, report) = backend
             .recover(disk, sim_log_config())
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -432,20 +444,16 @@ impl NodeStore {
                 break;
             }
         }
-        let entries = read_entries(disk, &log)?;
+        let entries = read_entries(disk, &dir, &log)?;
         let store = NodeStore {
+            hard_state_path: hard_state_path(group),
+            dir,
             backend,
             log,
             queue: VecDeque::new(),
             done_seq: 0,
         };
         Ok((store, hs, entries, report))
-    }
-}
-
-impl Default for NodeStore {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -477,11 +485,11 @@ fn decode_entry(bytes: &[u8], at: usize, header: &BatchHeader) -> Result<SimEntr
     })
 }
 
-fn read_entries(disk: &SimDisk, log: &Log) -> Result<Vec<SimEntry>, StoreError> {
+fn read_entries(disk: &SimDisk, dir: &str, log: &Log) -> Result<Vec<SimEntry>, StoreError> {
     let end = log.next_offset();
     let mut entries = Vec::new();
     for segment in log.segments() {
-        let path = format!("{PARTITION_DIR}/{}", segment.id.file_name());
+        let path = format!("{dir}/{}", segment.id.file_name());
         let bytes = disk
             .read_all(&path)
             .map_err(|e| StoreError::Corrupt(format!("segment vanished after recovery: {e}")))?;
@@ -530,7 +538,7 @@ mod tests {
         let mut disk = SimDisk::new(DiskConfig::default());
         let mut rng = Seeds::new(1).stream("disk");
         let now = Instant::from_millis(5);
-        let mut store = NodeStore::new();
+        let mut store = NodeStore::new(0);
         let entries: Vec<SimEntry> = (0..300u64)
             .map(|i| SimEntry {
                 term: 1 + i / 100,
@@ -589,7 +597,7 @@ mod tests {
         }
         assert_eq!(store.done_seq(), 7);
         disk.crash(&mut rng);
-        let (_, hs, back, _) = NodeStore::recover(&mut disk, &mut rng, now).unwrap();
+        let (_, hs, back, _) = NodeStore::recover(&mut disk, &mut rng, now, 0).unwrap();
         assert_eq!(hs, HardState::default());
         assert_eq!(back, entries[..250].to_vec());
     }
@@ -615,7 +623,7 @@ mod truncate_tests {
         let mut disk = SimDisk::new(DiskConfig::default());
         let mut rng = Seeds::new(1).stream("disk");
         let now = Instant::from_millis(5);
-        let mut store = NodeStore::new();
+        let mut store = NodeStore::new(0);
         let mut pending: Vec<LogIo> = Vec::new();
         let mut seq = 0;
         for i in 0..162 {
@@ -724,7 +732,7 @@ mod config_entry_tests {
         let mut disk = SimDisk::new(DiskConfig::default());
         let mut rng = Seeds::new(1).stream("disk");
         let now = Instant::from_millis(5);
-        let mut store = NodeStore::new();
+        let mut store = NodeStore::new(0);
         let entries = vec![
             SimEntry {
                 term: 1,
@@ -757,7 +765,7 @@ mod config_entry_tests {
                     .log_io,
             );
         }
-        let (_, _, back, _) = NodeStore::recover(&mut disk, &mut rng, now).unwrap();
+        let (_, _, back, _) = NodeStore::recover(&mut disk, &mut rng, now, 0).unwrap();
         assert_eq!(back, entries);
     }
 }
@@ -789,7 +797,7 @@ mod read_tests {
         let mut disk = SimDisk::new(DiskConfig::default());
         let mut rng = Seeds::new(1).stream("disk");
         let now = Instant::from_millis(5);
-        let mut store = NodeStore::new();
+        let mut store = NodeStore::new(0);
         let entries: Vec<SimEntry> = (0..200).map(|i| data(1, i)).collect();
         let w = store
             .submit(&mut disk, &mut rng, now, 1, StorageOp::Append(entries.clone()))
@@ -807,7 +815,7 @@ mod read_tests {
         let mut disk = SimDisk::new(DiskConfig::default());
         let mut rng = Seeds::new(1).stream("disk");
         let now = Instant::from_millis(5);
-        let mut store = NodeStore::new();
+        let mut store = NodeStore::new(0);
         let entries: Vec<SimEntry> = (0..39).map(|i| data(1 + i / 15, i)).collect();
         for (k, e) in entries.iter().enumerate() {
             let w = store
@@ -823,7 +831,7 @@ mod read_tests {
         }
         // A restart: the recovered log knows batch boundaries only from its sparse index,
         // so the truncation below must read to find one, and stays pending meanwhile.
-        let (mut store, _, _, _) = NodeStore::recover(&mut disk, &mut rng, now).unwrap();
+        let (mut store, _, _, _) = NodeStore::recover(&mut disk, &mut rng, now, 0).unwrap();
         let mut pending = store
             .submit(
                 &mut disk,
