@@ -208,7 +208,8 @@ struct Outstanding {
 struct Client {
     group: GroupId,
     leader_hint: Option<NodeId>,
-    outstanding: Option<Outstanding>,
+    /// Writes in flight, oldest first (at most `client_pipeline`).
+    outstanding: Vec<Outstanding>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1096,33 +1097,34 @@ impl<F: NodeFactory> Cluster<F> {
             r.status().commit_index
         };
         for c in 0..self.clients.len() {
-            let Some(o) = self.clients[c].outstanding else {
-                continue;
-            };
-            if self.clients[c].group != g
-                || o.node != id
-                || o.inc != inc
-                || commit.is_none_or(|ci| ci < o.index)
-            {
+            if self.clients[c].group != g {
                 continue;
             }
-            let outcome = match r.entry(o.index) {
-                Some(e) if e.term == o.term => OpOutcome::WriteAcked { offset: o.index },
-                _ => OpOutcome::WriteTimedOut,
-            };
-            self.groups[g as usize].history.finish_write(o.op, now, outcome);
-            self.clients[c].outstanding = None;
-            if let OpOutcome::WriteAcked { offset } = outcome {
-                self.coverage.hit("client.write.acked");
-                trace_event!(
-                    self.trace,
-                    now,
-                    Some(id),
-                    "{}ack client {c} offset {offset}",
-                    self.gtag(g)
-                );
-                if self.phase == Phase::Liveness && self.groups[g as usize].live_ack.is_none() {
-                    self.groups[g as usize].live_ack = Some(offset);
+            let mut k = 0;
+            while k < self.clients[c].outstanding.len() {
+                let o = self.clients[c].outstanding[k];
+                if o.node != id || o.inc != inc || commit.is_none_or(|ci| ci < o.index) {
+                    k += 1;
+                    continue;
+                }
+                self.clients[c].outstanding.remove(k);
+                let outcome = match r.entry(o.index) {
+                    Some(e) if e.term == o.term => OpOutcome::WriteAcked { offset: o.index },
+                    _ => OpOutcome::WriteTimedOut,
+                };
+                self.groups[g as usize].history.finish_write(o.op, now, outcome);
+                if let OpOutcome::WriteAcked { offset } = outcome {
+                    self.coverage.hit("client.write.acked");
+                    trace_event!(
+                        self.trace,
+                        now,
+                        Some(id),
+                        "{}ack client {c} offset {offset}",
+                        self.gtag(g)
+                    );
+                    if self.phase == Phase::Liveness && self.groups[g as usize].live_ack.is_none() {
+                        self.groups[g as usize].live_ack = Some(offset);
+                    }
                 }
             }
         }
@@ -1158,15 +1160,18 @@ impl<F: NodeFactory> Cluster<F> {
             self.scenario.client_interval_ms * 3 / 2,
         ));
         self.after(next, Ev::ClientWrite { client });
-        if let Some(o) = self.clients[c].outstanding {
+        while let Some(o) = self.clients[c].outstanding.first().copied() {
             if now < o.deadline {
-                return;
+                break;
             }
+            self.clients[c].outstanding.remove(0);
             self.groups[g as usize]
                 .history
                 .finish_write(o.op, now, OpOutcome::WriteTimedOut);
             self.coverage.hit("client.write.timed_out");
-            self.clients[c].outstanding = None;
+        }
+        if self.clients[c].outstanding.len() >= self.scenario.client_pipeline as usize {
+            return;
         }
         if self.groups[g as usize].history.is_full() {
             return;
@@ -1193,7 +1198,7 @@ impl<F: NodeFactory> Cluster<F> {
                     "{}client {client} write {value} -> offset {index} t{term}",
                     self.gtag(g)
                 );
-                self.clients[c].outstanding = Some(Outstanding {
+                self.clients[c].outstanding.push(Outstanding {
                     op,
                     node,
                     inc,

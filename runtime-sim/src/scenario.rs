@@ -212,6 +212,8 @@ pub struct Scenario {
     pub liveness_secs: u64,
     /// Time between two writes of one client.
     pub client_interval_ms: u64,
+    /// Writes one client keeps in flight at most (1..=64).
+    pub client_pipeline: u32,
     /// Time between two full reads of one client.
     pub read_interval_ms: u64,
     /// A write without an answer after this long is indeterminate.
@@ -273,6 +275,7 @@ impl Default for Scenario {
             safety_secs: 20,
             liveness_secs: 15,
             client_interval_ms: 100,
+            client_pipeline: 2,
             read_interval_ms: 2_000,
             client_timeout_ms: 3_000,
             swarm: true,
@@ -347,6 +350,12 @@ impl Scenario {
         }
         if !(1..=64).contains(&self.groups) {
             return Err(format!("groups = {} (must be 1..=64)", self.groups));
+        }
+        if !(1..=64).contains(&self.client_pipeline) {
+            return Err(format!(
+                "client_pipeline = {} (must be 1..=64)",
+                self.client_pipeline
+            ));
         }
         if self.clients > 64 {
             return Err(format!("clients = {} (at most 64)", self.clients));
