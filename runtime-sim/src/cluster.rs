@@ -1261,6 +1261,24 @@ impl<F: NodeFactory> Cluster<F> {
             records.len()
         );
         self.coverage.hit("client.read");
+        // Read committed, checked when read: every offset returned must already be known
+        // committed (a dirty read that commits later is still a dirty read).
+        let known = self.groups[g as usize]
+            .checker
+            .committed()
+            .keys()
+            .next_back()
+            .copied();
+        if let Some(&(offset, value)) = records.last() {
+            if known.is_none_or(|k| offset > k) {
+                return self.fail(Violation {
+                    invariant: "read-uncommitted",
+                    detail: format!(
+                        "client {client} read value {value} at offset {offset} from node {node}, but nothing past {known:?} is committed yet"
+                    ),
+                });
+            }
+        }
         if self.phase == Phase::Liveness && self.groups[g as usize].live_ack.is_some_and(|a| a <= upto) {
             self.groups[g as usize].live_read = true;
         }
