@@ -10,6 +10,8 @@
 //!   key-value log.
 //! * [`admin`] — the admin HTTP listener: health and Prometheus metrics.
 //! * [`clock`] — real clocks converted into core's time inputs.
+//! * [`cli`], [`client`] — the client commands (`topic`, `produce`, `consume`,
+//!   `cluster`) over a small synchronous Kafka client.
 //! * [`bench`] — benchmarks behind `oxbow bench …` ([`bench::run_log_bench`]).
 
 // Library code never unwraps; unit tests may.
@@ -18,6 +20,8 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod node;

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use oxbow_runtime_real::bench::log_append::{run_log_bench, LogBenchOptions};
+use oxbow_runtime_real::cli;
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
 use oxbow_runtime_real::node::{self, block_shutdown_signals};
 use std::path::PathBuf;
@@ -23,6 +24,16 @@ enum Command {
     /// Measure Oxbow against this machine's own limits.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create, list, describe, delete and configure topics.
+    #[command(subcommand)]
+    Topic(cli::TopicCommand),
+    /// Produce the lines of stdin as records.
+    Produce(cli::ProduceArgs),
+    /// Print a topic's records.
+    Consume(cli::ConsumeArgs),
+    /// Brokers, controller and partition leaders.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCommand),
 }
 
 #[derive(Args, Debug)]
@@ -137,6 +148,14 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Start(args) => start(args),
         Command::Bench(BenchCommand::Log(args)) => bench_log(args),
+        Command::Topic(command) => cli::topic(command, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Produce(args) => cli::produce(args, std::io::stdin().lock(), &mut std::io::stdout().lock())
+            .map(|_| ())
+            .map_err(Into::into),
+        Command::Consume(args) => cli::consume(args, &mut std::io::stdout().lock())
+            .map(|_| ())
+            .map_err(Into::into),
+        Command::Cluster(command) => cli::cluster(command, &mut std::io::stdout().lock()).map_err(Into::into),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
