@@ -76,11 +76,10 @@ impl LogConfig {
         if self.index_interval_bytes == 0 {
             return fail("index.interval.bytes", "must be positive");
         }
-        if self.max_batch_bytes < 61 || self.max_batch_bytes > self.segment_bytes {
-            return fail(
-                "max.message.bytes",
-                "must hold a batch header and fit in a segment",
-            );
+        // A batch larger than segment.bytes is allowed (as in Kafka): it gets a segment
+        // of its own.
+        if self.max_batch_bytes < 61 || self.max_batch_bytes > u64::from(u32::MAX) / 2 {
+            return fail("max.message.bytes", "must hold a batch header and be below 2 GiB");
         }
         if self.recovery_read_bytes < self.max_batch_bytes {
             return fail("recovery_read_bytes", "must be at least max.message.bytes");
