@@ -52,7 +52,8 @@ fn every_acknowledged_batch_survives_sigkill() {
             segment_bytes: 1024 * 1024,
             ..LogConfig::default()
         };
-        let (mut log, report) = open_partition_log(dir.path(), "crash", 0, 1, config, pool, clock.now()).unwrap();
+        let (mut log, report) =
+            open_partition_log(dir.path(), "crash", 0, 1, config, pool, clock.now()).unwrap();
         assert!(
             log.log().next_offset() > acknowledged,
             "round {round}: log ends at {} but {acknowledged} was acknowledged ({report:?})",

@@ -19,7 +19,9 @@ fn batch(number: u64) -> Bytes {
 }
 
 fn main() -> anyhow::Result<()> {
-    let data_dir = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: oxbow-log-writer DATA_DIR"))?;
+    let data_dir = std::env::args()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: oxbow-log-writer DATA_DIR"))?;
     let clock = MonotonicClock::start();
     let pool = BufferPool::new(PoolConfig::default())?;
     let config = LogConfig {
