@@ -280,7 +280,7 @@ impl Broker {
             BrokerInput::MetadataPersisted { version, result } => {
                 self.on_metadata_persisted(now, version, result)
             }
-            BrokerInput::FromShard { from, message } => self.on_shard_message(now, from, message),
+            BrokerInput::FromShard { message, .. } => self.on_shard_message(now, message),
         }
         self.pump(now);
     }
@@ -449,7 +449,7 @@ impl Broker {
         handlers::on_result(self, now, op_ref, result);
     }
 
-    fn on_shard_message(&mut self, now: Instant, from: ShardId, message: ShardMessage) {
+    fn on_shard_message(&mut self, now: Instant, message: ShardMessage) {
         match message {
             ShardMessage::Op { op_ref, key, op } => {
                 let tp = (key.topic.clone(), key.partition);
@@ -474,7 +474,6 @@ impl Broker {
                 self.epochs.insert((key.topic, key.partition), leader_epoch);
             }
         }
-        let _ = from;
     }
 
     /// Sends a metadata command to shard 0 (or applies it, on shard 0).
