@@ -918,6 +918,7 @@ impl<F: NodeFactory> Cluster<F> {
                             es.first().map_or(0, |e| e.index),
                             es.last().map_or(0, |e| e.index)
                         ),
+                        StorageOp::Barrier => {}
                         StorageOp::Truncate { from_index } => {
                             self.coverage.hit("raft.truncation");
                             trace_event!(
@@ -1079,6 +1080,23 @@ impl<F: NodeFactory> Cluster<F> {
         if let Err(v) = result {
             self.fail(v);
             return;
+        }
+        let every = self.scenario.snapshot_every_entries;
+        if every > 0 {
+            let durable = self.nodes[n].members[g as usize]
+                .store
+                .as_ref()
+                .and_then(|s| u64::try_from(s.log().durable_offset()).ok());
+            let local = self.nodes[n].process.clock.local(now);
+            let taken = self.nodes[n].members[g as usize]
+                .replica
+                .as_mut()
+                .is_some_and(|r| r.maybe_snapshot(local, durable, every));
+            if taken {
+                self.coverage.hit("raft.snapshot.taken");
+                trace_event!(self.trace, now, Some(id), "{}snapshot taken", self.gtag(g));
+                return self.after_step(id, g);
+            }
         }
         self.resolve_writes(id, g);
     }

@@ -10,8 +10,13 @@
 //!   `ReadEntries` and to let the checkers see each node's log. After a restart the
 //!   shadow is what core's log recovery kept on the simulated disk.
 //! * Proposals cover one offset each (one record per batch), so an entry is one offset.
-//! * Snapshots are not taken in the simulator yet (`CompactLog` and snapshot effects do
-//!   not occur); `Apply`, `CommitAdvanced` and `RoleChanged` are observed through
+//! * Snapshots: the workload's state machine *is* the log, so a snapshot's bytes are the
+//!   entries it covers ([`Replica::maybe_snapshot`] takes one over durable, applied
+//!   entries). `CompactLog` is not acted on (the log keeps its prefix, so a restart
+//!   recovers a full log and needs no snapshot file); a received snapshot is kept in
+//!   memory chunk by chunk and installed by keeping the matching prefix of the log and
+//!   appending the rest, so nothing this node acknowledged is ever removed.
+//!   `Apply`, `CommitAdvanced` and `RoleChanged` are observed through
 //!   [`Replica::status`] instead.
 //! * A restart whose log holds entries of a term newer than the durable hard state (an
 //!   unsynced append that survived the crash while its term's hard state had not yet
@@ -58,6 +63,58 @@ pub struct CoreReplica {
     reads_from_disk: u64,
     reads_from_memory: u64,
     reads_failed: u64,
+    /// The latest snapshot taken here: its position and its bytes (the entries it covers).
+    snapshot: Option<(raft::LogId, Bytes)>,
+    snapshot_chunks_served: u64,
+    snapshots_installed: u64,
+    duplicate_installs: u64,
+    /// Snapshots being received: position -> bytes so far.
+    incoming: std::collections::BTreeMap<(u64, u64), Vec<u8>>,
+}
+
+/// A snapshot's bytes: the entries it covers, in order (the state machine of the
+/// simulator's workload *is* the log).
+fn encode_snapshot(entries: &[SimEntry]) -> Bytes {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&e.term.to_be_bytes());
+        out.extend_from_slice(&e.index.to_be_bytes());
+        out.push(match e.kind {
+            EntryKind::Data => 0,
+            EntryKind::Noop => 1,
+            EntryKind::Config => 2,
+        });
+        out.extend_from_slice(&u32::try_from(e.payload.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(&e.payload);
+    }
+    Bytes::from(out)
+}
+
+fn decode_snapshot(mut b: &[u8]) -> Option<Vec<SimEntry>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        if b.len() < 21 {
+            return None;
+        }
+        let term = u64::from_be_bytes(b[0..8].try_into().ok()?);
+        let index = u64::from_be_bytes(b[8..16].try_into().ok()?);
+        let kind = match b[16] {
+            0 => EntryKind::Data,
+            1 => EntryKind::Noop,
+            2 => EntryKind::Config,
+            _ => return None,
+        };
+        let len = usize::try_from(u32::from_be_bytes(b[17..21].try_into().ok()?)).ok()?;
+        let payload = Bytes::copy_from_slice(b.get(21..21 + len)?);
+        out.push(SimEntry {
+            term,
+            index,
+            kind,
+            payload,
+        });
+        b = &b[21 + len..];
+    }
+    Some(out)
 }
 
 fn to_sim_entry(e: &Entry) -> Result<SimEntry, String> {
@@ -154,6 +211,11 @@ impl CoreReplica {
                 reads_from_disk: 0,
                 reads_from_memory: 0,
                 reads_failed: 0,
+                snapshot: None,
+                snapshot_chunks_served: 0,
+                snapshots_installed: 0,
+                duplicate_installs: 0,
+                incoming: std::collections::BTreeMap::new(),
             },
             raised,
         ))
@@ -194,6 +256,85 @@ impl CoreReplica {
             }
         }
         Ok(out)
+    }
+
+    /// Makes a fully received snapshot this node's log: entries that already match stay
+    /// (so nothing this node acknowledged is ever removed), the first conflicting one
+    /// and everything after it go, the snapshot's remaining entries are appended.
+    fn install_snapshot(&mut self, write_id: WriteId, last: raft::LogId, discard_log: bool) {
+        let bytes = self.incoming.remove(&(last.term, last.index)).unwrap_or_default();
+        let has_last = usize::try_from(last.index)
+            .ok()
+            .and_then(|i| self.shadow.get(i))
+            .is_some_and(|e| e.term == last.term);
+        if bytes.is_empty() && has_last && !discard_log {
+            // Installed already (a retransmitted final chunk): the log holds it.
+            self.duplicate_installs += 1;
+            self.persist(StorageOp::Barrier, Awaited::Write(write_id));
+            return;
+        }
+        if bytes.is_empty() {
+            self.violation
+                .get_or_insert(format!("install of snapshot {last:?} that was never received"));
+            return;
+        }
+        self.incoming.clear();
+        let Some(entries) = decode_snapshot(&bytes) else {
+            self.violation
+                .get_or_insert(format!("snapshot {last:?} does not decode"));
+            return;
+        };
+        if entries.last().map(|e| (e.term, e.index)) != Some((last.term, last.index))
+            || entries.iter().enumerate().any(|(i, e)| e.index != i as u64)
+        {
+            self.violation.get_or_insert(format!(
+                "snapshot {last:?} does not end at its own position: {} entries, last {:?}",
+                entries.len(),
+                entries.last().map(|e| (e.term, e.index))
+            ));
+            return;
+        }
+        let first_diff = entries
+            .iter()
+            .zip(&self.shadow)
+            .position(|(a, b)| a != b)
+            .unwrap_or(entries.len().min(self.shadow.len()));
+        if !discard_log && first_diff < entries.len() {
+            self.violation.get_or_insert(format!(
+                "snapshot {last:?} installed over a log that differs at offset {first_diff}"
+            ));
+            return;
+        }
+        let mut ops = Vec::new();
+        if first_diff < self.shadow.len() && first_diff < entries.len() {
+            self.shadow.truncate(first_diff);
+            ops.push(StorageOp::Truncate {
+                from_index: first_diff as u64,
+            });
+        }
+        if first_diff < entries.len() {
+            let rest = entries[first_diff..].to_vec();
+            self.shadow.extend(rest.iter().cloned());
+            ops.push(StorageOp::Append(rest));
+        }
+        self.snapshots_installed += 1;
+        // The installed snapshot is now this node's: it serves it if it leads.
+        self.snapshot = Some((last, Bytes::from(bytes)));
+        if ops.is_empty() {
+            ops.push(StorageOp::Barrier);
+        }
+        let last_op = ops.len() - 1;
+        for (i, op) in ops.into_iter().enumerate() {
+            if i == last_op {
+                self.persist(op, Awaited::Write(write_id));
+            } else {
+                self.next_seq += 1;
+                self.out.push_back(ReplicaEffect::Persist {
+                    seq: self.next_seq,
+                    op,
+                });
+            }
+        }
     }
 
     /// Translates core effects until one for the driver is ready.
@@ -259,12 +400,63 @@ impl CoreReplica {
                         max_bytes,
                     });
                 }
-                Effect::WriteSnapshotChunk { .. }
-                | Effect::InstallSnapshot { .. }
-                | Effect::ReadSnapshotChunk { .. }
-                | Effect::RestoreSnapshot { .. } => {
-                    self.violation
-                        .get_or_insert("snapshot effect, but the simulator takes no snapshots".to_string());
+                Effect::WriteSnapshotChunk {
+                    write_id,
+                    meta,
+                    offset,
+                    data,
+                    ..
+                } => {
+                    // Chunks live in memory until the install (a crash restarts the
+                    // transfer); the write still completes in order with the others.
+                    let buf = self
+                        .incoming
+                        .entry((meta.last.term, meta.last.index))
+                        .or_default();
+                    let at = usize::try_from(offset).unwrap_or(usize::MAX).min(buf.len());
+                    buf.truncate(at);
+                    buf.extend_from_slice(&data);
+                    self.persist(StorageOp::Barrier, Awaited::Write(write_id));
+                }
+                Effect::InstallSnapshot {
+                    write_id,
+                    meta,
+                    discard_log,
+                } => self.install_snapshot(write_id, meta.last, discard_log),
+                Effect::ReadSnapshotChunk {
+                    read_id,
+                    snapshot,
+                    offset,
+                    max_bytes,
+                    ..
+                } => {
+                    let result = match &self.snapshot {
+                        Some((id, bytes)) if *id == snapshot => {
+                            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                            let end = start.saturating_add(max_bytes).min(bytes.len());
+                            self.snapshot_chunks_served += 1;
+                            Ok(raft::SnapshotChunkData {
+                                data: bytes.slice(start..end),
+                                done: end == bytes.len(),
+                            })
+                        }
+                        Some((held, _)) if self.raft.snapshot().map(|m| m.last) == Some(*held) => {
+                            // An older snapshot of a transfer in progress: gone; Raft
+                            // starts over with its current one, which is held.
+                            Err(ReadError::SnapshotGone)
+                        }
+                        _ => {
+                            // Raft's current snapshot must be held: answering "gone" for
+                            // it would make Raft ask again at once, for ever.
+                            self.violation.get_or_insert(format!(
+                                "asked for snapshot {snapshot:?}, but the runtime holds {:?}",
+                                self.snapshot.as_ref().map(|(id, _)| *id)
+                            ));
+                            return;
+                        }
+                    };
+                    self.raft
+                        .handle(self.now, Input::SnapshotChunkRead { read_id, result });
                 }
                 _ => {} // Apply, CommitAdvanced, RoleChanged, CompactLog: observed via status.
             }
@@ -421,6 +613,29 @@ impl Replica for CoreReplica {
         msg.term
     }
 
+    fn maybe_snapshot(&mut self, now: Instant, durable_index: Option<u64>, every: u64) -> bool {
+        let Some(index) = self.raft.applied_index().min(durable_index) else {
+            return false;
+        };
+        let last = self.raft.snapshot().map(|s| s.last.index);
+        if last.is_some_and(|l| index < l.saturating_add(every)) || (last.is_none() && index + 1 < every) {
+            return false;
+        }
+        let Ok(meta) = self.raft.snapshot_taken(now, index) else {
+            return false;
+        };
+        let end = usize::try_from(index).unwrap_or(usize::MAX).saturating_add(1);
+        let Some(covered) = self.shadow.get(..end) else {
+            self.violation.get_or_insert(format!(
+                "snapshot at {index} beyond the log ({})",
+                self.shadow.len()
+            ));
+            return false;
+        };
+        self.snapshot = Some((meta.last, encode_snapshot(covered)));
+        true
+    }
+
     fn learners(&self) -> Vec<NodeId> {
         self.raft
             .membership()
@@ -443,6 +658,10 @@ impl Replica for CoreReplica {
         coverage.add("raft.core.retransmits", st.retransmits);
         coverage.add("raft.core.messages_dropped", st.dropped.values().sum());
         coverage.add("raft.core.snapshots_installed", st.snapshots_installed);
+        coverage.add("raft.core.snapshots_sent", st.snapshots_sent);
+        coverage.add("raft.snapshot.chunks_served", self.snapshot_chunks_served);
+        coverage.add("raft.snapshot.installed", self.snapshots_installed);
+        coverage.add("raft.snapshot.duplicate_install", self.duplicate_installs);
         coverage.add("log.read.from_disk", self.reads_from_disk);
         coverage.add("log.read.from_memory", self.reads_from_memory);
         coverage.add("log.read.failed", self.reads_failed);
@@ -483,6 +702,20 @@ impl Replica for CoreReplica {
             ),
             MessageBody::Heartbeat(h) => write!(f, "Heartbeat t{t} commit={:?}", h.commit),
             MessageBody::TimeoutNow => write!(f, "TimeoutNow t{t}"),
+            MessageBody::InstallSnapshot(c) => write!(
+                f,
+                "InstallSnapshot t{t} snap=({}, {}) offset={} {}B done={}",
+                c.meta.last.term,
+                c.meta.last.index,
+                c.offset,
+                c.data.len(),
+                c.done
+            ),
+            MessageBody::InstallSnapshotResp(r) => write!(
+                f,
+                "InstallSnapshotResp t{t} snap=({}, {}) next={} installed={}",
+                r.snapshot.term, r.snapshot.index, r.next_offset, r.installed
+            ),
             other => write!(f, "{other:?} t{t}"),
         }
     }

@@ -28,6 +28,8 @@ pub const EXPECTED: &[&str] = &[
     "raft.core.retransmits",
     "raft.core.messages_dropped",
     "raft.core.snapshots_installed",
+    "raft.core.snapshots_sent",
+    "raft.snapshot.taken",
     "log.read.from_disk",
     "log.read.from_memory",
     "log.read.corruption_detected",

@@ -58,6 +58,9 @@ pub enum StorageOp {
         /// First removed offset.
         from_index: u64,
     },
+    /// Nothing to store; completes in order with the others (a write that lives in
+    /// memory, such as a received snapshot chunk).
+    Barrier,
 }
 
 /// Something a replica wants done.
@@ -171,6 +174,12 @@ pub trait Replica {
     fn msg_term(msg: &Self::Msg) -> u64;
     /// Writes a short description of a message for the trace.
     fn fmt_msg(msg: &Self::Msg, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+    /// Takes a snapshot if at least `every` entries were applied since the last one,
+    /// covering at most `durable_index` (the snapshot's content must be on disk).
+    /// Returns whether one was taken.
+    fn maybe_snapshot(&mut self, _now: Instant, _durable_index: Option<u64>, _every: u64) -> bool {
+        false
+    }
     /// Members that receive the log but do not vote.
     fn learners(&self) -> Vec<NodeId> {
         Vec::new()

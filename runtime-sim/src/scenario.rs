@@ -214,6 +214,9 @@ pub struct Scenario {
     pub client_interval_ms: u64,
     /// Writes one client keeps in flight at most (1..=64).
     pub client_pipeline: u32,
+    /// A replica takes a Raft snapshot every this many applied entries (0: never), so
+    /// lagging followers are brought up by InstallSnapshot.
+    pub snapshot_every_entries: u64,
     /// Time between two full reads of one client.
     pub read_interval_ms: u64,
     /// A write without an answer after this long is indeterminate.
@@ -276,6 +279,7 @@ impl Default for Scenario {
             liveness_secs: 15,
             client_interval_ms: 100,
             client_pipeline: 2,
+            snapshot_every_entries: 100,
             read_interval_ms: 2_000,
             client_timeout_ms: 3_000,
             swarm: true,

@@ -78,6 +78,8 @@ enum Pending {
     Append {
         last_index: Option<u64>,
     },
+    /// Completes as soon as everything before it has.
+    Barrier,
     Truncate {
         done: bool,
     },
@@ -212,6 +214,7 @@ impl NodeStore {
                     },
                 ));
             }
+            StorageOp::Barrier => self.queue.push_back((seq, Pending::Barrier)),
             StorageOp::Truncate { from_index } => {
                 let offset = i64::try_from(from_index).unwrap_or(i64::MAX);
                 let had_more = offset < self.log.next_offset();
@@ -347,7 +350,7 @@ impl NodeStore {
         while let Some(&(seq, p)) = self.queue.front() {
             let done = match p {
                 Pending::HardState { done } | Pending::Truncate { done } => done,
-                Pending::Append { last_index: None } => true,
+                Pending::Append { last_index: None } | Pending::Barrier => true,
                 Pending::Append {
                     last_index: Some(last_index),
                 } => i64::try_from(last_index).is_ok_and(|l| durable >= l),

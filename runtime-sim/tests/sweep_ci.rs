@@ -90,6 +90,9 @@ fn sweep_every_scenario() {
         "fault.partition",
         "fault.crash",
         "liveness.reached",
+        "raft.snapshot.taken",
+        "raft.snapshot.installed",
+        "log.read.from_disk",
     ] {
         assert!(
             report.coverage.totals().get(must) > 0,
