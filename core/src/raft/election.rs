@@ -5,6 +5,9 @@
 //!   passes without a leader lowers the target one step (see
 //!   `RaftConfig::priority_relax_steps`), so the preferred voter wins when it is alive and
 //!   someone else wins when it is not. Priority 0 never campaigns.
+//! * A node removed (or demoted) by a configuration entry it has not seen committed
+//!   campaigns with its former priority, counting only the new configuration's voters
+//!   (`Raft::campaign_priority`, dissertation §4.2.2).
 //! * Pre-vote asks for votes in `term + 1` without changing any state; only a majority
 //!   of pre-votes lets a node bump its term. A follower that heard its leader within the
 //!   election timeout ignores (pre-)vote requests (the lease), unless they come from a
@@ -44,7 +47,7 @@ impl Raft {
     }
 
     pub(crate) fn on_election_timeout(&mut self, now: Instant) {
-        let mine = self.configs.active().priority(self.id);
+        let mine = self.campaign_priority();
         if mine < self.target_priority {
             self.stats.priority_waits += 1;
             let max = self.configs.active().max_priority();

@@ -11,6 +11,10 @@
 //! * A change adds or removes at most one voter. New nodes join as learners, catch up, and
 //!   are then promoted.
 //! * Priority 0 voters vote but never lead.
+//! * A node that is no voter of its active configuration but was a voter (priority above
+//!   zero) of the one before, while that active entry is not known committed, still
+//!   campaigns, under the active configuration and without counting its own vote
+//!   (§4.2.2; see `Raft::campaign_priority` and the crate module docs, "Membership").
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -310,6 +314,17 @@ impl ConfigLog {
         }
     }
 
+    /// The configuration the active one replaced, if still known. Always known while the
+    /// active entry is uncommitted: compaction only goes through committed offsets and
+    /// keeps the configuration in force there.
+    pub(crate) fn previous(&self) -> Option<&Membership> {
+        self.configs
+            .len()
+            .checked_sub(2)
+            .and_then(|i| self.configs.get(i))
+            .map(|(_, m)| m)
+    }
+
     /// Offset of the active configuration's entry (`None` for bootstrap).
     pub(crate) fn active_index(&self) -> Option<Index> {
         self.configs.last().and_then(|(i, _)| *i)
@@ -442,7 +457,9 @@ mod tests {
         log.truncate_from(5);
         assert_eq!(log.active(), &base);
         log.push(6, m2.clone());
+        assert_eq!(log.previous(), Some(&base));
         log.compact(6);
+        assert_eq!(log.previous(), None);
         assert_eq!(log.at(0), &m2);
         assert!(log.knows(4));
     }

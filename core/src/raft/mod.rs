@@ -103,6 +103,22 @@
 //! yet seen the configuration adding a candidate may be needed for its quorum (answers
 //! from unknown nodes still count for nothing).
 //!
+//! ## Membership
+//!
+//! One voter at a time ([`membership`]); a configuration is in force on a node as soon as
+//! its entry is in the node's log. A node that is no voter of its latest configuration
+//! does not campaign, with one exception (dissertation §4.2.2): while the entry that
+//! removed or demoted it is not known to be committed, it campaigns with the priority it
+//! had before, under that latest configuration, never counting its own vote. It may hold
+//! the only copy of its removal (a leader that appended it and lost its quorum), so the
+//! voters still using the older configuration need its vote, and it refuses them because
+//! their logs are shorter: with voters {1, 2}, leader 1 appending "remove 1" while 2 is
+//! cut off would otherwise wedge the group forever. Safe because vote counting and
+//! granting do not change (a quorum of the candidate's latest configuration, granted only
+//! to an up-to-date log once per term), and the proofs never assume the candidate is a
+//! member; elected, it commits the removal and hands over
+//! (`Raft::campaign_priority`).
+//!
 //! ## Behaviour
 //!
 //! Elections with pre-vote, check-quorum and leases ([`election`]); voter priority with

@@ -345,10 +345,46 @@ impl Raft {
 
     // ----- shared helpers ---------------------------------------------------------------
 
-    /// Whether this node may campaign: a voter of the active configuration with priority
-    /// above zero.
+    /// Whether this node may campaign (see [`Raft::campaign_priority`]).
     pub(crate) fn can_lead(&self) -> bool {
-        self.configs.active().priority(self.id) > 0
+        self.campaign_priority() > 0
+    }
+
+    /// The priority this node campaigns with: its priority in the active configuration
+    /// if it votes there; otherwise, while the active configuration's entry is not known
+    /// to be committed, its priority in the configuration that entry replaced; else 0.
+    ///
+    /// Why (dissertation §4.2.2: "a server that is not part of its own latest
+    /// configuration should still start new elections, as it might still be needed until
+    /// the C_new entry is committed"): a leader that appended its own removal and then
+    /// lost its quorum is no voter of its latest configuration, yet it may hold the only
+    /// copy of that entry, so the voters of the older configuration still need its vote
+    /// and it refuses every candidate with a shorter log. With voters {1, 2}, 1 appending
+    /// "remove 1" while 2 is cut off wedges the group for good unless 1 campaigns.
+    ///
+    /// Why it is safe: a campaign is counted exactly as any other, over the voters of the
+    /// candidate's latest configuration (`tally_votes`), so a removed node's own vote
+    /// never counts and it needs a full quorum of that configuration; voters still grant
+    /// only to candidates at least as up to date, once per term. Election safety, log
+    /// matching and leader completeness rest on those two rules and on consecutive
+    /// configurations differing by one voter, none of which refers to whether the
+    /// candidate is itself a member. Once elected it is the leader §4.2.2 already allows
+    /// (managing a configuration without itself, not counting itself toward commit) and
+    /// steps down when the removal commits (`maybe_leave_after_removal`).
+    ///
+    /// The cost is bounded: it stops once it sees the removal committed. If a leader of
+    /// the new configuration commits it instead, this node never hears of it and keeps
+    /// trying, like a removed server that missed its removal entry (§4.2.3); pre-vote and
+    /// the leader lease keep that from disturbing the group.
+    pub(crate) fn campaign_priority(&self) -> Priority {
+        let active = self.configs.active();
+        if active.is_voter(self.id) {
+            return active.priority(self.id);
+        }
+        if !self.configs.has_uncommitted(self.commit) {
+            return 0;
+        }
+        self.configs.previous().map_or(0, |m| m.priority(self.id))
     }
 
     pub(crate) fn quorum_voters(&self) -> Vec<NodeId> {

@@ -256,3 +256,67 @@ fn a_voter_that_missed_every_configuration_still_votes_for_newer_voters() {
     }));
     c.check_log_matching();
 }
+
+/// Voters {1, 2}: leader 1 appends its own removal (config {2}, quorum 1: only 2's ack
+/// counts) while 2 is cut off, so the removal cannot commit and check-quorum makes 1 step
+/// down. 2 still uses {1, 2} and needs 1's vote, which 1 refuses (2 lacks the removal
+/// entry). 1 is no voter in its latest configuration, yet the group needs it: it must
+/// campaign under {2} (not counting itself), commit the removal, and hand over to 2
+/// (dissertation §4.2.2). `demote` makes 1 a learner instead of removing it.
+fn self_removal_with_the_only_other_voter_cut_off(change: ConfigChange, seed: u64) {
+    let mut c = Cluster::new(Options::new(2, seed));
+    c.with(1, |r, now| r.campaign(now));
+    assert_eq!(elect(&mut c), 1);
+    let id = c.propose(1, "a", 1).unwrap();
+    assert!(c.run_until(Duration::from_secs(1), |c| c.all_applied(id.index)));
+    c.isolate(2);
+    let removal = c
+        .with(1, |r, now| r.propose_config_change(now, change))
+        .unwrap()
+        .unwrap();
+    // More writes on the removed leader's log only make it longer than 2's.
+    c.propose(1, "b", 1).unwrap();
+    c.run_for(Duration::from_secs(3));
+    assert_ne!(c.raft(1).role(), Role::Leader, "1 stepped down on check-quorum");
+    assert!(!c.raft(1).membership().is_voter(1));
+    assert!(c.raft(1).commit_index() < Some(removal.index));
+    assert!(!log_up_to_date(c.raft(2).last_log_id(), c.raft(1).last_log_id()));
+    c.heal();
+    assert!(
+        c.run_until(Duration::from_secs(20), |c| c.leader() == Some(2)
+            && c.raft(2).commit_index() >= Some(removal.index)),
+        "2 leads with the removal committed; 1: {:?} {:?}, 2: {:?} {:?}",
+        c.raft(1).role(),
+        c.raft(1).stats(),
+        c.raft(2).role(),
+        c.raft(2).stats(),
+    );
+    assert!(!c.raft(2).membership().is_voter(1));
+    let id = c.propose(2, "after", 1).unwrap();
+    assert!(c.run_until(Duration::from_secs(2), |c| {
+        c.raft(2).commit_index() >= Some(id.index)
+    }));
+    // The removal is committed: 1 no longer campaigns.
+    let elections = c.raft(1).stats().pre_votes_started + c.raft(1).stats().elections_started;
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(
+        c.raft(1).stats().pre_votes_started + c.raft(1).stats().elections_started,
+        elections
+    );
+    assert_eq!(c.leader(), Some(2));
+    c.check_log_matching();
+}
+
+#[test]
+fn a_leader_removed_by_an_uncommitted_entry_still_campaigns_to_commit_it() {
+    for seed in 1..=5 {
+        self_removal_with_the_only_other_voter_cut_off(ConfigChange::RemoveNode(1), seed);
+    }
+}
+
+#[test]
+fn a_leader_demoted_by_an_uncommitted_entry_still_campaigns_to_commit_it() {
+    for seed in 1..=5 {
+        self_removal_with_the_only_other_voter_cut_off(ConfigChange::DemoteVoter(1), seed);
+    }
+}

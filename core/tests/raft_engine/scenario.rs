@@ -373,3 +373,4 @@ scenario!(transfer_under_load);
 scenario!(snapshot_install);
 scenario!(membership_leader_crash);
 scenario!(leader_removes_itself);
+scenario!(self_removal_cut_off);
