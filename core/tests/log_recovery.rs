@@ -192,3 +192,39 @@ fn small_segment_layout_snapshot() {
     }
     insta::assert_snapshot!(dump);
 }
+
+#[test]
+fn the_read_path_catches_rot_in_fields_outside_the_crc() {
+    let mut h = Harness::new(small_config());
+    for i in 0..6 {
+        h.append_synced(1, &format!("v{i}"), 1);
+    }
+    let name = segment0().file_name();
+    let third = oxbow_core::log::batch::iter_batches(h.disk.file(&name).unwrap())
+        .nth(2)
+        .unwrap()
+        .0;
+    // Leader epoch (bytes 12..16) of the third batch: outside the CRC.
+    h.disk.flip_bit(&name, third + 15, 1);
+    let plan = h.log.read_plan(0, u64::MAX / 4, i64::MAX).unwrap();
+    let chunks: Vec<_> = plan
+        .ranges
+        .iter()
+        .map(|r| h.disk.read(r.segment, r.position, r.len_bytes))
+        .collect();
+    let err = oxbow_core::log::read::trim_fetched(&chunks, 0, i64::MAX, u64::MAX).unwrap_err();
+    assert!(err.reason.contains("epoch"), "{err}");
+    // Base offset of the fourth batch: contiguity catches it.
+    h.disk.flip_bit(&name, third + 15, 1);
+    let fourth = oxbow_core::log::batch::iter_batches(h.disk.file(&name).unwrap())
+        .nth(3)
+        .unwrap()
+        .0;
+    h.disk.flip_bit(&name, fourth + 7, 2);
+    let chunks: Vec<_> = plan
+        .ranges
+        .iter()
+        .map(|r| h.disk.read(r.segment, r.position, r.len_bytes))
+        .collect();
+    assert!(oxbow_core::log::read::trim_fetched(&chunks, 0, i64::MAX, u64::MAX).is_err());
+}

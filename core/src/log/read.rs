@@ -29,13 +29,33 @@ pub fn trim_fetched(
     max_bytes: u64,
 ) -> Result<Bytes, CorruptRead> {
     let mut out = BytesMut::new();
+    let corrupt = |position: usize, reason: String| CorruptRead { position, reason };
     for chunk in chunks {
         let mut at = 0;
+        // A chunk is one range of one segment: its batches share the segment's term and
+        // follow each other offset by offset. Base offset, length and leader epoch sit
+        // outside the CRC, so these checks are what catches rot in them.
+        let mut previous: Option<BatchHeader> = None;
         while at < chunk.len() {
             let rest = &chunk[at..];
-            let Ok(header) = BatchHeader::parse(rest) else {
-                break; // a partial header at the end of a range
+            let header = match BatchHeader::parse(rest) {
+                Ok(header) => header,
+                // A partial header at the end of a range.
+                Err(_) if rest.len() < BATCH_HEADER_BYTES => break,
+                Err(error) => return Err(corrupt(at, error.to_string())),
             };
+            if let Some(prev) = previous {
+                if header.base_offset != prev.next_offset() || header.leader_epoch != prev.leader_epoch {
+                    let reason = format!(
+                        "batch at offset {} epoch {} follows one ending at {} in epoch {}",
+                        header.base_offset,
+                        header.leader_epoch,
+                        prev.last_offset(),
+                        prev.leader_epoch
+                    );
+                    return Err(corrupt(at, reason));
+                }
+            }
             if header.base_offset > max_offset || (header.last_offset() > max_offset) {
                 return Ok(out.freeze());
             }
@@ -43,10 +63,7 @@ pub fn trim_fetched(
                 break; // the range ended inside this batch
             }
             if let Err(error) = check_stored_batch(rest) {
-                return Err(CorruptRead {
-                    position: at,
-                    reason: error.to_string(),
-                });
+                return Err(corrupt(at, error.to_string()));
             }
             if header.last_offset() >= from_offset {
                 if !out.is_empty() && (out.len() + header.size_bytes()) as u64 > max_bytes {
@@ -55,6 +72,7 @@ pub fn trim_fetched(
                 out.extend_from_slice(&rest[..header.size_bytes()]);
             }
             at += header.size_bytes();
+            previous = Some(header);
         }
     }
     Ok(out.freeze())
