@@ -63,8 +63,9 @@ pub struct CoreReplica {
     reads_from_disk: u64,
     reads_from_memory: u64,
     reads_failed: u64,
-    /// The latest snapshot taken here: its position and its bytes (the entries it covers).
-    snapshot: Option<(raft::LogId, Bytes)>,
+    /// This node's snapshot: its position and its bytes (the entries it covers), encoded
+    /// on the first chunk request (committed entries never change, so later is the same).
+    snapshot: Option<(raft::LogId, Option<Bytes>)>,
     snapshot_chunks_served: u64,
     snapshots_installed: u64,
     duplicate_installs: u64,
@@ -319,7 +320,7 @@ impl CoreReplica {
         }
         self.snapshots_installed += 1;
         // The installed snapshot is now this node's: it serves it if it leads.
-        self.snapshot = Some((last, Bytes::from(bytes)));
+        self.snapshot = Some((last, Some(Bytes::from(bytes))));
         if ops.is_empty() {
             ops.push(StorageOp::Barrier);
         }
@@ -430,8 +431,12 @@ impl CoreReplica {
                     max_bytes,
                     ..
                 } => {
+                    if let Some((id, cached @ None)) = &mut self.snapshot {
+                        let end = usize::try_from(id.index).unwrap_or(usize::MAX).saturating_add(1);
+                        *cached = self.shadow.get(..end).map(encode_snapshot);
+                    }
                     let result = match &self.snapshot {
-                        Some((id, bytes)) if *id == snapshot => {
+                        Some((id, Some(bytes))) if *id == snapshot => {
                             let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
                             let end = start.saturating_add(max_bytes).min(bytes.len());
                             self.snapshot_chunks_served += 1;
@@ -624,15 +629,14 @@ impl Replica for CoreReplica {
         let Ok(meta) = self.raft.snapshot_taken(now, index) else {
             return false;
         };
-        let end = usize::try_from(index).unwrap_or(usize::MAX).saturating_add(1);
-        let Some(covered) = self.shadow.get(..end) else {
+        if usize::try_from(index).map_or(true, |i| i >= self.shadow.len()) {
             self.violation.get_or_insert(format!(
                 "snapshot at {index} beyond the log ({})",
                 self.shadow.len()
             ));
             return false;
-        };
-        self.snapshot = Some((meta.last, encode_snapshot(covered)));
+        }
+        self.snapshot = Some((meta.last, None));
         true
     }
 
