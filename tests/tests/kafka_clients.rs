@@ -21,21 +21,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// An in-process node on ports the kernel picks (port 0): never a port another test
+/// could also bind (the listeners use SO_REUSEPORT, so two nodes on one port would
+/// silently share its connections).
 fn start_node(data_dir: &Path) -> NodeHandle {
-    let kafka = free_port();
     let overrides = Overrides {
         data_dir: Some(data_dir.to_path_buf()),
-        kafka_addr: Some(format!("127.0.0.1:{kafka}")),
-        admin_addr: Some(format!("127.0.0.1:{}", free_port())),
-        rpc_addr: Some(format!("127.0.0.1:{}", free_port())),
+        kafka_addr: Some("127.0.0.1:0".to_string()),
+        admin_addr: Some("127.0.0.1:0".to_string()),
+        rpc_addr: Some("127.0.0.1:0".to_string()),
         ..Overrides::default()
     };
     start(NodeConfig::load(None, overrides).unwrap()).unwrap()
@@ -237,29 +231,36 @@ fn keyed_messages_in_every_codec_come_back_in_partition_order() {
     node.stop().unwrap();
 }
 
-/// Starts `oxbow-test-node` as a process and waits until it serves.
-fn spawn_node(data_dir: &Path, kafka_port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow-test-node"))
-        .arg(data_dir)
-        .arg(format!("127.0.0.1:{kafka_port}"))
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("ready"), "node did not start: {line:?}");
-    child
+/// Starts `oxbow-test-node` as a process on a port the kernel picks and waits until it
+/// serves; returns the process and its Kafka address.
+fn spawn_node(data_dir: &Path) -> (Child, String) {
+    // Right after a SIGKILL the kernel may still be tearing the old process's io_uring
+    // down, holding its data-directory lock for a moment: try again briefly.
+    for _ in 0..50 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oxbow-test-node"))
+            .arg(data_dir)
+            .arg("127.0.0.1:0")
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("ready ") {
+            return (child, addr.trim().to_string());
+        }
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the node did not start");
 }
 
 #[test]
 fn every_acknowledged_message_survives_sigkill_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let brokers = format!("127.0.0.1:{port}");
-    let mut node = spawn_node(dir.path(), port);
+    let (mut node, brokers) = spawn_node(dir.path());
     create_topic(&brokers, "crash", 4, &[]);
     let producer = producer(&brokers, "none");
     let mut sent = 0usize;
@@ -292,7 +293,8 @@ fn every_acknowledged_message_survives_sigkill_mid_stream() {
     );
     drop(producer);
 
-    let mut node = spawn_node(dir.path(), port);
+    // The restarted node gets a new port: clients find it as they would after a move.
+    let (mut node, brokers) = spawn_node(dir.path());
     let read = read_all(&brokers, "crash", 4);
     let stored: BTreeSet<(i32, i64, String)> = read.iter().map(|(p, o, _, v)| (*p, *o, v.clone())).collect();
     for (partition, offset, _, value) in &acked {

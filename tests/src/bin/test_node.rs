@@ -7,22 +7,22 @@ use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
     block_shutdown_signals();
+    // Log to stderr like `oxbow start`, so a failing test shows what the node saw.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let mut args = std::env::args().skip(1);
     let usage = "usage: oxbow-test-node DATA_DIR KAFKA_ADDR ADMIN_ADDR";
     let data_dir = PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?);
     let kafka_addr = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
     let admin_addr = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
-    let rpc_port = kafka_addr
-        .rsplit(':')
-        .next()
-        .unwrap_or("0")
-        .parse::<u16>()?
-        .wrapping_add(1000);
     let overrides = Overrides {
         data_dir: Some(data_dir),
         kafka_addr: Some(kafka_addr),
         admin_addr: Some(admin_addr),
-        rpc_addr: Some(format!("127.0.0.1:{rpc_port}")),
+        rpc_addr: Some("127.0.0.1:0".to_string()),
         ..Overrides::default()
     };
     let node = start(NodeConfig::load(None, overrides)?)?;
