@@ -969,6 +969,22 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, g: GroupId, msg: <F::R as Replica>::Msg) {
+        if self.scenario.bugs.corrupt_terms && self.net_rng.chance(0.05) {
+            let mut forged = msg.clone();
+            F::R::set_msg_term(&mut forged, F::R::msg_term(&msg) + 1);
+            let copies = self.net.send(&mut self.net_rng, from, to, (g, forged));
+            for (delay, (_, forged)) in copies {
+                self.after(
+                    delay,
+                    Ev::Deliver {
+                        from,
+                        to,
+                        group: g,
+                        msg: forged,
+                    },
+                );
+            }
+        }
         let copies = self.net.send(&mut self.net_rng, from, to, (g, msg));
         for (delay, (_, msg)) in copies {
             self.after(

@@ -618,6 +618,10 @@ impl Replica for CoreReplica {
         msg.term
     }
 
+    fn set_msg_term(msg: &mut Message, term: u64) {
+        msg.term = term;
+    }
+
     fn maybe_snapshot(&mut self, now: Instant, durable_index: Option<u64>, every: u64) -> bool {
         let Some(index) = self.raft.applied_index().min(durable_index) else {
             return false;

@@ -45,6 +45,9 @@ pub struct PlantedBugs {
     /// appended it, before it commits (Kafka's acks=1 mistaken for acks=all). Used by
     /// the driver, any Raft.
     pub ack_uncommitted: bool,
+    /// Not a Raft bug: the network sometimes delivers an extra copy of a message with
+    /// its term raised by one (a corrupting middlebox). Any Raft.
+    pub corrupt_terms: bool,
 }
 
 /// Timings of the model.
@@ -599,6 +602,16 @@ impl Replica for ModelRaft {
                 write!(f, "AppendResp t{term} ok={success} index={index:?}")
             }
             Msg::TimeoutNow { term } => write!(f, "TimeoutNow t{term}"),
+        }
+    }
+
+    fn set_msg_term(msg: &mut Msg, new: u64) {
+        match msg {
+            Msg::Vote { term, .. }
+            | Msg::VoteResp { term, .. }
+            | Msg::Append { term, .. }
+            | Msg::AppendResp { term, .. }
+            | Msg::TimeoutNow { term } => *term = new,
         }
     }
 

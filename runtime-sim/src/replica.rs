@@ -172,6 +172,8 @@ pub trait Replica {
     fn entry(&self, index: u64) -> Option<&SimEntry>;
     /// The term of a message, for the trace and for network fault injection.
     fn msg_term(msg: &Self::Msg) -> u64;
+    /// Rewrites a message's term (the network's planted `corrupt_terms` bug).
+    fn set_msg_term(msg: &mut Self::Msg, term: u64);
     /// Writes a short description of a message for the trace.
     fn fmt_msg(msg: &Self::Msg, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
     /// Takes a snapshot if at least `every` entries were applied since the last one,
