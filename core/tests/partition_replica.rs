@@ -360,3 +360,23 @@ fn three_replicas_replicate_commit_and_agree() {
         }
     }
 }
+
+#[test]
+fn appends_that_outlived_their_hard_state_do_not_stop_the_replica() {
+    // A term's appends reached the log but its hard state did not (a crash between the
+    // two writes): the replica starts, in a term at least the log's.
+    let mut now = Instant::from_millis(1);
+    let mut node = Node::new(now, 1, &[1], MemDisk::new(), HardState::default());
+    settle_single(&mut node, &mut now);
+    node.replica
+        .produce(now, batch(&["kept"]), Acks::All, ProduceToken(1))
+        .unwrap();
+    node.run(now);
+    let log_term = node.replica.leader_epoch() as u64;
+    let stale = HardState { term: 0, vote: None };
+    let mut restarted = Node::new(now, 1, &[1], node.disk.clone(), stale);
+    settle_single(&mut restarted, &mut now);
+    assert!(restarted.replica.is_leader());
+    assert!(restarted.replica.leader_epoch() as u64 > log_term);
+    assert_eq!(restarted.committed_values().last().unwrap().1, "kept");
+}

@@ -226,6 +226,22 @@ fn to_index(offset: i64) -> u64 {
     u64::try_from(offset).unwrap_or(0)
 }
 
+/// The hard state to start Raft from. Appends of a new term may survive a crash while
+/// the (separately stored) hard state of that term did not; then the term is raised to
+/// the log's last term with no vote. That is safe: Raft sends nothing of a term before
+/// its hard state is durable, so a vote that was lost was never counted by anyone.
+fn effective_hard_state(log: &Log, hard_state: HardState) -> HardState {
+    let log_term = to_index(log.last_term());
+    if log.last_term() >= 0 && log_term > hard_state.term {
+        HardState {
+            term: log_term,
+            vote: None,
+        }
+    } else {
+        hard_state
+    }
+}
+
 fn recovered_state(
     log: &Log,
     hard_state: HardState,
@@ -233,7 +249,7 @@ fn recovered_state(
     commit: Option<i64>,
 ) -> RecoveredState {
     RecoveredState {
-        hard_state,
+        hard_state: effective_hard_state(log, hard_state),
         snapshot: None,
         term_boundaries: log
             .term_starts()
