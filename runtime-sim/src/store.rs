@@ -520,6 +520,20 @@ mod tests {
     use crate::disk::DiskConfig;
     use crate::rng::Seeds;
 
+    /// Completes every pending log I/O of `store`, and whatever those completions start,
+    /// until none is left (test support shared by this file's test modules).
+    pub(super) fn settle(
+        store: &mut NodeStore,
+        disk: &mut SimDisk,
+        rng: &mut SimRng,
+        mut pending: Vec<LogIo>,
+    ) {
+        let now = Instant::from_millis(5);
+        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
+            pending.extend(store.complete_log_io(disk, rng, now, io).unwrap().log_io);
+        }
+    }
+
     #[test]
     fn hard_state_round_trips_and_detects_damage() {
         let hs = HardState {
@@ -570,14 +584,7 @@ mod tests {
                 )
                 .unwrap();
             pending.extend(w.log_io);
-            while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
-                pending.extend(
-                    store
-                        .complete_log_io(&mut disk, &mut rng, now, io)
-                        .unwrap()
-                        .log_io,
-                );
-            }
+            settle(&mut store, &mut disk, &mut rng, std::mem::take(&mut pending));
         }
         assert_eq!(store.done_seq(), 6);
         let w = store
@@ -590,14 +597,7 @@ mod tests {
             )
             .unwrap();
         pending.extend(w.log_io);
-        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
-            pending.extend(
-                store
-                    .complete_log_io(&mut disk, &mut rng, now, io)
-                    .unwrap()
-                    .log_io,
-            );
-        }
+        settle(&mut store, &mut disk, &mut rng, std::mem::take(&mut pending));
         assert_eq!(store.done_seq(), 7);
         disk.crash(&mut rng);
         let (_, hs, back, _) = NodeStore::recover(&mut disk, &mut rng, now, 0).unwrap();
@@ -608,6 +608,7 @@ mod tests {
 
 #[cfg(test)]
 mod truncate_tests {
+    use super::tests::settle;
     use super::*;
     use crate::disk::DiskConfig;
     use crate::rng::Seeds;
@@ -644,14 +645,7 @@ mod truncate_tests {
                     .log_io,
             );
         }
-        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
-            pending.extend(
-                store
-                    .complete_log_io(&mut disk, &mut rng, now, io)
-                    .unwrap()
-                    .log_io,
-            );
-        }
+        settle(&mut store, &mut disk, &mut rng, std::mem::take(&mut pending));
         assert_eq!(store.done_seq(), seq);
         for i in 162..165 {
             seq += 1;
@@ -726,6 +720,7 @@ mod truncate_tests {
 
 #[cfg(test)]
 mod config_entry_tests {
+    use super::tests::settle;
     use super::*;
     use crate::disk::DiskConfig;
     use crate::rng::Seeds;
@@ -760,14 +755,7 @@ mod config_entry_tests {
             .submit(&mut disk, &mut rng, now, 1, StorageOp::Append(entries.clone()))
             .unwrap()
             .log_io;
-        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
-            pending.extend(
-                store
-                    .complete_log_io(&mut disk, &mut rng, now, io)
-                    .unwrap()
-                    .log_io,
-            );
-        }
+        settle(&mut store, &mut disk, &mut rng, std::mem::take(&mut pending));
         let (_, _, back, _) = NodeStore::recover(&mut disk, &mut rng, now, 0).unwrap();
         assert_eq!(back, entries);
     }
@@ -775,6 +763,7 @@ mod config_entry_tests {
 
 #[cfg(test)]
 mod read_tests {
+    use super::tests::settle;
     use super::*;
     use crate::disk::DiskConfig;
     use crate::rng::Seeds;
@@ -785,13 +774,6 @@ mod read_tests {
             index,
             kind: EntryKind::Data,
             payload: Bytes::from(index.to_be_bytes().to_vec()),
-        }
-    }
-
-    fn settle(store: &mut NodeStore, disk: &mut SimDisk, rng: &mut SimRng, mut pending: Vec<LogIo>) {
-        let now = Instant::from_millis(5);
-        while let Some(io) = (!pending.is_empty()).then(|| pending.remove(0)) {
-            pending.extend(store.complete_log_io(disk, rng, now, io).unwrap().log_io);
         }
     }
 
