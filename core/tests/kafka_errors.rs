@@ -168,7 +168,7 @@ fn unknown_api_keys_close_the_connection() {
 #[test]
 fn planned_and_unlisted_apis_close_the_connection() {
     for key in [
-        ApiKey::JoinGroup,
+        ApiKey::EndTxn,
         ApiKey::InitProducerId,
         ApiKey::DescribeAcls,
         ApiKey::Vote,

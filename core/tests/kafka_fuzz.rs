@@ -10,15 +10,16 @@ mod kafka_support;
 use bytes::Bytes;
 use kafka_support::*;
 use oxbow_core::kafka::protocol::messages::ApiKey;
-use oxbow_core::kafka::{decode_request, RequestError};
+use oxbow_core::kafka::schema::check_request_body;
+use oxbow_core::kafka::{decode_request, supported_versions, RequestError};
 use proptest::prelude::*;
 
 /// A valid request payload (no size prefix) for a supported API at any version
-/// `kafka-protocol` knows, so unsupported-version paths are covered too.
+/// `kafka-protocol` decodes, so unsupported-version paths are covered too.
 fn valid_payload() -> impl Strategy<Value = (ApiKey, i16, Vec<u8>)> {
-    let apis: Vec<(ApiKey, i16, i16)> = supported()
-        .iter()
-        .map(|&(key, _, _)| (key, key.valid_versions().min, key.valid_versions().max))
+    let apis: Vec<(ApiKey, i16, i16)> = decodable()
+        .into_iter()
+        .filter(|&(key, _, _)| supported_versions(key).is_some())
         .collect();
     proptest::sample::select(apis).prop_flat_map(|(key, min, max)| {
         (min..=max).prop_map(move |version| {
@@ -26,6 +27,35 @@ fn valid_payload() -> impl Strategy<Value = (ApiKey, i16, Vec<u8>)> {
             (key, version, frame[4..].to_vec())
         })
     })
+}
+
+/// A valid body (no header) of a planned API that already has a schema, at any version.
+fn planned_body() -> impl Strategy<Value = (ApiKey, i16, Vec<u8>)> {
+    proptest::sample::select(planned_decodable()).prop_flat_map(|(key, min, max)| {
+        (min..=max).prop_map(move |version| {
+            let body = encode_body(&sample_request(key, version), version);
+            (key, version, body.to_vec())
+        })
+    })
+}
+
+/// What the decoder does for a planned API once it is supported: the bounds check, then
+/// `kafka-protocol` only if it passed, which must read exactly the bytes walked.
+fn check_planned(key: ApiKey, version: i16, body: Vec<u8>) -> Result<(), TestCaseError> {
+    if let Ok(walked) = check_request_body(key, version, &body) {
+        let mut rest = Bytes::from(body);
+        let before = rest.len();
+        if protocol_decode(key, &mut rest, version).is_ok() {
+            prop_assert_eq!(
+                before - rest.len(),
+                walked,
+                "{:?} v{}: schema and decoder disagree",
+                key,
+                version
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Decodes and checks the invariants every outcome must satisfy.
@@ -79,7 +109,7 @@ proptest! {
     fn truncated_requests_are_refused((key, version, payload) in valid_payload(), cut in any::<prop::sample::Index>()) {
         let len = cut.index(payload.len());
         let outcome = decode_request(Bytes::copy_from_slice(&payload[..len]));
-        let supported = oxbow_core::kafka::supported_versions(key).is_some_and(|(min, max)| (min..=max).contains(&version));
+        let supported = supported_versions(key).is_some_and(|(min, max)| (min..=max).contains(&version));
         if supported {
             prop_assert!(outcome.is_err(), "{:?} v{} cut at {}/{} decoded", key, version, len, payload.len());
         }
@@ -122,5 +152,37 @@ proptest! {
             }
         }
         check(payload)?;
+    }
+
+    /// The planned APIs' schemas against truncations, bit flips and absurd lengths.
+    #[test]
+    fn planned_schemas_walk_what_kafka_protocol_reads(
+        (key, version, body) in planned_body(),
+        cut in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..8), 0..3),
+        at in any::<prop::sample::Index>(),
+        absurd in any::<bool>(),
+    ) {
+        let len = cut.index(body.len() + 1);
+        if len < body.len() {
+            prop_assert!(check_request_body(key, version, &body[..len]).is_err(), "{:?} v{} cut at {}", key, version, len);
+        }
+        check_planned(key, version, body[..len].to_vec())?;
+        let mut body = body;
+        for (at, bit) in flips {
+            if !body.is_empty() {
+                let i = at.index(body.len());
+                body[i] ^= 1 << bit;
+            }
+        }
+        if absurd && !body.is_empty() {
+            let start = at.index(body.len());
+            for (i, byte) in [0xff, 0xff, 0xff, 0xff, 0x0f].iter().enumerate() {
+                if let Some(slot) = body.get_mut(start + i) {
+                    *slot = *byte;
+                }
+            }
+        }
+        check_planned(key, version, body)?;
     }
 }

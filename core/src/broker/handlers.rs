@@ -261,6 +261,12 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
             };
             command_request(broker, now, id, connection, header, command);
         }
+        // Decodable APIs without a handler yet (the group and transaction APIs).
+        other => {
+            let response =
+                crate::kafka::error_response(&other, header.api_version, ErrorCode::UNSUPPORTED_VERSION);
+            broker.respond(connection, id, &header, Some(response));
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{self, ApiKey};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 
 use super::error::{ErrorCode, RequestError};
 use super::response::{encode_response, error_response, Response};
@@ -78,6 +78,17 @@ macro_rules! define_request {
                     $(Request::$variant(_) => ApiKey::$variant,)*
                 }
             }
+        }
+
+        /// The versions `kafka-protocol` decodes requests of API `key` at; `None` if the API
+        /// has no variant here. Usually `key.valid_versions()`, but the request type can stop
+        /// earlier (OffsetCommit and OffsetFetch: v10 is listed, the request types end at v9).
+        pub fn decodable_versions(key: ApiKey) -> Option<(i16, i16)> {
+            let range = match key {
+                $(ApiKey::$variant => <messages::$request as Message>::VERSIONS,)*
+                _ => return None,
+            };
+            Some((range.min, range.max))
         }
 
         /// Decodes a body of API `key`; `None` if the API has no variant here.
@@ -178,8 +189,8 @@ fn unsupported_version_reply(
     if api_key == ApiKey::ApiVersions {
         return Some(api_versions_fallback(correlation_id));
     }
-    let known = api_key.valid_versions();
-    if !(known.min..=known.max).contains(&api_version) {
+    let (known_min, known_max) = decodable_versions(api_key)?;
+    if !(known_min..=known_max).contains(&api_version) {
         return None;
     }
     let decoded = decode_known(api_key, api_version, correlation_id, frame).ok()?;

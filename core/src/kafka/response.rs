@@ -11,7 +11,7 @@
 //! -1 ("unknown"), as Kafka sends them with an error.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{self, ApiKey, ResponseHeader};
+use kafka_protocol::messages::{self, ApiKey, BrokerId, ProducerId, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 
 use super::error::{EncodeError, ErrorCode};
@@ -89,6 +89,23 @@ pub fn error_response(request: &Request, version: i16, code: ErrorCode) -> Respo
         Request::Fetch(r) => Response::Fetch(fetch(r, version, code)),
         Request::ListOffsets(r) => Response::ListOffsets(list_offsets(r, code)),
         Request::Metadata(r) => Response::Metadata(metadata(r, version, code)),
+        Request::OffsetCommit(r) => Response::OffsetCommit(offset_commit(r, code)),
+        Request::OffsetFetch(r) => Response::OffsetFetch(offset_fetch(r, version, code)),
+        Request::FindCoordinator(r) => Response::FindCoordinator(find_coordinator(r, version, code)),
+        Request::JoinGroup(_) => {
+            Response::JoinGroup(messages::JoinGroupResponse::default().with_error_code(code))
+        }
+        Request::Heartbeat(_) => {
+            Response::Heartbeat(messages::HeartbeatResponse::default().with_error_code(code))
+        }
+        Request::LeaveGroup(r) => Response::LeaveGroup(leave_group(r, version, code)),
+        Request::SyncGroup(_) => {
+            Response::SyncGroup(messages::SyncGroupResponse::default().with_error_code(code))
+        }
+        Request::DescribeGroups(r) => Response::DescribeGroups(describe_groups(r, code)),
+        Request::ListGroups(_) => {
+            Response::ListGroups(messages::ListGroupsResponse::default().with_error_code(code))
+        }
         Request::ApiVersions(_) => Response::ApiVersions(
             messages::ApiVersionsResponse::default()
                 .with_error_code(code)
@@ -98,14 +115,36 @@ pub fn error_response(request: &Request, version: i16, code: ErrorCode) -> Respo
         Request::DeleteTopics(r) => Response::DeleteTopics(delete_topics(r, version, code)),
         Request::DeleteRecords(r) => Response::DeleteRecords(delete_records(r, code)),
         Request::OffsetForLeaderEpoch(r) => Response::OffsetForLeaderEpoch(offset_for_leader_epoch(r, code)),
+        Request::AddPartitionsToTxn(r) => {
+            Response::AddPartitionsToTxn(add_partitions_to_txn(r, version, code))
+        }
+        Request::AddOffsetsToTxn(_) => {
+            Response::AddOffsetsToTxn(messages::AddOffsetsToTxnResponse::default().with_error_code(code))
+        }
+        Request::EndTxn(_) => Response::EndTxn(messages::EndTxnResponse::default().with_error_code(code)),
+        Request::WriteTxnMarkers(r) => Response::WriteTxnMarkers(write_txn_markers(r, code)),
+        Request::TxnOffsetCommit(r) => Response::TxnOffsetCommit(txn_offset_commit(r, code)),
         Request::DescribeConfigs(r) => Response::DescribeConfigs(describe_configs(r, code)),
         Request::AlterConfigs(r) => Response::AlterConfigs(alter_configs(r, code)),
         Request::CreatePartitions(r) => Response::CreatePartitions(create_partitions(r, code)),
+        Request::DeleteGroups(r) => Response::DeleteGroups(delete_groups(r, code)),
         Request::IncrementalAlterConfigs(r) => {
             Response::IncrementalAlterConfigs(incremental_alter_configs(r, code))
         }
+        Request::OffsetDelete(r) => Response::OffsetDelete(offset_delete(r, code)),
         Request::DescribeCluster(_) => {
             Response::DescribeCluster(messages::DescribeClusterResponse::default().with_error_code(code))
+        }
+        Request::DescribeProducers(r) => Response::DescribeProducers(describe_producers(r, code)),
+        Request::DescribeTransactions(r) => Response::DescribeTransactions(describe_transactions(r, code)),
+        Request::ListTransactions(_) => {
+            Response::ListTransactions(messages::ListTransactionsResponse::default().with_error_code(code))
+        }
+        Request::ConsumerGroupHeartbeat(_) => Response::ConsumerGroupHeartbeat(
+            messages::ConsumerGroupHeartbeatResponse::default().with_error_code(code),
+        ),
+        Request::ConsumerGroupDescribe(r) => {
+            Response::ConsumerGroupDescribe(consumer_group_describe(r, code))
         }
     }
 }
@@ -316,4 +355,283 @@ fn create_partitions(
             .with_error_code(code)
     });
     messages::CreatePartitionsResponse::default().with_results(results.collect())
+}
+
+fn offset_commit(request: &messages::OffsetCommitRequest, code: i16) -> messages::OffsetCommitResponse {
+    use messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+    let topics = request.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|partition| {
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(partition.partition_index)
+                .with_error_code(code)
+        });
+        OffsetCommitResponseTopic::default()
+            .with_name(topic.name.clone())
+            .with_partitions(partitions.collect())
+    });
+    messages::OffsetCommitResponse::default().with_topics(topics.collect())
+}
+
+fn offset_fetch(
+    request: &messages::OffsetFetchRequest,
+    version: i16,
+    code: i16,
+) -> messages::OffsetFetchResponse {
+    use messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    };
+    let response = messages::OffsetFetchResponse::default();
+    // v8 batches groups, each with its own error; before, one group per request.
+    if version >= 8 {
+        let groups = request.groups.iter().map(|group| {
+            let topics = group.topics.iter().flatten().map(|topic| {
+                let partitions = topic.partition_indexes.iter().map(|&index| {
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(index)
+                        .with_committed_offset(-1)
+                        .with_error_code(code)
+                });
+                OffsetFetchResponseTopics::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(partitions.collect())
+            });
+            OffsetFetchResponseGroup::default()
+                .with_group_id(group.group_id.clone())
+                .with_topics(topics.collect())
+                .with_error_code(code)
+        });
+        return response.with_groups(groups.collect());
+    }
+    let topics = request.topics.iter().flatten().map(|topic| {
+        let partitions = topic.partition_indexes.iter().map(|&index| {
+            OffsetFetchResponsePartition::default()
+                .with_partition_index(index)
+                .with_committed_offset(-1)
+                .with_error_code(code)
+        });
+        OffsetFetchResponseTopic::default()
+            .with_name(topic.name.clone())
+            .with_partitions(partitions.collect())
+    });
+    let response = response.with_topics(topics.collect());
+    // The top-level error exists from v2; in v1 only partitions carry one.
+    if version >= 2 {
+        response.with_error_code(code)
+    } else {
+        response
+    }
+}
+
+fn find_coordinator(
+    request: &messages::FindCoordinatorRequest,
+    version: i16,
+    code: i16,
+) -> messages::FindCoordinatorResponse {
+    use messages::find_coordinator_response::Coordinator;
+    let response = messages::FindCoordinatorResponse::default();
+    // v4 batches keys, one coordinator (and error) per key; before, one answer.
+    if version >= 4 {
+        let coordinators = request.coordinator_keys.iter().map(|key| {
+            Coordinator::default()
+                .with_key(key.clone())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(code)
+        });
+        response.with_coordinators(coordinators.collect())
+    } else {
+        response
+            .with_error_code(code)
+            .with_node_id(BrokerId(-1))
+            .with_port(-1)
+    }
+}
+
+fn leave_group(
+    request: &messages::LeaveGroupRequest,
+    version: i16,
+    code: i16,
+) -> messages::LeaveGroupResponse {
+    use messages::leave_group_response::MemberResponse;
+    let response = messages::LeaveGroupResponse::default().with_error_code(code);
+    // Members (and their errors) exist from v3; before, one member per request.
+    if version < 3 {
+        return response;
+    }
+    let members = request.members.iter().map(|member| {
+        MemberResponse::default()
+            .with_member_id(member.member_id.clone())
+            .with_group_instance_id(member.group_instance_id.clone())
+            .with_error_code(code)
+    });
+    response.with_members(members.collect())
+}
+
+fn describe_groups(request: &messages::DescribeGroupsRequest, code: i16) -> messages::DescribeGroupsResponse {
+    use messages::describe_groups_response::DescribedGroup;
+    let groups = request.groups.iter().map(|group_id| {
+        DescribedGroup::default()
+            .with_group_id(group_id.clone())
+            .with_error_code(code)
+    });
+    messages::DescribeGroupsResponse::default().with_groups(groups.collect())
+}
+
+fn delete_groups(request: &messages::DeleteGroupsRequest, code: i16) -> messages::DeleteGroupsResponse {
+    use messages::delete_groups_response::DeletableGroupResult;
+    let results = request.groups_names.iter().map(|group_id| {
+        DeletableGroupResult::default()
+            .with_group_id(group_id.clone())
+            .with_error_code(code)
+    });
+    messages::DeleteGroupsResponse::default().with_results(results.collect())
+}
+
+fn offset_delete(request: &messages::OffsetDeleteRequest, code: i16) -> messages::OffsetDeleteResponse {
+    use messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+    let topics = request.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|partition| {
+            OffsetDeleteResponsePartition::default()
+                .with_partition_index(partition.partition_index)
+                .with_error_code(code)
+        });
+        OffsetDeleteResponseTopic::default()
+            .with_name(topic.name.clone())
+            .with_partitions(partitions.collect())
+    });
+    messages::OffsetDeleteResponse::default()
+        .with_error_code(code)
+        .with_topics(topics.collect())
+}
+
+fn consumer_group_describe(
+    request: &messages::ConsumerGroupDescribeRequest,
+    code: i16,
+) -> messages::ConsumerGroupDescribeResponse {
+    use messages::consumer_group_describe_response::DescribedGroup;
+    let groups = request.group_ids.iter().map(|group_id| {
+        DescribedGroup::default()
+            .with_group_id(group_id.clone())
+            .with_error_code(code)
+    });
+    messages::ConsumerGroupDescribeResponse::default().with_groups(groups.collect())
+}
+
+fn add_partitions_to_txn(
+    request: &messages::AddPartitionsToTxnRequest,
+    version: i16,
+    code: i16,
+) -> messages::AddPartitionsToTxnResponse {
+    use messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use messages::add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+    };
+    let topic_results = |topics: &[AddPartitionsToTxnTopic]| {
+        topics
+            .iter()
+            .map(|topic| {
+                let partitions = topic.partitions.iter().map(|&index| {
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(index)
+                        .with_partition_error_code(code)
+                });
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_results_by_partition(partitions.collect())
+            })
+            .collect()
+    };
+    let response = messages::AddPartitionsToTxnResponse::default();
+    // v4 batches transactions and adds a top-level error; before, one transaction.
+    if version >= 4 {
+        let results = request.transactions.iter().map(|transaction| {
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(transaction.transactional_id.clone())
+                .with_topic_results(topic_results(&transaction.topics))
+        });
+        response
+            .with_error_code(code)
+            .with_results_by_transaction(results.collect())
+    } else {
+        response.with_results_by_topic_v3_and_below(topic_results(&request.v3_and_below_topics))
+    }
+}
+
+fn write_txn_markers(
+    request: &messages::WriteTxnMarkersRequest,
+    code: i16,
+) -> messages::WriteTxnMarkersResponse {
+    use messages::write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let markers = request.markers.iter().map(|marker| {
+        let topics = marker.topics.iter().map(|topic| {
+            let partitions = topic.partition_indexes.iter().map(|&index| {
+                WritableTxnMarkerPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_error_code(code)
+            });
+            WritableTxnMarkerTopicResult::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions.collect())
+        });
+        WritableTxnMarkerResult::default()
+            .with_producer_id(marker.producer_id)
+            .with_topics(topics.collect())
+    });
+    messages::WriteTxnMarkersResponse::default().with_markers(markers.collect())
+}
+
+fn txn_offset_commit(
+    request: &messages::TxnOffsetCommitRequest,
+    code: i16,
+) -> messages::TxnOffsetCommitResponse {
+    use messages::txn_offset_commit_response::{
+        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+    };
+    let topics = request.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|partition| {
+            TxnOffsetCommitResponsePartition::default()
+                .with_partition_index(partition.partition_index)
+                .with_error_code(code)
+        });
+        TxnOffsetCommitResponseTopic::default()
+            .with_name(topic.name.clone())
+            .with_partitions(partitions.collect())
+    });
+    messages::TxnOffsetCommitResponse::default().with_topics(topics.collect())
+}
+
+fn describe_producers(
+    request: &messages::DescribeProducersRequest,
+    code: i16,
+) -> messages::DescribeProducersResponse {
+    use messages::describe_producers_response::{PartitionResponse, TopicResponse};
+    let topics = request.topics.iter().map(|topic| {
+        let partitions = topic.partition_indexes.iter().map(|&index| {
+            PartitionResponse::default()
+                .with_partition_index(index)
+                .with_error_code(code)
+        });
+        TopicResponse::default()
+            .with_name(topic.name.clone())
+            .with_partitions(partitions.collect())
+    });
+    messages::DescribeProducersResponse::default().with_topics(topics.collect())
+}
+
+fn describe_transactions(
+    request: &messages::DescribeTransactionsRequest,
+    code: i16,
+) -> messages::DescribeTransactionsResponse {
+    use messages::describe_transactions_response::TransactionState;
+    let states = request.transactional_ids.iter().map(|transactional_id| {
+        TransactionState::default()
+            .with_error_code(code)
+            .with_transactional_id(transactional_id.clone())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    });
+    messages::DescribeTransactionsResponse::default().with_transaction_states(states.collect())
 }

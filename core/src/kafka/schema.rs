@@ -279,7 +279,153 @@ static DELETE_RECORDS: Schema = plain(&[all(Ty::Array(&Ty::Struct(&DELETE_RECORD
 
 static DESCRIBE_CLUSTER: Schema = plain(&[all(Bool), since(1, Int8), since(2, Bool)]);
 
-/// The schema and first flexible version of each supported request.
+static FIND_COORDINATOR: Schema = plain(&[until(3, Str), since(1, Int8), since(4, Ty::Array(&Str))]);
+
+static JOIN_GROUP_PROTOCOL: Schema = plain(&[all(Str), all(Bytes)]);
+static JOIN_GROUP: Schema = plain(&[
+    all(Str),
+    all(Int32),
+    since(1, Int32),
+    all(Str),
+    since(5, Str),
+    all(Str),
+    all(Ty::Array(&Ty::Struct(&JOIN_GROUP_PROTOCOL))),
+    since(8, Str),
+]);
+
+static SYNC_GROUP_ASSIGNMENT: Schema = plain(&[all(Str), all(Bytes)]);
+static SYNC_GROUP: Schema = plain(&[
+    all(Str),
+    all(Int32),
+    all(Str),
+    since(3, Str),
+    since(5, Str),
+    since(5, Str),
+    all(Ty::Array(&Ty::Struct(&SYNC_GROUP_ASSIGNMENT))),
+]);
+
+static HEARTBEAT: Schema = plain(&[all(Str), all(Int32), all(Str), since(3, Str)]);
+
+static LEAVE_GROUP_MEMBER: Schema = plain(&[since(3, Str), since(3, Str), since(5, Str)]);
+static LEAVE_GROUP: Schema = plain(&[
+    all(Str),
+    until(2, Str),
+    since(3, Ty::Array(&Ty::Struct(&LEAVE_GROUP_MEMBER))),
+]);
+
+static OFFSET_COMMIT_PARTITION: Schema = plain(&[all(Int32), all(Int64), since(6, Int32), all(Str)]);
+static OFFSET_COMMIT_TOPIC: Schema =
+    plain(&[all(Str), all(Ty::Array(&Ty::Struct(&OFFSET_COMMIT_PARTITION)))]);
+static OFFSET_COMMIT: Schema = plain(&[
+    all(Str),
+    all(Int32),
+    all(Str),
+    since(7, Str),
+    until(4, Int64),
+    all(Ty::Array(&Ty::Struct(&OFFSET_COMMIT_TOPIC))),
+]);
+
+static OFFSET_FETCH_TOPIC: Schema = plain(&[until(7, Str), until(7, Ty::Array(&Int32))]);
+static OFFSET_FETCH_GROUP_TOPIC: Schema = plain(&[since(8, Str), since(8, Ty::Array(&Int32))]);
+static OFFSET_FETCH_GROUP: Schema = plain(&[
+    since(8, Str),
+    since(9, Str),
+    since(9, Int32),
+    since(8, Ty::Array(&Ty::Struct(&OFFSET_FETCH_GROUP_TOPIC))),
+]);
+static OFFSET_FETCH: Schema = plain(&[
+    until(7, Str),
+    until(7, Ty::Array(&Ty::Struct(&OFFSET_FETCH_TOPIC))),
+    since(8, Ty::Array(&Ty::Struct(&OFFSET_FETCH_GROUP))),
+    since(7, Bool),
+]);
+
+static DESCRIBE_GROUPS: Schema = plain(&[all(Ty::Array(&Str)), since(3, Bool)]);
+
+static LIST_GROUPS: Schema = plain(&[since(4, Ty::Array(&Str)), since(5, Ty::Array(&Str))]);
+
+static DELETE_GROUPS: Schema = plain(&[all(Ty::Array(&Str))]);
+
+static OFFSET_DELETE_PARTITION: Schema = plain(&[all(Int32)]);
+static OFFSET_DELETE_TOPIC: Schema =
+    plain(&[all(Str), all(Ty::Array(&Ty::Struct(&OFFSET_DELETE_PARTITION)))]);
+static OFFSET_DELETE: Schema = plain(&[all(Str), all(Ty::Array(&Ty::Struct(&OFFSET_DELETE_TOPIC)))]);
+
+static CONSUMER_HEARTBEAT_TOPIC: Schema = plain(&[all(Uuid), all(Ty::Array(&Int32))]);
+static CONSUMER_GROUP_HEARTBEAT: Schema = plain(&[
+    all(Str),
+    all(Str),
+    all(Int32),
+    all(Str),
+    all(Str),
+    all(Int32),
+    all(Ty::Array(&Str)),
+    since(1, Str),
+    all(Str),
+    all(Ty::Array(&Ty::Struct(&CONSUMER_HEARTBEAT_TOPIC))),
+]);
+
+static CONSUMER_GROUP_DESCRIBE: Schema = plain(&[all(Ty::Array(&Str)), all(Bool)]);
+
+static ADD_PARTITIONS_TOPIC: Schema = plain(&[all(Str), all(Ty::Array(&Int32))]);
+static ADD_PARTITIONS_TRANSACTION: Schema = plain(&[
+    since(4, Str),
+    since(4, Int64),
+    since(4, Int16),
+    since(4, Bool),
+    since(4, Ty::Array(&Ty::Struct(&ADD_PARTITIONS_TOPIC))),
+]);
+static ADD_PARTITIONS_TO_TXN: Schema = plain(&[
+    since(4, Ty::Array(&Ty::Struct(&ADD_PARTITIONS_TRANSACTION))),
+    until(3, Str),
+    until(3, Int64),
+    until(3, Int16),
+    until(3, Ty::Array(&Ty::Struct(&ADD_PARTITIONS_TOPIC))),
+]);
+
+static ADD_OFFSETS_TO_TXN: Schema = plain(&[all(Str), all(Int64), all(Int16), all(Str)]);
+
+static END_TXN: Schema = plain(&[all(Str), all(Int64), all(Int16), all(Bool)]);
+
+static TXN_MARKER_TOPIC: Schema = plain(&[all(Str), all(Ty::Array(&Int32))]);
+static TXN_MARKER: Schema = plain(&[
+    all(Int64),
+    all(Int16),
+    all(Bool),
+    all(Ty::Array(&Ty::Struct(&TXN_MARKER_TOPIC))),
+    all(Int32),
+]);
+static WRITE_TXN_MARKERS: Schema = plain(&[all(Ty::Array(&Ty::Struct(&TXN_MARKER)))]);
+
+static TXN_OFFSET_COMMIT_PARTITION: Schema = plain(&[all(Int32), all(Int64), since(2, Int32), all(Str)]);
+static TXN_OFFSET_COMMIT_TOPIC: Schema = plain(&[
+    all(Str),
+    all(Ty::Array(&Ty::Struct(&TXN_OFFSET_COMMIT_PARTITION))),
+]);
+static TXN_OFFSET_COMMIT: Schema = plain(&[
+    all(Str),
+    all(Str),
+    all(Int64),
+    all(Int16),
+    since(3, Int32),
+    since(3, Str),
+    since(3, Str),
+    all(Ty::Array(&Ty::Struct(&TXN_OFFSET_COMMIT_TOPIC))),
+]);
+
+static DESCRIBE_PRODUCERS_TOPIC: Schema = plain(&[all(Str), all(Ty::Array(&Int32))]);
+static DESCRIBE_PRODUCERS: Schema = plain(&[all(Ty::Array(&Ty::Struct(&DESCRIBE_PRODUCERS_TOPIC)))]);
+
+static DESCRIBE_TRANSACTIONS: Schema = plain(&[all(Ty::Array(&Str))]);
+
+static LIST_TRANSACTIONS: Schema = plain(&[
+    all(Ty::Array(&Str)),
+    all(Ty::Array(&Int64)),
+    since(1, Int64),
+    since(2, Str),
+]);
+
+/// The schema and first flexible version of each request in `with_supported_apis!`.
 fn message(key: ApiKey) -> Option<Message> {
     let (flexible_from, schema) = match key {
         ApiKey::ApiVersions => (3, &API_VERSIONS),
@@ -296,6 +442,29 @@ fn message(key: ApiKey) -> Option<Message> {
         ApiKey::IncrementalAlterConfigs => (1, &INCREMENTAL_ALTER_CONFIGS),
         ApiKey::DeleteRecords => (2, &DELETE_RECORDS),
         ApiKey::DescribeCluster => (0, &DESCRIBE_CLUSTER),
+        ApiKey::FindCoordinator => (3, &FIND_COORDINATOR),
+        ApiKey::JoinGroup => (6, &JOIN_GROUP),
+        ApiKey::SyncGroup => (4, &SYNC_GROUP),
+        ApiKey::Heartbeat => (4, &HEARTBEAT),
+        ApiKey::LeaveGroup => (4, &LEAVE_GROUP),
+        ApiKey::OffsetCommit => (8, &OFFSET_COMMIT),
+        ApiKey::OffsetFetch => (6, &OFFSET_FETCH),
+        ApiKey::DescribeGroups => (5, &DESCRIBE_GROUPS),
+        ApiKey::ListGroups => (3, &LIST_GROUPS),
+        ApiKey::DeleteGroups => (2, &DELETE_GROUPS),
+        // Never flexible: v0 is its only version.
+        ApiKey::OffsetDelete => (i16::MAX, &OFFSET_DELETE),
+        ApiKey::ConsumerGroupHeartbeat => (0, &CONSUMER_GROUP_HEARTBEAT),
+        ApiKey::ConsumerGroupDescribe => (0, &CONSUMER_GROUP_DESCRIBE),
+        ApiKey::AddPartitionsToTxn => (3, &ADD_PARTITIONS_TO_TXN),
+        ApiKey::AddOffsetsToTxn => (3, &ADD_OFFSETS_TO_TXN),
+        ApiKey::EndTxn => (3, &END_TXN),
+        // Flexible from v1, its only version (v0 was removed from Kafka).
+        ApiKey::WriteTxnMarkers => (1, &WRITE_TXN_MARKERS),
+        ApiKey::TxnOffsetCommit => (3, &TXN_OFFSET_COMMIT),
+        ApiKey::DescribeProducers => (0, &DESCRIBE_PRODUCERS),
+        ApiKey::DescribeTransactions => (0, &DESCRIBE_TRANSACTIONS),
+        ApiKey::ListTransactions => (0, &LIST_TRANSACTIONS),
         _ => return None,
     };
     Some(Message {
