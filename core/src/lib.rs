@@ -31,3 +31,4 @@ pub mod log;
 pub mod partition;
 pub mod raft;
 pub mod time;
+pub mod txn;

@@ -169,7 +169,7 @@ fn unknown_api_keys_close_the_connection() {
 fn planned_and_unlisted_apis_close_the_connection() {
     for key in [
         ApiKey::EndTxn,
-        ApiKey::InitProducerId,
+        ApiKey::AddPartitionsToTxn,
         ApiKey::DescribeAcls,
         ApiKey::Vote,
     ] {

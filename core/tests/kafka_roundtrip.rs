@@ -190,6 +190,7 @@ fn carries(response: &Response, version: i16, code: ErrorCode) -> bool {
         Response::CreatePartitions(r) => r.results.iter().map(|t| t.error_code).collect(),
         Response::IncrementalAlterConfigs(r) => r.responses.iter().map(|t| t.error_code).collect(),
         Response::DescribeCluster(r) => vec![r.error_code],
+        Response::InitProducerId(r) => vec![r.error_code],
         Response::OffsetCommit(r) => r
             .topics
             .iter()

@@ -261,6 +261,9 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
             };
             command_request(broker, now, id, connection, header, command);
         }
+        Request::InitProducerId(request) => {
+            super::producer_handlers::start(broker, now, id, connection, header, request)
+        }
         // Decodable APIs without a handler yet (the group and transaction APIs).
         other => {
             let response =

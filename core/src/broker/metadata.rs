@@ -3,8 +3,8 @@
 //! the controller Raft group replaces this owner when the cluster lands, with the same
 //! state and the same encoding as its snapshot.
 //!
-//! Encoding: magic `OXMD`, version u16, metadata version u64, next revision i64, topic
-//! count u32, then per topic: name, topic id (16 bytes), partitions i32, revision i64,
+//! Encoding: magic `OXMD`, version u16, metadata version u64, next revision i64, (from
+//! format version 2) next producer id i64, topic count u32, then per topic: name, topic id (16 bytes), partitions i32, revision i64,
 //! config count u32 and (key, value) strings — strings as u16 length + UTF-8 — and a
 //! trailing CRC32C. A damaged file is an error naming the problem, never a panic.
 
@@ -13,7 +13,9 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"OXMD";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// Format version 1 lacked the next producer id (read as 0).
+const VERSION_WITHOUT_PRODUCER_IDS: u16 = 1;
 
 /// Topic settings Oxbow understands, with Kafka's names.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
@@ -46,6 +48,10 @@ pub struct Metadata {
     pub version: u64,
     /// Revision the next created topic gets.
     pub next_revision: i64,
+    /// First producer id not yet handed out in a block (InitProducerId). Made durable
+    /// before any id of a block is given to a client, so no id is ever reused across
+    /// restarts. (The controller Raft group takes this over with the cluster.)
+    pub next_producer_id: i64,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
 }
@@ -232,6 +238,7 @@ impl Metadata {
         out.extend_from_slice(&VERSION.to_be_bytes());
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.next_revision.to_be_bytes());
+        out.extend_from_slice(&self.next_producer_id.to_be_bytes());
         out.extend_from_slice(&(self.topics.len() as u32).to_be_bytes());
         for (name, topic) in &self.topics {
             put_str(&mut out, name);
@@ -259,11 +266,20 @@ impl Metadata {
             return Err(MetadataError::Damaged("checksum mismatch"));
         }
         let mut r = Reader { bytes: body, at: 4 };
-        if u16::from_be_bytes(r.array()?) != VERSION {
+        let format = u16::from_be_bytes(r.array()?);
+        if format != VERSION && format != VERSION_WITHOUT_PRODUCER_IDS {
             return Err(MetadataError::Damaged("unknown format version"));
         }
         let version = u64::from_be_bytes(r.array()?);
         let next_revision = i64::from_be_bytes(r.array()?);
+        let next_producer_id = if format == VERSION {
+            i64::from_be_bytes(r.array()?)
+        } else {
+            0
+        };
+        if next_producer_id < 0 {
+            return Err(MetadataError::Damaged("negative next producer id"));
+        }
         let count = u32::from_be_bytes(r.array()?);
         let mut topics = BTreeMap::new();
         for _ in 0..count {
@@ -296,6 +312,7 @@ impl Metadata {
         Ok(Metadata {
             version,
             next_revision,
+            next_producer_id,
             topics,
         })
     }
@@ -310,6 +327,7 @@ mod tests {
         let mut m = Metadata {
             version: 3,
             next_revision: 7,
+            next_producer_id: 4000,
             ..Metadata::default()
         };
         m.topics.insert(

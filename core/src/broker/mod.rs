@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod io;
 pub mod metadata;
 pub mod partitions;
+pub mod producer_handlers;
 pub mod shard;
 
 pub use io::{BrokerEffect, BrokerInput, ConnectionId, PartitionKey, ShardId};
@@ -134,6 +135,8 @@ pub struct Broker {
     effects: VecDeque<BrokerEffect>,
     next_retention_at: Instant,
     metrics: BrokerMetrics,
+    /// This shard's block of producer ids (InitProducerId).
+    producer_ids: producer_handlers::ProducerIds,
 }
 
 impl std::fmt::Debug for Broker {
@@ -184,6 +187,7 @@ impl Broker {
             effects: VecDeque::new(),
             next_retention_at: now + RETENTION_INTERVAL,
             metrics: BrokerMetrics::default(),
+            producer_ids: producer_handlers::ProducerIds::default(),
         };
         for recovered in setup.partitions {
             let config = broker.log_config_for(&metadata, &recovered.key.topic);
@@ -473,6 +477,7 @@ impl Broker {
             ShardMessage::LeaderEpoch { key, leader_epoch } => {
                 self.epochs.insert((key.topic, key.partition), leader_epoch);
             }
+            ShardMessage::ProducerIds(message) => producer_handlers::on_message(self, now, message),
         }
     }
 
@@ -525,6 +530,7 @@ impl Broker {
         version: u64,
         result: Result<(), crate::log::DiskError>,
     ) {
+        let durable = result.is_ok();
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.persist_waits)
             .into_iter()
             .partition(|(v, ..)| *v <= version);
@@ -555,6 +561,7 @@ impl Broker {
                 }
             }
         }
+        producer_handlers::on_metadata_persisted(self, now, version, durable);
     }
 
     /// Shard 0: applies `metadata` here and sends it to every other shard.

@@ -457,6 +457,7 @@ impl Partitions {
                     .replica
                     .log_mut()
                     .enforce_retention(now, now_wall_ms, committed);
+                hosted.replica.expire_producers(now_wall_ms);
             }
             self.drain(now, &tp);
         }

@@ -210,6 +210,8 @@ pub enum ShardMessage {
         /// The new state.
         metadata: Metadata,
     },
+    /// Producer-id blocks for InitProducerId (see `super::producer_handlers`).
+    ProducerIds(super::producer_handlers::ProducerIdMessage),
     /// A partition's leadership changed (for Metadata responses on every shard).
     LeaderEpoch {
         /// The partition.

@@ -50,6 +50,7 @@ macro_rules! with_supported_apis {
             CreateTopics(CreateTopicsRequest, CreateTopicsResponse),
             DeleteTopics(DeleteTopicsRequest, DeleteTopicsResponse),
             DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse),
+            InitProducerId(InitProducerIdRequest, InitProducerIdResponse),
             OffsetForLeaderEpoch(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse),
             AddPartitionsToTxn(AddPartitionsToTxnRequest, AddPartitionsToTxnResponse),
             AddOffsetsToTxn(AddOffsetsToTxnRequest, AddOffsetsToTxnResponse),

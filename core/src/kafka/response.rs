@@ -115,6 +115,12 @@ pub fn error_response(request: &Request, version: i16, code: ErrorCode) -> Respo
         Request::DeleteTopics(r) => Response::DeleteTopics(delete_topics(r, version, code)),
         Request::DeleteRecords(r) => Response::DeleteRecords(delete_records(r, code)),
         Request::OffsetForLeaderEpoch(r) => Response::OffsetForLeaderEpoch(offset_for_leader_epoch(r, code)),
+        Request::InitProducerId(_) => Response::InitProducerId(
+            messages::InitProducerIdResponse::default()
+                .with_error_code(code)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
         Request::AddPartitionsToTxn(r) => {
             Response::AddPartitionsToTxn(add_partitions_to_txn(r, version, code))
         }

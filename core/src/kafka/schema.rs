@@ -279,6 +279,8 @@ static DELETE_RECORDS: Schema = plain(&[all(Ty::Array(&Ty::Struct(&DELETE_RECORD
 
 static DESCRIBE_CLUSTER: Schema = plain(&[all(Bool), since(1, Int8), since(2, Bool)]);
 
+static INIT_PRODUCER_ID: Schema = plain(&[all(Str), all(Int32), since(3, Int64), since(3, Int16)]);
+
 static FIND_COORDINATOR: Schema = plain(&[until(3, Str), since(1, Int8), since(4, Ty::Array(&Str))]);
 
 static JOIN_GROUP_PROTOCOL: Schema = plain(&[all(Str), all(Bytes)]);
@@ -442,6 +444,7 @@ fn message(key: ApiKey) -> Option<Message> {
         ApiKey::IncrementalAlterConfigs => (1, &INCREMENTAL_ALTER_CONFIGS),
         ApiKey::DeleteRecords => (2, &DELETE_RECORDS),
         ApiKey::DescribeCluster => (0, &DESCRIBE_CLUSTER),
+        ApiKey::InitProducerId => (2, &INIT_PRODUCER_ID),
         ApiKey::FindCoordinator => (3, &FIND_COORDINATOR),
         ApiKey::JoinGroup => (6, &JOIN_GROUP),
         ApiKey::SyncGroup => (4, &SYNC_GROUP),

@@ -81,7 +81,7 @@ pub const API_TABLE: &[ApiRow] = &[
     supported(ApiKey::CreateTopics, 2, 7),
     supported(ApiKey::DeleteTopics, 1, 5),
     supported(ApiKey::DeleteRecords, 0, 2),
-    planned(ApiKey::InitProducerId, "txn"),
+    supported(ApiKey::InitProducerId, 0, 5),
     supported(ApiKey::OffsetForLeaderEpoch, 2, 4),
     planned(ApiKey::AddPartitionsToTxn, "txn"),
     planned(ApiKey::AddOffsetsToTxn, "txn"),

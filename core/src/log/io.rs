@@ -38,6 +38,15 @@ pub const SEGMENT_SUFFIX: &str = "-v1.log";
 pub const INDEX_SUFFIX: &str = "-v1.index";
 /// Name of a partition's checkpoint file.
 pub const CHECKPOINT_FILE_NAME: &str = "checkpoint";
+/// Name of a partition's producer-state snapshot (see [`crate::txn::snapshot`]).
+pub const PRODUCER_STATE_FILE_NAME: &str = "producer_state";
+/// The small state files of the partition's state machines that a backend keeps
+/// beside the segments ([`LogEffect::WriteStateFile`]) and hands to recovery
+/// ([`super::RecoveryInput::state_files`]).
+pub const STATE_FILE_NAMES: &[&str] = &[PRODUCER_STATE_FILE_NAME];
+/// Suffix of the temporary file a state file or checkpoint is written to before the
+/// rename that replaces the real one.
+pub const TMP_SUFFIX: &str = ".tmp";
 
 impl SegmentId {
     /// The data file name: `<base-offset>-<term>-v1.log`.
@@ -157,6 +166,19 @@ pub enum LogEffect {
         /// Encoded checkpoint.
         data: Bytes,
     },
+    /// Replace the partition's state file `name` (one of [`STATE_FILE_NAMES`]) with
+    /// `data`, atomically (the old or the new content, never a mix) and durably. The
+    /// file is advisory — a snapshot of state the log implies, checksummed by its owner
+    /// — so no completion is reported and a failure is only logged: recovery then reads
+    /// more of the log.
+    WriteStateFile {
+        /// Generation of the log that asked.
+        generation: u64,
+        /// File name inside the partition directory.
+        name: &'static str,
+        /// The new content.
+        data: Bytes,
+    },
     /// Read `len_bytes` at `position` of `segment` and hand them back as
     /// [`LogCompletion::Read`]; the log needs them to find an exact batch boundary.
     Read {
@@ -180,6 +202,7 @@ impl LogEffect {
             | LogEffect::DeleteSegment { generation, .. }
             | LogEffect::WriteIndex { generation, .. }
             | LogEffect::WriteCheckpoint { generation, .. }
+            | LogEffect::WriteStateFile { generation, .. }
             | LogEffect::Read { generation, .. } => *generation,
         }
     }

@@ -111,6 +111,10 @@ impl MemDisk {
                     checkpoint_id,
                 }]
             }
+            LogEffect::WriteStateFile { name, data, .. } => {
+                self.put_durable(name, &data);
+                vec![]
+            }
             LogEffect::Read { read_id, range, .. } => {
                 let data = self.read(range.segment, range.position, range.len_bytes);
                 vec![LogCompletion::Read {
@@ -221,10 +225,19 @@ impl MemDisk {
             .files
             .get(CHECKPOINT_FILE_NAME)
             .map(|f| Bytes::copy_from_slice(&f.current));
+        let state_files = super::io::STATE_FILE_NAMES
+            .iter()
+            .filter_map(|name| {
+                self.files
+                    .get(*name)
+                    .map(|f| (name.to_string(), Bytes::copy_from_slice(&f.current)))
+            })
+            .collect();
         RecoveryInput {
             files,
             index_files,
             checkpoint,
+            state_files,
         }
     }
 }

@@ -18,7 +18,7 @@ use super::io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId};
 use super::segment::Segment;
 use crate::time::Instant;
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// Something the owner of a log must know.
@@ -208,6 +208,9 @@ pub struct RecoveredLog {
     pub segments: Vec<Segment>,
     /// Log start offset.
     pub start_offset: i64,
+    /// State files found beside the segments, by name (see
+    /// [`super::io::STATE_FILE_NAMES`]).
+    pub state_files: BTreeMap<String, Bytes>,
 }
 
 /// The storage log of one partition replica.
@@ -236,6 +239,8 @@ pub struct Log {
     unavailable: Option<String>,
     effects: VecDeque<LogEffect>,
     events: VecDeque<LogEvent>,
+    /// State files recovery found, until their owner takes them.
+    state_files: BTreeMap<String, Bytes>,
 }
 
 impl Log {
@@ -246,6 +251,7 @@ impl Log {
             RecoveredLog {
                 segments: Vec::new(),
                 start_offset,
+                state_files: BTreeMap::new(),
             },
         )
     }
@@ -299,7 +305,28 @@ impl Log {
             unavailable: None,
             effects: VecDeque::new(),
             events: VecDeque::new(),
+            state_files: recovered.state_files,
         }
+    }
+
+    /// Takes the content of state file `name` as recovery found it (once).
+    pub fn take_state_file(&mut self, name: &str) -> Option<Bytes> {
+        self.state_files.remove(name)
+    }
+
+    /// Asks the backend to replace state file `name` (one of
+    /// [`super::io::STATE_FILE_NAMES`]) with `data`; ordered after every effect emitted
+    /// before, so it lands after the syncs already asked for.
+    pub fn write_state_file(&mut self, name: &'static str, data: Bytes) {
+        assert!(
+            super::io::STATE_FILE_NAMES.contains(&name),
+            "unknown state file {name}"
+        );
+        self.effects.push_back(LogEffect::WriteStateFile {
+            generation: self.generation,
+            name,
+            data,
+        });
     }
 
     /// The settings in force.

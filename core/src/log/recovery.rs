@@ -20,7 +20,7 @@ use super::batch::BatchHeader;
 use super::checkpoint::Checkpoint;
 use super::config::LogConfig;
 use super::index::SparseIndex;
-use super::io::{FileRange, LogEffect, SegmentId, CHECKPOINT_FILE_NAME};
+use super::io::{FileRange, LogEffect, SegmentId, CHECKPOINT_FILE_NAME, STATE_FILE_NAMES};
 use super::partition_log::{Log, RecoveredLog};
 use super::segment::Segment;
 use bytes::{Bytes, BytesMut};
@@ -44,6 +44,9 @@ pub struct RecoveryInput {
     pub index_files: Vec<(SegmentId, Bytes)>,
     /// The checkpoint file's contents, if it exists.
     pub checkpoint: Option<Bytes>,
+    /// The contents of the state files ([`STATE_FILE_NAMES`]) that exist, handed to the
+    /// recovered log for the partition's state machines ([`Log::take_state_file`]).
+    pub state_files: BTreeMap<String, Bytes>,
 }
 
 /// Stored data that was synced is damaged; nothing was cut.
@@ -119,6 +122,7 @@ pub struct LogRecovery {
     failed: Option<RecoveryError>,
     finished: bool,
     scanned: Vec<SegmentId>,
+    state_files: BTreeMap<String, Bytes>,
 }
 
 impl LogRecovery {
@@ -141,6 +145,7 @@ impl LogRecovery {
                 }
             } else if SegmentId::parse_index_file_name(&file.name).is_none()
                 && file.name != CHECKPOINT_FILE_NAME
+                && !STATE_FILE_NAMES.contains(&file.name.as_str())
             {
                 report.ignored_files.push(file.name.clone());
             }
@@ -171,6 +176,7 @@ impl LogRecovery {
             decoded
         });
         LogRecovery {
+            state_files: input.state_files,
             config,
             checkpoint,
             found,
@@ -492,6 +498,7 @@ impl LogRecovery {
             RecoveredLog {
                 segments: self.kept,
                 start_offset,
+                state_files: self.state_files,
             },
         );
         log.push_recovery_cleanup(self.cleanup, &self.scanned);

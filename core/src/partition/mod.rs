@@ -5,8 +5,10 @@
 //! * [`replica`] — [`Replica`]: Raft ⇄ log glue, produce acknowledgements, high
 //!   watermark, reads for followers.
 //! * [`control`] — Raft's no-op and configuration entries as Kafka control batches.
+//! * [`producers`] — the replica's producer state, fed by its log (idempotence).
 
 pub mod control;
+pub mod producers;
 pub mod replica;
 
 pub use replica::{

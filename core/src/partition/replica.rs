@@ -8,6 +8,11 @@
 //! the entry is committed (a majority durable; with one voter, the leader's own fsync);
 //! `acks=1` once the leader has written it to its file.
 //!
+//! Producer state ([`super::producers`]) is fed every batch appended to the log, on
+//! leaders and followers alike, cut back on truncation, and recovered from its
+//! snapshot plus the log suffix; the leader checks each produced batch against it
+//! (duplicates are acknowledged with their original offsets, when the original is).
+//!
 //! A disk failure that loses non-durable appends (ENOSPC, EIO) cannot be expressed to
 //! Raft as "forget these writes", so the replica rebuilds its Raft member from what is
 //! durable (hard state and log), fails every waiting produce with
@@ -15,7 +20,8 @@
 //! while the disk stays full).
 
 use super::control::{batch_to_entry, entry_to_batch};
-use crate::log::batch::{iter_batches, kafka_error, validate_batch, BatchError};
+use super::producers::Producers;
+use crate::log::batch::{iter_batches, kafka_error, validate_batch, BatchError, BatchHeader};
 use crate::log::read::trim_fetched;
 use crate::log::{
     DiskError, FileRange, Log, LogCompletion, LogEffect, LogEvent, OffsetError, ReadPlan, SyncTicket,
@@ -25,6 +31,7 @@ use crate::raft::{
     ProposeError, Raft, RaftConfig, ReadError, RecoveredState, Role,
 };
 use crate::time::Instant;
+use crate::txn::{BatchMeta, CheckOutcome, ProducerError, ProducerStateConfig};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -67,6 +74,13 @@ pub enum ProduceError {
     /// The disk failed before the write was durable.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The producer state refused the batch (sequence gap, stale epoch, unknown
+    /// producer).
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// Producer state is still being rebuilt from the log after a restart; retry.
+    #[error("producer state is loading")]
+    ProducerStateLoading,
 }
 
 impl ProduceError {
@@ -79,6 +93,9 @@ impl ProduceError {
             // taken in time.
             ProduceError::Backpressure => 7,
             ProduceError::Storage(_) => kafka_error::KAFKA_STORAGE_ERROR,
+            ProduceError::Producer(e) => e.kafka_error_code(),
+            // Retriable; Kafka answers the same while a partition is not yet online.
+            ProduceError::ProducerStateLoading => 6,
         }
     }
 }
@@ -209,6 +226,9 @@ pub struct Replica {
     writes: VecDeque<(crate::raft::WriteId, SyncTicket)>,
     config_entries: Vec<Entry>,
     reads: BTreeMap<ReadToken, RaftRead>,
+    /// Reads of the log suffix for producer state, by their first offset.
+    producer_reads: BTreeMap<ReadToken, i64>,
+    producers: Producers,
     next_token: u64,
     /// Waiting produces by their batch's last offset.
     waiters: BTreeMap<i64, Vec<Waiter>>,
@@ -265,7 +285,8 @@ fn recovered_state(
 
 impl Replica {
     /// A replica over a recovered (or new) log. A sole voter campaigns at once.
-    pub fn new(now: Instant, setup: ReplicaSetup, log: Log) -> Result<Replica, crate::raft::InitError> {
+    pub fn new(now: Instant, setup: ReplicaSetup, mut log: Log) -> Result<Replica, crate::raft::InitError> {
+        let producers = Producers::recover(ProducerStateConfig::default(), &mut log);
         let recovered = recovered_state(&log, setup.hard_state, &setup.config_entries, None);
         let raft = Raft::new(
             setup.node_id,
@@ -283,6 +304,8 @@ impl Replica {
             log,
             writes: VecDeque::new(),
             reads: BTreeMap::new(),
+            producer_reads: BTreeMap::new(),
+            producers,
             next_token: 1,
             waiters: BTreeMap::new(),
             commit: None,
@@ -315,6 +338,22 @@ impl Replica {
     /// Mutable access to the log, for retention, DeleteRecords and config changes.
     pub fn log_mut(&mut self) -> &mut Log {
         &mut self.log
+    }
+
+    /// The producer state.
+    pub fn producers(&self) -> &Producers {
+        &self.producers
+    }
+
+    /// Changes the producer-state settings.
+    pub fn set_producer_config(&mut self, config: ProducerStateConfig) {
+        self.producers.set_config(config);
+    }
+
+    /// Forgets producers idle longer than `producer.id.expiration.ms` at wall-clock
+    /// time `now_wall_ms`; returns how many.
+    pub fn expire_producers(&mut self, now_wall_ms: i64) -> usize {
+        self.producers.expire(now_wall_ms)
     }
 
     /// Whether this replica leads its group.
@@ -370,6 +409,17 @@ impl Replica {
             .into());
         }
         let header = validate_batch(&batch)?;
+        let meta = BatchMeta::from_header(&header);
+        if meta.is_tracked() && self.producers.is_loading() {
+            return Err(ProduceError::ProducerStateLoading);
+        }
+        if let CheckOutcome::Duplicate {
+            base_offset,
+            last_offset,
+        } = self.producers.check(&meta)?
+        {
+            return Ok(self.acknowledge_duplicate(token, acks, base_offset, last_offset));
+        }
         let count = u64::try_from(header.record_count).unwrap_or(1);
         let log_id = self.raft.propose(now, batch, count).map_err(|e| match e {
             ProposeError::NotLeader { .. } | ProposeError::TransferInProgress => ProduceError::NotLeader,
@@ -386,7 +436,36 @@ impl Replica {
             });
         }
         self.pump(now);
+        assert!(
+            self.failed.is_some()
+                || self.producers.tip().next_offset() > last_offset
+                || self.producers.is_loading(),
+            "a proposal reaches the log (and producer state) before produce returns"
+        );
         Ok(base_offset)
+    }
+
+    /// A retry of a stored batch: answered with the original's offsets when the
+    /// original is acknowledged (at once if it already is).
+    fn acknowledge_duplicate(
+        &mut self,
+        token: ProduceToken,
+        acks: Acks,
+        base_offset: i64,
+        last_offset: i64,
+    ) -> i64 {
+        if acks != Acks::None {
+            self.waiters.entry(last_offset).or_default().push(Waiter {
+                token,
+                base_offset,
+                acks,
+            });
+            if let Some(commit) = self.commit {
+                self.resolve_waiters(commit, Acks::All);
+            }
+            self.resolve_waiters(self.log.written_offset(), Acks::Leader);
+        }
+        base_offset
     }
 
     /// Plans a fetch from `offset`: never past the high watermark.
@@ -417,10 +496,14 @@ impl Replica {
 
     /// When [`Replica::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.raft.poll_timeout(), self.log.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.raft.poll_timeout(),
+            self.log.poll_timeout(),
+            self.producers.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs timers (elections, heartbeats, checkpoints).
@@ -456,6 +539,7 @@ impl Replica {
                 progressed = true;
                 self.on_log_event(now, event);
             }
+            self.pump_producers(now);
             while let Some(effect) = self.log.poll_effect() {
                 progressed = true;
                 self.effects.push_back(ReplicaEffect::Disk(effect));
@@ -463,6 +547,25 @@ impl Replica {
             if !progressed {
                 return;
             }
+        }
+    }
+
+    /// Producer state: moves what is committed and durable into its stable table,
+    /// writes a snapshot when one is due, and reads the log suffix while recovering.
+    fn pump_producers(&mut self, now: Instant) {
+        if self.failed.is_some() {
+            return;
+        }
+        let committed = self.commit.map_or(self.log.start_offset(), |c| c + 1);
+        self.producers
+            .on_stable(committed.min(self.log.durable_offset() + 1));
+        self.producers.maybe_snapshot(now, &mut self.log);
+        if let Some((from, ranges)) = self.producers.next_read(&self.log) {
+            let token = ReadToken(self.next_token);
+            self.next_token += 1;
+            self.producer_reads.insert(token, from);
+            self.effects
+                .push_back(ReplicaEffect::ReadRanges { token, ranges });
         }
     }
 
@@ -479,8 +582,9 @@ impl Replica {
             }
             RaftEffect::Truncate { write_id, from_index } => {
                 let from = to_offset(from_index);
-                if let Err(error) = self.log.truncate(now, from) {
-                    self.fail(format!("raft truncation at {from} refused by the log: {error}"));
+                match self.log.truncate(now, from) {
+                    Ok(()) => self.producers.on_truncate(from),
+                    Err(error) => self.fail(format!("raft truncation at {from} refused by the log: {error}")),
                 }
                 self.config_entries.retain(|e| to_offset(e.index) < from);
                 let ticket = self.log.sync();
@@ -526,12 +630,20 @@ impl Replica {
         let expected = self.log.next_offset();
         assert_eq!(to_offset(entry.index), expected, "raft appends at the log's end");
         let batch = entry_to_batch(entry);
+        let meta = BatchHeader::parse(&batch)
+            .ok()
+            .map(|h| BatchMeta::from_header(&h));
         match self.log.append(now, to_offset(entry.term), batch) {
-            Ok(info) => assert_eq!(
-                info.last_offset,
-                to_offset(entry.last_index),
-                "entry and batch agree"
-            ),
+            Ok(info) => {
+                assert_eq!(
+                    info.last_offset,
+                    to_offset(entry.last_index),
+                    "entry and batch agree"
+                );
+                if let Some(meta) = meta {
+                    self.producers.on_append(meta.at_offset(info.base_offset));
+                }
+            }
             Err(error) => self.fail(format!(
                 "entry at offset {} refused by the log: {error}",
                 entry.index
@@ -583,6 +695,15 @@ impl Replica {
     }
 
     fn on_ranges_read(&mut self, now: Instant, token: ReadToken, result: Result<Vec<Bytes>, DiskError>) {
+        if let Some(from) = self.producer_reads.remove(&token) {
+            let loaded = result
+                .map_err(|e| format!("producer state: reading the log from offset {from}: {e}"))
+                .and_then(|chunks| self.producers.on_read(from, &chunks));
+            if let Err(reason) = loaded {
+                self.fail(reason);
+            }
+            return;
+        }
         let Some(read) = self.reads.remove(&token) else {
             return;
         };
@@ -695,6 +816,7 @@ impl Replica {
         self.fail_waiters(|| ProduceError::Storage(message.clone()));
         self.writes.clear();
         self.reads.clear();
+        self.producers.on_truncate(self.log.next_offset());
         let last = self.log.next_offset() - 1;
         self.config_entries.retain(|e| to_offset(e.index) <= last);
         self.commit = self.commit.map(|c| c.min(last));

@@ -79,6 +79,7 @@ pub fn encode_body(request: &Request, version: i16) -> Bytes {
         Request::CreatePartitions(r) => r.encode(&mut buf, version),
         Request::IncrementalAlterConfigs(r) => r.encode(&mut buf, version),
         Request::DescribeCluster(r) => r.encode(&mut buf, version),
+        Request::InitProducerId(r) => r.encode(&mut buf, version),
         Request::OffsetCommit(r) => r.encode(&mut buf, version),
         Request::OffsetFetch(r) => r.encode(&mut buf, version),
         Request::FindCoordinator(r) => r.encode(&mut buf, version),
@@ -138,6 +139,7 @@ pub fn protocol_decode(key: ApiKey, body: &mut Bytes, version: i16) -> Result<Re
         CreatePartitions,
         IncrementalAlterConfigs,
         DescribeCluster,
+        InitProducerId,
         OffsetCommit,
         OffsetFetch,
         FindCoordinator,
@@ -243,6 +245,7 @@ pub fn client_decode_any(frame: &[u8], key: ApiKey, version: i16) -> (i32, Respo
         CreatePartitions,
         IncrementalAlterConfigs,
         DescribeCluster,
+        InitProducerId,
         OffsetCommit,
         OffsetFetch,
         FindCoordinator,
@@ -506,6 +509,15 @@ pub fn sample_request(key: ApiKey, v: i16) -> Request {
                     .with_resources(vec![res])
                     .with_validate_only(true),
             )
+        }
+        ApiKey::InitProducerId => {
+            let mut r = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000);
+            if v >= 3 {
+                r = r.with_producer_id(ProducerId(7)).with_producer_epoch(2);
+            }
+            Request::InitProducerId(r)
         }
         ApiKey::DescribeCluster => {
             let mut r = DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);

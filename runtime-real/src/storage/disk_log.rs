@@ -15,7 +15,7 @@ use super::executor::{PartitionStorage, StorageConfig};
 use super::vfs::{RealVfs, Vfs};
 use bytes::Bytes;
 use oxbow_core::log::checkpoint::Checkpoint;
-use oxbow_core::log::io::{partition_dir, SegmentId, CHECKPOINT_FILE_NAME};
+use oxbow_core::log::io::{partition_dir, SegmentId, CHECKPOINT_FILE_NAME, STATE_FILE_NAMES};
 use oxbow_core::log::read::{trim_fetched, CorruptRead};
 use oxbow_core::log::{
     DirEntry, Log, LogConfig, LogRecovery, OffsetError, RecoveryError, RecoveryInput, RecoveryReport,
@@ -84,7 +84,8 @@ pub fn open_partition_log(
 /// with the storage that will execute its effects, kept apart so that the log can live
 /// inside a partition replica while the runtime owns the storage. The repairs the
 /// recovered log asks for (torn tail cut, indexes rewritten, a sync of what was found)
-/// are still queued in the log as effects: the owner of the log must poll and execute
+/// are still queued in the log as effects, and the state files found (the
+/// producer-state snapshot) wait in the log for the replica to take: the owner of the log must poll and execute
 /// them first, in order, like any other effect.
 pub fn recover_partition<V: Vfs>(
     vfs: V,
@@ -189,8 +190,10 @@ impl<V: Vfs> DiskLog<V> {
     }
 }
 
-/// Lists the directory and loads what recovery needs up front: index files and the
-/// checkpoint. A leftover temporary checkpoint (a crash mid-write) is removed first.
+/// Lists the directory and loads what recovery needs up front: index files, the
+/// checkpoint, and the state files of the partition's state machines (the
+/// producer-state snapshot, which the replica recovers from before reading the log
+/// suffix after it). Leftover temporary files (a crash mid-write) are removed first.
 fn recovery_input<V: Vfs>(storage: &mut PartitionStorage<V>) -> Result<RecoveryInput, StorageError> {
     storage.remove_checkpoint_tmp()?;
     let mut input = RecoveryInput::default();
@@ -206,6 +209,11 @@ fn recovery_input<V: Vfs>(storage: &mut PartitionStorage<V>) -> Result<RecoveryI
         });
     }
     input.checkpoint = storage.read_small_file(CHECKPOINT_FILE_NAME)?.map(Bytes::from);
+    for name in STATE_FILE_NAMES {
+        if let Some(bytes) = storage.read_small_file(name)? {
+            input.state_files.insert(name.to_string(), Bytes::from(bytes));
+        }
+    }
     Ok(input)
 }
 

@@ -35,7 +35,9 @@ use super::error::{StorageError, StorageResult};
 use super::segment::SegmentFile;
 use super::vfs::{DirEntry, RealVfs, Vfs};
 use bytes::Bytes;
-use oxbow_core::log::io::{FileRange, LogCompletion, LogEffect, SegmentId, CHECKPOINT_FILE_NAME};
+use oxbow_core::log::io::{
+    FileRange, LogCompletion, LogEffect, SegmentId, CHECKPOINT_FILE_NAME, STATE_FILE_NAMES, TMP_SUFFIX,
+};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -81,6 +83,10 @@ pub struct StorageStats {
     pub index_write_failures: u64,
     /// Checkpoints written durably (each one `fdatasync` and one directory fsync).
     pub checkpoints: u64,
+    /// State files (producer-state snapshots) replaced durably.
+    pub state_files: u64,
+    /// State-file writes that failed (advisory, not reported to the log).
+    pub state_file_failures: u64,
 }
 
 /// The queue is full; the effect is handed back to be submitted later.
@@ -236,12 +242,16 @@ impl<V: Vfs> PartitionStorage<V> {
     /// Removes a temporary checkpoint left by a crash in the middle of a checkpoint
     /// write (the real checkpoint is intact: it is replaced only by a rename).
     pub fn remove_checkpoint_tmp(&mut self) -> StorageResult<()> {
-        let tmp = self.dir.join(CHECKPOINT_TMP_FILE_NAME);
-        match self.vfs.remove_file(&tmp) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io("unlink", &tmp, e)),
+        let state_tmps = STATE_FILE_NAMES.iter().map(|name| format!("{name}{TMP_SUFFIX}"));
+        for name in std::iter::once(CHECKPOINT_TMP_FILE_NAME.to_string()).chain(state_tmps) {
+            let tmp = self.dir.join(name);
+            match self.vfs.remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("unlink", &tmp, e)),
+            }
         }
+        Ok(())
     }
 
     /// Logical length of a segment as the executor knows it (opening it if needed).
@@ -418,6 +428,10 @@ impl<V: Vfs> PartitionStorage<V> {
                     checkpoint_id,
                 })
             }),
+            LogEffect::WriteStateFile { name, data, .. } => {
+                self.write_state_file(name, &data);
+                Ok(())
+            }
             LogEffect::Read { read_id, range, .. } => self.read(range).map(|data| {
                 self.completions.push_back(LogCompletion::Read {
                     generation,
@@ -505,6 +519,38 @@ impl<V: Vfs> PartitionStorage<V> {
             .map_err(|e| StorageError::io("rename", &tmp, e))?;
         self.dir_unsynced = true;
         self.sync_dir_if_needed()
+    }
+
+    /// Like a checkpoint (temp file, fdatasync, rename, directory fsync), but advisory:
+    /// a failure is logged and counted, and recovery reads more of the log instead.
+    fn write_state_file(&mut self, name: &str, data: &[u8]) {
+        if !STATE_FILE_NAMES.contains(&name) {
+            tracing::warn!(name, "storage: unknown state file refused");
+            self.stats.state_file_failures += 1;
+            return;
+        }
+        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+        let path = self.dir.join(name);
+        let written = self
+            .vfs
+            .write_small_file(&tmp, data, true)
+            .map_err(|e| StorageError::io("write", &tmp, e))
+            .and_then(|()| {
+                self.vfs
+                    .rename(&tmp, &path)
+                    .map_err(|e| StorageError::io("rename", &tmp, e))
+            })
+            .and_then(|()| {
+                self.dir_unsynced = true;
+                self.sync_dir_if_needed()
+            });
+        match written {
+            Ok(()) => self.stats.state_files += 1,
+            Err(error) => {
+                self.stats.state_file_failures += 1;
+                tracing::warn!(%error, "storage: state file write failed (recovery reads more of the log)");
+            }
+        }
     }
 
     fn fail(&mut self, generation: u64, error: &StorageError) {
