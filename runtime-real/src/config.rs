@@ -14,6 +14,28 @@ pub const DEFAULT_RPC_ADDR: &str = "127.0.0.1:33145";
 /// Default admin HTTP listener.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9644";
 
+/// Parses a size: bytes, or a number with `K`/`M`/`G`/`T` (powers of 1024, optional
+/// `iB`/`B`): `4GiB`, `512M`, `1048576`.
+pub fn parse_size_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 4GiB, 512MiB or 1048576"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -60,8 +82,19 @@ pub struct NodeSection {
     pub admin_addr: String,
     /// RPC addresses of brokers to join.
     pub seeds: Vec<String>,
-    /// Shard threads, one pinned per core (0 = one per available core).
+    /// Shard threads, one pinned per core (0 = one per core of `cores`, or per
+    /// available core). `--smp`.
     pub shards: u32,
+    /// The cores shards are pinned to, as a CPU list (`"2-7"`, `"0,2,4"`); empty: every
+    /// core this process may use. `--cores`.
+    pub cores: String,
+    /// The node's memory budget, split evenly over its shards (0: 256 MiB per shard).
+    /// Each shard allocates and locks its direct-I/O buffers from its share at start-up
+    /// and bounds its connections, request bytes and queued responses by the rest,
+    /// applying back-pressure rather than allocating past it. `--memory`.
+    pub memory_bytes: u64,
+    /// Lock each shard's pre-allocated memory (`mlock`) where permitted.
+    pub lock_memory: bool,
 }
 
 impl Default for NodeSection {
@@ -74,6 +107,9 @@ impl Default for NodeSection {
             admin_addr: DEFAULT_ADMIN_ADDR.to_string(),
             seeds: Vec::new(),
             shards: 0,
+            cores: String::new(),
+            memory_bytes: 0,
+            lock_memory: true,
         }
     }
 }
@@ -145,6 +181,8 @@ pub struct NodeConfig {
     pub log: LogSection,
     /// `[kafka]`.
     pub kafka: KafkaSection,
+    /// `[tune]`: what `oxbow tune` may change.
+    pub tune: crate::tune::TuneSettings,
 }
 
 /// Command-line overrides of `[node]` options.
@@ -162,6 +200,12 @@ pub struct Overrides {
     pub admin_addr: Option<String>,
     /// `--seeds`.
     pub seeds: Option<Vec<String>>,
+    /// `--cores`.
+    pub cores: Option<String>,
+    /// `--smp`.
+    pub shards: Option<u32>,
+    /// `--memory`.
+    pub memory_bytes: Option<u64>,
 }
 
 impl NodeConfig {
@@ -203,6 +247,15 @@ impl NodeConfig {
         }
         if let Some(v) = overrides.seeds {
             node.seeds = v;
+        }
+        if let Some(v) = overrides.cores {
+            node.cores = v;
+        }
+        if let Some(v) = overrides.shards {
+            node.shards = v;
+        }
+        if let Some(v) = overrides.memory_bytes {
+            node.memory_bytes = v;
         }
         config.validate()?;
         Ok(config)
@@ -257,6 +310,29 @@ impl NodeConfig {
                 "must be at least 1".to_string(),
             ));
         }
+        let cores = self.cores().map_err(|e| invalid("node.cores", e.to_string()))?;
+        let allowed = crate::shard::affinity::allowed_cores();
+        if let Some(core) = cores.iter().find(|c| !allowed.is_empty() && !allowed.contains(c)) {
+            return Err(invalid(
+                "node.cores",
+                format!(
+                    "core {core} is not one this process may run on ({})",
+                    crate::tune::cpulist::format_cpu_list(&allowed)
+                ),
+            ));
+        }
+        let shard_memory_bytes = self.shard_memory_bytes();
+        let needed = crate::shard::budget::min_shard_memory_bytes(self.kafka.max_frame_bytes);
+        if shard_memory_bytes < needed {
+            return Err(invalid(
+                "node.memory_bytes",
+                format!(
+                    "{shard_memory_bytes} bytes per shard ({} shards) is less than the {needed} a shard needs with kafka.max_frame_bytes = {}",
+                    self.shard_count(),
+                    self.kafka.max_frame_bytes
+                ),
+            ));
+        }
         if self.node.data_dir.as_os_str().is_empty() {
             return Err(invalid("node.data_dir", "must not be empty".to_string()));
         }
@@ -266,14 +342,39 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// Number of shards to run: `node.shards`, or one per core this process may use
-    /// (at least one).
+    /// Number of shards to run: `node.shards`, or one per core of `node.cores`, or one
+    /// per core this process may use (at least one).
     pub fn shard_count(&self) -> u32 {
         if self.node.shards > 0 {
             return self.node.shards;
         }
-        let cores = crate::shard::affinity::allowed_cores().len();
+        let cores = match self.cores() {
+            Ok(cores) if !cores.is_empty() => cores.len(),
+            _ => crate::shard::affinity::allowed_cores().len(),
+        };
         u32::try_from(cores).unwrap_or(1).clamp(1, 1024)
+    }
+
+    /// `node.cores` parsed (empty: not restricted).
+    pub fn cores(&self) -> Result<Vec<usize>, crate::tune::cpulist::CpuListError> {
+        crate::tune::cpulist::parse_cpu_list(&self.node.cores)
+    }
+
+    /// The cores shards are pinned to, in order: `node.cores`, or every core this
+    /// process may use (empty if neither is known).
+    pub fn shard_cores(&self) -> Vec<usize> {
+        match self.cores() {
+            Ok(cores) if !cores.is_empty() => cores,
+            _ => crate::shard::affinity::allowed_cores(),
+        }
+    }
+
+    /// Each shard's share of the memory budget.
+    pub fn shard_memory_bytes(&self) -> u64 {
+        match self.node.memory_bytes {
+            0 => crate::shard::budget::DEFAULT_SHARD_MEMORY_BYTES,
+            total => total / u64::from(self.shard_count()),
+        }
     }
 
     /// The log settings in core's terms.
@@ -320,6 +421,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("segment.bytes"));
+    }
+
+    #[test]
+    fn sizes_cores_and_budgets() {
+        assert_eq!(parse_size_bytes("4GiB").unwrap(), 4 << 30);
+        assert_eq!(parse_size_bytes("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size_bytes("1048576").unwrap(), 1 << 20);
+        assert!(parse_size_bytes("4X").is_err() && parse_size_bytes("").is_err());
+        let path = Path::new("oxbow.toml");
+        let config = NodeConfig::from_toml("[node]\ncores = \"0-\"\n", path).unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("node.cores"));
+        let config = NodeConfig::from_toml("[node]\nshards = 2\nmemory_bytes = 1048576\n", path).unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("node.memory_bytes"));
+        let config = NodeConfig::from_toml("[node]\nshards = 2\nmemory_bytes = 536870912\n", path).unwrap();
+        assert_eq!(config.shard_memory_bytes(), 256 << 20);
+        let config = NodeConfig::from_toml("[tune]\ncpu_idle = false\n", path).unwrap();
+        assert!(!config.tune.cpu_idle && config.tune.cpu_governor);
+        assert!(NodeConfig::from_toml("[tune]\ncpu_idel = false\n", path).is_err());
     }
 
     #[test]

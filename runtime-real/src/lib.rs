@@ -12,6 +12,7 @@
 //! * [`clock`] — real clocks converted into core's time inputs.
 //! * [`cli`], [`client`] — the client commands (`topic`, `produce`, `consume`,
 //!   `cluster`) over a small synchronous Kafka client.
+//! * [`tune`] — `oxbow tune`: inspects and tunes the machine, journaled and revertible.
 //! * [`bench`] — benchmarks behind `oxbow bench …` ([`bench::run_log_bench`]).
 
 // Library code never unwraps; unit tests may.
@@ -27,3 +28,4 @@ pub mod config;
 pub mod node;
 pub mod shard;
 pub mod storage;
+pub mod tune;

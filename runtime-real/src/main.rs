@@ -34,6 +34,9 @@ enum Command {
     /// Brokers, controller and partition leaders.
     #[command(subcommand)]
     Cluster(cli::ClusterCommand),
+    /// Inspect and tune this machine for Oxbow (IRQs, CPU power saving, disk
+    /// scheduler, THP, aio limits, a cgroup); journaled, `--revert` restores.
+    Tune(oxbow_runtime_real::tune::command::TuneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +62,15 @@ struct StartArgs {
     /// RPC addresses of brokers to join, comma separated.
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<String>>,
+    /// Cores to pin shards to, as a CPU list (`2-7`, `0,2,4`).
+    #[arg(long)]
+    cores: Option<String>,
+    /// Number of shards (default: one per core of --cores, or per available core).
+    #[arg(long)]
+    smp: Option<u32>,
+    /// The node's memory budget, split over its shards (`4GiB`, `512MiB`, bytes).
+    #[arg(long, value_parser = oxbow_runtime_real::config::parse_size_bytes)]
+    memory: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +106,9 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
         rpc_addr: args.rpc_addr,
         admin_addr: args.admin_addr,
         seeds: args.seeds,
+        cores: args.cores,
+        shards: args.smp,
+        memory_bytes: args.memory,
     };
     let config = NodeConfig::load(args.config.as_deref(), overrides)?;
     let data_dir = config.node.data_dir.clone();
@@ -106,6 +121,21 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
         data_dir.display(),
         node.admin_addr()
     );
+    for shard in node.shard_info() {
+        println!(
+            "oxbow: shard {} on core {}: {} MiB budget, {} MiB pre-allocated ({}), {} MiB request window, up to {} connections",
+            shard.shard,
+            shard.core.map_or_else(|| "any (not pinned)".to_string(), |c| c.to_string()),
+            shard.budget.total_bytes >> 20,
+            shard.preallocated_bytes >> 20,
+            match &shard.locked {
+                Ok(()) => "locked".to_string(),
+                Err(reason) => format!("NOT locked: {reason}"),
+            },
+            shard.budget.request_window_bytes >> 20,
+            shard.budget.max_connections,
+        );
+    }
     println!("oxbow: running; stop with Ctrl-C or SIGTERM");
     let reason = loop {
         if let Some(signal) = node::wait_for_shutdown_signal_timeout(Duration::from_millis(500)) {
@@ -156,6 +186,7 @@ fn main() -> ExitCode {
             .map(|_| ())
             .map_err(Into::into),
         Command::Cluster(command) => cli::cluster(command, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Tune(args) => oxbow_runtime_real::tune::command::run(&args, &mut std::io::stdout().lock()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,10 +9,10 @@
 use crate::admin::{AdminServer, ShardLink};
 use crate::clock::{wall_clock_ms, MonotonicClock};
 use crate::config::NodeConfig;
-use crate::shard::affinity::allowed_cores;
+use crate::shard::budget::ShardBudget;
 use crate::shard::kv::KvConfig;
 use crate::shard::net::{bind_reuseport, NetConfig};
-use crate::shard::runtime::{read_metadata, run_shard, Control, ShardError, ShardExit, ShardSpec};
+use crate::shard::runtime::{read_metadata, run_shard, Control, ShardError, ShardExit, ShardReady, ShardSpec};
 use crate::shard::smp::mesh;
 use crate::storage::aligned::PoolConfig;
 use crate::storage::executor::StorageConfig;
@@ -132,6 +132,7 @@ pub struct NodeHandle {
     shard_count: u32,
     partitions: usize,
     shards: Vec<(ShardLink, JoinHandle<Result<ShardExit, ShardError>>)>,
+    ready: Vec<ShardReady>,
     admin: Option<AdminServer>,
     _lock: File,
 }
@@ -180,7 +181,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         kafka_addr.ip().to_string()
     };
     let endpoints = mesh::<ShardMessage>(shard_count as usize, SMP_QUEUE_CAPACITY).map_err(NodeError::Os)?;
-    let cores = allowed_cores();
+    let cores = config.shard_cores();
     let clock = MonotonicClock::start();
     let wall_clock_origin_ms = wall_clock_ms() - clock.now().as_millis() as i64;
     let net = NetConfig {
@@ -188,12 +189,19 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         max_connections: config.kafka.max_connections_per_shard as usize,
         ..NetConfig::default()
     };
+    let budget = ShardBudget::split(
+        config.shard_memory_bytes(),
+        PoolConfig::default(),
+        net.recv_buffer_bytes,
+        net.max_connections,
+    );
     let mut node = NodeHandle {
         kafka_addr,
         admin_addr: admin_listener.local_addr().map_err(NodeError::Os)?,
         shard_count,
         partitions,
         shards: Vec::new(),
+        ready: Vec::new(),
         admin: None,
         _lock: lock,
     };
@@ -215,7 +223,9 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             metadata: if shard == 0 { metadata.take() } else { None },
             partitions,
             net,
-            pool: PoolConfig::default(),
+            pool: budget.pool,
+            budget,
+            lock_memory: config.node.lock_memory,
             storage: StorageConfig::default(),
             kv: KvConfig::default(),
             clock,
@@ -236,7 +246,16 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     }
     for (shard, ready) in (0u32..).zip(readiness) {
         match ready.recv() {
-            Ok(Ok(())) => {}
+            Ok(Ok(info)) => {
+                tracing::info!(
+                    shard,
+                    core = ?info.core,
+                    budget_bytes = info.budget.total_bytes,
+                    locked = info.locked.is_ok(),
+                    "shard serving"
+                );
+                node.ready.push(info);
+            }
             Ok(Err(message)) => {
                 let _ = node.stop();
                 return Err(NodeError::Shard(ShardError::Start { shard, message }));
@@ -266,6 +285,11 @@ impl NodeHandle {
     /// Number of shards.
     pub fn shard_count(&self) -> u32 {
         self.shard_count
+    }
+
+    /// Each shard's core and memory, as reported when it started.
+    pub fn shard_info(&self) -> &[ShardReady] {
+        &self.ready
     }
 
     /// Partition directories found at start-up.

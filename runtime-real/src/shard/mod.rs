@@ -7,8 +7,10 @@
 //!   `eventfd` doorbells that wake them.
 //! * [`kv`] — the per-shard key-value log holding each partition's Raft hard state.
 //! * [`affinity`] — pinning a thread to a core.
+//! * [`budget`] — the shard's memory budget and the admission of request bytes.
 
 pub mod affinity;
+pub mod budget;
 pub mod kv;
 pub mod net;
 pub mod runtime;

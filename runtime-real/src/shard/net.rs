@@ -147,6 +147,8 @@ pub struct Reactor {
     dirty: VecDeque<usize>,
     events: VecDeque<NetEvent>,
     reading_paused: bool,
+    /// Bytes queued on every connection and not yet sent.
+    queued_bytes_total: usize,
     stats: NetStats,
 }
 
@@ -184,6 +186,7 @@ impl Reactor {
             dirty: VecDeque::new(),
             events: VecDeque::new(),
             reading_paused: false,
+            queued_bytes_total: 0,
             stats: NetStats::default(),
         })
     }
@@ -217,6 +220,7 @@ impl Reactor {
         }
         if !bytes.is_empty() {
             conn.send_queued_bytes += bytes.len();
+            self.queued_bytes_total += bytes.len();
             conn.send_queue.push_back(bytes);
             self.dirty.push_back(slot);
         }
@@ -239,6 +243,11 @@ impl Reactor {
             .get(&id)
             .and_then(|&slot| self.slots[slot].as_ref())
             .map_or(0, |conn| conn.send_queued_bytes)
+    }
+
+    /// Bytes queued on every connection and not yet sent.
+    pub fn total_queued_bytes(&self) -> usize {
+        self.queued_bytes_total
     }
 
     /// Stops (or resumes) reading from every connection.
@@ -375,6 +384,7 @@ impl Reactor {
             }
             if !conn.in_flight() {
                 let id = conn.id;
+                self.queued_bytes_total -= conn.send_queued_bytes;
                 self.slots[slot] = None;
                 self.free_slots.push(slot);
                 self.by_id.remove(&id);
@@ -523,6 +533,7 @@ impl Reactor {
             self.stats.sent_bytes += n as u64;
             conn.send_offset += n;
             conn.send_queued_bytes -= n;
+            self.queued_bytes_total -= n;
             if let Some(front) = conn.send_queue.front() {
                 if conn.send_offset >= front.len() {
                     conn.send_queue.pop_front();

@@ -15,6 +15,11 @@
 //!
 //! * A connection is not read while [`Broker::wants_input`] says no, nor while its
 //!   queued output is over the reactor's bound.
+//! * Memory: the shard's budget ([`ShardBudget`]) bounds what it holds. Request bytes
+//!   pass through the shard's [`Admission`] window (a connection whose next frame does
+//!   not fit stops being read until responses free the window), and while the
+//!   responses queued on all sockets exceed the budget's send window the shard stops
+//!   reading from every connection.
 //! * A full SMP queue keeps the message in a per-recipient overflow queue, retried
 //!   every turn; while the overflow holds more than [`MAX_SMP_OVERFLOW`] messages the
 //!   shard stops reading from every client (the source of new cross-shard work). The
@@ -30,6 +35,7 @@
 //! during a flush) is the next step; the executor's submit/complete interface does not
 //! change.
 
+use super::budget::{Admission, AdmissionStats, ShardBudget};
 use super::kv::{decode_hard_state, encode_hard_state, KvConfig, KvLog};
 use super::net::{NetConfig, NetEvent, NetStats, Reactor};
 use super::smp::{EventFd, SmpEndpoint};
@@ -95,6 +101,11 @@ pub struct ShardSpec {
     pub net: NetConfig,
     /// Buffer pool.
     pub pool: PoolConfig,
+    /// The shard's memory budget (its `pool` and `max_connections` are used in place
+    /// of `pool` and `net.max_connections`).
+    pub budget: ShardBudget,
+    /// Lock the pre-allocated memory (`mlock`) where permitted.
+    pub lock_memory: bool,
     /// Per-partition executor limits.
     pub storage: StorageConfig,
     /// Key-value log limits.
@@ -141,6 +152,27 @@ pub struct ShardSnapshot {
     pub smp_sent: u64,
     /// SMP messages held back by a full queue (now).
     pub smp_overflow: u64,
+    /// The memory budget's request window.
+    pub admission: AdmissionStats,
+    /// Response bytes queued on sockets (now).
+    pub queued_send_bytes: u64,
+    /// Times reading stopped because queued responses exceeded the send window.
+    pub send_window_pauses: u64,
+}
+
+/// What a shard reports once it serves: where it runs and the memory it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardReady {
+    /// The shard.
+    pub shard: u32,
+    /// The core it is pinned to (`None`: not pinned).
+    pub core: Option<usize>,
+    /// Its memory budget.
+    pub budget: ShardBudget,
+    /// Bytes allocated at start-up (the direct-I/O pool).
+    pub preallocated_bytes: u64,
+    /// `Ok` if the pre-allocated memory is locked, else why not.
+    pub locked: Result<(), String>,
 }
 
 /// A request from outside the shard (admin server, node).
@@ -206,6 +238,14 @@ struct Shard {
     overflow: Vec<VecDeque<ShardMessage>>,
     overflow_len: usize,
     paused: BTreeSet<ConnectionId>,
+    admission: Admission,
+    /// Bytes admitted for connections that waited, not yet handed to the broker.
+    admitted: VecDeque<(ConnectionId, Bytes)>,
+    send_window_bytes: usize,
+    /// Reading stopped for every connection: SMP overflow, send window.
+    smp_paused: bool,
+    send_paused: bool,
+    send_window_pauses: u64,
     inputs: VecDeque<BrokerInput>,
     disk: DiskCounters,
     raft_messages_dropped: u64,
@@ -222,18 +262,20 @@ pub fn run_shard(
     listener: TcpListener,
     smp: SmpEndpoint<ShardMessage>,
     control: Receiver<Control>,
-    ready: SyncSender<Result<(), String>>,
+    ready: SyncSender<Result<ShardReady, String>>,
 ) -> Result<ShardExit, ShardError> {
     let id = spec.shard;
     let start_error = |message: String| ShardError::Start { shard: id, message };
     let shard = match Shard::start(spec, listener, smp, control) {
-        Ok(shard) => shard,
+        Ok((shard, info)) => {
+            let _ = ready.send(Ok(info));
+            shard
+        }
         Err(message) => {
             let _ = ready.send(Err(message.clone()));
             return Err(start_error(message));
         }
     };
-    let _ = ready.send(Ok(()));
     shard.run()
 }
 
@@ -243,13 +285,31 @@ impl Shard {
         listener: TcpListener,
         smp: SmpEndpoint<ShardMessage>,
         control: Receiver<Control>,
-    ) -> Result<Shard, String> {
-        if let Some(core) = spec.core {
-            if let Err(error) = super::affinity::pin_current_thread(core) {
-                tracing::warn!(shard = spec.shard, core, %error, "cannot pin shard thread; running unpinned");
+    ) -> Result<(Shard, ShardReady), String> {
+        let mut core = spec.core;
+        if let Some(c) = spec.core {
+            if let Err(error) = super::affinity::pin_current_thread(c) {
+                tracing::warn!(shard = spec.shard, core = c, %error, "cannot pin shard thread; running unpinned");
+                core = None;
             }
         }
-        let pool = BufferPool::new(spec.pool).map_err(|e| format!("buffer pool: {e}"))?;
+        let budget = spec.budget;
+        let pool = BufferPool::new(budget.pool).map_err(|e| format!("buffer pool: {e}"))?;
+        let locked = if spec.lock_memory {
+            pool.lock().map_err(|e| format!("mlock: {e}"))
+        } else {
+            Err("node.lock_memory is off".to_string())
+        };
+        if let Err(reason) = &locked {
+            tracing::warn!(shard = spec.shard, %reason, "shard memory not locked (raise `ulimit -l` or grant CAP_IPC_LOCK)");
+        }
+        let ready = ShardReady {
+            shard: spec.shard,
+            core,
+            budget,
+            preallocated_bytes: pool.total_bytes() as u64,
+            locked,
+        };
         let (kv, kv_recovery) =
             KvLog::open(&spec.data_dir.join("oxbow"), spec.shard, spec.kv).map_err(|e| e.to_string())?;
         if kv_recovery.torn_bytes > 0 {
@@ -315,10 +375,24 @@ impl Shard {
         )
         .map_err(|e| format!("broker: {e}"))?;
         let doorbell = smp.doorbell().clone();
-        let reactor =
-            Reactor::new(listener, doorbell.clone(), spec.net).map_err(|e| format!("io_uring: {e}"))?;
+        let net = NetConfig {
+            max_connections: budget.max_connections,
+            ..spec.net
+        };
+        let reactor = Reactor::new(listener, doorbell.clone(), net).map_err(|e| format!("io_uring: {e}"))?;
+        tracing::info!(
+            shard = spec.shard,
+            core = ?core,
+            budget_bytes = budget.total_bytes,
+            preallocated_bytes = ready.preallocated_bytes,
+            locked = ready.locked.is_ok(),
+            request_window_bytes = budget.request_window_bytes,
+            send_window_bytes = budget.send_window_bytes,
+            max_connections = budget.max_connections,
+            "shard memory"
+        );
         let shard_count = smp.shard_count();
-        Ok(Shard {
+        let shard = Shard {
             id: spec.shard,
             data_dir: spec.data_dir,
             clock: spec.clock,
@@ -337,13 +411,20 @@ impl Shard {
             overflow: (0..shard_count).map(|_| VecDeque::new()).collect(),
             overflow_len: 0,
             paused: BTreeSet::new(),
+            admission: Admission::new(budget.request_window_bytes, spec.max_frame_bytes),
+            admitted: VecDeque::new(),
+            send_window_bytes: usize::try_from(budget.send_window_bytes).unwrap_or(usize::MAX),
+            smp_paused: false,
+            send_paused: false,
+            send_window_pauses: 0,
             inputs: VecDeque::new(),
             disk: DiskCounters::default(),
             raft_messages_dropped: 0,
             smp_sent: 0,
             stopping: false,
             more_effects: false,
-        })
+        };
+        Ok((shard, ready))
     }
 
     fn run(mut self) -> Result<ShardExit, ShardError> {
@@ -361,6 +442,8 @@ impl Shard {
             self.execute_effects();
             self.retry_overflow();
             self.smp.flush_wakeups();
+            self.release_when_quiet();
+            self.update_send_window();
             self.resume_connections();
             let timeout = self.wait_timeout();
             self.reactor
@@ -375,6 +458,7 @@ impl Shard {
     /// How long the reactor may sleep.
     fn wait_timeout(&self) -> Duration {
         if self.more_effects
+            || !self.admitted.is_empty()
             || self.reactor.has_events()
             || self.smp.has_incoming()
             || !self.inputs.is_empty()
@@ -404,15 +488,25 @@ impl Shard {
                 ),
                 NetEvent::Received(id, bytes) => {
                     let connection = ConnectionId(id);
-                    self.broker
-                        .handle(now, BrokerInput::Received { connection, bytes });
-                    if !self.broker.wants_input(connection) && self.paused.insert(connection) {
+                    // Bytes admitted earlier go first (they were received first).
+                    self.flush_admitted(now);
+                    for bytes in self.admission.receive(id, bytes) {
+                        self.broker
+                            .handle(now, BrokerInput::Received { connection, bytes });
+                    }
+                    if (!self.broker.wants_input(connection) || self.admission.is_waiting(id))
+                        && self.paused.insert(connection)
+                    {
                         self.reactor.set_conn_reading(id, false);
                     }
                 }
                 NetEvent::Closed(id) => {
                     let connection = ConnectionId(id);
                     self.paused.remove(&connection);
+                    self.flush_admitted(now);
+                    self.admitted.retain(|(c, _)| *c != connection);
+                    let admitted = self.admission.closed(id);
+                    self.queue_admitted(admitted);
                     self.broker.handle(now, BrokerInput::Disconnected { connection });
                 }
                 NetEvent::Doorbell => {
@@ -471,6 +565,9 @@ impl Shard {
             raft_messages_dropped: self.raft_messages_dropped,
             smp_sent: self.smp_sent,
             smp_overflow: self.overflow_len as u64,
+            admission: self.admission.stats(),
+            queued_send_bytes: self.reactor.total_queued_bytes() as u64,
+            send_window_pauses: self.send_window_pauses,
         }
     }
 
@@ -482,12 +579,56 @@ impl Shard {
             .paused
             .iter()
             .copied()
-            .filter(|c| self.broker.wants_input(*c))
+            .filter(|c| self.broker.wants_input(*c) && !self.admission.is_waiting(c.0))
             .collect();
         for connection in ready {
             self.paused.remove(&connection);
             self.reactor.set_conn_reading(connection.0, true);
         }
+    }
+
+    fn queue_admitted(&mut self, admitted: Vec<(u64, Bytes)>) {
+        self.admitted
+            .extend(admitted.into_iter().map(|(c, b)| (ConnectionId(c), b)));
+    }
+
+    /// Hands bytes the window admitted (of connections that waited) to the broker.
+    fn flush_admitted(&mut self, now: Instant) -> bool {
+        let mut progress = false;
+        while let Some((connection, bytes)) = self.admitted.pop_front() {
+            progress = true;
+            self.broker
+                .handle(now, BrokerInput::Received { connection, bytes });
+        }
+        progress
+    }
+
+    /// With nothing queued anywhere, requests that get no response (`acks=0`
+    /// produces) are done: their bytes leave the window.
+    fn release_when_quiet(&mut self) {
+        let quiet = !self.more_effects
+            && self.inputs.is_empty()
+            && self.storage_dirty.is_empty()
+            && !self.kv.has_pending()
+            && self.overflow_len == 0;
+        if quiet && self.admission.has_no_response() {
+            let admitted = self.admission.quiet();
+            self.queue_admitted(admitted);
+        }
+    }
+
+    /// Stops reading from every connection while queued responses exceed the send
+    /// window; resumes below half of it.
+    fn update_send_window(&mut self) {
+        let queued = self.reactor.total_queued_bytes();
+        if !self.send_paused && queued > self.send_window_bytes {
+            self.send_paused = true;
+            self.send_window_pauses += 1;
+        } else if self.send_paused && queued <= self.send_window_bytes / 2 {
+            self.send_paused = false;
+        }
+        self.reactor
+            .set_reading_paused(self.smp_paused || self.send_paused);
     }
 
     /// Executes the broker's effects, runs storage and the kv log, and feeds every
@@ -503,6 +644,7 @@ impl Shard {
             progress |= self.run_storage();
             progress |= self.flush_kv();
             let now = self.clock.now();
+            progress |= self.flush_admitted(now);
             while let Some(input) = self.inputs.pop_front() {
                 progress = true;
                 self.broker.handle(now, input);
@@ -518,6 +660,8 @@ impl Shard {
     fn execute(&mut self, effect: BrokerEffect) {
         match effect {
             BrokerEffect::Send { connection, bytes } => {
+                let admitted = self.admission.sent(connection.0, &bytes);
+                self.queue_admitted(admitted);
                 self.reactor.send(connection.0, bytes);
             }
             BrokerEffect::Close { connection, reason } => {
@@ -742,6 +886,7 @@ impl Shard {
             self.smp_sent += 1;
         }
         if self.overflow_len > MAX_SMP_OVERFLOW {
+            self.smp_paused = true;
             self.reactor.set_reading_paused(true);
         }
     }
@@ -765,7 +910,9 @@ impl Shard {
             }
         }
         if self.overflow_len <= MAX_SMP_OVERFLOW / 2 {
-            self.reactor.set_reading_paused(false);
+            self.smp_paused = false;
+            self.reactor
+                .set_reading_paused(self.smp_paused || self.send_paused);
         }
     }
 

@@ -92,10 +92,15 @@ struct PoolInner {
     buffer_bytes: usize,
     buffer_count: usize,
     free: RefCell<Vec<usize>>,
+    locked: std::cell::Cell<bool>,
 }
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        if self.locked.get() {
+            // SAFETY: unlocks the region locked by `BufferPool::lock`, still allocated.
+            unsafe { libc::munlock(self.base.as_ptr().cast(), self.layout.size()) };
+        }
         // SAFETY: `base` was returned by `alloc::alloc_zeroed(self.layout)` and is freed
         // exactly once, here; every `AlignedBuf` holds an `Rc` to this struct, so no
         // buffer outlives the region.
@@ -148,8 +153,35 @@ impl BufferPool {
                 buffer_bytes,
                 buffer_count,
                 free: RefCell::new(free),
+                locked: std::cell::Cell::new(false),
             }),
         })
+    }
+
+    /// Locks the whole pool in memory (`mlock`): its pages are faulted in now and never
+    /// swapped. Fails without permission (`RLIMIT_MEMLOCK` too low and no
+    /// `CAP_IPC_LOCK`); the pool still works, unlocked.
+    pub fn lock(&self) -> std::io::Result<()> {
+        if self.inner.locked.get() {
+            return Ok(());
+        }
+        // SAFETY: mlock of the pool's own live allocation, exactly its size.
+        let locked = unsafe { libc::mlock(self.inner.base.as_ptr().cast(), self.inner.layout.size()) };
+        if locked != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.inner.locked.set(true);
+        Ok(())
+    }
+
+    /// Whether [`BufferPool::lock`] succeeded.
+    pub fn is_locked(&self) -> bool {
+        self.inner.locked.get()
+    }
+
+    /// Bytes of the whole pool.
+    pub fn total_bytes(&self) -> usize {
+        self.inner.layout.size()
     }
 
     /// Takes a buffer, or reports that all are in use. Never allocates.

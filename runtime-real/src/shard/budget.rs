@@ -1,0 +1,552 @@
+//! A shard's memory budget (`node.memory_bytes` split evenly over the shards) and the
+//! admission of request bytes that keeps the shard inside it.
+//!
+//! # The split ([`ShardBudget`])
+//!
+//! * An eighth (at most the default pool) is the direct-I/O buffer pool, allocated at
+//!   start-up and locked with `mlock` where permitted.
+//! * An eighth bounds connections: each holds a receive buffer and at most one more
+//!   receive's worth of bytes waiting for admission, so the shard accepts at most
+//!   `share / (2 × recv_buffer_bytes)` connections (fewer if `kafka.
+//!   max_connections_per_shard` says so) and refuses the rest.
+//! * Half is the request window ([`Admission`]): bytes of requests the broker holds
+//!   (being received, parked, being written) until their responses go out.
+//! * The rest bounds responses queued on sockets: above it the shard stops reading
+//!   from every connection until they drain.
+//!
+//! # Admission
+//!
+//! The runtime passes every received chunk through [`Admission::receive`]. A Kafka frame
+//! is admitted whole, when its 4-byte size arrives: its full size is reserved from the
+//! window, so a window full of half-received frames (which could never complete) is
+//! impossible. A frame that does not fit waits, its connection stops being read, and
+//! the bytes already received stay here (at most one receive). Waiting connections are
+//! admitted in arrival order as the window frees, so a large frame is not starved by
+//! small ones. A request's bytes are released when the response with its correlation
+//! id is sent (responses go out in request order, so earlier requests without a
+//! response — `acks=0` produces — are released with it); `acks=0` produces with no
+//! later response are released when the shard is quiet (nothing queued anywhere),
+//! when they are necessarily done. A frame larger than the window (refused by the
+//! broker anyway, as `kafka.max_frame_bytes` is below it) is passed through
+//! unreserved so the broker can answer the error.
+
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::{BTreeMap, VecDeque};
+
+use super::net::ConnId;
+use crate::storage::aligned::PoolConfig;
+
+/// Per-shard budget when `node.memory_bytes` is 0.
+pub const DEFAULT_SHARD_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The least budget a shard runs with.
+pub const MIN_SHARD_MEMORY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Bytes of a Kafka size prefix.
+const SIZE_PREFIX_BYTES: u64 = 4;
+
+/// The least budget per shard for frames of up to `max_frame_bytes`: the request
+/// window (half) must hold one whole frame.
+pub fn min_shard_memory_bytes(max_frame_bytes: u32) -> u64 {
+    (2 * (u64::from(max_frame_bytes) + SIZE_PREFIX_BYTES)).max(MIN_SHARD_MEMORY_BYTES)
+}
+
+/// How one shard's budget is spent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ShardBudget {
+    /// The shard's whole budget.
+    pub total_bytes: u64,
+    /// The direct-I/O pool (pre-allocated, locked).
+    pub pool: PoolConfig,
+    /// Connections the shard accepts.
+    pub max_connections: usize,
+    /// Request bytes the broker may hold.
+    pub request_window_bytes: u64,
+    /// Response bytes queued on sockets above which reading stops.
+    pub send_window_bytes: u64,
+}
+
+impl ShardBudget {
+    /// Splits `total_bytes` (see the module docs). `pool`: the pool wanted when the
+    /// budget allows; `recv_buffer_bytes`: each connection's receive buffer;
+    /// `max_connections`: the configured cap.
+    pub fn split(total_bytes: u64, pool: PoolConfig, recv_buffer_bytes: usize, max_connections: usize) -> ShardBudget {
+        let eighth = total_bytes / 8;
+        let buffer_bytes = pool.buffer_bytes.max(1) as u64;
+        let buffers = (eighth / buffer_bytes).clamp(2, pool.buffer_count.max(2) as u64);
+        let pool = PoolConfig {
+            buffer_count: usize::try_from(buffers).unwrap_or(2),
+            buffer_bytes: pool.buffer_bytes,
+        };
+        let pool_bytes = buffers * buffer_bytes;
+        let per_connection = 2 * recv_buffer_bytes.max(1) as u64;
+        let connections = usize::try_from(eighth / per_connection).unwrap_or(usize::MAX);
+        let request_window_bytes = total_bytes / 2;
+        ShardBudget {
+            total_bytes,
+            pool,
+            max_connections: connections.clamp(1, max_connections.max(1)),
+            request_window_bytes,
+            send_window_bytes: total_bytes
+                .saturating_sub(pool_bytes)
+                .saturating_sub(eighth)
+                .saturating_sub(request_window_bytes)
+                .max(1),
+        }
+    }
+
+    /// Bytes of the pre-allocated direct-I/O pool.
+    pub fn pool_bytes(&self) -> u64 {
+        (self.pool.buffer_count as u64).saturating_mul(self.pool.buffer_bytes as u64)
+    }
+}
+
+/// Counters of the request window.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct AdmissionStats {
+    /// The window.
+    pub window_bytes: u64,
+    /// Bytes reserved now.
+    pub used_bytes: u64,
+    /// Most bytes ever reserved.
+    pub peak_used_bytes: u64,
+    /// Times a connection had to wait for the window.
+    pub waits: u64,
+    /// Connections waiting now.
+    pub waiting: u64,
+}
+
+/// A request whose bytes are reserved.
+#[derive(Debug)]
+struct Reserved {
+    bytes: u64,
+    /// Its correlation id, once its header has arrived.
+    correlation_id: Option<i32>,
+    /// No response will come (an `acks=0` produce), or cannot be told.
+    no_response: bool,
+}
+
+/// Most bytes of a frame's start kept to read its header.
+const HEADER_PEEK_BYTES: usize = 512;
+
+#[derive(Debug, Default)]
+struct Conn {
+    /// Received, not yet delivered (waiting for admission or a size prefix).
+    held: BytesMut,
+    /// Bytes of the current (admitted) frame still to deliver, prefix included.
+    remaining: u64,
+    /// The current frame's first bytes, for its header.
+    peek: Vec<u8>,
+    /// Whether the current frame is reserved (else passed through).
+    current_reserved: bool,
+    reserved: VecDeque<Reserved>,
+    waiting: bool,
+}
+
+/// A shard's request window (see the module docs).
+#[derive(Debug)]
+pub struct Admission {
+    window_bytes: u64,
+    max_frame_bytes: u64,
+    used_bytes: u64,
+    conns: BTreeMap<ConnId, Conn>,
+    waiting: VecDeque<ConnId>,
+    stats: AdmissionStats,
+}
+
+impl Admission {
+    /// A window of `window_bytes` for frames of at most `max_frame_bytes`.
+    pub fn new(window_bytes: u64, max_frame_bytes: u32) -> Admission {
+        Admission {
+            window_bytes,
+            max_frame_bytes: u64::from(max_frame_bytes),
+            used_bytes: 0,
+            conns: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            stats: AdmissionStats {
+                window_bytes,
+                ..AdmissionStats::default()
+            },
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AdmissionStats {
+        AdmissionStats {
+            used_bytes: self.used_bytes,
+            waiting: self.waiting.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Bytes reserved now.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes
+    }
+
+    /// Whether a connection waits for the window (do not read from it).
+    pub fn is_waiting(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.waiting)
+    }
+
+    /// Bytes received from `conn`: returns what may be handed to the broker now, in
+    /// order. The rest is kept until the window has room.
+    pub fn receive(&mut self, conn: ConnId, bytes: Bytes) -> Vec<Bytes> {
+        let state = self.conns.entry(conn).or_default();
+        state.held.extend_from_slice(&bytes);
+        if state.waiting {
+            return Vec::new();
+        }
+        self.pump(conn)
+    }
+
+    /// A response was sent on `conn` (`frame`: the whole response, size prefix first):
+    /// releases the requests it answers. Returns bytes now admitted, per connection.
+    pub fn sent(&mut self, conn: ConnId, frame: &[u8]) -> Vec<(ConnId, Bytes)> {
+        let Some(correlation_id) = frame.get(4..8).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
+            return Vec::new();
+        };
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let Some(position) = state
+            .reserved
+            .iter()
+            .position(|r| r.correlation_id == Some(correlation_id))
+        else {
+            return Vec::new();
+        };
+        let released: u64 = state.reserved.drain(..=position).map(|r| r.bytes).sum();
+        self.release(released)
+    }
+
+    /// The shard is quiet (no effect, storage or key-value work queued): requests that
+    /// get no response are done; releases them. Returns bytes now admitted.
+    pub fn quiet(&mut self) -> Vec<(ConnId, Bytes)> {
+        let mut released = 0;
+        for state in self.conns.values_mut() {
+            // The frame still being received (the newest reservation) is not done.
+            let keep_last = state.remaining > 0 && state.current_reserved;
+            let len = state.reserved.len();
+            let mut index = 0;
+            state.reserved.retain(|r| {
+                let in_progress = keep_last && index + 1 == len;
+                index += 1;
+                if r.no_response && !in_progress {
+                    released += r.bytes;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if released == 0 {
+            return Vec::new();
+        }
+        self.release(released)
+    }
+
+    /// Whether anything could be released by [`Admission::quiet`].
+    pub fn has_no_response(&self) -> bool {
+        self.conns.values().any(|c| c.reserved.iter().any(|r| r.no_response))
+    }
+
+    /// A connection closed: everything it held is released.
+    pub fn closed(&mut self, conn: ConnId) -> Vec<(ConnId, Bytes)> {
+        let Some(state) = self.conns.remove(&conn) else {
+            return Vec::new();
+        };
+        self.waiting.retain(|c| *c != conn);
+        let released: u64 = state.reserved.iter().map(|r| r.bytes).sum();
+        self.release(released)
+    }
+
+    fn release(&mut self, bytes: u64) -> Vec<(ConnId, Bytes)> {
+        assert!(bytes <= self.used_bytes, "released more than reserved");
+        self.used_bytes -= bytes;
+        let mut admitted = Vec::new();
+        while let Some(&conn) = self.waiting.front() {
+            if let Some(state) = self.conns.get_mut(&conn) {
+                state.waiting = false;
+            }
+            let delivered = self.pump(conn);
+            admitted.extend(delivered.into_iter().map(|b| (conn, b)));
+            if self.is_waiting(conn) {
+                break;
+            }
+            self.waiting.pop_front();
+        }
+        admitted
+    }
+
+    /// Delivers what the window admits of `conn`'s held bytes.
+    fn pump(&mut self, conn: ConnId) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return out;
+        };
+        loop {
+            if state.held.is_empty() {
+                break;
+            }
+            if state.remaining > 0 {
+                let n = usize::try_from(state.remaining).unwrap_or(usize::MAX).min(state.held.len());
+                let chunk = state.held.split_to(n).freeze();
+                if state.current_reserved && state.peek.len() < HEADER_PEEK_BYTES {
+                    let take = (HEADER_PEEK_BYTES - state.peek.len()).min(chunk.len());
+                    state.peek.extend_from_slice(&chunk[..take]);
+                }
+                state.remaining -= n as u64;
+                out.push(chunk);
+                if state.current_reserved {
+                    let done = state.remaining == 0;
+                    if let Some(last) = state.reserved.back_mut() {
+                        if last.correlation_id.is_none() || done {
+                            let header = parse_header(&state.peek, done);
+                            last.correlation_id = header.correlation_id;
+                            last.no_response = header.no_response;
+                        }
+                    }
+                }
+                continue;
+            }
+            if state.held.len() < SIZE_PREFIX_BYTES as usize {
+                break;
+            }
+            let size = i32::from_be_bytes([state.held[0], state.held[1], state.held[2], state.held[3]]);
+            let frame_bytes = u64::try_from(size).unwrap_or(0) + SIZE_PREFIX_BYTES;
+            state.peek.clear();
+            if size < 0 || frame_bytes > self.window_bytes || frame_bytes > self.max_frame_bytes + SIZE_PREFIX_BYTES {
+                // The broker refuses it and closes the connection: pass everything.
+                state.current_reserved = false;
+                state.remaining = u64::MAX;
+                continue;
+            }
+            let first_in_line = self.waiting.front().is_none_or(|c| *c == conn);
+            if self.used_bytes + frame_bytes > self.window_bytes || !first_in_line {
+                if !state.waiting {
+                    state.waiting = true;
+                    self.stats.waits += 1;
+                    if !self.waiting.contains(&conn) {
+                        self.waiting.push_back(conn);
+                    }
+                }
+                break;
+            }
+            self.used_bytes += frame_bytes;
+            self.stats.peak_used_bytes = self.stats.peak_used_bytes.max(self.used_bytes);
+            state.reserved.push_back(Reserved {
+                bytes: frame_bytes,
+                correlation_id: None,
+                no_response: true,
+            });
+            state.current_reserved = true;
+            state.remaining = frame_bytes;
+        }
+        out
+    }
+}
+
+/// What the runtime needs from a request header.
+#[derive(Debug, PartialEq, Eq)]
+struct Header {
+    correlation_id: Option<i32>,
+    /// No response will come: an `acks=0` produce — or a header that cannot be read
+    /// (treated alike, so it is released when the shard is quiet and never leaks).
+    no_response: bool,
+}
+
+/// Reads a request frame's start (size prefix included): correlation id, and for a
+/// produce request its `acks`. `complete`: the whole frame (or all of `peek`) is here.
+fn parse_header(peek: &[u8], complete: bool) -> Header {
+    let mut buf = peek.get(4..).unwrap_or_default();
+    let (Some(api_key), Some(api_version), Some(correlation_id)) = (get_i16(&mut buf), get_i16(&mut buf), get_i32(&mut buf)) else {
+        return Header {
+            correlation_id: None,
+            no_response: true,
+        };
+    };
+    if api_key != 0 {
+        return Header {
+            correlation_id: Some(correlation_id),
+            no_response: false,
+        };
+    }
+    let acks = produce_acks(buf, api_version);
+    Header {
+        correlation_id: Some(correlation_id),
+        // Unknown acks before the frame is complete: decided later.
+        no_response: match acks {
+            Some(acks) => acks == 0,
+            None => complete,
+        },
+    }
+}
+
+fn get_i16(buf: &mut &[u8]) -> Option<i16> {
+    (buf.len() >= 2).then(|| buf.get_i16())
+}
+
+fn get_i32(buf: &mut &[u8]) -> Option<i32> {
+    (buf.len() >= 4).then(|| buf.get_i32())
+}
+
+fn get_uvarint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.first()?;
+        buf.advance(1);
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn skip(buf: &mut &[u8], n: usize) -> Option<()> {
+    (buf.len() >= n).then(|| buf.advance(n))
+}
+
+/// A produce request's `acks`, from the bytes after the correlation id.
+fn produce_acks(mut buf: &[u8], api_version: i16) -> Option<i16> {
+    let flexible = api_version >= 9;
+    // client_id: a nullable string with an i16 length in every header version.
+    let client_id = get_i16(&mut buf)?;
+    skip(&mut buf, usize::try_from(client_id).unwrap_or(0))?;
+    if flexible {
+        for _ in 0..get_uvarint(&mut buf)? {
+            get_uvarint(&mut buf)?;
+            let size = get_uvarint(&mut buf)?;
+            skip(&mut buf, usize::try_from(size).ok()?)?;
+        }
+    }
+    if api_version >= 3 {
+        // transactional_id
+        if flexible {
+            let len_plus_one = get_uvarint(&mut buf)?;
+            skip(&mut buf, usize::try_from(len_plus_one.saturating_sub(1)).ok()?)?;
+        } else {
+            let len = get_i16(&mut buf)?;
+            skip(&mut buf, usize::try_from(len).unwrap_or(0))?;
+        }
+    }
+    get_i16(&mut buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(api_key: i16, version: i16, correlation_id: i32, body: &[u8], total: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&((total - 4) as i32).to_be_bytes());
+        f.extend_from_slice(&api_key.to_be_bytes());
+        f.extend_from_slice(&version.to_be_bytes());
+        f.extend_from_slice(&correlation_id.to_be_bytes());
+        f.extend_from_slice(&3i16.to_be_bytes());
+        f.extend_from_slice(b"cli");
+        f.extend_from_slice(body);
+        f.resize(total, 0);
+        f
+    }
+
+    fn response(correlation_id: i32) -> Vec<u8> {
+        let mut r = 4i32.to_be_bytes().to_vec();
+        r.extend_from_slice(&correlation_id.to_be_bytes());
+        r
+    }
+
+    fn total(chunks: &[Bytes]) -> usize {
+        chunks.iter().map(Bytes::len).sum()
+    }
+
+    #[test]
+    fn frames_are_admitted_whole_and_released_by_their_response() {
+        let mut a = Admission::new(1000, 900);
+        // Two 600-byte metadata requests (api 3) on one connection: the second waits.
+        let mut bytes = frame(3, 12, 7, &[], 600);
+        bytes.extend(frame(3, 12, 8, &[], 600));
+        let first = a.receive(1, Bytes::from(bytes));
+        assert_eq!(total(&first), 600);
+        assert!(a.is_waiting(1));
+        assert_eq!(a.used_bytes(), 600);
+        assert_eq!(a.stats().waits, 1);
+        // A response for an unknown correlation id releases nothing.
+        assert!(a.sent(1, &response(99)).is_empty());
+        let admitted = a.sent(1, &response(7));
+        assert_eq!(admitted.iter().map(|(_, b)| b.len()).sum::<usize>(), 600);
+        assert!(!a.is_waiting(1));
+        assert_eq!(a.used_bytes(), 600);
+        a.sent(1, &response(8));
+        assert_eq!(a.used_bytes(), 0);
+    }
+
+    #[test]
+    fn waiting_connections_are_served_in_arrival_order() {
+        let mut a = Admission::new(1000, 900);
+        assert_eq!(total(&a.receive(1, Bytes::from(frame(3, 1, 1, &[], 800)))), 800);
+        assert!(a.receive(2, Bytes::from(frame(3, 1, 1, &[], 900))).is_empty());
+        // A small frame behind the large waiter waits too (no starvation).
+        assert!(a.receive(3, Bytes::from(frame(3, 1, 1, &[], 100))).is_empty());
+        assert!(a.is_waiting(2) && a.is_waiting(3));
+        let admitted = a.sent(1, &response(1));
+        assert_eq!(admitted.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![2]);
+        assert!(a.is_waiting(3));
+        let admitted = a.closed(2);
+        assert_eq!(admitted.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(a.used_bytes(), 100);
+    }
+
+    #[test]
+    fn split_frames_reserve_at_their_prefix() {
+        let mut a = Admission::new(1000, 900);
+        let f = frame(3, 1, 5, &[], 700);
+        assert!(a.receive(1, Bytes::copy_from_slice(&f[..2])).is_empty());
+        assert_eq!(a.used_bytes(), 0);
+        assert_eq!(total(&a.receive(1, Bytes::copy_from_slice(&f[2..10]))), 10);
+        assert_eq!(a.used_bytes(), 700);
+        assert_eq!(total(&a.receive(1, Bytes::copy_from_slice(&f[10..]))), 690);
+        a.sent(1, &response(5));
+        assert_eq!(a.used_bytes(), 0);
+    }
+
+    #[test]
+    fn acks_zero_produces_are_released_when_quiet() {
+        let mut a = Admission::new(10_000, 9000);
+        // Produce v8: transactional_id null (-1), acks 0.
+        let mut body = (-1i16).to_be_bytes().to_vec();
+        body.extend_from_slice(&0i16.to_be_bytes());
+        a.receive(1, Bytes::from(frame(0, 8, 1, &body, 300)));
+        // Produce v9 (flexible): no tagged fields, transactional_id null (0), acks -1.
+        let mut flexible = vec![0u8, 0u8];
+        flexible.extend_from_slice(&(-1i16).to_be_bytes());
+        a.receive(1, Bytes::from(frame(0, 9, 2, &flexible, 300)));
+        assert_eq!(a.used_bytes(), 600);
+        assert!(a.has_no_response());
+        a.quiet();
+        assert_eq!(a.used_bytes(), 300, "the acks=-1 produce stays until answered");
+        a.sent(1, &response(2));
+        assert_eq!(a.used_bytes(), 0);
+    }
+
+    #[test]
+    fn oversized_frames_pass_unreserved() {
+        let mut a = Admission::new(1000, 900);
+        let delivered = a.receive(1, Bytes::from(frame(3, 1, 1, &[], 2000)));
+        assert_eq!(total(&delivered), 2000);
+        assert_eq!(a.used_bytes(), 0);
+    }
+
+    #[test]
+    fn budget_split_adds_up() {
+        let b = ShardBudget::split(64 << 20, PoolConfig::default(), 64 * 1024, 10_000);
+        assert_eq!(b.request_window_bytes, 32 << 20);
+        assert_eq!(b.pool_bytes(), 4 << 20);
+        assert_eq!(b.max_connections, 64);
+        assert!(b.pool_bytes() + (8 << 20) + b.request_window_bytes + b.send_window_bytes <= 64 << 20);
+        let small = ShardBudget::split(MIN_SHARD_MEMORY_BYTES, PoolConfig::default(), 64 * 1024, 10_000);
+        assert_eq!(small.pool.buffer_count, 8);
+        assert_eq!(min_shard_memory_bytes(100 << 20), 2 * ((100 << 20) + 4));
+    }
+}
