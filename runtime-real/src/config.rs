@@ -310,17 +310,9 @@ impl NodeConfig {
                 "must be at least 1".to_string(),
             ));
         }
-        let cores = self.cores().map_err(|e| invalid("node.cores", e.to_string()))?;
-        let allowed = crate::shard::affinity::allowed_cores();
-        if let Some(core) = cores.iter().find(|c| !allowed.is_empty() && !allowed.contains(c)) {
-            return Err(invalid(
-                "node.cores",
-                format!(
-                    "core {core} is not one this process may run on ({})",
-                    crate::tune::cpulist::format_cpu_list(&allowed)
-                ),
-            ));
-        }
+        // Whether the cores exist here is checked when a node starts (`oxbow tune` may
+        // plan for another machine's tree).
+        self.cores().map_err(|e| invalid("node.cores", e.to_string()))?;
         let shard_memory_bytes = self.shard_memory_bytes();
         let needed = crate::shard::budget::min_shard_memory_bytes(self.kafka.max_frame_bytes);
         if shard_memory_bytes < needed {

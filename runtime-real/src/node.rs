@@ -60,6 +60,14 @@ pub enum NodeError {
     /// Storage did not close cleanly.
     #[error("{} files did not close cleanly: {}", .0.len(), .0.iter().map(|(f, e)| format!("{f}: {e}")).collect::<Vec<_>>().join("; "))]
     Close(Vec<(String, String)>),
+    /// `node.cores` names a core this process may not run on.
+    #[error("node.cores: core {core} is not one this process may run on ({allowed})")]
+    Core {
+        /// The core.
+        core: usize,
+        /// The cores allowed, as a CPU list.
+        allowed: String,
+    },
     /// Something else the OS refused (threads, eventfds).
     #[error("{0}")]
     Os(std::io::Error),
@@ -148,6 +156,17 @@ const CONTROL_CAPACITY: usize = 64;
 /// its key-value log) and returns once every shard serves.
 pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let data_dir = config.node.data_dir.clone();
+    let allowed = crate::shard::affinity::allowed_cores();
+    if let Some(&core) = config
+        .shard_cores()
+        .iter()
+        .find(|c| !allowed.is_empty() && !allowed.contains(c))
+    {
+        return Err(NodeError::Core {
+            core,
+            allowed: crate::tune::cpulist::format_cpu_list(&allowed),
+        });
+    }
     let lock = lock_data_dir(&data_dir)?;
     let data_dir_error = |source| NodeError::DataDir {
         path: data_dir.clone(),

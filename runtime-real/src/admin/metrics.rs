@@ -135,6 +135,42 @@ const FAMILIES: &[Family] = &[
         "Messages held back by full queues to other shards.",
         |s| s.smp_overflow as f64,
     ),
+    (
+        "oxbow_memory_request_window_bytes",
+        "gauge",
+        "The shard's request window (half its memory budget).",
+        |s| s.admission.window_bytes as f64,
+    ),
+    (
+        "oxbow_memory_request_bytes",
+        "gauge",
+        "Request bytes the shard holds now (reserved from its window).",
+        |s| s.admission.used_bytes as f64,
+    ),
+    (
+        "oxbow_memory_request_peak_bytes",
+        "gauge",
+        "Most request bytes the shard has held.",
+        |s| s.admission.peak_used_bytes as f64,
+    ),
+    (
+        "oxbow_memory_waits_total",
+        "counter",
+        "Times a connection stopped being read because the request window was full.",
+        |s| s.admission.waits as f64,
+    ),
+    (
+        "oxbow_memory_send_queued_bytes",
+        "gauge",
+        "Response bytes queued on sockets.",
+        |s| s.queued_send_bytes as f64,
+    ),
+    (
+        "oxbow_memory_send_window_pauses_total",
+        "counter",
+        "Times reading stopped because queued responses exceeded the send window.",
+        |s| s.send_window_pauses as f64,
+    ),
 ];
 
 /// Renders the snapshots (one label `shard` per series) plus `oxbow_shards` and

@@ -488,14 +488,14 @@ mod tests {
         assert_eq!(total(&a.receive(1, Bytes::from(frame(3, 1, 1, &[], 800)))), 800);
         assert!(a.receive(2, Bytes::from(frame(3, 1, 1, &[], 900))).is_empty());
         // A small frame behind the large waiter waits too (no starvation).
-        assert!(a.receive(3, Bytes::from(frame(3, 1, 1, &[], 100))).is_empty());
+        assert!(a.receive(3, Bytes::from(frame(3, 1, 1, &[], 200))).is_empty());
         assert!(a.is_waiting(2) && a.is_waiting(3));
         let admitted = a.sent(1, &response(1));
         assert_eq!(admitted.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![2]);
         assert!(a.is_waiting(3));
         let admitted = a.closed(2);
         assert_eq!(admitted.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![3]);
-        assert_eq!(a.used_bytes(), 100);
+        assert_eq!(a.used_bytes(), 200);
     }
 
     #[test]

@@ -195,6 +195,10 @@ impl Selection {
                 None => options.push(word.to_string()),
             }
         }
+        // A file with one unbracketed option (`none`) has that option chosen.
+        if current.is_none() && options.len() == 1 {
+            current = options.first().cloned();
+        }
         Selection { current, options }
     }
 
@@ -213,6 +217,7 @@ mod tests {
         let s = Selection::parse("always defer [madvise] never\n");
         assert_eq!(s.current.as_deref(), Some("madvise"));
         assert!(s.offers("never") && !s.offers("x"));
-        assert_eq!(Selection::parse("none").current, None);
+        assert_eq!(Selection::parse("none").current.as_deref(), Some("none"));
+        assert_eq!(Selection::parse("a b").current, None);
     }
 }
