@@ -7,6 +7,8 @@
 
 #![warn(missing_docs)]
 
+pub mod proxy;
+
 /// The value written in record `index` of the writer's batch number `batch`.
 pub fn writer_value(batch: u64, index: u64) -> String {
     format!("batch-{batch}-record-{index}")
