@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod partition;

@@ -86,6 +86,7 @@ impl Node {
                     partitions,
                     wall_clock_origin_ms: 1_700_000_000_000,
                     max_frame_bytes: 1024 * 1024,
+                    group: oxbow_core::group::GroupConfig::default(),
                 };
                 Broker::new(setup, now).unwrap()
             })

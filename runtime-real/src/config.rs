@@ -171,6 +171,110 @@ impl Default for KafkaSection {
     }
 }
 
+/// `[group]`: the consumer-group coordinator (Kafka's names in the docs).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSection {
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when created.
+    pub offsets_partitions: i32,
+    /// `group.min.session.timeout.ms`.
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: i32,
+    /// `group.max.size`.
+    pub max_size: usize,
+    /// `offsets.retention.minutes`.
+    pub offsets_retention_minutes: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: i64,
+    /// `offset.metadata.max.bytes`.
+    pub max_metadata_bytes: usize,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub consumer_heartbeat_interval_ms: i32,
+    /// Assignor of KIP-848 groups whose members name none: `uniform` or `range`.
+    pub consumer_default_assignor: String,
+    /// Records written to a coordinator partition between two checkpoints.
+    pub checkpoint_every_records: u64,
+}
+
+impl Default for GroupSection {
+    fn default() -> Self {
+        let d = oxbow_core::group::GroupConfig::default();
+        GroupSection {
+            offsets_partitions: d.offsets_partitions,
+            min_session_timeout_ms: d.min_session_timeout_ms,
+            max_session_timeout_ms: d.max_session_timeout_ms,
+            initial_rebalance_delay_ms: d.initial_rebalance_delay_ms,
+            max_size: d.max_size,
+            offsets_retention_minutes: d.offsets_retention_ms / 60_000,
+            offsets_retention_check_interval_ms: d.offsets_retention_check_interval_ms,
+            max_metadata_bytes: d.max_metadata_bytes,
+            consumer_session_timeout_ms: d.consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: d.consumer_heartbeat_interval_ms,
+            consumer_default_assignor: d.consumer_default_assignor,
+            checkpoint_every_records: d.checkpoint_every_records,
+        }
+    }
+}
+
+impl GroupSection {
+    /// The coordinator's settings, or the first option that cannot work.
+    pub fn to_config(&self) -> Result<oxbow_core::group::GroupConfig, ConfigError> {
+        let invalid = |option: &str, reason: &str| ConfigError::Invalid {
+            option: format!("group.{option}"),
+            reason: reason.to_string(),
+        };
+        if !(1..=10_000).contains(&self.offsets_partitions) {
+            return Err(invalid("offsets_partitions", "must be between 1 and 10000"));
+        }
+        if self.min_session_timeout_ms <= 0 || self.max_session_timeout_ms < self.min_session_timeout_ms {
+            return Err(invalid("max_session_timeout_ms", "must be positive and at least min_session_timeout_ms"));
+        }
+        if self.initial_rebalance_delay_ms < 0 {
+            return Err(invalid("initial_rebalance_delay_ms", "must not be negative"));
+        }
+        if self.max_size == 0 {
+            return Err(invalid("max_size", "must be at least 1"));
+        }
+        if self.offsets_retention_minutes <= 0 || self.offsets_retention_check_interval_ms <= 0 {
+            return Err(invalid("offsets_retention_minutes", "retention and its check interval must be positive"));
+        }
+        if self.consumer_session_timeout_ms <= 0
+            || self.consumer_heartbeat_interval_ms <= 0
+            || self.consumer_heartbeat_interval_ms >= self.consumer_session_timeout_ms
+        {
+            return Err(invalid(
+                "consumer_heartbeat_interval_ms",
+                "must be positive and below consumer_session_timeout_ms",
+            ));
+        }
+        if !oxbow_core::group::assignor::ASSIGNORS.contains(&self.consumer_default_assignor.as_str()) {
+            return Err(invalid("consumer_default_assignor", "must be `uniform` or `range`"));
+        }
+        if self.checkpoint_every_records == 0 {
+            return Err(invalid("checkpoint_every_records", "must be at least 1"));
+        }
+        Ok(oxbow_core::group::GroupConfig {
+            offsets_partitions: self.offsets_partitions,
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.initial_rebalance_delay_ms,
+            max_size: self.max_size,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms,
+            max_metadata_bytes: self.max_metadata_bytes,
+            consumer_session_timeout_ms: self.consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: self.consumer_heartbeat_interval_ms,
+            consumer_default_assignor: self.consumer_default_assignor.clone(),
+            checkpoint_every_records: self.checkpoint_every_records,
+        })
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -181,6 +285,8 @@ pub struct NodeConfig {
     pub log: LogSection,
     /// `[kafka]`.
     pub kafka: KafkaSection,
+    /// `[group]`.
+    pub group: GroupSection,
     /// `[tune]`: what `oxbow tune` may change.
     pub tune: crate::tune::TuneSettings,
 }
@@ -267,6 +373,7 @@ impl NodeConfig {
             option: option.to_string(),
             reason,
         };
+        self.group.to_config()?;
         for (option, addr) in [
             ("node.kafka_addr", &self.node.kafka_addr),
             ("node.rpc_addr", &self.node.rpc_addr),

@@ -54,6 +54,9 @@ pub enum NodeError {
     /// A shard could not start or failed.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A shard thread could not be created or panicked.
     #[error("shard {0}: thread failed")]
     ShardThread(u32),
@@ -203,6 +206,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let cores = config.shard_cores();
     let clock = MonotonicClock::start();
     let wall_clock_origin_ms = wall_clock_ms() - clock.now().as_millis() as i64;
+    let group_config = config.group.to_config()?;
     let net = NetConfig {
         max_send_queue_bytes: usize::try_from(config.kafka.max_send_queue_bytes).unwrap_or(usize::MAX),
         max_connections: config.kafka.max_connections_per_shard as usize,
@@ -249,6 +253,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             kv: KvConfig::default(),
             clock,
             wall_clock_origin_ms,
+            group: group_config.clone(),
         };
         let (control, control_rx) = sync_channel(CONTROL_CAPACITY);
         let (ready_tx, ready_rx) = sync_channel(1);

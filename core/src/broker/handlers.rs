@@ -29,7 +29,7 @@ pub struct Pending {
 
 /// What kind of answer a request builds, with what it needs to build it.
 #[derive(Debug)]
-enum PendingKind {
+pub(super) enum PendingKind {
     /// Produce: one slot per (topic, partition); no answer for acks=0.
     Produce {
         slots: Vec<(String, i32)>,
@@ -50,6 +50,8 @@ enum PendingKind {
     DeleteRecords { slots: Vec<(String, i32)> },
     /// A metadata command; the results arrive whole.
     Command,
+    /// A consumer-group request: one slot per group (or per coordinator, ListGroups).
+    Group(super::group_handlers::GroupPending),
 }
 
 fn name(s: &str) -> TopicName {
@@ -264,7 +266,22 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
         Request::InitProducerId(request) => {
             super::producer_handlers::start(broker, now, id, connection, header, request)
         }
-        // Decodable APIs without a handler yet (the group and transaction APIs).
+        request @ (Request::FindCoordinator(_)
+        | Request::JoinGroup(_)
+        | Request::SyncGroup(_)
+        | Request::Heartbeat(_)
+        | Request::LeaveGroup(_)
+        | Request::OffsetCommit(_)
+        | Request::OffsetFetch(_)
+        | Request::DescribeGroups(_)
+        | Request::ListGroups(_)
+        | Request::DeleteGroups(_)
+        | Request::OffsetDelete(_)
+        | Request::ConsumerGroupHeartbeat(_)
+        | Request::ConsumerGroupDescribe(_)) => {
+            super::group_handlers::start(broker, now, id, connection, header, request)
+        }
+        // Decodable APIs without a handler yet (the transaction APIs).
         other => {
             let response =
                 crate::kafka::error_response(&other, header.api_version, ErrorCode::UNSUPPORTED_VERSION);
@@ -416,7 +433,7 @@ fn by_topic<P>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn begin(
+pub(super) fn begin(
     broker: &mut Broker,
     now: Instant,
     id: u64,
@@ -943,6 +960,11 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
             Some(Response::DeleteRecords(response))
         }
         PendingKind::Command => return,
+        PendingKind::Group(group) => Some(super::group_handlers::response(
+            group,
+            &pending.header,
+            &pending.results,
+        )),
     };
     broker.respond(pending.connection, id, &pending.header, response);
 }

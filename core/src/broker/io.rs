@@ -60,7 +60,7 @@ impl PartitionKey {
 }
 
 /// Something that happened, for the broker.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Debug)]
 #[non_exhaustive]
 pub enum BrokerInput {
     /// A client connected.
@@ -111,7 +111,7 @@ pub enum BrokerInput {
 }
 
 /// Something the runtime must do for the broker.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Debug)]
 #[non_exhaustive]
 pub enum BrokerEffect {
     /// Send bytes on a connection.

@@ -9,6 +9,7 @@
 //!
 //! * [`handlers`] — each Kafka API: request → operations, results → response.
 
+pub mod group_handlers;
 pub mod handlers;
 pub mod io;
 pub mod metadata;
@@ -63,6 +64,8 @@ pub struct BrokerSetup {
     pub wall_clock_origin_ms: i64,
     /// Largest request frame accepted.
     pub max_frame_bytes: u32,
+    /// Settings of the consumer-group coordinators.
+    pub group: crate::group::GroupConfig,
 }
 
 /// A partition recovered from disk.
@@ -135,6 +138,7 @@ pub struct Broker {
     effects: VecDeque<BrokerEffect>,
     next_retention_at: Instant,
     metrics: BrokerMetrics,
+    group_config: crate::group::GroupConfig,
     /// This shard's block of producer ids (InitProducerId).
     producer_ids: producer_handlers::ProducerIds,
 }
@@ -179,7 +183,12 @@ impl Broker {
             durable_metadata: metadata.clone(),
             metadata: Metadata::default(),
             persist_waits: Vec::new(),
-            partitions: Partitions::new(setup.node_id, setup.raft),
+            partitions: {
+                let mut partitions = Partitions::new(setup.node_id, setup.raft);
+                partitions.configure_groups(setup.group.clone(), setup.wall_clock_origin_ms);
+                partitions
+            },
+            group_config: setup.group,
             epochs: BTreeMap::new(),
             connections: BTreeMap::new(),
             requests: BTreeMap::new(),
@@ -210,6 +219,16 @@ impl Broker {
             .get(topic)
             .and_then(|t| metadata::topic_log_config(&self.log_defaults, &t.configs).ok())
             .unwrap_or_else(|| self.log_defaults.clone())
+    }
+
+    /// The client address of a connection, for DescribeGroups (not tracked yet).
+    fn peer_of(&self, _connection: ConnectionId) -> String {
+        String::new()
+    }
+
+    /// Group-coordinator counters of this shard, for `/metrics`.
+    pub fn group_metrics(&self) -> crate::group::GroupMetrics {
+        self.partitions.group_metrics()
     }
 
     /// Counters for `/metrics`.
@@ -622,6 +641,20 @@ impl Broker {
                 }
             }
         }
+        let topics: crate::group::Topics = metadata
+            .topics
+            .iter()
+            .map(|(name, t)| {
+                (
+                    name.clone(),
+                    crate::group::TopicInfo {
+                        id: t.topic_id,
+                        partitions: t.partitions,
+                    },
+                )
+            })
+            .collect();
+        self.partitions.set_topics(now, topics);
         self.epochs.retain(|(topic, partition), _| {
             metadata
                 .topics

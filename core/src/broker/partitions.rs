@@ -6,6 +6,7 @@
 
 use super::io::{BrokerEffect, BrokerInput, PartitionKey};
 use super::shard::{OpRef, OpResult, PartitionOp};
+use crate::group::{Coordinator, CoordinatorOutput, GroupConfig, ReplyId, Topics, OFFSETS_TOPIC};
 use crate::kafka::ErrorCode;
 use crate::log::read::{find_offset_for_timestamp, trim_fetched};
 use crate::log::{DiskError, FileRange, Log, LogConfig};
@@ -21,12 +22,26 @@ pub type TopicPartition = (String, i32);
 struct Hosted {
     key: PartitionKey,
     replica: Replica,
+    /// The group coordinator of a `__consumer_offsets` partition.
+    coordinator: Option<Box<Coordinator>>,
+    /// A coordinator's replay of the log, while it runs.
+    load: Option<GroupLoad>,
+}
+
+/// Progress of a coordinator's replay: the next offset to read, up to where, and the
+/// read in flight.
+#[derive(Clone, Copy, Debug)]
+struct GroupLoad {
+    next: i64,
+    until: Option<i64>,
+    reading: Option<ReadToken>,
 }
 
 #[derive(Clone, Debug)]
 enum ReadPurpose {
     Fetch { offset: i64, max_bytes: u64 },
     Timestamp { timestamp: i64 },
+    GroupLoad,
 }
 
 struct PendingRead {
@@ -54,6 +69,13 @@ pub struct Partitions {
     parked: Vec<ParkedFetch>,
     delete_waits: BTreeMap<TopicPartition, Vec<(OpRef, i64)>>,
     next_token: u64,
+    group_config: GroupConfig,
+    wall_clock_origin_ms: i64,
+    topics: Topics,
+    /// Group requests waiting at a coordinator.
+    group_replies: BTreeMap<ReplyId, OpRef>,
+    /// Coordinator appends: produce token → (partition, coordinator token).
+    coordinator_appends: BTreeMap<ProduceToken, (TopicPartition, u64)>,
     /// Results ready for routing.
     pub results: VecDeque<(OpRef, OpResult)>,
     /// Effects for the runtime.
@@ -86,10 +108,61 @@ impl Partitions {
             parked: Vec::new(),
             delete_waits: BTreeMap::new(),
             next_token: 1,
+            group_config: GroupConfig::default(),
+            wall_clock_origin_ms: 0,
+            topics: Topics::new(),
+            group_replies: BTreeMap::new(),
+            coordinator_appends: BTreeMap::new(),
             results: VecDeque::new(),
             effects: VecDeque::new(),
             epoch_changes: VecDeque::new(),
         }
+    }
+
+    /// Settings of the group coordinators of `__consumer_offsets` partitions, and the
+    /// wall clock at `Instant::ZERO` (commit timestamps, retention).
+    pub fn configure_groups(&mut self, config: GroupConfig, wall_clock_origin_ms: i64) {
+        self.group_config = config;
+        self.wall_clock_origin_ms = wall_clock_origin_ms;
+    }
+
+    fn wall_ms(&self, now: Instant) -> i64 {
+        self.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Tells coordinators about topics (KIP-848 assignments).
+    pub fn set_topics(&mut self, now: Instant, topics: Topics) {
+        if topics == self.topics {
+            return;
+        }
+        self.topics = topics.clone();
+        let wall_ms = self.wall_ms(now);
+        let tps: Vec<TopicPartition> = self
+            .hosted
+            .iter()
+            .filter(|(_, h)| h.coordinator.is_some())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in tps {
+            if let Some(c) = self.hosted.get_mut(&tp).and_then(|h| h.coordinator.as_mut()) {
+                c.set_topics(now, wall_ms, topics.clone());
+            }
+            self.drain(now, &tp);
+        }
+    }
+
+    /// Group-coordinator counters of this shard's coordinators, summed.
+    pub fn group_metrics(&self) -> crate::group::GroupMetrics {
+        let mut total = crate::group::GroupMetrics::default();
+        for coordinator in self.hosted.values().filter_map(|h| h.coordinator.as_ref()) {
+            let metrics = coordinator.metrics();
+            for (state, count) in metrics.groups_by_state {
+                *total.groups_by_state.entry(state).or_default() += count;
+            }
+            total.rebalances += metrics.rebalances;
+            total.offset_commits += metrics.offset_commits;
+        }
+        total
     }
 
     fn token(&mut self) -> u64 {
@@ -125,16 +198,45 @@ impl Partitions {
             config_entries: Vec::new(),
             seed: u64::from(crc32c::crc32c(key.dir().as_bytes())),
         };
+        let seed = setup.seed;
         let replica = Replica::new(now, setup, log).map_err(|e| e.to_string())?;
         let tp = tp_of(&key);
-        self.hosted.insert(tp.clone(), Hosted { key, replica });
+        let coordinator = (key.topic == OFFSETS_TOPIC).then(|| {
+            let mut c = Coordinator::new(
+                key.partition,
+                self.group_config.clone(),
+                seed ^ node.rotate_left(17),
+            );
+            c.set_topics(now, 0, self.topics.clone());
+            Box::new(c)
+        });
+        self.hosted.insert(
+            tp.clone(),
+            Hosted {
+                key,
+                replica,
+                coordinator,
+                load: None,
+            },
+        );
         self.drain(now, &tp);
         Ok(())
     }
 
     /// Stops hosting a partition and asks the runtime to delete its storage.
     pub fn remove(&mut self, tp: &TopicPartition) {
-        if let Some(hosted) = self.hosted.remove(tp) {
+        if let Some(mut hosted) = self.hosted.remove(tp) {
+            if let Some(coordinator) = hosted.coordinator.as_mut() {
+                coordinator.unload();
+                while let Some(output) = coordinator.poll_output() {
+                    if let CoordinatorOutput::Reply { reply, result } = output {
+                        if let Some(op_ref) = self.group_replies.remove(&reply) {
+                            self.results.push_back((op_ref, OpResult::Group(result)));
+                        }
+                    }
+                }
+            }
+            self.coordinator_appends.retain(|_, (t, _)| t != tp);
             if let Some(waits) = self.delete_waits.remove(tp) {
                 for (op_ref, _) in waits {
                     self.results
@@ -212,6 +314,20 @@ impl Partitions {
                 }
             }
             PartitionOp::ListOffsets { timestamp } => self.list_offsets(op_ref, tp.clone(), key, timestamp),
+            PartitionOp::Group(op) => {
+                let wall_ms = self.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+                let reply = ReplyId(self.next_token);
+                self.next_token += 1;
+                match hosted.coordinator.as_mut() {
+                    Some(coordinator) => {
+                        self.group_replies.insert(reply, op_ref);
+                        coordinator.handle(now, wall_ms, reply, op);
+                    }
+                    None => self
+                        .results
+                        .push_back((op_ref, OpResult::Error(ErrorCode::NOT_COORDINATOR.0))),
+                }
+            }
             PartitionOp::EpochEnd { epoch } => {
                 let result = match replica.end_offset_for_epoch(epoch) {
                     Some((epoch, end_offset)) => OpResult::EpochEnd { epoch, end_offset },
@@ -364,6 +480,23 @@ impl Partitions {
 
     /// Takes a completion for one of this shard's partitions or reads.
     pub fn handle(&mut self, now: Instant, input: BrokerInput) {
+        let load_tp = match &input {
+            BrokerInput::RangesRead { token, .. } => self
+                .reads
+                .get(token)
+                .filter(|r| matches!(r.purpose, ReadPurpose::GroupLoad))
+                .map(|r| r.tp.clone()),
+            _ => None,
+        };
+        if let Some(tp) = load_tp {
+            if let BrokerInput::RangesRead { token, result } = input {
+                self.reads.remove(&token);
+                self.on_load_read(token, &tp, result);
+                self.advance_load(now, &tp);
+                self.drain(now, &tp);
+            }
+            return;
+        }
         match input {
             BrokerInput::Partition { key, input } => {
                 let tp = tp_of(&key);
@@ -410,6 +543,7 @@ impl Partitions {
                     Err(_) => OpResult::Error(ErrorCode::CORRUPT_MESSAGE.0),
                 }
             }
+            ReadPurpose::GroupLoad => return,
             ReadPurpose::Timestamp { timestamp } => {
                 let bytes: Bytes = chunks.into_iter().next().unwrap_or_default();
                 match find_offset_for_timestamp(&bytes, timestamp, replica.log().start_offset()) {
@@ -444,6 +578,24 @@ impl Partitions {
             }
             self.drain(now, &tp);
         }
+        let wall_ms = self.wall_ms(now);
+        let due: Vec<TopicPartition> = self
+            .hosted
+            .iter()
+            .filter(|(_, h)| {
+                h.coordinator
+                    .as_ref()
+                    .and_then(|c| c.poll_timeout())
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            if let Some(c) = self.hosted.get_mut(&tp).and_then(|h| h.coordinator.as_mut()) {
+                c.handle_timeout(now, wall_ms);
+            }
+            self.drain(now, &tp);
+        }
         self.wake_parked(now);
     }
 
@@ -466,8 +618,12 @@ impl Partitions {
     /// The earliest deadline among replicas and parked fetches.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let replicas = self.hosted.values().filter_map(|h| h.replica.poll_timeout());
+        let coordinators = self
+            .hosted
+            .values()
+            .filter_map(|h| h.coordinator.as_ref().and_then(|c| c.poll_timeout()));
         let parked = self.parked.iter().map(|p| p.wait_until);
-        replicas.chain(parked).min()
+        replicas.chain(coordinators).chain(parked).min()
     }
 
     /// Parked fetches whose partition has new data or whose deadline passed read now.
@@ -515,6 +671,15 @@ impl Partitions {
         for event in events {
             match event {
                 ReplicaEvent::ProduceDone { token, result } => {
+                    if let Some((ctp, ctoken)) = self.coordinator_appends.remove(&token) {
+                        let result = result.map_err(|e| e.kafka_error_code());
+                        let wall_ms =
+                            self.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+                        if let Some(c) = self.hosted.get_mut(&ctp).and_then(|h| h.coordinator.as_mut()) {
+                            c.on_append_done(now, wall_ms, ctoken, result);
+                        }
+                        continue;
+                    }
                     if let Some(op_ref) = self.produce_waits.remove(&token) {
                         let result = match result {
                             Ok(base_offset) => OpResult::Produced {
@@ -530,6 +695,21 @@ impl Partitions {
                 ReplicaEvent::RoleChanged { role, .. } => {
                     let epoch = if role == Role::Leader { leader_epoch } else { -1 };
                     self.epoch_changes.push_back((key.clone(), epoch));
+                    if let Some(hosted) = self.hosted.get_mut(tp) {
+                        if let Some(coordinator) = hosted.coordinator.as_mut() {
+                            if role == Role::Leader {
+                                coordinator.begin_load(leader_epoch);
+                                hosted.load = Some(GroupLoad {
+                                    next: hosted.replica.log().start_offset(),
+                                    until: None,
+                                    reading: None,
+                                });
+                            } else {
+                                coordinator.unload();
+                                hosted.load = None;
+                            }
+                        }
+                    }
                     woke = true;
                 }
                 ReplicaEvent::StartOffsetDurable { start_offset } => {
@@ -554,6 +734,182 @@ impl Partitions {
         if woke {
             self.wake_parked(now);
         }
+        self.advance_load(now, tp);
+        self.drain_coordinator(now, tp);
+    }
+
+    /// Moves a coordinator's outputs: answers, appends, log trims, reloads.
+    fn drain_coordinator(&mut self, now: Instant, tp: &TopicPartition) {
+        let wall_ms = self.wall_ms(now);
+        loop {
+            let Some(hosted) = self.hosted.get_mut(tp) else {
+                return;
+            };
+            let Some(coordinator) = hosted.coordinator.as_mut() else {
+                return;
+            };
+            let Some(output) = coordinator.poll_output() else {
+                return;
+            };
+            match output {
+                CoordinatorOutput::Reply { reply, result } => {
+                    if let Some(op_ref) = self.group_replies.remove(&reply) {
+                        self.results.push_back((op_ref, OpResult::Group(result)));
+                    }
+                }
+                CoordinatorOutput::Append { token, batch } => {
+                    let produce_token = ProduceToken(self.next_token);
+                    self.next_token += 1;
+                    match hosted.replica.produce(now, batch, Acks::All, produce_token) {
+                        Ok(_) => {
+                            self.coordinator_appends
+                                .insert(produce_token, (tp.clone(), token));
+                        }
+                        Err(error) => {
+                            if let Some(c) = hosted.coordinator.as_mut() {
+                                c.on_append_done(now, wall_ms, token, Err(error.kafka_error_code()));
+                            }
+                        }
+                    }
+                    self.drain_replica_effects(tp);
+                }
+                CoordinatorOutput::TrimLog { offset } => {
+                    // The checkpoint is committed: the prefix it supersedes may go.
+                    // Failing to trim only costs replay time.
+                    if offset > hosted.replica.log().start_offset()
+                        && offset < hosted.replica.high_watermark()
+                    {
+                        let _ = hosted.replica.log_mut().delete_records(now, offset);
+                    }
+                    self.drain_replica_effects(tp);
+                }
+                CoordinatorOutput::Reload => {
+                    if hosted.replica.is_leader() {
+                        let epoch = hosted.replica.leader_epoch();
+                        if let Some(c) = hosted.coordinator.as_mut() {
+                            c.begin_load(epoch);
+                        }
+                        hosted.load = Some(GroupLoad {
+                            next: hosted.replica.log().start_offset(),
+                            until: None,
+                            reading: None,
+                        });
+                        self.advance_load(now, tp);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves a replica's effects out (without handling its events).
+    fn drain_replica_effects(&mut self, tp: &TopicPartition) {
+        let Some(hosted) = self.hosted.get_mut(tp) else {
+            return;
+        };
+        while let Some(effect) = hosted.replica.poll_effect() {
+            self.effects.push_back(BrokerEffect::Partition {
+                key: hosted.key.clone(),
+                effect,
+            });
+        }
+    }
+
+    /// Drives a coordinator's replay: waits until everything in the log is committed
+    /// (the new leader's first entry), then reads the log up to the high watermark.
+    fn advance_load(&mut self, now: Instant, tp: &TopicPartition) {
+        let wall_ms = self.wall_ms(now);
+        let Some(hosted) = self.hosted.get_mut(tp) else {
+            return;
+        };
+        let Some(mut load) = hosted.load else {
+            return;
+        };
+        if load.reading.is_some() || !hosted.replica.is_leader() {
+            return;
+        }
+        let high_watermark = hosted.replica.high_watermark();
+        let until = match load.until {
+            Some(until) => until,
+            None if high_watermark < hosted.replica.log_end_offset() => return,
+            None => high_watermark,
+        };
+        load.until = Some(until);
+        load.next = load.next.max(hosted.replica.log().start_offset());
+        if load.next >= until {
+            hosted.load = None;
+            if let Some(c) = hosted.coordinator.as_mut() {
+                c.finish_load(now, wall_ms);
+            }
+            return;
+        }
+        match hosted.replica.log().read_plan(load.next, 1 << 20, until - 1) {
+            Ok(plan) if !plan.ranges.is_empty() => {
+                let token = ReadToken(self.next_token);
+                self.next_token += 1;
+                load.reading = Some(token);
+                hosted.load = Some(load);
+                let key = hosted.key.clone();
+                self.reads.insert(
+                    token,
+                    PendingRead {
+                        op_ref: OpRef {
+                            origin: super::io::ShardId(u32::MAX),
+                            request: 0,
+                            slot: 0,
+                        },
+                        tp: tp.clone(),
+                        purpose: ReadPurpose::GroupLoad,
+                        high_watermark: until,
+                    },
+                );
+                self.effects.push_back(BrokerEffect::ReadRanges {
+                    key,
+                    token,
+                    ranges: plan.ranges,
+                });
+            }
+            _ => {
+                // Nothing readable below the watermark although it is above the log
+                // start: the log moved under the replay. Start over.
+                hosted.load = Some(GroupLoad {
+                    next: hosted.replica.log().start_offset(),
+                    until: None,
+                    reading: None,
+                });
+                if let Some(c) = hosted.coordinator.as_mut() {
+                    c.begin_load(hosted.replica.leader_epoch());
+                }
+            }
+        }
+    }
+
+    fn on_load_read(&mut self, token: ReadToken, tp: &TopicPartition, result: Result<Vec<Bytes>, DiskError>) {
+        let Some(hosted) = self.hosted.get_mut(tp) else {
+            return;
+        };
+        let Some(mut load) = hosted.load.filter(|l| l.reading == Some(token)) else {
+            return;
+        };
+        load.reading = None;
+        let Some(coordinator) = hosted.coordinator.as_mut() else {
+            return;
+        };
+        let until = load.until.unwrap_or(0);
+        let loaded = result
+            .map_err(|e| e.to_string())
+            .and_then(|chunks| trim_fetched(&chunks, load.next, until - 1, 1 << 20).map_err(|e| e.reason))
+            .and_then(|bytes| coordinator.load_batches(&bytes).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(Some(next)) if next > load.next => load.next = next,
+            // No progress (an unreadable log): the coordinator stays loading, answering
+            // COORDINATOR_LOAD_IN_PROGRESS, and the replay is not retried in a loop;
+            // the next leadership change (or a restart) tries again.
+            _ => {
+                load.until = Some(i64::MAX);
+                load.reading = Some(token);
+            }
+        }
+        hosted.load = Some(load);
     }
 
     /// Asks every replica to close its log cleanly.

@@ -28,7 +28,7 @@ pub struct OpRef {
 }
 
 /// One operation on one partition.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Debug)]
 pub enum PartitionOp {
     /// Append a producer's batch.
     Produce {
@@ -61,10 +61,12 @@ pub enum PartitionOp {
         /// New start offset.
         offset: i64,
     },
+    /// A request for the group coordinator of a `__consumer_offsets` partition.
+    Group(crate::group::GroupOp),
 }
 
 /// The result of an operation.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Debug)]
 pub enum OpResult {
     /// Appended at `base_offset`.
     Produced {
@@ -103,6 +105,8 @@ pub enum OpResult {
         /// New low watermark.
         low_watermark: i64,
     },
+    /// A group coordinator's answer.
+    Group(crate::group::GroupResult),
     /// A Kafka error code.
     Error(i16),
 }
@@ -170,7 +174,7 @@ pub enum MetadataCommand {
 pub type CommandResults = Vec<(String, i16, Option<String>)>;
 
 /// A message between shards.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Debug)]
 #[non_exhaustive]
 pub enum ShardMessage {
     /// Run an operation on one of your partitions.

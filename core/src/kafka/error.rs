@@ -62,6 +62,8 @@ error_codes! {
     REPLICA_NOT_AVAILABLE = 9;
     /// A batch is larger than the topic allows.
     MESSAGE_TOO_LARGE = kafka_error::MESSAGE_TOO_LARGE;
+    /// Offset commit metadata is larger than allowed.
+    OFFSET_METADATA_TOO_LARGE = 12;
     /// The server disconnected before a response was received.
     NETWORK_EXCEPTION = 13;
     /// The coordinator is loading.
@@ -80,6 +82,18 @@ error_codes! {
     NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20;
     /// `acks` is not -1, 0 or 1.
     INVALID_REQUIRED_ACKS = 21;
+    /// The generation is not the group's current one.
+    ILLEGAL_GENERATION = 22;
+    /// The member's protocols do not match the group's.
+    INCONSISTENT_GROUP_PROTOCOL = 23;
+    /// The group id is invalid (empty).
+    INVALID_GROUP_ID = 24;
+    /// The member id is not in the group.
+    UNKNOWN_MEMBER_ID = 25;
+    /// The session timeout is outside the broker's range.
+    INVALID_SESSION_TIMEOUT = 26;
+    /// The group is rebalancing: rejoin.
+    REBALANCE_IN_PROGRESS = 27;
     /// Not authorized for the topic.
     TOPIC_AUTHORIZATION_FAILED = 29;
     /// Not authorized for the cluster.
@@ -116,6 +130,10 @@ error_codes! {
     KAFKA_STORAGE_ERROR = kafka_error::KAFKA_STORAGE_ERROR;
     /// The producer id is not known.
     UNKNOWN_PRODUCER_ID = 59;
+    /// The group still has members.
+    NON_EMPTY_GROUP = 68;
+    /// The group does not exist.
+    GROUP_ID_NOT_FOUND = 69;
     /// The fetch session id was not found.
     FETCH_SESSION_ID_NOT_FOUND = 70;
     /// The fetch session epoch is invalid.
@@ -126,12 +144,30 @@ error_codes! {
     UNKNOWN_LEADER_EPOCH = 75;
     /// The leader's high watermark has not caught up yet.
     OFFSET_NOT_AVAILABLE = 78;
+    /// Join again with the member id the coordinator gave (KIP-394).
+    MEMBER_ID_REQUIRED = 79;
+    /// The group has as many members as it may.
+    GROUP_MAX_SIZE_REACHED = 81;
+    /// Another member took this static instance id.
+    FENCED_INSTANCE_ID = 82;
     /// A record in the batch is invalid.
     INVALID_RECORD = kafka_error::INVALID_RECORD;
+    /// The group's members subscribe to the topic.
+    GROUP_SUBSCRIBED_TO_TOPIC = 86;
+    /// An offset commit for the partition is in flight.
+    UNSTABLE_OFFSET_COMMIT = 88;
     /// The request exceeds a throttling quota.
     THROTTLING_QUOTA_EXCEEDED = 89;
     /// The topic id is not known.
     UNKNOWN_TOPIC_ID = 100;
+    /// The member epoch is fenced: rejoin with epoch 0.
+    FENCED_MEMBER_EPOCH = 110;
+    /// The static instance id is still owned by a member.
+    UNRELEASED_INSTANCE_ID = 111;
+    /// The server assignor asked for is not known.
+    UNSUPPORTED_ASSIGNOR = 112;
+    /// The member epoch is stale.
+    STALE_MEMBER_EPOCH = 113;
 }
 
 impl ErrorCode {

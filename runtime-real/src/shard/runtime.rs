@@ -114,6 +114,8 @@ pub struct ShardSpec {
     pub clock: MonotonicClock,
     /// Wall-clock milliseconds at the clock's origin.
     pub wall_clock_origin_ms: i64,
+    /// Consumer-group coordinator settings.
+    pub group: oxbow_core::group::GroupConfig,
 }
 
 /// Disk counters of a shard.
@@ -370,6 +372,7 @@ impl Shard {
                 partitions: recovered,
                 wall_clock_origin_ms: spec.wall_clock_origin_ms,
                 max_frame_bytes: spec.max_frame_bytes,
+                group: spec.group,
             },
             now,
         )
