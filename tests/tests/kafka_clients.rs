@@ -65,7 +65,6 @@ fn producer(brokers: &str, compression: &str) -> BaseProducer<Deliveries> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
-        .set("enable.idempotence", "false")
         .set("compression.type", compression)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
@@ -339,7 +338,6 @@ fn delete_records_retention_timestamps_and_mid_batch_reads() {
     let batcher: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("acks", "all")
-        .set("enable.idempotence", "false")
         .set("linger.ms", "200")
         .create_with_context(Deliveries::default())
         .unwrap();
