@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use oxbow_runtime_real::bench::log_append::{run_log_bench, LogBenchOptions};
+use oxbow_runtime_real::bench::command::BenchCommand;
 use oxbow_runtime_real::cli;
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
 use oxbow_runtime_real::node::{self, block_shutdown_signals};
@@ -73,31 +73,6 @@ struct StartArgs {
     memory: Option<u64>,
 }
 
-#[derive(Subcommand, Debug)]
-enum BenchCommand {
-    /// The storage log's append bandwidth against raw O_DIRECT write+fdatasync.
-    Log(LogBenchArgs),
-}
-
-#[derive(Args, Debug)]
-struct LogBenchArgs {
-    /// Directory on the disk to measure (a scratch sub-directory is used and removed).
-    #[arg(long, default_value = "oxbow-data")]
-    data_dir: PathBuf,
-    /// Batch (and raw write) size in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
-    batch_bytes: usize,
-    /// Seconds per phase.
-    #[arg(long, default_value_t = 10.0)]
-    duration_s: f64,
-    /// Batches per sync in the group-commit phases (0 skips them).
-    #[arg(long, default_value_t = 16)]
-    group_depth: usize,
-    /// Where to write the markdown and CSV report.
-    #[arg(long, default_value = "bench-reports")]
-    report_dir: PathBuf,
-}
-
 fn start(args: StartArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         data_dir: args.data_dir,
@@ -151,20 +126,6 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_log(args: LogBenchArgs) -> anyhow::Result<()> {
-    let mut options = LogBenchOptions::new(&args.data_dir);
-    options.batch_bytes = args.batch_bytes;
-    options.duration_s = args.duration_s;
-    options.group_depth = args.group_depth;
-    options.report_dir = Some(args.report_dir);
-    let report = run_log_bench(&options)?;
-    println!("{}", report.markdown);
-    for file in &report.files {
-        println!("wrote {}", file.display());
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     block_shutdown_signals();
     // Logs go to stderr; RUST_LOG overrides the default level (info).
@@ -177,7 +138,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Start(args) => start(args),
-        Command::Bench(BenchCommand::Log(args)) => bench_log(args),
+        Command::Bench(command) => oxbow_runtime_real::bench::command::run(command),
         Command::Topic(command) => cli::topic(command, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Produce(args) => cli::produce(args, std::io::stdin().lock(), &mut std::io::stdout().lock())
             .map(|_| ())

@@ -22,9 +22,10 @@
 //!    synchronous, so concurrency is emulated by queueing N appends before pumping; the
 //!    figure shows what one flush amortised over N batches is worth on this disk.
 
-use super::report::{machine_description, today_utc, Latencies};
-use crate::storage::aligned::{align_up, AlignedBuf, BufferPool, PoolConfig, PoolConfigError, BLOCK_BYTES};
-use crate::storage::vfs::{DataFile, RealFile, RealVfs, Vfs};
+use super::raw_disk::{self, pool_for, RawLayout, RawWriter, Tally};
+use super::report::{machine_description, today_utc};
+use crate::storage::aligned::{BufferPool, PoolConfigError};
+use crate::storage::vfs::RealVfs;
 use crate::storage::{DiskLog, OpenLogError, StorageConfig, StorageError, StorageStats};
 use bytes::Bytes;
 use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
@@ -92,6 +93,14 @@ pub enum BenchError {
     /// The log reported a failure or did not make a batch durable.
     #[error("log failed during the benchmark: {0}")]
     Log(String),
+    /// A socket or file operation outside the storage engine failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The report could not be written.
     #[error("cannot write the report {}: {source}", path.display())]
     Report {
@@ -152,10 +161,7 @@ pub fn run_log_bench(options: &LogBenchOptions) -> Result<BenchReport, BenchErro
     std::fs::create_dir_all(&options.data_dir)
         .map_err(|e| StorageError::io("mkdir", &options.data_dir, e))?;
     let config = log_config(options.batch_bytes);
-    let pool = BufferPool::new(PoolConfig {
-        buffer_count: 16,
-        buffer_bytes: (align_up(options.batch_bytes as u64) as usize + BLOCK_BYTES).max(256 * 1024),
-    })?;
+    let pool = pool_for(options.batch_bytes, 16)?;
     let batch = make_batch(options.batch_bytes)?;
     let mut rows = Vec::new();
     let (raw, log) = run_pair(options, &config, &pool, &batch, 1)?;
@@ -239,17 +245,8 @@ fn make_batch(batch_bytes: usize) -> Result<Bytes, BenchError> {
 
 fn fresh_dir(options: &LogBenchOptions, name: &str) -> Result<PathBuf, BenchError> {
     let dir = options.data_dir.join(name);
-    remove_dir(&dir)?;
-    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("mkdir", &dir, e))?;
+    raw_disk::fresh_dir(&dir)?;
     Ok(dir)
-}
-
-fn remove_dir(dir: &Path) -> Result<(), BenchError> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::io("rm -r", dir, e).into()),
-    }
 }
 
 fn phase_name(kind: &str, depth: usize) -> String {
@@ -258,16 +255,6 @@ fn phase_name(kind: &str, depth: usize) -> String {
     } else {
         format!("{kind}-group-{depth}")
     }
-}
-
-/// What one phase has measured so far.
-#[derive(Debug, Default)]
-struct Tally {
-    batches: u64,
-    flushes: u64,
-    elapsed: Duration,
-    rounds: Latencies,
-    fsyncs: Latencies,
 }
 
 /// Runs the raw and the log variant of one sync policy in alternating slices of at
@@ -283,7 +270,11 @@ fn run_pair(
     let slice = Duration::from_secs_f64(options.duration_s.min(1.0));
     let slices = (options.duration_s / slice.as_secs_f64()).ceil() as u32;
     let max_slice_bytes = options.max_phase_bytes / u64::from(slices.max(1));
-    let mut raw = RawRunner::new(options, config, pool, depth)?;
+    let layout = RawLayout {
+        segment_bytes: config.segment_bytes,
+        preallocate_bytes: config.preallocate_bytes,
+    };
+    let mut raw = RawWriter::new(&options.data_dir.join("bench-raw"), layout, pool, options.batch_bytes, depth)?;
     let mut log = LogRunner::new(options, config, pool, batch, depth)?;
     for i in 0..slices {
         if i % 2 == 0 {
@@ -294,110 +285,10 @@ fn run_pair(
             raw.run_for(slice, max_slice_bytes)?;
         }
     }
-    let raw_row = raw.finish()?;
+    let mut raw_tally = raw.finish()?;
+    let raw_row = row(phase_name("raw", depth), options.batch_bytes, &mut raw_tally, true);
     let log_row = log.finish()?;
     Ok((raw_row, log_row))
-}
-
-/// The raw figure: aligned `pwrite`s with `O_DIRECT` and an `fdatasync` every `depth`.
-struct RawRunner {
-    dir: PathBuf,
-    config: LogConfig,
-    batch_bytes: usize,
-    write_bytes: usize,
-    depth: usize,
-    buf: AlignedBuf,
-    path: PathBuf,
-    file: RealFile,
-    file_index: u64,
-    position: u64,
-    tally: Tally,
-}
-
-impl RawRunner {
-    fn new(
-        options: &LogBenchOptions,
-        config: &LogConfig,
-        pool: &BufferPool,
-        depth: usize,
-    ) -> Result<RawRunner, BenchError> {
-        let dir = fresh_dir(options, "bench-raw")?;
-        let write_bytes = align_up(options.batch_bytes as u64) as usize;
-        let mut buf = pool.acquire().map_err(StorageError::from)?;
-        for (i, byte) in buf.as_mut_slice()[..write_bytes].iter_mut().enumerate() {
-            *byte = (i % 251) as u8;
-        }
-        let (path, file) = Self::open_file(&dir, config, 0)?;
-        Ok(RawRunner {
-            dir,
-            config: config.clone(),
-            batch_bytes: options.batch_bytes,
-            write_bytes,
-            depth,
-            buf,
-            path,
-            file,
-            file_index: 0,
-            position: 0,
-            tally: Tally::default(),
-        })
-    }
-
-    /// A new file laid out like a log segment: reserved as the log reserves.
-    fn open_file(dir: &Path, config: &LogConfig, index: u64) -> Result<(PathBuf, RealFile), BenchError> {
-        let path = dir.join(format!("raw-{index}.dat"));
-        let file = RealVfs::direct()
-            .open_data(&path, true)
-            .map_err(|e| StorageError::io("open", &path, e))?;
-        file.allocate(config.preallocate_bytes.min(config.segment_bytes))
-            .map_err(|e| StorageError::io("fallocate", &path, e))?;
-        Ok((path, file))
-    }
-
-    fn run_for(&mut self, duration: Duration, max_bytes: u64) -> Result<(), BenchError> {
-        let start = WallInstant::now();
-        let mut bytes = 0u64;
-        while start.elapsed() < duration && bytes < max_bytes {
-            let round_start = WallInstant::now();
-            for _ in 0..self.depth {
-                if self.position + self.write_bytes as u64 > self.config.segment_bytes {
-                    self.file_index += 1;
-                    (self.path, self.file) = Self::open_file(&self.dir, &self.config, self.file_index)?;
-                    self.position = 0;
-                }
-                let written = self
-                    .file
-                    .write_at(&self.buf.as_slice()[..self.write_bytes], self.position)
-                    .map_err(|e| StorageError::io("pwrite", &self.path, e))?;
-                if written != self.write_bytes {
-                    return Err(BenchError::Log(format!(
-                        "short raw write: {written} of {}",
-                        self.write_bytes
-                    )));
-                }
-                self.position += self.write_bytes as u64;
-                self.tally.batches += 1;
-                bytes += self.batch_bytes as u64;
-            }
-            let sync_start = WallInstant::now();
-            self.file
-                .sync_data()
-                .map_err(|e| StorageError::io("fdatasync", &self.path, e))?;
-            self.tally.flushes += 1;
-            self.tally.fsyncs.record(sync_start.elapsed());
-            let round = round_start.elapsed();
-            self.tally.rounds.record(round);
-            self.tally.elapsed += round;
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<BenchRow, BenchError> {
-        remove_dir(&self.dir)?;
-        let name = phase_name("raw", self.depth);
-        let tally = &mut self.tally;
-        Ok(row(name, self.batch_bytes, tally, true))
-    }
 }
 
 /// The log's figure: appends through core's `Log` and the storage executor.
@@ -489,7 +380,7 @@ impl LogRunner {
         let after = self.log.storage().stats();
         let now = self.now();
         self.log.close(now)?;
-        remove_dir(&self.root)?;
+        raw_disk::remove_dir(&self.root)?;
         self.tally.flushes = (after.fdatasyncs - self.before.fdatasyncs)
             + (after.dir_syncs - self.before.dir_syncs)
             + (after.checkpoints - self.before.checkpoints);

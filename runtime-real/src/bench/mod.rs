@@ -4,8 +4,25 @@
 //!
 //! * [`log_append`] — raw `O_DIRECT` write+`fdatasync` bandwidth of the disk against the
 //!   log's own append bandwidth with the same batch size and sync policy.
+//! * [`limits`] — the machine's ceilings: write+`fdatasync`, direct reads, loopback TCP.
+//! * [`client_bench`] — a Kafka client load ([`load`], over the rskafka client) against
+//!   a broker and optionally a peer, measured against [`limits`] in the same run, with
+//!   HDR latency ([`latency`]), CSV and an SVG plot ([`svg`]), and the broker's CPU and
+//!   memory ([`proc_stats`]); [`nodelay`] works around the client's Nagle stalls.
+//! * [`scale`] — many partitions on one node: memory per partition and idle CPU.
+//! * [`command`] — the `oxbow bench …` subcommands and their flags.
 
+pub mod client_bench;
+pub mod command;
+pub mod latency;
+pub mod limits;
+pub mod load;
 pub mod log_append;
+pub mod nodelay;
+pub mod proc_stats;
+mod raw_disk;
 mod report;
+pub mod scale;
+pub mod svg;
 
 pub use log_append::{run_log_bench, BenchError, BenchReport, BenchRow, LogBenchOptions};

@@ -1,7 +1,8 @@
 //! Small helpers of the benchmark reports: latency samples and percentiles, the date,
 //! and a description of the machine and file system.
 
-use std::path::Path;
+use super::log_append::BenchError;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Most latency samples kept per phase (bounded memory whatever the duration).
@@ -35,6 +36,48 @@ impl Latencies {
         let last = self.samples_us.len() - 1;
         let rank = ((p / 100.0) * last as f64).round() as usize;
         self.samples_us[rank.min(last)]
+    }
+}
+
+/// Writes `<dir>/<stem>.<extension>` for each `(extension, content)`, creating `dir`.
+pub(crate) fn write_files(
+    dir: &Path,
+    stem: &str,
+    files: &[(&str, &str)],
+) -> Result<Vec<PathBuf>, BenchError> {
+    std::fs::create_dir_all(dir).map_err(|source| BenchError::Report {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut written = Vec::new();
+    for (extension, content) in files {
+        let path = dir.join(format!("{stem}.{extension}"));
+        std::fs::write(&path, content).map_err(|source| BenchError::Report {
+            path: path.clone(),
+            source,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The command line of this process as the README would write it: the `oxbow`
+/// arguments after `cargo run --release --bin oxbow --`.
+pub(crate) fn reproducing_command() -> String {
+    let args: Vec<String> = std::env::args().skip(1).map(|a| shell_quote(&a)).collect();
+    format!("cargo run --release --bin oxbow -- {}", args.join(" "))
+}
+
+/// `arg` quoted for a POSIX shell when it needs it.
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
     }
 }
 
@@ -116,6 +159,14 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_417), (2025, 11, 25));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("--brokers=127.0.0.1:9092"), "--brokers=127.0.0.1:9092");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]
