@@ -232,7 +232,10 @@ impl GroupSection {
             return Err(invalid("offsets_partitions", "must be between 1 and 10000"));
         }
         if self.min_session_timeout_ms <= 0 || self.max_session_timeout_ms < self.min_session_timeout_ms {
-            return Err(invalid("max_session_timeout_ms", "must be positive and at least min_session_timeout_ms"));
+            return Err(invalid(
+                "max_session_timeout_ms",
+                "must be positive and at least min_session_timeout_ms",
+            ));
         }
         if self.initial_rebalance_delay_ms < 0 {
             return Err(invalid("initial_rebalance_delay_ms", "must not be negative"));
@@ -241,7 +244,10 @@ impl GroupSection {
             return Err(invalid("max_size", "must be at least 1"));
         }
         if self.offsets_retention_minutes <= 0 || self.offsets_retention_check_interval_ms <= 0 {
-            return Err(invalid("offsets_retention_minutes", "retention and its check interval must be positive"));
+            return Err(invalid(
+                "offsets_retention_minutes",
+                "retention and its check interval must be positive",
+            ));
         }
         if self.consumer_session_timeout_ms <= 0
             || self.consumer_heartbeat_interval_ms <= 0
@@ -253,7 +259,10 @@ impl GroupSection {
             ));
         }
         if !oxbow_core::group::assignor::ASSIGNORS.contains(&self.consumer_default_assignor.as_str()) {
-            return Err(invalid("consumer_default_assignor", "must be `uniform` or `range`"));
+            return Err(invalid(
+                "consumer_default_assignor",
+                "must be `uniform` or `range`",
+            ));
         }
         if self.checkpoint_every_records == 0 {
             return Err(invalid("checkpoint_every_records", "must be at least 1"));
@@ -532,7 +541,11 @@ mod tests {
         let config = NodeConfig::from_toml("[node]\ncores = \"0-\"\n", path).unwrap();
         assert!(config.validate().unwrap_err().to_string().contains("node.cores"));
         let config = NodeConfig::from_toml("[node]\nshards = 2\nmemory_bytes = 1048576\n", path).unwrap();
-        assert!(config.validate().unwrap_err().to_string().contains("node.memory_bytes"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("node.memory_bytes"));
         let config = NodeConfig::from_toml("[node]\nshards = 2\nmemory_bytes = 536870912\n", path).unwrap();
         assert_eq!(config.shard_memory_bytes(), 256 << 20);
         let config = NodeConfig::from_toml("[tune]\ncpu_idle = false\n", path).unwrap();

@@ -12,7 +12,9 @@ use crate::config::NodeConfig;
 use crate::shard::budget::ShardBudget;
 use crate::shard::kv::KvConfig;
 use crate::shard::net::{bind_reuseport, NetConfig};
-use crate::shard::runtime::{read_metadata, run_shard, Control, ShardError, ShardExit, ShardReady, ShardSpec};
+use crate::shard::runtime::{
+    read_metadata, run_shard, Control, ShardError, ShardExit, ShardReady, ShardSpec,
+};
 use crate::shard::smp::mesh;
 use crate::storage::aligned::PoolConfig;
 use crate::storage::executor::StorageConfig;

@@ -35,7 +35,10 @@ fn fixture() -> Fixture {
     for cpu in 0..4 {
         let c = format!("devices/system/cpu/cpu{cpu}");
         sys(&format!("{c}/cpufreq/scaling_governor"), "powersave");
-        sys(&format!("{c}/cpufreq/scaling_available_governors"), "performance powersave");
+        sys(
+            &format!("{c}/cpufreq/scaling_available_governors"),
+            "performance powersave",
+        );
         for (i, (name, latency)) in [("POLL", 0), ("C1", 2), ("C6", 133)].iter().enumerate() {
             sys(&format!("{c}/cpuidle/state{i}/name"), name);
             sys(&format!("{c}/cpuidle/state{i}/latency"), &latency.to_string());
@@ -53,9 +56,18 @@ fn fixture() -> Fixture {
     sys("class/net/eth0/device/msi_irqs/41", "msix");
     sys("class/net/lo/operstate", "unknown");
     sys("kernel/mm/transparent_hugepage/enabled", "always [madvise] never");
-    sys("kernel/mm/transparent_hugepage/defrag", "[always] defer defer+madvise madvise never");
-    sys("devices/system/clocksource/clocksource0/current_clocksource", "tsc");
-    sys("devices/system/clocksource/clocksource0/available_clocksource", "tsc hpet acpi_pm");
+    sys(
+        "kernel/mm/transparent_hugepage/defrag",
+        "[always] defer defer+madvise madvise never",
+    );
+    sys(
+        "devices/system/clocksource/clocksource0/current_clocksource",
+        "tsc",
+    );
+    sys(
+        "devices/system/clocksource/clocksource0/available_clocksource",
+        "tsc hpet acpi_pm",
+    );
     sys("fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids");
     sys("fs/cgroup/cgroup.subtree_control", "cpuset cpu memory");
     let proc = |rel: &str, v: &str| put(&root, &format!("proc/{rel}"), v);
@@ -115,7 +127,10 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
             let rel = path.strip_prefix(root).unwrap().to_path_buf();
             let kind = entry.file_type().unwrap();
             if kind.is_symlink() {
-                out.insert(rel, format!("-> {}", std::fs::read_link(&path).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!("-> {}", std::fs::read_link(&path).unwrap().display()),
+                );
             } else if kind.is_dir() {
                 out.insert(rel, "<dir>".to_string());
                 stack.push(path);
@@ -158,25 +173,41 @@ fn detects_the_fixture_machine() {
     assert!(i.on_xfs(), "{:?}", i.mount);
     let disk = i.disk.as_ref().expect("the partition's disk");
     assert_eq!(disk.disk, "nvme0n1");
-    assert_eq!(disk.scheduler.as_ref().unwrap().current.as_deref(), Some("mq-deadline"));
+    assert_eq!(
+        disk.scheduler.as_ref().unwrap().current.as_deref(),
+        Some("mq-deadline")
+    );
     assert_eq!((disk.nr_requests, disk.rotational), (Some(1023), Some(false)));
     assert_eq!(disk.irqs, vec![24, 25, 26]);
     assert_eq!(i.nics.len(), 1, "lo is not a NIC");
-    assert_eq!((i.nics[0].name.as_str(), i.nics[0].irqs.clone()), ("eth0", vec![40, 41]));
+    assert_eq!(
+        (i.nics[0].name.as_str(), i.nics[0].irqs.clone()),
+        ("eth0", vec![40, 41])
+    );
     assert_eq!(i.online_cpus, vec![0, 1, 2, 3]);
     assert_eq!(i.cpus[3].governor.as_deref(), Some("powersave"));
     assert_eq!(i.cpus[0].idle_states[2].latency_us, 133);
     assert_eq!(i.thp_defrag.as_ref().unwrap().current.as_deref(), Some("always"));
-    assert_eq!((i.swappiness, i.aio_max_nr, i.aio_nr), (Some(60), Some(65536), Some(0)));
+    assert_eq!(
+        (i.swappiness, i.aio_max_nr, i.aio_nr),
+        (Some(60), Some(65536), Some(0))
+    );
     assert_eq!(i.clocksource.as_deref(), Some("tsc"));
     assert_eq!(i.memlock.as_ref().unwrap().soft, "65536");
-    assert!(i.cgroup_controllers.as_ref().unwrap().contains(&"memory".to_string()));
+    assert!(i
+        .cgroup_controllers
+        .as_ref()
+        .unwrap()
+        .contains(&"memory".to_string()));
     // The probes ran on the real data directory and cleaned up after themselves.
     assert!(i.fs_probe.not_run.is_none(), "{:?}", i.fs_probe);
     assert_eq!(i.fs_probe.fallocate.as_ref().map(Result::is_ok), Some(true));
     assert_eq!(std::fs::read_dir(f.data_dir.join("oxbow")).unwrap().count(), 0);
     let text = oxbow_runtime_real::tune::report::render_inspection(&i);
-    assert!(text.contains("xfs on /dev/nvme0n1p1") && text.contains("eth0"), "{text}");
+    assert!(
+        text.contains("xfs on /dev/nvme0n1p1") && text.contains("eth0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -199,17 +230,33 @@ fn a_dry_run_plans_every_item_and_changes_nothing() {
         .collect();
     // IRQs go round-robin to the cores the shards (2, 3) leave free.
     for (irq, core) in [(24, "0"), (25, "1"), (26, "0"), (40, "1"), (41, "0")] {
-        assert_eq!(planned[&format!("irq/{irq}/smp_affinity_list")], core, "irq {irq}");
+        assert_eq!(
+            planned[&format!("irq/{irq}/smp_affinity_list")],
+            core,
+            "irq {irq}"
+        );
     }
-    assert!(!planned.contains_key("irq/0/smp_affinity_list"), "the timer is not a device IRQ");
-    assert_eq!(planned["devices/system/cpu/cpu1/cpufreq/scaling_governor"], "performance");
+    assert!(
+        !planned.contains_key("irq/0/smp_affinity_list"),
+        "the timer is not a device IRQ"
+    );
+    assert_eq!(
+        planned["devices/system/cpu/cpu1/cpufreq/scaling_governor"],
+        "performance"
+    );
     assert_eq!(planned["devices/system/cpu/cpu1/cpuidle/state2/disable"], "1");
-    assert!(!planned.contains_key("devices/system/cpu/cpu1/cpuidle/state1/disable"), "C1 is shallow");
+    assert!(
+        !planned.contains_key("devices/system/cpu/cpu1/cpuidle/state1/disable"),
+        "C1 is shallow"
+    );
     assert_eq!(planned["block/nvme0n1/queue/scheduler"], "none");
     assert_eq!(planned["sys/fs/aio-max-nr"], "1048576");
     assert_eq!(planned["kernel/mm/transparent_hugepage/defrag"], "never");
     assert_eq!(planned["fs/cgroup/oxbow/cpuset.cpus"], "2-3");
-    assert_eq!(planned["fs/cgroup/oxbow/memory.max"], ((1u64 << 30) + (1 << 28) + (256 << 20)).to_string());
+    assert_eq!(
+        planned["fs/cgroup/oxbow/memory.max"],
+        ((1u64 << 30) + (1 << 28) + (256 << 20)).to_string()
+    );
     assert!(report
         .actions
         .iter()
@@ -229,11 +276,18 @@ fn apply_journals_old_values_and_revert_restores_them() {
         fs: &RealFs,
     };
     let report = run_tune(&host, &options(&f, false)).unwrap();
-    let applied = report.actions.iter().filter(|a| a.outcome == Outcome::Applied).count();
+    let applied = report
+        .actions
+        .iter()
+        .filter(|a| a.outcome == Outcome::Applied)
+        .count();
     assert_eq!(applied, report.actions.len(), "{:#?}", report.actions);
     assert_eq!(read(&f, "proc/irq/40/smp_affinity_list"), "1");
     assert_eq!(read(&f, "sys/block/nvme0n1/queue/scheduler"), "none");
-    assert_eq!(read(&f, "sys/devices/system/cpu/cpu3/cpufreq/scaling_governor"), "performance");
+    assert_eq!(
+        read(&f, "sys/devices/system/cpu/cpu3/cpufreq/scaling_governor"),
+        "performance"
+    );
     assert_eq!(read(&f, "sys/fs/cgroup/oxbow/cpuset.cpus"), "2-3");
     let journal = Journal::load(&journal_path(&f.data_dir)).unwrap();
     assert_eq!(journal.entries().len(), applied);
@@ -249,10 +303,17 @@ fn apply_journals_old_values_and_revert_restores_them() {
     let again = run_tune(&host, &options(&f, false)).unwrap();
     assert_eq!(again.actions.len(), 1, "{:#?}", again.actions);
     assert_eq!(read(&f, "proc/irq/40/smp_affinity_list"), "1");
-    assert_eq!(Journal::load(&journal_path(&f.data_dir)).unwrap().entries().len(), applied);
+    assert_eq!(
+        Journal::load(&journal_path(&f.data_dir)).unwrap().entries().len(),
+        applied
+    );
 
     let reverted = run_revert(&host, &f.data_dir).unwrap();
-    assert!(reverted.reverted.iter().all(|r| r.result.is_ok()), "{:#?}", reverted.reverted);
+    assert!(
+        reverted.reverted.iter().all(|r| r.result.is_ok()),
+        "{:#?}",
+        reverted.reverted
+    );
     assert_eq!(snapshot(&f.root), before, "revert restores the machine exactly");
     assert!(!journal_path(&f.data_dir).exists(), "an empty journal is removed");
     let nothing = run_revert(&host, &f.data_dir).unwrap();
@@ -320,7 +381,10 @@ fn a_read_only_machine_is_reported_not_failed() {
         }
     }
     assert_eq!(snapshot(&f.root), before);
-    assert!(!journal_path(&f.data_dir).exists(), "nothing applied, nothing journaled");
+    assert!(
+        !journal_path(&f.data_dir).exists(),
+        "nothing applied, nothing journaled"
+    );
     let text = oxbow_runtime_real::tune::report::render_tune(&report);
     assert!(text.contains("SKIPPED (read-only file system"), "{text}");
 }
@@ -360,7 +424,10 @@ fn refused_knobs_are_skipped_and_the_rest_applied_and_reverted() {
         .any(|n| n.item == TunerItem::AioMaxNr && n.message.contains("not readable")));
     assert_eq!(read(&f, "sys/block/nvme0n1/queue/scheduler"), "none");
     let journal = Journal::load(&journal_path(&f.data_dir)).unwrap();
-    assert!(journal.entries().iter().all(|e| e.root == RootKind::Sys), "refused changes are not journaled");
+    assert!(
+        journal.entries().iter().all(|e| e.root == RootKind::Sys),
+        "refused changes are not journaled"
+    );
     run_revert(&host, &f.data_dir).unwrap();
     assert_eq!(snapshot(&f.root), before_dir_swap);
 }
@@ -396,11 +463,14 @@ fn switched_off_items_plan_nothing() {
         ..TuneSettings::default()
     };
     let report = run_tune(&host, &opts).unwrap();
-    assert!(report
-        .actions
-        .iter()
-        .all(|a| !matches!(a.change.item, TunerItem::IrqSpread | TunerItem::Cgroup | TunerItem::CpuIdle)));
-    assert_eq!(report.disabled, vec![TunerItem::IrqSpread, TunerItem::CpuIdle, TunerItem::Cgroup]);
+    assert!(report.actions.iter().all(|a| !matches!(
+        a.change.item,
+        TunerItem::IrqSpread | TunerItem::Cgroup | TunerItem::CpuIdle
+    )));
+    assert_eq!(
+        report.disabled,
+        vec![TunerItem::IrqSpread, TunerItem::CpuIdle, TunerItem::Cgroup]
+    );
 }
 
 #[test]
@@ -422,7 +492,10 @@ fn the_command_line_tunes_and_reverts_a_fixture_root() {
         String::from_utf8(out.stdout).unwrap()
     };
     let dry = run(&["--dry-run", "--cores", "2-3"]);
-    assert!(dry.contains("would set: /proc/irq/24/smp_affinity_list: 0-3 -> 0"), "{dry}");
+    assert!(
+        dry.contains("would set: /proc/irq/24/smp_affinity_list: 0-3 -> 0"),
+        "{dry}"
+    );
     assert_eq!(snapshot(&f.root), before);
     let applied = run(&["--cores", "2-3"]);
     assert!(applied.contains("journaled in"), "{applied}");

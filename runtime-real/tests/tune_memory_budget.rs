@@ -89,8 +89,15 @@ fn start_node(dir: &Path) -> Node {
 }
 
 fn oxbow(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_oxbow")).args(args).output().unwrap();
-    assert!(out.status.success(), "oxbow {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oxbow {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -168,7 +175,9 @@ fn producer(kafka: &str, conn: usize) -> Vec<(usize, i64)> {
     let stream = TcpStream::connect(kafka).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut writer = stream.try_clone().unwrap();
-    let frames: Vec<Vec<u8>> = (0..REQUESTS_PER_CONNECTION).map(|r| produce_frame(conn, r)).collect();
+    let frames: Vec<Vec<u8>> = (0..REQUESTS_PER_CONNECTION)
+        .map(|r| produce_frame(conn, r))
+        .collect();
     let write = std::thread::spawn(move || {
         for frame in frames {
             writer.write_all(&frame).unwrap();
@@ -225,7 +234,8 @@ fn overload(strict_rss: bool) {
             std::thread::spawn(move || (conn, producer(&kafka, conn)))
         })
         .collect();
-    let acked: BTreeMap<usize, Vec<(usize, i64)>> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+    let acked: BTreeMap<usize, Vec<(usize, i64)>> =
+        producers.into_iter().map(|p| p.join().unwrap()).collect();
     let elapsed = started.elapsed();
     let (peak_rss_bytes, _) = rss_bytes(pid);
 
@@ -243,9 +253,15 @@ fn overload(strict_rss: bool) {
         peak_rss_bytes >> 20,
         grown_bytes >> 20
     );
-    assert!(offered_bytes > 6 * BUDGET_BYTES, "the load is much larger than the budget");
+    assert!(
+        offered_bytes > 6 * BUDGET_BYTES,
+        "the load is much larger than the budget"
+    );
     assert_eq!(window_bytes, BUDGET_BYTES / 2);
-    assert!(peak_request_bytes <= window_bytes, "{peak_request_bytes} held > window {window_bytes}");
+    assert!(
+        peak_request_bytes <= window_bytes,
+        "{peak_request_bytes} held > window {window_bytes}"
+    );
     assert!(waits > 0.0, "the producers were never made to wait");
     assert!(
         grown_bytes < offered_bytes / 2,
@@ -260,7 +276,11 @@ fn overload(strict_rss: bool) {
 
     // Every acknowledged record is there, at its acknowledged offset.
     let total_acked: usize = acked.values().map(Vec::len).sum();
-    assert_eq!(total_acked, CONNECTIONS * REQUESTS_PER_CONNECTION, "every request was acknowledged");
+    assert_eq!(
+        total_acked,
+        CONNECTIONS * REQUESTS_PER_CONNECTION,
+        "every request was acknowledged"
+    );
     let records = total_acked * RECORDS_PER_REQUEST;
     let consumed = oxbow(&[
         "consume",
@@ -283,7 +303,11 @@ fn overload(strict_rss: bool) {
             for i in 0..RECORDS_PER_REQUEST {
                 let offset = base_offset + i as i64;
                 let expected = &value(*conn, *request, i)[..11];
-                assert_eq!(by_offset.get(&offset).map(String::as_str), Some(expected), "offset {offset}");
+                assert_eq!(
+                    by_offset.get(&offset).map(String::as_str),
+                    Some(expected),
+                    "offset {offset}"
+                );
             }
         }
     }

@@ -70,7 +70,12 @@ impl ShardBudget {
     /// Splits `total_bytes` (see the module docs). `pool`: the pool wanted when the
     /// budget allows; `recv_buffer_bytes`: each connection's receive buffer;
     /// `max_connections`: the configured cap.
-    pub fn split(total_bytes: u64, pool: PoolConfig, recv_buffer_bytes: usize, max_connections: usize) -> ShardBudget {
+    pub fn split(
+        total_bytes: u64,
+        pool: PoolConfig,
+        recv_buffer_bytes: usize,
+        max_connections: usize,
+    ) -> ShardBudget {
         let eighth = total_bytes / 8;
         let buffer_bytes = pool.buffer_bytes.max(1) as u64;
         let buffers = (eighth / buffer_bytes).clamp(2, pool.buffer_count.max(2) as u64);
@@ -203,7 +208,10 @@ impl Admission {
     /// A response was sent on `conn` (`frame`: the whole response, size prefix first):
     /// releases the requests it answers. Returns bytes now admitted, per connection.
     pub fn sent(&mut self, conn: ConnId, frame: &[u8]) -> Vec<(ConnId, Bytes)> {
-        let Some(correlation_id) = frame.get(4..8).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
+        let Some(correlation_id) = frame
+            .get(4..8)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
             return Vec::new();
         };
         let Some(state) = self.conns.get_mut(&conn) else {
@@ -248,7 +256,9 @@ impl Admission {
 
     /// Whether anything could be released by [`Admission::quiet`].
     pub fn has_no_response(&self) -> bool {
-        self.conns.values().any(|c| c.reserved.iter().any(|r| r.no_response))
+        self.conns
+            .values()
+            .any(|c| c.reserved.iter().any(|r| r.no_response))
     }
 
     /// A connection closed: everything it held is released.
@@ -290,7 +300,9 @@ impl Admission {
                 break;
             }
             if state.remaining > 0 {
-                let n = usize::try_from(state.remaining).unwrap_or(usize::MAX).min(state.held.len());
+                let n = usize::try_from(state.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(state.held.len());
                 let chunk = state.held.split_to(n).freeze();
                 if state.current_reserved && state.peek.len() < HEADER_PEEK_BYTES {
                     let take = (HEADER_PEEK_BYTES - state.peek.len()).min(chunk.len());
@@ -316,7 +328,10 @@ impl Admission {
             let size = i32::from_be_bytes([state.held[0], state.held[1], state.held[2], state.held[3]]);
             let frame_bytes = u64::try_from(size).unwrap_or(0) + SIZE_PREFIX_BYTES;
             state.peek.clear();
-            if size < 0 || frame_bytes > self.window_bytes || frame_bytes > self.max_frame_bytes + SIZE_PREFIX_BYTES {
+            if size < 0
+                || frame_bytes > self.window_bytes
+                || frame_bytes > self.max_frame_bytes + SIZE_PREFIX_BYTES
+            {
                 // The broker refuses it and closes the connection: pass everything.
                 state.current_reserved = false;
                 state.remaining = u64::MAX;
@@ -360,7 +375,9 @@ struct Header {
 /// produce request its `acks`. `complete`: the whole frame (or all of `peek`) is here.
 fn parse_header(peek: &[u8], complete: bool) -> Header {
     let mut buf = peek.get(4..).unwrap_or_default();
-    let (Some(api_key), Some(api_version), Some(correlation_id)) = (get_i16(&mut buf), get_i16(&mut buf), get_i32(&mut buf)) else {
+    let (Some(api_key), Some(api_version), Some(correlation_id)) =
+        (get_i16(&mut buf), get_i16(&mut buf), get_i32(&mut buf))
+    else {
         return Header {
             correlation_id: None,
             no_response: true,

@@ -25,7 +25,10 @@ pub struct CgroupTarget {
 pub fn plan_cgroup(host: &Host<'_>, inspection: &Inspection, target: &CgroupTarget, plan: &mut Plan) {
     let item = TunerItem::Cgroup;
     let Some(controllers) = &inspection.cgroup_controllers else {
-        plan.note(item, "no cgroup v2 hierarchy at /sys/fs/cgroup (cgroup v1 or hybrid): no group written");
+        plan.note(
+            item,
+            "no cgroup v2 hierarchy at /sys/fs/cgroup (cgroup v1 or hybrid): no group written",
+        );
         return;
     };
     let subtree = host
@@ -33,7 +36,9 @@ pub fn plan_cgroup(host: &Host<'_>, inspection: &Inspection, target: &CgroupTarg
         .unwrap_or_default();
     let missing: Vec<&str> = ["cpuset", "memory"]
         .into_iter()
-        .filter(|c| !controllers.iter().any(|have| have == c) || !subtree.split_whitespace().any(|have| have == *c))
+        .filter(|c| {
+            !controllers.iter().any(|have| have == c) || !subtree.split_whitespace().any(|have| have == *c)
+        })
         .collect();
     if !missing.is_empty() {
         plan.note(
@@ -76,7 +81,8 @@ pub fn plan_cgroup(host: &Host<'_>, inspection: &Inspection, target: &CgroupTarg
             None
         };
         if old.as_deref() != Some(value.as_str()) {
-            plan.changes.push(Change::write(item, RootKind::Sys, path, old, value));
+            plan.changes
+                .push(Change::write(item, RootKind::Sys, path, old, value));
         }
     }
 }

@@ -35,7 +35,10 @@ pub fn plan_governor(inspection: &Inspection, plan: &mut Plan) {
         ));
     }
     if missing > 0 {
-        plan.note(item, format!("{missing} CPUs expose no cpufreq governor (a VM, or no frequency scaling)"));
+        plan.note(
+            item,
+            format!("{missing} CPUs expose no cpufreq governor (a VM, or no frequency scaling)"),
+        );
     }
 }
 
@@ -47,11 +50,18 @@ pub fn plan_idle(inspection: &Inspection, max_latency_us: u64, plan: &mut Plan) 
         if cpu.idle_states.is_empty() {
             without += 1;
         }
-        for state in cpu.idle_states.iter().filter(|s| s.latency_us > max_latency_us && !s.disabled) {
+        for state in cpu
+            .idle_states
+            .iter()
+            .filter(|s| s.latency_us > max_latency_us && !s.disabled)
+        {
             plan.changes.push(Change::write(
                 item,
                 RootKind::Sys,
-                format!("devices/system/cpu/cpu{}/cpuidle/state{}/disable", cpu.cpu, state.index),
+                format!(
+                    "devices/system/cpu/cpu{}/cpuidle/state{}/disable",
+                    cpu.cpu, state.index
+                ),
                 Some("0".to_string()),
                 "1",
             ));

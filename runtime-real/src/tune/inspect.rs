@@ -5,7 +5,9 @@
 use super::cpulist::parse_cpu_list;
 use super::fs::{Host, Selection};
 use super::interrupts::{read_irqs, read_nics, Irq, Nic};
-use super::storage::{block_device, mount_of, parse_mountinfo, probe_fs, resolve_data_dir, BlockDevice, FsProbe, Mount};
+use super::storage::{
+    block_device, mount_of, parse_mountinfo, probe_fs, resolve_data_dir, BlockDevice, FsProbe, Mount,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -49,20 +49,38 @@ pub fn read_irqs(host: &Host<'_>) -> BTreeMap<u32, Irq> {
         .into_iter()
         .map(|(number, name)| {
             let affinity = host.read_trimmed(&host.proc(format!("irq/{number}/smp_affinity_list")));
-            (number, Irq { number, name, affinity })
+            (
+                number,
+                Irq {
+                    number,
+                    name,
+                    affinity,
+                },
+            )
         })
         .collect()
 }
 
 /// IRQs of a device: numbers listed in `<device_dir>/msi_irqs` (and one level up, for
 /// an NVMe namespace's controller), plus IRQs whose name starts with one of `prefixes`.
-pub fn device_irqs(host: &Host<'_>, device_dir: &Path, prefixes: &[String], irqs: &BTreeMap<u32, Irq>) -> Vec<u32> {
+pub fn device_irqs(
+    host: &Host<'_>,
+    device_dir: &Path,
+    prefixes: &[String],
+    irqs: &BTreeMap<u32, Irq>,
+) -> Vec<u32> {
     let mut found: Vec<u32> = Vec::new();
-    for dir in [device_dir.join("msi_irqs"), device_dir.join("device").join("msi_irqs")] {
+    for dir in [
+        device_dir.join("msi_irqs"),
+        device_dir.join("device").join("msi_irqs"),
+    ] {
         found.extend(host.list(&dir).iter().filter_map(|n| n.parse::<u32>().ok()));
     }
     for irq in irqs.values() {
-        if prefixes.iter().any(|p| !p.is_empty() && irq.name.starts_with(p.as_str())) {
+        if prefixes
+            .iter()
+            .any(|p| !p.is_empty() && irq.name.starts_with(p.as_str()))
+        {
             found.push(irq.number);
         }
     }
@@ -92,7 +110,12 @@ pub fn read_nics(host: &Host<'_>, irqs: &BTreeMap<u32, Irq>) -> Vec<Nic> {
         }
         let mut prefixes = vec![name.clone()];
         // virtio-net names its IRQs after the virtio device (`virtio1-input.0`).
-        if let Some(dev) = host.fs.canonicalize(&device).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())) {
+        if let Some(dev) = host
+            .fs
+            .canonicalize(&device)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        {
             if dev.starts_with("virtio") {
                 prefixes.push(format!("{dev}-"));
             }

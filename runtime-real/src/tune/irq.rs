@@ -11,12 +11,19 @@ use super::plan::{Change, Plan, TunerItem};
 /// (empty: all of them).
 pub fn plan_irq_spread(inspection: &Inspection, shard_cores: &[usize], plan: &mut Plan) {
     let item = TunerItem::IrqSpread;
-    let mut irqs: Vec<u32> = inspection.disk.iter().flat_map(|d| d.irqs.iter().copied()).collect();
+    let mut irqs: Vec<u32> = inspection
+        .disk
+        .iter()
+        .flat_map(|d| d.irqs.iter().copied())
+        .collect();
     irqs.extend(inspection.nics.iter().flat_map(|n| n.irqs.iter().copied()));
     irqs.sort_unstable();
     irqs.dedup();
     if irqs.is_empty() {
-        plan.note(item, "no disk or NIC IRQs found (a VM without MSI-X queues?): nothing to spread");
+        plan.note(
+            item,
+            "no disk or NIC IRQs found (a VM without MSI-X queues?): nothing to spread",
+        );
         return;
     }
     let online = &inspection.online_cpus;
@@ -24,11 +31,20 @@ pub fn plan_irq_spread(inspection: &Inspection, shard_cores: &[usize], plan: &mu
         plan.note(item, "online CPUs unknown: IRQs left as they are");
         return;
     }
-    let free: Vec<usize> = online.iter().copied().filter(|c| !shard_cores.contains(c)).collect();
+    let free: Vec<usize> = online
+        .iter()
+        .copied()
+        .filter(|c| !shard_cores.contains(c))
+        .collect();
     let cores = if !shard_cores.is_empty() && !free.is_empty() {
         plan.note(
             item,
-            format!("{} IRQs onto cores {} (shards use {})", irqs.len(), format_cpu_list(&free), format_cpu_list(shard_cores)),
+            format!(
+                "{} IRQs onto cores {} (shards use {})",
+                irqs.len(),
+                format_cpu_list(&free),
+                format_cpu_list(shard_cores)
+            ),
         );
         free
     } else {

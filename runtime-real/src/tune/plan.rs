@@ -92,7 +92,13 @@ pub struct Change {
 
 impl Change {
     /// A write of `new` over `old`.
-    pub fn write(item: TunerItem, root: RootKind, path: impl Into<PathBuf>, old: Option<String>, new: impl Into<String>) -> Change {
+    pub fn write(
+        item: TunerItem,
+        root: RootKind,
+        path: impl Into<PathBuf>,
+        old: Option<String>,
+        new: impl Into<String>,
+    ) -> Change {
         Change {
             item,
             root,

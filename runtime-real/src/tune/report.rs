@@ -147,9 +147,10 @@ pub fn render_inspection(inspection: &Inspection) -> String {
     let _ = writeln!(
         out,
         "  memlock       {}",
-        i.memlock
-            .as_ref()
-            .map_or_else(|| "unknown".to_string(), |m| format!("soft {} hard {} bytes", m.soft, m.hard))
+        i.memlock.as_ref().map_or_else(
+            || "unknown".to_string(),
+            |m| format!("soft {} hard {} bytes", m.soft, m.hard)
+        )
     );
     let _ = writeln!(
         out,
@@ -218,7 +219,11 @@ pub fn render_tune(report: &TuneReport) -> String {
 pub fn render_revert(report: &RevertReport) -> String {
     let mut out = String::new();
     if report.reverted.is_empty() {
-        let _ = writeln!(out, "nothing to revert ({} has no changes)", report.journal.display());
+        let _ = writeln!(
+            out,
+            "nothing to revert ({} has no changes)",
+            report.journal.display()
+        );
     }
     for reverted in &report.reverted {
         let e = &reverted.entry;
@@ -231,7 +236,11 @@ pub fn render_revert(report: &RevertReport) -> String {
                 let _ = writeln!(out, "  [{}] restored: {what}", e.item);
             }
             Err(reason) => {
-                let _ = writeln!(out, "  [{}] NOT restored ({reason}): {what}; kept in the journal", e.item);
+                let _ = writeln!(
+                    out,
+                    "  [{}] NOT restored ({reason}): {what}; kept in the journal",
+                    e.item
+                );
             }
         }
     }

@@ -29,7 +29,10 @@ pub fn plan_scheduler(inspection: &Inspection, plan: &mut Plan) {
         &["none", "mq-deadline"]
     };
     let Some(want) = preferred.iter().find(|s| scheduler.offers(s)) else {
-        plan.note(item, format!("{}: neither {} offered", disk.disk, preferred.join(" nor ")));
+        plan.note(
+            item,
+            format!("{}: neither {} offered", disk.disk, preferred.join(" nor ")),
+        );
         return;
     };
     match &scheduler.current {

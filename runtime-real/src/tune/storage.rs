@@ -58,7 +58,10 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
             let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
@@ -132,7 +135,8 @@ pub fn mount_of(mounts: &[Mount], dir: &Path) -> Option<Mount> {
     let mut best: Option<&Mount> = None;
     for mount in mounts {
         if dir.starts_with(&mount.mount_point)
-            && best.is_none_or(|b| mount.mount_point.components().count() >= b.mount_point.components().count())
+            && best
+                .is_none_or(|b| mount.mount_point.components().count() >= b.mount_point.components().count())
         {
             best = Some(mount);
         }
@@ -167,7 +171,9 @@ pub fn block_device(host: &Host<'_>, device: (u32, u32), irqs: &BTreeMap<u32, Ir
         }
     }
     Some(BlockDevice {
-        scheduler: host.read_trimmed(&queue.join("scheduler")).map(|s| Selection::parse(&s)),
+        scheduler: host
+            .read_trimmed(&queue.join("scheduler"))
+            .map(|s| Selection::parse(&s)),
         nr_requests: host.read_u64(&queue.join("nr_requests")),
         rotational: host.read_u64(&queue.join("rotational")).map(|r| r != 0),
         irqs: device_irqs(host, &device_dir, &prefixes, irqs),
@@ -216,7 +222,11 @@ fn run_probe(path: &Path) -> io::Result<FsProbe> {
         .open(path)
         .map(drop)
         .map_err(|e| e.to_string());
-    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     // SAFETY: fallocate on a descriptor we own; no memory involved.
     let fallocated = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, PROBE_BYTES) };
     let fallocate = if fallocated == 0 {
@@ -246,7 +256,10 @@ mod tests {
         assert_eq!(mounts.len(), 2);
         let m = mount_of(&mounts, Path::new("/srv/my data/oxbow")).unwrap();
         assert_eq!((m.fs_type.as_str(), m.device), ("xfs", (259, 1)));
-        assert_eq!(mount_of(&mounts, Path::new("/srv/other")).unwrap().fs_type, "ext4");
+        assert_eq!(
+            mount_of(&mounts, Path::new("/srv/other")).unwrap().fs_type,
+            "ext4"
+        );
         assert_eq!(nvme_controller("nvme12n1").as_deref(), Some("nvme12"));
         assert_eq!(nvme_controller("sda"), None);
     }
