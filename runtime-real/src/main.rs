@@ -128,9 +128,10 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     block_shutdown_signals();
-    // Logs go to stderr; RUST_LOG overrides the default level (info).
+    // Logs go to stderr; RUST_LOG overrides the default level (info; the bench client's
+    // per-connection chatter at warn).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

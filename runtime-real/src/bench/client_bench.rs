@@ -8,10 +8,11 @@
 //! summary: throughput_mb_s=… p99_ms=… limit_mb_s=… ratio=… [more key=value pairs]
 //! ```
 //!
-//! The limit: for produce and e2e, `O_DIRECT` write+`fdatasync` in the broker's data
-//! directory with writes of one request's size and one sync per *all requests in
-//! flight* (what a perfect group commit could do with this load); for consume, the
-//! lesser of sequential direct-read and loopback TCP bandwidth. Without `--data-dir`
+//! The limit is measured right after the loads. For produce and e2e it is `O_DIRECT`
+//! write+`fdatasync` in the broker's data directory, with writes of one request's size
+//! and one sync per *all requests in flight* (what a perfect group commit could do with
+//! this load); for consume, the lesser of sequential direct-read and loopback TCP
+//! bandwidth. Without `--data-dir`
 //! only the loopback part of a consume limit can be measured; produce has none.
 
 use super::limits::{measure_direct_read, measure_loopback, measure_write, WriteLimit};
@@ -101,11 +102,14 @@ pub struct ClientBenchReport {
 
 /// Runs the limit measurement, the load (and the peer's), and files the report.
 pub fn run_client_bench(options: &ClientBenchOptions) -> Result<ClientBenchReport, ClientBenchError> {
-    let limit = measure_limit(options)?;
     let mut results = vec![run_load(&options.load, &options.brokers, options.broker_pid)?];
     if let Some(peer) = &options.compare {
         results.push(run_load(&options.load, peer, options.compare_pid)?);
     }
+    // After the loads: the limit's scratch files are deleted when it ends, and on a
+    // file system mounted with `discard` the trims that follow slow the disk's flushes
+    // for seconds — a broker measured right after would pay for them.
+    let limit = measure_limit(options)?;
     let ratio = limit
         .limit_mb_s
         .filter(|l| *l > 0.0)
@@ -380,6 +384,13 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
     for r in &report.results {
         if let Some((mb, mb_s)) = r.history {
             let _ = writeln!(md, "\nHistory on {}: {mb:.0} MB written at {mb_s:.1} MB/s before the readers started.", r.brokers);
+        }
+        if r.skipped_control_batches > 0 {
+            let _ = writeln!(
+                md,
+                "\nOn {} the readers stepped over {} control batches the rskafka client cannot decode (Oxbow's Raft entries; no data).",
+                r.brokers, r.skipped_control_batches
+            );
         }
         if let Some(e) = &r.first_error {
             let _ = writeln!(md, "\nFirst error on {}: `{e}`", r.brokers);
