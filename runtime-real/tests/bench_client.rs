@@ -20,7 +20,10 @@ fn node(dir: &Path) -> NodeHandle {
 }
 
 fn oxbow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oxbow")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_oxbow"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn last_line(output: &Output) -> String {
@@ -76,7 +79,10 @@ fn produce_consume_and_e2e_print_a_summary_and_file_reports() {
         let out = oxbow(&args);
         assert!(out.status.success(), "{workload}: {out:?}");
         let summary = last_line(&out);
-        assert!(summary.starts_with("summary: throughput_mb_s="), "{workload}: {summary}");
+        assert!(
+            summary.starts_with("summary: throughput_mb_s="),
+            "{workload}: {summary}"
+        );
         for key in [" p99_ms=", " limit_mb_s=", " ratio=", " broker_cpu_cores="] {
             assert!(summary.contains(key), "{workload}: {summary}");
         }
@@ -92,7 +98,10 @@ fn produce_consume_and_e2e_print_a_summary_and_file_reports() {
         .find(|e| e.file_name().to_string_lossy().contains("-e2e-"))
         .map(|e| std::fs::read_to_string(e.path().with_extension("md")).unwrap())
         .unwrap();
-    assert!(md.contains("Reproduce: `cargo run --release --bin oxbow -- bench e2e --brokers"), "{md}");
+    assert!(
+        md.contains("Reproduce: `cargo run --release --bin oxbow -- bench e2e --brokers"),
+        "{md}"
+    );
     // The limit's scratch directories are gone from the broker's data directory.
     assert!(!data.path().join("bench-limits-write").exists());
     node.stop().unwrap();
@@ -161,7 +170,10 @@ fn limits_and_clear_errors() {
         reports.path().to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{out:?}");
-    assert!(last_line(&out).starts_with("summary: write_fsync_mb_s="), "{out:?}");
+    assert!(
+        last_line(&out).starts_with("summary: write_fsync_mb_s="),
+        "{out:?}"
+    );
     assert_eq!(files_with(reports.path(), ".md"), 1);
 
     // acks=1 cannot be sent by the bench's client: said plainly, not run with acks=all.
@@ -170,7 +182,17 @@ fn limits_and_clear_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("rskafka, always sends acks=all"), "{stderr}");
     // No broker there: a clear error, not a hang.
-    let out = oxbow(&["bench", "produce", "--brokers", "127.0.0.1:1", "--duration-s", "1"]);
+    let out = oxbow(&[
+        "bench",
+        "produce",
+        "--brokers",
+        "127.0.0.1:1",
+        "--duration-s",
+        "1",
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach 127.0.0.1:1"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach 127.0.0.1:1"),
+        "{out:?}"
+    );
 }

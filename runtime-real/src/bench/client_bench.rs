@@ -175,7 +175,8 @@ fn measure_limit(options: &ClientBenchOptions) -> Result<LoadLimit, BenchError> 
             limit.loopback_mb_s = Some(loopback);
             let mut ceiling = loopback;
             if let Some(dir) = &options.data_dir {
-                let read = measure_direct_read(dir, 512 << 20, load.fetch_max_bytes.max(4096) as usize, duration)?;
+                let read =
+                    measure_direct_read(dir, 512 << 20, load.fetch_max_bytes.max(4096) as usize, duration)?;
                 limit.direct_read_mb_s = Some(read);
                 ceiling = ceiling.min(read);
             }
@@ -280,7 +281,9 @@ fn plot(options: &ClientBenchOptions, results: &[LoadResult]) -> String {
         let rows = r.headline().per_second();
         let who = label(results, i);
         let dashed = i > 0;
-        let at = |f: fn(&super::latency::SecondRow) -> f64| rows.iter().map(|row| (row.second as f64, f(row))).collect();
+        let at = |f: fn(&super::latency::SecondRow) -> f64| {
+            rows.iter().map(|row| (row.second as f64, f(row))).collect()
+        };
         over_time.push(Series {
             name: format!("{who} p50"),
             points: at(|row| row.p50_ms),
@@ -334,9 +337,10 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
     let _ = writeln!(md, "- Reproduce: `{}`", options.command);
     let dir = options.data_dir.as_deref().unwrap_or(Path::new("."));
     let _ = writeln!(md, "- Machine: {}", machine_description(dir));
-    let rate = load
-        .rate_msgs_s
-        .map_or_else(|| "unthrottled".to_string(), |r| format!("{r:.0} msgs/s in total"));
+    let rate = load.rate_msgs_s.map_or_else(
+        || "unthrottled".to_string(),
+        |r| format!("{r:.0} msgs/s in total"),
+    );
     let _ = writeln!(
         md,
         "- Load ([rskafka](https://crates.io/crates/rskafka) client): {} messages of {} B, {} per request, acks={}, compression {}, {} partitions, {} producers × {} requests in flight, {} consumers, {rate}; {} s measured after {} s of warm-up{}.",
@@ -357,7 +361,11 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
             String::new()
         }
     );
-    let _ = writeln!(md, "- Latency: {}. MB = 2^20 bytes.\n", latency_kind(load.workload));
+    let _ = writeln!(
+        md,
+        "- Latency: {}. MB = 2^20 bytes.\n",
+        latency_kind(load.workload)
+    );
     let _ = writeln!(
         md,
         "| broker | MB/s | msgs/s | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU (cores) | client CPU (cores) | broker RSS MB | errors |"
@@ -383,7 +391,11 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
     }
     for r in &report.results {
         if let Some((mb, mb_s)) = r.history {
-            let _ = writeln!(md, "\nHistory on {}: {mb:.0} MB written at {mb_s:.1} MB/s before the readers started.", r.brokers);
+            let _ = writeln!(
+                md,
+                "\nHistory on {}: {mb:.0} MB written at {mb_s:.1} MB/s before the readers started.",
+                r.brokers
+            );
         }
         if r.skipped_control_batches > 0 {
             let _ = writeln!(
@@ -410,7 +422,11 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
     }
     let _ = writeln!(md, "\n## Against the machine's limits (measured in this run)\n");
     write_limits(&mut md, &report.limit);
-    let _ = writeln!(md, "\n**Throughput / limit: {}**", fmt_opt(report.ratio.map(|r| r * 100.0), 1) + "%");
+    let _ = writeln!(
+        md,
+        "\n**Throughput / limit: {}**",
+        fmt_opt(report.ratio.map(|r| r * 100.0), 1) + "%"
+    );
     write_goals(&mut md, options, report);
     let _ = writeln!(md, "\n![latency and throughput]({stem}.svg)\n");
     let _ = writeln!(md, "Per-second figures: [`{stem}.csv`]({stem}.csv); latency distribution: [`{stem}.percentiles.csv`]({stem}.percentiles.csv).\n");
@@ -421,7 +437,10 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
 fn write_limits(md: &mut String, limit: &LoadLimit) {
     for (what, w) in [
         ("one fdatasync per write", &limit.write_sync_each),
-        ("one fdatasync per all requests in flight (the limit)", &limit.write_group),
+        (
+            "one fdatasync per all requests in flight (the limit)",
+            &limit.write_group,
+        ),
     ] {
         if let Some(w) = w {
             let _ = writeln!(
@@ -438,7 +457,10 @@ fn write_limits(md: &mut String, limit: &LoadLimit) {
         let _ = writeln!(md, "- One loopback TCP stream: {l:.1} MB/s");
     }
     if limit.limit_mb_s.is_none() {
-        let _ = writeln!(md, "- No limit measured (run with `--data-dir` set to the broker's data directory).");
+        let _ = writeln!(
+            md,
+            "- No limit measured (run with `--data-dir` set to the broker's data directory)."
+        );
     }
 }
 
@@ -449,7 +471,11 @@ fn write_goals(md: &mut String, options: &ClientBenchOptions, report: &ClientBen
     match options.load.workload {
         Workload::Produce | Workload::E2e => {
             if let Some(ratio) = report.ratio {
-                let _ = writeln!(md, "\n- Goal throughput ≥ 70% of the write+fsync limit: {}.", met(ratio >= 0.7));
+                let _ = writeln!(
+                    md,
+                    "\n- Goal throughput ≥ 70% of the write+fsync limit: {}.",
+                    met(ratio >= 0.7)
+                );
             }
             if let Some(group) = &report.limit.write_group {
                 let _ = writeln!(
@@ -463,7 +489,11 @@ fn write_goals(md: &mut String, options: &ClientBenchOptions, report: &ClientBen
         }
         Workload::Consume => {
             if let Some(ratio) = report.ratio {
-                let _ = writeln!(md, "\n- Goal throughput ≥ 50% of min(direct read, loopback): {}.", met(ratio >= 0.5));
+                let _ = writeln!(
+                    md,
+                    "\n- Goal throughput ≥ 50% of min(direct read, loopback): {}.",
+                    met(ratio >= 0.5)
+                );
             }
         }
     }

@@ -57,7 +57,9 @@ impl LatencyRecorder {
         let Some(since) = at.checked_duration_since(self.origin) else {
             return;
         };
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, MAX_LATENCY_US);
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_LATENCY_US);
         self.total_us.saturating_record_n(us, messages);
         self.messages += messages;
         self.bytes += bytes;
@@ -150,7 +152,11 @@ impl LatencyRecorder {
                     bytes: s.bytes,
                     p50_ms: at(50.0),
                     p99_ms: at(99.0),
-                    max_ms: if empty { 0.0 } else { s.latency_us.max() as f64 / 1000.0 },
+                    max_ms: if empty {
+                        0.0
+                    } else {
+                        s.latency_us.max() as f64 / 1000.0
+                    },
                 }
             })
             .collect()
@@ -213,11 +219,26 @@ mod tests {
         let mut a = LatencyRecorder::new(origin);
         let mut b = LatencyRecorder::new(origin);
         // Before the origin: warm-up, ignored.
-        a.record(origin - Duration::from_millis(1), Duration::from_millis(500), 10, 10);
+        a.record(
+            origin - Duration::from_millis(1),
+            Duration::from_millis(500),
+            10,
+            10,
+        );
         for i in 0..100u64 {
-            a.record(origin + Duration::from_millis(i), Duration::from_millis(1), 1, 1024);
+            a.record(
+                origin + Duration::from_millis(i),
+                Duration::from_millis(1),
+                1,
+                1024,
+            );
         }
-        b.record(origin + Duration::from_millis(2500), Duration::from_millis(100), 1, 1024);
+        b.record(
+            origin + Duration::from_millis(2500),
+            Duration::from_millis(100),
+            1,
+            1024,
+        );
         a.merge(&b);
         assert_eq!(a.messages(), 101);
         assert_eq!(a.bytes(), 101 * 1024);
@@ -226,7 +247,10 @@ mod tests {
         assert!((s.max_ms - 100.0).abs() < 0.1, "{s:?}");
         let rows = a.per_second();
         assert_eq!(rows.len(), 3);
-        assert_eq!((rows[0].messages, rows[1].messages, rows[2].messages), (100, 0, 1));
+        assert_eq!(
+            (rows[0].messages, rows[1].messages, rows[2].messages),
+            (100, 0, 1)
+        );
         assert_eq!(rows[1].p99_ms, 0.0);
         let dist = a.distribution();
         assert!(dist.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));

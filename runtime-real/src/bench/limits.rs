@@ -46,7 +46,13 @@ pub fn measure_write(
         preallocate_bytes: config.preallocate_bytes,
     };
     let pool = pool_for(batch_bytes, 1)?;
-    let mut writer = RawWriter::new(&data_dir.join("bench-limits-write"), layout, &pool, batch_bytes, depth)?;
+    let mut writer = RawWriter::new(
+        &data_dir.join("bench-limits-write"),
+        layout,
+        &pool,
+        batch_bytes,
+        depth,
+    )?;
     writer.run_for(duration, u64::MAX)?;
     let mut tally = writer.finish()?;
     let bytes = tally.batches * batch_bytes as u64;
@@ -72,7 +78,12 @@ pub fn measure_direct_read(
     chunk_bytes: usize,
     duration: Duration,
 ) -> Result<f64, BenchError> {
-    let transfer = raw_disk::direct_read(&data_dir.join("bench-limits-read"), file_bytes, chunk_bytes, duration)?;
+    let transfer = raw_disk::direct_read(
+        &data_dir.join("bench-limits-read"),
+        file_bytes,
+        chunk_bytes,
+        duration,
+    )?;
     Ok(transfer.mb_s())
 }
 
@@ -168,7 +179,12 @@ pub fn run_limits(options: &LimitsOptions) -> Result<LimitsReport, BenchError> {
     for &batch_bytes in &options.batch_bytes {
         writes.push(measure_write(&options.data_dir, batch_bytes, 1, duration)?);
         if options.group_depth > 1 {
-            writes.push(measure_write(&options.data_dir, batch_bytes, options.group_depth, duration)?);
+            writes.push(measure_write(
+                &options.data_dir,
+                batch_bytes,
+                options.group_depth,
+                duration,
+            )?);
         }
     }
     let direct_read_mb_s = measure_direct_read(

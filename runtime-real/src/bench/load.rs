@@ -112,7 +112,9 @@ impl FromStr for Codec {
             "snappy" => Ok(Codec::Snappy),
             "lz4" => Ok(Codec::Lz4),
             "zstd" => Ok(Codec::Zstd),
-            other => Err(format!("compression {other:?}: expected none, gzip, snappy, lz4 or zstd")),
+            other => Err(format!(
+                "compression {other:?}: expected none, gzip, snappy, lz4 or zstd"
+            )),
         }
     }
 }
@@ -222,7 +224,10 @@ impl LoadOptions {
             ));
         }
         if self.message_bytes < 8 || self.message_bytes > 16 << 20 {
-            return bad(format!("message size {} bytes: must be 8 B ..= 16 MiB", self.message_bytes));
+            return bad(format!(
+                "message size {} bytes: must be 8 B ..= 16 MiB",
+                self.message_bytes
+            ));
         }
         if self.batch_messages == 0 || self.request_bytes() > 64 << 20 {
             return bad("messages per request: at least 1, at most 64 MiB per request".to_string());
@@ -239,10 +244,11 @@ impl LoadOptions {
         if self.in_flight == 0 || self.requests_in_flight() > 4096 {
             return bad("requests in flight: 1 ..= 4096 in total".to_string());
         }
-        if !(self.duration_s > 0.0 && self.duration_s <= 86_400.0) || !(0.0..=3600.0).contains(&self.warmup_s) {
+        let duration_ok = self.duration_s > 0.0 && self.duration_s <= 86_400.0;
+        if !(duration_ok && (0.0..=3600.0).contains(&self.warmup_s)) {
             return bad("duration must be in (0, 86400] s and warm-up in [0, 3600] s".to_string());
         }
-        if self.rate_msgs_s.is_some_and(|r| !(r > 0.0)) {
+        if self.rate_msgs_s.is_some_and(|r| r.is_nan() || r <= 0.0) {
             return bad("rate must be positive".to_string());
         }
         if self.client_threads == 0 || self.client_threads > 64 {
@@ -270,7 +276,7 @@ pub enum LoadError {
         /// The brokers.
         brokers: String,
         /// The client's error.
-        source: ClientError,
+        source: Box<ClientError>,
     },
     /// No bootstrap broker accepted a TCP connection.
     #[error("cannot reach {brokers}: {source}")]
@@ -386,7 +392,11 @@ impl Errors {
 
 /// Runs `options`' load against `brokers`; `broker_pid` names the broker process for
 /// its CPU and memory (found from the port when `None` and the broker is local).
-pub fn run_load(options: &LoadOptions, brokers: &str, broker_pid: Option<u32>) -> Result<LoadResult, LoadError> {
+pub fn run_load(
+    options: &LoadOptions,
+    brokers: &str,
+    broker_pid: Option<u32>,
+) -> Result<LoadResult, LoadError> {
     options.validate()?;
     probe(brokers)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -432,10 +442,17 @@ fn port_of(brokers: &str) -> Option<u16> {
 
 fn client_error(what: &str, brokers: &str) -> impl FnOnce(ClientError) -> LoadError {
     let (what, brokers) = (what.to_string(), brokers.to_string());
-    move |source| LoadError::Client { what, brokers, source }
+    move |source| LoadError::Client {
+        what,
+        brokers,
+        source: Box::new(source),
+    }
 }
 
-async fn connect(options: &LoadOptions, brokers: &str) -> Result<(Client, String, Vec<Arc<PartitionClient>>), LoadError> {
+async fn connect(
+    options: &LoadOptions,
+    brokers: &str,
+) -> Result<(Client, String, Vec<Arc<PartitionClient>>), LoadError> {
     let client = ClientBuilder::new(brokers.split(',').map(str::to_string).collect())
         .client_id("oxbow-bench")
         .max_message_size(256 << 20)
@@ -447,11 +464,18 @@ async fn connect(options: &LoadOptions, brokers: &str) -> Result<(Client, String
         .await
         .map_err(client_error("connecting", brokers))?;
     let topic = options.topic.clone().unwrap_or_else(|| {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         format!("oxbow-bench-{}-{ms}", options.workload)
     });
-    let controller = client.controller_client().map_err(client_error("admin client", brokers))?;
-    match controller.create_topic(topic.clone(), options.partitions, 1, 30_000).await {
+    let controller = client
+        .controller_client()
+        .map_err(client_error("admin client", brokers))?;
+    match controller
+        .create_topic(topic.clone(), options.partitions, 1, 30_000)
+        .await
+    {
         Ok(()) => {}
         Err(ClientError::ServerError {
             protocol_error: ProtocolError::TopicAlreadyExists,
@@ -472,18 +496,29 @@ async fn connect(options: &LoadOptions, brokers: &str) -> Result<(Client, String
 /// be electing its leader; rskafka caches the metadata that says so and retries against
 /// that cache, so each attempt here is bounded and followed by a fresh metadata request
 /// (`list_topics` refreshes the cache), for up to 30 s.
-async fn partition_client(client: &Client, topic: &str, partition: i32, brokers: &str) -> Result<PartitionClient, LoadError> {
+async fn partition_client(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    brokers: &str,
+) -> Result<PartitionClient, LoadError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = client.partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry);
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
             Ok(Ok(found)) => return Ok(found),
             Ok(Err(e)) if Instant::now() >= deadline => {
-                return Err(client_error(&format!("finding the leader of {topic}/{partition}"), brokers)(e))
+                return Err(client_error(
+                    &format!("finding the leader of {topic}/{partition}"),
+                    brokers,
+                )(e))
             }
             Err(_) if Instant::now() >= deadline => {
                 let timeout = ClientError::Timeout;
-                return Err(client_error(&format!("finding the leader of {topic}/{partition}"), brokers)(timeout));
+                return Err(client_error(
+                    &format!("finding the leader of {topic}/{partition}"),
+                    brokers,
+                )(timeout));
             }
             Ok(Err(_)) | Err(_) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -493,7 +528,11 @@ async fn partition_client(client: &Client, topic: &str, partition: i32, brokers:
     }
 }
 
-async fn run(options: LoadOptions, brokers: String, broker_pid: Option<u32>) -> Result<LoadResult, LoadError> {
+async fn run(
+    options: LoadOptions,
+    brokers: String,
+    broker_pid: Option<u32>,
+) -> Result<LoadResult, LoadError> {
     let (_client, topic, partitions) = connect(&options, &brokers).await?;
     let errors = Arc::new(Errors::default());
     let base = Instant::now();
@@ -505,13 +544,21 @@ async fn run(options: LoadOptions, brokers: String, broker_pid: Option<u32>) -> 
         let mb = written as f64 / super::raw_disk::MB;
         history = Some((mb, rate(mb, started.elapsed().as_secs_f64())));
         for p in &partitions {
-            end_offsets.push(high_watermark(p).await.map_err(client_error("reading end offsets", &brokers))?);
+            end_offsets.push(
+                high_watermark(p)
+                    .await
+                    .map_err(client_error("reading end offsets", &brokers))?,
+            );
         }
     }
     let start_offsets = if options.workload == Workload::E2e {
         let mut offsets = Vec::new();
         for p in &partitions {
-            offsets.push(high_watermark(p).await.map_err(client_error("reading end offsets", &brokers))?);
+            offsets.push(
+                high_watermark(p)
+                    .await
+                    .map_err(client_error("reading end offsets", &brokers))?,
+            );
         }
         offsets
     } else {
@@ -550,7 +597,16 @@ async fn run(options: LoadOptions, brokers: String, broker_pid: Option<u32>) -> 
         for c in 0..options.consumers {
             let mine = share(partitions.len(), options.consumers, c);
             let ctx = ConsumerTask {
-                partitions: mine.iter().map(|&i| (Arc::clone(&partitions[i]), start_offsets[i], end_offsets.get(i).copied())).collect(),
+                partitions: mine
+                    .iter()
+                    .map(|&i| {
+                        (
+                            Arc::clone(&partitions[i]),
+                            start_offsets[i],
+                            end_offsets.get(i).copied(),
+                        )
+                    })
+                    .collect(),
                 options: options.clone(),
                 base,
                 origin,
@@ -679,7 +735,13 @@ fn stamped_at(value: &[u8], base: Instant) -> Option<Instant> {
     base.checked_add(Duration::from_nanos(ns))
 }
 
-fn records(template: &[u8], count: usize, base: Instant, now: Instant, timestamp: DateTime<Utc>) -> Vec<Record> {
+fn records(
+    template: &[u8],
+    count: usize,
+    base: Instant,
+    now: Instant,
+    timestamp: DateTime<Utc>,
+) -> Vec<Record> {
     let mut value = template.to_vec();
     stamp(&mut value, base, now);
     (0..count)
@@ -693,13 +755,19 @@ fn records(template: &[u8], count: usize, base: Instant, now: Instant, timestamp
 }
 
 fn wall_timestamp() -> DateTime<Utc> {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0)).unwrap_or_default()
 }
 
 /// Writes the catch-up history: `history_mb` spread over the partitions, as fast as
 /// the producers go. Returns the bytes written.
-async fn write_history(options: &LoadOptions, partitions: &[Arc<PartitionClient>], errors: &Arc<Errors>) -> u64 {
+async fn write_history(
+    options: &LoadOptions,
+    partitions: &[Arc<PartitionClient>],
+    errors: &Arc<Errors>,
+) -> u64 {
     let target = options.history_mb.saturating_mul(1 << 20);
     let request_bytes = options.request_bytes().max(1) as u64;
     let requests = target.div_ceil(request_bytes);
@@ -808,7 +876,11 @@ impl ConsumerTask {
         let mut recorder = LatencyRecorder::new(self.origin);
         let tailing = self.options.workload == Workload::E2e;
         // e2e consumers keep reading a little after the producers stop, to drain.
-        let stop = if tailing { self.end + Duration::from_secs(2) } else { self.end };
+        let stop = if tailing {
+            self.end + Duration::from_secs(2)
+        } else {
+            self.end
+        };
         let max_wait_ms = if tailing { 100 } else { 500 };
         tokio::time::sleep_until(self.origin.into()).await;
         let mut finished = Instant::now();
@@ -827,7 +899,10 @@ impl ConsumerTask {
             next += 1;
             let (partition, offset, _) = &self.partitions[i];
             let asked = Instant::now();
-            match partition.fetch_records(*offset, 1..self.options.fetch_max_bytes, max_wait_ms).await {
+            match partition
+                .fetch_records(*offset, 1..self.options.fetch_max_bytes, max_wait_ms)
+                .await
+            {
                 Ok((records, _high_watermark)) => {
                     let now = Instant::now();
                     finished = now;
@@ -842,7 +917,12 @@ impl ConsumerTask {
                         for r in &records {
                             let value = r.record.value.as_deref().unwrap_or(&[]);
                             if let Some(sent) = stamped_at(value, self.base) {
-                                recorder.record(now, now.saturating_duration_since(sent), 1, value.len() as u64);
+                                recorder.record(
+                                    now,
+                                    now.saturating_duration_since(sent),
+                                    1,
+                                    value.len() as u64,
+                                );
                             }
                         }
                     } else {

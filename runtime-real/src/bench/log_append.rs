@@ -274,7 +274,13 @@ fn run_pair(
         segment_bytes: config.segment_bytes,
         preallocate_bytes: config.preallocate_bytes,
     };
-    let mut raw = RawWriter::new(&options.data_dir.join("bench-raw"), layout, pool, options.batch_bytes, depth)?;
+    let mut raw = RawWriter::new(
+        &options.data_dir.join("bench-raw"),
+        layout,
+        pool,
+        options.batch_bytes,
+        depth,
+    )?;
     let mut log = LogRunner::new(options, config, pool, batch, depth)?;
     for i in 0..slices {
         if i % 2 == 0 {
@@ -286,7 +292,12 @@ fn run_pair(
         }
     }
     let mut raw_tally = raw.finish()?;
-    let raw_row = row(phase_name("raw", depth), options.batch_bytes, &mut raw_tally, true);
+    let raw_row = row(
+        phase_name("raw", depth),
+        options.batch_bytes,
+        &mut raw_tally,
+        true,
+    );
     let log_row = log.finish()?;
     Ok((raw_row, log_row))
 }

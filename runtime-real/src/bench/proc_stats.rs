@@ -124,7 +124,8 @@ mod tests {
 
     #[test]
     fn parses_stat_status_and_tcp_tables() {
-        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 200";
+        let stat =
+            "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 200";
         let cpu = cpu_seconds(stat).unwrap();
         assert!((cpu - 300.0 / ticks_per_s()).abs() < 1e-9);
         assert_eq!(rss_bytes("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048 * 1024));

@@ -7,10 +7,10 @@
 //! `segment_bytes`, reserved with `fallocate(FALLOC_FL_KEEP_SIZE)` of
 //! `preallocate_bytes` — so the figure is what the disk gives the log's access pattern.
 
+use super::log_append::BenchError;
 use super::report::Latencies;
 use crate::storage::aligned::{align_up, AlignedBuf, BufferPool, PoolConfig, BLOCK_BYTES};
 use crate::storage::vfs::{DataFile, RealFile, RealVfs, Vfs};
-use super::log_append::BenchError;
 use crate::storage::StorageError;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -164,7 +164,10 @@ impl RawWriter {
 }
 
 /// A pool with one buffer per writer of `batch_bytes` (at least 256 KiB).
-pub(crate) fn pool_for(batch_bytes: usize, buffers: usize) -> Result<BufferPool, crate::storage::aligned::PoolConfigError> {
+pub(crate) fn pool_for(
+    batch_bytes: usize,
+    buffers: usize,
+) -> Result<BufferPool, crate::storage::aligned::PoolConfigError> {
     BufferPool::new(PoolConfig {
         buffer_count: buffers.max(1),
         buffer_bytes: (align_up(batch_bytes as u64) as usize + BLOCK_BYTES).max(256 * 1024),
@@ -220,7 +223,8 @@ pub(crate) fn direct_read(
             .map_err(|e| StorageError::io("pwrite", &path, e))?;
         position += chunk as u64;
     }
-    file.sync_data().map_err(|e| StorageError::io("fdatasync", &path, e))?;
+    file.sync_data()
+        .map_err(|e| StorageError::io("fdatasync", &path, e))?;
     let start = Instant::now();
     let mut bytes = 0u64;
     let mut position = 0u64;
@@ -298,7 +302,13 @@ mod tests {
         assert_eq!(tally.flushes, 4);
         assert!(!dir.path().join("w").exists());
 
-        let read = direct_read(&dir.path().join("r"), 1 << 20, 64 * 1024, Duration::from_millis(20)).unwrap();
+        let read = direct_read(
+            &dir.path().join("r"),
+            1 << 20,
+            64 * 1024,
+            Duration::from_millis(20),
+        )
+        .unwrap();
         assert!(read.bytes > 0);
         let tcp = loopback_tcp(64 * 1024, Duration::from_millis(20)).unwrap();
         assert!(tcp.bytes > 0 && tcp.mb_s() > 0.0);

@@ -119,8 +119,14 @@ pub(crate) fn machine_description(dir: &Path) -> String {
         })
         .unwrap_or_else(|| "unknown".to_string());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Load average when the report is written: the machine is shared, and a busy one
+    // explains a noisy figure.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_string());
     format!(
-        "Linux {kernel}, {cores} × {cpu}, file system {} ({})",
+        "Linux {kernel}, {cores} × {cpu}, file system {} ({}); load average {load} (1/5/15 min) at the end of the run",
         file_system_of(dir),
         dir.display()
     )
@@ -163,7 +169,10 @@ mod tests {
 
     #[test]
     fn shell_quoting() {
-        assert_eq!(shell_quote("--brokers=127.0.0.1:9092"), "--brokers=127.0.0.1:9092");
+        assert_eq!(
+            shell_quote("--brokers=127.0.0.1:9092"),
+            "--brokers=127.0.0.1:9092"
+        );
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote(""), "''");

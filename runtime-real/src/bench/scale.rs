@@ -56,7 +56,7 @@ pub enum ScaleError {
         /// What was being done.
         what: String,
         /// The client's error.
-        source: ClientError,
+        source: Box<ClientError>,
     },
     /// The client runtime could not start.
     #[error("cannot start the client runtime: {0}")]
@@ -94,7 +94,9 @@ pub struct ScaleReport {
 impl ScaleReport {
     /// Extra resident memory per partition, KiB.
     pub fn rss_per_partition_kib(&self) -> f64 {
-        (self.rss_after_bytes as f64 - self.rss_before_bytes as f64) / 1024.0 / f64::from(self.partitions.max(1))
+        (self.rss_after_bytes as f64 - self.rss_before_bytes as f64)
+            / 1024.0
+            / f64::from(self.partitions.max(1))
     }
 }
 
@@ -111,14 +113,26 @@ pub fn run_scale(options: &ScaleOptions) -> Result<ScaleReport, ScaleError> {
     if options.partitions < 1 || options.topics < 1 || options.topics > options.partitions {
         return Err(ScaleError::Options("need 1 ≤ topics ≤ partitions".to_string()));
     }
-    if !(options.idle_s > 0.0 && options.idle_s <= 3600.0) || !(0.0..=3600.0).contains(&options.settle_s) {
-        return Err(ScaleError::Options("idle in (0, 3600] s, settle in [0, 3600] s".to_string()));
+    let idle_ok = options.idle_s > 0.0 && options.idle_s <= 3600.0;
+    if !(idle_ok && (0.0..=3600.0).contains(&options.settle_s)) {
+        return Err(ScaleError::Options(
+            "idle in (0, 3600] s, settle in [0, 3600] s".to_string(),
+        ));
     }
-    let port = options.brokers.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    let port = options
+        .brokers
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok());
     let pid = options
         .broker_pid
         .or_else(|| port.and_then(proc_stats::pid_listening_on))
-        .ok_or_else(|| ScaleError::Process(format!("no local process listens on {}; pass --broker-pid", options.brokers)))?;
+        .ok_or_else(|| {
+            ScaleError::Process(format!(
+                "no local process listens on {}; pass --broker-pid",
+                options.brokers
+            ))
+        })?;
     let (idle_cpu_before_cores, before) = idle_cpu(pid, options.idle_s)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -141,11 +155,11 @@ pub fn run_scale(options: &ScaleOptions) -> Result<ScaleReport, ScaleError> {
             .await
             .map_err(|source| ScaleError::Client {
                 what: format!("connecting to {}", options.brokers),
-                source,
+                source: Box::new(source),
             })?;
         let controller = client.controller_client().map_err(|source| ScaleError::Client {
             what: "admin client".to_string(),
-            source,
+            source: Box::new(source),
         })?;
         for (i, name) in names.iter().enumerate() {
             let count = per_topic + i32::from((i as i32) < extra);
@@ -158,7 +172,7 @@ pub fn run_scale(options: &ScaleOptions) -> Result<ScaleReport, ScaleError> {
                 Err(source) => {
                     return Err(ScaleError::Client {
                         what: format!("creating {name} with {count} partitions"),
-                        source,
+                        source: Box::new(source),
                     })
                 }
             }
@@ -222,7 +236,12 @@ pub fn run_scale(options: &ScaleOptions) -> Result<ScaleReport, ScaleError> {
 
 fn markdown(options: &ScaleOptions, report: &ScaleReport) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# {} partitions on one node — {}\n", report.partitions, today_utc());
+    let _ = writeln!(
+        md,
+        "# {} partitions on one node — {}\n",
+        report.partitions,
+        today_utc()
+    );
     let _ = writeln!(md, "- Reproduce: `{}`", options.command);
     let _ = writeln!(md, "- Machine: {}", machine_description(Path::new(".")));
     let _ = writeln!(

@@ -156,7 +156,11 @@ fn render_panel(svg: &mut String, panel: &Panel, top: f64) {
                 let _ = write!(coords, "{:.1},{:.1} ", px(x), py(y));
             }
         }
-        let dash = if series.dashed { r#" stroke-dasharray="6 4""# } else { "" };
+        let dash = if series.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
         let _ = writeln!(
             svg,
             r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5"{dash} points="{}"/>"#,
@@ -202,7 +206,7 @@ fn x_ticks(scale: XScale, x_min: f64, x_max: f64) -> Vec<(f64, String)> {
 
 /// The smallest 1, 2 or 5 × 10^k at or above `value` (1 for zero or less).
 fn nice_ceiling(value: f64) -> f64 {
-    if !(value > 0.0) || !value.is_finite() {
+    if !value.is_finite() || value <= 0.0 {
         return 1.0;
     }
     let magnitude = 10f64.powf(value.log10().floor());
