@@ -411,6 +411,9 @@ fn find_coordinator(
 }
 
 fn coordinator_for(broker: &mut Broker, now: Instant, key: &str, key_type: i8) -> (i16, &'static str) {
+    if key_type == 1 {
+        return super::txn_handlers::coordinator_for(broker, now, key);
+    }
     if key_type != 0 {
         return (
             ErrorCode::COORDINATOR_NOT_AVAILABLE.0,

@@ -41,6 +41,7 @@ pub(super) enum PendingKind {
         min_bytes: u64,
         max_bytes: u64,
         wait_until: Instant,
+        read_committed: bool,
     },
     /// ListOffsets.
     ListOffsets { slots: Vec<(String, i32)> },
@@ -52,6 +53,8 @@ pub(super) enum PendingKind {
     Command,
     /// A consumer-group request: one slot per group (or per coordinator, ListGroups).
     Group(super::group_handlers::GroupPending),
+    /// A transaction request (see `super::txn_handlers`).
+    Txn(super::txn_handlers::TxnPending),
 }
 
 fn name(s: &str) -> TopicName {
@@ -105,6 +108,7 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
                         p.partition_index,
                         PartitionOp::ListOffsets {
                             timestamp: p.timestamp,
+                            read_committed: request.isolation_level == 1,
                         },
                     ));
                 }
@@ -281,12 +285,9 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
         | Request::ConsumerGroupDescribe(_)) => {
             super::group_handlers::start(broker, now, id, connection, header, request)
         }
-        // Decodable APIs without a handler yet (the transaction APIs).
-        other => {
-            let response =
-                crate::kafka::error_response(&other, header.api_version, ErrorCode::UNSUPPORTED_VERSION);
-            broker.respond(connection, id, &header, Some(response));
-        }
+        // The transaction APIs, and any decodable API without a handler (answered
+        // UNSUPPORTED_VERSION there).
+        request => super::txn_handlers::start(broker, now, id, connection, header, request),
     }
 }
 
@@ -552,11 +553,13 @@ fn start_fetch(
             ));
         }
     }
+    let read_committed = request.isolation_level == 1;
     let kind = PendingKind::Fetch {
         slots: slots.clone(),
         min_bytes,
         max_bytes,
         wait_until,
+        read_committed,
     };
     // First round without waiting; long-poll rounds follow if too little came back.
     let ops = slots
@@ -566,6 +569,7 @@ fn start_fetch(
                 offset,
                 max_bytes: max,
                 wait_until: None,
+                read_committed,
             };
             (t, p, op)
         })
@@ -656,13 +660,17 @@ fn long_poll(broker: &mut Broker, now: Instant, id: u64) {
         return;
     };
     let PendingKind::Fetch {
-        slots, wait_until, ..
+        slots,
+        wait_until,
+        read_committed,
+        ..
     } = &pending.kind
     else {
         return;
     };
     let slots = slots.clone();
     let wait_until = *wait_until;
+    let read_committed = *read_committed;
     pending.results = vec![None; slots.len()];
     pending.remaining = slots.len();
     for (slot, (topic, partition, offset, max_bytes)) in slots.into_iter().enumerate() {
@@ -675,6 +683,7 @@ fn long_poll(broker: &mut Broker, now: Instant, id: u64) {
             offset,
             max_bytes,
             wait_until: Some(wait_until),
+            read_committed,
         };
         broker.run_op(now, op_ref, &topic, partition, op);
     }
@@ -693,6 +702,8 @@ pub fn expire(broker: &mut Broker, now: Instant, id: u64) {
             PendingKind::Fetch { .. } => OpResult::Fetched {
                 high_watermark: -1,
                 log_start_offset: -1,
+                last_stable_offset: -1,
+                aborted: Vec::new(),
                 records: bytes::Bytes::new(),
             },
             _ => OpResult::Error(ErrorCode::REQUEST_TIMED_OUT.0),
@@ -849,11 +860,14 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
                     Some(OpResult::Fetched {
                         high_watermark,
                         log_start_offset,
+                        last_stable_offset,
+                        aborted,
                         records,
                     }) => {
                         p.high_watermark = *high_watermark;
-                        p.last_stable_offset = *high_watermark;
+                        p.last_stable_offset = *last_stable_offset;
                         p.log_start_offset = *log_start_offset;
+                        p.aborted_transactions = super::txn_handlers::aborted_transactions(aborted);
                         // The response as a whole respects max_bytes, except that the
                         // first non-empty partition is always whole (KIP-74).
                         let len = records.len() as u64;
@@ -962,6 +976,11 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
         PendingKind::Command => return,
         PendingKind::Group(group) => Some(super::group_handlers::response(
             group,
+            &pending.header,
+            &pending.results,
+        )),
+        PendingKind::Txn(txn) => Some(super::txn_handlers::response(
+            txn,
             &pending.header,
             &pending.results,
         )),

@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod partitions;
 pub mod producer_handlers;
 pub mod shard;
+pub mod txn_handlers;
 
 pub use io::{BrokerEffect, BrokerInput, ConnectionId, PartitionKey, ShardId};
 pub use metadata::{Metadata, TopicMeta};
@@ -141,6 +142,9 @@ pub struct Broker {
     group_config: crate::group::GroupConfig,
     /// This shard's block of producer ids (InitProducerId).
     producer_ids: producer_handlers::ProducerIds,
+    /// Markers this shard's transaction coordinators are writing: request id →
+    /// (coordinator partition, coordinator token).
+    txn_marker_ops: BTreeMap<u64, (TopicPartition, u64)>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -197,6 +201,7 @@ impl Broker {
             next_retention_at: now + RETENTION_INTERVAL,
             metrics: BrokerMetrics::default(),
             producer_ids: producer_handlers::ProducerIds::default(),
+            txn_marker_ops: BTreeMap::new(),
         };
         for recovered in setup.partitions {
             let config = broker.log_config_for(&metadata, &recovered.key.topic);
@@ -469,7 +474,9 @@ impl Broker {
             });
             return;
         }
-        handlers::on_result(self, now, op_ref, result);
+        if let Some(result) = txn_handlers::on_marker_result(self, now, op_ref, result) {
+            handlers::on_result(self, now, op_ref, result);
+        }
     }
 
     fn on_shard_message(&mut self, now: Instant, message: ShardMessage) {
@@ -483,7 +490,11 @@ impl Broker {
                     self.on_op_result(now, op_ref, OpResult::Error(code));
                 }
             }
-            ShardMessage::OpDone { op_ref, result } => handlers::on_result(self, now, op_ref, result),
+            ShardMessage::OpDone { op_ref, result } => {
+                if let Some(result) = txn_handlers::on_marker_result(self, now, op_ref, result) {
+                    handlers::on_result(self, now, op_ref, result);
+                }
+            }
             ShardMessage::Command {
                 origin,
                 request,
@@ -688,6 +699,7 @@ impl Broker {
                 progressed = true;
                 self.effects.push_back(effect);
             }
+            progressed |= txn_handlers::route_markers(self, now);
             if !progressed {
                 return;
             }

@@ -16,6 +16,8 @@ use crate::time::Instant;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
+mod txn_host;
+
 /// Topic and partition number.
 pub type TopicPartition = (String, i32);
 
@@ -39,8 +41,14 @@ struct GroupLoad {
 
 #[derive(Clone, Debug)]
 enum ReadPurpose {
-    Fetch { offset: i64, max_bytes: u64 },
-    Timestamp { timestamp: i64 },
+    Fetch {
+        offset: i64,
+        max_bytes: u64,
+        read_committed: bool,
+    },
+    Timestamp {
+        timestamp: i64,
+    },
     GroupLoad,
 }
 
@@ -57,6 +65,7 @@ struct ParkedFetch {
     offset: i64,
     max_bytes: u64,
     wait_until: Instant,
+    read_committed: bool,
 }
 
 /// The partitions of one shard.
@@ -82,6 +91,8 @@ pub struct Partitions {
     pub effects: VecDeque<BrokerEffect>,
     /// Leader epochs that changed: (key, epoch or -1).
     pub epoch_changes: VecDeque<(PartitionKey, i32)>,
+    /// Transaction coordinators of `__transaction_state` partitions.
+    pub txn: txn_host::TxnHosts,
 }
 
 impl std::fmt::Debug for Partitions {
@@ -116,6 +127,7 @@ impl Partitions {
             results: VecDeque::new(),
             effects: VecDeque::new(),
             epoch_changes: VecDeque::new(),
+            txn: txn_host::TxnHosts::default(),
         }
     }
 
@@ -219,6 +231,7 @@ impl Partitions {
                 load: None,
             },
         );
+        self.txn_on_host(&tp);
         self.drain(now, &tp);
         Ok(())
     }
@@ -237,6 +250,7 @@ impl Partitions {
                 }
             }
             self.coordinator_appends.retain(|_, (t, _)| t != tp);
+            self.txn_on_remove(tp);
             if let Some(waits) = self.delete_waits.remove(tp) {
                 for (op_ref, _) in waits {
                     self.results
@@ -292,11 +306,17 @@ impl Partitions {
                 offset,
                 max_bytes,
                 wait_until,
+                read_committed,
             } => {
+                let visible_end = if read_committed {
+                    replica.last_stable_offset()
+                } else {
+                    replica.high_watermark()
+                };
                 if !replica.is_leader() {
                     self.results
                         .push_back((op_ref, OpResult::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER.0)));
-                } else if offset >= replica.high_watermark()
+                } else if offset >= visible_end
                     && offset <= replica.log_end_offset()
                     && wait_until.is_some_and(|d| d > now)
                 {
@@ -308,12 +328,20 @@ impl Partitions {
                         offset,
                         max_bytes,
                         wait_until: wait_until.unwrap_or(now),
+                        read_committed,
                     });
                 } else {
-                    self.start_fetch(op_ref, tp.clone(), key, offset, max_bytes);
+                    self.start_fetch(op_ref, tp.clone(), key, offset, (max_bytes, read_committed));
                 }
             }
-            PartitionOp::ListOffsets { timestamp } => self.list_offsets(op_ref, tp.clone(), key, timestamp),
+            PartitionOp::ListOffsets {
+                timestamp,
+                read_committed,
+            } => self.list_offsets(op_ref, tp.clone(), key, timestamp, read_committed),
+            PartitionOp::Txn(op) => self.txn_run(now, op_ref, &tp, *op),
+            PartitionOp::WriteMarker { marker, timestamp_ms } => {
+                self.write_marker(now, op_ref, &tp, &marker, timestamp_ms)
+            }
             PartitionOp::Group(op) => {
                 let wall_ms = self.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
                 let reply = ReplyId(self.next_token);
@@ -365,20 +393,27 @@ impl Partitions {
         self.drain(now, &tp);
     }
 
+    /// Starts a fetch; `(max_bytes, read_committed)` bound it.
     fn start_fetch(
         &mut self,
         op_ref: OpRef,
         tp: TopicPartition,
         key: PartitionKey,
         offset: i64,
-        max_bytes: u64,
+        (max_bytes, read_committed): (u64, bool),
     ) {
         let Some(hosted) = self.hosted.get(&tp) else {
             return;
         };
         let replica = &hosted.replica;
         let high_watermark = replica.high_watermark();
-        match replica.fetch_plan(offset, max_bytes) {
+        let last_stable_offset = replica.last_stable_offset();
+        let end = if read_committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
+        match replica.fetch_plan_until(offset, max_bytes, end) {
             Err(e) => self
                 .results
                 .push_back((op_ref, OpResult::Error(e.kafka_error_code()))),
@@ -389,6 +424,8 @@ impl Partitions {
                     OpResult::Fetched {
                         high_watermark,
                         log_start_offset,
+                        last_stable_offset,
+                        aborted: Vec::new(),
                         records: Bytes::new(),
                     },
                 ));
@@ -398,8 +435,12 @@ impl Partitions {
                 tp,
                 key,
                 plan.ranges,
-                ReadPurpose::Fetch { offset, max_bytes },
-                high_watermark,
+                ReadPurpose::Fetch {
+                    offset,
+                    max_bytes,
+                    read_committed,
+                },
+                end,
             ),
         }
     }
@@ -427,7 +468,14 @@ impl Partitions {
             .push_back(BrokerEffect::ReadRanges { key, token, ranges });
     }
 
-    fn list_offsets(&mut self, op_ref: OpRef, tp: TopicPartition, key: PartitionKey, timestamp: i64) {
+    fn list_offsets(
+        &mut self,
+        op_ref: OpRef,
+        tp: TopicPartition,
+        key: PartitionKey,
+        timestamp: i64,
+        read_committed: bool,
+    ) {
         let Some(hosted) = self.hosted.get(&tp) else {
             return;
         };
@@ -448,6 +496,9 @@ impl Partitions {
             -2 => self
                 .results
                 .push_back((op_ref, offset(replica.log().start_offset()))),
+            -1 if read_committed => self
+                .results
+                .push_back((op_ref, offset(replica.last_stable_offset()))),
             -1 => self.results.push_back((op_ref, offset(high_watermark))),
             ts => {
                 // -3 (newest timestamp): the batch holding the largest timestamp; the
@@ -480,6 +531,10 @@ impl Partitions {
 
     /// Takes a completion for one of this shard's partitions or reads.
     pub fn handle(&mut self, now: Instant, input: BrokerInput) {
+        let input = match self.txn_on_input(now, input) {
+            Some(input) => input,
+            None => return,
+        };
         let load_tp = match &input {
             BrokerInput::RangesRead { token, .. } => self
                 .reads
@@ -533,11 +588,31 @@ impl Partitions {
             }
         };
         let result = match read.purpose {
-            ReadPurpose::Fetch { offset, max_bytes } => {
+            ReadPurpose::Fetch {
+                offset,
+                max_bytes,
+                read_committed,
+            } => {
+                // `read.high_watermark` is the end the read stopped at (the last stable
+                // offset for read_committed).
                 match trim_fetched(&chunks, offset, read.high_watermark - 1, max_bytes) {
                     Ok(records) => OpResult::Fetched {
-                        high_watermark: read.high_watermark,
+                        high_watermark: replica.high_watermark().max(read.high_watermark),
                         log_start_offset: replica.log().start_offset(),
+                        last_stable_offset: replica.last_stable_offset().max(if read_committed {
+                            read.high_watermark
+                        } else {
+                            -1
+                        }),
+                        aborted: if read_committed {
+                            replica
+                                .aborted_transactions(offset, read.high_watermark)
+                                .into_iter()
+                                .map(|a| (a.producer_id, a.first_offset))
+                                .collect()
+                        } else {
+                            Vec::new()
+                        },
                         records,
                     },
                     Err(_) => OpResult::Error(ErrorCode::CORRUPT_MESSAGE.0),
@@ -596,6 +671,7 @@ impl Partitions {
             }
             self.drain(now, &tp);
         }
+        self.txn_handle_timeout(now);
         self.wake_parked(now);
     }
 
@@ -623,21 +699,35 @@ impl Partitions {
             .values()
             .filter_map(|h| h.coordinator.as_ref().and_then(|c| c.poll_timeout()));
         let parked = self.parked.iter().map(|p| p.wait_until);
-        replicas.chain(coordinators).chain(parked).min()
+        replicas
+            .chain(coordinators)
+            .chain(parked)
+            .chain(self.txn_poll_timeout())
+            .min()
     }
 
     /// Parked fetches whose partition has new data or whose deadline passed read now.
     fn wake_parked(&mut self, now: Instant) {
         let parked = std::mem::take(&mut self.parked);
         for fetch in parked {
-            let new_data = self
-                .hosted
-                .get(&fetch.tp)
-                .is_none_or(|h| h.replica.high_watermark() > fetch.offset || !h.replica.is_leader());
+            let new_data = self.hosted.get(&fetch.tp).is_none_or(|h| {
+                let end = if fetch.read_committed {
+                    h.replica.last_stable_offset()
+                } else {
+                    h.replica.high_watermark()
+                };
+                end > fetch.offset || !h.replica.is_leader()
+            });
             if new_data || fetch.wait_until <= now {
                 let key = self.hosted.get(&fetch.tp).map(|h| h.key.clone());
                 match key {
-                    Some(key) => self.start_fetch(fetch.op_ref, fetch.tp, key, fetch.offset, fetch.max_bytes),
+                    Some(key) => self.start_fetch(
+                        fetch.op_ref,
+                        fetch.tp,
+                        key,
+                        fetch.offset,
+                        (fetch.max_bytes, fetch.read_committed),
+                    ),
                     None => self.results.push_back((
                         fetch.op_ref,
                         OpResult::Error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0),
@@ -680,6 +770,9 @@ impl Partitions {
                         }
                         continue;
                     }
+                    if self.txn_on_produce_done(now, token, &result) {
+                        continue;
+                    }
                     if let Some(op_ref) = self.produce_waits.remove(&token) {
                         let result = match result {
                             Ok(base_offset) => OpResult::Produced {
@@ -695,6 +788,7 @@ impl Partitions {
                 ReplicaEvent::RoleChanged { role, .. } => {
                     let epoch = if role == Role::Leader { leader_epoch } else { -1 };
                     self.epoch_changes.push_back((key.clone(), epoch));
+                    self.txn_on_role(tp, role == Role::Leader, leader_epoch);
                     if let Some(hosted) = self.hosted.get_mut(tp) {
                         if let Some(coordinator) = hosted.coordinator.as_mut() {
                             if role == Role::Leader {
@@ -736,6 +830,7 @@ impl Partitions {
         }
         self.advance_load(now, tp);
         self.drain_coordinator(now, tp);
+        self.txn_drain(now, tp);
     }
 
     /// Moves a coordinator's outputs: answers, appends, log trims, reloads.

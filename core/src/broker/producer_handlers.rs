@@ -12,8 +12,11 @@
 //!
 //! Every new producer id starts at epoch 0. A request carrying the producer's current
 //! id and epoch (v3+, KIP-360's epoch bump after UNKNOWN_PRODUCER_ID or a timed-out
-//! batch) gets a fresh id, as Kafka answers idempotent producers. A `transactional.id`
-//! is refused with INVALID_REQUEST until transactions land.
+//! batch) gets a fresh id, as Kafka answers idempotent producers. A request with a
+//! `transactional.id` takes a fresh id from the block too and goes on to the
+//! transaction coordinator (`super::txn_handlers`), which uses it for a new
+//! transactional id (or one whose epochs are exhausted) and keeps the id it has
+//! otherwise.
 //!
 //! Cluster note: with several nodes, block allocation moves to the controller group
 //! (a replicated command), and this shard-0 path goes away.
@@ -56,6 +59,8 @@ struct Waiting {
     id: u64,
     connection: ConnectionId,
     header: RequestHeader,
+    /// The transactional part, for the coordinator.
+    txn: Option<super::txn_handlers::TxnInit>,
 }
 
 /// One shard's producer-id state.
@@ -89,16 +94,15 @@ pub fn start(
     header: RequestHeader,
     request: m::InitProducerIdRequest,
 ) {
-    if request
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.as_str().is_empty())
-    {
-        // Transactions are not served yet: a clear, non-retriable refusal.
-        let answer = response(ErrorCode::INVALID_REQUEST, -1, -1);
-        broker.respond(connection, id, &header, Some(answer));
-        return;
-    }
+    let txn = match super::txn_handlers::txn_init(broker, now, &request) {
+        None => None,
+        Some(Ok(txn)) => Some(txn),
+        Some(Err(code)) => {
+            let answer = response(ErrorCode(code), -1, -1);
+            broker.respond(connection, id, &header, Some(answer));
+            return;
+        }
+    };
     if broker.producer_ids.waiting.len() >= MAX_WAITING_REQUESTS {
         let answer = response(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, -1, -1);
         broker.respond(connection, id, &header, Some(answer));
@@ -108,6 +112,7 @@ pub fn start(
         id,
         connection,
         header,
+        txn,
     });
     serve_waiting(broker, now);
 }
@@ -133,6 +138,11 @@ fn serve_waiting(broker: &mut Broker, now: Instant) {
         let Some(waiting) = ids.waiting.pop_front() else {
             return;
         };
+        if let Some(txn) = waiting.txn {
+            let request = (waiting.id, waiting.connection, waiting.header);
+            super::txn_handlers::init_with_producer_id(broker, now, request, txn, producer_id);
+            continue;
+        }
         let answer = response(ErrorCode::NONE, producer_id, 0);
         broker.respond(waiting.connection, waiting.id, &waiting.header, Some(answer));
     }

@@ -45,11 +45,16 @@ pub enum PartitionOp {
         max_bytes: u64,
         /// Long-poll deadline.
         wait_until: Option<Instant>,
+        /// `read_committed`: stop at the last stable offset and list aborted
+        /// transactions.
+        read_committed: bool,
     },
     /// ListOffsets: -2 earliest, -1 latest, -3 newest timestamp, else a timestamp.
     ListOffsets {
         /// The timestamp or special value.
         timestamp: i64,
+        /// `read_committed`: latest is the last stable offset.
+        read_committed: bool,
     },
     /// OffsetForLeaderEpoch.
     EpochEnd {
@@ -63,6 +68,15 @@ pub enum PartitionOp {
     },
     /// A request for the group coordinator of a `__consumer_offsets` partition.
     Group(crate::group::GroupOp),
+    /// A request for the transaction coordinator of a `__transaction_state` partition.
+    Txn(Box<crate::txn::TxnOp>),
+    /// Write a transaction marker (the coordinator's, or WriteTxnMarkers).
+    WriteMarker {
+        /// The marker.
+        marker: crate::txn::marker::Marker,
+        /// Wall-clock timestamp to stamp it with.
+        timestamp_ms: i64,
+    },
 }
 
 /// The result of an operation.
@@ -81,6 +95,11 @@ pub enum OpResult {
         high_watermark: i64,
         /// Log start offset.
         log_start_offset: i64,
+        /// Last stable offset.
+        last_stable_offset: i64,
+        /// Aborted transactions of the range read (`read_committed`): (producer id,
+        /// first offset).
+        aborted: Vec<(i64, i64)>,
         /// Whole batches.
         records: Bytes,
     },
@@ -107,6 +126,8 @@ pub enum OpResult {
     },
     /// A group coordinator's answer.
     Group(crate::group::GroupResult),
+    /// A transaction coordinator's answer.
+    Txn(Box<crate::txn::TxnResult>),
     /// A Kafka error code.
     Error(i16),
 }

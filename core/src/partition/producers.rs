@@ -225,6 +225,12 @@ impl Producers {
         self.tip.expire(now_wall_ms, expiration_ms)
     }
 
+    /// Drops aborted-transaction entries whose marker is below the log start.
+    pub fn trim_aborted_below(&mut self, log_start_offset: i64) {
+        self.stable.trim_aborted_below(log_start_offset);
+        self.tip.trim_aborted_below(log_start_offset);
+    }
+
     /// The next read of the log suffix to load, if one is due: `(from offset, ranges)`.
     pub fn next_read(&mut self, log: &Log) -> Option<(i64, Vec<FileRange>)> {
         let loading = self.loading.as_mut()?;
@@ -257,7 +263,7 @@ impl Producers {
             .map_err(|e| format!("producer state: reading the log from offset {from}: {e}"))?;
         let mut progressed = false;
         let mut batches = Vec::new();
-        for (_, header) in iter_batches(&bytes) {
+        for (at, header) in iter_batches(&bytes) {
             if header.base_offset < loading.read_from {
                 // The batch holding a start offset that DeleteRecords moved mid-batch.
                 continue;
@@ -265,7 +271,8 @@ impl Producers {
             if header.base_offset >= loading.load_end {
                 break;
             }
-            batches.push(BatchMeta::from_header(&header));
+            let stored = bytes.get(at..at + header.size_bytes()).unwrap_or_default();
+            batches.push(BatchMeta::from_stored(&header, stored));
             loading.read_from = header.last_offset() + 1;
             progressed = true;
         }

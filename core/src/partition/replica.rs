@@ -353,6 +353,7 @@ impl Replica {
     /// Forgets producers idle longer than `producer.id.expiration.ms` at wall-clock
     /// time `now_wall_ms`; returns how many.
     pub fn expire_producers(&mut self, now_wall_ms: i64) -> usize {
+        self.producers.trim_aborted_below(self.log.start_offset());
         self.producers.expire(now_wall_ms)
     }
 
@@ -420,6 +421,70 @@ impl Replica {
         {
             return Ok(self.acknowledge_duplicate(token, acks, base_offset, last_offset));
         }
+        self.propose_batch(now, batch, &header, acks, token)
+    }
+
+    /// Appends a transaction marker the coordinator decided (leader only), acknowledged
+    /// like `acks=all` through [`ReplicaEvent::ProduceDone`]. Refused if the producer
+    /// holds a newer epoch here (a fenced coordinator's late marker).
+    pub fn append_marker(
+        &mut self,
+        now: Instant,
+        marker: &crate::txn::marker::Marker,
+        timestamp_ms: i64,
+        token: ProduceToken,
+    ) -> Result<i64, ProduceError> {
+        if let Some(reason) = &self.failed {
+            return Err(ProduceError::Storage(reason.clone()));
+        }
+        if !self.is_leader() {
+            return Err(ProduceError::NotLeader);
+        }
+        if self.producers.is_loading() {
+            return Err(ProduceError::ProducerStateLoading);
+        }
+        self.producers
+            .tip()
+            .check_marker(marker.producer_id, marker.producer_epoch)?;
+        let batch = crate::txn::marker::build_marker(marker, timestamp_ms);
+        let header = validate_batch(&batch)?;
+        self.propose_batch(now, batch, &header, Acks::All, token)
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the oldest
+    /// transaction still open in the committed log if that is lower (never above what
+    /// the committed producer state covers).
+    pub fn last_stable_offset(&self) -> i64 {
+        let stable = self.producers.stable();
+        let mut lso = self
+            .high_watermark()
+            .min(stable.next_offset().max(self.log.start_offset()));
+        if let Some(first) = stable.first_unstable_offset() {
+            lso = lso.min(first.max(self.log.start_offset()));
+        }
+        lso
+    }
+
+    /// Aborted transactions with data in `[from, to)` (committed markers only).
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<crate::txn::AbortedTxn> {
+        self.producers.stable().aborted_overlapping(from, to)
+    }
+
+    /// Plans a fetch from `offset` that stops before `end` (the high watermark or, for
+    /// `read_committed`, the last stable offset).
+    pub fn fetch_plan_until(&self, offset: i64, max_bytes: u64, end: i64) -> Result<ReadPlan, OffsetError> {
+        self.log
+            .read_plan(offset, max_bytes, end.min(self.high_watermark()) - 1)
+    }
+
+    fn propose_batch(
+        &mut self,
+        now: Instant,
+        batch: Bytes,
+        header: &BatchHeader,
+        acks: Acks,
+        token: ProduceToken,
+    ) -> Result<i64, ProduceError> {
         let count = u64::try_from(header.record_count).unwrap_or(1);
         let log_id = self.raft.propose(now, batch, count).map_err(|e| match e {
             ProposeError::NotLeader { .. } | ProposeError::TransferInProgress => ProduceError::NotLeader,
@@ -632,7 +697,7 @@ impl Replica {
         let batch = entry_to_batch(entry);
         let meta = BatchHeader::parse(&batch)
             .ok()
-            .map(|h| BatchMeta::from_header(&h));
+            .map(|h| BatchMeta::from_stored(&h, &batch));
         match self.log.append(now, to_offset(entry.term), batch) {
             Ok(info) => {
                 assert_eq!(

@@ -1,6 +1,11 @@
-//! Idempotent producers (and, later, transactions): the state a partition keeps per
-//! producer id, rebuilt from the partition's log (DESIGN.md §1, §7).
+//! Idempotent producers and transactions: the state a partition keeps per producer id,
+//! rebuilt from the partition's log, and the transaction coordinator kept in a
+//! `__transaction_state` partition's log (DESIGN.md §1, §7).
 //!
+//! * [`coordinator`] — [`TxnCoordinator`]: transactional ids, their producer ids and
+//!   epochs, two-phase commit (Prepare* durable before markers, Complete* after),
+//!   timeouts, replay and checkpoints.
+//! * [`marker`] — COMMIT/ABORT control batches in Kafka's format.
 //! * [`producer_state`] — [`ProducerStateTable`]: per producer the epoch and the last
 //!   five batches' sequence ranges and offsets; the leader's duplicate/gap/epoch check;
 //!   expiry and the bound on producers per partition.
@@ -11,9 +16,16 @@
 //! [`crate::partition::producers`]. Producer ids come from
 //! `crate::broker::producer_handlers` (InitProducerId).
 
+pub mod coordinator;
+pub mod marker;
 pub mod producer_state;
 pub mod snapshot;
 
+pub use coordinator::{
+    partition_for_txn, TxnConfig, TxnCoordinator, TxnMeta, TxnOp, TxnOutput, TxnResult, TxnState,
+    TXN_STATE_TOPIC,
+};
 pub use producer_state::{
-    BatchMeta, CheckOutcome, ProducerEntry, ProducerError, ProducerStateConfig, ProducerStateTable,
+    AbortedTxn, BatchMeta, CheckOutcome, ProducerEntry, ProducerError, ProducerStateConfig,
+    ProducerStateTable,
 };

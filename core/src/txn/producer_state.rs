@@ -31,9 +31,18 @@
 //! batch (sequence ≠ 0) gets UNKNOWN_PRODUCER_ID, and its old batches can no longer be
 //! recognised as duplicates — the same contract as Kafka's expiry.
 //!
-//! Transactions will add, per producer, the first offset of its open transaction (for
-//! the last stable offset); [`ProducerEntry::txn_first_offset`] already exists and is
-//! carried by snapshots, always `None` until then.
+//! Transactions: a transactional data batch opens the producer's transaction at its
+//! base offset ([`ProducerEntry::txn_first_offset`]) unless one is open; a transaction
+//! marker (a control batch with the transactional bit, written by the coordinator)
+//! closes it, and an ABORT marker adds `(producer, first offset, marker offset)` to the
+//! aborted-transaction index, which `read_committed` fetches consult
+//! ([`ProducerStateTable::aborted_overlapping`]). The first offset of the oldest open
+//! transaction bounds the last stable offset ([`ProducerStateTable::first_unstable_offset`]).
+//! The index is bounded by the log: entries whose marker is below the log start are
+//! dropped ([`ProducerStateTable::trim_aborted_below`]); it travels in snapshots, so it
+//! is recovered from the snapshot plus the log suffix like the rest of the table.
+//! Producers with an open transaction never expire; evicting one (the `max_producers`
+//! bound) forgets its transaction too, which is why the bound is large.
 
 use crate::log::BatchHeader;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -115,9 +124,16 @@ pub enum ProducerError {
     /// batch from a client).
     #[error("invalid producer fields: {0}")]
     InvalidBatch(&'static str),
-    /// A transactional batch; transactions are not served yet.
-    #[error("transactional batches are not supported yet")]
-    Transactional,
+    /// A transaction marker whose epoch is older than the producer's.
+    #[error("producer {producer_id}: marker epoch {epoch} is older than the current {current}")]
+    StaleMarker {
+        /// Producer id.
+        producer_id: i64,
+        /// Epoch of the marker.
+        epoch: i16,
+        /// Epoch the partition knows.
+        current: i16,
+    },
 }
 
 impl ProducerError {
@@ -128,7 +144,7 @@ impl ProducerError {
             ProducerError::OutOfOrder { .. } => error_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
             ProducerError::UnknownProducer { .. } => error_code::UNKNOWN_PRODUCER_ID,
             ProducerError::InvalidBatch(_) => error_code::INVALID_RECORD,
-            ProducerError::Transactional => error_code::INVALID_TXN_STATE,
+            ProducerError::StaleMarker { .. } => error_code::INVALID_PRODUCER_EPOCH,
         }
     }
 }
@@ -154,6 +170,9 @@ pub struct BatchMeta {
     pub transactional: bool,
     /// Control bit.
     pub control: bool,
+    /// A transaction marker saying ABORT (only with `control` and `transactional`; the
+    /// caller that reads the marker's record sets it).
+    pub abort_marker: bool,
 }
 
 impl BatchMeta {
@@ -169,7 +188,18 @@ impl BatchMeta {
             max_timestamp_ms: header.max_timestamp_ms,
             transactional: header.is_transactional(),
             control: header.is_control(),
+            abort_marker: false,
         }
+    }
+
+    /// The producer fields of a stored batch: [`BatchMeta::from_header`], plus whether
+    /// a transaction marker says ABORT (read from its control record).
+    pub fn from_stored(header: &BatchHeader, batch: &[u8]) -> BatchMeta {
+        let mut meta = BatchMeta::from_header(header);
+        if meta.control && meta.transactional {
+            meta.abort_marker = super::marker::is_abort_marker(batch);
+        }
+        meta
     }
 
     /// The same batch placed at `base_offset`.
@@ -227,8 +257,7 @@ pub struct ProducerEntry {
     pub last_timestamp_ms: i64,
     /// Offset of the producer's last batch (eviction order).
     pub last_offset: i64,
-    /// First offset of the producer's open transaction (transactions; always `None`
-    /// until they land).
+    /// First offset of the producer's open transaction, if one is open.
     pub txn_first_offset: Option<i64>,
 }
 
@@ -252,12 +281,28 @@ pub enum CheckOutcome {
     },
 }
 
+/// An aborted transaction of one producer: its first offset and the offset of its
+/// ABORT marker.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct AbortedTxn {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Offset of the transaction's first batch.
+    pub first_offset: i64,
+    /// Offset of its ABORT marker.
+    pub last_offset: i64,
+}
+
 /// The producer state of one partition.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct ProducerStateTable {
     producers: BTreeMap<i64, ProducerEntry>,
     /// `(last offset, producer id)` of every producer: the eviction order.
     by_last_offset: BTreeSet<(i64, i64)>,
+    /// `(first offset, producer id)` of every open transaction.
+    open_txns: BTreeSet<(i64, i64)>,
+    /// Aborted transactions by the offset of their marker.
+    aborted: BTreeMap<i64, AbortedTxn>,
     /// Every batch below this offset has been applied.
     next_offset: i64,
 }
@@ -272,16 +317,58 @@ impl ProducerStateTable {
     }
 
     /// A table from decoded parts (snapshots).
-    pub fn from_entries(next_offset: i64, producers: BTreeMap<i64, ProducerEntry>) -> ProducerStateTable {
+    pub fn from_entries(
+        next_offset: i64,
+        producers: BTreeMap<i64, ProducerEntry>,
+        aborted: Vec<AbortedTxn>,
+    ) -> ProducerStateTable {
         let by_last_offset = producers
             .iter()
             .map(|(id, entry)| (entry.last_offset, *id))
             .collect();
+        let open_txns = producers
+            .iter()
+            .filter_map(|(id, entry)| entry.txn_first_offset.map(|first| (first, *id)))
+            .collect();
         ProducerStateTable {
             producers,
             by_last_offset,
+            open_txns,
+            aborted: aborted.into_iter().map(|a| (a.last_offset, a)).collect(),
             next_offset,
         }
+    }
+
+    /// The first offset of the oldest open transaction, if any is open.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.open_txns.first().map(|(first, _)| *first)
+    }
+
+    /// Open transactions as `(first offset, producer id)`, oldest first.
+    pub fn open_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.open_txns.iter().copied()
+    }
+
+    /// Every aborted transaction in the index, by marker offset.
+    pub fn aborted(&self) -> impl Iterator<Item = &AbortedTxn> {
+        self.aborted.values()
+    }
+
+    /// Aborted transactions with data in `[from, to)`: marker at or after `from`, first
+    /// batch before `to` (what a `read_committed` fetch of that range must be told).
+    /// Walks only the entries whose marker is at or after `from`.
+    pub fn aborted_overlapping(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .range(from..)
+            .map(|(_, a)| *a)
+            .filter(|a| a.first_offset < to)
+            .collect()
+    }
+
+    /// Drops aborted-index entries whose marker is below `offset` (the log start: no
+    /// fetch can read their data any more).
+    pub fn trim_aborted_below(&mut self, offset: i64) {
+        self.aborted = self.aborted.split_off(&offset);
     }
 
     /// One past the last offset applied.
@@ -320,9 +407,6 @@ impl ProducerStateTable {
         }
         if !batch.is_tracked() {
             return Ok(CheckOutcome::Append);
-        }
-        if batch.transactional {
-            return Err(ProducerError::Transactional);
         }
         if batch.first_seq < 0 || batch.producer_epoch < 0 {
             return Err(ProducerError::InvalidBatch(
@@ -383,6 +467,19 @@ impl ProducerStateTable {
         }
     }
 
+    /// The leader's check of a transaction marker the coordinator asks for: refused if
+    /// its epoch is older than the producer's (a fenced coordinator's late marker).
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), ProducerError> {
+        match self.producers.get(&producer_id) {
+            Some(entry) if epoch < entry.epoch => Err(ProducerError::StaleMarker {
+                producer_id,
+                epoch,
+                current: entry.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Applies a stored batch (in offset order, at or after [`Self::next_offset`]).
     /// Never fails: the log is the truth, whatever it holds. Returns the producer
     /// evicted to stay within `max_producers`, if one was.
@@ -419,6 +516,30 @@ impl ProducerStateTable {
             entry.epoch = batch.producer_epoch;
             entry.batches.clear();
         }
+        if batch.transactional {
+            let producer_id = batch.producer_id;
+            match (batch.control, entry.txn_first_offset) {
+                (false, None) => {
+                    entry.txn_first_offset = Some(batch.base_offset);
+                    self.open_txns.insert((batch.base_offset, producer_id));
+                }
+                (true, Some(first_offset)) => {
+                    entry.txn_first_offset = None;
+                    self.open_txns.remove(&(first_offset, producer_id));
+                    if batch.abort_marker {
+                        self.aborted.insert(
+                            batch.base_offset,
+                            AbortedTxn {
+                                producer_id,
+                                first_offset,
+                                last_offset: batch.base_offset,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
         if batch.has_sequence() {
             if entry.batches.len() == MAX_BATCHES_PER_PRODUCER {
                 entry.batches.pop_front();
@@ -445,7 +566,9 @@ impl ProducerStateTable {
             let Some((_, id)) = self.by_last_offset.pop_first() else {
                 break;
             };
-            self.producers.remove(&id);
+            if let Some(first) = self.producers.remove(&id).and_then(|e| e.txn_first_offset) {
+                self.open_txns.remove(&(first, id));
+            }
             evicted = Some(id);
         }
         evicted
@@ -489,6 +612,7 @@ mod tests {
             max_timestamp_ms: 1_000,
             transactional: false,
             control: false,
+            abort_marker: false,
         }
     }
 
@@ -570,7 +694,7 @@ mod tests {
     }
 
     #[test]
-    fn control_and_transactional_and_sequenceless_batches_are_refused_from_clients() {
+    fn control_and_sequenceless_batches_are_refused_from_clients() {
         let t = ProducerStateTable::new(0);
         let mut control = meta(-1, -1, -1, 1, 0);
         control.control = true;
@@ -580,10 +704,7 @@ mod tests {
         );
         let mut txn = meta(1, 0, 0, 1, 0);
         txn.transactional = true;
-        assert_eq!(
-            t.check(&txn).unwrap_err().kafka_error_code(),
-            error_code::INVALID_TXN_STATE
-        );
+        assert_eq!(t.check(&txn), Ok(CheckOutcome::Append));
         assert_eq!(
             t.check(&meta(1, 0, -1, 1, 0)).unwrap_err().kafka_error_code(),
             error_code::INVALID_RECORD
@@ -618,6 +739,68 @@ mod tests {
         t.apply(&meta(0, 0, 1, 1, 3), 3);
         assert_eq!(t.apply(&meta(10, 0, 0, 1, 4), 3), Some(1));
         assert_eq!(t.producers().keys().copied().collect::<Vec<_>>(), vec![0, 2, 10]);
+    }
+
+    fn marker(pid: i64, epoch: i16, abort: bool, offset: i64) -> BatchMeta {
+        BatchMeta {
+            producer_id: pid,
+            producer_epoch: epoch,
+            first_seq: -1,
+            last_seq: -1,
+            base_offset: offset,
+            last_offset: offset,
+            max_timestamp_ms: 1_000,
+            transactional: true,
+            control: true,
+            abort_marker: abort,
+        }
+    }
+
+    fn txn_data(pid: i64, first_seq: i32, count: i32, offset: i64) -> BatchMeta {
+        BatchMeta {
+            transactional: true,
+            ..meta(pid, 0, first_seq, count, offset)
+        }
+    }
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_markers_close_them() {
+        let mut t = ProducerStateTable::new(0);
+        t.apply(&txn_data(1, 0, 2, 0), MAX); // offsets 0-1
+        t.apply(&txn_data(2, 0, 1, 2), MAX); // 2
+        t.apply(&txn_data(1, 2, 1, 3), MAX); // 3: same transaction
+        assert_eq!(t.first_unstable_offset(), Some(0));
+        t.apply(&marker(1, 0, true, 4), MAX);
+        assert_eq!(t.first_unstable_offset(), Some(2));
+        t.apply(&marker(2, 0, false, 5), MAX);
+        assert_eq!(t.first_unstable_offset(), None);
+        let aborted = vec![AbortedTxn {
+            producer_id: 1,
+            first_offset: 0,
+            last_offset: 4,
+        }];
+        assert_eq!(t.aborted_overlapping(0, 6), aborted);
+        assert_eq!(t.aborted_overlapping(4, 6), aborted);
+        assert_eq!(t.aborted_overlapping(5, 6), vec![]);
+        // A later transaction of producer 1 opens again after the marker.
+        t.apply(&txn_data(1, 3, 1, 6), MAX);
+        assert_eq!(t.first_unstable_offset(), Some(6));
+        assert_eq!(
+            t.aborted_overlapping(0, 0),
+            vec![],
+            "nothing before the range end"
+        );
+        t.trim_aborted_below(5);
+        assert_eq!(t.aborted().count(), 0);
+        // A marker of an older epoch is refused; a newer one fences the old epoch.
+        t.apply(&marker(1, 3, true, 7), MAX);
+        assert_eq!(t.first_unstable_offset(), None);
+        assert!(t.check_marker(1, 2).is_err());
+        assert!(t.check_marker(1, 3).is_ok());
+        assert_eq!(
+            t.check(&txn_data(1, 4, 1, 8)).unwrap_err().kafka_error_code(),
+            error_code::INVALID_PRODUCER_EPOCH
+        );
     }
 
     /// One idempotent producer with up to five batches in flight over a network that

@@ -6,16 +6,21 @@
 //! below it is in the snapshot), producer count u32, then per producer: id i64, epoch
 //! i16, last timestamp i64, last offset i64, open-transaction first offset i64 (-1:
 //! none), batch count u8 and per batch first sequence i32, last sequence i32, base
-//! offset i64, last offset i64; a trailing CRC32C over everything before it. A damaged
+//! offset i64, last offset i64; then (version 2) the aborted-transaction count u32 and
+//! per aborted transaction producer id i64, first offset i64, marker offset i64; a
+//! trailing CRC32C over everything before it (version 1, without the aborted
+//! transactions, is still read). A damaged
 //! or unknown snapshot decodes to an error and is ignored by recovery, which then reads
 //! more of the log.
 
-use super::producer_state::{ProducerEntry, ProducerStateTable, SeqRange, MAX_BATCHES_PER_PRODUCER};
+use super::producer_state::{
+    AbortedTxn, ProducerEntry, ProducerStateTable, SeqRange, MAX_BATCHES_PER_PRODUCER,
+};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
 const MAGIC: &[u8; 4] = b"OXPS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const HEADER_BYTES: usize = 4 + 2 + 8 + 4;
 const CRC_BYTES: usize = 4;
 
@@ -55,6 +60,13 @@ pub fn encode(table: &ProducerStateTable) -> Bytes {
             out.extend_from_slice(&batch.base_offset.to_be_bytes());
             out.extend_from_slice(&batch.last_offset.to_be_bytes());
         }
+    }
+    let aborted: Vec<&AbortedTxn> = table.aborted().collect();
+    out.extend_from_slice(&(aborted.len() as u32).to_be_bytes());
+    for a in aborted {
+        out.extend_from_slice(&a.producer_id.to_be_bytes());
+        out.extend_from_slice(&a.first_offset.to_be_bytes());
+        out.extend_from_slice(&a.last_offset.to_be_bytes());
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_be_bytes());
@@ -99,7 +111,7 @@ pub fn decode(bytes: &[u8]) -> Result<ProducerStateTable, SnapshotError> {
     }
     let mut r = Reader { bytes: body, at: 4 };
     let version = u16::from_be_bytes(r.take()?);
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(SnapshotError::UnknownVersion(version));
     }
     let next_offset = r.i64()?;
@@ -138,10 +150,27 @@ pub fn decode(bytes: &[u8]) -> Result<ProducerStateTable, SnapshotError> {
             return Err(SnapshotError::Damaged("a producer listed twice"));
         }
     }
+    let mut aborted = Vec::new();
+    if version >= 2 {
+        let count = u32::from_be_bytes(r.take()?);
+        for _ in 0..count {
+            let a = AbortedTxn {
+                producer_id: r.i64()?,
+                first_offset: r.i64()?,
+                last_offset: r.i64()?,
+            };
+            if a.last_offset >= next_offset || a.first_offset > a.last_offset {
+                return Err(SnapshotError::Damaged(
+                    "an aborted transaction outside the snapshot",
+                ));
+            }
+            aborted.push(a);
+        }
+    }
     if r.at != body.len() {
         return Err(SnapshotError::Damaged("trailing bytes"));
     }
-    Ok(ProducerStateTable::from_entries(next_offset, producers))
+    Ok(ProducerStateTable::from_entries(next_offset, producers, aborted))
 }
 
 #[cfg(test)]
@@ -163,8 +192,9 @@ mod tests {
                     base_offset: base,
                     last_offset: base + i64::from(*count) - 1,
                     max_timestamp_ms: base * 7,
-                    transactional: false,
+                    transactional: *pid % 3 == 0,
                     control: false,
+                    abort_marker: false,
                 },
                 1_000,
             );
@@ -179,6 +209,8 @@ mod tests {
             let decoded = decode(&encode(&t)).unwrap();
             prop_assert_eq!(decoded.producers(), t.producers());
             prop_assert_eq!(decoded.next_offset(), t.next_offset());
+            prop_assert_eq!(decoded.first_unstable_offset(), t.first_unstable_offset());
+            prop_assert_eq!(decoded.aborted().collect::<Vec<_>>(), t.aborted().collect::<Vec<_>>());
         }
     }
 

