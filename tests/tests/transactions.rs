@@ -240,3 +240,112 @@ fn read_committed_list_offsets_answers_the_last_stable_offset() {
     drop(txn);
     node.stop().unwrap();
 }
+
+/// One consume-transform-produce step: reads up to `batch` records of `input` from the
+/// group's committed offset and writes `out-<value>` for each to `output` in one
+/// transaction together with the consumed offsets. With `commit` false the transaction
+/// is left open (the caller then restarts the broker under it). Returns how many
+/// records it processed.
+fn transform_step(brokers: &str, producer: &BaseProducer, group: &str, batch: usize, commit: bool) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("input", 0);
+    let committed = consumer.committed_offsets(wanted, TIMEOUT).unwrap();
+    let start = match committed.elements()[0].offset() {
+        Offset::Offset(o) => Offset::Offset(o),
+        _ => Offset::Beginning,
+    };
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset("input", 0, start).unwrap();
+    consumer.assign(&assignment).unwrap();
+    producer.begin_transaction().unwrap();
+    let mut next_offset = None;
+    let mut processed = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processed < batch && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                send(producer, "output", 0, &format!("out-{value}"));
+                next_offset = Some(m.offset() + 1);
+                processed += 1;
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    if let Some(next) = next_offset {
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("input", 0, Offset::Offset(next))
+            .unwrap();
+        let metadata = consumer.group_metadata().unwrap();
+        producer
+            .send_offsets_to_transaction(&offsets, &metadata, TIMEOUT)
+            .unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+    if commit {
+        producer.commit_transaction(TIMEOUT).unwrap();
+    }
+    processed
+}
+
+#[test]
+fn consume_transform_produce_is_exactly_once_through_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_node(dir.path());
+    let mut brokers = node.kafka_addr().to_string();
+    create_topic(&brokers, "input", 1);
+    create_topic(&brokers, "output", 1);
+    let inputs = values("in", 200);
+    let plain: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for value in &inputs {
+        let record = BaseRecord::<(), str>::to("input").partition(0).payload(value);
+        plain.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    plain.flush(TIMEOUT).unwrap();
+    drop(plain);
+
+    let mut producer = transactional_producer(&brokers, "ctp");
+    let mut done = 0;
+    let mut restarted = false;
+    while done < inputs.len() {
+        if !restarted && done >= inputs.len() / 2 {
+            // Leave a transaction open with output and offsets in it, then restart the
+            // broker under it: the open transaction must never become visible, and its
+            // offsets must never be applied to the group.
+            let processed = transform_step(&brokers, &producer, "ctp-group", 15, false);
+            assert!(processed > 0);
+            drop(producer);
+            node.stop().unwrap();
+            node = start_node(dir.path());
+            brokers = node.kafka_addr().to_string();
+            // The new instance fences the old epoch and aborts its open transaction.
+            producer = transactional_producer(&brokers, "ctp");
+            restarted = true;
+            continue;
+        }
+        done += transform_step(&brokers, &producer, "ctp-group", 20, true);
+    }
+    let output = read_values(&brokers, "output", 1, "read_committed", Duration::from_secs(2));
+    let expected: Vec<String> = inputs.iter().map(|v| format!("out-{v}")).collect();
+    assert_eq!(output, expected, "every input transformed exactly once, in order");
+    let everything = read_values(&brokers, "output", 1, "read_uncommitted", Duration::from_secs(2));
+    assert!(
+        everything.len() > expected.len(),
+        "the aborted transaction's output is in the log"
+    );
+    drop(producer);
+    node.stop().unwrap();
+}

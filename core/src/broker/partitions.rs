@@ -339,6 +339,7 @@ impl Partitions {
                 read_committed,
             } => self.list_offsets(op_ref, tp.clone(), key, timestamp, read_committed),
             PartitionOp::Txn(op) => self.txn_run(now, op_ref, &tp, *op),
+            PartitionOp::TxnOffsetCommit(commit) => self.txn_offset_commit(now, op_ref, &tp, *commit),
             PartitionOp::WriteMarker { marker, timestamp_ms } => {
                 self.write_marker(now, op_ref, &tp, &marker, timestamp_ms)
             }
@@ -871,8 +872,10 @@ impl Partitions {
                 CoordinatorOutput::TrimLog { offset } => {
                     // The checkpoint is committed: the prefix it supersedes may go.
                     // Failing to trim only costs replay time.
+                    // Never past the last stable offset: transactional offset commits
+                    // still waiting for their marker must stay in the log.
                     if offset > hosted.replica.log().start_offset()
-                        && offset < hosted.replica.high_watermark()
+                        && offset < hosted.replica.last_stable_offset()
                     {
                         let _ = hosted.replica.log_mut().delete_records(now, offset);
                     }

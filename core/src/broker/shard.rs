@@ -70,6 +70,8 @@ pub enum PartitionOp {
     Group(crate::group::GroupOp),
     /// A request for the transaction coordinator of a `__transaction_state` partition.
     Txn(Box<crate::txn::TxnOp>),
+    /// TxnOffsetCommit for the group coordinator of a `__consumer_offsets` partition.
+    TxnOffsetCommit(Box<crate::group::coordinator::txn_offsets::TxnCommit>),
     /// Write a transaction marker (the coordinator's, or WriteTxnMarkers).
     WriteMarker {
         /// The marker.

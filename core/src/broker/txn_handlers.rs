@@ -2,7 +2,9 @@
 //! `__transaction_state` on first use), InitProducerId with a transactional id,
 //! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, DescribeTransactions and
 //! ListTransactions go to the [`crate::txn::TxnCoordinator`] of the id's
-//! `__transaction_state` partition; WriteTxnMarkers writes markers to the partitions it
+//! `__transaction_state` partition; TxnOffsetCommit goes to the group coordinator of the
+//! group's `__consumer_offsets` partition (held there until the producer's marker);
+//! WriteTxnMarkers writes markers to the partitions it
 //! names. The coordinators' own markers are routed here too: each becomes a
 //! [`PartitionOp::WriteMarker`] to the shard owning the partition, and its result goes
 //! back to the coordinator ([`route_markers`], [`on_marker_result`]).
@@ -11,7 +13,8 @@ use super::handlers::{begin, PendingKind};
 use super::partitions::TopicPartition;
 use super::shard::{MetadataCommand, NewTopic, OpRef, OpResult, PartitionOp};
 use super::{Broker, ConnectionId};
-use crate::group::{partition_for_group, OFFSETS_TOPIC};
+use crate::group::coordinator::txn_offsets::TxnCommit;
+use crate::group::{partition_for_group, GroupResult, OFFSETS_TOPIC};
 use crate::kafka::protocol::messages::{self as m, ProducerId, TopicName, TransactionalId};
 use crate::kafka::protocol::protocol::StrBytes;
 use crate::kafka::{ErrorCode, Request, RequestHeader, Response};
@@ -50,6 +53,10 @@ enum TxnApi {
     },
     Describe,
     List,
+    /// Topics and partitions in request order, with refusals decided here.
+    OffsetCommit {
+        order: PartitionOrder,
+    },
 }
 
 /// A transactional InitProducerId waiting for its fresh producer id.
@@ -319,6 +326,7 @@ pub fn start(
                 ops,
             );
         }
+        Request::TxnOffsetCommit(request) => txn_offset_commit(broker, now, request_ref, request),
         Request::WriteTxnMarkers(request) => {
             let wall_ms = broker.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
             let mut slots = Vec::new();
@@ -361,6 +369,136 @@ pub fn start(
             broker.respond(connection, id, &header, Some(response));
         }
     }
+}
+
+/// TxnOffsetCommit: to the group coordinator of the group's `__consumer_offsets`
+/// partition, which holds the offsets until the producer's marker lands there.
+fn txn_offset_commit(
+    broker: &mut Broker,
+    now: Instant,
+    (id, connection, header): (u64, ConnectionId, RequestHeader),
+    request: m::TxnOffsetCommitRequest,
+) {
+    let group = request.group_id.0.as_str().to_string();
+    let count = broker.metadata.topics.get(OFFSETS_TOPIC).map(|t| t.partitions);
+    let mut order = Vec::new();
+    let mut entries = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let meta = broker.metadata.topics.get(&name);
+        let mut slots = Vec::new();
+        for p in &topic.partitions {
+            let index = p.partition_index;
+            let known = meta.is_some_and(|t| index >= 0 && index < t.partitions);
+            let refused = match (count, known) {
+                (None, _) => Some(ErrorCode::COORDINATOR_NOT_AVAILABLE.0),
+                (_, false) => Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0),
+                _ => None,
+            };
+            if refused.is_none() {
+                entries.push(crate::group::CommitEntry {
+                    topic: name.clone(),
+                    partition: index,
+                    offset: p.committed_offset,
+                    leader_epoch: if header.api_version >= 2 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_string()),
+                });
+            }
+            slots.push((index, refused));
+        }
+        order.push((name, slots));
+    }
+    let api = TxnApi::OffsetCommit { order };
+    let Some(count) = count.filter(|_| !entries.is_empty()) else {
+        let response = build(&api, &header, &[]);
+        broker.respond(connection, id, &header, Some(response));
+        return;
+    };
+    let member = header.api_version >= 3;
+    let commit = TxnCommit {
+        group: group.clone(),
+        producer_id: request.producer_id.0,
+        producer_epoch: request.producer_epoch,
+        generation: if member { request.generation_id } else { -1 },
+        member_id: if member {
+            request.member_id.as_str().to_string()
+        } else {
+            String::new()
+        },
+        instance_id: request
+            .group_instance_id
+            .as_ref()
+            .filter(|_| member)
+            .map(|i| i.as_str().to_string()),
+        entries,
+    };
+    let op = PartitionOp::TxnOffsetCommit(Box::new(commit));
+    let partition = partition_for_group(&group, count);
+    let ops = vec![(OFFSETS_TOPIC.to_string(), partition, op)];
+    let pending = TxnPending { api };
+    begin(
+        broker,
+        now,
+        id,
+        connection,
+        header,
+        None,
+        PendingKind::Txn(pending),
+        ops,
+    );
+}
+
+/// The per-partition codes of a group coordinator's commit answer, or its error.
+fn committed_codes(result: Option<&OpResult>) -> Result<&crate::group::PartitionErrors, i16> {
+    match result {
+        None => Err(ErrorCode::REQUEST_TIMED_OUT.0),
+        Some(OpResult::Group(r)) => {
+            let r: &GroupResult = r;
+            match r {
+                GroupResult::Committed(errors) => Ok(errors),
+                GroupResult::Error(code) => Err(*code),
+                _ => Err(ErrorCode::UNKNOWN_SERVER_ERROR.0),
+            }
+        }
+        Some(other) => Err(match other.error_code() {
+            3 | 6 => code::NOT_COORDINATOR,
+            code => code,
+        }),
+    }
+}
+
+fn txn_offset_commit_response(order: &PartitionOrder, results: &[Option<OpResult>]) -> Response {
+    use m::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
+    let answer = results.first().map(|r| committed_codes(r.as_ref()));
+    let topics = order
+        .iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .iter()
+                .map(|(p, refused)| {
+                    let code = refused.unwrap_or_else(|| match &answer {
+                        Some(Ok(errors)) => errors
+                            .get(name)
+                            .and_then(|codes| codes.iter().find(|(i, _)| i == p))
+                            .map_or(ErrorCode::UNKNOWN_SERVER_ERROR.0, |(_, code)| *code),
+                        Some(Err(code)) => *code,
+                        None => ErrorCode::UNKNOWN_SERVER_ERROR.0,
+                    });
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(*p)
+                        .with_error_code(code)
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    Response::TxnOffsetCommit(m::TxnOffsetCommitResponse::default().with_topics(topics))
 }
 
 fn txn_result(result: Option<&OpResult>) -> Result<&TxnResult, i16> {
@@ -468,6 +606,7 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
         TxnApi::WriteMarkers { slots } => write_markers_response(slots, results),
         TxnApi::Describe => describe_response(results),
         TxnApi::List => list_response(results),
+        TxnApi::OffsetCommit { order } => txn_offset_commit_response(order, results),
     }
 }
 

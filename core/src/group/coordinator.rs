@@ -37,6 +37,8 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+pub mod txn_offsets;
+
 /// Largest batch the coordinator writes (a checkpoint is split into batches this size).
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
@@ -236,6 +238,8 @@ pub struct Coordinator {
     next_retention_check: Option<Instant>,
     metrics: GroupMetrics,
     corrupt_records: u64,
+    /// Transactional offset commits waiting for their producer's marker.
+    txn_offsets: txn_offsets::TxnOffsets,
 }
 
 fn str_bytes(s: &str) -> StrBytes {
@@ -266,6 +270,7 @@ impl Coordinator {
             next_retention_check: None,
             metrics: GroupMetrics::default(),
             corrupt_records: 0,
+            txn_offsets: txn_offsets::TxnOffsets::default(),
         }
     }
 
@@ -366,7 +371,9 @@ impl Coordinator {
             next = Some(header.next_offset());
             let is_control = header.attributes & 0x20 != 0;
             let compressed = header.attributes & 0x07 != 0;
-            if !is_control && !compressed {
+            if header.is_transactional() {
+                self.replay_txn_batch(&header, &bytes.slice(at..end));
+            } else if !is_control && !compressed {
                 let records = bytes.slice(at + BATCH_HEADER_BYTES..end);
                 match parse_uncompressed_records(&records, header.record_count) {
                     Ok(records) => {
@@ -412,6 +419,7 @@ impl Coordinator {
     /// The replica stopped leading: answer every waiting request NOT_COORDINATOR and
     /// drop the live state.
     pub fn unload(&mut self) {
+        self.txn_offsets_unload();
         let code = ErrorCode::NOT_COORDINATOR.0;
         let mut replies = Vec::new();
         {
@@ -599,6 +607,9 @@ impl Coordinator {
 
     /// An append finished: committed at `base_offset`, or failed with a Kafka error code.
     pub fn on_append_done(&mut self, now: Instant, wall_ms: i64, token: u64, result: Result<i64, i16>) {
+        if self.txn_append_done(token, result) {
+            return;
+        }
         let Some(pending) = self.appends.remove(&token) else {
             return;
         };

@@ -87,7 +87,7 @@ pub const API_TABLE: &[ApiRow] = &[
     supported(ApiKey::AddOffsetsToTxn, 0, 3),
     supported(ApiKey::EndTxn, 0, 3),
     supported(ApiKey::WriteTxnMarkers, 1, 1),
-    planned(ApiKey::TxnOffsetCommit, "txn"),
+    supported(ApiKey::TxnOffsetCommit, 0, 3),
     supported(ApiKey::DescribeConfigs, 1, 4),
     supported(ApiKey::AlterConfigs, 0, 2),
     planned(ApiKey::SaslAuthenticate, "security"),

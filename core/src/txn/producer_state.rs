@@ -408,6 +408,19 @@ impl ProducerStateTable {
         if !batch.is_tracked() {
             return Ok(CheckOutcome::Append);
         }
+        if batch.transactional && batch.first_seq < 0 && batch.producer_epoch >= 0 {
+            // A group coordinator's transactional offset commit carries no sequence
+            // (Kafka's coordinator appends skip sequence checks too): only the epoch
+            // is checked, and it is never a duplicate.
+            return match self.producers.get(&batch.producer_id) {
+                Some(entry) if batch.producer_epoch < entry.epoch => Err(ProducerError::StaleEpoch {
+                    producer_id: batch.producer_id,
+                    epoch: batch.producer_epoch,
+                    current: entry.epoch,
+                }),
+                _ => Ok(CheckOutcome::Append),
+            };
+        }
         if batch.first_seq < 0 || batch.producer_epoch < 0 {
             return Err(ProducerError::InvalidBatch(
                 "a producer id without an epoch or sequence",

@@ -8,6 +8,8 @@
 
 use super::{Hosted, OpRef, OpResult, Partitions, TopicPartition};
 use crate::broker::io::{BrokerEffect, BrokerInput};
+use crate::group::coordinator::txn_offsets::TxnCommit;
+use crate::group::ReplyId;
 use crate::kafka::ErrorCode;
 use crate::log::read::trim_fetched;
 use crate::partition::{Acks, ProduceError, ProduceToken, ReadToken};
@@ -60,6 +62,9 @@ pub struct TxnHosts {
     replies: BTreeMap<u64, OpRef>,
     appends: BTreeMap<ProduceToken, (TopicPartition, u64)>,
     load_reads: BTreeMap<ReadToken, TopicPartition>,
+    /// Markers appended to `__consumer_offsets` partitions: their group coordinator
+    /// settles the producer's transactional offsets once the marker is committed.
+    group_markers: BTreeMap<ProduceToken, (TopicPartition, i64, bool)>,
     /// Markers to route (drained by the broker).
     pub sends: VecDeque<MarkerSend>,
 }
@@ -108,6 +113,7 @@ impl Partitions {
             }
         }
         self.txn.appends.retain(|_, (t, _)| t != tp);
+        self.txn.group_markers.retain(|_, (t, ..)| t != tp);
         self.txn.load_reads.retain(|_, t| t != tp);
     }
 
@@ -133,6 +139,28 @@ impl Partitions {
         }
     }
 
+    /// TxnOffsetCommit for the group coordinator of `__consumer_offsets` partition `tp`.
+    pub(super) fn txn_offset_commit(
+        &mut self,
+        now: Instant,
+        op_ref: OpRef,
+        tp: &TopicPartition,
+        commit: TxnCommit,
+    ) {
+        let wall_ms = self.wall_ms(now);
+        let reply = ReplyId(self.token());
+        let has_coordinator = self.hosted.get(tp).is_some_and(|h| h.coordinator.is_some());
+        if !has_coordinator {
+            self.results
+                .push_back((op_ref, OpResult::Error(ErrorCode::NOT_COORDINATOR.0)));
+            return;
+        }
+        self.group_replies.insert(reply, op_ref);
+        if let Some(c) = self.hosted.get_mut(tp).and_then(|h| h.coordinator.as_mut()) {
+            c.txn_commit(now, wall_ms, reply, commit);
+        }
+    }
+
     /// Appends a transaction marker to `tp` (acknowledged once committed, like a
     /// produce with acks=all).
     pub(super) fn write_marker(
@@ -152,6 +180,11 @@ impl Partitions {
         match hosted.replica.append_marker(now, marker, timestamp_ms, token) {
             Ok(_) => {
                 self.produce_waits.insert(token, op_ref);
+                if hosted.coordinator.is_some() {
+                    self.txn
+                        .group_markers
+                        .insert(token, (tp.clone(), marker.producer_id, marker.commit));
+                }
             }
             Err(error) => self
                 .results
@@ -198,6 +231,15 @@ impl Partitions {
         token: ProduceToken,
         result: &Result<i64, ProduceError>,
     ) -> bool {
+        if let Some((tp, producer_id, commit)) = self.txn.group_markers.remove(&token) {
+            if result.is_ok() {
+                if let Some(c) = self.hosted.get_mut(&tp).and_then(|h| h.coordinator.as_mut()) {
+                    c.on_txn_marker(producer_id, commit);
+                }
+            }
+            // The marker's own requester is answered through the produce waits.
+            return false;
+        }
         let Some((tp, coordinator_token)) = self.txn.appends.remove(&token) else {
             return false;
         };
