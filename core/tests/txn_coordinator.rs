@@ -1,0 +1,426 @@
+//! The transaction coordinator as a state machine, driven directly: fencing by a new
+//! InitProducerId, the decision made durable before any marker, marker retries,
+//! timeouts that abort with an epoch bump, replay from the log (finishing decided
+//! transactions), checkpoints that trim the log, and failed appends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::{Bytes, BytesMut};
+use oxbow_core::time::Instant;
+use oxbow_core::txn::coordinator::code;
+use oxbow_core::txn::marker::Marker;
+use oxbow_core::txn::{TxnConfig, TxnCoordinator, TxnOp, TxnOutput, TxnResult, TxnState};
+use std::time::Duration;
+
+const ID: &str = "app-1";
+
+/// A coordinator with a log it appends to (committed on demand) and what it emitted.
+struct Harness {
+    c: TxnCoordinator,
+    config: TxnConfig,
+    /// Committed batches, with their base offsets.
+    log: Vec<(i64, Bytes)>,
+    next_offset: i64,
+    in_flight: Vec<(u64, Bytes)>,
+    markers: Vec<(u64, String, i32, Marker)>,
+    replies: Vec<(u64, TxnResult)>,
+    trims: Vec<i64>,
+    reloads: usize,
+    now: Instant,
+    wall_ms: i64,
+    next_reply: u64,
+}
+
+impl Harness {
+    fn new(config: TxnConfig) -> Harness {
+        let mut c = TxnCoordinator::new(0, config.clone());
+        c.begin_load(1);
+        c.finish_load(Instant::ZERO, 0);
+        Harness {
+            c,
+            config,
+            log: Vec::new(),
+            next_offset: 0,
+            in_flight: Vec::new(),
+            markers: Vec::new(),
+            replies: Vec::new(),
+            trims: Vec::new(),
+            reloads: 0,
+            now: Instant::ZERO,
+            wall_ms: 1_000_000,
+            next_reply: 1,
+        }
+    }
+
+    fn pump(&mut self) {
+        while let Some(output) = self.c.poll_output() {
+            match output {
+                TxnOutput::Reply { reply, result } => self.replies.push((reply, result)),
+                TxnOutput::Append { token, batch } => self.in_flight.push((token, batch)),
+                TxnOutput::WriteMarker {
+                    token,
+                    topic,
+                    partition,
+                    marker,
+                } => self.markers.push((token, topic, partition, marker)),
+                TxnOutput::TrimLog { offset } => self.trims.push(offset),
+                TxnOutput::Reload => self.reloads += 1,
+                other => panic!("unexpected output {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `op`; returns the answer if it came at once.
+    fn request(&mut self, op: TxnOp) -> Option<TxnResult> {
+        let reply = self.next_reply;
+        self.next_reply += 1;
+        self.c.handle(self.now, self.wall_ms, reply, op);
+        self.pump();
+        self.take_reply(reply)
+    }
+
+    fn take_reply(&mut self, reply: u64) -> Option<TxnResult> {
+        let at = self.replies.iter().position(|(r, _)| *r == reply)?;
+        Some(self.replies.remove(at).1)
+    }
+
+    /// Commits every append in flight, in order.
+    fn commit_appends(&mut self) {
+        while !self.in_flight.is_empty() {
+            let (token, batch) = self.in_flight.remove(0);
+            let mut stored = BytesMut::from(&batch[..]);
+            oxbow_core::log::batch::set_base_offset(&mut stored, self.next_offset);
+            let header = oxbow_core::log::BatchHeader::parse(&stored).unwrap();
+            let base = self.next_offset;
+            self.next_offset = header.next_offset();
+            self.log.push((base, stored.freeze()));
+            self.c.on_append_done(self.now, self.wall_ms, token, Ok(base));
+            self.pump();
+        }
+    }
+
+    /// Answers every marker in flight with `code`.
+    fn answer_markers(&mut self, code: i16) -> Vec<(String, i32, Marker)> {
+        let markers = std::mem::take(&mut self.markers);
+        for (token, ..) in &markers {
+            self.c.on_marker_done(self.now, self.wall_ms, *token, code);
+        }
+        self.pump();
+        markers.into_iter().map(|(_, t, p, m)| (t, p, m)).collect()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.wall_ms += i64::try_from(by.as_millis()).unwrap();
+        self.c.handle_timeout(self.now, self.wall_ms);
+        self.pump();
+    }
+
+    fn init(&mut self, fresh_producer_id: i64) -> TxnResult {
+        let op = TxnOp::InitProducerId {
+            transactional_id: ID.to_string(),
+            timeout_ms: 60_000,
+            producer_id: -1,
+            producer_epoch: -1,
+            fresh_producer_id,
+        };
+        let reply = self.next_reply;
+        if let Some(answer) = self.request(op) {
+            return answer;
+        }
+        self.commit_appends();
+        self.take_reply(reply).expect("answered once durable")
+    }
+
+    fn add(&mut self, producer: (i64, i16), partitions: &[(&str, i32)]) -> TxnResult {
+        let op = TxnOp::AddPartitions {
+            transactional_id: ID.to_string(),
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            partitions: partitions.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+            verify_only: false,
+        };
+        let reply = self.next_reply;
+        if let Some(answer) = self.request(op) {
+            return answer;
+        }
+        self.commit_appends();
+        self.take_reply(reply).expect("answered once durable")
+    }
+
+    fn end(&mut self, producer: (i64, i16), commit: bool) -> (u64, Option<TxnResult>) {
+        let reply = self.next_reply;
+        let op = TxnOp::EndTxn {
+            transactional_id: ID.to_string(),
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            commit,
+        };
+        (reply, self.request(op))
+    }
+
+    fn state(&self) -> TxnState {
+        self.c.transactions()[ID].state
+    }
+
+    /// A fresh coordinator loaded from this log (from `from` on).
+    fn reloaded(&self, from: i64) -> TxnCoordinator {
+        let mut c = TxnCoordinator::new(0, self.config.clone());
+        c.begin_load(2);
+        let mut bytes = BytesMut::new();
+        for (base, batch) in &self.log {
+            if *base >= from {
+                bytes.extend_from_slice(batch);
+            }
+        }
+        let next = c.load_batches(&bytes.freeze()).unwrap();
+        assert_eq!(next, Some(self.next_offset));
+        c.finish_load(Instant::ZERO, self.wall_ms);
+        c
+    }
+}
+
+fn producer_of(result: &TxnResult) -> (i64, i16) {
+    match result {
+        TxnResult::ProducerId {
+            producer_id,
+            producer_epoch,
+        } => (*producer_id, *producer_epoch),
+        other => panic!("not a producer id: {other:?}"),
+    }
+}
+
+#[test]
+fn a_new_init_fences_the_old_epoch_and_aborts_its_open_transaction() {
+    let mut h = Harness::new(TxnConfig::default());
+    let old = producer_of(&h.init(7));
+    assert_eq!(old, (7, 0));
+    assert_eq!(h.add(old, &[("t", 0), ("t", 1)]), TxnResult::Done);
+    // The second instance: the open transaction is aborted first.
+    let op = TxnOp::InitProducerId {
+        transactional_id: ID.to_string(),
+        timeout_ms: 60_000,
+        producer_id: -1,
+        producer_epoch: -1,
+        fresh_producer_id: 8,
+    };
+    assert_eq!(
+        h.request(op),
+        Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
+    );
+    assert!(
+        h.markers.is_empty(),
+        "no marker before the abort decision is durable"
+    );
+    h.commit_appends();
+    assert_eq!(h.state(), TxnState::PrepareAbort);
+    let markers = h.answer_markers(0);
+    assert_eq!(markers.len(), 2);
+    assert!(markers
+        .iter()
+        .all(|(_, _, m)| !m.commit && m.producer_id == 7 && m.producer_epoch == 1));
+    h.commit_appends();
+    assert_eq!(h.state(), TxnState::CompleteAbort);
+    let new = producer_of(&h.init(9));
+    assert_eq!(new, (7, 2), "same producer id, a newer epoch");
+    // The old instance is fenced everywhere.
+    assert_eq!(
+        h.add(old, &[("t", 2)]),
+        TxnResult::Error(code::INVALID_PRODUCER_EPOCH)
+    );
+    assert_eq!(
+        h.end(old, true).1,
+        Some(TxnResult::Error(code::INVALID_PRODUCER_EPOCH))
+    );
+    assert_eq!(
+        h.add((99, 2), &[("t", 2)]),
+        TxnResult::Error(code::INVALID_PRODUCER_ID_MAPPING)
+    );
+}
+
+#[test]
+fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() {
+    let mut h = Harness::new(TxnConfig::default());
+    let p = producer_of(&h.init(1));
+    h.add(p, &[("a", 0), ("b", 0)]);
+    let (reply, early) = h.end(p, true);
+    assert_eq!(early, None, "EndTxn waits for PrepareCommit to be durable");
+    assert!(h.markers.is_empty());
+    assert_eq!(h.in_flight.len(), 1, "the PrepareCommit record");
+    h.commit_appends();
+    assert_eq!(h.take_reply(reply), Some(TxnResult::Done));
+    assert_eq!(h.markers.len(), 2);
+    assert!(h.markers.iter().all(|(.., m)| m.commit));
+    // Partition b refuses (not leader); a is written.
+    let b = h.markers.iter().position(|(_, t, ..)| t == "b").unwrap();
+    let (b_token, ..) = h.markers.remove(b);
+    h.c.on_marker_done(h.now, h.wall_ms, b_token, 6);
+    h.answer_markers(0);
+    assert!(h.in_flight.is_empty(), "not complete while b is missing");
+    assert_eq!(h.state(), TxnState::PrepareCommit);
+    // A retry of the same EndTxn meanwhile is told to wait.
+    assert_eq!(
+        h.end(p, true).1,
+        Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
+    );
+    h.advance(Duration::from_millis(h.config.marker_retry_ms));
+    assert_eq!(h.markers.len(), 1, "only b is retried");
+    assert_eq!(h.markers[0].1, "b");
+    h.answer_markers(0);
+    h.commit_appends();
+    assert_eq!(h.state(), TxnState::CompleteCommit);
+    assert_eq!(
+        h.end(p, true).1,
+        Some(TxnResult::Done),
+        "a late retry of the commit succeeds"
+    );
+    assert_eq!(h.end(p, false).1, Some(TxnResult::Error(code::INVALID_TXN_STATE)));
+    assert_eq!(h.c.metrics().commits, 1);
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let config = TxnConfig::default();
+    let mut h = Harness::new(config.clone());
+    let op = TxnOp::InitProducerId {
+        transactional_id: ID.to_string(),
+        timeout_ms: 5_000,
+        producer_id: -1,
+        producer_epoch: -1,
+        fresh_producer_id: 3,
+    };
+    h.request(op);
+    h.commit_appends();
+    let p = (3, 0);
+    h.add(p, &[("t", 0)]);
+    h.advance(Duration::from_millis(config.abort_check_interval_ms));
+    assert_eq!(h.state(), TxnState::Ongoing, "within its timeout");
+    h.advance(Duration::from_millis(5_000));
+    h.commit_appends();
+    assert_eq!(h.state(), TxnState::PrepareAbort);
+    let markers = h.answer_markers(0);
+    assert_eq!(markers.len(), 1);
+    assert!(!markers[0].2.commit);
+    assert_eq!(
+        markers[0].2.producer_epoch, 1,
+        "the epoch is bumped: the late producer is fenced"
+    );
+    h.commit_appends();
+    assert_eq!(h.state(), TxnState::CompleteAbort);
+    assert_eq!(
+        h.end(p, true).1,
+        Some(TxnResult::Error(code::INVALID_PRODUCER_EPOCH))
+    );
+    assert_eq!(h.c.metrics().timeouts, 1);
+}
+
+#[test]
+fn replay_rebuilds_every_transaction_and_finishes_a_decided_one() {
+    let mut h = Harness::new(TxnConfig::default());
+    let p = producer_of(&h.init(11));
+    h.add(p, &[("x", 0), ("x", 1), ("y", 3)]);
+    let (_, _) = h.end(p, false);
+    h.commit_appends();
+    assert_eq!(h.state(), TxnState::PrepareAbort);
+    // The leader fails before the markers are written: a new leader replays the log.
+    let mut replayed = h.reloaded(0);
+    assert_eq!(replayed.transactions(), h.c.transactions());
+    let mut markers = Vec::new();
+    while let Some(output) = replayed.poll_output() {
+        if let TxnOutput::WriteMarker {
+            topic,
+            partition,
+            marker,
+            ..
+        } = output
+        {
+            markers.push((topic, partition, marker.commit));
+        }
+    }
+    assert_eq!(
+        markers,
+        vec![
+            ("x".to_string(), 0, false),
+            ("x".to_string(), 1, false),
+            ("y".to_string(), 3, false)
+        ],
+        "the decided abort is finished by the new leader"
+    );
+}
+
+#[test]
+fn checkpoints_trim_the_log_and_the_suffix_replays_to_the_same_state() {
+    let config = TxnConfig {
+        checkpoint_records: 6,
+        ..TxnConfig::default()
+    };
+    let mut h = Harness::new(config);
+    let mut p = producer_of(&h.init(21));
+    for round in 0..4 {
+        h.add(p, &[("t", round)]);
+        let (_, _) = h.end(p, round % 2 == 0);
+        h.commit_appends();
+        h.answer_markers(0);
+        h.commit_appends();
+        p = producer_of(&h.init(21));
+    }
+    let trim = *h.trims.last().expect("a checkpoint trimmed the log");
+    assert!(trim > 0);
+    let replayed = h.reloaded(trim);
+    assert_eq!(replayed.transactions(), h.c.transactions());
+}
+
+#[test]
+fn a_failed_append_answers_and_asks_for_a_reload() {
+    let mut h = Harness::new(TxnConfig::default());
+    let op = TxnOp::InitProducerId {
+        transactional_id: ID.to_string(),
+        timeout_ms: 60_000,
+        producer_id: -1,
+        producer_epoch: -1,
+        fresh_producer_id: 5,
+    };
+    let reply = h.next_reply;
+    assert_eq!(h.request(op), None);
+    let (token, _) = h.in_flight.remove(0);
+    h.c.on_append_done(h.now, h.wall_ms, token, Err(6));
+    h.pump();
+    assert_eq!(h.take_reply(reply), Some(TxnResult::Error(code::NOT_COORDINATOR)));
+    assert_eq!(h.reloads, 1);
+    assert!(!h.c.is_active());
+    let op = TxnOp::EndTxn {
+        transactional_id: ID.to_string(),
+        producer_id: 5,
+        producer_epoch: 0,
+        commit: true,
+    };
+    assert_eq!(h.request(op), Some(TxnResult::Error(code::NOT_COORDINATOR)));
+}
+
+#[test]
+fn bad_timeouts_and_unknown_ids_are_refused() {
+    let mut h = Harness::new(TxnConfig::default());
+    let op = TxnOp::InitProducerId {
+        transactional_id: ID.to_string(),
+        timeout_ms: h.config.max_timeout_ms + 1,
+        producer_id: -1,
+        producer_epoch: -1,
+        fresh_producer_id: 1,
+    };
+    assert_eq!(
+        h.request(op),
+        Some(TxnResult::Error(code::INVALID_TRANSACTION_TIMEOUT))
+    );
+    assert_eq!(
+        h.add((1, 0), &[("t", 0)]),
+        TxnResult::Error(code::INVALID_PRODUCER_ID_MAPPING)
+    );
+    let describe = TxnOp::Describe {
+        transactional_ids: vec!["nobody".to_string()],
+    };
+    match h.request(describe) {
+        Some(TxnResult::Transactions(list)) => {
+            assert_eq!(list[0].error_code, code::TRANSACTIONAL_ID_NOT_FOUND)
+        }
+        other => panic!("{other:?}"),
+    }
+}
