@@ -571,3 +571,216 @@ fn a_two_shard_node_serves_a_topic_end_to_end() {
         "a new term after restart"
     );
 }
+
+/// Transactional requests and their shapes, for the transactions test.
+mod txn {
+    use super::*;
+    use oxbow_core::kafka::protocol::messages::{ProducerId, TransactionalId};
+
+    pub const ID: &str = "tx-1";
+
+    pub fn find_coordinator(node: &mut Node, conn: ConnectionId) -> i16 {
+        let mut request = m::FindCoordinatorRequest::default();
+        request.key = s(ID);
+        request.key_type = 1;
+        let response: m::FindCoordinatorResponse = node.call(0, conn, Request::FindCoordinator(request), 3);
+        response.error_code
+    }
+
+    pub fn init(node: &mut Node, conn: ConnectionId) -> m::InitProducerIdResponse {
+        let mut request = m::InitProducerIdRequest::default();
+        request.transactional_id = Some(TransactionalId(s(ID)));
+        request.transaction_timeout_ms = 60_000;
+        request.producer_id = ProducerId(-1);
+        request.producer_epoch = -1;
+        node.call(0, conn, Request::InitProducerId(request), 4)
+    }
+
+    pub fn add(node: &mut Node, conn: ConnectionId, producer: (i64, i16), partitions: &[i32]) -> Vec<i16> {
+        let mut t = m::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+        t.name = topic("t");
+        t.partitions = partitions.to_vec();
+        let mut request = m::AddPartitionsToTxnRequest::default();
+        request.v3_and_below_transactional_id = TransactionalId(s(ID));
+        request.v3_and_below_producer_id = ProducerId(producer.0);
+        request.v3_and_below_producer_epoch = producer.1;
+        request.v3_and_below_topics = vec![t];
+        let response: m::AddPartitionsToTxnResponse =
+            node.call(0, conn, Request::AddPartitionsToTxn(request), 3);
+        response.results_by_topic_v3_and_below[0]
+            .results_by_partition
+            .iter()
+            .map(|p| p.partition_error_code)
+            .collect()
+    }
+
+    pub fn end(node: &mut Node, conn: ConnectionId, producer: (i64, i16), commit: bool) -> i16 {
+        let mut request = m::EndTxnRequest::default();
+        request.transactional_id = TransactionalId(s(ID));
+        request.producer_id = ProducerId(producer.0);
+        request.producer_epoch = producer.1;
+        request.committed = commit;
+        let response: m::EndTxnResponse = node.call(0, conn, Request::EndTxn(request), 3);
+        response.error_code
+    }
+
+    /// A transactional batch of `values` (sequence `first_seq`) to partition `partition`.
+    pub fn produce(
+        node: &mut Node,
+        conn: ConnectionId,
+        producer: (i64, i16),
+        partition: i32,
+        first_seq: i32,
+        values: &[&str],
+    ) -> i16 {
+        let records: Vec<NewRecord> = values
+            .iter()
+            .map(|v| NewRecord::value(*v, 1_700_000_000_000))
+            .collect();
+        let options = BatchOptions {
+            producer: oxbow_core::log::builder::ProducerFields {
+                producer_id: producer.0,
+                producer_epoch: producer.1,
+                base_sequence: first_seq,
+            },
+            transactional: true,
+            ..BatchOptions::default()
+        };
+        let mut p = m::produce_request::PartitionProduceData::default();
+        p.index = partition;
+        p.records = Some(build_batch(&records, options));
+        let mut t = m::produce_request::TopicProduceData::default();
+        t.name = topic("t");
+        t.partition_data = vec![p];
+        let mut request = m::ProduceRequest::default();
+        request.transactional_id = Some(TransactionalId(s(ID)));
+        request.acks = -1;
+        request.timeout_ms = 5000;
+        request.topic_data = vec![t];
+        let response: m::ProduceResponse = node.call(0, conn, Request::Produce(request), 9);
+        response.responses[0].partition_responses[0].error_code
+    }
+
+    /// A read_committed (or not) fetch of partition `partition` from offset 0.
+    pub fn fetch(
+        node: &mut Node,
+        conn: ConnectionId,
+        partition: i32,
+        read_committed: bool,
+    ) -> m::FetchResponse {
+        let mut request = fetch_request("t", partition, 0, 0);
+        if let Request::Fetch(f) = &mut request {
+            f.isolation_level = i8::from(read_committed);
+        }
+        node.call(0, conn, request, 12)
+    }
+
+    /// (last stable offset, high watermark, aborted (producer, first offset)).
+    pub fn stable(response: &m::FetchResponse) -> (i64, i64, Vec<(i64, i64)>) {
+        let p = &response.responses[0].partitions[0];
+        let aborted = p
+            .aborted_transactions
+            .iter()
+            .flatten()
+            .map(|a| (a.producer_id.0, a.first_offset))
+            .collect();
+        (p.last_stable_offset, p.high_watermark, aborted)
+    }
+}
+
+#[test]
+fn transactions_commit_and_abort_across_shards_and_survive_a_restart() {
+    let mut node = Node::start(BTreeMap::new(), BTreeMap::new(), None);
+    let c = node.connect(0, 1);
+    node.advance(Duration::from_millis(100));
+    assert_eq!(create_topic(&mut node, c, "t", 4).topics[0].error_code, 0);
+    node.advance(Duration::from_millis(500));
+    // The first FindCoordinator creates __transaction_state; then its leaders come up.
+    let mut found = txn::find_coordinator(&mut node, c);
+    for _ in 0..20 {
+        if found == 0 {
+            break;
+        }
+        node.advance(Duration::from_millis(200));
+        found = txn::find_coordinator(&mut node, c);
+    }
+    assert_eq!(found, 0, "a transaction coordinator");
+    let init = txn::init(&mut node, c);
+    assert_eq!(init.error_code, 0);
+    let producer = (init.producer_id.0, init.producer_epoch);
+
+    // KIP-890: a partition not added to the transaction refuses transactional data.
+    assert_eq!(
+        txn::produce(&mut node, c, producer, 0, 0, &["stray"]),
+        48,
+        "INVALID_TXN_STATE"
+    );
+    assert_eq!(txn::add(&mut node, c, producer, &[0, 1, 2, 3]), vec![0, 0, 0, 0]);
+    for partition in 0..4 {
+        assert_eq!(
+            txn::produce(&mut node, c, producer, partition, 0, &["a1", "a2"]),
+            0
+        );
+    }
+    // Open: read_committed sees nothing, read_uncommitted everything.
+    for partition in 0..4 {
+        let committed = txn::fetch(&mut node, c, partition, true);
+        assert_eq!(values(&committed), vec![], "partition {partition} while open");
+        let (lso, hwm, _) = txn::stable(&committed);
+        assert!(
+            lso < hwm,
+            "the open transaction holds the LSO back: {lso} < {hwm}"
+        );
+        assert_eq!(values(&txn::fetch(&mut node, c, partition, false)).len(), 2);
+    }
+    assert_eq!(txn::end(&mut node, c, producer, false), 0);
+    node.advance(Duration::from_millis(200));
+    let mut aborted_first = BTreeMap::new();
+    for partition in 0..4 {
+        let response = txn::fetch(&mut node, c, partition, true);
+        let (lso, hwm, aborted) = txn::stable(&response);
+        assert_eq!(lso, hwm, "the ABORT marker is in: partition {partition}");
+        assert_eq!(
+            aborted.len(),
+            1,
+            "partition {partition} lists its aborted transaction"
+        );
+        assert_eq!(aborted[0].0, producer.0);
+        aborted_first.insert(partition, aborted[0].1);
+    }
+    // The next transaction commits on two partitions.
+    assert_eq!(txn::add(&mut node, c, producer, &[0, 3]), vec![0, 0]);
+    assert_eq!(txn::produce(&mut node, c, producer, 0, 2, &["c1"]), 0);
+    assert_eq!(txn::produce(&mut node, c, producer, 3, 2, &["c1"]), 0);
+    assert_eq!(txn::end(&mut node, c, producer, true), 0);
+    node.advance(Duration::from_millis(200));
+    let after_commit = txn::fetch(&mut node, c, 0, true);
+    let (lso, hwm, _) = txn::stable(&after_commit);
+    assert_eq!(lso, hwm);
+    assert_eq!(values(&after_commit).last().map(|(_, v)| v.as_str()), Some("c1"));
+
+    // A restart: the coordinator replays its log, producer state and the aborted
+    // index come back from the partitions' logs.
+    let mut restarted = Node::start(
+        node.disks.clone(),
+        node.hard_states.clone(),
+        node.metadata_file.clone(),
+    );
+    let c = restarted.connect(0, 2);
+    restarted.advance(Duration::from_millis(500));
+    for partition in 0..4 {
+        let response = txn::fetch(&mut restarted, c, partition, true);
+        let (lso, hwm, aborted) = txn::stable(&response);
+        assert_eq!(lso, hwm, "partition {partition} after restart");
+        assert_eq!(aborted, vec![(producer.0, aborted_first[&partition])]);
+    }
+    // The old epoch is fenced by a new InitProducerId; the id's state survived.
+    let again = txn::init(&mut restarted, c);
+    assert_eq!((again.error_code, again.producer_id.0), (0, producer.0));
+    assert_eq!(again.producer_epoch, producer.1 + 1);
+    assert_eq!(
+        txn::end(&mut restarted, c, producer, true),
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+}

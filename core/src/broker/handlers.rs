@@ -97,6 +97,10 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
             let response = describe_configs(broker, &request);
             broker.respond(connection, id, &header, Some(Response::DescribeConfigs(response)));
         }
+        // KIP-890: a transactional produce is first verified with its coordinator.
+        Request::Produce(request) if super::txn_handlers::must_verify(broker, &request) => {
+            super::txn_handlers::verify_produce(broker, now, (id, connection, header), respond, request)
+        }
         Request::Produce(request) => start_produce(broker, now, id, connection, header, respond, request),
         Request::Fetch(request) => start_fetch(broker, now, id, connection, header, request),
         Request::ListOffsets(request) => {
@@ -471,7 +475,7 @@ pub(super) fn begin(
     }
 }
 
-fn start_produce(
+pub(super) fn start_produce(
     broker: &mut Broker,
     now: Instant,
     id: u64,
@@ -979,11 +983,15 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
             &pending.header,
             &pending.results,
         )),
-        PendingKind::Txn(txn) => Some(super::txn_handlers::response(
-            txn,
-            &pending.header,
-            &pending.results,
-        )),
+        PendingKind::Txn(txn) => {
+            // A verified transactional produce continues as a produce under the same id.
+            if let Some((respond, request)) = super::txn_handlers::verified_produce(txn, &pending.results) {
+                let (connection, header) = (pending.connection, pending.header);
+                start_produce(broker, now, id, connection, header, respond, request);
+                return;
+            }
+            super::txn_handlers::response(txn, &pending.header, &pending.results)
+        }
     };
     broker.respond(pending.connection, id, &pending.header, response);
 }

@@ -57,6 +57,11 @@ enum TxnApi {
     OffsetCommit {
         order: PartitionOrder,
     },
+    /// A transactional produce waiting for its coordinator's verification.
+    VerifyProduce {
+        respond: bool,
+        request: Box<m::ProduceRequest>,
+    },
 }
 
 /// A transactional InitProducerId waiting for its fresh producer id.
@@ -166,6 +171,114 @@ pub fn init_with_producer_id(
         TxnApi::InitProducerId,
         vec![(init.transactional_id, op)],
     );
+}
+
+/// The producer id and epoch of the first transactional data batch of a produce
+/// request, if it has one.
+fn transactional_producer(request: &m::ProduceRequest) -> Option<(i64, i16)> {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_ref())
+        .filter_map(|records| crate::log::BatchHeader::parse(records).ok())
+        .find(|h| h.is_transactional() && !h.is_control())
+        .map(|h| (h.producer_id, h.producer_epoch))
+}
+
+/// Whether a produce request carries transactional batches to verify (KIP-890: a
+/// partition must be part of the producer's ongoing transaction before a transactional
+/// batch is written to it, so a late or stray batch cannot open a transaction the
+/// coordinator knows nothing about, which would hold back the last stable offset
+/// forever).
+pub fn must_verify(broker: &Broker, request: &m::ProduceRequest) -> bool {
+    request.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty())
+        && state_partitions(broker).is_some()
+        && transactional_producer(request).is_some()
+}
+
+/// Asks the coordinator whether every partition of a transactional produce is in the
+/// producer's ongoing transaction; the produce runs once it says so
+/// ([`verified_produce`]), else every partition is refused.
+pub fn verify_produce(
+    broker: &mut Broker,
+    now: Instant,
+    request_ref: (u64, ConnectionId, RequestHeader),
+    respond: bool,
+    request: m::ProduceRequest,
+) {
+    let txn_id = request
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.as_str().to_string())
+        .unwrap_or_default();
+    let (producer_id, producer_epoch) = transactional_producer(&request).unwrap_or((-1, -1));
+    let partitions = request
+        .topic_data
+        .iter()
+        .flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(move |p| (t.name.0.as_str().to_string(), p.index))
+        })
+        .collect();
+    let op = TxnOp::AddPartitions {
+        transactional_id: txn_id.clone(),
+        producer_id,
+        producer_epoch,
+        partitions,
+        verify_only: true,
+    };
+    let api = TxnApi::VerifyProduce {
+        respond,
+        request: Box::new(request),
+    };
+    to_coordinator(broker, now, request_ref, api, vec![(txn_id, op)]);
+}
+
+/// The produce to run if a verification succeeded.
+pub fn verified_produce(
+    pending: &TxnPending,
+    results: &[Option<OpResult>],
+) -> Option<(bool, m::ProduceRequest)> {
+    match &pending.api {
+        TxnApi::VerifyProduce { respond, request }
+            if matches!(
+                txn_result(results.first().and_then(|r| r.as_ref())),
+                Ok(TxnResult::Done)
+            ) =>
+        {
+            Some((*respond, (**request).clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Every partition of a produce refused with `code`.
+fn refused_produce(request: &m::ProduceRequest, code: i16) -> Response {
+    use m::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+    let topics = request
+        .topic_data
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_data
+                .iter()
+                .map(|p| {
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(code)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1)
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    Response::Produce(m::ProduceResponse::default().with_responses(topics))
 }
 
 /// Sends one coordinator operation per `(transactional id, op)` and answers once all
@@ -539,9 +652,17 @@ pub fn aborted_transactions(aborted: &[(i64, i64)]) -> Option<Vec<m::fetch_respo
     )
 }
 
-/// The response of a finished transaction request.
-pub fn response(pending: &TxnPending, header: &RequestHeader, results: &[Option<OpResult>]) -> Response {
-    build(&pending.api, header, results)
+/// The response of a finished transaction request (none for a refused acks=0
+/// produce, as Kafka sends nothing back for those).
+pub fn response(
+    pending: &TxnPending,
+    header: &RequestHeader,
+    results: &[Option<OpResult>],
+) -> Option<Response> {
+    match &pending.api {
+        TxnApi::VerifyProduce { respond: false, .. } => None,
+        api => Some(build(api, header, results)),
+    }
 }
 
 fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> Response {
@@ -607,6 +728,17 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
         TxnApi::Describe => describe_response(results),
         TxnApi::List => list_response(results),
         TxnApi::OffsetCommit { order } => txn_offset_commit_response(order, results),
+        TxnApi::VerifyProduce { request, .. } => {
+            // The coordinator could not be asked: retriable, as Kafka answers.
+            let code = match result_code(first) {
+                code::NOT_COORDINATOR | code::COORDINATOR_LOAD_IN_PROGRESS | 7 | 15 => {
+                    ErrorCode::NOT_ENOUGH_REPLICAS.0
+                }
+                0 => ErrorCode::UNKNOWN_SERVER_ERROR.0,
+                code => code,
+            };
+            refused_produce(request, code)
+        }
     }
 }
 
