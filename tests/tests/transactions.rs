@@ -349,3 +349,48 @@ fn consume_transform_produce_is_exactly_once_through_a_broker_restart() {
     drop(producer);
     node.stop().unwrap();
 }
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_by_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let brokers = node.kafka_addr().to_string();
+    create_topic(&brokers, "slow", 1);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("transactional.id", "txn-slow")
+        .set("transaction.timeout.ms", "1500")
+        .set("message.timeout.ms", "1500")
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    producer.init_transactions(TIMEOUT).unwrap();
+    producer.begin_transaction().unwrap();
+    for value in values("late", 5) {
+        send(&producer, "slow", 0, &value);
+    }
+    producer.flush(TIMEOUT).unwrap();
+    // The coordinator aborts it (its check runs every second) and fences the epoch.
+    std::thread::sleep(Duration::from_millis(3_500));
+    assert!(
+        producer.commit_transaction(TIMEOUT).is_err(),
+        "a timed-out transaction cannot commit"
+    );
+    let end_at = |isolation: &str| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap();
+        consumer.fetch_watermarks("slow", 0, TIMEOUT).unwrap().1
+    };
+    let (committed_end, end) = (end_at("read_committed"), end_at("read_uncommitted"));
+    assert_eq!(
+        committed_end, end,
+        "the abort marker released the last stable offset"
+    );
+    let read = read_values(&brokers, "slow", 1, "read_committed", Duration::from_secs(2));
+    assert_eq!(read, Vec::<String>::new());
+    drop(producer);
+    node.stop().unwrap();
+}
