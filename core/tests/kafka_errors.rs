@@ -168,7 +168,7 @@ fn unknown_api_keys_close_the_connection() {
 #[test]
 fn planned_and_unlisted_apis_close_the_connection() {
     for key in [
-        ApiKey::DescribeProducers,
+        ApiKey::SaslAuthenticate,
         ApiKey::SaslHandshake,
         ApiKey::DescribeAcls,
         ApiKey::Vote,

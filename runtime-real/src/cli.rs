@@ -1,6 +1,11 @@
 //! The client commands of `oxbow` (DESIGN.md §5): `topic create|list|describe|delete|
 //! alter-config`, `produce` (lines from stdin), `consume`, `cluster info`. Each talks to
-//! a broker through [`crate::client::KafkaClient`] and prints for people.
+//! a broker through [`crate::client::KafkaClient`] and prints for people. `txn list|
+//! describe|producers|abort` is in [`txn`].
+
+mod txn;
+
+pub use txn::{txn, TxnCommand};
 
 use crate::client::{ClientError, KafkaClient};
 use bytes::Bytes;

@@ -34,6 +34,10 @@ enum Command {
     /// Brokers, controller and partition leaders.
     #[command(subcommand)]
     Cluster(cli::ClusterCommand),
+    /// List and describe transactions, show a partition's producers, abort a hanging
+    /// transaction.
+    #[command(subcommand)]
+    Txn(cli::TxnCommand),
     /// Inspect and tune this machine for Oxbow (IRQs, CPU power saving, disk
     /// scheduler, THP, aio limits, a cgroup); journaled, `--revert` restores.
     Tune(oxbow_runtime_real::tune::command::TuneArgs),
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
             .map(|_| ())
             .map_err(Into::into),
         Command::Cluster(command) => cli::cluster(command, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Txn(command) => cli::txn(command, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Tune(args) => oxbow_runtime_real::tune::command::run(&args, &mut std::io::stdout().lock()),
     };
     match outcome {

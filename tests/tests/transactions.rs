@@ -394,3 +394,71 @@ fn a_transaction_past_its_timeout_is_aborted_by_the_coordinator() {
     drop(producer);
     node.stop().unwrap();
 }
+
+fn txn_cli(command: oxbow_runtime_real::cli::TxnCommand) -> String {
+    let mut out = Vec::new();
+    oxbow_runtime_real::cli::txn(command, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn operators_list_describe_and_abort_a_transaction_from_the_command_line() {
+    use oxbow_runtime_real::cli::TxnCommand;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let brokers = node.kafka_addr().to_string();
+    create_topic(&brokers, "ops", 1);
+    let producer = transactional_producer(&brokers, "txn-ops");
+    producer.begin_transaction().unwrap();
+    for value in values("stuck", 3) {
+        send(&producer, "ops", 0, &value);
+    }
+    producer.flush(TIMEOUT).unwrap();
+
+    let listed = txn_cli(TxnCommand::List {
+        states: vec![],
+        brokers: brokers.clone(),
+    });
+    assert!(
+        listed.contains("txn-ops") && listed.contains("Ongoing"),
+        "{listed}"
+    );
+    let described = txn_cli(TxnCommand::Describe {
+        id: "txn-ops".to_string(),
+        brokers: brokers.clone(),
+    });
+    assert!(described.contains("state             Ongoing"), "{described}");
+    assert!(described.contains("partitions        ops [0]"), "{described}");
+    let producers = txn_cli(TxnCommand::Producers {
+        topic: "ops".to_string(),
+        partition: 0,
+        brokers: brokers.clone(),
+    });
+    // One producer, whose open transaction starts at the partition's first record
+    // (offset 1: the leader's Raft no-op is at 0).
+    let row = producers.lines().nth(1).expect("a producer row").to_string();
+    let producer_id: i64 = row.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(row.split_whitespace().last(), Some("1"), "{producers}");
+    // The operator ends it on the partition: the last stable offset moves on.
+    let aborted = txn_cli(TxnCommand::Abort {
+        topic: "ops".to_string(),
+        partition: 0,
+        producer_id,
+        producer_epoch: None,
+        brokers: brokers.clone(),
+    });
+    assert!(aborted.contains("aborted producer"), "{aborted}");
+    let producers = txn_cli(TxnCommand::Producers {
+        topic: "ops".to_string(),
+        partition: 0,
+        brokers: brokers.clone(),
+    });
+    assert_eq!(
+        producers.lines().nth(1).unwrap().split_whitespace().last(),
+        Some("-")
+    );
+    let read = read_values(&brokers, "ops", 1, "read_committed", Duration::from_secs(2));
+    assert_eq!(read, Vec::<String>::new(), "the aborted records stay hidden");
+    drop(producer);
+    node.stop().unwrap();
+}

@@ -340,6 +340,7 @@ impl Partitions {
             } => self.list_offsets(op_ref, tp.clone(), key, timestamp, read_committed),
             PartitionOp::Txn(op) => self.txn_run(now, op_ref, &tp, *op),
             PartitionOp::TxnOffsetCommit(commit) => self.txn_offset_commit(now, op_ref, &tp, *commit),
+            PartitionOp::DescribeProducers => self.describe_producers(op_ref, &tp),
             PartitionOp::WriteMarker { marker, timestamp_ms } => {
                 self.write_marker(now, op_ref, &tp, &marker, timestamp_ms)
             }

@@ -70,6 +70,8 @@ pub enum PartitionOp {
     Group(crate::group::GroupOp),
     /// A request for the transaction coordinator of a `__transaction_state` partition.
     Txn(Box<crate::txn::TxnOp>),
+    /// DescribeProducers: the partition's producer state.
+    DescribeProducers,
     /// TxnOffsetCommit for the group coordinator of a `__consumer_offsets` partition.
     TxnOffsetCommit(Box<crate::group::coordinator::txn_offsets::TxnCommit>),
     /// Write a transaction marker (the coordinator's, or WriteTxnMarkers).
@@ -130,6 +132,8 @@ pub enum OpResult {
     Group(crate::group::GroupResult),
     /// A transaction coordinator's answer.
     Txn(Box<crate::txn::TxnResult>),
+    /// DescribeProducers answer.
+    Producers(Vec<crate::txn::producer_state::ProducerSummary>),
     /// A Kafka error code.
     Error(i16),
 }

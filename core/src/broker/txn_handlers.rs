@@ -57,6 +57,10 @@ enum TxnApi {
     OffsetCommit {
         order: PartitionOrder,
     },
+    /// One slot per (topic, partition).
+    DescribeProducers {
+        slots: Vec<(String, i32)>,
+    },
     /// A transactional produce waiting for its coordinator's verification.
     VerifyProduce {
         respond: bool,
@@ -440,6 +444,33 @@ pub fn start(
             );
         }
         Request::TxnOffsetCommit(request) => txn_offset_commit(broker, now, request_ref, request),
+        Request::DescribeProducers(request) => {
+            let slots: Vec<(String, i32)> = request
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    let name = t.name.0.as_str().to_string();
+                    t.partition_indexes.iter().map(move |p| (name.clone(), *p))
+                })
+                .collect();
+            let ops = slots
+                .iter()
+                .map(|(t, p)| (t.clone(), *p, PartitionOp::DescribeProducers))
+                .collect();
+            let pending = TxnPending {
+                api: TxnApi::DescribeProducers { slots },
+            };
+            begin(
+                broker,
+                now,
+                id,
+                connection,
+                header,
+                None,
+                PendingKind::Txn(pending),
+                ops,
+            );
+        }
         Request::WriteTxnMarkers(request) => {
             let wall_ms = broker.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
             let mut slots = Vec::new();
@@ -728,6 +759,7 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
         TxnApi::Describe => describe_response(results),
         TxnApi::List => list_response(results),
         TxnApi::OffsetCommit { order } => txn_offset_commit_response(order, results),
+        TxnApi::DescribeProducers { slots } => describe_producers_response(slots, results),
         TxnApi::VerifyProduce { request, .. } => {
             // The coordinator could not be asked: retriable, as Kafka answers.
             let code = match result_code(first) {
@@ -796,6 +828,42 @@ fn write_markers_response(slots: &[(i64, String, i32)], results: &[Option<OpResu
         })
         .collect();
     Response::WriteTxnMarkers(m::WriteTxnMarkersResponse::default().with_markers(markers))
+}
+
+fn describe_producers_response(slots: &[(String, i32)], results: &[Option<OpResult>]) -> Response {
+    use m::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+    let mut topics: BTreeMap<String, Vec<PartitionResponse>> = BTreeMap::new();
+    for ((topic, partition), result) in slots.iter().zip(results) {
+        let mut p = PartitionResponse::default().with_partition_index(*partition);
+        match result {
+            Some(OpResult::Producers(producers)) => {
+                p.active_producers = producers
+                    .iter()
+                    .map(|s| {
+                        ProducerState::default()
+                            .with_producer_id(ProducerId(s.producer_id))
+                            .with_producer_epoch(i32::from(s.epoch))
+                            .with_last_sequence(s.last_sequence)
+                            .with_last_timestamp(s.last_timestamp_ms)
+                            .with_coordinator_epoch(-1)
+                            .with_current_txn_start_offset(s.txn_start_offset)
+                    })
+                    .collect();
+            }
+            Some(other) => p.error_code = other.error_code(),
+            None => p.error_code = ErrorCode::REQUEST_TIMED_OUT.0,
+        }
+        topics.entry(topic.clone()).or_default().push(p);
+    }
+    let topics = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            TopicResponse::default()
+                .with_name(TopicName(str_bytes(&name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    Response::DescribeProducers(m::DescribeProducersResponse::default().with_topics(topics))
 }
 
 fn descriptions(results: &[Option<OpResult>]) -> (Vec<TxnDescription>, i16) {

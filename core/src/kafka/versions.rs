@@ -96,7 +96,7 @@ pub const API_TABLE: &[ApiRow] = &[
     supported(ApiKey::IncrementalAlterConfigs, 0, 1),
     supported(ApiKey::OffsetDelete, 0, 0),
     supported(ApiKey::DescribeCluster, 0, 1),
-    planned(ApiKey::DescribeProducers, "txn"),
+    supported(ApiKey::DescribeProducers, 0, 0),
     supported(ApiKey::DescribeTransactions, 0, 0),
     supported(ApiKey::ListTransactions, 0, 0),
     supported(ApiKey::ConsumerGroupHeartbeat, 0, 1),

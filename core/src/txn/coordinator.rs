@@ -249,11 +249,6 @@ pub enum TxnOp {
         /// Producer ids wanted.
         producer_ids: Vec<i64>,
     },
-    /// An operator's abort of a hanging transaction (`oxbow txn abort`).
-    Abort {
-        /// The transactional id.
-        transactional_id: String,
-    },
 }
 
 /// One transaction as DescribeTransactions and ListTransactions show it.
@@ -278,7 +273,7 @@ pub enum TxnResult {
         /// Producer epoch.
         producer_epoch: i16,
     },
-    /// Done (AddPartitions, EndTxn, Abort).
+    /// Done (AddPartitions, EndTxn).
     Done,
     /// DescribeTransactions / ListTransactions.
     Transactions(Vec<TxnDescription>),
@@ -1027,7 +1022,6 @@ impl TxnCoordinator {
                     })
                     .collect(),
             )),
-            TxnOp::Abort { transactional_id } => self.operator_abort(wall_ms, reply, &transactional_id),
         };
         if let Some(result) = result {
             self.reply(reply, result);
@@ -1189,19 +1183,5 @@ impl TxnCoordinator {
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Some(TxnResult::Done),
             _ => Some(TxnResult::Error(code::INVALID_TXN_STATE)),
         }
-    }
-
-    fn operator_abort(&mut self, wall_ms: i64, reply: TxnReplyId, id: &str) -> Option<TxnResult> {
-        let Some(meta) = self.txns.get(id) else {
-            return Some(TxnResult::Error(code::TRANSACTIONAL_ID_NOT_FOUND));
-        };
-        if self.busy.contains(id) || meta.state.is_prepare() {
-            return Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
-        }
-        if meta.state != TxnState::Ongoing {
-            return Some(TxnResult::Error(code::INVALID_TXN_STATE));
-        }
-        self.begin_abort(id, wall_ms, true, Some((reply, TxnResult::Done)));
-        None
     }
 }

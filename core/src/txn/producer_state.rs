@@ -281,6 +281,21 @@ pub enum CheckOutcome {
     },
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ProducerSummary {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Current epoch.
+    pub epoch: i16,
+    /// Last sequence written (-1: none).
+    pub last_sequence: i32,
+    /// Largest timestamp of its last batch.
+    pub last_timestamp_ms: i64,
+    /// First offset of its open transaction (-1: none).
+    pub txn_start_offset: i64,
+}
+
 /// An aborted transaction of one producer: its first offset and the offset of its
 /// ABORT marker.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -380,6 +395,20 @@ impl ProducerStateTable {
     /// Raft's control batches, plain produce — move it too).
     pub fn advance_to(&mut self, offset: i64) {
         self.next_offset = self.next_offset.max(offset);
+    }
+
+    /// What DescribeProducers shows of each producer.
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        self.producers
+            .iter()
+            .map(|(id, e)| ProducerSummary {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.last_seq().unwrap_or(-1),
+                last_timestamp_ms: e.last_timestamp_ms,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect()
     }
 
     /// Producers known, by id.

@@ -161,6 +161,16 @@ impl Partitions {
         }
     }
 
+    /// DescribeProducers on `tp` (leader only): the producers of everything applied.
+    pub(super) fn describe_producers(&mut self, op_ref: OpRef, tp: &TopicPartition) {
+        let result = match self.hosted.get(tp) {
+            None => OpResult::Error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0),
+            Some(h) if !h.replica.is_leader() => OpResult::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER.0),
+            Some(h) => OpResult::Producers(h.replica.producers().tip().summaries()),
+        };
+        self.results.push_back((op_ref, result));
+    }
+
     /// Appends a transaction marker to `tp` (acknowledged once committed, like a
     /// produce with acks=all).
     pub(super) fn write_marker(
