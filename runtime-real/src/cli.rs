@@ -1,10 +1,13 @@
 //! The client commands of `oxbow` (DESIGN.md §5): `topic create|list|describe|delete|
-//! alter-config`, `produce` (lines from stdin), `consume`, `cluster info`. Each talks to
-//! a broker through [`crate::client::KafkaClient`] and prints for people. `txn list|
-//! describe|producers|abort` is in [`txn`].
+//! alter-config`, `produce` (lines from stdin), `consume`, `cluster info`, `group list|
+//! describe|delete|reset-offsets` (in [`group`]), `txn list|describe|producers|abort`
+//! (in [`txn`]). Each talks to a broker through [`crate::client::KafkaClient`] and
+//! prints for people.
 
+mod group;
 mod txn;
 
+pub use group::{group, GroupCommand, ResetArgs, ResetTarget};
 pub use txn::{txn, TxnCommand};
 
 use crate::client::{ClientError, KafkaClient};

@@ -34,6 +34,10 @@ enum Command {
     /// Brokers, controller and partition leaders.
     #[command(subcommand)]
     Cluster(cli::ClusterCommand),
+    /// List, describe (members, offsets, lag), delete consumer groups and reset their
+    /// offsets.
+    #[command(subcommand)]
+    Group(cli::GroupCommand),
     /// List and describe transactions, show a partition's producers, abort a hanging
     /// transaction.
     #[command(subcommand)]
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
             .map(|_| ())
             .map_err(Into::into),
         Command::Cluster(command) => cli::cluster(command, &mut std::io::stdout().lock()).map_err(Into::into),
+        Command::Group(command) => cli::group(command, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Txn(command) => cli::txn(command, &mut std::io::stdout().lock()).map_err(Into::into),
         Command::Tune(args) => oxbow_runtime_real::tune::command::run(&args, &mut std::io::stdout().lock()),
     };

@@ -190,7 +190,7 @@ pub fn start(
                         states: states.clone(),
                         types: types.clone(),
                     };
-                    (OFFSETS_TOPIC.to_string(), p, PartitionOp::Group(op))
+                    (OFFSETS_TOPIC.to_string(), p, PartitionOp::Group(Box::new(op)))
                 })
                 .collect();
             let pending = GroupPending {
@@ -245,7 +245,11 @@ pub fn start(
             // Without the offsets topic, the partition does not exist and the
             // operation fails UNKNOWN_TOPIC_OR_PARTITION, answered as NOT_COORDINATOR.
             let partition = count.map_or(0, |c| partition_for_group(&group, c));
-            (OFFSETS_TOPIC.to_string(), partition, PartitionOp::Group(op))
+            (
+                OFFSETS_TOPIC.to_string(),
+                partition,
+                PartitionOp::Group(Box::new(op)),
+            )
         })
         .collect();
     let pending = GroupPending { api, groups };
@@ -383,6 +387,7 @@ fn find_coordinator(
             let (code, message) = coordinator_for(broker, now, key, request.key_type);
             match code {
                 0 => {
+                    c.error_message = None;
                     c.node_id = BrokerId(broker.node_id);
                     c.host = str_bytes(&broker.host);
                     c.port = i32::from(broker.port);
@@ -462,11 +467,20 @@ fn create_offsets_topic(broker: &mut Broker, now: Instant) {
     broker.submit_command(now, request, command);
 }
 
+fn as_group(result: &OpResult) -> Option<&GroupResult> {
+    match result {
+        OpResult::Group(r) => Some(r),
+        _ => None,
+    }
+}
+
 fn group_error(result: Option<&OpResult>) -> Option<i16> {
     match result {
         None => Some(ErrorCode::REQUEST_TIMED_OUT.0),
-        Some(OpResult::Group(GroupResult::Error(code))) => Some(coordinator_error(*code)),
-        Some(OpResult::Group(_)) => None,
+        Some(OpResult::Group(r)) => match **r {
+            GroupResult::Error(code) => Some(coordinator_error(code)),
+            _ => None,
+        },
         Some(other) => Some(coordinator_error(other.error_code())),
     }
 }
@@ -486,7 +500,7 @@ pub fn response(pending: &GroupPending, header: &RequestHeader, results: &[Optio
     let first = results.first().and_then(|r| r.as_ref());
     let error = group_error(first);
     let result = match first {
-        Some(OpResult::Group(r)) => Some(r),
+        Some(OpResult::Group(r)) => Some(&**r),
         _ => None,
     };
     match &pending.api {
@@ -561,8 +575,8 @@ pub fn response(pending: &GroupPending, header: &RequestHeader, results: &[Optio
         GroupApi::Describe => {
             let mut response = m::DescribeGroupsResponse::default();
             for (group, result) in pending.groups.iter().zip(results) {
-                let described = match result {
-                    Some(OpResult::Group(GroupResult::Described(d))) => {
+                let described = match result.as_ref().and_then(as_group) {
+                    Some(GroupResult::Described(d)) => {
                         let mut d = d.clone();
                         // Before v6 an unknown group is a dead group without an error.
                         if version < 6 && d.error_code == ErrorCode::GROUP_ID_NOT_FOUND.0 {
@@ -570,10 +584,10 @@ pub fn response(pending: &GroupPending, header: &RequestHeader, results: &[Optio
                         }
                         d
                     }
-                    other => {
+                    _ => {
                         let mut d = m::describe_groups_response::DescribedGroup::default();
                         d.group_id = GroupId(str_bytes(group));
-                        d.error_code = group_error(other.as_ref()).unwrap_or(0);
+                        d.error_code = group_error(result.as_ref()).unwrap_or(0);
                         d
                     }
                 };
@@ -584,13 +598,11 @@ pub fn response(pending: &GroupPending, header: &RequestHeader, results: &[Optio
         GroupApi::List => {
             let mut response = m::ListGroupsResponse::default();
             for result in results {
-                match result {
-                    Some(OpResult::Group(GroupResult::Listed(groups))) => {
-                        response.groups.extend(groups.iter().cloned())
-                    }
-                    other => {
+                match result.as_ref().and_then(as_group) {
+                    Some(GroupResult::Listed(groups)) => response.groups.extend(groups.iter().cloned()),
+                    _ => {
                         if response.error_code == 0 {
-                            response.error_code = group_error(other.as_ref()).unwrap_or(0);
+                            response.error_code = group_error(result.as_ref()).unwrap_or(0);
                         }
                     }
                 }
@@ -602,9 +614,9 @@ pub fn response(pending: &GroupPending, header: &RequestHeader, results: &[Optio
             for (group, result) in pending.groups.iter().zip(results) {
                 let mut entry = m::delete_groups_response::DeletableGroupResult::default();
                 entry.group_id = GroupId(str_bytes(group));
-                entry.error_code = match result {
-                    Some(OpResult::Group(GroupResult::Deleted(code))) => *code,
-                    other => group_error(other.as_ref()).unwrap_or(0),
+                entry.error_code = match result.as_ref().and_then(as_group) {
+                    Some(GroupResult::Deleted(code)) => *code,
+                    _ => group_error(result.as_ref()).unwrap_or(0),
                 };
                 response.results.push(entry);
             }
@@ -639,12 +651,12 @@ pub fn response(pending: &GroupPending, header: &RequestHeader, results: &[Optio
         GroupApi::ConsumerDescribe => {
             let mut response = m::ConsumerGroupDescribeResponse::default();
             for (group, result) in pending.groups.iter().zip(results) {
-                let described = match result {
-                    Some(OpResult::Group(GroupResult::ConsumerDescribed(d))) => d.clone(),
-                    other => {
+                let described = match result.as_ref().and_then(as_group) {
+                    Some(GroupResult::ConsumerDescribed(d)) => d.clone(),
+                    _ => {
                         let mut d = m::consumer_group_describe_response::DescribedGroup::default();
                         d.group_id = GroupId(str_bytes(group));
-                        d.error_code = group_error(other.as_ref()).unwrap_or(0);
+                        d.error_code = group_error(result.as_ref()).unwrap_or(0);
                         d
                     }
                 };
@@ -658,9 +670,9 @@ pub fn response(pending: &GroupPending, header: &RequestHeader, results: &[Optio
 fn fetch_response(pending: &GroupPending, results: &[Option<OpResult>], version: i16) -> Response {
     let per_group: Vec<(i16, BTreeMap<String, Vec<FetchedOffset>>)> = results
         .iter()
-        .map(|result| match result {
-            Some(OpResult::Group(GroupResult::Offsets { error, topics })) => (*error, topics.clone()),
-            other => (group_error(other.as_ref()).unwrap_or(0), BTreeMap::new()),
+        .map(|result| match result.as_ref().and_then(as_group) {
+            Some(GroupResult::Offsets { error, topics }) => (*error, topics.clone()),
+            _ => (group_error(result.as_ref()).unwrap_or(0), BTreeMap::new()),
         })
         .collect();
     let mut response = m::OffsetFetchResponse::default();

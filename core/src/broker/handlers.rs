@@ -295,6 +295,11 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
     }
 }
 
+/// Topics only Oxbow writes (group and transaction state).
+pub fn is_internal_topic(topic: &str) -> bool {
+    topic == crate::group::OFFSETS_TOPIC || topic == crate::txn::coordinator::TXN_STATE_TOPIC
+}
+
 fn cluster_id(broker: &Broker) -> String {
     format!("oxbow-{}", broker.node_id)
 }
@@ -308,20 +313,41 @@ fn metadata_response(broker: &Broker, request: &m::MetadataRequest) -> m::Metada
     response.brokers = vec![node];
     response.cluster_id = Some(str_bytes(cluster_id(broker)));
     response.controller_id = BrokerId(broker.node_id);
-    let names: Vec<String> = match &request.topics {
-        None => broker.metadata.topics.keys().cloned().collect(),
+    // Topics asked for by name, or (v10+, e.g. KIP-848 consumers resolving their
+    // assignment) by id alone.
+    let wanted: Vec<Result<String, Uuid>> = match &request.topics {
+        None => broker.metadata.topics.keys().cloned().map(Ok).collect(),
         Some(topics) => topics
             .iter()
-            .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_string()))
+            .map(|t| match &t.name {
+                Some(n) => Ok(n.0.as_str().to_string()),
+                None => broker
+                    .metadata
+                    .topics
+                    .iter()
+                    .find(|(_, meta)| Uuid::from_bytes(meta.topic_id) == t.topic_id)
+                    .map(|(name, _)| name.clone())
+                    .ok_or(t.topic_id),
+            })
             .collect(),
     };
-    for topic_name in names {
+    for wanted in wanted {
         let mut topic = m::metadata_response::MetadataResponseTopic::default();
+        let topic_name = match wanted {
+            Ok(topic_name) => topic_name,
+            Err(id) => {
+                topic.topic_id = id;
+                topic.error_code = ErrorCode::UNKNOWN_TOPIC_ID.0;
+                response.topics.push(topic);
+                continue;
+            }
+        };
         topic.name = Some(name(&topic_name));
         match broker.metadata.topics.get(&topic_name) {
             None => topic.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
             Some(meta) => {
                 topic.topic_id = Uuid::from_bytes(meta.topic_id);
+                topic.is_internal = is_internal_topic(&topic_name);
                 for index in 0..meta.partitions {
                     let mut partition = m::metadata_response::MetadataResponsePartition::default();
                     partition.partition_index = index;
@@ -492,6 +518,10 @@ pub(super) fn start_produce(
         for partition in topic.partition_data {
             slots.push((topic_name.clone(), partition.index));
             let op = match (acks, partition.records) {
+                // Internal topics are written by their coordinators only.
+                _ if is_internal_topic(&topic_name) => PartitionOp::Refused {
+                    code: ErrorCode::INVALID_TOPIC_EXCEPTION.0,
+                },
                 (Some(acks), Some(batch)) => PartitionOp::Produce { batch, acks },
                 // Answered with an error below, through the same path.
                 _ => PartitionOp::Produce {
@@ -1063,7 +1093,13 @@ pub fn apply_command(
         }
         MetadataCommand::DeleteTopics { topics } => {
             for topic in topics {
-                if metadata.topics.remove(&topic).is_some() {
+                if is_internal_topic(&topic) {
+                    results.push(fail(
+                        &topic,
+                        ErrorCode::INVALID_TOPIC_EXCEPTION,
+                        format!("`{topic}` is internal: deleting it would lose the groups' or transactions' state"),
+                    ));
+                } else if metadata.topics.remove(&topic).is_some() {
                     changed = true;
                     results.push(ok(&topic));
                 } else {
@@ -1081,6 +1117,13 @@ pub fn apply_command(
         } => {
             for (topic, count) in topics {
                 let result = match metadata.topics.get_mut(&topic) {
+                    // Groups and transactional ids map to partitions by a hash over
+                    // the partition count.
+                    Some(_) if is_internal_topic(&topic) => fail(
+                        &topic,
+                        ErrorCode::INVALID_PARTITIONS,
+                        format!("`{topic}` is internal: its partition count is fixed"),
+                    ),
                     None => fail(
                         &topic,
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,

@@ -244,7 +244,8 @@ impl Partitions {
                 while let Some(output) = coordinator.poll_output() {
                     if let CoordinatorOutput::Reply { reply, result } = output {
                         if let Some(op_ref) = self.group_replies.remove(&reply) {
-                            self.results.push_back((op_ref, OpResult::Group(result)));
+                            self.results
+                                .push_back((op_ref, OpResult::Group(Box::new(result))));
                         }
                     }
                 }
@@ -344,6 +345,7 @@ impl Partitions {
             PartitionOp::WriteMarker { marker, timestamp_ms } => {
                 self.write_marker(now, op_ref, &tp, &marker, timestamp_ms)
             }
+            PartitionOp::Refused { code } => self.results.push_back((op_ref, OpResult::Error(code))),
             PartitionOp::Group(op) => {
                 let wall_ms = self.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
                 let reply = ReplyId(self.next_token);
@@ -351,7 +353,7 @@ impl Partitions {
                 match hosted.coordinator.as_mut() {
                     Some(coordinator) => {
                         self.group_replies.insert(reply, op_ref);
-                        coordinator.handle(now, wall_ms, reply, op);
+                        coordinator.handle(now, wall_ms, reply, *op);
                     }
                     None => self
                         .results
@@ -851,7 +853,8 @@ impl Partitions {
             match output {
                 CoordinatorOutput::Reply { reply, result } => {
                     if let Some(op_ref) = self.group_replies.remove(&reply) {
-                        self.results.push_back((op_ref, OpResult::Group(result)));
+                        self.results
+                            .push_back((op_ref, OpResult::Group(Box::new(result))));
                     }
                 }
                 CoordinatorOutput::Append { token, batch } => {

@@ -66,8 +66,14 @@ pub enum PartitionOp {
         /// New start offset.
         offset: i64,
     },
+    /// Answered with `code` without touching the partition (e.g. a client writing to
+    /// an internal topic).
+    Refused {
+        /// The error.
+        code: i16,
+    },
     /// A request for the group coordinator of a `__consumer_offsets` partition.
-    Group(crate::group::GroupOp),
+    Group(Box<crate::group::GroupOp>),
     /// A request for the transaction coordinator of a `__transaction_state` partition.
     Txn(Box<crate::txn::TxnOp>),
     /// DescribeProducers: the partition's producer state.
@@ -129,7 +135,7 @@ pub enum OpResult {
         low_watermark: i64,
     },
     /// A group coordinator's answer.
-    Group(crate::group::GroupResult),
+    Group(Box<crate::group::GroupResult>),
     /// A transaction coordinator's answer.
     Txn(Box<crate::txn::TxnResult>),
     /// DescribeProducers answer.

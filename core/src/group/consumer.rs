@@ -661,6 +661,13 @@ impl ConsumerGroup {
                 member.member_epoch = assignment_epoch;
             }
             let free = minus(&minus(&target, &member.assigned), &held_by_others);
+            // PLANTED BUG (sim-bugs): partitions handed out before their owner released them.
+            #[cfg(feature = "sim-bugs")]
+            let free = if ctx.planted.hand_out_unreleased_partitions {
+                minus(&target, &member.assigned)
+            } else {
+                free
+            };
             for (topic, partitions) in free {
                 member.assigned.entry(topic).or_default().extend(partitions);
             }

@@ -56,6 +56,9 @@ pub enum LoadError {
     },
 }
 
+/// Committed offsets by group, then (topic, partition).
+pub type CommittedOffsets = BTreeMap<String, BTreeMap<(String, i32), OffsetValue>>;
+
 /// Something the hosting partition must do.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -141,6 +144,9 @@ pub struct Ctx<'a> {
     persist: &'a mut BTreeSet<String>,
     held: &'a mut Vec<(String, ReplyId, GroupResult)>,
     ids: &'a mut MemberIds,
+    /// Planted bugs (simulator only; see [`super::GroupBugs`]).
+    #[cfg(feature = "sim-bugs")]
+    pub planted: super::GroupBugs,
 }
 
 impl Ctx<'_> {
@@ -226,7 +232,7 @@ pub struct Coordinator {
     /// Group state as last committed to the log.
     durable_groups: BTreeMap<String, GroupValue>,
     /// Committed offsets by group, then (topic, partition).
-    offsets: BTreeMap<String, BTreeMap<(String, i32), OffsetValue>>,
+    offsets: CommittedOffsets,
     topics: Topics,
     ids: MemberIds,
     seed: u64,
@@ -240,6 +246,9 @@ pub struct Coordinator {
     corrupt_records: u64,
     /// Transactional offset commits waiting for their producer's marker.
     txn_offsets: txn_offsets::TxnOffsets,
+    /// Planted bugs (simulator only).
+    #[cfg(feature = "sim-bugs")]
+    planted: super::GroupBugs,
 }
 
 fn str_bytes(s: &str) -> StrBytes {
@@ -271,6 +280,8 @@ impl Coordinator {
             metrics: GroupMetrics::default(),
             corrupt_records: 0,
             txn_offsets: txn_offsets::TxnOffsets::default(),
+            #[cfg(feature = "sim-bugs")]
+            planted: super::GroupBugs::default(),
         }
     }
 
@@ -306,14 +317,23 @@ impl Coordinator {
         self.corrupt_records
     }
 
+    /// Plants bugs (the simulator's proof that its checkers catch them).
+    #[cfg(feature = "sim-bugs")]
+    pub fn plant(&mut self, bugs: super::GroupBugs) {
+        self.planted = bugs;
+    }
+
+    /// The KIP-848 group `name`, if it is one (for the simulator's checkers).
+    pub fn consumer_group(&self, name: &str) -> Option<&ConsumerGroup> {
+        match self.groups.get(name) {
+            Some(Group::Consumer(g)) => Some(g),
+            _ => None,
+        }
+    }
+
     /// The durable state: group values and committed offsets (what a replay of the log
     /// rebuilds; used by the simulator's checkers).
-    pub fn durable_state(
-        &self,
-    ) -> (
-        &BTreeMap<String, GroupValue>,
-        &BTreeMap<String, BTreeMap<(String, i32), OffsetValue>>,
-    ) {
+    pub fn durable_state(&self) -> (&BTreeMap<String, GroupValue>, &CommittedOffsets) {
         (&self.durable_groups, &self.offsets)
     }
 
@@ -434,6 +454,8 @@ impl Coordinator {
                 persist: &mut persist,
                 held: &mut held,
                 ids: &mut self.ids,
+                #[cfg(feature = "sim-bugs")]
+                planted: self.planted,
             };
             for group in self.groups.values_mut() {
                 if let Group::Classic(g) = group {
@@ -528,6 +550,8 @@ impl Coordinator {
                 metrics,
                 ids,
                 topics,
+                #[cfg(feature = "sim-bugs")]
+                planted,
                 ..
             } = self;
             let group = groups.get_mut(name)?;
@@ -540,6 +564,8 @@ impl Coordinator {
                 persist: &mut persist,
                 held: &mut held,
                 ids,
+                #[cfg(feature = "sim-bugs")]
+                planted: *planted,
             };
             f(group, &mut ctx, topics)
         };
@@ -737,6 +763,11 @@ impl Coordinator {
                     value: Some(value.clone()),
                 });
             }
+        }
+        // PLANTED BUG (sim-bugs): the checkpoint forgets its last key.
+        #[cfg(feature = "sim-bugs")]
+        if self.planted.drop_checkpoint_key {
+            records.pop();
         }
         self.records_since_checkpoint = 0;
         if records.is_empty() {
@@ -1129,6 +1160,13 @@ impl Coordinator {
             }
             Some(Group::Consumer(g)) => g.check_commit(generation, &member_id),
         };
+        // PLANTED BUG (sim-bugs): commits from fenced generations / epochs accepted.
+        #[cfg(feature = "sim-bugs")]
+        let check = if self.planted.skip_generation_check {
+            Ok(())
+        } else {
+            check
+        };
         let mut errors = PartitionErrors::new();
         let mut accepted = Vec::new();
         for entry in entries {
@@ -1173,6 +1211,11 @@ impl Coordinator {
                 value: Some(value.clone()),
             })
             .collect();
+        // PLANTED BUG (sim-bugs): the commit is acknowledged before it is durable.
+        #[cfg(feature = "sim-bugs")]
+        if self.planted.ack_commit_before_durable {
+            self.reply(reply, GroupResult::Committed(errors.clone()));
+        }
         self.append(
             records,
             AppendKind::Commit {

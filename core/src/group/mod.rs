@@ -90,6 +90,21 @@ impl Default for GroupConfig {
     }
 }
 
+/// Bugs the simulator plants to prove its checkers (feature `sim-bugs`, off by default;
+/// set with `Coordinator::plant`). Every switch is off by default.
+#[cfg(feature = "sim-bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupBugs {
+    /// OffsetCommit is answered before its record is committed.
+    pub ack_commit_before_durable: bool,
+    /// OffsetCommit skips the generation / member-epoch check.
+    pub skip_generation_check: bool,
+    /// KIP-848: a partition is handed out before its previous owner released it.
+    pub hand_out_unreleased_partitions: bool,
+    /// A checkpoint leaves out its last key.
+    pub drop_checkpoint_key: bool,
+}
+
 /// Identifies a request waiting for its [`GroupResult`].
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub struct ReplyId(pub u64);

@@ -166,12 +166,59 @@ const FAMILIES: &[Family] = &[
         |s| s.queued_send_bytes as f64,
     ),
     (
+        "oxbow_group_rebalances_total",
+        "counter",
+        "Consumer-group rebalances completed by this shard's coordinators.",
+        |s| s.groups.rebalances as f64,
+    ),
+    (
+        "oxbow_group_offset_commits_total",
+        "counter",
+        "Offsets committed to this shard's group coordinators.",
+        |s| s.groups.offset_commits as f64,
+    ),
+    (
         "oxbow_memory_send_window_pauses_total",
         "counter",
         "Times reading stopped because queued responses exceeded the send window.",
         |s| s.send_window_pauses as f64,
     ),
 ];
+
+/// Group states always exported (zero when no group is in them), classic then
+/// consumer (KIP-848); any other state a coordinator reports is added to these.
+const GROUP_STATES: &[&str] = &[
+    "Empty",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Stable",
+    "Assigning",
+    "Reconciling",
+];
+
+/// Writes `oxbow_groups{shard,state}`: the groups each shard coordinates, by state.
+fn render_group_states(out: &mut String, snapshots: &[ShardSnapshot]) {
+    let _ = writeln!(
+        out,
+        "# HELP oxbow_groups Consumer groups coordinated, by state.\n# TYPE oxbow_groups gauge"
+    );
+    for s in snapshots {
+        let extra = s
+            .groups
+            .groups_by_state
+            .keys()
+            .map(String::as_str)
+            .filter(|state| !GROUP_STATES.contains(state));
+        for state in GROUP_STATES.iter().copied().chain(extra) {
+            let count = s.groups.groups_by_state.get(state).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "oxbow_groups{{shard=\"{}\",state=\"{state}\"}} {count}",
+                s.shard
+            );
+        }
+    }
+}
 
 /// Renders the snapshots (one label `shard` per series) plus `oxbow_shards` and
 /// `oxbow_shards_up`.
@@ -199,6 +246,7 @@ pub fn render(snapshots: &[ShardSnapshot], shard_count: usize) -> String {
             );
         }
     }
+    render_group_states(&mut out, snapshots);
     for (name, kind, help, value) in FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in snapshots {

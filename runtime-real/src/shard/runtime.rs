@@ -144,6 +144,8 @@ pub struct ShardSnapshot {
     pub shard: u32,
     /// The broker's counters.
     pub broker: BrokerMetrics,
+    /// The shard's group coordinators' counters, summed.
+    pub groups: oxbow_core::group::GroupMetrics,
     /// Network counters.
     pub net: NetStats,
     /// Disk counters.
@@ -563,6 +565,7 @@ impl Shard {
         ShardSnapshot {
             shard: self.id,
             broker: self.broker.metrics(),
+            groups: self.broker.group_metrics(),
             net: self.reactor.stats(),
             disk,
             raft_messages_dropped: self.raft_messages_dropped,
