@@ -42,6 +42,9 @@ pub const INVARIANTS: &[&str] = &[
     "replica-contract",
     "replica-init",
     "simulator-bound",
+    "tier-manifest-names-missing-object",
+    "tier-acked-record-unreadable",
+    "tier-liveness",
 ];
 
 /// A broken invariant.

@@ -252,6 +252,21 @@ impl SimObjectStore {
     pub fn contains(&self, key: &str) -> bool {
         self.objects.contains_key(key)
     }
+
+    /// The complete object under `key` (a checker's view, no faults).
+    pub fn peek(&self, key: &str) -> Option<&Bytes> {
+        self.objects.get(key)
+    }
+
+    /// Keys of every complete object (a checker's view, no faults).
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.objects.keys()
+    }
+
+    /// Changes the fault and timing parameters (e.g. faults off for a liveness phase).
+    pub fn set_config(&mut self, config: ObjStoreConfig) {
+        self.config = config;
+    }
 }
 
 #[cfg(test)]

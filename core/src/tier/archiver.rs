@@ -21,8 +21,8 @@
 //! a stale one. Every queue is bounded by [`TierConfig`].
 
 use super::manifest::{
-    ArchiveRef, ArchivedManifest, ManifestError, ObjectName, PartitionManifest, PartitionPath, Revision,
-    SegmentMeta,
+    ArchiveRef, ArchivedManifest, Location, ManifestError, ObjectName, PartitionManifest, PartitionPath,
+    Revision, SegmentMeta,
 };
 use super::retention;
 use super::{ObjectBody, OpId, StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect};
@@ -37,6 +37,11 @@ use std::time::Duration;
 
 /// Most effects waiting to be polled (each started operation queues one).
 const MAX_QUEUED_EFFECTS: usize = 1_024;
+
+/// Tier settings that cannot work (the message names the setting).
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("invalid tiered-storage config: {0}")]
+pub struct InvalidTierConfig(pub String);
 
 /// What the archiver may upload of one local segment.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -181,12 +186,14 @@ pub struct Archiver {
 
 impl Archiver {
     /// A new leader of `term` for `path`; starts by fetching the manifest.
-    pub fn new(config: TierConfig, path: PartitionPath, term: i64, seed: u64, now: Instant) -> Self {
-        assert!(
-            config.validate().is_ok(),
-            "invalid tier config: {:?}",
-            config.validate()
-        );
+    pub fn new(
+        config: TierConfig,
+        path: PartitionPath,
+        term: i64,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, InvalidTierConfig> {
+        config.validate().map_err(InvalidTierConfig)?;
         let mut archiver = Archiver {
             manifest: PartitionManifest::new(path.clone(), term),
             next_housekeeping: now + config.housekeeping_interval,
@@ -218,7 +225,7 @@ impl Archiver {
         };
         let key = archiver.path.manifest_key();
         archiver.start(Purpose::Load, |op| TierEffect::Get { op, key, range: None });
-        archiver
+        Ok(archiver)
     }
 
     /// Where the archiver is.
@@ -409,6 +416,20 @@ impl Archiver {
                     };
                 }
                 Ok(manifest) => {
+                    // A restart within the same term must not reuse a revision the
+                    // manifest names.
+                    let named = manifest
+                        .segments
+                        .iter()
+                        .map(|s| s.revision)
+                        .chain(manifest.archives.iter().map(|a| a.revision));
+                    if let Some(max_seq) = named
+                        .filter(|r| r.uploader_term == self.term)
+                        .map(|r| r.seq)
+                        .max()
+                    {
+                        self.next_seq = self.next_seq.max(max_seq + 1);
+                    }
                     self.durable_version = Some(manifest.version);
                     self.durable_next_offset = manifest.next_offset();
                     self.manifest = manifest;
@@ -815,20 +836,13 @@ impl Archiver {
                 if self.is_live(revision) {
                     return false;
                 }
-                if self
-                    .manifest
-                    .segments
-                    .iter()
-                    .any(|s| s.base_offset == base_offset && s.revision == revision)
-                {
-                    return false;
+                match self.manifest.locate(base_offset) {
+                    Some(Location::Segment(s)) => s.base_offset != base_offset || s.revision != revision,
+                    // Inside an archived range: its archive may name it (not loaded here).
+                    Some(Location::Archive(_)) => false,
+                    // Below the start offset (expired) or beyond the end (a dead upload).
+                    None => true,
                 }
-                // Inside an archived range: its archive may name it (not loaded here).
-                !self
-                    .manifest
-                    .archives
-                    .iter()
-                    .any(|a| a.base_offset <= base_offset && base_offset <= a.last_offset)
             }
         }
     }

@@ -34,7 +34,7 @@ pub mod read;
 pub mod recovery;
 pub mod retention;
 
-pub use archiver::{Archiver, ArchiverState, LocalLogView, LocalSegmentView, TierMetrics};
+pub use archiver::{Archiver, ArchiverState, InvalidTierConfig, LocalLogView, LocalSegmentView, TierMetrics};
 pub use manifest::{
     ArchiveRef, ArchivedManifest, ManifestError, ObjectName, PartitionManifest, PartitionPath, Revision,
     SegmentMeta,

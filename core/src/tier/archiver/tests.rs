@@ -229,7 +229,7 @@ fn active(a: &mut Archiver, store: &mut Store, local: &LocalLog, now: Instant) {
 fn segment_objects_then_manifest_then_local_deletion() {
     let (mut store, mut local) = (Store::default(), LocalLog::default());
     let now = Instant::from_millis(1);
-    let mut a = Archiver::new(config(), path(), 1, 7, now);
+    let mut a = Archiver::new(config(), path(), 1, 7, now).unwrap();
     active(&mut a, &mut store, &local, now);
     local.append(1, 5, true);
     local.append(1, 5, false);
@@ -289,7 +289,7 @@ fn segment_objects_then_manifest_then_local_deletion() {
 fn failed_uploads_get_new_keys_and_their_orphans_are_deleted() {
     let (mut store, mut local) = (Store::default(), LocalLog::default());
     let now = Instant::from_millis(1);
-    let mut a = Archiver::new(config(), path(), 2, 7, now);
+    let mut a = Archiver::new(config(), path(), 2, 7, now).unwrap();
     active(&mut a, &mut store, &local, now);
     local.append(2, 4, true);
     a.on_local_log(now, local.view());
@@ -323,7 +323,7 @@ fn failed_uploads_get_new_keys_and_their_orphans_are_deleted() {
 fn a_new_leader_continues_from_the_manifest_and_fences_the_old_one() {
     let (mut store, mut local) = (Store::default(), LocalLog::default());
     let now = Instant::from_millis(1);
-    let mut old = Archiver::new(config(), path(), 1, 7, now);
+    let mut old = Archiver::new(config(), path(), 1, 7, now).unwrap();
     active(&mut old, &mut store, &local, now);
     local.append(1, 4, true);
     local.append(1, 4, true);
@@ -339,7 +339,7 @@ fn a_new_leader_continues_from_the_manifest_and_fences_the_old_one() {
     drop(old);
     // The new leader (term 3) has the same log plus its own term.
     local.append(3, 2, false);
-    let mut new = Archiver::new(config(), path(), 3, 8, now);
+    let mut new = Archiver::new(config(), path(), 3, 8, now).unwrap();
     active(&mut new, &mut store, &local, now);
     assert_eq!(new.removable_offset(), Some(8));
     new.on_local_log(now, local.view());
@@ -362,7 +362,7 @@ fn a_new_leader_continues_from_the_manifest_and_fences_the_old_one() {
     assert!(new.metrics().orphans_found >= 1);
     store.check_manifest_names_only_existing_objects().unwrap();
     // A leader of an older term reading this manifest stops.
-    let mut stale = Archiver::new(config(), path(), 2, 9, now);
+    let mut stale = Archiver::new(config(), path(), 2, 9, now).unwrap();
     settle(&mut stale, &mut store, &local, now);
     assert_eq!(stale.state(), &ArchiverState::Fenced { by_term: 3 });
     stale.on_local_log(now, local.view());
@@ -376,7 +376,7 @@ fn a_corrupted_manifest_stops_uploads_without_overwriting_it() {
         .objects
         .insert(path().manifest_key(), Bytes::from_static(b"OXTM not really"));
     let now = Instant::from_millis(1);
-    let mut a = Archiver::new(config(), path(), 1, 7, now);
+    let mut a = Archiver::new(config(), path(), 1, 7, now).unwrap();
     settle(&mut a, &mut store, &local, now);
     assert!(matches!(a.state(), ArchiverState::Failed(_)));
     local.append(1, 3, true);
@@ -393,7 +393,7 @@ fn total_retention_removes_from_the_manifest_first_then_the_objects() {
         ..config()
     };
     let mut now = Instant::from_millis(1);
-    let mut a = Archiver::new(c, path(), 1, 7, now);
+    let mut a = Archiver::new(c, path(), 1, 7, now).unwrap();
     active(&mut a, &mut store, &local, now);
     for _ in 0..20 {
         local.append(1, 2, true);
@@ -434,7 +434,7 @@ fn a_million_segments_keep_memory_bounded_by_the_recent_manifest() {
         ..config()
     };
     let now = Instant::from_millis(1);
-    let mut a = Archiver::new(c.clone(), path(), 1, 7, now);
+    let mut a = Archiver::new(c.clone(), path(), 1, 7, now).unwrap();
     let mut store = Store::default();
     let local = LocalLog::default();
     settle(&mut a, &mut store, &local, now);
@@ -561,7 +561,7 @@ proptest! {
         let (mut store, mut local) = (Store::default(), LocalLog::default());
         let mut now = Instant::from_millis(1);
         let mut term = 1;
-        let mut a = Archiver::new(config(), path(), term, 1, now);
+        let mut a = Archiver::new(config(), path(), term, 1, now).unwrap();
         let mut fault_at = 0;
         let mut next_fault = |effect: &TierEffect| {
             fault_at += 1;
@@ -585,7 +585,7 @@ proptest! {
                 Step::Advance { ms } => now += Duration::from_millis(ms),
                 Step::Crash => {
                     term += 1;
-                    a = Archiver::new(config(), path(), term, term as u64, now);
+                    a = Archiver::new(config(), path(), term, term as u64, now).unwrap();
                 }
                 Step::LocalRetention => {
                     if let Some(start) = a.local_retention(&local.view()) {
@@ -612,4 +612,35 @@ proptest! {
             prop_assert!(local.start_offset <= remote_end, "local start {} above remote end {}", local.start_offset, remote_end);
         }
     }
+}
+
+#[test]
+fn a_restart_within_the_same_term_never_reuses_a_named_revision() {
+    let (mut store, mut local) = (Store::default(), LocalLog::default());
+    let now = Instant::from_millis(1);
+    let mut first = Archiver::new(config(), path(), 4, 7, now).unwrap();
+    active(&mut first, &mut store, &local, now);
+    local.append(4, 3, true);
+    first.on_local_log(now, local.view());
+    settle(&mut first, &mut store, &local, now);
+    let named = first.manifest().segments[0].revision;
+    drop(first);
+    let mut again = Archiver::new(config(), path(), 4, 8, now).unwrap();
+    active(&mut again, &mut store, &local, now);
+    local.append(4, 3, true);
+    again.on_local_log(now, local.view());
+    settle(&mut again, &mut store, &local, now);
+    let revisions: Vec<Revision> = again.manifest().segments.iter().map(|s| s.revision).collect();
+    assert_eq!(revisions.len(), 2);
+    assert_eq!(revisions[0], named);
+    assert!(revisions[1].seq > named.seq, "{revisions:?}");
+}
+
+#[test]
+fn invalid_configs_are_errors() {
+    let bad = TierConfig {
+        archive_entries: 0,
+        ..config()
+    };
+    assert!(Archiver::new(bad, path(), 1, 1, Instant::ZERO).is_err());
 }
