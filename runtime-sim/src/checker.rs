@@ -45,6 +45,7 @@ pub const INVARIANTS: &[&str] = &[
     "tier-manifest-names-missing-object",
     "tier-acked-record-unreadable",
     "tier-liveness",
+    "tier-orphans-collected",
 ];
 
 /// A broken invariant.

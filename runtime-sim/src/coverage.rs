@@ -70,6 +70,7 @@ pub const EXPECTED: &[&str] = &[
     "tier.remote_read",
     "tier.archive_loaded",
     "tier.orphan_deleted",
+    "tier.remote_expired",
     "tier.recovered",
 ];
 

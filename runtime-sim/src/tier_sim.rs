@@ -18,12 +18,14 @@
 //!   or remotely through the durable manifest (range check every tick, byte-level reads
 //!   of samples every tick and of everything at the end, and again after a simulated
 //!   topic recovery from the bucket alone);
-//! * `tier-liveness` — once faults stop, everything produced is uploaded and durable.
+//! * `tier-liveness` — once faults stop, everything produced is uploaded and durable;
+//! * `tier-orphans-collected` — and, by the end, every object the manifest does not
+//!   name (dead uploads, failed deletions) has been garbage-collected.
 //!
 //! Planted bugs (for the checkers' own tests): `bug_manifest_before_segment` (the store
-//! side acknowledges a segment put before it is done, so the manifest can go up first)
-//! and `bug_delete_local_early` (local retention trusts the in-memory manifest instead
-//! of the durable one).
+//! side acknowledges a segment put before it is done, so the manifest can go up first),
+//! `bug_delete_local_early` (local retention trusts the in-memory manifest instead of
+//! the durable one) and `bug_store_ignores_deletes` (garbage is never really deleted).
 
 use crate::checker::Violation;
 use crate::cluster::RunResult;
@@ -76,7 +78,7 @@ pub struct TierSimConfig {
     pub upload_lag_ms: u64,
     /// `retention.local.target.bytes`.
     pub local_target_bytes: u64,
-    /// `retention.bytes` (total; 0 = unlimited).
+    /// `retention.bytes` (total; 0 = unlimited; under swarm, on for half the seeds).
     pub retention_bytes: u64,
     /// Manifest entries before spillover.
     pub spill_threshold_entries: usize,
@@ -96,6 +98,8 @@ pub struct TierSimConfig {
     pub bug_manifest_before_segment: bool,
     /// Planted bug: local retention uses the not-yet-durable manifest.
     pub bug_delete_local_early: bool,
+    /// Planted bug: the store answers deletes without deleting.
+    pub bug_store_ignores_deletes: bool,
 }
 
 impl Default for TierSimConfig {
@@ -117,6 +121,7 @@ impl Default for TierSimConfig {
             object_store: ObjStoreConfig::default(),
             bug_manifest_before_segment: false,
             bug_delete_local_early: false,
+            bug_store_ignores_deletes: false,
         }
     }
 }
@@ -166,6 +171,9 @@ impl TierSimConfig {
         c.object_store.error_prob = draw(self.object_store.error_prob);
         c.object_store.timeout_prob = draw(self.object_store.timeout_prob);
         c.object_store.partial_upload_prob = draw(self.object_store.partial_upload_prob);
+        if rng.chance(0.5) {
+            c.retention_bytes = 0;
+        }
         c
     }
 }
@@ -220,11 +228,12 @@ pub fn run_tier_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunRes
         scenario.tier.clone()
     };
     let summary = format!(
-        "scenario {} tier: store err={:.3} timeout={:.3} partial={:.3} crash_every={}ms bugs(manifest_before_segment={}, delete_local_early={})",
+        "scenario {} tier: store err={:.3} timeout={:.3} partial={:.3} retention_bytes={} crash_every={}ms bugs(manifest_before_segment={}, delete_local_early={})",
         scenario.name,
         config.object_store.error_prob,
         config.object_store.timeout_prob,
         config.object_store.partial_upload_prob,
+        config.retention_bytes,
         config.crash_interval_ms,
         config.bug_manifest_before_segment,
         config.bug_delete_local_early,
@@ -517,6 +526,7 @@ impl TierRun {
             return;
         }
         if let Some(a) = self.archiver.take() {
+            self.account(&a);
             self.coverage.hit("tier.archiver_crash");
             if a.uploaded_offset() > a.removable_offset() || a.ops_in_flight() > 0 {
                 self.coverage.hit("tier.crash_between_upload_and_manifest");
@@ -577,6 +587,10 @@ impl TierRun {
                     None => StoreReply::Got(bytes),
                 });
                 (out.delay, result.map_err(store_error))
+            }
+            TierEffect::Delete { key, .. } if self.config.bug_store_ignores_deletes => {
+                trace_event!(self.trace, now, None, "planted bug: delete of {key} ignored");
+                (Duration::from_millis(1), Ok(StoreReply::Deleted))
             }
             TierEffect::Delete { key, .. } => {
                 let out = self.store.delete(&mut self.store_rng, &key);
@@ -926,11 +940,64 @@ impl TierRun {
             }
             Err(e) => self.fail("tier-acked-record-unreadable", format!("recovery: {e}")),
         }
-        if let Some(a) = self.archiver.as_ref() {
-            let m = a.metrics();
-            self.coverage.add("tier.orphan_deleted", m.orphans_found);
-            trace_event!(self.trace, now, None, "end: {m:?}");
+        // Once the store is healthy, the GC's listing finds every orphan (objects of
+        // uploads that died half way, of deletions that failed): none may be left.
+        match self.unnamed_objects() {
+            Ok(left) if left.is_empty() => {}
+            Ok(left) => {
+                self.coverage.add("tier.orphans_left", left.len() as u64);
+                let shown: Vec<&String> = left.iter().take(5).collect();
+                let detail = format!("{} objects nothing names are left, e.g. {shown:?}", left.len());
+                self.fail("tier-orphans-collected", detail);
+                return;
+            }
+            Err(detail) => {
+                self.fail("tier-manifest-names-missing-object", detail);
+                return;
+            }
         }
+        if let Some(a) = self.archiver.take() {
+            self.account(&a);
+            trace_event!(self.trace, now, None, "end: {:?}", a.metrics());
+        }
+    }
+}
+
+impl TierRun {
+    /// Adds an archiver's counters to the run's coverage.
+    fn account(&mut self, a: &Archiver) {
+        let m = a.metrics();
+        self.coverage.add("tier.orphan_deleted", m.orphans_found);
+        self.coverage
+            .add("tier.remote_expired", m.segments_expired + m.archives_expired);
+        self.coverage.add("tier.spilled_before_gc", m.spilled_before_gc);
+    }
+
+    /// Complete objects under the partition's prefix that neither the manifest nor its
+    /// archives name (orphans the GC has not collected).
+    fn unnamed_objects(&mut self) -> Result<Vec<String>, String> {
+        let Some(m) = self.durable_manifest()? else {
+            return Ok(Vec::new());
+        };
+        let mut named = std::collections::BTreeSet::new();
+        named.insert(self.path.manifest_key());
+        let mut segments = m.segments.clone();
+        for a in &m.archives {
+            let key = self.path.archive_key(a);
+            segments.extend(self.archive(&key)?.segments.iter().copied());
+            named.insert(key);
+        }
+        for s in &segments {
+            named.insert(self.path.segment_key(s));
+            named.insert(self.path.index_key(s));
+        }
+        let prefix = self.path.prefix();
+        Ok(self
+            .store
+            .keys()
+            .filter(|k| k.starts_with(&prefix) && !named.contains(*k))
+            .cloned()
+            .collect())
     }
 }
 

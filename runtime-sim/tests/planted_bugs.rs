@@ -193,3 +193,10 @@ fn unreadable_checker_catches_local_deletion_before_the_manifest_is_durable() {
     s.tier.bug_delete_local_early = true;
     assert_caught(&s, 20, &["tier-acked-record-unreadable"]);
 }
+
+#[test]
+fn orphan_checker_catches_a_store_that_keeps_deleted_objects() {
+    let mut s = tier_base();
+    s.tier.bug_store_ignores_deletes = true;
+    assert_caught(&s, 20, &["tier-orphans-collected"]);
+}

@@ -123,6 +123,9 @@ pub struct TierMetrics {
     pub deletes_dropped: u64,
     /// Times uploading could not continue: the local log starts above the manifest's end.
     pub blocked_by_gap: u64,
+    /// Spills forced by the memory bound before an orphan-GC listing covered their range
+    /// (orphans in that range, if any, are left behind).
+    pub spilled_before_gc: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -132,7 +135,7 @@ enum Purpose {
     UploadIndex,
     Manifest { version: u64, next_offset: Option<i64> },
     Spill { reference: ArchiveRef },
-    List,
+    List { next_offset: Option<i64> },
     ExpandArchive { key: String },
     Delete { key: String },
 }
@@ -173,6 +176,7 @@ pub struct Archiver {
     awaiting_durable: VecDeque<(u64, Garbage)>,
     deletes: VecDeque<Garbage>,
     deletes_in_flight: usize,
+    gc_covered_offset: i64,
     pending_since: Option<Instant>,
     next_housekeeping: Instant,
     backoff_until: Option<Instant>,
@@ -214,6 +218,7 @@ impl Archiver {
             awaiting_durable: VecDeque::new(),
             deletes: VecDeque::new(),
             deletes_in_flight: 0,
+            gc_covered_offset: i64::MIN,
             pending_since: None,
             backoff_until: None,
             consecutive_failures: 0,
@@ -305,7 +310,7 @@ impl Archiver {
                 self.on_manifest_put(completion.result, version, next_offset)
             }
             Purpose::Spill { reference } => self.on_spilled(completion.result, reference),
-            Purpose::List => self.on_listed(completion.result),
+            Purpose::List { next_offset } => self.on_listed(completion.result, next_offset),
             Purpose::ExpandArchive { key } => self.on_archive_expanded(completion.result, key),
             Purpose::Delete { key } => self.on_deleted(completion.result, key),
         }
@@ -615,9 +620,23 @@ impl Archiver {
 
     // ---- spillover ----
 
+    /// Spills the oldest `archive_entries` recent segments once there are more than
+    /// `spill_threshold_entries` — after an orphan-GC listing has covered them (an orphan
+    /// inside an archived range can no longer be told from a named object without
+    /// loading the archive), or regardless at twice the threshold (the memory bound).
     fn maybe_spill(&mut self) {
-        if self.spill_in_flight || self.manifest.segments.len() <= self.config.spill_threshold_entries {
+        let recent = self.manifest.segments.len();
+        if self.spill_in_flight || recent <= self.config.spill_threshold_entries {
             return;
+        }
+        let Some(last) = self.manifest.segments.get(self.config.archive_entries - 1) else {
+            return;
+        };
+        if last.last_offset >= self.gc_covered_offset {
+            if recent <= 2 * self.config.spill_threshold_entries {
+                return;
+            }
+            self.metrics.spilled_before_gc += 1;
         }
         let archive = ArchivedManifest {
             path: self.path.clone(),
@@ -785,17 +804,26 @@ impl Archiver {
             return;
         }
         let prefix = self.path.prefix();
-        self.start(Purpose::List, |op| TierEffect::List { op, prefix });
+        let next_offset = self.manifest.next_offset();
+        self.start(Purpose::List { next_offset }, |op| TierEffect::List {
+            op,
+            prefix,
+        });
         self.list_in_flight = true;
     }
 
-    fn on_listed(&mut self, result: Result<StoreReply, StoreError>) {
+    fn on_listed(&mut self, result: Result<StoreReply, StoreError>, next_at_issue: Option<i64>) {
         self.list_in_flight = false;
         let Ok(StoreReply::Listed(keys)) = result else {
             return;
         };
         if !self.settled() {
             return; // the manifest moved meanwhile; list again next round
+        }
+        let room = self.config.max_pending_deletes / 2;
+        if keys.iter().filter(|k| self.is_orphan(k)).count() <= room.saturating_sub(self.deletes.len()) {
+            // Every orphan below this offset is now queued: it may be archived.
+            self.gc_covered_offset = self.gc_covered_offset.max(next_at_issue.unwrap_or(i64::MIN));
         }
         for key in keys {
             if self.deletes.len() >= self.config.max_pending_deletes / 2 {

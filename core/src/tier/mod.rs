@@ -180,7 +180,10 @@ pub struct TierConfig {
     pub retention_bytes: Option<u64>,
     /// `retention.ms`: total retention by age.
     pub retention_ms: Option<u64>,
-    /// When the manifest holds more recent segments than this, the oldest spill over.
+    /// When the manifest holds more recent segments than this, the oldest spill over
+    /// (once an orphan-GC listing has covered them; at twice this, regardless: the
+    /// in-memory bound is `2 * spill_threshold_entries + 1` recent entries plus one
+    /// reference per archive).
     pub spill_threshold_entries: usize,
     /// Segments per archived manifest.
     pub archive_entries: usize,
