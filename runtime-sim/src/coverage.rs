@@ -71,6 +71,7 @@ pub const EXPECTED: &[&str] = &[
     "tier.archive_loaded",
     "tier.orphan_deleted",
     "tier.remote_expired",
+    "tier.late_landing",
     "tier.recovered",
 ];
 

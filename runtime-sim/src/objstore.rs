@@ -55,6 +55,10 @@ pub struct ObjStoreConfig {
     pub timeout_us: u64,
     /// Probability that a put stops half way.
     pub partial_upload_prob: f64,
+    /// A timed-out put or delete that happens takes effect *later* instead of at once:
+    /// it is handed to the caller ([`SimObjectStore::take_deferred`]), who applies it at a
+    /// time of its choosing (like a real request that lands after the client gave up).
+    pub late_timeouts: bool,
 }
 
 impl Default for ObjStoreConfig {
@@ -65,6 +69,7 @@ impl Default for ObjStoreConfig {
             timeout_prob: 0.0,
             timeout_us: 5_000_000,
             partial_upload_prob: 0.0,
+            late_timeouts: false,
         }
     }
 }
@@ -108,12 +113,22 @@ pub struct ObjStats {
     pub partial_uploads: u64,
 }
 
+/// A timed-out operation that will still take effect ([`ObjStoreConfig::late_timeouts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferred {
+    /// The object.
+    pub key: String,
+    /// The bytes a put writes; `None` for a delete.
+    pub data: Option<Bytes>,
+}
+
 /// The store.
 #[derive(Debug)]
 pub struct SimObjectStore {
     config: ObjStoreConfig,
     objects: BTreeMap<String, Bytes>,
     incomplete: BTreeMap<String, Bytes>,
+    deferred: Vec<Deferred>,
     stats: ObjStats,
 }
 
@@ -130,6 +145,7 @@ impl SimObjectStore {
             config,
             objects: BTreeMap::new(),
             incomplete: BTreeMap::new(),
+            deferred: Vec::new(),
             stats: ObjStats::default(),
         }
     }
@@ -162,7 +178,12 @@ impl SimObjectStore {
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
             Fault::Timeout { applied } => {
-                if applied {
+                if applied && self.config.late_timeouts {
+                    self.deferred.push(Deferred {
+                        key: key.to_string(),
+                        data: Some(data),
+                    });
+                } else if applied {
                     self.complete_put(key, data);
                 }
                 Err(ObjError::Timeout)
@@ -228,7 +249,12 @@ impl SimObjectStore {
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
             Fault::Timeout { applied } => {
-                if applied {
+                if applied && self.config.late_timeouts {
+                    self.deferred.push(Deferred {
+                        key: key.to_string(),
+                        data: None,
+                    });
+                } else if applied {
                     self.objects.remove(key);
                     self.incomplete.remove(key);
                 }
@@ -251,6 +277,23 @@ impl SimObjectStore {
     /// Whether a complete object exists under `key` (a checker's view, no faults).
     pub fn contains(&self, key: &str) -> bool {
         self.objects.contains_key(key)
+    }
+
+    /// Timed-out operations that will still take effect, for the caller to apply later
+    /// with [`SimObjectStore::apply_deferred`].
+    pub fn take_deferred(&mut self) -> Vec<Deferred> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Applies a late operation now.
+    pub fn apply_deferred(&mut self, late: Deferred) {
+        match late.data {
+            Some(data) => self.complete_put(&late.key, data),
+            None => {
+                self.objects.remove(&late.key);
+                self.incomplete.remove(&late.key);
+            }
+        }
     }
 
     /// The complete object under `key` (a checker's view, no faults).

@@ -31,7 +31,7 @@ use crate::checker::Violation;
 use crate::cluster::RunResult;
 use crate::coverage::Coverage;
 use crate::engine::EventQueue;
-use crate::objstore::{ObjError, ObjOutcome, ObjStoreConfig, SimObjectStore};
+use crate::objstore::{Deferred, ObjError, ObjOutcome, ObjStoreConfig, SimObjectStore};
 use crate::rng::{RngExt, Seeds, SimRng};
 use crate::scenario::Scenario;
 use crate::trace::Trace;
@@ -100,6 +100,9 @@ pub struct TierSimConfig {
     pub bug_delete_local_early: bool,
     /// Planted bug: the store answers deletes without deleting.
     pub bug_store_ignores_deletes: bool,
+    /// Planted bug: the archiver is told requests never land late
+    /// (`store_request_lifetime = 0`) while they do.
+    pub bug_ignore_late_landings: bool,
 }
 
 impl Default for TierSimConfig {
@@ -122,6 +125,7 @@ impl Default for TierSimConfig {
             bug_manifest_before_segment: false,
             bug_delete_local_early: false,
             bug_store_ignores_deletes: false,
+            bug_ignore_late_landings: false,
         }
     }
 }
@@ -155,6 +159,12 @@ impl TierSimConfig {
             housekeeping_interval: Duration::from_millis(self.housekeeping_ms),
             max_pending_deletes: 4 * self.archive_entries + 64,
             max_deletes_in_flight: 4,
+            // Late landings of timed-out requests are bounded by twice the timeout.
+            store_request_lifetime: if self.bug_ignore_late_landings {
+                Duration::ZERO
+            } else {
+                Duration::from_micros(2 * self.object_store.timeout_us) + Duration::from_millis(100)
+            },
         }
     }
 
@@ -191,6 +201,7 @@ enum Ev {
     Crash,
     Restart,
     Check,
+    LateLanding(Deferred),
 }
 
 /// One tiering run.
@@ -390,6 +401,19 @@ impl TierRun {
             Ev::Crash => self.crash(now),
             Ev::Restart => self.start_archiver(now),
             Ev::Check => self.check(now),
+            Ev::LateLanding(late) => {
+                self.coverage.hit("tier.late_landing");
+                trace_event!(
+                    self.trace,
+                    now,
+                    None,
+                    "late landing of {} on {}",
+                    if late.data.is_some() { "put" } else { "delete" },
+                    late.key
+                );
+                self.store.apply_deferred(late);
+                self.check_manifest(now);
+            }
         }
     }
 
@@ -613,6 +637,10 @@ impl TierRun {
             trace_event!(self.trace, now, None, "store op {} failed: {e}", op.0);
         }
         self.check_manifest(now);
+        for late in self.store.take_deferred() {
+            let delay_us = self.work_rng.between(0, 2 * self.config.object_store.timeout_us);
+            self.after(Duration::from_micros(delay_us), Ev::LateLanding(late));
+        }
         let incarnation = self.incarnation;
         self.after(
             delay,

@@ -162,16 +162,18 @@ fn queue_checks_catch_acks_before_commit() {
 }
 
 /// The tiered-storage scenario made harsher and deterministic (no swarm): frequent
-/// leader crashes, store errors on every third operation, local retention checked
-/// every 50 ms with a zero local target.
+/// leader crashes, store errors on every third operation, total retention, local
+/// retention checked every 50 ms with a zero local target.
 fn tier_base() -> Scenario {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tiered-storage.toml");
     let mut s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     s.swarm = false;
     s.tier.check_interval_ms = 50;
     s.tier.local_target_bytes = 0;
-    s.tier.crash_interval_ms = 1_000;
+    s.tier.crash_interval_ms = 1_500;
     s.tier.object_store.error_prob = 0.3;
+    // Late landings within 0.6 s: a new leader's first manifest put waits 0.7 s.
+    s.tier.object_store.timeout_us = 300_000;
     s
 }
 
@@ -199,4 +201,19 @@ fn orphan_checker_catches_a_store_that_keeps_deleted_objects() {
     let mut s = tier_base();
     s.tier.bug_store_ignores_deletes = true;
     assert_caught(&s, 20, &["tier-orphans-collected"]);
+}
+
+#[test]
+fn tier_checkers_catch_a_manifest_rolled_back_by_a_late_put() {
+    let mut s = tier_base();
+    s.tier.object_store.timeout_prob = 0.1;
+    s.tier.bug_ignore_late_landings = true;
+    assert_caught(
+        &s,
+        30,
+        &[
+            "tier-manifest-names-missing-object",
+            "tier-acked-record-unreadable",
+        ],
+    );
 }

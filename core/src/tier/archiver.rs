@@ -133,11 +133,26 @@ enum Purpose {
     Load,
     UploadData,
     UploadIndex,
-    Manifest { version: u64, next_offset: Option<i64> },
-    Spill { reference: ArchiveRef },
-    List { next_offset: Option<i64> },
-    ExpandArchive { key: String },
-    Delete { key: String },
+    Manifest {
+        version: u64,
+        next_offset: Option<i64>,
+    },
+    Spill {
+        reference: ArchiveRef,
+    },
+    List {
+        next_offset: Option<i64>,
+    },
+    ExpandArchive {
+        key: String,
+    },
+    CheckArchive {
+        reference: ArchiveRef,
+        keys: Vec<String>,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -177,6 +192,17 @@ pub struct Archiver {
     deletes: VecDeque<Garbage>,
     deletes_in_flight: usize,
     gc_covered_offset: i64,
+    /// Every archived range below this offset has been checked for orphans.
+    archive_gc_through: i64,
+    /// When this incarnation wrote each archive not yet checked (bounded by the archives
+    /// written within one `store_request_lifetime` plus one GC round).
+    archive_written_at: BTreeMap<Revision, Instant>,
+    archive_check_in_flight: bool,
+    started_at: Instant,
+    /// No manifest put before this: an older put (ours that timed out, or a previous
+    /// leader's) may still land until then, and ours must land after it.
+    manifest_put_not_before: Instant,
+    now_seen: Instant,
     pending_since: Option<Instant>,
     next_housekeeping: Instant,
     backoff_until: Option<Instant>,
@@ -201,6 +227,7 @@ impl Archiver {
         let mut archiver = Archiver {
             manifest: PartitionManifest::new(path.clone(), term),
             next_housekeeping: now + config.housekeeping_interval,
+            manifest_put_not_before: now + config.store_request_lifetime,
             config,
             path,
             term,
@@ -219,6 +246,11 @@ impl Archiver {
             deletes: VecDeque::new(),
             deletes_in_flight: 0,
             gc_covered_offset: i64::MIN,
+            archive_gc_through: i64::MIN,
+            archive_written_at: BTreeMap::new(),
+            archive_check_in_flight: false,
+            started_at: now,
+            now_seen: now,
             pending_since: None,
             backoff_until: None,
             consecutive_failures: 0,
@@ -289,12 +321,14 @@ impl Archiver {
 
     /// The local log changed (new committed data, a roll, local retention).
     pub fn on_local_log(&mut self, now: Instant, view: LocalLogView) {
+        self.now_seen = self.now_seen.max(now);
         self.view = view;
         self.pump(now);
     }
 
     /// An object-store operation answered.
     pub fn handle_completion(&mut self, now: Instant, completion: StoreCompletion) {
+        self.now_seen = self.now_seen.max(now);
         let Some(purpose) = self.ops.remove(&completion.op) else {
             return; // not ours (a previous incarnation's)
         };
@@ -312,6 +346,9 @@ impl Archiver {
             Purpose::Spill { reference } => self.on_spilled(completion.result, reference),
             Purpose::List { next_offset } => self.on_listed(completion.result, next_offset),
             Purpose::ExpandArchive { key } => self.on_archive_expanded(completion.result, key),
+            Purpose::CheckArchive { reference, keys } => {
+                self.on_archive_checked(completion.result, reference, keys)
+            }
             Purpose::Delete { key } => self.on_deleted(completion.result, key),
         }
         self.pump(now);
@@ -319,6 +356,7 @@ impl Archiver {
 
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now_seen = self.now_seen.max(now);
         if self.backoff_until.is_some_and(|at| at <= now) {
             self.backoff_until = None;
         }
@@ -339,7 +377,15 @@ impl Archiver {
             return Some(at);
         }
         let lag_due = self.pending_since.map(|since| since + self.config.upload_lag);
-        Some(lag_due.map_or(self.next_housekeeping, |due| due.min(self.next_housekeeping)))
+        let manifest_due = (self.manifest_dirty()
+            && !self.manifest_in_flight
+            && self.manifest_put_not_before > self.now_seen)
+            .then_some(self.manifest_put_not_before);
+        let due = [lag_due, manifest_due]
+            .into_iter()
+            .flatten()
+            .fold(self.next_housekeeping, Instant::min);
+        Some(due)
     }
 
     // ---- starting operations ----
@@ -400,7 +446,7 @@ impl Archiver {
         }
         self.maybe_spill();
         self.maybe_upload(now);
-        self.maybe_put_manifest();
+        self.maybe_put_manifest(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + self.config.housekeeping_interval;
             self.apply_total_retention();
@@ -578,8 +624,11 @@ impl Archiver {
         self.durable_version != Some(self.manifest.version)
     }
 
-    fn maybe_put_manifest(&mut self) {
+    fn maybe_put_manifest(&mut self, now: Instant) {
         if self.manifest_in_flight || !self.manifest_dirty() || self.manifest.version == 0 {
+            return;
+        }
+        if now < self.manifest_put_not_before {
             return;
         }
         let purpose = Purpose::Manifest {
@@ -599,6 +648,10 @@ impl Archiver {
         next_offset: Option<i64>,
     ) {
         self.manifest_in_flight = false;
+        if result == Err(StoreError::Timeout) {
+            // It may still land: the next put must land after it.
+            self.manifest_put_not_before = self.now_seen + self.config.store_request_lifetime;
+        }
         if result.is_err() {
             self.metrics.manifest_put_failures += 1;
             return; // put again (a newer version) after the backoff
@@ -667,6 +720,7 @@ impl Archiver {
         if result.is_ok() && still_oldest {
             self.manifest.segments.drain(..count);
             self.manifest.archives.push(reference);
+            self.archive_written_at.insert(reference.revision, self.now_seen);
             self.changed();
             self.metrics.spills += 1;
         } else {
@@ -693,6 +747,9 @@ impl Archiver {
             return;
         };
         let archives: Vec<ArchiveRef> = self.manifest.archives.drain(..cut.archives).collect();
+        for archive in &archives {
+            self.archive_written_at.remove(&archive.revision);
+        }
         let segments: Vec<SegmentMeta> = self.manifest.segments.drain(..cut.segments).collect();
         self.manifest.start_offset = cut.start_offset;
         self.changed();
@@ -800,7 +857,7 @@ impl Archiver {
     }
 
     fn maybe_list_orphans(&mut self) {
-        if self.list_in_flight || !self.settled() {
+        if self.list_in_flight || !self.settled() || !self.no_manifest_put_may_land() {
             return;
         }
         let prefix = self.path.prefix();
@@ -817,7 +874,7 @@ impl Archiver {
         let Ok(StoreReply::Listed(keys)) = result else {
             return;
         };
-        if !self.settled() {
+        if !self.settled() || !self.no_manifest_put_may_land() {
             return; // the manifest moved meanwhile; list again next round
         }
         let room = self.config.max_pending_deletes / 2;
@@ -825,19 +882,118 @@ impl Archiver {
             // Every orphan below this offset is now queued: it may be archived.
             self.gc_covered_offset = self.gc_covered_offset.max(next_at_issue.unwrap_or(i64::MIN));
         }
-        for key in keys {
+        for key in &keys {
             if self.deletes.len() >= self.config.max_pending_deletes / 2 {
                 break;
             }
-            let queued = self
-                .deletes
-                .iter()
-                .any(|g| matches!(g, Garbage::Key(k) if *k == key));
-            if self.is_orphan(&key) && !queued {
-                self.metrics.orphans_found += 1;
-                self.queue_delete(key);
+            if self.is_orphan(key) {
+                self.queue_orphan(key.clone());
             }
         }
+        self.maybe_check_archive(keys);
+    }
+
+    fn queue_orphan(&mut self, key: String) {
+        let queued = self
+            .deletes
+            .iter()
+            .any(|g| matches!(g, Garbage::Key(k) if *k == key));
+        let deleting = self
+            .ops
+            .values()
+            .any(|p| matches!(p, Purpose::Delete { key: k } if *k == key));
+        if !queued && !deleting {
+            self.metrics.orphans_found += 1;
+            self.queue_delete(key);
+        }
+    }
+
+    /// Orphans inside archived ranges (an upload that died before its range spilled, or
+    /// a timed-out put that landed late) cannot be told from named objects without the
+    /// archive: check the oldest unchecked archive, one per listing, once no put sent
+    /// before it was written can still land.
+    fn maybe_check_archive(&mut self, keys: Vec<String>) {
+        if self.archive_check_in_flight {
+            return;
+        }
+        let Some(archive) = self
+            .manifest
+            .archives
+            .iter()
+            .find(|a| a.last_offset >= self.archive_gc_through)
+            .copied()
+        else {
+            return;
+        };
+        let written_at = self
+            .archive_written_at
+            .get(&archive.revision)
+            .copied()
+            .unwrap_or(self.started_at);
+        if self.now_seen < written_at + self.config.store_request_lifetime {
+            return;
+        }
+        let in_range: Vec<String> = keys
+            .into_iter()
+            .filter(|k| match self.path.parse_key(k) {
+                Some(ObjectName::Segment {
+                    base_offset,
+                    revision,
+                    ..
+                }) => {
+                    archive.base_offset <= base_offset
+                        && base_offset <= archive.last_offset
+                        && !self.is_live(revision)
+                }
+                _ => false,
+            })
+            .take(self.config.max_pending_deletes)
+            .collect();
+        let key = self.path.archive_key(&archive);
+        self.start(
+            Purpose::CheckArchive {
+                reference: archive,
+                keys: in_range,
+            },
+            |op| TierEffect::Get { op, key, range: None },
+        );
+        self.archive_check_in_flight = true;
+    }
+
+    fn on_archive_checked(
+        &mut self,
+        result: Result<StoreReply, StoreError>,
+        reference: ArchiveRef,
+        keys: Vec<String>,
+    ) {
+        self.archive_check_in_flight = false;
+        let Ok(StoreReply::Got(bytes)) = result else {
+            return;
+        };
+        let Ok(archive) = ArchivedManifest::decode(&self.path, &bytes) else {
+            return; // unreadable: never delete on its word
+        };
+        if !self.manifest.archives.contains(&reference) || !self.no_manifest_put_may_land() {
+            return;
+        }
+        for key in keys {
+            let Some(ObjectName::Segment {
+                base_offset,
+                revision,
+                ..
+            }) = self.path.parse_key(&key)
+            else {
+                continue;
+            };
+            let named = archive
+                .find(base_offset)
+                .is_some_and(|s| s.base_offset == base_offset && s.revision == revision);
+            if !named && !self.is_live(revision) {
+                self.queue_orphan(key);
+            }
+        }
+        self.archive_gc_through = self.archive_gc_through.max(reference.last_offset + 1);
+        self.archive_written_at.remove(&reference.revision);
     }
 
     fn is_orphan(&self, key: &str) -> bool {
@@ -873,6 +1029,13 @@ impl Archiver {
                 }
             }
         }
+    }
+
+    /// No manifest put other than ours in flight can still land in the store (a
+    /// previous leader's, or ours that timed out), so the store's manifest names nothing
+    /// the in-memory one does not (beyond pending retention, see `settled`).
+    fn no_manifest_put_may_land(&self) -> bool {
+        self.now_seen >= self.manifest_put_not_before
     }
 
     fn is_live(&self, revision: Revision) -> bool {

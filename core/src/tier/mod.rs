@@ -197,6 +197,12 @@ pub struct TierConfig {
     pub max_pending_deletes: usize,
     /// Most deletions in flight at once.
     pub max_deletes_in_flight: usize,
+    /// Longest time after it was sent that a store request may still take effect (the
+    /// client timeout plus the store's own deadline). A manifest put that timed out, or
+    /// a previous leader's, may land that late: a new leader's first manifest put, the
+    /// put after a timeout, and orphan GC all wait this long, so a late put can never
+    /// roll the store's manifest back past one we rely on.
+    pub store_request_lifetime: Duration,
 }
 
 impl Default for TierConfig {
@@ -214,6 +220,7 @@ impl Default for TierConfig {
             housekeeping_interval: Duration::from_secs(30),
             max_pending_deletes: 4_096,
             max_deletes_in_flight: 16,
+            store_request_lifetime: Duration::from_secs(30),
         }
     }
 }

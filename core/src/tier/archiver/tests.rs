@@ -30,6 +30,7 @@ fn config() -> TierConfig {
         housekeeping_interval: Duration::from_millis(1_000),
         max_pending_deletes: 64,
         max_deletes_in_flight: 4,
+        store_request_lifetime: Duration::ZERO,
     }
 }
 
@@ -643,4 +644,53 @@ fn invalid_configs_are_errors() {
         ..config()
     };
     assert!(Archiver::new(bad, path(), 1, 1, Instant::ZERO).is_err());
+}
+
+#[test]
+fn manifest_puts_wait_out_puts_that_may_still_land() {
+    let (mut store, mut local) = (Store::default(), LocalLog::default());
+    let lifetime = Duration::from_secs(3);
+    let c = TierConfig {
+        store_request_lifetime: lifetime,
+        ..config()
+    };
+    let start = Instant::from_millis(1);
+    let mut a = Archiver::new(c, path(), 1, 7, start).unwrap();
+    active(&mut a, &mut store, &local, start);
+    local.append(1, 3, true);
+    a.on_local_log(start, local.view());
+    settle(&mut a, &mut store, &local, start);
+    // A previous leader's put may still land: the new leader's first manifest waits.
+    assert_eq!(a.uploaded_offset(), Some(3));
+    assert_eq!(a.removable_offset(), None);
+    assert!(!store.objects.contains_key(&path().manifest_key()));
+    assert_eq!(
+        a.poll_timeout(),
+        Some(start + Duration::from_secs(1)),
+        "housekeeping first"
+    );
+    let t1 = start + lifetime;
+    a.handle_timeout(t1);
+    let put = a.poll_effect().unwrap();
+    assert!(matches!(&put, TierEffect::Put { key, .. } if key.ends_with("/manifest")));
+    // It times out (and may land later): the next manifest put waits again.
+    let c = store.execute(&local, &put, Some((StoreError::Timeout, false)));
+    a.handle_completion(t1, c);
+    local.append(1, 3, true);
+    let t2 = t1 + Duration::from_secs(1);
+    a.handle_timeout(t2);
+    a.on_local_log(t2, local.view());
+    while let Some(effect) = a.poll_effect() {
+        assert!(
+            !matches!(&effect, TierEffect::Put { key, .. } if key.ends_with("/manifest")),
+            "too early"
+        );
+        let completion = store.execute(&local, &effect, None);
+        a.handle_completion(t2, completion);
+    }
+    assert_eq!(a.removable_offset(), None);
+    let t3 = t1 + lifetime;
+    a.handle_timeout(t3);
+    settle(&mut a, &mut store, &local, t3);
+    assert_eq!(a.removable_offset(), Some(6));
 }
