@@ -40,7 +40,7 @@ use bytes::Bytes;
 use oxbow_core::log::batch::BatchHeader;
 use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
 use oxbow_core::log::mem_disk::MemDisk;
-use oxbow_core::log::read::trim_fetched;
+use oxbow_core::log::read::{find_offset_for_timestamp, trim_fetched};
 use oxbow_core::log::{Log, LogConfig};
 use oxbow_core::tier::manifest::ArchivedManifest;
 use oxbow_core::tier::read::ReadCacheConfig;
@@ -221,8 +221,8 @@ struct TierRun {
     term: i64,
     timer_at: Option<Instant>,
     reader: RemoteReader,
-    /// Acknowledged batches: base offset → (last offset, CRC of the records).
-    acked: BTreeMap<i64, (i64, u32)>,
+    /// Acknowledged batches: base offset → (last offset, CRC of the records, timestamp).
+    acked: BTreeMap<i64, (i64, u32, i64)>,
     archives_seen: BTreeMap<String, ArchivedManifest>,
     produced: u64,
     safety_end: Instant,
@@ -435,7 +435,8 @@ impl TierRun {
                 self.log.sync();
                 self.pump_log(now);
                 if self.log.durable_offset() >= info.last_offset {
-                    self.acked.insert(info.base_offset, (info.last_offset, crc));
+                    self.acked
+                        .insert(info.base_offset, (info.last_offset, crc, wall_ms));
                     trace_event!(
                         self.trace,
                         now,
@@ -783,7 +784,7 @@ impl TierRun {
         let manifest = self.durable_manifest()?;
         let Some(m) = manifest.as_ref() else {
             return match self.acked.range(..local_start).next() {
-                Some((base, (last, _))) => Err(format!(
+                Some((base, (last, _, _))) => Err(format!(
                     "acked batch {base}..={last} is below the local start {local_start} and there is no durable manifest"
                 )),
                 None => Ok(()),
@@ -791,7 +792,7 @@ impl TierRun {
         };
         let (remote_start, remote_next) = (m.start_offset, m.next_offset().unwrap_or(m.start_offset));
         let retention = self.config.retention_bytes > 0;
-        for (&base, &(last, _)) in self.acked.range(..local_start) {
+        for (&base, &(last, _, _)) in self.acked.range(..local_start) {
             let expired = retention && last < remote_start;
             let remote = base >= remote_start && last < remote_next;
             if !(expired || remote) {
@@ -806,7 +807,7 @@ impl TierRun {
     /// Reads acknowledged batch `base` back byte by byte: locally if the local log has
     /// it, otherwise through `manifest` (default: the store's) with the remote reader.
     fn read_back(&mut self, base: i64, manifest: Option<&PartitionManifest>) -> Result<(), String> {
-        let Some(&(last, crc)) = self.acked.get(&base) else {
+        let Some(&(last, crc, timestamp_ms)) = self.acked.get(&base) else {
             return Ok(());
         };
         let got = if manifest.is_none() && base >= self.log.start_offset() {
@@ -826,6 +827,14 @@ impl TierRun {
                 return Ok(()); // expired by total retention
             }
             self.coverage.hit("tier.remote_read");
+            // ListOffsets by this batch's timestamp finds the batch (timestamps grow
+            // with offsets here, one batch per millisecond at most).
+            let found = self.remote_timestamp(manifest, timestamp_ms)?;
+            if found != Some(base) {
+                return Err(format!(
+                    "remote timestamp lookup of {timestamp_ms} (batch {base}) found {found:?}"
+                ));
+            }
             self.read_remote(manifest, base)?
         };
         let header = BatchHeader::parse(&got).map_err(|e| format!("batch {base}: {e}"))?;
@@ -897,6 +906,79 @@ impl TierRun {
             }
         }
         Err(format!("remote read of {base} did not finish"))
+    }
+
+    fn remote_timestamp(
+        &mut self,
+        manifest: &PartitionManifest,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>, String> {
+        for _ in 0..16 {
+            let step = self
+                .reader
+                .plan_timestamp(manifest, timestamp_ms)
+                .map_err(|e| format!("timestamp lookup {timestamp_ms}: {e}"))?;
+            match step {
+                ReadStep::Ready { segment, data } => {
+                    let min_offset = segment.base_offset.max(manifest.start_offset);
+                    return find_offset_for_timestamp(&data, timestamp_ms, min_offset)
+                        .map_err(|e| format!("timestamp lookup {timestamp_ms}: {e}"));
+                }
+                ReadStep::OutOfRange { .. } => return Ok(None),
+                ReadStep::FetchArchive { key, archive } => {
+                    self.coverage.hit("tier.archive_loaded");
+                    let bytes = self
+                        .store
+                        .peek(&key)
+                        .ok_or(format!("archive {key} missing"))?
+                        .clone();
+                    self.reader
+                        .on_archive(&archive, &bytes)
+                        .map_err(|e| e.to_string())?;
+                }
+                ReadStep::FetchIndex { key, segment } => {
+                    let bytes = self
+                        .store
+                        .peek(&key)
+                        .ok_or(format!("index {key} missing"))?
+                        .clone();
+                    self.reader
+                        .on_index(&segment, &bytes)
+                        .map_err(|e| e.to_string())?;
+                }
+                ReadStep::FetchChunks { key, ranges } => {
+                    let object = self
+                        .store
+                        .peek(&key)
+                        .ok_or(format!("segment {key} missing"))?
+                        .clone();
+                    let segment = self.segment_of_key(manifest, &key)?;
+                    for (at, len) in ranges {
+                        let chunk = object.slice(at as usize..((at + len) as usize).min(object.len()));
+                        self.reader
+                            .on_chunk(&segment, at, chunk)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                other => return Err(format!("unexpected read step {other:?}")),
+            }
+        }
+        Err(format!("timestamp lookup {timestamp_ms} did not finish"))
+    }
+
+    /// The manifest entry (recent or archived) whose data object is `key`.
+    fn segment_of_key(
+        &mut self,
+        manifest: &PartitionManifest,
+        key: &str,
+    ) -> Result<oxbow_core::tier::SegmentMeta, String> {
+        let Some(oxbow_core::tier::ObjectName::Segment { base_offset, .. }) = self.path.parse_key(key) else {
+            return Err(format!("{key} is not a segment object"));
+        };
+        match manifest.locate(base_offset) {
+            Some(oxbow_core::tier::manifest::Location::Segment(s)) => Ok(*s),
+            _ => self.archived_segment(manifest, base_offset),
+        }
     }
 
     fn archived_segment(

@@ -26,7 +26,9 @@ pub struct ReadCacheConfig {
     pub max_indexes: usize,
     /// Download granularity.
     pub chunk_size_bytes: u64,
-    /// Bytes of chunks kept.
+    /// Bytes of chunks kept. A read returns at most this much from the index entry
+    /// before its offset, so it must be at least the index interval plus the largest
+    /// batch plus two chunks.
     pub max_chunk_bytes: u64,
 }
 
@@ -154,10 +156,6 @@ impl<K: Ord + Clone, V> Lru<K, V> {
         Some(&item.value)
     }
 
-    fn contains(&self, key: &K) -> bool {
-        self.items.contains_key(key)
-    }
-
     /// Inserts, evicting least-recently-used entries (never the new one) until the weight
     /// fits; returns how many were evicted.
     fn insert(&mut self, key: K, value: V, weight: impl Fn(&V) -> u64, tick: u64) -> u64 {
@@ -201,7 +199,10 @@ pub struct RemoteReader {
 impl RemoteReader {
     /// A reader with empty caches.
     pub fn new(path: PartitionPath, config: ReadCacheConfig) -> Self {
-        assert!(config.chunk_size_bytes > 0, "chunk_size_bytes must be positive");
+        assert!(
+            config.chunk_size_bytes > 0 && config.max_chunk_bytes >= config.chunk_size_bytes,
+            "chunk_size_bytes must be positive and at most max_chunk_bytes"
+        );
         RemoteReader {
             path,
             archives: Lru::new(config.max_archives as u64),
@@ -268,15 +269,86 @@ impl RemoteReader {
         self.chunks_or_data(segment, start, end)
     }
 
+    /// The next step of finding the first offset whose timestamp is at or after
+    /// `timestamp_ms` in the remote data (ListOffsets below the local start). Resolve
+    /// [`ReadStep::Ready`] with [`crate::log::read::find_offset_for_timestamp`]`(&data,
+    /// timestamp_ms, segment.base_offset.max(manifest.start_offset))`; `OutOfRange` when
+    /// no remote record is that recent.
+    pub fn plan_timestamp(
+        &mut self,
+        manifest: &PartitionManifest,
+        timestamp_ms: i64,
+    ) -> Result<ReadStep, ReadError> {
+        self.tick += 1;
+        let reaches = |max_ts: i64, last: i64| max_ts >= timestamp_ms && last >= manifest.start_offset;
+        let archive = manifest
+            .archives
+            .iter()
+            .find(|a| reaches(a.max_timestamp_ms, a.last_offset));
+        let segment = match archive {
+            Some(archive) => {
+                let key = self.path.archive_key(archive);
+                let Some(loaded) = self.archives.get(&key, self.tick) else {
+                    return Ok(ReadStep::FetchArchive {
+                        key,
+                        archive: *archive,
+                    });
+                };
+                loaded
+                    .segments
+                    .iter()
+                    .find(|s| reaches(s.max_timestamp_ms, s.last_offset))
+                    .copied()
+                    .ok_or(ReadError::ArchiveMissesOffset(archive.last_offset))?
+            }
+            None => match manifest
+                .segments
+                .iter()
+                .find(|s| reaches(s.max_timestamp_ms, s.last_offset))
+            {
+                Some(segment) => *segment,
+                None => {
+                    return Ok(ReadStep::OutOfRange {
+                        start_offset: manifest.start_offset,
+                        next_offset: manifest.next_offset(),
+                    })
+                }
+            },
+        };
+        let index_key = self.path.index_key(&segment);
+        let Some(index) = self.indexes.get(&index_key, self.tick) else {
+            return Ok(ReadStep::FetchIndex {
+                key: index_key,
+                segment,
+            });
+        };
+        let object_start = segment.object_position_bytes;
+        let local_end = object_start + segment.size_bytes;
+        let (start, end) = index.index.lookup_timestamp(timestamp_ms);
+        let start = u64::from(start).clamp(object_start, local_end);
+        let end = end
+            .map_or(local_end, u64::from)
+            .max(start + self.config.chunk_size_bytes)
+            .min(local_end);
+        self.chunks_or_data(segment, start - object_start, end - object_start)
+    }
+
     fn chunks_or_data(&mut self, segment: SegmentMeta, start: u64, end: u64) -> Result<ReadStep, ReadError> {
         let key = self.path.segment_key(&segment);
         let size = self.config.chunk_size_bytes;
-        let chunk_range = (start / size)..end.div_ceil(size);
-        let missing: Vec<(u64, u64)> = chunk_range
-            .clone()
-            .filter(|no| !self.chunks.contains(&(key.clone(), *no)))
-            .map(|no| (no * size, size.min(segment.size_bytes - no * size)))
-            .collect();
+        // Never more chunks than the cache holds at once, or filling it would evict
+        // the first ones before the last arrive.
+        let max_chunks = (self.config.max_chunk_bytes / size).max(1);
+        let first_chunk = start / size;
+        let end = end.min((first_chunk + max_chunks) * size);
+        let chunk_range = first_chunk..end.div_ceil(size);
+        let mut missing = Vec::new();
+        for no in chunk_range.clone() {
+            // Touch the cached ones so the missing ones evict others first.
+            if self.chunks.get(&(key.clone(), no), self.tick).is_none() {
+                missing.push((no * size, size.min(segment.size_bytes - no * size)));
+            }
+        }
         if !missing.is_empty() {
             self.metrics.chunk_misses += missing.len() as u64;
             return Ok(ReadStep::FetchChunks { key, ranges: missing });
@@ -375,7 +447,7 @@ mod tests {
     use crate::log::batch::BatchHeader;
     use crate::log::builder::{build_batch, BatchOptions, NewRecord};
     use crate::log::io::SegmentId;
-    use crate::log::read::trim_fetched;
+    use crate::log::read::{find_offset_for_timestamp, trim_fetched};
     use crate::tier::manifest::Revision;
 
     fn path() -> PartitionPath {
@@ -419,9 +491,21 @@ mod tests {
         index_bytes: &Bytes,
         offset: i64,
     ) -> (Bytes, usize) {
+        read_max(reader, m, object, index_bytes, offset, 1)
+    }
+
+    fn read_max(
+        reader: &mut RemoteReader,
+        m: &PartitionManifest,
+        object: &Bytes,
+        index_bytes: &Bytes,
+        offset: i64,
+        max_bytes: u64,
+    ) -> (Bytes, usize) {
         let mut downloads = 0;
         loop {
-            match reader.plan(m, offset, 1).unwrap() {
+            assert!(downloads < 10_000, "the read makes no progress");
+            match reader.plan(m, offset, max_bytes).unwrap() {
                 ReadStep::Ready { data, .. } => return (data, downloads),
                 ReadStep::FetchIndex { segment, .. } => {
                     downloads += 1;
@@ -496,6 +580,81 @@ mod tests {
         assert!(positions.len() == 200);
     }
 
+    /// Serves a timestamp lookup like `read` serves an offset.
+    fn find_timestamp(
+        reader: &mut RemoteReader,
+        m: &PartitionManifest,
+        object: &Bytes,
+        index_bytes: &Bytes,
+        ts: i64,
+    ) -> Option<i64> {
+        loop {
+            match reader.plan_timestamp(m, ts).unwrap() {
+                ReadStep::Ready { data, segment } => {
+                    return find_offset_for_timestamp(&data, ts, segment.base_offset.max(m.start_offset))
+                        .unwrap();
+                }
+                ReadStep::OutOfRange { .. } => return None,
+                ReadStep::FetchIndex { segment, .. } => reader.on_index(&segment, index_bytes).unwrap(),
+                ReadStep::FetchChunks { ranges, .. } => {
+                    for (at, len) in ranges {
+                        let chunk = object.slice(at as usize..(at + len) as usize);
+                        reader.on_chunk(&m.segments[0], at, chunk).unwrap();
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn timestamp_lookups_find_the_first_offset_at_or_after() {
+        let (local, index, _) = segment_bytes(200, 256);
+        let seg_id = SegmentId {
+            base_offset: 0,
+            term: 1,
+        };
+        let (entry, _) = index.lookup_offset(50).unwrap();
+        let object = local.slice(entry.position as usize..);
+        let meta = SegmentMeta {
+            base_offset: 50,
+            last_offset: 199,
+            term: 1,
+            size_bytes: object.len() as u64,
+            max_timestamp_ms: 199,
+            local_segment: seg_id,
+            object_position_bytes: u64::from(entry.position),
+            revision: Revision {
+                uploader_term: 1,
+                seq: 0,
+            },
+        };
+        let index_bytes = index.encode(seg_id, local.len() as u64, 200, 199);
+        let mut m = PartitionManifest::new(path(), 1);
+        m.start_offset = 50;
+        m.segments.push(meta);
+        let config = ReadCacheConfig {
+            chunk_size_bytes: 512,
+            max_chunk_bytes: 4_096,
+            ..ReadCacheConfig::default()
+        };
+        let mut reader = RemoteReader::new(path(), config);
+        // Record timestamps equal their offsets here.
+        for (ts, want) in [
+            (120, Some(120)),
+            (199, Some(199)),
+            (10, Some(50)),
+            (50, Some(50)),
+            (200, None),
+        ] {
+            assert_eq!(
+                find_timestamp(&mut reader, &m, &object, &index_bytes, ts),
+                want,
+                "timestamp {ts}"
+            );
+        }
+    }
+
     #[test]
     fn corrupted_downloads_are_errors() {
         let (local, index, _) = segment_bytes(10, 64);
@@ -536,5 +695,56 @@ mod tests {
             reader.on_archive(&archive, b"garbage"),
             Err(ReadError::Archive(_))
         ));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever the index interval, chunk size, cache size, object start and read
+        /// size: every offset of the object reads back as the batch holding it, and the
+        /// chunk cache stays within its bound.
+        #[test]
+        fn every_offset_reads_back_through_any_chunking(
+            batches in 1i64..120,
+            interval in 32u64..2_048,
+            chunk in 64u64..2_048,
+            cache_slack in 0u64..4_096,
+            start_at in any::<prop::sample::Index>(),
+            reads in prop::collection::vec((any::<prop::sample::Index>(), 1u64..4_000), 1..16),
+        ) {
+            let (local, index, _) = segment_bytes(batches, interval);
+            let seg_id = SegmentId { base_offset: 0, term: 1 };
+            let first = start_at.index(batches as usize) as i64;
+            let (entry, _) = index.lookup_offset(first).unwrap();
+            let object = local.slice(entry.position as usize..);
+            let meta = SegmentMeta {
+                base_offset: first,
+                last_offset: batches - 1,
+                term: 1,
+                size_bytes: object.len() as u64,
+                max_timestamp_ms: batches - 1,
+                local_segment: seg_id,
+                object_position_bytes: u64::from(entry.position),
+                revision: Revision { uploader_term: 1, seq: 0 },
+            };
+            let index_bytes = index.encode(seg_id, local.len() as u64, batches, batches - 1);
+            let mut m = PartitionManifest::new(path(), 1);
+            m.start_offset = first;
+            m.segments.push(meta);
+            // The documented minimum: index interval + largest batch + two chunks.
+            let max_chunk_bytes = interval + 256 + 2 * chunk + cache_slack;
+            let config = ReadCacheConfig { chunk_size_bytes: chunk, max_chunk_bytes, ..ReadCacheConfig::default() };
+            let mut reader = RemoteReader::new(path(), config);
+            for (pick, max_bytes) in reads {
+                let offset = first + pick.index((batches - first) as usize) as i64;
+                let (data, _) = read_max(&mut reader, &m, &object, &index_bytes, offset, max_bytes);
+                let fetched = trim_fetched(&[data], offset, batches - 1, max_bytes).unwrap();
+                let header = BatchHeader::parse(&fetched).unwrap();
+                prop_assert!(header.base_offset <= offset && offset <= header.last_offset());
+                prop_assert!(reader.cached_chunk_bytes() <= max_chunk_bytes);
+            }
+        }
     }
 }
