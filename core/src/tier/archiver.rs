@@ -128,6 +128,17 @@ pub struct TierMetrics {
     pub spilled_before_gc: u64,
 }
 
+/// The upload lag of a partition.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct UploadBacklog {
+    /// Committed offsets not yet uploaded.
+    pub not_uploaded_offsets: i64,
+    /// Their bytes (from the index entry before the first, so a slight overestimate).
+    pub not_uploaded_bytes: u64,
+    /// Committed offsets not yet named by the durable manifest (not yet removable).
+    pub not_durable_offsets: i64,
+}
+
 #[derive(Clone, Debug)]
 enum Purpose {
     Load,
@@ -307,6 +318,36 @@ impl Archiver {
             self.durable_next_offset,
         )
         .filter(|start| *start > view.start_offset)
+    }
+
+    /// What is committed locally but not yet in the store's durable manifest (gauges
+    /// for `/metrics`: the upload lag).
+    pub fn backlog(&self) -> UploadBacklog {
+        let local_next = self
+            .view
+            .segments
+            .last()
+            .map_or(self.view.start_offset, |s| s.next_offset);
+        let durable = self.durable_next_offset.unwrap_or(self.view.start_offset);
+        let uploaded = self.manifest.next_offset().unwrap_or(self.view.start_offset);
+        let not_uploaded_bytes = self
+            .view
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > uploaded)
+            .map(|s| {
+                let from = s
+                    .index
+                    .lookup_offset(uploaded)
+                    .map_or(0, |(e, _)| u64::from(e.position));
+                s.size_bytes.saturating_sub(from)
+            })
+            .sum();
+        UploadBacklog {
+            not_uploaded_offsets: (local_next - uploaded).max(0),
+            not_uploaded_bytes,
+            not_durable_offsets: (local_next - durable).max(0),
+        }
     }
 
     /// Operations started and not yet answered.

@@ -34,7 +34,9 @@ pub mod read;
 pub mod recovery;
 pub mod retention;
 
-pub use archiver::{Archiver, ArchiverState, InvalidTierConfig, LocalLogView, LocalSegmentView, TierMetrics};
+pub use archiver::{
+    Archiver, ArchiverState, InvalidTierConfig, LocalLogView, LocalSegmentView, TierMetrics, UploadBacklog,
+};
 pub use manifest::{
     ArchiveRef, ArchivedManifest, ManifestError, ObjectName, PartitionManifest, PartitionPath, Revision,
     SegmentMeta,

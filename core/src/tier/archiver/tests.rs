@@ -255,6 +255,12 @@ fn segment_objects_then_manifest_then_local_deletion() {
         None,
         "not durable before the manifest put completes"
     );
+    let backlog = a.backlog();
+    assert_eq!(
+        (backlog.not_uploaded_offsets, backlog.not_durable_offsets),
+        (5, 10)
+    );
+    assert!(backlog.not_uploaded_bytes > 0);
     assert_eq!(a.local_retention(&local.view()), None);
     let c = store.execute(&local, &manifest_put, None);
     a.handle_completion(now, c);
