@@ -68,6 +68,8 @@ pub const EXPECTED: &[&str] = &[
     "tier.crash_between_upload_and_manifest",
     "tier.local_deleted",
     "tier.remote_read",
+    "tier.consumer_remote_read",
+    "tier.consumer_retry",
     "tier.archive_loaded",
     "tier.orphan_deleted",
     "tier.remote_expired",

@@ -17,7 +17,9 @@
 //! * `tier-acked-record-unreadable` — every acknowledged batch stays readable, locally
 //!   or remotely through the durable manifest (range check every tick, byte-level reads
 //!   of samples every tick and of everything at the end, and again after a simulated
-//!   topic recovery from the bucket alone);
+//!   topic recovery from the bucket alone); a consumer also reads old batches through
+//!   the faulty store (ranged gets, retries), as a broker's Fetch below the local start
+//!   would, from the leader's manifest;
 //! * `tier-liveness` — once faults stop, everything produced is uploaded and durable;
 //! * `tier-orphans-collected` — and, by the end, every object the manifest does not
 //!   name (dead uploads, failed deletions) has been garbage-collected.
@@ -202,7 +204,41 @@ enum Ev {
     Restart,
     Check,
     LateLanding(Deferred),
+    /// The consumer starts reading an old batch.
+    ConsumerStart,
+    /// A get of the consumer's read answered.
+    ConsumerGot {
+        read: u64,
+        fetch: ConsumerFetch,
+        result: Result<Bytes, ObjError>,
+    },
+    /// The consumer plans its read again (after a store error).
+    ConsumerRetry {
+        read: u64,
+    },
 }
+
+/// What a consumer's get was for.
+#[derive(Debug, Clone)]
+enum ConsumerFetch {
+    Archive(oxbow_core::tier::ArchiveRef),
+    Index(oxbow_core::tier::SegmentMeta),
+    Chunk(oxbow_core::tier::SegmentMeta, u64),
+}
+
+/// A consumer's read of an old batch through the (faulty) store: a fetch below the
+/// local start, as a broker would serve it from the leader's manifest.
+#[derive(Debug)]
+struct ConsumerRead {
+    id: u64,
+    base: i64,
+    steps: u32,
+}
+
+/// Time between two consumer reads.
+const CONSUMER_INTERVAL_MS: u64 = 400;
+/// Most store round trips one consumer read may take before it is a liveness failure.
+const CONSUMER_MAX_STEPS: u32 = 200;
 
 /// One tiering run.
 struct TierRun {
@@ -221,6 +257,9 @@ struct TierRun {
     term: i64,
     timer_at: Option<Instant>,
     reader: RemoteReader,
+    consumer_reader: RemoteReader,
+    consumer: Option<ConsumerRead>,
+    next_read_id: u64,
     /// Acknowledged batches: base offset → (last offset, CRC of the records, timestamp).
     acked: BTreeMap<i64, (i64, u32, i64)>,
     archives_seen: BTreeMap<String, ArchivedManifest>,
@@ -294,6 +333,17 @@ impl TierRun {
                     max_chunk_bytes: 16 * 1_024,
                 },
             ),
+            consumer_reader: RemoteReader::new(
+                path.clone(),
+                ReadCacheConfig {
+                    max_archives: 1,
+                    max_indexes: 2,
+                    chunk_size_bytes: 512,
+                    max_chunk_bytes: 4 * 1_024,
+                },
+            ),
+            consumer: None,
+            next_read_id: 0,
             path,
             queue: EventQueue::new(MAX_EVENTS),
             trace: Trace::new(keep_trace),
@@ -342,6 +392,7 @@ impl TierRun {
         self.start_archiver(Instant::ZERO);
         self.after(Duration::ZERO, Ev::Produce);
         self.after(Duration::from_millis(self.config.check_interval_ms), Ev::Check);
+        self.after(Duration::from_millis(CONSUMER_INTERVAL_MS), Ev::ConsumerStart);
         self.schedule_crash();
         while self.violation.is_none() {
             let Some((now, ev)) = self.queue.pop() else {
@@ -401,6 +452,13 @@ impl TierRun {
             Ev::Crash => self.crash(now),
             Ev::Restart => self.start_archiver(now),
             Ev::Check => self.check(now),
+            Ev::ConsumerStart => self.consumer_start(now),
+            Ev::ConsumerGot { read, fetch, result } => self.consumer_got(now, read, fetch, result),
+            Ev::ConsumerRetry { read } => {
+                if self.consumer.as_ref().is_some_and(|c| c.id == read) {
+                    self.consumer_step(now);
+                }
+            }
             Ev::LateLanding(late) => {
                 self.coverage.hit("tier.late_landing");
                 trace_event!(
@@ -750,6 +808,193 @@ impl TierRun {
             }
         }
         Ok(())
+    }
+
+    // ---- a consumer reading old data through the faulty store ----
+
+    fn consumer_start(&mut self, now: Instant) {
+        self.after(Duration::from_millis(CONSUMER_INTERVAL_MS), Ev::ConsumerStart);
+        if self.consumer.is_some() {
+            return;
+        }
+        let remote: Vec<i64> = self
+            .acked
+            .range(..self.log.start_offset())
+            .map(|(b, _)| *b)
+            .collect();
+        if remote.is_empty() {
+            return;
+        }
+        let base = remote[self.work_rng.index(remote.len())];
+        self.next_read_id += 1;
+        self.consumer = Some(ConsumerRead {
+            id: self.next_read_id,
+            base,
+            steps: 0,
+        });
+        self.consumer_step(now);
+    }
+
+    /// Plans the consumer's read against the leader's manifest and issues the next get.
+    fn consumer_step(&mut self, now: Instant) {
+        let Some(read) = self.consumer.as_mut() else {
+            return;
+        };
+        read.steps += 1;
+        let (id, base, steps) = (read.id, read.base, read.steps);
+        if steps > CONSUMER_MAX_STEPS && now < self.safety_end {
+            self.consumer = None; // gave up under faults; a later read tries again
+            return;
+        }
+        if steps > CONSUMER_MAX_STEPS {
+            self.fail(
+                "tier-liveness",
+                format!("a consumer read of batch {base} makes no progress"),
+            );
+            return;
+        }
+        let active = self
+            .archiver
+            .as_ref()
+            .filter(|a| matches!(a.state(), oxbow_core::tier::ArchiverState::Active));
+        let Some(manifest) = active.map(|a| a.manifest().clone()) else {
+            self.after(Duration::from_millis(100), Ev::ConsumerRetry { read: id });
+            return;
+        };
+        let step = match self.consumer_reader.plan(&manifest, base, 1) {
+            Ok(step) => step,
+            Err(e) => {
+                self.fail(
+                    "tier-acked-record-unreadable",
+                    format!("consumer read of {base}: {e}"),
+                );
+                return;
+            }
+        };
+        let (key, range, fetch) = match step {
+            ReadStep::Ready { segment, data } => {
+                self.consumer_done(now, base, &segment, data);
+                return;
+            }
+            ReadStep::OutOfRange { start_offset, .. } => {
+                let expired = self.config.retention_bytes > 0
+                    && self
+                        .acked
+                        .get(&base)
+                        .is_some_and(|(last, _, _)| *last < start_offset);
+                if !expired && base < self.log.start_offset() {
+                    self.fail(
+                        "tier-acked-record-unreadable",
+                        format!("consumer: batch {base} is neither local nor in the leader's manifest"),
+                    );
+                }
+                self.consumer = None;
+                return;
+            }
+            ReadStep::FetchArchive { key, archive } => (key, None, ConsumerFetch::Archive(archive)),
+            ReadStep::FetchIndex { key, segment } => (key, None, ConsumerFetch::Index(segment)),
+            ReadStep::FetchChunks { key, ranges } => {
+                let Some(&(at, len)) = ranges.first() else {
+                    return;
+                };
+                let Some(segment) = self.segment_of_key(&manifest, &key).ok() else {
+                    self.consumer = None;
+                    return;
+                };
+                (key, Some((at, len)), ConsumerFetch::Chunk(segment, at))
+            }
+            other => {
+                self.fail("simulator-bound", format!("unexpected read step {other:?}"));
+                return;
+            }
+        };
+        let out = self.store.get(&mut self.store_rng, &key);
+        let result = out.result.map(|bytes| match range {
+            Some((at, len)) => {
+                let from = (at as usize).min(bytes.len());
+                bytes.slice(from..((at + len) as usize).min(bytes.len()))
+            }
+            None => bytes,
+        });
+        self.after(
+            out.delay,
+            Ev::ConsumerGot {
+                read: id,
+                fetch,
+                result,
+            },
+        );
+    }
+
+    fn consumer_got(
+        &mut self,
+        now: Instant,
+        read: u64,
+        fetch: ConsumerFetch,
+        result: Result<Bytes, ObjError>,
+    ) {
+        if self.consumer.as_ref().is_none_or(|c| c.id != read) {
+            return;
+        }
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(ObjError::NotFound(key)) => {
+                // Only garbage is ever deleted: the manifest read may have been stale
+                // (retention moved it); plan again from the current one.
+                trace_event!(self.trace, now, None, "consumer: {key} gone, replanning");
+                self.after(Duration::from_millis(10), Ev::ConsumerRetry { read });
+                return;
+            }
+            Err(_) => {
+                self.coverage.hit("tier.consumer_retry");
+                self.after(Duration::from_millis(50), Ev::ConsumerRetry { read });
+                return;
+            }
+        };
+        let handed = match &fetch {
+            ConsumerFetch::Archive(archive) => self.consumer_reader.on_archive(archive, &bytes),
+            ConsumerFetch::Index(segment) => self.consumer_reader.on_index(segment, &bytes),
+            ConsumerFetch::Chunk(segment, at) => self.consumer_reader.on_chunk(segment, *at, bytes),
+        };
+        if let Err(e) = handed {
+            self.fail("tier-acked-record-unreadable", format!("consumer download: {e}"));
+            return;
+        }
+        self.consumer_step(now);
+    }
+
+    fn consumer_done(
+        &mut self,
+        now: Instant,
+        base: i64,
+        segment: &oxbow_core::tier::SegmentMeta,
+        data: Bytes,
+    ) {
+        self.consumer = None;
+        let Some(&(last, crc, _)) = self.acked.get(&base) else {
+            return;
+        };
+        let got = trim_fetched(&[data], base, segment.last_offset, 1)
+            .map_err(|e| e.to_string())
+            .and_then(|b| BatchHeader::parse(&b).map_err(|e| e.to_string()));
+        match got {
+            Ok(h) if h.base_offset == base && h.last_offset() == last && h.crc == crc => {
+                self.coverage.hit("tier.consumer_remote_read");
+                trace_event!(self.trace, now, None, "consumer read batch {base} from the store");
+            }
+            Ok(h) => self.fail(
+                "tier-acked-record-unreadable",
+                format!(
+                    "consumer read batch {base} as {}..={}",
+                    h.base_offset,
+                    h.last_offset()
+                ),
+            ),
+            Err(e) => self.fail(
+                "tier-acked-record-unreadable",
+                format!("consumer read of {base}: {e}"),
+            ),
+        }
     }
 
     fn check(&mut self, now: Instant) {

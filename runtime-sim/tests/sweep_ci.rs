@@ -102,6 +102,8 @@ fn sweep_every_scenario() {
         "tier.crash_between_upload_and_manifest",
         "tier.local_deleted",
         "tier.remote_read",
+        "tier.consumer_remote_read",
+        "tier.late_landing",
         "tier.recovered",
     ] {
         assert!(
