@@ -63,6 +63,7 @@ pub const EXPECTED: &[&str] = &[
     "tier.manifest_put",
     "tier.spill",
     "tier.store_error",
+    "tier.throttled",
     "tier.partial_upload",
     "tier.archiver_crash",
     "tier.crash_between_upload_and_manifest",

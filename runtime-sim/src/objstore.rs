@@ -30,6 +30,9 @@ pub enum ObjError {
     /// No answer in time; the operation may or may not have taken effect.
     #[error("object store operation timed out")]
     Timeout,
+    /// The store asks the caller to slow down (S3's 503 SlowDown); nothing was done.
+    #[error("object store throttling")]
+    Throttled,
     /// The upload stopped part way; the object was not created.
     #[error("upload interrupted after {uploaded_bytes} bytes")]
     Interrupted {
@@ -51,6 +54,8 @@ pub struct ObjStoreConfig {
     pub error_prob: f64,
     /// Probability of a timeout.
     pub timeout_prob: f64,
+    /// Probability of a throttling answer (nothing done; slow down).
+    pub throttle_prob: f64,
     /// How long a caller waits before calling it a timeout.
     pub timeout_us: u64,
     /// Probability that a put stops half way.
@@ -67,6 +72,7 @@ impl Default for ObjStoreConfig {
             latency: Latency::uniform_us(5_000, 50_000).with_tail(0.01, 1_000_000),
             error_prob: 0.0,
             timeout_prob: 0.0,
+            throttle_prob: 0.0,
             timeout_us: 5_000_000,
             partial_upload_prob: 0.0,
             late_timeouts: false,
@@ -81,6 +87,7 @@ impl ObjStoreConfig {
         for (name, p) in [
             ("error_prob", self.error_prob),
             ("timeout_prob", self.timeout_prob),
+            ("throttle_prob", self.throttle_prob),
             ("partial_upload_prob", self.partial_upload_prob),
         ] {
             if !(0.0..=1.0).contains(&p) {
@@ -135,6 +142,7 @@ pub struct SimObjectStore {
 enum Fault {
     None,
     Error,
+    Throttled,
     Timeout { applied: bool },
 }
 
@@ -169,6 +177,10 @@ impl SimObjectStore {
             self.stats.errors += 1;
             return (delay, Fault::Error);
         }
+        if rng.chance(self.config.throttle_prob) {
+            self.stats.errors += 1;
+            return (delay, Fault::Throttled);
+        }
         (delay, Fault::None)
     }
 
@@ -177,6 +189,7 @@ impl SimObjectStore {
         let (delay, fault) = self.fault(rng);
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
+            Fault::Throttled => Err(ObjError::Throttled),
             Fault::Timeout { applied } => {
                 if applied && self.config.late_timeouts {
                     self.deferred.push(Deferred {
@@ -217,6 +230,7 @@ impl SimObjectStore {
         let (delay, fault) = self.fault(rng);
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
+            Fault::Throttled => Err(ObjError::Throttled),
             Fault::Timeout { .. } => Err(ObjError::Timeout),
             Fault::None => self
                 .objects
@@ -232,6 +246,7 @@ impl SimObjectStore {
         let (delay, fault) = self.fault(rng);
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
+            Fault::Throttled => Err(ObjError::Throttled),
             Fault::Timeout { .. } => Err(ObjError::Timeout),
             Fault::None => Ok(self
                 .objects
@@ -248,6 +263,7 @@ impl SimObjectStore {
         let (delay, fault) = self.fault(rng);
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
+            Fault::Throttled => Err(ObjError::Throttled),
             Fault::Timeout { applied } => {
                 if applied && self.config.late_timeouts {
                     self.deferred.push(Deferred {

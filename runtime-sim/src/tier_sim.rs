@@ -183,6 +183,7 @@ impl TierSimConfig {
         c.object_store.error_prob = draw(self.object_store.error_prob);
         c.object_store.timeout_prob = draw(self.object_store.timeout_prob);
         c.object_store.partial_upload_prob = draw(self.object_store.partial_upload_prob);
+        c.object_store.throttle_prob = draw(self.object_store.throttle_prob);
         if rng.chance(0.5) {
             c.retention_bytes = 0;
         }
@@ -278,11 +279,13 @@ pub fn run_tier_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunRes
         scenario.tier.clone()
     };
     let summary = format!(
-        "scenario {} tier: store err={:.3} timeout={:.3} partial={:.3} retention_bytes={} crash_every={}ms bugs(manifest_before_segment={}, delete_local_early={})",
+        "scenario {} tier: store err={:.3} timeout={:.3} throttle={:.3} partial={:.3} late={} retention_bytes={} crash_every={}ms bugs(manifest_before_segment={}, delete_local_early={})",
         scenario.name,
         config.object_store.error_prob,
         config.object_store.timeout_prob,
+        config.object_store.throttle_prob,
         config.object_store.partial_upload_prob,
+        config.object_store.late_timeouts,
         config.retention_bytes,
         config.crash_interval_ms,
         config.bug_manifest_before_segment,
@@ -413,7 +416,7 @@ impl TierRun {
 
     fn store_faults_on(&self) -> bool {
         let c = &self.config.object_store;
-        c.error_prob > 0.0 || c.timeout_prob > 0.0 || c.partial_upload_prob > 0.0
+        c.error_prob > 0.0 || c.timeout_prob > 0.0 || c.partial_upload_prob > 0.0 || c.throttle_prob > 0.0
     }
 
     fn heal(&mut self, now: Instant) {
@@ -421,6 +424,7 @@ impl TierRun {
         healed.error_prob = 0.0;
         healed.timeout_prob = 0.0;
         healed.partial_upload_prob = 0.0;
+        healed.throttle_prob = 0.0;
         self.config.object_store = healed;
         self.store.set_config(healed);
         trace_event!(self.trace, now, None, "liveness phase: store faults off");
@@ -693,6 +697,9 @@ impl TierRun {
         };
         if let Err(e) = &result {
             self.coverage.hit("tier.store_error");
+            if *e == StoreError::Throttled {
+                self.coverage.hit("tier.throttled");
+            }
             trace_event!(self.trace, now, None, "store op {} failed: {e}", op.0);
         }
         self.check_manifest(now);
@@ -1360,6 +1367,7 @@ fn store_error(e: ObjError) -> StoreError {
     match e {
         ObjError::Unavailable => StoreError::Unavailable,
         ObjError::Timeout => StoreError::Timeout,
+        ObjError::Throttled => StoreError::Throttled,
         ObjError::Interrupted { .. } => StoreError::Interrupted,
         ObjError::NotFound(_) => StoreError::NotFound,
     }
