@@ -171,7 +171,7 @@ impl Node {
 
     /// Every record value from `offset` on, local or remote, in order.
     fn consume(&self, manifest: &PartitionManifest, from: i64) -> Vec<String> {
-        let mut reader = RemoteReader::new(path(), ReadCacheConfig::default());
+        let mut reader = RemoteReader::new(path(), ReadCacheConfig::default()).unwrap();
         let mut values = Vec::new();
         let mut offset = from;
         while offset < self.log.next_offset() {
@@ -293,7 +293,7 @@ fn produce_past_local_retention_then_consume_everything_from_zero() {
     let recovered = recover_partition(&path(), &node.bucket[&path().manifest_key()]).unwrap();
     assert_eq!((recovered.start_offset, recovered.next_offset), (0, 400));
     assert_eq!(recovered.last_term, 2);
-    let mut reader = RemoteReader::new(path(), ReadCacheConfig::default());
+    let mut reader = RemoteReader::new(path(), ReadCacheConfig::default()).unwrap();
     let mut offset = 0;
     let mut values = Vec::new();
     while offset < recovered.next_offset {

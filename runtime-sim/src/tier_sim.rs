@@ -335,7 +335,8 @@ impl TierRun {
                     chunk_size_bytes: 1_024,
                     max_chunk_bytes: 16 * 1_024,
                 },
-            ),
+            )
+            .expect("a valid constant reader config"),
             consumer_reader: RemoteReader::new(
                 path.clone(),
                 ReadCacheConfig {
@@ -344,7 +345,8 @@ impl TierRun {
                     chunk_size_bytes: 512,
                     max_chunk_bytes: 4 * 1_024,
                 },
-            ),
+            )
+            .expect("a valid constant reader config"),
             consumer: None,
             next_read_id: 0,
             path,

@@ -10,6 +10,7 @@
 //! are chunk-aligned (`chunk_size_bytes`), so a small read fetches a chunk or two, not a
 //! whole segment, and neighbouring reads hit the cache.
 
+use super::archiver::InvalidTierConfig;
 use super::manifest::{
     ArchiveRef, ArchivedManifest, Location, ManifestError, PartitionManifest, PartitionPath, SegmentMeta,
 };
@@ -197,13 +198,20 @@ pub struct RemoteReader {
 }
 
 impl RemoteReader {
-    /// A reader with empty caches.
-    pub fn new(path: PartitionPath, config: ReadCacheConfig) -> Self {
-        assert!(
-            config.chunk_size_bytes > 0 && config.max_chunk_bytes >= config.chunk_size_bytes,
-            "chunk_size_bytes must be positive and at most max_chunk_bytes"
-        );
-        RemoteReader {
+    /// A reader with empty caches; the config must hold at least two chunks and one
+    /// archive and index.
+    pub fn new(path: PartitionPath, config: ReadCacheConfig) -> Result<Self, InvalidTierConfig> {
+        if config.chunk_size_bytes == 0 || config.max_chunk_bytes < 2 * config.chunk_size_bytes {
+            return Err(InvalidTierConfig(
+                "chunk_size_bytes must be positive and max_chunk_bytes at least two chunks".into(),
+            ));
+        }
+        if config.max_archives == 0 || config.max_indexes == 0 {
+            return Err(InvalidTierConfig(
+                "max_archives and max_indexes must be positive".into(),
+            ));
+        }
+        Ok(RemoteReader {
             path,
             archives: Lru::new(config.max_archives as u64),
             indexes: Lru::new(config.max_indexes as u64),
@@ -211,7 +219,7 @@ impl RemoteReader {
             config,
             tick: 0,
             metrics: ReadMetrics::default(),
-        }
+        })
     }
 
     /// Counters.
@@ -558,7 +566,7 @@ mod tests {
             max_chunk_bytes: 2_048,
             ..ReadCacheConfig::default()
         };
-        let mut reader = RemoteReader::new(path(), config);
+        let mut reader = RemoteReader::new(path(), config).unwrap();
         assert!(matches!(
             reader.plan(&m, 49, 1).unwrap(),
             ReadStep::OutOfRange { .. }
@@ -638,7 +646,7 @@ mod tests {
             max_chunk_bytes: 4_096,
             ..ReadCacheConfig::default()
         };
-        let mut reader = RemoteReader::new(path(), config);
+        let mut reader = RemoteReader::new(path(), config).unwrap();
         // Record timestamps equal their offsets here.
         for (ts, want) in [
             (120, Some(120)),
@@ -652,6 +660,27 @@ mod tests {
                 want,
                 "timestamp {ts}"
             );
+        }
+    }
+
+    #[test]
+    fn unusable_cache_configs_are_errors() {
+        for config in [
+            ReadCacheConfig {
+                chunk_size_bytes: 0,
+                ..ReadCacheConfig::default()
+            },
+            ReadCacheConfig {
+                chunk_size_bytes: 1_024,
+                max_chunk_bytes: 1_500,
+                ..ReadCacheConfig::default()
+            },
+            ReadCacheConfig {
+                max_archives: 0,
+                ..ReadCacheConfig::default()
+            },
+        ] {
+            assert!(RemoteReader::new(path(), config).is_err(), "{config:?}");
         }
     }
 
@@ -675,7 +704,7 @@ mod tests {
                 seq: 0,
             },
         };
-        let mut reader = RemoteReader::new(path(), ReadCacheConfig::default());
+        let mut reader = RemoteReader::new(path(), ReadCacheConfig::default()).unwrap();
         let mut bytes = index.encode(seg_id, local.len() as u64, 10, 9).to_vec();
         bytes[20] ^= 1;
         assert!(matches!(reader.on_index(&meta, &bytes), Err(ReadError::Index(_))));
@@ -736,7 +765,7 @@ mod tests {
             // The documented minimum: index interval + largest batch + two chunks.
             let max_chunk_bytes = interval + 256 + 2 * chunk + cache_slack;
             let config = ReadCacheConfig { chunk_size_bytes: chunk, max_chunk_bytes, ..ReadCacheConfig::default() };
-            let mut reader = RemoteReader::new(path(), config);
+            let mut reader = RemoteReader::new(path(), config).unwrap();
             for (pick, max_bytes) in reads {
                 let offset = first + pick.index((batches - first) as usize) as i64;
                 let (data, _) = read_max(&mut reader, &m, &object, &index_bytes, offset, max_bytes);
