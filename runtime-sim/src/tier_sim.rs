@@ -159,8 +159,8 @@ impl TierSimConfig {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(1_000),
             housekeeping_interval: Duration::from_millis(self.housekeeping_ms),
-            max_pending_deletes: 4 * self.archive_entries + 64,
-            max_deletes_in_flight: 4,
+            max_pending_deletes: 4 * self.archive_entries + 256,
+            max_deletes_in_flight: 8,
             // Late landings of timed-out requests are bounded by twice the timeout.
             store_request_lifetime: if self.bug_ignore_late_landings {
                 Duration::ZERO

@@ -206,11 +206,11 @@ fn orphan_checker_catches_a_store_that_keeps_deleted_objects() {
 #[test]
 fn tier_checkers_catch_a_manifest_rolled_back_by_a_late_put() {
     let mut s = tier_base();
-    s.tier.object_store.timeout_prob = 0.1;
+    s.tier.object_store.timeout_prob = 0.25;
     s.tier.bug_ignore_late_landings = true;
     assert_caught(
         &s,
-        30,
+        60,
         &[
             "tier-manifest-names-missing-object",
             "tier-acked-record-unreadable",

@@ -951,45 +951,69 @@ impl Archiver {
 
     /// Orphans inside archived ranges (an upload that died before its range spilled, or
     /// a timed-out put that landed late) cannot be told from named objects without the
-    /// archive: check the oldest unchecked archive, one per listing, once no put sent
-    /// before it was written can still land.
+    /// archive. Unchecked archives are checked in order, once no put sent before they
+    /// were written can still land: by counting the listed objects in their range, and
+    /// by downloading the first one whose range holds more objects than it names (one
+    /// download per listing).
     fn maybe_check_archive(&mut self, keys: Vec<String>) {
         if self.archive_check_in_flight {
             return;
         }
-        let Some(archive) = self
-            .manifest
-            .archives
-            .iter()
-            .find(|a| a.last_offset >= self.archive_gc_through)
-            .copied()
-        else {
-            return;
-        };
-        let written_at = self
-            .archive_written_at
-            .get(&archive.revision)
-            .copied()
-            .unwrap_or(self.started_at);
-        if self.now_seen < written_at + self.config.store_request_lifetime {
-            return;
-        }
-        let in_range: Vec<String> = keys
+        // Segment objects by first offset. An archive whose range holds exactly the
+        // objects it names (two per segment, and a manifest never names a missing one)
+        // hides no orphan: it is checked without a download.
+        let mut listed: Vec<(i64, String)> = keys
             .into_iter()
-            .filter(|k| match self.path.parse_key(k) {
+            .filter_map(|k| match self.path.parse_key(&k) {
                 Some(ObjectName::Segment {
                     base_offset,
                     revision,
                     ..
-                }) => {
-                    archive.base_offset <= base_offset
-                        && base_offset <= archive.last_offset
-                        && !self.is_live(revision)
-                }
-                _ => false,
+                }) if !self.is_live(revision) => Some((base_offset, k)),
+                _ => None,
             })
-            .take(self.config.max_pending_deletes)
             .collect();
+        listed.sort();
+        let mut through = self.archive_gc_through;
+        let mut to_download = None;
+        let start = self.archive_gc_through;
+        for archive in self.manifest.archives.iter().filter(|a| a.last_offset >= start) {
+            let written_at = self
+                .archive_written_at
+                .get(&archive.revision)
+                .copied()
+                .unwrap_or(self.started_at);
+            if self.now_seen < written_at + self.config.store_request_lifetime {
+                break; // a put sent before it was written may still land in its range
+            }
+            let from = listed.partition_point(|(base, _)| *base < archive.base_offset);
+            let to = listed.partition_point(|(base, _)| *base <= archive.last_offset);
+            if to - from <= 2 * archive.segment_count as usize {
+                through = archive.last_offset + 1;
+                continue;
+            }
+            let in_range: Vec<String> = listed[from..to]
+                .iter()
+                .map(|(_, k)| k.clone())
+                .take(self.config.max_pending_deletes)
+                .collect();
+            to_download = Some((*archive, in_range));
+            break;
+        }
+        self.archive_gc_through = through;
+        let checked: Vec<Revision> = self
+            .manifest
+            .archives
+            .iter()
+            .filter(|a| a.last_offset < through)
+            .map(|a| a.revision)
+            .collect();
+        for revision in checked {
+            self.archive_written_at.remove(&revision);
+        }
+        let Some((archive, in_range)) = to_download else {
+            return;
+        };
         let key = self.path.archive_key(&archive);
         self.start(
             Purpose::CheckArchive {
@@ -1034,6 +1058,8 @@ impl Archiver {
             }
         }
         self.archive_gc_through = self.archive_gc_through.max(reference.last_offset + 1);
+        // More archives may be waiting: list again at once rather than a round later.
+        self.next_housekeeping = self.next_housekeeping.min(self.now_seen);
         self.archive_written_at.remove(&reference.revision);
     }
 
