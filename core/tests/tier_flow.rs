@@ -17,8 +17,8 @@ use oxbow_core::log::{Log, LogConfig};
 use oxbow_core::tier::read::ReadCacheConfig;
 use oxbow_core::tier::recovery::{partitions_in_listing, recover_partition};
 use oxbow_core::tier::{
-    Archiver, LocalLogView, LocalSegmentView, ObjectBody, PartitionManifest, PartitionPath, ReadStep,
-    RemoteReader, StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect,
+    Archiver, LocalLogView, ObjectBody, PartitionManifest, PartitionPath, ReadStep, RemoteReader,
+    StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect,
 };
 use oxbow_core::time::Instant;
 use std::collections::BTreeMap;
@@ -82,28 +82,10 @@ impl Node {
         while self.log.poll_event().is_some() {}
     }
 
-    /// The committed log as the archiver sees it (everything is synced here).
+    /// The committed log as the archiver sees it (everything is synced, so committed,
+    /// here).
     fn view(&self) -> LocalLogView {
-        let count = self.log.segments().len();
-        LocalLogView {
-            start_offset: self.log.start_offset(),
-            segments: self
-                .log
-                .segments()
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.is_empty())
-                .map(|(i, s)| LocalSegmentView {
-                    id: s.id,
-                    size_bytes: s.size_bytes,
-                    next_offset: s.next_offset,
-                    max_timestamp_ms: s.max_timestamp_ms,
-                    closed: i + 1 < count,
-                    index: s.index.clone(),
-                })
-                .collect(),
-            now_wall_ms: 0,
-        }
+        LocalLogView::of_log(&self.log, self.log.durable_offset() + 1, 0)
     }
 
     fn produce(&mut self, term: i64, value: &str) {
@@ -306,4 +288,24 @@ fn produce_past_local_retention_then_consume_everything_from_zero() {
         offset = header.next_offset();
     }
     assert_eq!(values, expected);
+}
+
+#[test]
+fn the_view_holds_only_wholly_committed_segments() {
+    let mut node = Node::new();
+    for i in 0..40 {
+        node.produce(1, &format!("record-{i}"));
+    }
+    let segments = node.log.segments().len();
+    assert!(segments > 2, "the log rolled: {segments} segments");
+    let next = node.log.next_offset();
+    let all = LocalLogView::of_log(&node.log, next, 0);
+    assert_eq!(
+        all.segments.last().map(|s| (s.next_offset, s.closed)),
+        Some((next, false))
+    );
+    // The high watermark one batch short of the end: the active segment waits.
+    let short = LocalLogView::of_log(&node.log, next - 1, 0);
+    assert_eq!(short.segments.len(), all.segments.len() - 1);
+    assert!(short.segments.iter().all(|s| s.closed && s.next_offset < next));
 }

@@ -49,8 +49,8 @@ use oxbow_core::tier::read::ReadCacheConfig;
 use oxbow_core::tier::recovery::recover_partition;
 use oxbow_core::tier::retention::local_start_after_retention;
 use oxbow_core::tier::{
-    Archiver, LocalLogView, LocalSegmentView, ObjectBody, PartitionManifest, PartitionPath, ReadStep,
-    RemoteReader, StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect,
+    Archiver, LocalLogView, ObjectBody, PartitionManifest, PartitionPath, ReadStep, RemoteReader,
+    StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect,
 };
 use oxbow_core::time::Instant;
 use serde::Deserialize;
@@ -529,26 +529,10 @@ impl TierRun {
         while self.log.poll_event().is_some() {}
     }
 
+    /// Everything synced is committed here (one replica).
     fn view(&self, now: Instant) -> LocalLogView {
-        let segments = self.log.segments();
-        let count = segments.len();
-        LocalLogView {
-            start_offset: self.log.start_offset(),
-            segments: segments
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.is_empty())
-                .map(|(i, s)| LocalSegmentView {
-                    id: s.id,
-                    size_bytes: s.size_bytes,
-                    next_offset: s.next_offset,
-                    max_timestamp_ms: s.max_timestamp_ms,
-                    closed: i + 1 < count,
-                    index: s.index.clone(),
-                })
-                .collect(),
-            now_wall_ms: WALL_EPOCH_MS + now.as_millis() as i64,
-        }
+        let now_wall_ms = WALL_EPOCH_MS + now.as_millis() as i64;
+        LocalLogView::of_log(&self.log, self.log.durable_offset() + 1, now_wall_ms)
     }
 
     fn local_retention(&mut self, now: Instant) {

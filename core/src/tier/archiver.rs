@@ -28,6 +28,7 @@ use super::retention;
 use super::{ObjectBody, OpId, StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect};
 use crate::log::index::SparseIndex;
 use crate::log::io::SegmentId;
+use crate::log::Log;
 use crate::time::Instant;
 use bytes::Bytes;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -69,6 +70,36 @@ pub struct LocalLogView {
     pub segments: Vec<LocalSegmentView>,
     /// Wall-clock time (ms since the epoch) for time-based retention.
     pub now_wall_ms: i64,
+}
+
+impl LocalLogView {
+    /// The view of `log` whose committed data ends before `committed_next_offset` (the
+    /// high watermark): every non-empty segment wholly below it, the last one included
+    /// only once it is wholly committed too (a byte position inside a segment is known
+    /// only at batch boundaries the log does not expose, so a partly committed active
+    /// segment waits — under steady load that means until it rolls). A segment is
+    /// closed when a later one exists.
+    pub fn of_log(log: &Log, committed_next_offset: i64, now_wall_ms: i64) -> LocalLogView {
+        let segments = log.segments();
+        let count = segments.len();
+        LocalLogView {
+            start_offset: log.start_offset(),
+            segments: segments
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.is_empty() && s.next_offset <= committed_next_offset)
+                .map(|(i, s)| LocalSegmentView {
+                    id: s.id,
+                    size_bytes: s.size_bytes,
+                    next_offset: s.next_offset,
+                    max_timestamp_ms: s.max_timestamp_ms,
+                    closed: i + 1 < count,
+                    index: s.index.clone(),
+                })
+                .collect(),
+            now_wall_ms,
+        }
+    }
 }
 
 /// Where the archiver is.
