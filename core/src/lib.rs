@@ -31,5 +31,6 @@ pub mod kafka;
 pub mod log;
 pub mod partition;
 pub mod raft;
+pub mod tier;
 pub mod time;
 pub mod txn;

@@ -42,6 +42,10 @@ pub const INVARIANTS: &[&str] = &[
     "replica-contract",
     "replica-init",
     "simulator-bound",
+    "tier-manifest-names-missing-object",
+    "tier-acked-record-unreadable",
+    "tier-liveness",
+    "tier-orphans-collected",
 ];
 
 /// A broken invariant.

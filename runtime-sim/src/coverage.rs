@@ -59,6 +59,23 @@ pub const EXPECTED: &[&str] = &[
     "net.duplicated",
     "net.reordered",
     "liveness.reached",
+    "tier.upload",
+    "tier.manifest_put",
+    "tier.spill",
+    "tier.store_error",
+    "tier.throttled",
+    "tier.partial_upload",
+    "tier.archiver_crash",
+    "tier.crash_between_upload_and_manifest",
+    "tier.local_deleted",
+    "tier.remote_read",
+    "tier.consumer_remote_read",
+    "tier.consumer_retry",
+    "tier.archive_loaded",
+    "tier.orphan_deleted",
+    "tier.remote_expired",
+    "tier.late_landing",
+    "tier.recovered",
 ];
 
 impl Coverage {

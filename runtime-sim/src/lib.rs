@@ -37,6 +37,8 @@
 //! * [`store`] — a node's durable storage; [`cluster`] — the driver; [`checker`],
 //!   [`history`], [`coverage`] — what is checked and counted.
 //! * [`scenario`] — scenario files and swarm testing; [`run`], [`sweep`] — running seeds.
+//! * [`tier_sim`] — tiered storage: core's `tier::Archiver` and `RemoteReader` over a
+//!   partition log (core's `Log`) and the faulty [`objstore`], with its own checkers.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -61,4 +63,5 @@ pub mod run;
 pub mod scenario;
 pub mod store;
 pub mod sweep;
+pub mod tier_sim;
 pub mod trace;

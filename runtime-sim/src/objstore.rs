@@ -30,6 +30,9 @@ pub enum ObjError {
     /// No answer in time; the operation may or may not have taken effect.
     #[error("object store operation timed out")]
     Timeout,
+    /// The store asks the caller to slow down (S3's 503 SlowDown); nothing was done.
+    #[error("object store throttling")]
+    Throttled,
     /// The upload stopped part way; the object was not created.
     #[error("upload interrupted after {uploaded_bytes} bytes")]
     Interrupted {
@@ -51,10 +54,16 @@ pub struct ObjStoreConfig {
     pub error_prob: f64,
     /// Probability of a timeout.
     pub timeout_prob: f64,
+    /// Probability of a throttling answer (nothing done; slow down).
+    pub throttle_prob: f64,
     /// How long a caller waits before calling it a timeout.
     pub timeout_us: u64,
     /// Probability that a put stops half way.
     pub partial_upload_prob: f64,
+    /// A timed-out put or delete that happens takes effect *later* instead of at once:
+    /// it is handed to the caller ([`SimObjectStore::take_deferred`]), who applies it at a
+    /// time of its choosing (like a real request that lands after the client gave up).
+    pub late_timeouts: bool,
 }
 
 impl Default for ObjStoreConfig {
@@ -63,8 +72,10 @@ impl Default for ObjStoreConfig {
             latency: Latency::uniform_us(5_000, 50_000).with_tail(0.01, 1_000_000),
             error_prob: 0.0,
             timeout_prob: 0.0,
+            throttle_prob: 0.0,
             timeout_us: 5_000_000,
             partial_upload_prob: 0.0,
+            late_timeouts: false,
         }
     }
 }
@@ -76,6 +87,7 @@ impl ObjStoreConfig {
         for (name, p) in [
             ("error_prob", self.error_prob),
             ("timeout_prob", self.timeout_prob),
+            ("throttle_prob", self.throttle_prob),
             ("partial_upload_prob", self.partial_upload_prob),
         ] {
             if !(0.0..=1.0).contains(&p) {
@@ -108,18 +120,29 @@ pub struct ObjStats {
     pub partial_uploads: u64,
 }
 
+/// A timed-out operation that will still take effect ([`ObjStoreConfig::late_timeouts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferred {
+    /// The object.
+    pub key: String,
+    /// The bytes a put writes; `None` for a delete.
+    pub data: Option<Bytes>,
+}
+
 /// The store.
 #[derive(Debug)]
 pub struct SimObjectStore {
     config: ObjStoreConfig,
     objects: BTreeMap<String, Bytes>,
     incomplete: BTreeMap<String, Bytes>,
+    deferred: Vec<Deferred>,
     stats: ObjStats,
 }
 
 enum Fault {
     None,
     Error,
+    Throttled,
     Timeout { applied: bool },
 }
 
@@ -130,6 +153,7 @@ impl SimObjectStore {
             config,
             objects: BTreeMap::new(),
             incomplete: BTreeMap::new(),
+            deferred: Vec::new(),
             stats: ObjStats::default(),
         }
     }
@@ -153,6 +177,10 @@ impl SimObjectStore {
             self.stats.errors += 1;
             return (delay, Fault::Error);
         }
+        if rng.chance(self.config.throttle_prob) {
+            self.stats.errors += 1;
+            return (delay, Fault::Throttled);
+        }
         (delay, Fault::None)
     }
 
@@ -161,8 +189,14 @@ impl SimObjectStore {
         let (delay, fault) = self.fault(rng);
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
+            Fault::Throttled => Err(ObjError::Throttled),
             Fault::Timeout { applied } => {
-                if applied {
+                if applied && self.config.late_timeouts {
+                    self.deferred.push(Deferred {
+                        key: key.to_string(),
+                        data: Some(data),
+                    });
+                } else if applied {
                     self.complete_put(key, data);
                 }
                 Err(ObjError::Timeout)
@@ -196,6 +230,7 @@ impl SimObjectStore {
         let (delay, fault) = self.fault(rng);
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
+            Fault::Throttled => Err(ObjError::Throttled),
             Fault::Timeout { .. } => Err(ObjError::Timeout),
             Fault::None => self
                 .objects
@@ -211,6 +246,7 @@ impl SimObjectStore {
         let (delay, fault) = self.fault(rng);
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
+            Fault::Throttled => Err(ObjError::Throttled),
             Fault::Timeout { .. } => Err(ObjError::Timeout),
             Fault::None => Ok(self
                 .objects
@@ -227,8 +263,14 @@ impl SimObjectStore {
         let (delay, fault) = self.fault(rng);
         let result = match fault {
             Fault::Error => Err(ObjError::Unavailable),
+            Fault::Throttled => Err(ObjError::Throttled),
             Fault::Timeout { applied } => {
-                if applied {
+                if applied && self.config.late_timeouts {
+                    self.deferred.push(Deferred {
+                        key: key.to_string(),
+                        data: None,
+                    });
+                } else if applied {
                     self.objects.remove(key);
                     self.incomplete.remove(key);
                 }
@@ -251,6 +293,38 @@ impl SimObjectStore {
     /// Whether a complete object exists under `key` (a checker's view, no faults).
     pub fn contains(&self, key: &str) -> bool {
         self.objects.contains_key(key)
+    }
+
+    /// Timed-out operations that will still take effect, for the caller to apply later
+    /// with [`SimObjectStore::apply_deferred`].
+    pub fn take_deferred(&mut self) -> Vec<Deferred> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Applies a late operation now.
+    pub fn apply_deferred(&mut self, late: Deferred) {
+        match late.data {
+            Some(data) => self.complete_put(&late.key, data),
+            None => {
+                self.objects.remove(&late.key);
+                self.incomplete.remove(&late.key);
+            }
+        }
+    }
+
+    /// The complete object under `key` (a checker's view, no faults).
+    pub fn peek(&self, key: &str) -> Option<&Bytes> {
+        self.objects.get(key)
+    }
+
+    /// Keys of every complete object (a checker's view, no faults).
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.objects.keys()
+    }
+
+    /// Changes the fault and timing parameters (e.g. faults off for a liveness phase).
+    pub fn set_config(&mut self, config: ObjStoreConfig) {
+        self.config = config;
     }
 }
 

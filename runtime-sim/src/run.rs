@@ -39,6 +39,9 @@ impl NodeFactory for ModelFactory {
 /// Runs `seed` of `scenario` (swarm applied) and returns its result.
 pub fn run_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResult {
     let effective = scenario.swarm(&mut Seeds::new(seed).stream("swarm"));
+    if effective.tier.enabled {
+        return crate::tier_sim::run_tier_seed(seed, &effective, keep_trace);
+    }
     match effective.replica {
         ReplicaKind::Core => Cluster::new(seed, effective, CoreFactory::default(), keep_trace).run(),
         ReplicaKind::Model => {

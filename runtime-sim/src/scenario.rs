@@ -243,6 +243,9 @@ pub struct Scenario {
     /// `Log::read_plan` over the simulated disk, then `trim_fetched`, each result checked
     /// against what was written) or `memory` (what the simulator saw written).
     pub log_reads: LogReads,
+    /// `[tier]`: a tiered-storage run instead of a Raft cluster run (see
+    /// [`crate::tier_sim`]); off by default.
+    pub tier: crate::tier_sim::TierSimConfig,
 }
 
 /// Where entry reads are served from.
@@ -320,6 +323,7 @@ impl Default for Scenario {
             replica: ReplicaKind::Core,
             disabled_checks: Vec::new(),
             log_reads: LogReads::Disk,
+            tier: crate::tier_sim::TierSimConfig::default(),
         }
     }
 }
@@ -388,6 +392,9 @@ impl Scenario {
                     crate::checker::INVARIANTS.join(", ")
                 ));
             }
+        }
+        if self.tier.enabled {
+            self.tier.validate()?;
         }
         let f = &self.faults;
         if f.interval_min_ms == 0 || f.interval_max_ms < f.interval_min_ms {

@@ -41,6 +41,7 @@ fn scenario_files_cover_the_required_kinds() {
         "clock-drift",
         "flapping-network",
         "rolling-restarts",
+        "tiered-storage",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -93,6 +94,17 @@ fn sweep_every_scenario() {
         "raft.snapshot.taken",
         "raft.snapshot.installed",
         "log.read.from_disk",
+        "tier.upload",
+        "tier.manifest_put",
+        "tier.spill",
+        "tier.partial_upload",
+        "tier.store_error",
+        "tier.crash_between_upload_and_manifest",
+        "tier.local_deleted",
+        "tier.remote_read",
+        "tier.consumer_remote_read",
+        "tier.late_landing",
+        "tier.recovered",
     ] {
         assert!(
             report.coverage.totals().get(must) > 0,

@@ -66,3 +66,15 @@ fn reference_raft_with_crashes() {
     };
     insta::assert_snapshot!("model_raft_seed_3", trace(3, &scenario));
 }
+
+#[test]
+fn tiered_storage_under_store_faults() {
+    // Tiering (core's tier::Archiver and RemoteReader) against the faulty object store:
+    // changes when core's tiering, core's log or the simulator's store do.
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tiered-storage.toml");
+    let mut s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    s.swarm = false;
+    s.safety_secs = 3;
+    s.liveness_secs = 3;
+    insta::assert_snapshot!("tiered_seed_4", trace(4, &s));
+}
