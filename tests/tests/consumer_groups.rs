@@ -395,3 +395,213 @@ fn false_after(after: Duration) -> bool {
         first.elapsed() >= after
     })
 }
+
+/// Runs an `oxbow group …` command line (parsed as the binary parses it) and returns
+/// what it printed, or its error.
+fn oxbow_group(args: &[&str]) -> Result<String, String> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: oxbow_runtime_real::cli::GroupCommand,
+    }
+    let cli = Cli::try_parse_from(std::iter::once("group").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    oxbow_runtime_real::cli::group(cli.command, &mut out).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+/// The row of `table` whose first two columns are `topic` and `partition`.
+fn row<'a>(table: &'a str, topic: &str, partition: i32) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cols| cols.len() > 2 && cols[0] == topic && cols[1] == partition.to_string())
+        .unwrap_or_else(|| panic!("no row {topic} {partition} in:\n{table}"))
+}
+
+#[test]
+fn group_commands_list_describe_reset_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path());
+    let brokers = node.kafka_addr().to_string();
+    let b = format!("--brokers={brokers}");
+    let topic = "cli-topic";
+    create_topic(&brokers, topic, PARTITIONS);
+    produce(&brokers, topic, 80); // 10 records per partition (after the leader's control batch)
+
+    // A member reads everything and commits 4 of each partition's 10.
+    let a = member(&brokers, "cli-group", "classic", None);
+    a.subscribe(&[topic]).unwrap();
+    poll_until(
+        &[&a],
+        "the member owns every partition",
+        Duration::from_secs(60),
+        covers_all,
+    );
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(4))
+            .unwrap();
+    }
+    a.commit(&tpl, CommitMode::Sync).unwrap();
+
+    let listed = oxbow_group(&["list", &b]).unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("cli-group") && l.contains("Stable") && l.contains("consumer")),
+        "{listed}"
+    );
+    let described = oxbow_group(&["describe", "cli-group", &b]).unwrap();
+    assert!(
+        described.starts_with("group cli-group: Stable, classic protocol"),
+        "{described}"
+    );
+    assert!(described.contains("1 members"), "{described}");
+    let mut ends = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        // committed, log end, lag, and an owner.
+        let cols = row(&described, topic, p);
+        let end: i64 = cols[3].parse().unwrap();
+        assert!(end >= 10, "{described}");
+        assert_eq!(cols[2], "4", "{described}");
+        assert_eq!(cols[4], (end - 4).to_string(), "{described}");
+        assert_ne!(cols[5], "-", "{described}");
+        ends.insert(p, end);
+    }
+    // Offsets of a group with members stay put; so does the group.
+    let refused = oxbow_group(&[
+        "reset-offsets",
+        "cli-group",
+        "--topic",
+        topic,
+        "--to-earliest",
+        &b,
+    ])
+    .unwrap_err();
+    assert!(refused.contains("active members"), "{refused}");
+    let refused = oxbow_group(&["delete", "cli-group", &b]).unwrap_err();
+    assert!(refused.contains("active members"), "{refused}");
+
+    // Once the member is gone: a dry run changes nothing, then the reset moves them.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !oxbow_group(&["describe", "cli-group", &b])
+        .unwrap()
+        .contains("0 members")
+    {
+        assert!(Instant::now() < deadline, "the member never left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dry = oxbow_group(&[
+        "reset-offsets",
+        "cli-group",
+        "--topic",
+        topic,
+        "--to-offset",
+        "7",
+        "--dry-run",
+        &b,
+    ])
+    .unwrap();
+    assert!(dry.contains("dry run: nothing committed"), "{dry}");
+    assert_eq!(
+        row(&oxbow_group(&["describe", "cli-group", &b]).unwrap(), topic, 0)[2],
+        "4"
+    );
+    let reset = oxbow_group(&[
+        "reset-offsets",
+        "cli-group",
+        "--topic",
+        topic,
+        "--to-offset",
+        "7",
+        &b,
+    ])
+    .unwrap();
+    assert!(
+        reset.contains(&format!("reset {PARTITIONS} partitions of {topic}")),
+        "{reset}"
+    );
+    let described = oxbow_group(&["describe", "cli-group", &b]).unwrap();
+    for p in 0..PARTITIONS {
+        let lag = (ends[&p] - 7).to_string();
+        assert_eq!(
+            row(&described, topic, p)[2..5],
+            ["7", &ends[&p].to_string(), &lag],
+            "{described}"
+        );
+    }
+    let reset = oxbow_group(&[
+        "reset-offsets",
+        "cli-group",
+        "--topic",
+        topic,
+        "--to-latest",
+        "--partition",
+        "3",
+        &b,
+    ])
+    .unwrap();
+    assert_eq!(
+        row(&reset, topic, 3)[2..4],
+        ["7", &ends[&3].to_string()],
+        "{reset}"
+    );
+    // A consumer of the group starts where the reset put it.
+    let c = member(&brokers, "cli-group", "classic", None);
+    c.subscribe(&[topic]).unwrap();
+    // Records sit at offsets 1..end (the leader's control batch at 0).
+    let expected: i64 = ends
+        .iter()
+        .filter(|(p, _)| **p != 3)
+        .map(|(_, end)| end - 7)
+        .sum();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (read.len() as i64) < expected {
+        read.extend(poll_until(
+            &[&c],
+            "reads after the reset",
+            Duration::from_secs(60),
+            |_| true,
+        ));
+        assert!(Instant::now() < deadline, "read {read:?}");
+    }
+    assert_eq!(read.len() as i64, expected, "{read:?}");
+    assert!(read.iter().all(|(p, o)| *p != 3 && *o >= 7), "{read:?}");
+    drop(c);
+
+    // Mistakes get clear errors.
+    let unknown = oxbow_group(&["describe", "no-such-group", &b]).unwrap_err();
+    assert!(unknown.contains("no such group"), "{unknown}");
+    let bad = oxbow_group(&[
+        "reset-offsets",
+        "cli-group",
+        "--topic",
+        topic,
+        "--to-earliest",
+        "--partition",
+        "99",
+        &b,
+    ])
+    .unwrap_err();
+    assert!(bad.contains("partitions 0 to 7"), "{bad}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let deleted = loop {
+        match oxbow_group(&["delete", "cli-group", &b]) {
+            Ok(out) => break out,
+            Err(e) if e.contains("active members") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(deleted, "deleted group cli-group\n");
+    let gone = oxbow_group(&["describe", "cli-group", &b]).unwrap_err();
+    assert!(gone.contains("no such group"), "{gone}");
+    node.stop().unwrap();
+}
