@@ -26,10 +26,12 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod controller;
 pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod partition;
 pub mod raft;
+pub mod rpc;
 pub mod time;
 pub mod txn;

@@ -1,0 +1,36 @@
+//! # The controller: cluster metadata replicated by Raft group 0
+//!
+//! Every broker is a member of group 0, whose log (a Kafka-format log, like every
+//! partition's) holds the metadata commands: broker registration and liveness, topic
+//! creation and deletion with placement, partition count increases, topic configs,
+//! partition moves, users' SCRAM credentials and producer-id blocks. Applying the
+//! committed log gives every broker the same [`ControllerState`], byte for byte; a
+//! snapshot of it is taken after each command (or, under rapid updates, at most
+//! `max_age` later) and is the Raft snapshot of group 0, so a broker that restarts or
+//! joins hydrates from it plus the log suffix.
+//!
+//! * [`command`] — the commands and their versioned, checksummed encoding in a batch.
+//! * [`state`] — the state, validation with Kafka error codes, deterministic apply.
+//! * [`placement`] — replica placement, leader priorities, the rebalance plan.
+//! * [`snapshot`] — the snapshot file and the policy deciding when to take one.
+//! * [`replica`] — [`ControllerReplica`]: Raft ⇄ state machine glue (sans-IO).
+//! * `codec` — the bounded byte reader/writer shared with [`crate::rpc`].
+
+pub(crate) mod codec;
+pub mod command;
+pub mod placement;
+pub mod replica;
+pub mod snapshot;
+pub mod state;
+
+pub use codec::DecodeError;
+pub use command::{
+    BrokerId, BrokerRegistration, Command, CommandDecodeError, ScramCredential, ScramMechanism,
+};
+pub use placement::{place, rebalance_plan, voter_priorities, PlacementError, Transfer};
+pub use replica::{
+    ControllerConfig, ControllerEffect, ControllerError, ControllerEvent, ControllerInitError,
+    ControllerInput, ControllerReplica, ControllerSetup,
+};
+pub use snapshot::{SnapshotFile, SnapshotPolicy, SnapshotPolicyConfig};
+pub use state::{BrokerInfo, CommandError, ControllerState, Outcome, PartitionAssignment};
