@@ -30,7 +30,8 @@ struct Disk {
     /// Stored Kafka batches by base offset, with (last offset, term).
     log: BTreeMap<u64, (u64, u64, Bytes)>,
     snapshot: Option<Bytes>,
-    incoming_snapshot: Vec<u8>,
+    /// Snapshot files being received, by position.
+    incoming_snapshots: BTreeMap<(u64, u64), Vec<u8>>,
     commit_hint: Option<u64>,
     /// Offsets ever read back from the log after a restart (to show suffix-only replay).
     reads_from: Vec<u64>,
@@ -386,15 +387,20 @@ fn execute(disk: &mut Disk, outbox: &mut Outbox, effect: RaftEffect) -> Option<R
         }
         RaftEffect::WriteSnapshotChunk {
             write_id,
+            meta,
             offset,
             data,
             ..
         } => {
+            let file = disk
+                .incoming_snapshots
+                .entry((meta.last.term, meta.last.index))
+                .or_default();
             if offset == 0 {
-                disk.incoming_snapshot.clear();
+                file.clear();
             }
-            assert_eq!(disk.incoming_snapshot.len() as u64, offset, "chunks in order");
-            disk.incoming_snapshot.extend_from_slice(&data);
+            assert_eq!(file.len() as u64, offset, "chunks in order");
+            file.extend_from_slice(&data);
             Some(RaftInput::WriteDurable { write_id })
         }
         RaftEffect::InstallSnapshot {
@@ -402,7 +408,13 @@ fn execute(disk: &mut Disk, outbox: &mut Outbox, effect: RaftEffect) -> Option<R
             meta,
             discard_log,
         } => {
-            disk.snapshot = Some(Bytes::from(std::mem::take(&mut disk.incoming_snapshot)));
+            let key = (meta.last.term, meta.last.index);
+            let file = disk
+                .incoming_snapshots
+                .remove(&key)
+                .expect("received before installed");
+            disk.incoming_snapshots.retain(|k, _| *k > key);
+            disk.snapshot = Some(Bytes::from(file));
             if discard_log {
                 disk.log.clear();
             } else {

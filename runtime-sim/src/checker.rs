@@ -42,6 +42,8 @@ pub const INVARIANTS: &[&str] = &[
     "replica-contract",
     "replica-init",
     "simulator-bound",
+    "metadata-diverged",
+    "rpc-frame",
 ];
 
 /// A broken invariant.

@@ -243,6 +243,18 @@ pub struct Scenario {
     /// `Log::read_plan` over the simulated disk, then `trim_fetched`, each result checked
     /// against what was written) or `memory` (what the simulator saw written).
     pub log_reads: LogReads,
+    /// Planted bugs of the controller runtime (`replica = "controller"` only).
+    pub controller_bugs: ControllerBugs,
+}
+
+/// Bugs to plant in the controller driver's runtime ([`crate::controller_sim`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerBugs {
+    /// At restart, hand Raft the end of the durable log as the commit hint instead of
+    /// a persisted `commit_hint()`, so a restarted broker applies entries that may
+    /// never commit (breaks "metadata never diverges").
+    pub commit_hint_from_log_end: bool,
 }
 
 /// Where entry reads are served from.
@@ -265,6 +277,9 @@ pub enum ReplicaKind {
     Core,
     /// [`crate::model_raft::ModelRaft`].
     Model,
+    /// The controller group: core's `ControllerReplica` on every node, driven by
+    /// [`crate::controller_sim`].
+    Controller,
 }
 
 impl Default for Scenario {
@@ -320,6 +335,7 @@ impl Default for Scenario {
             replica: ReplicaKind::Core,
             disabled_checks: Vec::new(),
             log_reads: LogReads::Disk,
+            controller_bugs: ControllerBugs::default(),
         }
     }
 }

@@ -16,7 +16,7 @@
 //! ([`ControllerSetup`]); the state is hydrated from the file and Raft re-applies the
 //! committed suffix — never the whole history.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -196,6 +196,10 @@ struct Incoming {
     data: Vec<u8>,
 }
 
+/// Received snapshots waiting for their restore: Raft may finish receiving a newer
+/// snapshot while an older one's install is still being made durable.
+const MAX_RECEIVED_SNAPSHOTS: usize = 4;
+
 /// One broker's controller. See the module docs.
 #[derive(Debug)]
 pub struct ControllerReplica {
@@ -212,6 +216,9 @@ pub struct ControllerReplica {
     /// A snapshot file being written: its position and bytes.
     writing: Option<(LogId, Bytes)>,
     incoming: Option<Incoming>,
+    /// Fully received snapshots by position, until restored (at most
+    /// [`MAX_RECEIVED_SNAPSHOTS`]).
+    received: BTreeMap<(Term, Index), Bytes>,
     effects: VecDeque<ControllerEffect>,
     events: VecDeque<ControllerEvent>,
     failed: Option<String>,
@@ -259,6 +266,7 @@ impl ControllerReplica {
             snapshot: last_applied.zip(snapshot_file),
             writing: None,
             incoming: None,
+            received: BTreeMap::new(),
             effects: VecDeque::new(),
             events: VecDeque::new(),
             failed: None,
@@ -431,9 +439,10 @@ impl ControllerReplica {
                 ref meta,
                 offset,
                 ref data,
+                done,
                 ..
             } => {
-                self.receive_chunk(meta.last, offset, data);
+                self.receive_chunk(meta.last, offset, data, done);
                 self.effects.push_back(ControllerEffect::Raft(effect));
             }
             RaftEffect::RestoreSnapshot { meta } => self.restore(now, &meta),
@@ -546,7 +555,7 @@ impl ControllerReplica {
         })
     }
 
-    fn receive_chunk(&mut self, last: LogId, offset: u64, data: &Bytes) {
+    fn receive_chunk(&mut self, last: LogId, offset: u64, data: &Bytes, done: bool) {
         if offset == 0 {
             self.incoming = Some(Incoming {
                 last,
@@ -557,22 +566,35 @@ impl ControllerReplica {
         let Some(incoming) = self.incoming.as_mut().filter(|i| i.last == last) else {
             return;
         };
-        if incoming.data.len() as u64 == offset && incoming.data.len() + data.len() <= max {
-            incoming.data.extend_from_slice(data);
-        } else if incoming.data.len() + data.len() > max {
+        if incoming.data.len() + data.len() > max {
             self.incoming = None;
+            return;
+        }
+        if incoming.data.len() as u64 == offset {
+            incoming.data.extend_from_slice(data);
+        }
+        if done {
+            if let Some(whole) = self.incoming.take() {
+                self.received
+                    .insert((whole.last.term, whole.last.index), Bytes::from(whole.data));
+            }
+            while self.received.len() > MAX_RECEIVED_SNAPSHOTS {
+                self.received.pop_first();
+            }
         }
     }
 
     fn restore(&mut self, now: Instant, meta: &SnapshotMeta) {
-        let Some(incoming) = self.incoming.take().filter(|i| i.last == meta.last) else {
+        let key = (meta.last.term, meta.last.index);
+        let Some(bytes) = self.received.remove(&key) else {
             self.fail(format!(
                 "asked to restore snapshot {:?} that was not received whole",
                 meta.last
             ));
             return;
         };
-        let bytes = Bytes::from(incoming.data);
+        // Older received snapshots will never be restored now.
+        self.received.retain(|k, _| *k > key);
         match SnapshotFile::decode(&bytes, self.config.max_snapshot_bytes) {
             Ok(file) if file.meta == *meta => {
                 self.state = file.state;
