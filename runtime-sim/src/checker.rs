@@ -44,6 +44,7 @@ pub const INVARIANTS: &[&str] = &[
     "simulator-bound",
     "metadata-diverged",
     "rpc-frame",
+    "core-assertion",
 ];
 
 /// A broken invariant.

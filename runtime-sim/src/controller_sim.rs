@@ -10,7 +10,9 @@
 //!
 //! * **Messages** leave each node through an [`Outbox`] and travel as real RPC frames
 //!   (`oxbow_core::rpc`): batched per broker pair, decoded on arrival (a frame that
-//!   does not decode is a violation).
+//!   does not decode is a violation). Heartbeats are coalesced as the runtime will do
+//!   it: once per heartbeat interval each node calls `take_heartbeats` and they leave
+//!   in the compact heartbeat frames (`RaftConfig::coalesced_heartbeats`).
 //! * **Storage**: every write effect (hard state, append, truncate, snapshot chunk,
 //!   install, snapshot file, compaction, commit hint) is applied to the node's current
 //!   view at once and becomes durable after a sampled fsync latency, in order; only
@@ -286,6 +288,7 @@ struct SimNode {
 #[derive(Debug)]
 enum Ev {
     Timer { node: NodeId, token: u64 },
+    HeartbeatTick { node: NodeId, inc: u64 },
     Deliver { from: NodeId, to: NodeId, frame: Bytes },
     Sync { node: NodeId, inc: u64, seq: u64 },
     Restart { node: NodeId },
@@ -300,7 +303,7 @@ enum Ev {
 impl Ev {
     fn target(&self) -> Option<NodeId> {
         match self {
-            Ev::Timer { node, .. } | Ev::Sync { node, .. } => Some(*node),
+            Ev::Timer { node, .. } | Ev::Sync { node, .. } | Ev::HeartbeatTick { node, .. } => Some(*node),
             Ev::Deliver { to, .. } => Some(*to),
             _ => None,
         }
@@ -466,7 +469,20 @@ impl ControllerSim {
                 });
                 break;
             }
-            self.step(now, ev);
+            // An assertion inside core (an invariant of Raft or the controller) is a
+            // failed run with its trace, not a crash of the whole sweep.
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(now, ev)));
+            if let Err(panic) = stepped {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                self.fail(Violation {
+                    invariant: "core-assertion",
+                    detail: message,
+                });
+            }
         }
         let stats = self.net.stats().clone();
         self.coverage.add("net.lost", stats.lost);
@@ -493,6 +509,7 @@ impl ControllerSim {
         }
         match ev {
             Ev::Timer { node, token } => self.on_timer(now, node, token),
+            Ev::HeartbeatTick { node, inc } => self.on_heartbeat_tick(now, node, inc),
             Ev::Deliver { from, to, frame } => self.on_deliver(now, from, to, frame),
             Ev::Sync { node, inc, seq } => self.on_sync(now, node, inc, seq),
             Ev::Restart { node } => self.restart_node(node),
@@ -513,7 +530,36 @@ impl ControllerSim {
     }
 
     fn config(&self) -> ControllerConfig {
-        ControllerConfig::default()
+        let mut config = ControllerConfig::default();
+        config.raft.coalesced_heartbeats = true;
+        config
+    }
+
+    /// Once per heartbeat interval: every group this node leads (here: group 0) says
+    /// what it has to say, packed per peer into one compact frame.
+    fn on_heartbeat_tick(&mut self, now: Instant, id: NodeId, inc: u64) {
+        let n = id as usize;
+        if !self.nodes[n].process.is_current(inc) || !self.is_up(id) {
+            return;
+        }
+        let interval = self.config().raft.heartbeat_interval;
+        self.after(interval, Ev::HeartbeatTick { node: id, inc });
+        let node = &mut self.nodes[n];
+        let Some(replica) = node.replica.as_mut() else {
+            return;
+        };
+        let heartbeats = replica.take_heartbeats(now);
+        if !heartbeats.is_empty() {
+            self.coverage.hit("rpc.heartbeats.coalesced");
+        }
+        if node
+            .outbox
+            .push_heartbeats([(CONTROLLER_GROUP, heartbeats)])
+            .is_err()
+        {
+            self.coverage.hit("rpc.outbox.refused");
+        }
+        self.after_step(id);
     }
 
     fn start_node(&mut self, id: NodeId) {
@@ -567,6 +613,8 @@ impl ControllerSim {
                 node.replica = Some(replica);
                 node.outbox = Outbox::new(raft_id(id), OutboxConfig::default());
                 node.reported = None;
+                let interval = self.config().raft.heartbeat_interval;
+                self.after(interval, Ev::HeartbeatTick { node: id, inc });
             }
             Err(e) => {
                 return self.fail(Violation {

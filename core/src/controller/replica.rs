@@ -219,6 +219,10 @@ pub struct ControllerReplica {
     /// Fully received snapshots by position, until restored (at most
     /// [`MAX_RECEIVED_SNAPSHOTS`]).
     received: BTreeMap<(Term, Index), Bytes>,
+    /// A snapshot from the leader is being installed (its install effect was emitted,
+    /// its restore has not come yet): no snapshot of our own may be written meanwhile,
+    /// or an older file would replace the installed one.
+    installing: Option<LogId>,
     effects: VecDeque<ControllerEffect>,
     events: VecDeque<ControllerEvent>,
     failed: Option<String>,
@@ -267,6 +271,7 @@ impl ControllerReplica {
             writing: None,
             incoming: None,
             received: BTreeMap::new(),
+            installing: None,
             effects: VecDeque::new(),
             events: VecDeque::new(),
             failed: None,
@@ -451,6 +456,10 @@ impl ControllerReplica {
                     .push_back(ControllerEvent::RoleChanged { role, term, leader });
             }
             RaftEffect::CommitAdvanced { .. } => {}
+            RaftEffect::InstallSnapshot { ref meta, .. } => {
+                self.installing = Some(meta.last);
+                self.effects.push_back(ControllerEffect::Raft(effect));
+            }
             other => self.effects.push_back(ControllerEffect::Raft(other)),
         }
     }
@@ -503,7 +512,10 @@ impl ControllerReplica {
         let Some(last) = self.last_applied else {
             return;
         };
-        if self.failed.is_some() || self.snapshot_point().is_some_and(|s| s.index >= last.index) {
+        if self.failed.is_some()
+            || self.installing.is_some()
+            || self.snapshot_point().is_some_and(|s| s.index >= last.index)
+        {
             return;
         }
         if !self.policy.due(now) {
@@ -595,6 +607,9 @@ impl ControllerReplica {
         };
         // Older received snapshots will never be restored now.
         self.received.retain(|k, _| *k > key);
+        if self.installing.is_some_and(|i| (i.term, i.index) <= key) {
+            self.installing = None;
+        }
         match SnapshotFile::decode(&bytes, self.config.max_snapshot_bytes) {
             Ok(file) if file.meta == *meta => {
                 self.state = file.state;
