@@ -542,6 +542,10 @@ fn five_brokers_survive_a_leader_crash_and_the_restarted_broker_hydrates_from_it
     }
     let t = create_topic(&mut c, "a", 5, 3);
     c.commit(&t).unwrap();
+    // A command too large for the controller log is refused before it is proposed.
+    let huge = create_topic(&mut c, "huge", 100_000, 5);
+    let err = c.commit(&huge).unwrap_err();
+    assert_eq!(err.kafka_error_code(), 42, "INVALID_REQUEST: {err}");
     // Let the snapshot timers run out so every broker's snapshot covers "a".
     c.run_for(Duration::from_secs(61));
     let old_leader = c.wait_for_leader();

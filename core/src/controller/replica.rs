@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::command::Command;
+use super::command::{Command, MAX_COMMAND_BYTES};
 use super::snapshot::{SnapshotFile, SnapshotPolicy, SnapshotPolicyConfig};
 use super::state::{CommandError, ControllerState, Outcome};
 use crate::kafka::ErrorCode;
@@ -339,7 +339,18 @@ impl ControllerReplica {
             });
         }
         self.state.validate(command)?;
-        let result = self.raft.propose(now, command.to_batch(), 1);
+        let batch = command.to_batch();
+        if batch.len() > MAX_COMMAND_BYTES {
+            return Err(ControllerError::Invalid(CommandError {
+                code: ErrorCode::INVALID_REQUEST,
+                message: format!(
+                    "{} encodes to {} bytes, above the {MAX_COMMAND_BYTES}-byte limit",
+                    command.name(),
+                    batch.len()
+                ),
+            }));
+        }
+        let result = self.raft.propose(now, batch, 1);
         self.pump(now);
         result.map_err(|e| match e {
             ProposeError::NotLeader { leader } => ControllerError::NotController { leader },

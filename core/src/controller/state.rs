@@ -18,7 +18,9 @@ use super::command::{
     put_credential, put_registration, put_replicas, read_credential, read_registration, read_replicas,
     BrokerId, BrokerRegistration, Command, ScramCredential, ScramMechanism,
 };
-use crate::broker::metadata::{topic_id, topic_log_config, validate_topic_name, Metadata, TopicMeta};
+use crate::broker::metadata::{
+    topic_id, topic_log_config, validate_topic_name, Metadata, TopicMeta, TOPIC_CONFIG_KEYS,
+};
 use crate::kafka::ErrorCode;
 use crate::log::config::LogConfig;
 
@@ -159,6 +161,12 @@ impl ControllerState {
             Command::CreatePartitions { name, assignment } => self.check_create_partitions(name, assignment),
             Command::AlterTopicConfigs { name, set, delete } => {
                 let topic = self.topic(name)?;
+                if let Some(unknown) = delete.iter().find(|k| !TOPIC_CONFIG_KEYS.contains(&k.as_str())) {
+                    return fail(
+                        ErrorCode::INVALID_CONFIG,
+                        format!("unknown topic config `{unknown}`"),
+                    );
+                }
                 let mut configs = topic.configs.clone();
                 configs.extend(set.clone());
                 configs.retain(|k, _| !delete.contains(k));
@@ -664,6 +672,16 @@ mod tests {
         assert_eq!(code(s.apply(6, &create("t", vec![vec![1, 2], vec![2, 3]]))), 0);
         assert_eq!(code(s.apply(7, &create("t", vec![vec![1, 2]]))), 36);
         assert_eq!(code(s.apply(8, &Command::DeleteTopic { name: "u".into() })), 3);
+        let delete_unknown = Command::AlterTopicConfigs {
+            name: "t".into(),
+            set: BTreeMap::new(),
+            delete: std::collections::BTreeSet::from(["x".repeat(70_000)]),
+        };
+        assert_eq!(
+            code(s.apply(8, &delete_unknown)),
+            40,
+            "unknown (and unencodable) key refused"
+        );
         let finish = Command::FinishReassignment {
             topic: "t".into(),
             partition: 0,

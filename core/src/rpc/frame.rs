@@ -158,6 +158,10 @@ pub enum FrameError {
     /// A message does not belong in a frame of this kind or broker pair (encoding).
     #[error("message {0} does not fit this frame")]
     Mismatch(&'static str),
+    /// An earlier frame of this stream was refused; the stream is out of step and the
+    /// connection must be closed.
+    #[error("the stream is broken by an earlier bad frame")]
+    StreamBroken,
 }
 
 pub(super) fn put_message(out: &mut Vec<u8>, kind: FrameKind, m: &GroupMessage) -> Result<(), FrameError> {
@@ -306,23 +310,22 @@ impl FrameDecoder {
     }
 
     /// Adds received bytes; at most [`FrameDecoder::capacity_bytes`] are taken, the
-    /// count is returned.
+    /// count is returned (none once the stream is broken).
     pub fn push(&mut self, bytes: &[u8]) -> usize {
+        if self.failed {
+            return 0;
+        }
         let n = bytes.len().min(self.capacity_bytes());
         self.buffer.extend_from_slice(&bytes[..n]);
         n
     }
 
     /// The next whole frame, if one is buffered. After an error the stream is out of
-    /// step: the connection must be closed (every later call returns the error kind
-    /// `BadLength` without looking at more bytes).
+    /// step: the connection must be closed (every later call returns
+    /// [`FrameError::StreamBroken`] without looking at more bytes).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.failed {
-            return Err(FrameError::BadLength {
-                length_bytes: 0,
-                min_bytes: 0,
-                max_bytes: 0,
-            });
+            return Err(FrameError::StreamBroken);
         }
         match decode_frame(&self.buffer, &self.limits) {
             Ok(Some((frame, used))) => {
