@@ -12,12 +12,15 @@
 //! * [`command`] — the commands and their versioned, checksummed encoding in a batch.
 //! * [`state`] — the state, validation with Kafka error codes, deterministic apply.
 //! * [`placement`] — replica placement, leader priorities, the rebalance plan.
+//! * [`liveness`] — the leader's broker liveness tracker (heartbeats in, liveness
+//!   commands out).
 //! * [`snapshot`] — the snapshot file and the policy deciding when to take one.
 //! * [`replica`] — [`ControllerReplica`]: Raft ⇄ state machine glue (sans-IO).
 //! * `codec` — the bounded byte reader/writer shared with [`crate::rpc`].
 
 pub(crate) mod codec;
 pub mod command;
+pub mod liveness;
 pub mod placement;
 pub mod replica;
 pub mod snapshot;
@@ -27,6 +30,7 @@ pub use codec::DecodeError;
 pub use command::{
     BrokerId, BrokerRegistration, Command, CommandDecodeError, ScramCredential, ScramMechanism,
 };
+pub use liveness::LivenessTracker;
 pub use placement::{place, rebalance_plan, voter_priorities, PlacementError, Transfer};
 pub use replica::{
     ControllerConfig, ControllerEffect, ControllerError, ControllerEvent, ControllerInitError,
