@@ -19,9 +19,12 @@
 //!   then is its completion handed to the replica. A crash keeps the durable state
 //!   plus a random prefix of the unsynced writes. Entries are stored as Kafka batches
 //!   (`entry_to_batch`), read back with `batch_to_entry`.
-//! * **Workload**: commands (broker registrations, topic creation with core's
-//!   placement, deletion, partition increases, configs, moves, users, producer ids,
-//!   liveness) proposed on the current controller, generated from its state.
+//! * **Workload**: every broker registers with a new epoch each time it starts; the
+//!   controller leader runs core's [`LivenessTracker`] (heartbeats: each broker's
+//!   heartbeat tick, when its link to the leader is up) and proposes its liveness
+//!   changes; the rest are commands (topic creation with core's placement, deletion,
+//!   partition increases, configs, moves, users, producer ids) generated from the
+//!   leader's state.
 //! * **Faults** (the scenario's weights): crash + restart, pause, symmetric partition,
 //!   one-way cut, leadership transfer. Other fault kinds do not apply here.
 //! * **Checkers**: election safety; metadata divergence — after every step each node
@@ -40,7 +43,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use oxbow_core::controller::{
     place, BrokerRegistration, Command, ControllerConfig, ControllerEffect, ControllerEvent, ControllerInput,
-    ControllerReplica, ControllerSetup, ControllerState, ScramCredential, ScramMechanism, SnapshotFile,
+    ControllerReplica, ControllerSetup, ControllerState, LivenessTracker, ScramCredential, ScramMechanism,
+    SnapshotFile,
 };
 use oxbow_core::log::batch::{set_base_offset, set_leader_epoch, validate_batch};
 use oxbow_core::partition::control::{batch_to_entry, entry_to_batch};
@@ -338,6 +342,10 @@ pub struct ControllerSim {
     next_name: u64,
     live_target: Option<u64>,
     applied_commands: usize,
+    /// The epoch each node registered with at its latest start.
+    node_epochs: BTreeMap<NodeId, u64>,
+    /// The controller leader's liveness tracker: (leader, term, tracker).
+    tracker: Option<(NodeId, u64, LivenessTracker)>,
     violation: Option<Violation>,
 }
 
@@ -391,6 +399,8 @@ impl ControllerSim {
             next_name: 0,
             live_target: None,
             applied_commands: 0,
+            node_epochs: BTreeMap::new(),
+            tracker: None,
             violation: None,
             scenario,
             seeds,
@@ -549,6 +559,12 @@ impl ControllerSim {
             return;
         };
         let heartbeats = replica.take_heartbeats(now);
+        if let (Some((leader, _, tracker)), Some(&epoch)) = (self.tracker.as_mut(), self.node_epochs.get(&id))
+        {
+            if id == *leader || self.net.is_connected(id, *leader) {
+                tracker.on_heartbeat(now, raft_id(id), epoch);
+            }
+        }
         if !heartbeats.is_empty() {
             self.coverage.hit("rpc.heartbeats.coalesced");
         }
@@ -615,6 +631,8 @@ impl ControllerSim {
                 node.reported = None;
                 let interval = self.config().raft.heartbeat_interval;
                 self.after(interval, Ev::HeartbeatTick { node: id, inc });
+                self.next_epoch += 1;
+                self.node_epochs.insert(id, self.next_epoch);
             }
             Err(e) => {
                 return self.fail(Violation {
@@ -1013,7 +1031,22 @@ impl ControllerSim {
         else {
             return;
         };
-        let Some(command) = self.next_command(&state) else {
+        let term = self.nodes[leader as usize]
+            .replica
+            .as_ref()
+            .map_or(0, |r| r.raft().term());
+        if self
+            .tracker
+            .as_ref()
+            .is_none_or(|(l, t, _)| (*l, *t) != (leader, term))
+        {
+            self.tracker = Some((leader, term, LivenessTracker::new(now, Duration::from_secs(2))));
+        }
+        let Some(command) = self
+            .registration(&state)
+            .or_else(|| self.liveness_change(now, &state))
+            .or_else(|| self.next_command(&state))
+        else {
             return;
         };
         let Some(r) = self.nodes[leader as usize].replica.as_mut() else {
@@ -1048,6 +1081,33 @@ impl ControllerSim {
         self.after_step(leader);
     }
 
+    /// A broker that started with an epoch the controller has not recorded yet
+    /// registers first.
+    fn registration(&self, state: &ControllerState) -> Option<Command> {
+        let (&id, &epoch) = self.node_epochs.iter().find(|(id, epoch)| {
+            state
+                .brokers
+                .get(&raft_id(**id))
+                .is_none_or(|b| b.registration.epoch < **epoch)
+        })?;
+        let id = raft_id(id);
+        Some(Command::RegisterBroker(BrokerRegistration {
+            id,
+            rpc_addr: format!("n{id}:33145"),
+            kafka_addr: format!("n{id}:9092"),
+            rack: Some(["a", "b", "c"][usize::try_from(id % 3).unwrap_or(0)].to_string()),
+            epoch,
+        }))
+    }
+
+    /// The leader's liveness tracker disagrees with the recorded liveness.
+    fn liveness_change(&mut self, now: Instant, state: &ControllerState) -> Option<Command> {
+        let (_, _, tracker) = self.tracker.as_ref()?;
+        let change = tracker.changes(now, state).into_iter().next()?;
+        self.coverage.hit("controller.liveness.change");
+        Some(change)
+    }
+
     fn next_command(&mut self, state: &ControllerState) -> Option<Command> {
         let topics: Vec<String> = state.metadata.topics.keys().cloned().collect();
         let brokers: Vec<u64> = state.brokers.keys().copied().collect();
@@ -1058,17 +1118,10 @@ impl ControllerSim {
         self.next_name += 1;
         let n = self.next_name;
         Some(match self.work_rng.index(9) {
-            0 => {
-                let id = u64::try_from(self.work_rng.index(self.nodes.len())).unwrap_or(0);
-                self.next_epoch += 1;
-                Command::RegisterBroker(BrokerRegistration {
-                    id,
-                    rpc_addr: format!("n{id}:33145"),
-                    kafka_addr: format!("n{id}:9092"),
-                    rack: Some(["a", "b", "c"][usize::try_from(id % 3).unwrap_or(0)].to_string()),
-                    epoch: self.next_epoch,
-                })
-            }
+            0 => Command::CancelReassignment {
+                topic: pick(&mut self.work_rng, &topics)?,
+                partition: 0,
+            },
             1 | 2 => {
                 let partitions = 1 + self.work_rng.index(4);
                 let assignment = place(state, partitions, live.clamp(1, 3)).ok()?;
