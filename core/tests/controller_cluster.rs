@@ -17,7 +17,7 @@ use oxbow_core::raft::{
     ConfigChange, Effect as RaftEffect, Entry, EntryKind, HardState, Input as RaftInput, LogId, Membership,
     ReadError, RecoveredState, Role,
 };
-use oxbow_core::rpc::{decode_frame, FrameLimits, Outbox, OutboxConfig};
+use oxbow_core::rpc::{decode_frame, FrameKind, FrameLimits, Outbox, OutboxConfig};
 use oxbow_core::time::Instant;
 
 const TICK: Duration = Duration::from_millis(10);
@@ -122,6 +122,8 @@ struct Cluster {
     nodes: BTreeMap<u64, Node>,
     /// Brokers cut off from everyone.
     isolated: BTreeSet<u64>,
+    /// Frames delivered, by kind.
+    frames: BTreeMap<FrameKind, usize>,
 }
 
 impl Cluster {
@@ -131,6 +133,8 @@ impl Cluster {
 
     fn new_with(voters: &[u64], configure: impl FnOnce(&mut ControllerConfig)) -> Cluster {
         let mut config = ControllerConfig::default();
+        // Heartbeats coalesced per broker pair, as the runtime sends them.
+        config.raft.coalesced_heartbeats = true;
         configure(&mut config);
         let mut cluster = Cluster {
             now: Instant::from_millis(1_000),
@@ -138,6 +142,7 @@ impl Cluster {
             config,
             nodes: BTreeMap::new(),
             isolated: BTreeSet::new(),
+            frames: BTreeMap::new(),
         };
         for &id in voters {
             cluster.add_node(id);
@@ -244,6 +249,7 @@ impl Cluster {
             }
             let (frame, used) = decode_frame(&bytes, &FrameLimits::default()).unwrap().unwrap();
             assert_eq!((used, frame.from, frame.to), (bytes.len(), from, to));
+            *self.frames.entry(frame.kind).or_default() += 1;
             let now = self.now;
             let Some(replica) = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()) else {
                 continue;
@@ -259,12 +265,22 @@ impl Cluster {
 
     fn tick(&mut self) {
         self.now += TICK;
+        let interval_ms = u64::try_from(self.config.raft.heartbeat_interval.as_millis()).unwrap();
+        let tick_ms = u64::try_from(TICK.as_millis()).unwrap();
+        let heartbeat_round = self.now.as_millis() % interval_ms < tick_ms;
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             let now = self.now;
-            if let Some(replica) = self.nodes.get_mut(&id).unwrap().replica.as_mut() {
+            let node = self.nodes.get_mut(&id).unwrap();
+            if let Some(replica) = node.replica.as_mut() {
                 if replica.poll_timeout().is_some_and(|t| t <= now) {
                     replica.handle_timeout(now);
+                }
+                if heartbeat_round {
+                    let heartbeats = replica.take_heartbeats(now);
+                    node.outbox
+                        .push_heartbeats([(CONTROLLER_GROUP, heartbeats)])
+                        .expect("outbox has room");
                 }
             }
             self.drain(id);
@@ -522,6 +538,14 @@ fn three_brokers_commit_commands_and_reach_identical_state() {
         Some("1048576")
     );
     assert!(state.users.contains_key("alice"));
+    // Raft messages and the coalesced heartbeats (and their answers) travelled as frames.
+    for kind in [
+        FrameKind::Raft,
+        FrameKind::Heartbeats,
+        FrameKind::HeartbeatResponses,
+    ] {
+        assert!(c.frames.get(&kind).copied().unwrap_or(0) > 0, "no {kind:?} frame");
+    }
     // Every broker wrote a snapshot of the state it reached.
     for (id, node) in &c.nodes {
         assert!(node.snapshots_taken > 0, "broker {id} took a snapshot");
