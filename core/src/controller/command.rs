@@ -4,7 +4,8 @@
 //! A command is encoded as `version u16, tag u16, body, crc32c u32` (big-endian) and
 //! stored as the value of the single record of an uncompressed Kafka v2 batch, so the
 //! controller log is a Kafka-format log like every partition's (DESIGN.md §7). Decoding
-//! is bounded ([`super::codec`]): garbage is an error, never a panic.
+//! is bounded (the `codec` reader checks every length): garbage is an error, never a
+//! panic.
 //!
 //! Commands carry every decision the leader made (placement, revision inputs), so
 //! applying one depends only on the state and the command: the same log gives the same
