@@ -546,6 +546,14 @@ fn three_brokers_commit_commands_and_reach_identical_state() {
     ] {
         assert!(c.frames.get(&kind).copied().unwrap_or(0) > 0, "no {kind:?} frame");
     }
+    // No deadline is left in the past once the brokers are quiet (no busy loop).
+    c.run_for(Duration::from_secs(61));
+    for (id, r) in c.running() {
+        assert!(
+            r.poll_timeout().is_none_or(|t| t > c.now),
+            "broker {id} would spin"
+        );
+    }
     // Every broker wrote a snapshot of the state it reached.
     for (id, node) in &c.nodes {
         assert!(node.snapshots_taken > 0, "broker {id} took a snapshot");

@@ -410,12 +410,29 @@ impl ControllerReplica {
         self.pump(now);
     }
 
-    /// When [`ControllerReplica::handle_timeout`] wants to run.
+    /// When [`ControllerReplica::handle_timeout`] wants to run. The snapshot policy's
+    /// deadline counts only while a snapshot could start then (otherwise a deadline
+    /// in the past would make the runtime spin).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.raft.poll_timeout(), self.policy.poll_timeout()]
+        let snapshot_deadline = self
+            .snapshot_possible()
+            .then(|| self.policy.poll_timeout())
+            .flatten();
+        [self.raft.poll_timeout(), snapshot_deadline]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Whether a snapshot could be written now: not failed, no leader snapshot being
+    /// installed, and something applied beyond the current snapshot.
+    fn snapshot_possible(&self) -> bool {
+        let Some(last) = self.last_applied else {
+            return false;
+        };
+        self.failed.is_none()
+            && self.installing.is_none()
+            && self.snapshot_point().is_none_or(|s| s.index < last.index)
     }
 
     /// The next thing the runtime must do.
@@ -523,10 +540,7 @@ impl ControllerReplica {
         let Some(last) = self.last_applied else {
             return;
         };
-        if self.failed.is_some()
-            || self.installing.is_some()
-            || self.snapshot_point().is_some_and(|s| s.index >= last.index)
-        {
+        if !self.snapshot_possible() {
             return;
         }
         if !self.policy.due(now) {
