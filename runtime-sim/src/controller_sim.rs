@@ -554,15 +554,22 @@ impl ControllerSim {
         }
         let interval = self.config().raft.heartbeat_interval;
         self.after(interval, Ev::HeartbeatTick { node: id, inc });
+        let leader_state = self.tracker.as_ref().and_then(|(leader, _, _)| {
+            self.nodes[*leader as usize]
+                .replica
+                .as_ref()
+                .map(|r| r.state().clone())
+        });
         let node = &mut self.nodes[n];
         let Some(replica) = node.replica.as_mut() else {
             return;
         };
         let heartbeats = replica.take_heartbeats(now);
-        if let (Some((leader, _, tracker)), Some(&epoch)) = (self.tracker.as_mut(), self.node_epochs.get(&id))
+        if let (Some((leader, _, tracker)), Some(&epoch), Some(state)) =
+            (self.tracker.as_mut(), self.node_epochs.get(&id), leader_state)
         {
             if id == *leader || self.net.is_connected(id, *leader) {
-                tracker.on_heartbeat(now, raft_id(id), epoch);
+                tracker.on_heartbeat(now, raft_id(id), epoch, &state);
             }
         }
         if !heartbeats.is_empty() {

@@ -35,8 +35,14 @@ impl LivenessTracker {
         }
     }
 
-    /// Broker `broker` (registered with `epoch`) reported in at `now`.
-    pub fn on_heartbeat(&mut self, now: Instant, broker: BrokerId, epoch: u64) {
+    /// Broker `broker` (registered with `epoch`) reported in at `now`. Heartbeats of
+    /// brokers `state` does not know are ignored, so the table is bounded by the
+    /// registered brokers.
+    pub fn on_heartbeat(&mut self, now: Instant, broker: BrokerId, epoch: u64, state: &ControllerState) {
+        if !state.brokers.contains_key(&broker) {
+            return;
+        }
+        self.last_seen.retain(|id, _| state.brokers.contains_key(id));
         let entry = self.last_seen.entry(broker).or_insert((epoch, now));
         if epoch >= entry.0 {
             *entry = (epoch, now.max(entry.1));
@@ -124,7 +130,7 @@ mod tests {
             "grace period of a new leader"
         );
         assert_eq!(t.poll_timeout(&s), Some(at(5_000)));
-        t.on_heartbeat(at(4_500), 1, 1);
+        t.on_heartbeat(at(4_500), 1, 1, &s);
         let changes = t.changes(at(6_000), &s);
         assert_eq!(
             changes,
@@ -139,7 +145,9 @@ mod tests {
         }
         assert!(t.changes(at(6_000), &s).is_empty(), "nothing more to say");
         assert_eq!(t.poll_timeout(&s), Some(at(9_500)), "broker 1 times out next");
-        t.on_heartbeat(at(7_000), 2, 1);
+        t.on_heartbeat(at(7_000), 2, 1, &s);
+        t.on_heartbeat(at(7_000), 99, 1, &s);
+        assert_eq!(t.last_seen.len(), 2, "unknown brokers are not tracked");
         assert_eq!(
             t.changes(at(7_000), &s),
             vec![Command::SetBrokerLiveness {
@@ -154,7 +162,7 @@ mod tests {
     fn a_heartbeat_of_an_older_epoch_does_not_count() {
         let s = state_with(&[1]);
         let mut t = LivenessTracker::new(at(0), Duration::from_secs(1));
-        t.on_heartbeat(at(2_000), 1, 0);
+        t.on_heartbeat(at(2_000), 1, 0, &s);
         assert_eq!(
             t.changes(at(2_000), &s),
             vec![Command::SetBrokerLiveness {
