@@ -17,6 +17,26 @@
 //! * [`snapshot`] — the snapshot file and the policy deciding when to take one.
 //! * [`replica`] — [`ControllerReplica`]: Raft ⇄ state machine glue (sans-IO).
 //! * `codec` — the bounded byte reader/writer shared with [`crate::rpc`].
+//!
+//! ## Hosting it (what a runtime does)
+//!
+//! * Shard 0 of every broker hosts one [`ControllerReplica`] (group 0, all brokers
+//!   voters at bootstrap; a new broker joins as a learner and is promoted).
+//! * Storage effects pass through as [`ControllerEffect::Raft`]: store entries as
+//!   Kafka batches (`partition::control::entry_to_batch`, base offset = entry index,
+//!   leader epoch = term), answer `ReadEntries` from them, drop the prefix on
+//!   `CompactLog`, write received chunks to a per-snapshot temporary file and rename
+//!   it on `InstallSnapshot`. [`ControllerEffect::WriteSnapshot`] replaces
+//!   `<data-dir>/oxbow/controller/0_0/snapshot` (write temporary, fsync, rename, fsync
+//!   the directory), then [`ControllerInput::SnapshotDurable`].
+//! * Persist [`ControllerReplica::commit_hint`] (never the log end) with the hard
+//!   state; at start hand in the snapshot file and the log suffix after it.
+//! * Proposals: only the leader proposes ([`ControllerError::NotController`] names the
+//!   leader to forward to); the answer is the [`ControllerEvent::Applied`] at the
+//!   returned position — a different term at that offset means the proposal was lost.
+//! * Every applied change is in [`ControllerReplica::state`]: the broker reconciles its
+//!   partitions (create, delete, move replicas; Raft priorities from
+//!   [`placement::voter_priorities`]) against it.
 
 pub(crate) mod codec;
 pub mod command;
