@@ -1,7 +1,8 @@
 //! # oxbow-core
 //!
 //! Every piece of Oxbow that decides something — the storage log, Raft, the broker,
-//! consumer groups, transactions, tiering — lives here as a deterministic, sans-IO
+//! the cluster controller and its RPC frames, consumer groups, transactions, tiering —
+//! lives here as a deterministic, sans-IO
 //! state machine.
 //!
 //! ## The determinism contract
@@ -26,11 +27,13 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod controller;
 pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod partition;
 pub mod raft;
+pub mod rpc;
 pub mod tier;
 pub mod time;
 pub mod txn;

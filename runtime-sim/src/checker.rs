@@ -46,6 +46,9 @@ pub const INVARIANTS: &[&str] = &[
     "tier-acked-record-unreadable",
     "tier-liveness",
     "tier-orphans-collected",
+    "metadata-diverged",
+    "rpc-frame",
+    "core-assertion",
 ];
 
 /// A broken invariant.

@@ -46,6 +46,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod controller_sim;
 pub mod core_replica;
 pub mod coverage;
 pub mod disk;

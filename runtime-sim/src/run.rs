@@ -51,6 +51,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResult {
             };
             Cluster::new(seed, effective, factory, keep_trace).run()
         }
+        ReplicaKind::Controller => crate::controller_sim::run_controller(seed, effective, keep_trace),
     }
 }
 

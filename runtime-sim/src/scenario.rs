@@ -246,6 +246,18 @@ pub struct Scenario {
     /// `[tier]`: a tiered-storage run instead of a Raft cluster run (see
     /// [`crate::tier_sim`]); off by default.
     pub tier: crate::tier_sim::TierSimConfig,
+    /// Planted bugs of the controller runtime (`replica = "controller"` only).
+    pub controller_bugs: ControllerBugs,
+}
+
+/// Bugs to plant in the controller driver's runtime ([`crate::controller_sim`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerBugs {
+    /// At restart, hand Raft the end of the durable log as the commit hint instead of
+    /// a persisted `commit_hint()`, so a restarted broker applies entries that may
+    /// never commit (breaks "metadata never diverges").
+    pub commit_hint_from_log_end: bool,
 }
 
 /// Where entry reads are served from.
@@ -268,6 +280,9 @@ pub enum ReplicaKind {
     Core,
     /// [`crate::model_raft::ModelRaft`].
     Model,
+    /// The controller group: core's `ControllerReplica` on every node, driven by
+    /// [`crate::controller_sim`].
+    Controller,
 }
 
 impl Default for Scenario {
@@ -324,6 +339,7 @@ impl Default for Scenario {
             disabled_checks: Vec::new(),
             log_reads: LogReads::Disk,
             tier: crate::tier_sim::TierSimConfig::default(),
+            controller_bugs: ControllerBugs::default(),
         }
     }
 }
