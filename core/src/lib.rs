@@ -2,8 +2,7 @@
 //!
 //! Every piece of Oxbow that decides something — the storage log, Raft, the broker,
 //! the cluster controller and its RPC frames, consumer groups, transactions, tiering —
-//! lives here as a deterministic, sans-IO
-//! state machine.
+//! lives here as a deterministic, sans-IO state machine.
 //!
 //! ## The determinism contract
 //!

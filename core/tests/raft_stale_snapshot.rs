@@ -6,8 +6,7 @@
 //! the first install becomes durable. `raft/snapshot.rs::on_snapshot_chunk` checks the
 //! chunk against the commit offset only, not against the snapshot already installed.
 //!
-//! Ignored until fixed in `core/src/raft` (outside the controller branch's files):
-//! run with `cargo test -p oxbow-core --test raft_stale_snapshot -- --ignored`.
+//! Fixed: such a chunk is dropped (`DropReason::StaleSnapshot`).
 
 use bytes::Bytes;
 use oxbow_core::raft::*;
@@ -31,7 +30,6 @@ fn chunk(last_index: u64, membership: &Membership) -> Message {
 }
 
 #[test]
-#[ignore = "core raft bug: an older snapshot's last chunk is installed over a newer pending install"]
 fn an_older_snapshot_never_replaces_a_newer_one() {
     let membership = Membership::with_voters([1, 2, 3]).unwrap();
     let now = Instant::from_millis(10);

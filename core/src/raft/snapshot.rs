@@ -225,6 +225,15 @@ impl Raft {
             };
             return self.send(from, MessageBody::InstallSnapshotResp(r));
         }
+        // A delayed chunk of an older snapshot must not reset the log behind the one
+        // already installed (or being installed): its state is contained in it.
+        if self
+            .snapshot_meta
+            .as_ref()
+            .is_some_and(|have| snap.index <= have.last.index)
+        {
+            return self.drop_input(DropReason::StaleSnapshot);
+        }
         let matching = self.follower.incoming.as_ref().filter(|i| i.meta.last == snap);
         let expected = match matching {
             Some(inc) if inc.write_pending => return, // answered when the write completes

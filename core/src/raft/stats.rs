@@ -29,6 +29,9 @@ pub enum DropReason {
     TwoLeaders,
     /// TimeoutNow to a node that may not lead (learner, priority 0, not a member).
     CannotLead,
+    /// A snapshot chunk of a snapshot no newer than the one this node has installed or
+    /// is installing (a delayed retransmission).
+    StaleSnapshot,
 }
 
 /// Counters. Cheap to read at any time via `Raft::stats`.
