@@ -243,11 +243,11 @@ fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() 
     let p = producer_of(&h.init(1));
     h.add(p, &[("a", 0), ("b", 0)]);
     let (reply, early) = h.end(p, true);
-    assert_eq!(early, None, "EndTxn waits for PrepareCommit to be durable");
+    assert_eq!(early, None, "EndTxn waits for the transaction to complete");
     assert!(h.markers.is_empty());
     assert_eq!(h.in_flight.len(), 1, "the PrepareCommit record");
     h.commit_appends();
-    assert_eq!(h.take_reply(reply), Some(TxnResult::Done));
+    assert_eq!(h.take_reply(reply), None, "markers are still to be written");
     assert_eq!(h.markers.len(), 2);
     assert!(h.markers.iter().all(|(.., m)| m.commit));
     // Partition b refuses (not leader); a is written.
@@ -266,8 +266,10 @@ fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() 
     assert_eq!(h.markers.len(), 1, "only b is retried");
     assert_eq!(h.markers[0].1, "b");
     h.answer_markers(0);
+    assert_eq!(h.take_reply(reply), None, "until CompleteCommit is durable");
     h.commit_appends();
     assert_eq!(h.state(), TxnState::CompleteCommit);
+    assert_eq!(h.take_reply(reply), Some(TxnResult::Done));
     assert_eq!(
         h.end(p, true).1,
         Some(TxnResult::Done),

@@ -18,6 +18,10 @@
 //! * [`TxnOutput::WriteMarker`]: write the marker to that partition through its normal
 //!   append path, answer [`TxnCoordinator::on_marker_done`] with the error code (0 when
 //!   committed there). Failures are retried after `marker_retry_ms`.
+//! * EndTxn is answered once the transaction is complete (markers written, Complete*
+//!   durable), not at Prepare* as Kafka does: the producer's next AddPartitionsToTxn
+//!   then finds the id idle instead of retrying on CONCURRENT_TRANSACTIONS with its
+//!   client's back-off (100 ms per transaction with librdkafka's defaults).
 //! * [`TxnOutput::TrimLog`]: everything below the offset is superseded by a committed
 //!   checkpoint (a copy of every transaction's state), so the log start may move there.
 //! * Time: `now` for timers, `wall_ms` (wall-clock milliseconds) for what is stored
@@ -377,6 +381,8 @@ pub struct TxnCoordinator {
     appends: BTreeMap<u64, AppendWait>,
     markers: BTreeMap<String, MarkerRun>,
     marker_tokens: BTreeMap<u64, (String, (String, i32))>,
+    /// EndTxn requests waiting for their transaction to complete, by transactional id.
+    end_replies: BTreeMap<String, TxnReplyId>,
     checkpoint: Option<(BTreeSet<u64>, Option<i64>)>,
     records_since_checkpoint: u64,
     next_token: u64,
@@ -488,6 +494,7 @@ impl TxnCoordinator {
             appends: BTreeMap::new(),
             markers: BTreeMap::new(),
             marker_tokens: BTreeMap::new(),
+            end_replies: BTreeMap::new(),
             checkpoint: None,
             records_since_checkpoint: 0,
             next_token: 1,
@@ -598,6 +605,9 @@ impl TxnCoordinator {
             if let Some((reply, _)) = wait.reply {
                 self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR));
             }
+        }
+        for (_, reply) in std::mem::take(&mut self.end_replies) {
+            self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR));
         }
         self.status = Status::Inactive;
         self.txns.clear();
@@ -851,7 +861,8 @@ impl TxnCoordinator {
         };
         meta.partitions.clear();
         meta.start_ms = -1;
-        self.write(id, meta, None, false);
+        let reply = self.end_replies.remove(id).map(|r| (r, TxnResult::Done));
+        self.write(id, meta, reply, false);
     }
 
     /// When [`TxnCoordinator::handle_timeout`] wants to run.
@@ -1173,7 +1184,11 @@ impl TxnCoordinator {
                     TxnState::PrepareAbort
                 };
                 meta.last_update_ms = wall_ms;
-                self.write(id, meta, Some((reply, TxnResult::Done)), true);
+                // Answered once the transaction is complete (every marker written and
+                // the Complete state durable), so the producer's next transaction does
+                // not start into CONCURRENT_TRANSACTIONS retries and their back-off.
+                self.end_replies.insert(id.to_string(), reply);
+                self.write(id, meta, None, true);
                 None
             }
             // A retry of the same decision.
