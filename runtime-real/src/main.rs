@@ -82,6 +82,7 @@ struct StartArgs {
 }
 
 fn start(args: StartArgs) -> anyhow::Result<()> {
+    oxbow_runtime_real::shard::budget::release_large_buffers_to_the_os();
     let overrides = Overrides {
         data_dir: args.data_dir,
         node_id: args.node_id,

@@ -243,7 +243,10 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             advertised_host: advertised_host.clone(),
             advertised_port: kafka_addr.port(),
             log_defaults: config.log_config(),
-            raft: RaftConfig::default(),
+            raft: RaftConfig {
+                entry_cache_bytes: budget.raft_entry_cache_bytes(),
+                ..RaftConfig::default()
+            },
             max_frame_bytes: config.kafka.max_frame_bytes,
             metadata: if shard == 0 { metadata.take() } else { None },
             partitions,

@@ -104,6 +104,32 @@ impl ShardBudget {
     pub fn pool_bytes(&self) -> u64 {
         (self.pool.buffer_count as u64).saturating_mul(self.pool.buffer_bytes as u64)
     }
+
+    /// The bound of each partition's Raft recent-entry cache (entries kept in memory
+    /// for followers and tail readers): a sixteenth of the shard's budget, at most
+    /// Raft's default (16 MiB, reached at the default 256 MiB budget). Known gap: the
+    /// bound is per partition, so a shard with many partitions written at once may
+    /// hold more than one sixteenth in caches.
+    pub fn raft_entry_cache_bytes(&self) -> usize {
+        let default = oxbow_core::raft::RaftConfig::default().entry_cache_bytes;
+        usize::try_from(self.total_bytes / 16).map_or(default, |share| share.min(default))
+    }
+}
+
+/// Makes the allocator hand large buffers (request frames, batches) back to the
+/// operating system when they are freed. glibc raises its mmap threshold to the size of
+/// each large block freed (up to 32 MiB), after which megabyte-sized requests come from
+/// the heap and stay there: a node that held 8 MiB of requests grew by tens of MiB it
+/// no longer used, invisible to the shards' budgets. A fixed threshold keeps what the
+/// process holds close to what the budgets account for. Call before the shards start.
+pub fn release_large_buffers_to_the_os() {
+    /// Blocks from this size up are mapped on their own and unmapped when freed.
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only changes allocator parameters; it is called before the
+    // shard threads start allocating.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+    }
 }
 
 /// Counters of the request window.
