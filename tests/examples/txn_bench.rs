@@ -15,7 +15,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::time::{Duration, Instant};
 
 struct Options {
@@ -58,7 +58,7 @@ fn create_topic(brokers: &str, name: &str, partitions: i32) {
     let _ = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
 }
 
-fn producer(brokers: &str, extra: &[(&str, &str)]) -> BaseProducer {
+fn producer(brokers: &str, extra: &[(&str, &str)]) -> Client {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -71,8 +71,12 @@ fn producer(brokers: &str, extra: &[(&str, &str)]) -> BaseProducer {
     config.create().unwrap()
 }
 
+/// A producer whose delivery reports a background thread polls (a `BaseProducer`'s
+/// flush, and so its commit, waits for the caller's next poll: 100 ms steps).
+type Client = ThreadedProducer<DefaultProducerContext>;
+
 /// Sends one record, waiting while the local queue is full.
-fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
+fn send(producer: &Client, topic: &str, partition: i32, payload: &[u8]) {
     loop {
         let record = BaseRecord::<(), [u8]>::to(topic)
             .partition(partition)
@@ -80,7 +84,7 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
         match producer.send(record) {
             Ok(()) => return,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err((e, _)) => panic!("produce: {e}"),
         }
@@ -100,7 +104,6 @@ fn streaming(o: &Options, topic: &str, idempotent: bool) -> f64 {
     while start.elapsed() < Duration::from_secs(o.seconds) {
         send(&p, topic, (sent % o.partitions as u64) as i32, &payload);
         sent += 1;
-        p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(60)).unwrap();
     sent as f64 / start.elapsed().as_secs_f64()
@@ -118,7 +121,6 @@ fn transactional(o: &Options, topic: &str) -> f64 {
         p.begin_transaction().unwrap();
         for i in 0..o.txn_records {
             send(&p, topic, (i % o.partitions as usize) as i32, &payload);
-            p.poll(Duration::ZERO);
         }
         p.commit_transaction(Duration::from_secs(60)).unwrap();
         committed += o.txn_records as u64;
