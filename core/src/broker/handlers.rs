@@ -608,8 +608,24 @@ fn start_fetch(
             (t, p, op)
         })
         .collect();
-    begin(broker, now, id, connection, header, Some(wait_until), kind, ops);
+    // The first round's reads are awaited even past `max_wait` (a fetch answers what
+    // its partitions hold, also with max_wait_ms=0), up to a bound that keeps a stalled
+    // disk from holding the request forever; long-poll rounds end at `wait_until`.
+    let first_round_deadline = wait_until.max(now + FIRST_FETCH_ROUND_BOUND);
+    begin(
+        broker,
+        now,
+        id,
+        connection,
+        header,
+        Some(first_round_deadline),
+        kind,
+        ops,
+    );
 }
+
+/// Longest a fetch waits for its first round of reads.
+const FIRST_FETCH_ROUND_BOUND: Duration = Duration::from_secs(10);
 
 fn command_request(
     broker: &mut Broker,
@@ -705,6 +721,7 @@ fn long_poll(broker: &mut Broker, now: Instant, id: u64) {
     let slots = slots.clone();
     let wait_until = *wait_until;
     let read_committed = *read_committed;
+    pending.deadline = Some(wait_until);
     pending.results = vec![None; slots.len()];
     pending.remaining = slots.len();
     for (slot, (topic, partition, offset, max_bytes)) in slots.into_iter().enumerate() {
@@ -928,6 +945,7 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
             Some(Response::Fetch(response))
         }
         PendingKind::ListOffsets { slots } => {
+            let list_offsets_version = pending.header.api_version;
             let mut response = m::ListOffsetsResponse::default();
             let grouped = by_topic(slots, &pending.results, |partition, result| {
                 let mut p = m::list_offsets_response::ListOffsetsPartitionResponse::default();
@@ -940,13 +958,16 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
                     } => {
                         p.offset = offset;
                         p.timestamp = timestamp;
-                        p.leader_epoch = leader_epoch;
+                        // The leader epoch is in the answer from v4 on; setting it on an
+                        // older version makes the response unencodable.
+                        if list_offsets_version >= 4 {
+                            p.leader_epoch = leader_epoch;
+                        }
                     }
                     other => {
                         p.error_code = other.error_code();
                         p.offset = -1;
                         p.timestamp = -1;
-                        p.leader_epoch = -1;
                     }
                 }
                 p

@@ -23,7 +23,7 @@ use super::latency::LatencyRecorder;
 use super::proc_stats::{self, ProcSample};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use rskafka::BackoffConfig;
@@ -681,20 +681,9 @@ fn is_unreadable_control_batch(error: &ClientError) -> bool {
     error.to_string().contains("Unknown control batch record version")
 }
 
-/// A partition's high watermark, from a fetch at the first readable of its first
-/// offsets (the bench's topics are fresh) that may wait up to 200 ms for data; an empty
-/// partition reads 0. Not ListOffsets, and not a fetch without waiting: today Oxbow
-/// drops the connection on rskafka's ListOffsets v3 request, and answers a fetch with
-/// `max_wait_ms=0` before its read completes, with a high watermark of -1.
+/// A partition's high watermark (ListOffsets, latest).
 async fn high_watermark(partition: &PartitionClient) -> Result<i64, ClientError> {
-    let mut offset = 0;
-    loop {
-        match partition.fetch_records(offset, 1..1024, 200).await {
-            Ok((_, high_watermark)) => return Ok(high_watermark.max(0)),
-            Err(e) if offset < 8 && is_unreadable_control_batch(&e) => offset += 1,
-            Err(e) => return Err(e),
-        }
-    }
+    partition.get_offset(OffsetAt::Latest).await
 }
 
 /// Indexes `0..count` that worker `worker` of `workers` takes: every `workers`-th one,
