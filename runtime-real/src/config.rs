@@ -570,3 +570,25 @@ mod tests {
         assert_eq!(config.node.data_dir, PathBuf::from("/tmp/b"));
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    use super::NodeConfig;
+
+    /// The README's "complete file with the defaults" is complete and says the defaults.
+    #[test]
+    fn the_readme_config_block_is_the_defaults() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("A complete file with the defaults:\n\n```toml\n")
+            .expect("the README has its config block");
+        let block = &readme[start..];
+        let block = &block[block.find("```toml\n").unwrap_or(0) + 8..];
+        let block = &block[..block.find("```").unwrap_or(block.len())];
+        let parsed: NodeConfig = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed, NodeConfig::default());
+        for section in ["[node]", "[log]", "[kafka]", "[group]", "[tune]"] {
+            assert!(block.contains(section), "the README's config block lacks {section}");
+        }
+    }
+}
