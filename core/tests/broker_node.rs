@@ -784,3 +784,88 @@ fn transactions_commit_and_abort_across_shards_and_survive_a_restart() {
         "INVALID_PRODUCER_EPOCH"
     );
 }
+
+/// Every advertised version of the partition APIs is answered with a frame the client
+/// decodes — never a closed connection. (A ListOffsets v1-3 answer once carried the v4+
+/// leader epoch, which made it unencodable, and the broker closed the connection.)
+#[test]
+fn every_version_of_the_partition_apis_is_answered() {
+    let mut node = Node::start(BTreeMap::new(), BTreeMap::new(), None);
+    let conn = node.connect(0, 1);
+    assert_eq!(
+        create_topic(&mut node, conn, "versions", 2).topics[0].error_code,
+        0
+    );
+    node.advance(Duration::from_millis(500));
+
+    for version in 3..=9 {
+        let records = vec![NewRecord::value("v", 1_700_000_000_000)];
+        let mut p = m::produce_request::PartitionProduceData::default();
+        p.index = (version % 2) as i32;
+        p.records = Some(build_batch(&records, BatchOptions::default()));
+        let mut t = m::produce_request::TopicProduceData::default();
+        t.name = topic("versions");
+        t.partition_data = vec![p];
+        let mut request = m::ProduceRequest::default();
+        request.acks = -1;
+        request.timeout_ms = 5000;
+        request.topic_data = vec![t];
+        let r: m::ProduceResponse = node.call(0, conn, Request::Produce(request), version);
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, 0,
+            "Produce v{version}"
+        );
+    }
+    for version in 1..=7 {
+        let mut request = m::ListOffsetsRequest::default();
+        request.replica_id = m::BrokerId(-1);
+        let mut t = m::list_offsets_request::ListOffsetsTopic::default();
+        t.name = topic("versions");
+        t.partitions = (0..2)
+            .map(|index| {
+                let mut p = m::list_offsets_request::ListOffsetsPartition::default();
+                p.partition_index = index;
+                p.timestamp = -1;
+                p
+            })
+            .collect();
+        request.topics = vec![t];
+        let r: m::ListOffsetsResponse = node.call(0, conn, Request::ListOffsets(request), version);
+        for p in &r.topics[0].partitions {
+            assert_eq!(p.error_code, 0, "ListOffsets v{version}");
+            assert!(p.offset > 0, "ListOffsets v{version}: {p:?}");
+        }
+    }
+    for version in 4..=12 {
+        let r: m::FetchResponse = node.call(0, conn, fetch_request("versions", 1, 0, 0), version);
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "Fetch v{version}");
+        assert!(p.high_watermark > 0, "Fetch v{version}: {p:?}");
+    }
+    for version in 0..=12 {
+        let mut request = m::MetadataRequest::default();
+        let mut t = m::metadata_request::MetadataRequestTopic::default();
+        t.name = Some(topic("versions"));
+        request.topics = Some(vec![t]);
+        let r: m::MetadataResponse = node.call(0, conn, Request::Metadata(request), version);
+        assert_eq!(r.topics[0].error_code, 0, "Metadata v{version}");
+        assert_eq!(r.topics[0].partitions.len(), 2, "Metadata v{version}");
+    }
+    for version in 2..=4 {
+        let mut request = m::OffsetForLeaderEpochRequest::default();
+        let mut t = m::offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+        t.topic = topic("versions");
+        let mut p = m::offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+        p.partition = 0;
+        p.leader_epoch = 1;
+        t.partitions = vec![p];
+        request.topics = vec![t];
+        let r: m::OffsetForLeaderEpochResponse =
+            node.call(0, conn, Request::OffsetForLeaderEpoch(request), version);
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, 0,
+            "OffsetForLeaderEpoch v{version}"
+        );
+    }
+    assert!(node.closed.is_empty(), "connections closed: {:?}", node.closed);
+}
