@@ -1244,7 +1244,7 @@ impl Coordinator {
             }
         }
         let committed = self.offsets.get(group);
-        let in_flight: BTreeSet<(String, i32)> = if require_stable {
+        let mut in_flight: BTreeSet<(String, i32)> = if require_stable {
             self.appends
                 .values()
                 .filter_map(|p| match &p.kind {
@@ -1259,6 +1259,10 @@ impl Coordinator {
         } else {
             BTreeSet::new()
         };
+        if require_stable {
+            // KIP-447: offsets of an open transaction are not stable yet either.
+            in_flight.extend(self.txn_pending_partitions(group));
+        }
         let wanted: TopicPartitionList = match topics {
             Some(list) => list,
             None => {

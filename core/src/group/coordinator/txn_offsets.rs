@@ -6,6 +6,10 @@
 //! partition; an ABORT marker discards them. Replay does the same from the log, so the
 //! outcome is what the log says, across restarts and leader changes.
 //!
+//! While offsets are pending, an OffsetFetch with `require_stable` (KIP-447) answers
+//! UNSTABLE_OFFSET_COMMIT for their partitions, so a consumer taking over does not
+//! start from offsets the open transaction is about to replace.
+//!
 //! The hosting partition trims the log only below its last stable offset, which the
 //! open transaction of a pending commit holds back, so a pending batch is never trimmed
 //! before its marker.
@@ -51,16 +55,6 @@ pub struct TxnOffsets {
     pending: BTreeMap<i64, PendingOffsets>,
     /// Appends in flight: token → (reply, producer, offsets, per-partition answers).
     appends: BTreeMap<u64, (ReplyId, i64, PendingOffsets, PartitionErrors)>,
-}
-
-impl TxnOffsets {
-    /// Whether `group` has offsets pending in an open transaction (KIP-447's
-    /// `require_stable` fetches wait for them).
-    pub fn has_pending(&self, group: &str) -> bool {
-        self.pending
-            .values()
-            .any(|offsets| offsets.keys().any(|(g, _, _)| g == group))
-    }
 }
 
 fn records_of(header: &BatchHeader, batch: &Bytes) -> Option<Vec<GroupRecord>> {
@@ -121,6 +115,18 @@ impl Coordinator {
                 value: Some(value),
             });
         }
+    }
+
+    /// The partitions of `group` with offsets pending in an open transaction (a
+    /// `require_stable` OffsetFetch answers UNSTABLE_OFFSET_COMMIT for them).
+    pub(super) fn txn_pending_partitions(&self, group: &str) -> Vec<(String, i32)> {
+        self.txn_offsets
+            .pending
+            .values()
+            .flat_map(|offsets| offsets.keys())
+            .filter(|(g, _, _)| g == group)
+            .map(|(_, topic, partition)| (topic.clone(), *partition))
+            .collect()
     }
 
     /// Pending transactional offsets.
@@ -277,5 +283,143 @@ impl Coordinator {
             });
         }
         self.txn_offsets.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::{GroupConfig, GroupOp};
+    use crate::txn::marker::{build_marker, Marker};
+    use bytes::BytesMut;
+
+    const WALL_MS: i64 = 1_700_000_000_000;
+
+    fn active() -> Coordinator {
+        let mut c = Coordinator::new(0, GroupConfig::default(), 7);
+        c.begin_load(1);
+        c.finish_load(Instant::ZERO, WALL_MS);
+        c
+    }
+
+    fn commit(producer_id: i64, offset: i64) -> TxnCommit {
+        TxnCommit {
+            group: "g".to_string(),
+            producer_id,
+            producer_epoch: 0,
+            generation: -1,
+            member_id: String::new(),
+            instance_id: None,
+            entries: vec![CommitEntry {
+                topic: "t".to_string(),
+                partition: 0,
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        }
+    }
+
+    /// Commits `commit` durably at `base_offset`; returns the batch written.
+    fn txn_commit_durable(c: &mut Coordinator, commit: TxnCommit, base_offset: i64) -> Bytes {
+        c.txn_commit(Instant::ZERO, WALL_MS, ReplyId(1), commit);
+        let Some(CoordinatorOutput::Append { token, batch }) = c.poll_output() else {
+            panic!("a transactional append");
+        };
+        let header = BatchHeader::parse(&batch).unwrap();
+        assert!(header.is_transactional() && header.base_sequence == -1);
+        c.on_append_done(Instant::ZERO, WALL_MS, token, Ok(base_offset));
+        assert!(matches!(
+            c.poll_output(),
+            Some(CoordinatorOutput::Reply {
+                result: GroupResult::Committed(_),
+                ..
+            })
+        ));
+        let mut stored = BytesMut::from(&batch[..]);
+        crate::log::batch::set_base_offset(&mut stored, base_offset);
+        stored.freeze()
+    }
+
+    /// (offset, error) of t/0 for group g.
+    fn fetch(c: &mut Coordinator, require_stable: bool) -> (i64, i16) {
+        let op = GroupOp::FetchOffsets {
+            group: "g".to_string(),
+            topics: Some(vec![("t".to_string(), vec![0])]),
+            require_stable,
+            member: None,
+        };
+        c.handle(Instant::ZERO, WALL_MS, ReplyId(9), op);
+        match c.poll_output() {
+            Some(CoordinatorOutput::Reply {
+                result: GroupResult::Offsets { topics, .. },
+                ..
+            }) => {
+                let o = &topics["t"][0];
+                (o.offset, o.error)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn marker(producer_id: i64, commit: bool, offset: i64) -> Bytes {
+        let m = Marker {
+            producer_id,
+            producer_epoch: 0,
+            commit,
+            coordinator_epoch: 0,
+        };
+        let mut stored = BytesMut::from(&build_marker(&m, WALL_MS)[..]);
+        crate::log::batch::set_base_offset(&mut stored, offset);
+        stored.freeze()
+    }
+
+    #[test]
+    fn offsets_wait_for_the_commit_marker_and_an_abort_drops_them() {
+        let mut c = active();
+        txn_commit_durable(&mut c, commit(5, 42), 10);
+        assert_eq!(fetch(&mut c, false), (-1, 0), "not visible before the marker");
+        assert_eq!(
+            fetch(&mut c, true),
+            (-1, ErrorCode::UNSTABLE_OFFSET_COMMIT.0),
+            "require_stable is told to wait"
+        );
+        c.on_txn_marker(5, true);
+        assert_eq!(fetch(&mut c, true), (42, 0));
+        txn_commit_durable(&mut c, commit(6, 99), 12);
+        c.on_txn_marker(6, false);
+        assert_eq!(fetch(&mut c, true), (42, 0), "the aborted offsets are dropped");
+        // A marker of a producer with nothing pending changes nothing.
+        c.on_txn_marker(7, true);
+        assert_eq!(fetch(&mut c, false), (42, 0));
+    }
+
+    #[test]
+    fn replay_applies_only_what_a_commit_marker_follows() {
+        let mut live = active();
+        let committed = txn_commit_durable(&mut live, commit(5, 42), 0);
+        let aborted = txn_commit_durable(&mut live, commit(6, 77), 1);
+        let open = txn_commit_durable(&mut live, commit(8, 500), 2);
+        let mut log = BytesMut::new();
+        for batch in [
+            &committed,
+            &aborted,
+            &open,
+            &marker(5, true, 3),
+            &marker(6, false, 4),
+        ] {
+            log.extend_from_slice(batch);
+        }
+        let mut c = Coordinator::new(0, GroupConfig::default(), 7);
+        c.begin_load(2);
+        assert_eq!(c.load_batches(&log.freeze()).unwrap(), Some(5));
+        c.finish_load(Instant::ZERO, WALL_MS);
+        assert_eq!(
+            fetch(&mut c, true),
+            (42, ErrorCode::UNSTABLE_OFFSET_COMMIT.0),
+            "producer 8's transaction is still open"
+        );
+        c.on_txn_marker(8, true);
+        assert_eq!(fetch(&mut c, true), (500, 0));
     }
 }
