@@ -588,7 +588,10 @@ mod readme_tests {
         let parsed: NodeConfig = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed, NodeConfig::default());
         for section in ["[node]", "[log]", "[kafka]", "[group]", "[tune]"] {
-            assert!(block.contains(section), "the README's config block lacks {section}");
+            assert!(
+                block.contains(section),
+                "the README's config block lacks {section}"
+            );
         }
     }
 }
