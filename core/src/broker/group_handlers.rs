@@ -4,8 +4,9 @@
 //! ([`crate::group::Coordinator`], hosted by the shard owning that partition); the
 //! answers are put back together in the request's shape and version.
 
+use super::coordinators::{self, CoordinatorTopic};
 use super::handlers::{begin, PendingKind};
-use super::shard::{MetadataCommand, NewTopic, OpResult, PartitionOp};
+use super::shard::{OpResult, PartitionOp};
 use super::{Broker, ConnectionId};
 use crate::group::{
     classic, consumer, partition_for_group, ClientInfo, CommitEntry, FetchedOffset, GroupOp, GroupResult,
@@ -421,50 +422,19 @@ fn coordinator_for(broker: &mut Broker, now: Instant, key: &str, key_type: i8) -
     }
     if key_type != 0 {
         return (
-            ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
-            "transaction coordinators are not available yet",
+            ErrorCode::INVALID_REQUEST.0,
+            "unknown key type (0: group, 1: transactional id)",
         );
     }
-    if key.is_empty() {
-        return (ErrorCode::INVALID_REQUEST.0, "empty group id");
-    }
-    let Some(count) = offsets_partitions(broker) else {
-        create_offsets_topic(broker, now);
-        return (
-            ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
-            "creating __consumer_offsets",
-        );
+    let topic = CoordinatorTopic {
+        name: OFFSETS_TOPIC,
+        partitions_when_created: broker.group_config.offsets_partitions,
+        partition_of: partition_for_group,
+        creating: "creating __consumer_offsets",
+        no_leader: "the group's coordinator has no leader yet",
+        empty_key: "empty group id",
     };
-    let partition = partition_for_group(key, count);
-    match broker.epochs.get(&(OFFSETS_TOPIC.to_string(), partition)) {
-        Some(epoch) if *epoch >= 0 => (0, ""),
-        _ => (
-            ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
-            "the group's coordinator has no leader yet",
-        ),
-    }
-}
-
-/// Asks shard 0 to create `__consumer_offsets` (nobody waits for the answer: clients
-/// retry FindCoordinator until the coordinator is up).
-fn create_offsets_topic(broker: &mut Broker, now: Instant) {
-    let request = broker.take_request_id();
-    let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: broker.group_config.offsets_partitions,
-        replication_factor: -1,
-        configs: vec![
-            // The coordinator trims the log itself, after checkpoints.
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("retention.bytes".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), (16u64 << 20).to_string()),
-        ],
-    };
-    let command = MetadataCommand::CreateTopics {
-        topics: vec![topic],
-        validate_only: false,
-    };
-    broker.submit_command(now, request, command);
+    coordinators::coordinator_on(broker, now, &topic, key)
 }
 
 fn as_group(result: &OpResult) -> Option<&GroupResult> {

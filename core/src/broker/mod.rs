@@ -9,6 +9,7 @@
 //!
 //! * [`handlers`] — each Kafka API: request → operations, results → response.
 
+pub mod coordinators;
 pub mod group_handlers;
 pub mod handlers;
 pub mod io;

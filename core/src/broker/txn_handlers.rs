@@ -9,9 +9,10 @@
 //! [`PartitionOp::WriteMarker`] to the shard owning the partition, and its result goes
 //! back to the coordinator ([`route_markers`], [`on_marker_result`]).
 
+use super::coordinators::{self, CoordinatorTopic};
 use super::handlers::{begin, PendingKind};
 use super::partitions::TopicPartition;
-use super::shard::{MetadataCommand, NewTopic, OpRef, OpResult, PartitionOp};
+use super::shard::{OpRef, OpResult, PartitionOp};
 use super::{Broker, ConnectionId};
 use crate::group::coordinator::txn_offsets::TxnCommit;
 use crate::group::{partition_for_group, GroupResult, OFFSETS_TOPIC};
@@ -86,47 +87,28 @@ fn state_partitions(broker: &Broker) -> Option<i32> {
     broker.metadata.topics.get(TXN_STATE_TOPIC).map(|t| t.partitions)
 }
 
+/// `__transaction_state`, where transaction coordinators live.
+fn state_topic(broker: &Broker) -> CoordinatorTopic {
+    CoordinatorTopic {
+        name: TXN_STATE_TOPIC,
+        partitions_when_created: broker.partitions.txn.config().state_partitions,
+        partition_of: partition_for_txn,
+        creating: "creating __transaction_state",
+        no_leader: "the transaction coordinator has no leader yet",
+        empty_key: "empty transactional id",
+    }
+}
+
 /// FindCoordinator for a transactional id: `(error code, message)`.
 pub fn coordinator_for(broker: &mut Broker, now: Instant, key: &str) -> (i16, &'static str) {
-    if key.is_empty() {
-        return (ErrorCode::INVALID_REQUEST.0, "empty transactional id");
-    }
-    let Some(count) = state_partitions(broker) else {
-        create_state_topic(broker, now);
-        return (
-            ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
-            "creating __transaction_state",
-        );
-    };
-    let partition = partition_for_txn(key, count);
-    match broker.epochs.get(&(TXN_STATE_TOPIC.to_string(), partition)) {
-        Some(epoch) if *epoch >= 0 => (0, ""),
-        _ => (
-            ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
-            "the transaction coordinator has no leader yet",
-        ),
-    }
+    let topic = state_topic(broker);
+    coordinators::coordinator_on(broker, now, &topic, key)
 }
 
 /// Asks shard 0 to create `__transaction_state` (nobody waits: clients retry).
 fn create_state_topic(broker: &mut Broker, now: Instant) {
-    let request = broker.take_request_id();
-    let topic = NewTopic {
-        name: TXN_STATE_TOPIC.to_string(),
-        partitions: broker.partitions.txn.config().state_partitions,
-        replication_factor: -1,
-        configs: vec![
-            // The coordinator trims the log itself, after checkpoints.
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("retention.bytes".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), (16u64 << 20).to_string()),
-        ],
-    };
-    let command = MetadataCommand::CreateTopics {
-        topics: vec![topic],
-        validate_only: false,
-    };
-    broker.submit_command(now, request, command);
+    let topic = state_topic(broker);
+    coordinators::create(broker, now, &topic);
 }
 
 /// The transactional part of an InitProducerId request, if it names a transactional
