@@ -46,6 +46,11 @@ pub const INVARIANTS: &[&str] = &[
     "tier-acked-record-unreadable",
     "tier-liveness",
     "tier-orphans-collected",
+    "groups-acked-commit-lost",
+    "groups-fenced-commit-acked",
+    "groups-partition-two-owners",
+    "groups-rebuild-differs",
+    "groups-load",
 ];
 
 /// A broken invariant.
