@@ -26,8 +26,9 @@
 //!
 //! The driver ([`crate::cluster`]) calls [`GroupSim::on_replica`] after every step of
 //! the offsets group's replica on a node, routes [`GroupEv`]s back here, and tells it
-//! about crashes. Log trimming (the coordinator's `TrimLog`) is modelled as a log start
-//! offset shared by every replica (a committed checkpoint is on every future leader).
+//! about crashes. Log trimming (the coordinator's `TrimLog`) is modelled by where a
+//! replay starts: at the latest committed checkpoint that the replaying replica's log
+//! has committed (the sim's replicas keep their whole log, so nothing is deleted).
 
 use crate::checker::Violation;
 use crate::coverage::Coverage;
@@ -301,12 +302,21 @@ pub struct GroupSim {
     consumers: Vec<Consumer>,
     reqs: BTreeMap<u64, Req>,
     next_req: u64,
-    /// Offsets next handed to commits, per (group, partition): always increasing.
+    /// Offsets next handed to commits, per (group, partition): unique per commit.
     next_offset: BTreeMap<(String, i32), i64>,
-    /// Acknowledged commits: (group, partition) → coordinator term → highest offset.
-    acked: BTreeMap<(String, i32), BTreeMap<u64, i64>>,
+    /// When each commit reached a coordinator: (group, partition, offset) → arrival
+    /// number. Commits that become durable do so in arrival order (a coordinator
+    /// appends in the order it handles requests; a newer term's coordinator handles
+    /// requests only after everything of older terms is committed and replayed).
+    arrivals: BTreeMap<(String, i32, i64), u64>,
+    next_arrival: u64,
+    /// Acknowledged commits: (group, partition) → coordinator term → latest arrival.
+    acked: BTreeMap<(String, i32), BTreeMap<u64, (u64, i64)>>,
     next_fetch: Instant,
-    log_start: u64,
+    /// Committed checkpoints: offset of the last batch → offset of the first. A replay
+    /// starts at the latest checkpoint its log commits (a replica that has not
+    /// committed a checkpoint yet replays from an older one).
+    checkpoints: BTreeMap<u64, u64>,
     liveness: bool,
     live_commit: bool,
     live_fetch: bool,
@@ -460,9 +470,11 @@ impl GroupSim {
             reqs: BTreeMap::new(),
             next_req: 1,
             next_offset: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
+            next_arrival: 1,
             acked: BTreeMap::new(),
             next_fetch: Instant::ZERO,
-            log_start: 0,
+            checkpoints: BTreeMap::new(),
             liveness: false,
             live_commit: false,
             live_fetch: false,
@@ -635,7 +647,7 @@ impl GroupSim {
         commit: u64,
         trace: &mut Trace,
     ) {
-        let from = self.log_start;
+        let from = self.replay_start(Some(commit));
         let Some(host) = self.hosts.get_mut(&node) else {
             return;
         };
@@ -721,7 +733,9 @@ impl GroupSim {
                         "groups: checkpoint committed, log starts at {offset}"
                     );
                     self.check_rebuild(node, replica, offset, local, "after a checkpoint");
-                    self.log_start = self.log_start.max(offset);
+                    if let Some(end) = self.hosts.get(&node).and_then(|h| h.applied_through) {
+                        self.checkpoints.insert(end, offset);
+                    }
                 }
                 CoordinatorOutput::Reload => {
                     self.coverage.hit("groups.coordinator.reload");
@@ -735,6 +749,13 @@ impl GroupSim {
         }
         self.check_owners(node);
         proposed
+    }
+
+    /// Where a replay of a log committed up to `commit` starts.
+    fn replay_start(&self, commit: Option<u64>) -> u64 {
+        commit
+            .and_then(|c| self.checkpoints.range(..=c).next_back())
+            .map_or(0, |(_, &start)| start)
     }
 
     /// Checker 4: the state rebuilt from `from` equals the live durable state.
@@ -816,7 +837,7 @@ impl GroupSim {
         trace: &mut Trace,
     ) {
         if let Some(replica) = replica {
-            let from = self.log_start;
+            let from = self.replay_start(self.hosts.get(&node).and_then(|h| h.applied_through));
             self.check_rebuild(node, replica, from, local, "before a crash");
         }
         if let Some(host) = self.hosts.remove(&node) {
@@ -888,9 +909,12 @@ impl GroupSim {
                     );
                 }
                 for (p, offset) in acked {
+                    let Some(&arrival) = self.arrivals.get(&(group.clone(), p, offset)) else {
+                        continue;
+                    };
                     let by_term = self.acked.entry((group.clone(), p)).or_default();
-                    let best = by_term.entry(term).or_insert(offset);
-                    *best = (*best).max(offset);
+                    let best = by_term.entry(term).or_insert((arrival, offset));
+                    *best = (*best).max((arrival, offset));
                 }
             }
             (ReqKind::Fetch, GroupResult::Offsets { error, topics }) => {
@@ -905,12 +929,18 @@ impl GroupSim {
                     let Some(by_term) = self.acked.get(&(group.clone(), f.partition)) else {
                         continue;
                     };
-                    let Some((ack_term, &best)) = by_term.range(..=term).max_by_key(|(_, o)| **o) else {
+                    let Some((ack_term, &(best_arrival, best))) =
+                        by_term.range(..=term).max_by_key(|(_, a)| **a)
+                    else {
                         continue;
                     };
-                    if f.offset < best {
+                    let arrival = self
+                        .arrivals
+                        .get(&(group.clone(), f.partition, f.offset))
+                        .copied();
+                    if arrival.is_none_or(|a| a < best_arrival) {
                         let detail = format!(
-                            "node {node} (term {term}) answered OffsetFetch of group {group} partition {}: {}, but offset {best} was acknowledged by the coordinator of term {ack_term}",
+                            "node {node} (term {term}) answered OffsetFetch of group {group} partition {}: {} (arrival {arrival:?}), but offset {best} (arrival {best_arrival}) was acknowledged by the coordinator of term {ack_term}",
                             f.partition, f.offset
                         );
                         return self.fail("groups-acked-commit-lost", detail);
@@ -999,6 +1029,13 @@ impl GroupSim {
             self.answer(req, GroupResult::Error(ErrorCode::NOT_COORDINATOR.0), 0);
             return false;
         };
+        if let GroupOp::Commit { group, entries, .. } = &op {
+            for e in entries {
+                self.arrivals
+                    .insert((group.clone(), e.partition, e.offset), self.next_arrival);
+            }
+            self.next_arrival += 1;
+        }
         host.coordinator.handle(local, wall_ms(local), ReplyId(req), op);
         self.pump(now, local, node, replica, trace)
     }
