@@ -49,6 +49,7 @@ pub const INVARIANTS: &[&str] = &[
     "groups-acked-commit-lost",
     "groups-fenced-commit-acked",
     "groups-partition-two-owners",
+    "groups-clients-share-partition",
     "groups-rebuild-differs",
     "groups-load",
 ];

@@ -349,7 +349,13 @@ impl<F: NodeFactory> Cluster<F> {
             .consumer_groups
             .enabled
             .then(|| scenario.groups.saturating_sub(1));
-        let gsim = offsets_group.map(|_| GroupSim::new(scenario.consumer_groups.clone(), &seeds));
+        let gsim = offsets_group.map(|_| {
+            GroupSim::new(
+                scenario.consumer_groups.clone(),
+                &seeds,
+                &scenario.disabled_checks,
+            )
+        });
         // Clients write to every group but the offsets group.
         let kv_groups = if offsets_group.is_some() {
             scenario.groups.saturating_sub(1).max(1)

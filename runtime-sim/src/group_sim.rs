@@ -19,6 +19,9 @@
 //!   at acknowledgement is never ahead of the live state when the commit was checked.
 //! * `groups-partition-two-owners` — KIP-848: after every step of every coordinator, no
 //!   partition is owned (assigned or being revoked) by two members.
+//! * `groups-clients-share-partition` — KIP-848, client side: no two consumers that
+//!   the newest active coordinator still counts as members hold the same partition
+//!   (checked every tick).
 //! * `groups-rebuild-differs` — the state rebuilt from the log (checkpoint + suffix,
 //!   through the coordinator's own load path) equals the live durable state: checked
 //!   when a checkpoint is committed (from its first offset) and before the hosting node
@@ -322,6 +325,7 @@ pub struct GroupSim {
     live_fetch: bool,
     scheduled: Vec<(Duration, GroupEv)>,
     violation: Option<Violation>,
+    disabled: Vec<String>,
     coverage: Coverage,
     now: Instant,
 }
@@ -435,8 +439,9 @@ fn first_difference(a: &Coordinator, b: &Coordinator) -> Option<String> {
 }
 
 impl GroupSim {
-    /// The workload of `config` for the run of `seeds`.
-    pub fn new(config: GroupSimConfig, seeds: &Seeds) -> GroupSim {
+    /// The workload of `config` for the run of `seeds`; invariants named in `disabled`
+    /// are not reported (the scenario's `disabled_checks`).
+    pub fn new(config: GroupSimConfig, seeds: &Seeds, disabled: &[String]) -> GroupSim {
         let mut consumers = Vec::new();
         let groups = (0..config.classic_groups)
             .map(|i| (format!("classic-{i}"), Proto::Classic))
@@ -463,6 +468,7 @@ impl GroupSim {
         let mut seed_rng = seeds.stream("groups/coordinator");
         GroupSim {
             coordinator_seed: seed_rng.between(0, u64::MAX / 2),
+            disabled: disabled.to_vec(),
             rng: seeds.stream("groups"),
             config,
             hosts: BTreeMap::new(),
@@ -513,6 +519,10 @@ impl GroupSim {
     }
 
     fn fail(&mut self, invariant: &'static str, detail: String) {
+        if self.disabled.iter().any(|d| d == invariant) {
+            self.coverage.hit("check.suppressed");
+            return;
+        }
         if self.violation.is_none() {
             self.violation = Some(Violation { invariant, detail });
         }
@@ -823,6 +833,45 @@ impl GroupSim {
         }
         if let Some(detail) = found {
             self.fail("groups-partition-two-owners", detail);
+        }
+    }
+
+    /// Checker 3, client side: among KIP-848 consumers that are still members in the
+    /// view of the newest active coordinator (a fenced consumer that has not heard so
+    /// is a zombie Kafka tolerates), no partition is held by two.
+    fn check_client_owners(&mut self) {
+        let Some(host) = self.hosts.values().filter(|h| !h.loading).max_by_key(|h| h.term) else {
+            return;
+        };
+        let mut held: BTreeMap<(&str, i32), &str> = BTreeMap::new();
+        let mut found = None;
+        for consumer in self
+            .consumers
+            .iter()
+            .filter(|c| c.proto == Proto::Consumer && c.state == CState::Stable)
+        {
+            let Some(group) = host.coordinator.consumer_group(&consumer.group) else {
+                continue;
+            };
+            let current = group
+                .to_value()
+                .members
+                .iter()
+                .any(|mv| mv.member_id == consumer.member_id);
+            if !current {
+                continue;
+            }
+            for &p in &consumer.owned {
+                if let Some(other) = held.insert((consumer.group.as_str(), p), consumer.member_id.as_str()) {
+                    found = Some(format!(
+                        "consumers {other:?} and {:?} of group {} both hold partition {p} (both members at term {})",
+                        consumer.member_id, consumer.group, host.term
+                    ));
+                }
+            }
+        }
+        if let Some(detail) = found {
+            self.fail("groups-clients-share-partition", detail);
         }
     }
 
@@ -1271,6 +1320,7 @@ impl GroupSim {
         for c in 0..self.consumers.len() {
             self.tick_consumer(c, leader);
         }
+        self.check_client_owners();
         // Requests nobody waits for any more (answers lost, consumers restarted).
         self.reqs.retain(|_, r| r.deadline > now);
         if now >= self.next_fetch && !self.consumers.is_empty() {

@@ -254,6 +254,14 @@ fn ownership_checker_catches_partitions_handed_out_before_release() {
 }
 
 #[test]
+fn client_side_ownership_checker_catches_partitions_handed_out_before_release() {
+    let mut s = groups_base();
+    s.consumer_groups.bug_hand_out_unreleased_partitions = true;
+    s.disabled_checks = vec!["groups-partition-two-owners".into()];
+    assert_caught(&s, 6, &["groups-clients-share-partition"]);
+}
+
+#[test]
 fn rebuild_checker_catches_a_checkpoint_that_drops_a_key() {
     let mut s = groups_base();
     s.consumer_groups.bug_drop_checkpoint_key = true;
