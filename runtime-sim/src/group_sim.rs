@@ -987,6 +987,12 @@ impl GroupSim {
                         .arrivals
                         .get(&(group.clone(), f.partition, f.offset))
                         .copied();
+                    let newest = by_term.values().map(|(a, _)| *a).max().unwrap_or(0);
+                    if arrival.is_some_and(|a| a >= best_arrival && a < newest) {
+                        // A deposed coordinator that does not know it yet answers from
+                        // its own (older) state: legal, as in Kafka; counted.
+                        self.coverage.hit("groups.fetch.stale_from_deposed");
+                    }
                     if arrival.is_none_or(|a| a < best_arrival) {
                         let detail = format!(
                             "node {node} (term {term}) answered OffsetFetch of group {group} partition {}: {} (arrival {arrival:?}), but offset {best} (arrival {best_arrival}) was acknowledged by the coordinator of term {ack_term}",
