@@ -1661,3 +1661,93 @@ impl GroupSim {
         Some(req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_round_trip() {
+        let parts = [0, 3, 7, 255];
+        let decoded = decode_assignment(&encode_assignment(&parts));
+        assert_eq!(decoded, parts.into_iter().collect::<BTreeSet<i32>>());
+        assert!(
+            decode_assignment(&[1, 2, 3]).is_empty(),
+            "a partial entry is ignored"
+        );
+    }
+
+    #[test]
+    fn config_validation_names_the_bad_option() {
+        assert!(GroupSimConfig::default().validate().is_ok());
+        let bad = GroupSimConfig {
+            loss_prob: 1.5,
+            ..GroupSimConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("loss_prob"));
+        let none = GroupSimConfig {
+            classic_groups: 0,
+            consumer_groups: 0,
+            ..GroupSimConfig::default()
+        };
+        assert!(none.validate().is_err());
+    }
+
+    #[test]
+    fn a_replay_starts_at_the_latest_checkpoint_the_log_has_committed() {
+        let mut sim = GroupSim::new(GroupSimConfig::default(), &Seeds::new(1), &[]);
+        assert_eq!(sim.replay_start(Some(100)), 0);
+        sim.checkpoints.insert(20, 15);
+        sim.checkpoints.insert(60, 50);
+        assert_eq!(sim.replay_start(None), 0);
+        assert_eq!(
+            sim.replay_start(Some(19)),
+            0,
+            "the checkpoint is not committed here"
+        );
+        assert_eq!(sim.replay_start(Some(20)), 15);
+        assert_eq!(sim.replay_start(Some(59)), 15);
+        assert_eq!(sim.replay_start(Some(75)), 50);
+    }
+
+    #[test]
+    fn disabled_invariants_are_not_reported() {
+        let mut sim = GroupSim::new(
+            GroupSimConfig::default(),
+            &Seeds::new(1),
+            &["groups-load".to_string()],
+        );
+        sim.fail("groups-load", "x".into());
+        assert!(sim.violation().is_none());
+        sim.fail("groups-rebuild-differs", "y".into());
+        assert_eq!(
+            sim.violation().map(|v| v.invariant),
+            Some("groups-rebuild-differs")
+        );
+    }
+
+    #[test]
+    fn consumers_are_made_for_every_group_and_the_tick_reschedules() {
+        let config = GroupSimConfig {
+            classic_groups: 2,
+            consumer_groups: 1,
+            members_per_group: 2,
+            ..GroupSimConfig::default()
+        };
+        let mut sim = GroupSim::new(config, &Seeds::new(7), &[]);
+        assert_eq!(sim.consumers.len(), 6);
+        // No coordinator known: nothing is sent, the next tick is scheduled.
+        sim.on_tick(Instant::ZERO, None);
+        assert!(sim.reqs.is_empty());
+        let scheduled = sim.take_scheduled();
+        assert!(matches!(scheduled.as_slice(), [(_, GroupEv::Tick)]));
+        // With one, every consumer asks to join (the fetch of this interval was due at
+        // the first tick, without a coordinator: it waits for the next interval).
+        sim.on_tick(Instant::from_millis(50), Some(0));
+        assert_eq!(sim.reqs.len(), 6);
+        assert!(sim.consumers.iter().all(|c| c.state == CState::Joining));
+        sim.take_scheduled();
+        sim.on_tick(Instant::from_millis(750), Some(0));
+        assert!(sim.reqs.values().any(|r| matches!(r.kind, ReqKind::Fetch)));
+    }
+}
