@@ -458,3 +458,23 @@ fn a_heartbeat_tells_an_assignment_only_once_it_is_durable() {
     assert_eq!(assigned(&ra).map(|s| s.len()), Some(4), "{ra:?}");
     h.take(b);
 }
+
+/// Seen in the simulator: when the answer that told a member to give partitions up was
+/// lost, its next heartbeats (still reporting them) got no assignment, so the
+/// revocation waited for its deadline and the member was fenced.
+#[test]
+fn a_member_that_missed_its_revocation_is_told_again() {
+    let mut h = Harness::new(GroupConfig::default());
+    let a = h.send(heartbeat("g", "A", 0, None));
+    assert_eq!(hb_response(h.take(a)).member_epoch, 1);
+    let b = h.send(heartbeat("g", "B", 0, None));
+    h.take(b);
+    let all = [0, 1, 2, 3, 4, 5, 6, 7];
+    let a = h.send(heartbeat("g", "A", 1, Some(&all)));
+    let told = assigned(&hb_response(h.take(a))).expect("the revocation is told");
+    assert_eq!(told.len(), 4);
+    // That answer is lost: A still reports all eight.
+    let a = h.send(heartbeat("g", "A", 1, Some(&all)));
+    let again = hb_response(h.take(a));
+    assert_eq!(assigned(&again), Some(told), "{again:?}");
+}
