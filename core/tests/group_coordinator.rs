@@ -406,3 +406,75 @@ fn classic_join_sync_heartbeat_and_fencing() {
     assert_eq!(fresh.durable_state().0, h.coordinator.durable_state().0);
     assert_eq!(fresh.durable_state().1, h.coordinator.durable_state().1);
 }
+
+/// Found by the simulator (consumer-groups seeds 313, 335, 355): a reload in the same
+/// leader epoch (after a failed append) reseeded the member-id stream, so the next
+/// joiner got the id of a member that was already in the group — two consumers shared
+/// one member id (and its partitions).
+#[test]
+fn a_reload_in_the_same_epoch_never_hands_out_a_member_id_again() {
+    let mut h = Harness::new(GroupConfig::default());
+    let j = h.send(join("c", "", 6));
+    let first = join_response(h.take(j)).member_id.to_string();
+    // An append fails: the coordinator reloads in the same epoch, from the same log.
+    h.coordinator.begin_load(1);
+    h.coordinator
+        .load_batches(&Bytes::copy_from_slice(&h.log))
+        .unwrap();
+    h.coordinator.finish_load(h.now, h.wall());
+    let j = h.send(join("c", "", 6));
+    let second = join_response(h.take(j)).member_id.to_string();
+    assert_ne!(first, second, "a member id was handed out twice");
+    // A new epoch still draws from its own stream.
+    h.coordinator.begin_load(2);
+    h.coordinator.finish_load(h.now, h.wall());
+    let j = h.send(join("c", "", 6));
+    let third = join_response(h.take(j)).member_id.to_string();
+    assert!(third.starts_with("-00000002-"), "{third}");
+}
+
+/// Found by the simulator (consumer-groups seed 870): a heartbeat answered at once with
+/// an assignment that another member's request had changed but not yet made durable;
+/// the append then failed, the new coordinator had the older assignment, and two
+/// consumers held the same partition.
+#[test]
+fn a_heartbeat_tells_an_assignment_only_once_it_is_durable() {
+    let mut h = Harness::new(GroupConfig::default());
+    let a = h.send(heartbeat("g", "A", 0, None));
+    assert_eq!(hb_response(h.take(a)).member_epoch, 1);
+    // B joins: A's target shrinks; that change waits in an append not yet committed.
+    h.hold_appends = true;
+    let b = h.send(heartbeat("g", "B", 0, None));
+    assert!(!h.replies.contains_key(&b));
+    // A heartbeats: its new assignment must not be told before it is durable.
+    let a = h.send(heartbeat("g", "A", 1, Some(&[0, 1, 2, 3, 4, 5, 6, 7])));
+    assert!(
+        !h.replies.contains_key(&a),
+        "A was told an assignment that is not durable: {:?}",
+        h.replies.get(&a)
+    );
+    h.release();
+    let ra = hb_response(h.take(a));
+    assert_eq!(assigned(&ra).map(|s| s.len()), Some(4), "{ra:?}");
+    h.take(b);
+}
+
+/// Seen in the simulator: when the answer that told a member to give partitions up was
+/// lost, its next heartbeats (still reporting them) got no assignment, so the
+/// revocation waited for its deadline and the member was fenced.
+#[test]
+fn a_member_that_missed_its_revocation_is_told_again() {
+    let mut h = Harness::new(GroupConfig::default());
+    let a = h.send(heartbeat("g", "A", 0, None));
+    assert_eq!(hb_response(h.take(a)).member_epoch, 1);
+    let b = h.send(heartbeat("g", "B", 0, None));
+    h.take(b);
+    let all = [0, 1, 2, 3, 4, 5, 6, 7];
+    let a = h.send(heartbeat("g", "A", 1, Some(&all)));
+    let told = assigned(&hb_response(h.take(a))).expect("the revocation is told");
+    assert_eq!(told.len(), 4);
+    // That answer is lost: A still reports all eight.
+    let a = h.send(heartbeat("g", "A", 1, Some(&all)));
+    let again = hb_response(h.take(a));
+    assert_eq!(assigned(&again), Some(told), "{again:?}");
+}

@@ -49,6 +49,12 @@ pub const INVARIANTS: &[&str] = &[
     "metadata-diverged",
     "rpc-frame",
     "core-assertion",
+    "groups-acked-commit-lost",
+    "groups-fenced-commit-acked",
+    "groups-partition-two-owners",
+    "groups-clients-share-partition",
+    "groups-rebuild-differs",
+    "groups-load",
 ];
 
 /// A broken invariant.

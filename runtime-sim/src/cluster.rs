@@ -26,6 +26,7 @@ use crate::checker::{check_history, check_log_matching, Checker, EntryId, Violat
 use crate::coverage::Coverage;
 use crate::disk::SimDisk;
 use crate::engine::EventQueue;
+use crate::group_sim::{GroupEv, GroupSim};
 use crate::history::{payload_value, value_payload, History, OpId, OpOutcome, ReadRecord};
 use crate::log_disk::LogIo;
 use crate::model_raft::Restored;
@@ -125,6 +126,8 @@ enum Ev<M> {
     },
     Liveness,
     End,
+    /// The consumer-group workload ([`crate::group_sim`]).
+    Groups(GroupEv),
 }
 
 impl<M> Ev<M> {
@@ -133,6 +136,7 @@ impl<M> Ev<M> {
         match self {
             Ev::Timer { node, .. } | Ev::LogIo { node, .. } | Ev::HardState { node, .. } => Some(*node),
             Ev::Deliver { to, .. } => Some(*to),
+            Ev::Groups(GroupEv::Arrive { node, .. }) => Some(*node),
             _ => None,
         }
     }
@@ -262,6 +266,9 @@ pub struct Cluster<F: NodeFactory> {
     rolling_next: usize,
     liveness_start: Instant,
     violation: Option<Violation>,
+    /// The consumer-group workload, on the Raft group `offsets_group`.
+    gsim: Option<GroupSim>,
+    offsets_group: Option<GroupId>,
 }
 
 impl<F: NodeFactory> std::fmt::Debug for Cluster<F> {
@@ -338,14 +345,33 @@ impl<F: NodeFactory> Cluster<F> {
             .collect();
         let mut fault_rng = seeds.stream("faults");
         let rot_node = u32::try_from(fault_rng.index(ids.len())).unwrap_or(0);
+        let offsets_group = scenario
+            .consumer_groups
+            .enabled
+            .then(|| scenario.groups.saturating_sub(1));
+        let gsim = offsets_group.map(|_| {
+            GroupSim::new(
+                scenario.consumer_groups.clone(),
+                &seeds,
+                &scenario.disabled_checks,
+            )
+        });
+        // Clients write to every group but the offsets group.
+        let kv_groups = if offsets_group.is_some() {
+            scenario.groups.saturating_sub(1).max(1)
+        } else {
+            scenario.groups.max(1)
+        };
         Cluster {
+            gsim,
+            offsets_group,
             net: SimNetwork::new(scenario.network, NetLimits::default()),
             net_rng: seeds.stream("network"),
             work_rng: seeds.stream("workload"),
             fault_rng,
             clients: (0..scenario.clients)
                 .map(|c| Client {
-                    group: c % scenario.groups.max(1),
+                    group: c % kv_groups,
                     ..Client::default()
                 })
                 .collect(),
@@ -416,6 +442,9 @@ impl<F: NodeFactory> Cluster<F> {
             let d = Duration::from_millis(self.work_rng.between(0, self.scenario.read_interval_ms));
             self.after(d, Ev::ClientRead { client: c });
         }
+        if self.gsim.is_some() {
+            self.schedule(Instant::ZERO, Ev::Groups(GroupEv::Tick));
+        }
         if self.scenario.faults.any() {
             let d = self.ms(
                 self.scenario.faults.interval_min_ms,
@@ -449,6 +478,9 @@ impl<F: NodeFactory> Cluster<F> {
                     r.harvest_coverage(&mut self.coverage);
                 }
             }
+        }
+        if let Some(gsim) = self.gsim.as_ref() {
+            gsim.harvest_coverage(&mut self.coverage);
         }
         let stats = self.net.stats().clone();
         self.coverage.add("net.lost", stats.lost);
@@ -493,6 +525,7 @@ impl<F: NodeFactory> Cluster<F> {
             Ev::ClientRead { client } => self.client_read(now, client),
             Ev::Liveness => self.start_liveness(now),
             Ev::End => self.end_liveness(now),
+            Ev::Groups(ev) => self.on_group_event(now, ev),
         }
     }
 
@@ -550,10 +583,11 @@ impl<F: NodeFactory> Cluster<F> {
 
     fn crash_node(&mut self, id: NodeId, why: &str) {
         let now = self.queue.now();
-        let node = &mut self.nodes[id as usize];
-        if node.process.liveness == Liveness::Down {
+        if self.nodes[id as usize].process.liveness == Liveness::Down {
             return;
         }
+        self.groups_on_crash(id);
+        let node = &mut self.nodes[id as usize];
         node.process.crash();
         for m in node.members.iter_mut() {
             if let Some(r) = m.replica.take() {
@@ -965,6 +999,9 @@ impl<F: NodeFactory> Cluster<F> {
             });
         }
         self.observe(id, g);
+        if self.offsets_group == Some(g) {
+            self.drive_groups(id);
+        }
         self.arm_timer(id, g);
     }
 
@@ -1680,6 +1717,9 @@ impl<F: NodeFactory> Cluster<F> {
             None,
             "liveness phase: heal everything, restart every node"
         );
+        if let Some(gsim) = self.gsim.as_mut() {
+            gsim.start_liveness();
+        }
         let held = self.net.heal_all();
         self.net.set_default_link(LinkConfig {
             loss_prob: 0.0,
@@ -1712,6 +1752,99 @@ impl<F: NodeFactory> Cluster<F> {
                 self.after(Duration::ZERO, Ev::Restart { node: id });
             }
         }
+    }
+
+    // ---- consumer groups -----------------------------------------------------------
+
+    /// After a step of the offsets group's replica on `id`: its coordinator follows.
+    fn drive_groups(&mut self, id: NodeId) {
+        let (Some(og), Some(mut gsim)) = (self.offsets_group, self.gsim.take()) else {
+            return;
+        };
+        let now = self.queue.now();
+        let n = id as usize;
+        let local = self.nodes[n].process.clock.local(now);
+        let inc = self.nodes[n].process.incarnation;
+        let proposed = match self.nodes[n].members[og as usize].replica.as_mut() {
+            Some(r) => gsim.on_replica(now, local, id, inc, r, &mut self.trace),
+            None => false,
+        };
+        self.finish_groups(gsim);
+        if proposed {
+            self.after_step(id, og);
+        }
+    }
+
+    /// Puts the workload back: its events scheduled, its violation and liveness noted.
+    fn finish_groups(&mut self, mut gsim: GroupSim) {
+        for (delay, ev) in gsim.take_scheduled() {
+            self.after(delay, Ev::Groups(ev));
+        }
+        let violation = gsim.violation().cloned();
+        let (acked, fetched) = gsim.live();
+        self.gsim = Some(gsim);
+        if let Some(v) = violation {
+            self.fail(v);
+        }
+        if let Some(og) = self.offsets_group {
+            if self.phase == Phase::Liveness && acked {
+                let state = &mut self.groups[og as usize];
+                state.live_ack.get_or_insert(0);
+                state.live_read |= fetched;
+            }
+        }
+    }
+
+    fn on_group_event(&mut self, now: Instant, ev: GroupEv) {
+        let (Some(og), Some(mut gsim)) = (self.offsets_group, self.gsim.take()) else {
+            return;
+        };
+        let mut stepped = Vec::new();
+        match ev {
+            GroupEv::Tick => {
+                for node in gsim.hosting_nodes() {
+                    let n = node as usize;
+                    if !self.is_up(node) || self.nodes[n].process.paused_until(now).is_some() {
+                        continue;
+                    }
+                    let local = self.nodes[n].process.clock.local(now);
+                    if let Some(r) = self.nodes[n].members[og as usize].replica.as_mut() {
+                        if gsim.on_coordinator_tick(now, local, node, r, &mut self.trace) {
+                            stepped.push(node);
+                        }
+                    }
+                }
+                gsim.on_tick(now, self.current_leader(og));
+            }
+            GroupEv::Arrive { node, req } => {
+                let n = node as usize;
+                let local = self.nodes[n].process.clock.local(now);
+                let up = self.is_up(node);
+                let replica = self.nodes[n].members[og as usize].replica.as_mut().filter(|_| up);
+                if gsim.on_arrive(now, local, node, req, replica, &mut self.trace) {
+                    stepped.push(node);
+                }
+            }
+            GroupEv::Answer { req, result } => gsim.on_answer(now, req, *result),
+        }
+        self.finish_groups(gsim);
+        for node in stepped {
+            self.after_step(node, og);
+        }
+        self.check_liveness_reached(now);
+    }
+
+    /// The node crashes: the coordinator it hosts is checked and dropped.
+    fn groups_on_crash(&mut self, id: NodeId) {
+        let (Some(og), Some(mut gsim)) = (self.offsets_group, self.gsim.take()) else {
+            return;
+        };
+        let now = self.queue.now();
+        let n = id as usize;
+        let local = self.nodes[n].process.clock.local(now);
+        let replica = self.nodes[n].members[og as usize].replica.as_ref();
+        gsim.on_crash(now, local, id, replica, &mut self.trace);
+        self.finish_groups(gsim);
     }
 
     fn check_liveness_reached(&mut self, now: Instant) {
@@ -1798,7 +1931,11 @@ impl<F: NodeFactory> Cluster<F> {
                     result = result.and(state.checker.check_final_logs(l, &log, c));
                 }
             }
-            result = result.and(check_history(&state.history, state.checker.committed()));
+            // The offsets group's entries are coordinator batches, not the queue
+            // workload's values (its checks are group_sim's).
+            if self.offsets_group != Some(g) {
+                result = result.and(check_history(&state.history, state.checker.committed()));
+            }
             if let Err(mut v) = result {
                 if self.scenario.groups > 1 {
                     v.detail = format!("group {g}: {}", v.detail);

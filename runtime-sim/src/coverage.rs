@@ -76,6 +76,17 @@ pub const EXPECTED: &[&str] = &[
     "tier.remote_expired",
     "tier.late_landing",
     "tier.recovered",
+    "groups.coordinator.loaded",
+    "groups.checkpoint.loaded",
+    "groups.checkpoint.committed",
+    "groups.coordinator.unloaded",
+    "groups.coordinator.crashed",
+    "groups.classic.rebalance_done",
+    "groups.kip848.revoked",
+    "groups.member.fenced",
+    "groups.commit.acked",
+    "groups.commit.zombie_refused",
+    "groups.fetch.served",
 ];
 
 impl Coverage {

@@ -39,6 +39,8 @@
 //! * [`scenario`] — scenario files and swarm testing; [`run`], [`sweep`] — running seeds.
 //! * [`tier_sim`] — tiered storage: core's `tier::Archiver` and `RemoteReader` over a
 //!   partition log (core's `Log`) and the faulty [`objstore`], with its own checkers.
+//! * [`group_sim`] — consumer groups: core's group `Coordinator` hosted on the leader of
+//!   the cluster's last Raft group, simulated consumers of both protocols, four checkers.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -52,6 +54,7 @@ pub mod coverage;
 pub mod disk;
 pub mod dist;
 pub mod engine;
+pub mod group_sim;
 pub mod history;
 pub mod log_disk;
 pub mod model_raft;

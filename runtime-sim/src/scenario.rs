@@ -246,6 +246,9 @@ pub struct Scenario {
     /// `[tier]`: a tiered-storage run instead of a Raft cluster run (see
     /// [`crate::tier_sim`]); off by default.
     pub tier: crate::tier_sim::TierSimConfig,
+    /// `[consumer_groups]`: core's group coordinator on the last Raft group, with
+    /// simulated consumers (see [`crate::group_sim`]); off by default.
+    pub consumer_groups: crate::group_sim::GroupSimConfig,
     /// Planted bugs of the controller runtime (`replica = "controller"` only).
     pub controller_bugs: ControllerBugs,
 }
@@ -339,6 +342,7 @@ impl Default for Scenario {
             disabled_checks: Vec::new(),
             log_reads: LogReads::Disk,
             tier: crate::tier_sim::TierSimConfig::default(),
+            consumer_groups: crate::group_sim::GroupSimConfig::default(),
             controller_bugs: ControllerBugs::default(),
         }
     }
@@ -411,6 +415,12 @@ impl Scenario {
         }
         if self.tier.enabled {
             self.tier.validate()?;
+        }
+        if self.consumer_groups.enabled {
+            self.consumer_groups.validate()?;
+            if self.groups == 1 && self.clients > 0 {
+                return Err("consumer_groups: the offsets partition is the last Raft group; clients need groups >= 2 (or clients = 0)".into());
+            }
         }
         let f = &self.faults;
         if f.interval_min_ms == 0 || f.interval_max_ms < f.interval_min_ms {

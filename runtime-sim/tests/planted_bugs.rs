@@ -217,3 +217,53 @@ fn tier_checkers_catch_a_manifest_rolled_back_by_a_late_put() {
         ],
     );
 }
+
+/// The consumer-groups scenario made deterministic (no swarm: every fault kind of the
+/// file on in every seed).
+fn groups_base() -> Scenario {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/consumer-groups.toml");
+    let mut s = Scenario::load(&path).expect("the consumer-groups scenario loads");
+    s.swarm = false;
+    s
+}
+
+#[test]
+fn the_groups_scenario_passes_without_bugs() {
+    assert_eq!(first_failure(&groups_base(), 6), None);
+}
+
+#[test]
+fn lost_commit_checker_catches_commits_acknowledged_before_they_are_durable() {
+    let mut s = groups_base();
+    s.consumer_groups.bug_ack_commit_before_durable = true;
+    assert_caught(&s, 6, &["groups-acked-commit-lost"]);
+}
+
+#[test]
+fn fencing_checker_catches_commits_from_fenced_generations() {
+    let mut s = groups_base();
+    s.consumer_groups.bug_skip_generation_check = true;
+    assert_caught(&s, 6, &["groups-fenced-commit-acked"]);
+}
+
+#[test]
+fn ownership_checker_catches_partitions_handed_out_before_release() {
+    let mut s = groups_base();
+    s.consumer_groups.bug_hand_out_unreleased_partitions = true;
+    assert_caught(&s, 6, &["groups-partition-two-owners"]);
+}
+
+#[test]
+fn client_side_ownership_checker_catches_partitions_handed_out_before_release() {
+    let mut s = groups_base();
+    s.consumer_groups.bug_hand_out_unreleased_partitions = true;
+    s.disabled_checks = vec!["groups-partition-two-owners".into()];
+    assert_caught(&s, 6, &["groups-clients-share-partition"]);
+}
+
+#[test]
+fn rebuild_checker_catches_a_checkpoint_that_drops_a_key() {
+    let mut s = groups_base();
+    s.consumer_groups.bug_drop_checkpoint_key = true;
+    assert_caught(&s, 6, &["groups-rebuild-differs"]);
+}

@@ -42,6 +42,7 @@ fn scenario_files_cover_the_required_kinds() {
         "flapping-network",
         "rolling-restarts",
         "tiered-storage",
+        "consumer-groups",
     ] {
         assert!(
             names.iter().any(|n| n == required),

@@ -386,12 +386,20 @@ impl ConsumerGroup {
         response.member_id = Some(str_bytes(&member_id));
         response.member_epoch = member.member_epoch;
         response.heartbeat_interval_ms = ctx.config.consumer_heartbeat_interval_ms;
-        let resync = owned.as_ref().is_some_and(|o| *o != member.assigned) && member.revoking.is_empty();
+        // The member reports partitions it no longer has (an answer that told it was
+        // lost): tell it again, or a revocation would wait for its deadline.
+        let resync = owned.as_ref().is_some_and(|o| {
+            (*o != member.assigned && member.revoking.is_empty()) || count(&minus(o, &member.assigned)) > 0
+        });
         if member.last_sent.as_ref() != Some(&member.assigned) || resync {
             member.last_sent = Some(member.assigned.clone());
             response.assignment = Some(assignment_of(&member.assigned, topics));
         }
-        if changed || reconciled {
+        // News for the member (an assignment, a new epoch) may come from a change that
+        // another request made and that is not durable yet: it is told only once the
+        // group's state is (a reload would otherwise take back what it was told).
+        let news = response.assignment.is_some() || response.member_epoch != request.member_epoch;
+        if changed || reconciled || news {
             ctx.persist(&self.id);
             ctx.reply_after_persist(&self.id, reply, GroupResult::ConsumerHeartbeat(response));
         } else {

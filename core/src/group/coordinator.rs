@@ -236,6 +236,8 @@ pub struct Coordinator {
     topics: Topics,
     ids: MemberIds,
     seed: u64,
+    /// Whether `ids` was seeded by [`Coordinator::begin_load`] for `ids.epoch`.
+    ids_seeded: bool,
     next_token: u64,
     appends: BTreeMap<u64, PendingAppend>,
     outputs: VecDeque<CoordinatorOutput>,
@@ -271,6 +273,7 @@ impl Coordinator {
                 epoch: 0,
             },
             seed,
+            ids_seeded: false,
             next_token: 1,
             appends: BTreeMap::new(),
             outputs: VecDeque::new(),
@@ -364,13 +367,20 @@ impl Coordinator {
     }
 
     /// The replica leads (term `epoch`): forget everything and start a replay.
+    ///
+    /// Member ids are drawn from a stream seeded by the epoch; a reload within the same
+    /// epoch (after a failed append) continues that stream, so an id handed out before
+    /// the reload — already durable for a live member — is never handed out again.
     pub fn begin_load(&mut self, epoch: i32) {
         self.unload();
         self.status = Status::Loading;
-        self.ids = MemberIds {
-            rng: ChaCha8Rng::seed_from_u64(self.seed ^ (u64::from(epoch.unsigned_abs()) << 32)),
-            epoch,
-        };
+        if self.ids.epoch != epoch || !self.ids_seeded {
+            self.ids = MemberIds {
+                rng: ChaCha8Rng::seed_from_u64(self.seed ^ (u64::from(epoch.unsigned_abs()) << 32)),
+                epoch,
+            };
+            self.ids_seeded = true;
+        }
     }
 
     /// Replays whole batches from the log (control batches and other producers'
