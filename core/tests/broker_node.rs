@@ -934,8 +934,19 @@ fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
     let mut request = m::ListOffsetsRequest::default();
     request.replica_id = m::BrokerId(-1);
     request.topics = vec![t];
-    let listed: m::ListOffsetsResponse = node.call(shard, pconn, Request::ListOffsets(request), 7);
+    let listed: m::ListOffsetsResponse = node.call(shard, pconn, Request::ListOffsets(request.clone()), 7);
     assert_eq!(listed.topics[0].partitions[0].offset, 0);
+    // By timestamp: every record carries the same one; the first batch reaching it is
+    // in the bucket (offset 0 is the leader's control batch, stamped later).
+    let reads_before = node.shards[shard].tier_stats().remote_reads;
+    request.topics[0].partitions[0].timestamp = 1_700_000_000_000;
+    let listed: m::ListOffsetsResponse = node.call(shard, pconn, Request::ListOffsets(request), 7);
+    let found = listed.topics[0].partitions[0].offset;
+    assert!(
+        (0..=1).contains(&found) && found < local_start,
+        "timestamp lookup: {found}"
+    );
+    assert_eq!(node.shards[shard].tier_stats().remote_reads, reads_before + 1);
 
     // Fetch everything from offset 0, through the bucket below the local start.
     let got = fetch_all(&mut node, shard, pconn, expected.len());
