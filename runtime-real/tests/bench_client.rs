@@ -95,8 +95,11 @@ fn produce_consume_and_e2e_print_a_summary_and_file_reports() {
     let md = std::fs::read_dir(reports.path())
         .unwrap()
         .flatten()
-        .find(|e| e.file_name().to_string_lossy().contains("-e2e-"))
-        .map(|e| std::fs::read_to_string(e.path().with_extension("md")).unwrap())
+        .find(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.contains("-e2e-") && name.ends_with(".md")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .unwrap();
     assert!(
         md.contains("Reproduce: `cargo run --release --bin oxbow -- bench e2e --brokers"),
