@@ -47,6 +47,8 @@ struct Node {
     closed: Vec<ConnectionId>,
     /// The object store of tiered topics.
     bucket: BTreeMap<String, Bytes>,
+    /// While set, every store operation is answered `Throttled`.
+    store_throttling: bool,
 }
 
 fn recover(disk: &MemDisk) -> oxbow_core::log::Log {
@@ -121,6 +123,7 @@ impl Node {
             received: BTreeMap::new(),
             closed: Vec::new(),
             bucket,
+            store_throttling: false,
         };
         node.run();
         node
@@ -225,6 +228,7 @@ impl Node {
             BrokerEffect::Store { key, owner, effect } => {
                 let op = effect.op();
                 let result = match effect {
+                    _ if self.store_throttling => Err(StoreError::Throttled),
                     TierEffect::Put {
                         key: object, body, ..
                     } => {
@@ -860,8 +864,9 @@ fn transactions_commit_and_abort_across_shards_and_survive_a_restart() {
 /// uploads through the broker's store effects, local segments go once the manifest is
 /// in the bucket, and Fetch from offset 0 (below the local start) and ListOffsets by
 /// timestamp and for the earliest offset are answered from the bucket.
-#[test]
-fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
+/// A node with tiered storage on (short lags) and the topic `tiered` (1 partition,
+/// remote write and read, 1 MiB segments and local target).
+fn tiered_node() -> Node {
     let tier = oxbow_core::broker::partitions::TierSettings {
         enabled: true,
         base: oxbow_core::tier::TierConfig {
@@ -899,6 +904,12 @@ fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
     let created: m::CreateTopicsResponse = node.call(0, conn, Request::CreateTopics(request), 7);
     assert_eq!(created.topics[0].error_code, 0, "{created:?}");
     node.advance(Duration::from_millis(500));
+    node
+}
+
+#[test]
+fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
+    let mut node = tiered_node();
     let shard = oxbow_core::broker::shard_for("tiered", 0, SHARDS).0 as usize;
     let pconn = node.connect(shard, 2);
     let value = |i: usize| format!("{i:06}-{}", "v".repeat(1_000));
@@ -1007,4 +1018,43 @@ fn fetch_all(node: &mut Node, shard: usize, conn: ConnectionId, count: usize) ->
         offset = next.unwrap_or(offset);
     }
     got
+}
+
+/// The store throttles everything for a while: produce is still acknowledged, nothing
+/// is deleted locally, the archiver retries with backoff (counted); once the store
+/// answers again, the data is offloaded and read back from offset 0.
+#[test]
+fn a_throttling_store_delays_offload_but_never_produce() {
+    let mut node = tiered_node();
+    node.store_throttling = true;
+    let shard = oxbow_core::broker::shard_for("tiered", 0, SHARDS).0 as usize;
+    let pconn = node.connect(shard, 2);
+    let value = |i: usize| format!("{i:06}-{}", "v".repeat(1_000));
+    let mut expected = Vec::new();
+    for round in 0..30 {
+        let values: Vec<String> = (round * 100..(round + 1) * 100).map(value).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let response = produce(&mut node, shard, pconn, "tiered", 0, &refs, -1).unwrap();
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        expected.extend(values);
+        node.advance(Duration::from_millis(50));
+    }
+    node.advance(Duration::from_secs(3));
+    let local_start = |node: &Node| {
+        node.disks
+            .iter()
+            .find(|(k, _)| k.topic == "tiered")
+            .map(|(_, disk)| recover(disk).start_offset())
+            .unwrap()
+    };
+    assert_eq!(local_start(&node), 0, "nothing deleted while the store throttles");
+    let stats = node.shards[shard].tier_stats();
+    assert!(stats.archiver.throttled > 0, "{stats:?}");
+    assert!(stats.backlog.not_durable_offsets > 0, "{stats:?}");
+
+    node.store_throttling = false;
+    node.advance(Duration::from_secs(15));
+    assert!(local_start(&node) > 0, "offloaded once the store answers");
+    let got = fetch_all(&mut node, shard, pconn, expected.len());
+    assert!(got == expected, "every record back, in order");
 }
