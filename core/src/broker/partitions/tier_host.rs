@@ -332,16 +332,19 @@ impl Partitions {
             log.start_offset(),
             log.segments().len(),
         );
+        // One view per turn: retention depends only on the durable manifest, which
+        // neither showing the view nor a timer changes.
+        let view = LocalLogView::of_log(log, seen.0, wall_ms);
+        let retain = archiver.local_retention(&view);
         if seen != host.viewed || host.next_view_at <= now {
             host.viewed = seen;
             host.next_view_at = now + VIEW_INTERVAL;
-            archiver.on_local_log(now, LocalLogView::of_log(log, seen.0, wall_ms));
+            archiver.on_local_log(now, view);
         }
         if archiver.poll_timeout().is_some_and(|at| at <= now) {
             archiver.handle_timeout(now);
         }
-        let view = LocalLogView::of_log(log, seen.0, wall_ms);
-        if let Some(start) = archiver.local_retention(&view) {
+        if let Some(start) = retain {
             // Local data goes only once the durable manifest covers it; a refusal (a
             // start past the high watermark) only keeps the data longer.
             if hosted.replica.log_mut().delete_records(now, start).is_ok() {
