@@ -190,7 +190,7 @@ impl Node {
                 ReadStep::FetchIndex { key, segment } => {
                     reader.on_index(&segment, &self.bucket[&key]).unwrap()
                 }
-                ReadStep::FetchChunks { key, ranges } => {
+                ReadStep::FetchChunks { key, ranges, .. } => {
                     let segment = find_segment(manifest, &self.bucket, offset);
                     for (at, len) in ranges {
                         let chunk = self.bucket[&key].slice(at as usize..(at + len) as usize);

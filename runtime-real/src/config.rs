@@ -284,6 +284,138 @@ impl GroupSection {
     }
 }
 
+/// Which object store tiered topics use.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// A directory on this machine (`filesystem_dir`, default `<data_dir>/tiered`).
+    #[default]
+    Filesystem,
+    /// An S3-compatible endpoint.
+    S3,
+    /// No object store: `oxbow.remote.*` topic configs are accepted but stay local.
+    None,
+}
+
+/// `[tiered_storage]`: the object store of tiered topics (`oxbow.remote.write`,
+/// `oxbow.remote.read`) and the archivers' pace.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TieredStorageSection {
+    /// `filesystem` (default), `s3` or `none`.
+    pub store: StoreKind,
+    /// The filesystem store's directory ("" = `<data_dir>/tiered`).
+    pub filesystem_dir: PathBuf,
+    /// S3 endpoint URL ("" = AWS for `s3_region`).
+    pub s3_endpoint: String,
+    /// S3 region.
+    pub s3_region: String,
+    /// S3 bucket.
+    pub s3_bucket: String,
+    /// S3 access key id.
+    pub s3_access_key_id: String,
+    /// S3 secret access key.
+    pub s3_secret_access_key: String,
+    /// Allow a plain-HTTP endpoint (test servers such as moto, MinIO on loopback).
+    pub s3_allow_http: bool,
+    /// Upload the committed part of an active segment once its oldest un-uploaded data
+    /// is this old (closed segments go at once).
+    pub upload_lag_ms: u64,
+    /// A store request that has not answered in this time is abandoned and retried.
+    pub request_timeout_ms: u64,
+    /// Bytes of downloaded segment chunks each partition's remote-read cache keeps.
+    pub cache_bytes: u64,
+    /// Download granularity of remote reads (ranged gets).
+    pub chunk_bytes: u64,
+    /// Store operations queued per node before the shards hold further ones back.
+    pub max_queued_ops: usize,
+    /// Store operations running at once.
+    pub max_concurrent_ops: usize,
+}
+
+impl Default for TieredStorageSection {
+    fn default() -> Self {
+        TieredStorageSection {
+            store: StoreKind::Filesystem,
+            filesystem_dir: PathBuf::new(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".to_string(),
+            s3_bucket: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_allow_http: false,
+            upload_lag_ms: 5_000,
+            request_timeout_ms: 10_000,
+            cache_bytes: 64 << 20,
+            chunk_bytes: 1 << 20,
+            max_queued_ops: 1_024,
+            max_concurrent_ops: 32,
+        }
+    }
+}
+
+impl TieredStorageSection {
+    /// The core settings, or the first option that cannot work.
+    pub fn to_settings(&self) -> Result<oxbow_core::broker::partitions::TierSettings, ConfigError> {
+        let invalid = |option: &str, reason: &str| ConfigError::Invalid {
+            option: format!("tiered_storage.{option}"),
+            reason: reason.to_string(),
+        };
+        if self.store == StoreKind::S3 {
+            if self.s3_bucket.is_empty() {
+                return Err(invalid("s3_bucket", "must be set when store = \"s3\""));
+            }
+            if self.s3_region.is_empty() {
+                return Err(invalid("s3_region", "must be set when store = \"s3\""));
+            }
+            if self.s3_endpoint.starts_with("http://") && !self.s3_allow_http {
+                return Err(invalid(
+                    "s3_endpoint",
+                    "is plain http: set s3_allow_http = true to allow it",
+                ));
+            }
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(invalid("request_timeout_ms", "must be positive"));
+        }
+        if self.chunk_bytes < 4096 {
+            return Err(invalid("chunk_bytes", "must be at least 4096"));
+        }
+        if self.cache_bytes < 4 * self.chunk_bytes {
+            return Err(invalid(
+                "cache_bytes",
+                "must hold at least four chunks (4 * chunk_bytes)",
+            ));
+        }
+        if self.max_queued_ops == 0 || self.max_concurrent_ops == 0 {
+            return Err(invalid(
+                "max_queued_ops",
+                "queue and concurrency must be positive",
+            ));
+        }
+        let timeout = std::time::Duration::from_millis(self.request_timeout_ms);
+        let base = oxbow_core::tier::TierConfig {
+            upload_lag: std::time::Duration::from_millis(self.upload_lag_ms),
+            // A request abandoned at the client timeout may still land at the store
+            // until its own deadline: give it as long again.
+            store_request_lifetime: timeout * 2,
+            backoff_max: timeout.min(std::time::Duration::from_secs(10)),
+            ..oxbow_core::tier::TierConfig::default()
+        };
+        base.validate().map_err(|reason| invalid("(archiver)", &reason))?;
+        let read_cache = oxbow_core::tier::read::ReadCacheConfig {
+            chunk_size_bytes: self.chunk_bytes,
+            max_chunk_bytes: self.cache_bytes,
+            ..oxbow_core::tier::read::ReadCacheConfig::default()
+        };
+        Ok(oxbow_core::broker::partitions::TierSettings {
+            enabled: self.store != StoreKind::None,
+            base,
+            read_cache,
+        })
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -298,6 +430,8 @@ pub struct NodeConfig {
     pub group: GroupSection,
     /// `[tune]`: what `oxbow tune` may change.
     pub tune: crate::tune::TuneSettings,
+    /// `[tiered_storage]`: the object store.
+    pub tiered_storage: TieredStorageSection,
 }
 
 /// Command-line overrides of `[node]` options.
@@ -383,6 +517,7 @@ impl NodeConfig {
             reason,
         };
         self.group.to_config()?;
+        self.tiered_storage.to_settings()?;
         for (option, addr) in [
             ("node.kafka_addr", &self.node.kafka_addr),
             ("node.rpc_addr", &self.node.rpc_addr),
@@ -529,6 +664,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("segment.bytes"));
+    }
+
+    #[test]
+    fn tiered_storage_errors_name_the_option() {
+        let path = Path::new("oxbow.toml");
+        let config = NodeConfig::from_toml("", path).unwrap();
+        assert!(config.tiered_storage.to_settings().unwrap().enabled);
+        let err = NodeConfig::from_toml("[tiered_storage]\nstore = \"ftp\"\n", path).unwrap_err();
+        assert!(err.to_string().contains("ftp"), "{err}");
+        let config = NodeConfig::from_toml("[tiered_storage]\nstore = \"s3\"\n", path).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("tiered_storage.s3_bucket"), "{err}");
+        let text =
+            "[tiered_storage]\nstore = \"s3\"\ns3_bucket = \"b\"\ns3_endpoint = \"http://127.0.0.1:1\"\n";
+        let err = NodeConfig::from_toml(text, path).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("s3_allow_http"), "{err}");
+        let config = NodeConfig::from_toml("[tiered_storage]\ncache_bytes = 1\n", path).unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("tiered_storage.cache_bytes"), "{err}");
+        let config = NodeConfig::from_toml("[tiered_storage]\nstore = \"none\"\n", path).unwrap();
+        assert!(!config.tiered_storage.to_settings().unwrap().enabled);
     }
 
     #[test]

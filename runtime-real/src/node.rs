@@ -59,6 +59,9 @@ pub enum NodeError {
     /// The configuration cannot work.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The object store of tiered storage could not be set up.
+    #[error(transparent)]
+    Store(#[from] crate::shard::store::StoreSetupError),
     /// A shard thread could not be created or panicked.
     #[error("shard {0}: thread failed")]
     ShardThread(u32),
@@ -147,6 +150,8 @@ pub struct NodeHandle {
     shards: Vec<(ShardLink, JoinHandle<Result<ShardExit, ShardError>>)>,
     ready: Vec<ShardReady>,
     admin: Option<AdminServer>,
+    /// The object-store helper thread (ends once every shard has stopped).
+    store: Option<crate::shard::store::StoreService>,
     _lock: File,
 }
 
@@ -209,6 +214,18 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let clock = MonotonicClock::start();
     let wall_clock_origin_ms = wall_clock_ms() - clock.now().as_millis() as i64;
     let group_config = config.group.to_config()?;
+    let tier_settings = config.tiered_storage.to_settings()?;
+    let doorbells: Vec<_> = endpoints.iter().map(|e| e.doorbell().clone()).collect();
+    let (store_service, mut store_clients) =
+        match crate::shard::store::build_store(&config.tiered_storage, &data_dir)? {
+            Some(store) => {
+                let (service, clients) =
+                    crate::shard::store::StoreService::start(store, &config.tiered_storage, doorbells)?;
+                (Some(service), clients.into_iter().map(Some).collect::<Vec<_>>())
+            }
+            None => (None, (0..shard_count).map(|_| None).collect()),
+        };
+    store_clients.reverse();
     let net = NetConfig {
         max_send_queue_bytes: usize::try_from(config.kafka.max_send_queue_bytes).unwrap_or(usize::MAX),
         max_connections: config.kafka.max_connections_per_shard as usize,
@@ -228,6 +245,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         shards: Vec::new(),
         ready: Vec::new(),
         admin: None,
+        store: None,
         _lock: lock,
     };
     let mut readiness = Vec::new();
@@ -259,6 +277,8 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             clock,
             wall_clock_origin_ms,
             group: group_config.clone(),
+            tier: tier_settings.clone(),
+            store: store_clients.pop().flatten(),
         };
         let (control, control_rx) = sync_channel(CONTROL_CAPACITY);
         let (ready_tx, ready_rx) = sync_channel(1);
@@ -295,6 +315,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             }
         }
     }
+    node.store = store_service;
     let links = node.shards.iter().map(|(link, _)| link.clone()).collect();
     node.admin = Some(AdminServer::start(admin_listener, config.node.node_id, links).map_err(NodeError::Os)?);
     Ok(node)
@@ -355,6 +376,9 @@ impl NodeHandle {
         }
         if let Some(admin) = self.admin.take() {
             admin.stop();
+        }
+        if let Some(store) = self.store.take() {
+            store.join();
         }
         match first_error {
             Some(error) => Err(error),

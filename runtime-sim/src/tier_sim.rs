@@ -886,7 +886,7 @@ impl TierRun {
             }
             ReadStep::FetchArchive { key, archive } => (key, None, ConsumerFetch::Archive(archive)),
             ReadStep::FetchIndex { key, segment } => (key, None, ConsumerFetch::Index(segment)),
-            ReadStep::FetchChunks { key, ranges } => {
+            ReadStep::FetchChunks { key, ranges, .. } => {
                 let Some(&(at, len)) = ranges.first() else {
                     return;
                 };
@@ -1120,7 +1120,7 @@ impl TierRun {
                     let bytes = self.store.peek(&key).ok_or(format!("index {key} missing"))?.clone();
                     self.reader.on_index(&segment, &bytes).map_err(|e| e.to_string())?;
                 }
-                ReadStep::FetchChunks { key, ranges } => {
+                ReadStep::FetchChunks { key, ranges, .. } => {
                     let object = self.store.peek(&key).ok_or(format!("segment {key} missing"))?.clone();
                     let segment = match manifest.locate(base) {
                         Some(oxbow_core::tier::manifest::Location::Segment(s)) => *s,
@@ -1184,7 +1184,7 @@ impl TierRun {
                         .on_index(&segment, &bytes)
                         .map_err(|e| e.to_string())?;
                 }
-                ReadStep::FetchChunks { key, ranges } => {
+                ReadStep::FetchChunks { key, ranges, .. } => {
                     let object = self
                         .store
                         .peek(&key)

@@ -20,6 +20,12 @@
 //! * Node metadata (topics and their settings, until the controller replicates them):
 //!   [`BrokerEffect::PersistMetadata`] writes the whole encoded state durably,
 //!   answered by [`BrokerInput::MetadataPersisted`].
+//! * Object store (tiered topics): [`BrokerEffect::Store`] is one operation for the
+//!   runtime's object-store client, answered by exactly one [`BrokerInput::Store`]
+//!   quoting its key and owner (the contract of [`crate::tier`]: `Ok` only once a put's
+//!   object is whole, errors mapped to [`crate::tier::StoreError`]). A
+//!   [`crate::tier::ObjectBody::LocalSegment`] put reads that range of the partition's
+//!   segment file first. Never on the shard thread: produce must not wait on the store.
 //! * Other shards: [`BrokerEffect::ToShard`] carries a message to another shard's
 //!   broker, delivered there as [`BrokerInput::FromShard`] — message passing, no locks.
 //!   Messages between one pair of shards are delivered in the order sent.
@@ -30,6 +36,7 @@
 use super::shard::ShardMessage;
 use crate::log::{DiskError, FileRange};
 use crate::partition::{ReadToken, ReplicaEffect, ReplicaInput};
+use crate::tier::{StoreCompletion, TierEffect};
 use bytes::Bytes;
 
 /// A client connection, numbered by the runtime (unique per shard).
@@ -57,6 +64,19 @@ impl PartitionKey {
     pub fn dir(&self) -> String {
         crate::log::io::partition_dir(&self.topic, self.partition, self.revision)
     }
+}
+
+/// Which state machine an object-store operation belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum StoreOwner {
+    /// The partition's archiver of this leader term.
+    Archiver {
+        /// Leader term (completions for an earlier term's archiver are dropped).
+        term: i64,
+    },
+    /// A remote read (Fetch / ListOffsets below the local start).
+    Read,
 }
 
 /// Something that happened, for the broker.
@@ -100,6 +120,15 @@ pub enum BrokerInput {
         version: u64,
         /// Whether it is durable.
         result: Result<(), DiskError>,
+    },
+    /// Completion of a [`BrokerEffect::Store`].
+    Store {
+        /// The partition.
+        key: PartitionKey,
+        /// Quoted from the effect.
+        owner: StoreOwner,
+        /// The answer.
+        completion: StoreCompletion,
     },
     /// A message from another shard.
     FromShard {
@@ -161,6 +190,15 @@ pub enum BrokerEffect {
         version: u64,
         /// Encoded metadata.
         data: Bytes,
+    },
+    /// One object-store operation; answer with [`BrokerInput::Store`].
+    Store {
+        /// The partition (whose segment files a local-segment put reads).
+        key: PartitionKey,
+        /// Quote in the answer.
+        owner: StoreOwner,
+        /// The operation.
+        effect: TierEffect,
     },
     /// Deliver a message to another shard (in order per pair of shards).
     ToShard {

@@ -26,7 +26,74 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    REMOTE_WRITE,
+    REMOTE_READ,
+    LOCAL_TARGET_BYTES,
+    LOCAL_TARGET_MS,
 ];
+
+/// `oxbow.remote.write`: the partition leader uploads the log to the object store
+/// (Redpanda's `redpanda.remote.write`).
+pub const REMOTE_WRITE: &str = "oxbow.remote.write";
+/// `oxbow.remote.read`: offsets below the local start are served from the object store
+/// (Redpanda's `redpanda.remote.read`).
+pub const REMOTE_READ: &str = "oxbow.remote.read";
+/// `retention.local.target.bytes`: local bytes kept once uploaded (-1 = no bound).
+pub const LOCAL_TARGET_BYTES: &str = "retention.local.target.bytes";
+/// `retention.local.target.ms`: local age kept once uploaded (-1 = no bound).
+pub const LOCAL_TARGET_MS: &str = "retention.local.target.ms";
+
+/// Tiered-storage settings of a topic (its `oxbow.remote.*` and
+/// `retention.local.target.*` configs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TopicTier {
+    /// `oxbow.remote.write`.
+    pub remote_write: bool,
+    /// `oxbow.remote.read`.
+    pub remote_read: bool,
+    /// `retention.local.target.bytes`.
+    pub local_target_bytes: Option<u64>,
+    /// `retention.local.target.ms`.
+    pub local_target_ms: Option<u64>,
+}
+
+impl Default for TopicTier {
+    fn default() -> Self {
+        TopicTier {
+            remote_write: false,
+            remote_read: false,
+            local_target_bytes: None,
+            local_target_ms: Some(24 * 3_600 * 1_000),
+        }
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, MetadataError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(MetadataError::InvalidConfig {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: "must be `true` or `false`".to_string(),
+        }),
+    }
+}
+
+/// The tiered-storage settings of a topic from its configs (others are ignored).
+pub fn topic_tier_config(configs: &BTreeMap<String, String>) -> Result<TopicTier, MetadataError> {
+    let mut tier = TopicTier::default();
+    for (key, value) in configs {
+        match key.as_str() {
+            REMOTE_WRITE => tier.remote_write = parse_bool(key, value)?,
+            REMOTE_READ => tier.remote_read = parse_bool(key, value)?,
+            LOCAL_TARGET_BYTES => tier.local_target_bytes = parse_limit(key, value)?,
+            LOCAL_TARGET_MS => tier.local_target_ms = parse_limit(key, value)?,
+            _ => {}
+        }
+    }
+    Ok(tier)
+}
 
 /// One topic.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -145,9 +212,11 @@ pub fn topic_log_config(
                     });
                 }
             }
+            REMOTE_WRITE | REMOTE_READ | LOCAL_TARGET_BYTES | LOCAL_TARGET_MS => {}
             other => return Err(MetadataError::UnknownConfig(other.to_string())),
         }
     }
+    topic_tier_config(configs)?;
     config
         .validate()
         .map_err(|LogConfigError { option, reason }| MetadataError::InvalidConfig {
@@ -174,8 +243,16 @@ pub fn describe_topic_config(
         ("max.message.bytes", config.max_batch_bytes.to_string()),
         ("message.timestamp.type", "CreateTime".to_string()),
     ];
+    let tier = topic_tier_config(overrides).unwrap_or_default();
+    let tier_values = [
+        (REMOTE_WRITE, tier.remote_write.to_string()),
+        (REMOTE_READ, tier.remote_read.to_string()),
+        (LOCAL_TARGET_BYTES, limit(tier.local_target_bytes)),
+        (LOCAL_TARGET_MS, limit(tier.local_target_ms)),
+    ];
     values
         .into_iter()
+        .chain(tier_values)
         .map(|(key, value)| (key.to_string(), value, !overrides.contains_key(key)))
         .collect()
 }

@@ -68,6 +68,8 @@ pub struct BrokerSetup {
     pub max_frame_bytes: u32,
     /// Settings of the consumer-group coordinators.
     pub group: crate::group::GroupConfig,
+    /// Tiered storage: whether an object store is configured, and its settings.
+    pub tier: partitions::TierSettings,
 }
 
 /// A partition recovered from disk.
@@ -191,6 +193,7 @@ impl Broker {
             partitions: {
                 let mut partitions = Partitions::new(setup.node_id, setup.raft);
                 partitions.configure_groups(setup.group.clone(), setup.wall_clock_origin_ms);
+                partitions.tier.set_settings(setup.tier.clone());
                 partitions
             },
             group_config: setup.group,
@@ -208,9 +211,12 @@ impl Broker {
             let config = broker.log_config_for(&metadata, &recovered.key.topic);
             let mut log = recovered.log;
             log.set_config(config);
+            let tp = (recovered.key.topic.clone(), recovered.key.partition);
             broker
                 .partitions
                 .host(now, recovered.key, log, recovered.hard_state)?;
+            let tier = broker.tier_config_for(&metadata, &tp.0);
+            broker.partitions.set_tier(now, &tp, tier);
         }
         if broker.shard == ShardId(0) {
             broker.broadcast_metadata(now, metadata);
@@ -225,6 +231,24 @@ impl Broker {
             .get(topic)
             .and_then(|t| metadata::topic_log_config(&self.log_defaults, &t.configs).ok())
             .unwrap_or_else(|| self.log_defaults.clone())
+    }
+
+    fn tier_config_for(&self, metadata: &Metadata, topic: &str) -> metadata::TopicTier {
+        metadata
+            .topics
+            .get(topic)
+            .and_then(|t| metadata::topic_tier_config(&t.configs).ok())
+            .unwrap_or_default()
+    }
+
+    /// The node's tiered-storage settings.
+    pub fn tier_settings(&self) -> partitions::TierSettings {
+        self.partitions.tier.settings().clone()
+    }
+
+    /// Tiered-storage counters of this shard, for `/metrics`.
+    pub fn tier_stats(&self) -> partitions::TierStats {
+        self.partitions.tier.stats()
     }
 
     /// The client address of a connection, for DescribeGroups (not tracked yet).
@@ -303,7 +327,9 @@ impl Broker {
             BrokerInput::Disconnected { connection } => {
                 self.connections.remove(&connection);
             }
-            input @ (BrokerInput::Partition { .. } | BrokerInput::RangesRead { .. }) => {
+            input @ (BrokerInput::Partition { .. }
+            | BrokerInput::RangesRead { .. }
+            | BrokerInput::Store { .. }) => {
                 self.partitions.handle(now, input);
             }
             BrokerInput::MetadataPersisted { version, result } => {
@@ -623,6 +649,8 @@ impl Broker {
             if wanted {
                 let config = self.log_config_for(&metadata, &key.topic);
                 self.partitions.set_log_config(&tp, config);
+                let tier = self.tier_config_for(&metadata, &key.topic);
+                self.partitions.set_tier(now, &tp, tier);
             } else {
                 self.partitions.remove(&tp);
                 self.epochs.remove(&tp);
@@ -644,12 +672,16 @@ impl Broker {
                 let config = self.log_config_for(&metadata, topic);
                 self.effects
                     .push_back(BrokerEffect::OpenPartition { key: key.clone() });
+                let tp = (key.topic.clone(), key.partition);
                 if self
                     .partitions
                     .host(now, key, Log::new(config, 0), HardState::default())
                     .is_err()
                 {
                     self.metrics.partition_errors += 1;
+                } else {
+                    let tier = self.tier_config_for(&metadata, topic);
+                    self.partitions.set_tier(now, &tp, tier);
                 }
             }
         }

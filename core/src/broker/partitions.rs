@@ -16,7 +16,10 @@ use crate::time::Instant;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
+mod tier_host;
 mod txn_host;
+
+pub use tier_host::{TierSettings, TierStats};
 
 /// Topic and partition number.
 pub type TopicPartition = (String, i32);
@@ -93,6 +96,8 @@ pub struct Partitions {
     pub epoch_changes: VecDeque<(PartitionKey, i32)>,
     /// Transaction coordinators of `__transaction_state` partitions.
     pub txn: txn_host::TxnHosts,
+    /// Archivers and remote reads of tiered partitions.
+    pub tier: tier_host::TierHosts,
 }
 
 impl std::fmt::Debug for Partitions {
@@ -128,6 +133,7 @@ impl Partitions {
             effects: VecDeque::new(),
             epoch_changes: VecDeque::new(),
             txn: txn_host::TxnHosts::default(),
+            tier: tier_host::TierHosts::default(),
         }
     }
 
@@ -252,6 +258,7 @@ impl Partitions {
             }
             self.coordinator_appends.retain(|_, (t, _)| t != tp);
             self.txn_on_remove(tp);
+            self.tier_on_remove(tp);
             if let Some(waits) = self.delete_waits.remove(tp) {
                 for (op_ref, _) in waits {
                     self.results
@@ -273,6 +280,7 @@ impl Partitions {
 
     /// Runs an operation on a hosted partition.
     pub fn run(&mut self, now: Instant, op_ref: OpRef, tp: TopicPartition, op: PartitionOp) {
+        let remote = matches!(&op, PartitionOp::Fetch { offset, .. } if self.tier_serves(&tp, *offset));
         let Some(hosted) = self.hosted.get_mut(&tp) else {
             self.results
                 .push_back((op_ref, OpResult::Error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)));
@@ -317,6 +325,8 @@ impl Partitions {
                 if !replica.is_leader() {
                     self.results
                         .push_back((op_ref, OpResult::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER.0)));
+                } else if remote {
+                    self.tier_fetch(now, op_ref, tp.clone(), offset, (max_bytes, read_committed));
                 } else if offset >= visible_end
                     && offset <= replica.log_end_offset()
                     && wait_until.is_some_and(|d| d > now)
@@ -338,7 +348,7 @@ impl Partitions {
             PartitionOp::ListOffsets {
                 timestamp,
                 read_committed,
-            } => self.list_offsets(op_ref, tp.clone(), key, timestamp, read_committed),
+            } => self.list_offsets(now, op_ref, tp.clone(), key, (timestamp, read_committed)),
             PartitionOp::Txn(op) => self.txn_run(now, op_ref, &tp, *op),
             PartitionOp::TxnOffsetCommit(commit) => self.txn_offset_commit(now, op_ref, &tp, *commit),
             PartitionOp::DescribeProducers => self.describe_producers(op_ref, &tp),
@@ -422,7 +432,7 @@ impl Partitions {
                 .results
                 .push_back((op_ref, OpResult::Error(e.kafka_error_code()))),
             Ok(plan) if plan.ranges.is_empty() => {
-                let log_start_offset = replica.log().start_offset();
+                let log_start_offset = self.tier_log_start(&tp, replica.log().start_offset());
                 self.results.push_back((
                     op_ref,
                     OpResult::Fetched {
@@ -474,11 +484,11 @@ impl Partitions {
 
     fn list_offsets(
         &mut self,
+        now: Instant,
         op_ref: OpRef,
         tp: TopicPartition,
         key: PartitionKey,
-        timestamp: i64,
-        read_committed: bool,
+        (timestamp, read_committed): (i64, bool),
     ) {
         let Some(hosted) = self.hosted.get(&tp) else {
             return;
@@ -496,40 +506,54 @@ impl Partitions {
             return;
         }
         let high_watermark = replica.high_watermark();
+        let log_start = self.tier_log_start(&tp, replica.log().start_offset());
         match timestamp {
-            -2 => self
-                .results
-                .push_back((op_ref, offset(replica.log().start_offset()))),
+            -2 => self.results.push_back((op_ref, offset(log_start))),
             -1 if read_committed => self
                 .results
                 .push_back((op_ref, offset(replica.last_stable_offset()))),
             -1 => self.results.push_back((op_ref, offset(high_watermark))),
-            ts => {
-                // -3 (newest timestamp): the batch holding the largest timestamp; the
-                // segment maxima bound it, the read finds the batch.
-                let target = if ts == -3 {
-                    replica
-                        .log()
-                        .segments()
-                        .iter()
-                        .map(|s| s.max_timestamp_ms)
-                        .max()
-                        .unwrap_or(-1)
-                } else {
-                    ts
-                };
-                match replica.log().timestamp_plan(target) {
-                    Some(range) if target >= 0 => self.read(
-                        op_ref,
-                        tp,
-                        key,
-                        vec![range],
-                        ReadPurpose::Timestamp { timestamp: target },
-                        high_watermark,
-                    ),
-                    _ => self.results.push_back((op_ref, offset(-1))),
-                }
-            }
+            ts if ts >= 0 && self.tier_has_remote(&tp) => self.tier_find_timestamp(now, op_ref, tp, ts),
+            ts => self.local_timestamp(op_ref, tp, key, ts),
+        }
+    }
+
+    /// ListOffsets by timestamp in the local log.
+    fn local_timestamp(&mut self, op_ref: OpRef, tp: TopicPartition, key: PartitionKey, ts: i64) {
+        let Some(hosted) = self.hosted.get(&tp) else {
+            return;
+        };
+        let replica = &hosted.replica;
+        let leader_epoch = replica.leader_epoch();
+        let offset = |offset| OpResult::Offset {
+            offset,
+            timestamp: -1,
+            leader_epoch,
+        };
+        let high_watermark = replica.high_watermark();
+        // -3 (newest timestamp): the batch holding the largest timestamp; the segment
+        // maxima bound it, the read finds the batch.
+        let target = if ts == -3 {
+            replica
+                .log()
+                .segments()
+                .iter()
+                .map(|s| s.max_timestamp_ms)
+                .max()
+                .unwrap_or(-1)
+        } else {
+            ts
+        };
+        match replica.log().timestamp_plan(target) {
+            Some(range) if target >= 0 => self.read(
+                op_ref,
+                tp,
+                key,
+                vec![range],
+                ReadPurpose::Timestamp { timestamp: target },
+                high_watermark,
+            ),
+            _ => self.results.push_back((op_ref, offset(-1))),
         }
     }
 
@@ -567,6 +591,11 @@ impl Partitions {
                 }
             }
             BrokerInput::RangesRead { token, result } => self.on_read(token, result),
+            BrokerInput::Store {
+                key,
+                owner,
+                completion,
+            } => self.tier_on_store(now, &key, owner, completion),
             _ => {}
         }
     }
@@ -602,7 +631,7 @@ impl Partitions {
                 match trim_fetched(&chunks, offset, read.high_watermark - 1, max_bytes) {
                     Ok(records) => OpResult::Fetched {
                         high_watermark: replica.high_watermark().max(read.high_watermark),
-                        log_start_offset: replica.log().start_offset(),
+                        log_start_offset: self.tier_log_start(&read.tp, replica.log().start_offset()),
                         last_stable_offset: replica.last_stable_offset().max(if read_committed {
                             read.high_watermark
                         } else {
@@ -676,6 +705,7 @@ impl Partitions {
             self.drain(now, &tp);
         }
         self.txn_handle_timeout(now);
+        self.tier_handle_timeout(now);
         self.wake_parked(now);
     }
 
@@ -683,12 +713,17 @@ impl Partitions {
     pub fn enforce_retention(&mut self, now: Instant, now_wall_ms: i64) {
         let tps: Vec<TopicPartition> = self.hosted.keys().cloned().collect();
         for tp in tps {
+            let tiered = self.tier.manages_retention(&tp);
             if let Some(hosted) = self.hosted.get_mut(&tp) {
                 let committed = hosted.replica.high_watermark() - 1;
-                hosted
-                    .replica
-                    .log_mut()
-                    .enforce_retention(now, now_wall_ms, committed);
+                // A tiered partition's archiver applies local and total retention
+                // (local data goes only once the object store holds it).
+                if !tiered {
+                    hosted
+                        .replica
+                        .log_mut()
+                        .enforce_retention(now, now_wall_ms, committed);
+                }
                 hosted.replica.expire_producers(now_wall_ms);
             }
             self.drain(now, &tp);
@@ -707,6 +742,7 @@ impl Partitions {
             .chain(coordinators)
             .chain(parked)
             .chain(self.txn_poll_timeout())
+            .chain(self.tier_poll_timeout())
             .min()
     }
 
@@ -793,6 +829,7 @@ impl Partitions {
                     let epoch = if role == Role::Leader { leader_epoch } else { -1 };
                     self.epoch_changes.push_back((key.clone(), epoch));
                     self.txn_on_role(tp, role == Role::Leader, leader_epoch);
+                    self.tier_on_role(now, tp, role == Role::Leader, leader_epoch);
                     if let Some(hosted) = self.hosted.get_mut(tp) {
                         if let Some(coordinator) = hosted.coordinator.as_mut() {
                             if role == Role::Leader {

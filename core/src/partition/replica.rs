@@ -27,8 +27,8 @@ use crate::log::{
     DiskError, FileRange, Log, LogCompletion, LogEffect, LogEvent, OffsetError, ReadPlan, SyncTicket,
 };
 use crate::raft::{
-    Effect as RaftEffect, Entry, EntryKind, HardState, Input as RaftInput, Membership, Message, NodeId,
-    ProposeError, Raft, RaftConfig, ReadError, RecoveredState, Role,
+    Effect as RaftEffect, Entry, EntryKind, HardState, Input as RaftInput, LogId, Membership, Message,
+    NodeId, ProposeError, Raft, RaftConfig, ReadError, RecoveredState, Role, SnapshotMeta,
 };
 use crate::time::Instant;
 use crate::txn::{BatchMeta, CheckOutcome, ProducerError, ProducerStateConfig};
@@ -262,15 +262,29 @@ fn effective_hard_state(log: &Log, hard_state: HardState) -> HardState {
     }
 }
 
+/// What Raft recovers from the log. A log whose first segment starts past offset 0
+/// (its prefix deleted by retention, DeleteRecords or tiered storage's local retention,
+/// all only below the commit point) starts after a snapshot point just before that
+/// segment, with the first segment's term and the bootstrap membership: the entries
+/// below were committed, and the log's own records are the state.
 fn recovered_state(
     log: &Log,
     hard_state: HardState,
     config_entries: &[Entry],
     commit: Option<i64>,
+    membership: &Membership,
 ) -> RecoveredState {
+    let snapshot = log
+        .segments()
+        .first()
+        .filter(|s| s.id.base_offset > 0)
+        .map(|s| SnapshotMeta {
+            last: LogId::new(to_index(s.id.term), to_index(s.id.base_offset - 1)),
+            membership: membership.clone(),
+        });
     RecoveredState {
         hard_state: effective_hard_state(log, hard_state),
-        snapshot: None,
+        snapshot,
         term_boundaries: log
             .term_starts()
             .into_iter()
@@ -287,7 +301,13 @@ impl Replica {
     /// A replica over a recovered (or new) log. A sole voter campaigns at once.
     pub fn new(now: Instant, setup: ReplicaSetup, mut log: Log) -> Result<Replica, crate::raft::InitError> {
         let producers = Producers::recover(ProducerStateConfig::default(), &mut log);
-        let recovered = recovered_state(&log, setup.hard_state, &setup.config_entries, None);
+        let recovered = recovered_state(
+            &log,
+            setup.hard_state,
+            &setup.config_entries,
+            None,
+            &setup.bootstrap,
+        );
         let raft = Raft::new(
             setup.node_id,
             setup.raft.clone(),
@@ -891,6 +911,7 @@ impl Replica {
             self.durable_hard_state,
             &self.config_entries,
             commit_hint,
+            &self.setup.bootstrap,
         );
         match Raft::new(
             self.setup.node_id,

@@ -322,6 +322,11 @@ impl Archiver {
         self.metrics
     }
 
+    /// The settings it runs with.
+    pub fn config(&self) -> &TierConfig {
+        &self.config
+    }
+
     /// The leader term this archiver uploads for.
     pub fn term(&self) -> i64 {
         self.term

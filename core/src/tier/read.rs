@@ -73,6 +73,8 @@ pub enum ReadStep {
     FetchChunks {
         /// The data object's key.
         key: String,
+        /// The segment the chunks belong to (for [`RemoteReader::on_chunk`]).
+        segment: SegmentMeta,
         /// `(position_bytes, len_bytes)` of each missing chunk.
         ranges: Vec<(u64, u64)>,
     },
@@ -359,7 +361,11 @@ impl RemoteReader {
         }
         if !missing.is_empty() {
             self.metrics.chunk_misses += missing.len() as u64;
-            return Ok(ReadStep::FetchChunks { key, ranges: missing });
+            return Ok(ReadStep::FetchChunks {
+                key,
+                segment,
+                ranges: missing,
+            });
         }
         let mut data = BytesMut::with_capacity((end - start) as usize);
         for no in chunk_range {

@@ -8,6 +8,8 @@
 //! * [`kv`] — the per-shard key-value log holding each partition's Raft hard state.
 //! * [`affinity`] — pinning a thread to a core.
 //! * [`budget`] — the shard's memory budget and the admission of request bytes.
+//! * [`store`] — the node's object-store helper thread (tiered storage) and each
+//!   shard's bounded queues to it.
 
 pub mod affinity;
 pub mod budget;
@@ -15,3 +17,4 @@ pub mod kv;
 pub mod net;
 pub mod runtime;
 pub mod smp;
+pub mod store;

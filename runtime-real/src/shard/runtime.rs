@@ -39,6 +39,7 @@ use super::budget::{Admission, AdmissionStats, ShardBudget};
 use super::kv::{decode_hard_state, encode_hard_state, KvConfig, KvLog};
 use super::net::{NetConfig, NetEvent, NetStats, Reactor};
 use super::smp::{EventFd, SmpEndpoint};
+use super::store::StoreOp;
 use crate::clock::MonotonicClock;
 use crate::node::PartitionDir;
 use crate::storage::aligned::{BufferPool, PoolConfig};
@@ -46,6 +47,7 @@ use crate::storage::disk_log::recover_partition;
 use crate::storage::executor::{PartitionStorage, StorageConfig, StorageStats};
 use crate::storage::vfs::RealVfs;
 use bytes::Bytes;
+use oxbow_core::broker::io::StoreOwner;
 use oxbow_core::broker::{
     Broker, BrokerEffect, BrokerInput, BrokerMetrics, BrokerSetup, ConnectionId, PartitionKey,
     RecoveredPartition, ShardId, ShardMessage,
@@ -53,6 +55,7 @@ use oxbow_core::broker::{
 use oxbow_core::log::{DiskError, FileRange, LogConfig, LogEffect};
 use oxbow_core::partition::{ReplicaEffect, ReplicaInput};
 use oxbow_core::raft::{HardState, RaftConfig};
+use oxbow_core::tier::{ObjectBody, StoreCompletion, StoreError, TierEffect};
 use oxbow_core::time::Instant;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::TcpListener;
@@ -116,6 +119,10 @@ pub struct ShardSpec {
     pub wall_clock_origin_ms: i64,
     /// Consumer-group coordinator settings.
     pub group: oxbow_core::group::GroupConfig,
+    /// Tiered-storage settings.
+    pub tier: oxbow_core::broker::partitions::TierSettings,
+    /// This shard's handle on the node's object store (`None`: tiered storage off).
+    pub store: Option<super::store::StoreClient>,
 }
 
 /// Disk counters of a shard.
@@ -162,6 +169,13 @@ pub struct ShardSnapshot {
     pub queued_send_bytes: u64,
     /// Times reading stopped because queued responses exceeded the send window.
     pub send_window_pauses: u64,
+    /// Tiered storage: archivers, uploads, remote reads.
+    pub tier: oxbow_core::broker::partitions::TierStats,
+    /// Object-store operations of the node (ok, errors, timeouts, throttled, queue
+    /// full, bytes put, bytes got) — the same node-wide values on every shard.
+    pub store: [u64; 7],
+    /// Local segment reads for uploads that failed.
+    pub store_local_read_failures: u64,
 }
 
 /// What a shard reports once it serves: where it runs and the memory it holds.
@@ -257,6 +271,9 @@ struct Shard {
     stopping: bool,
     /// The last turn stopped at the effect-round limit with work left.
     more_effects: bool,
+    /// The node's object store (tiered storage).
+    store: Option<super::store::StoreClient>,
+    store_local_read_failures: u64,
 }
 
 /// Runs one shard on the calling thread until a [`Control::Shutdown`]. Reports on
@@ -375,6 +392,7 @@ impl Shard {
                 wall_clock_origin_ms: spec.wall_clock_origin_ms,
                 max_frame_bytes: spec.max_frame_bytes,
                 group: spec.group,
+                tier: spec.tier,
             },
             now,
         )
@@ -428,6 +446,8 @@ impl Shard {
             smp_sent: 0,
             stopping: false,
             more_effects: false,
+            store: spec.store,
+            store_local_read_failures: 0,
         };
         Ok((shard, ready))
     }
@@ -437,6 +457,7 @@ impl Shard {
             let now = self.clock.now();
             self.take_network(now);
             self.take_smp(now);
+            self.take_store();
             self.take_control();
             if self.stopping {
                 return Ok(self.shutdown());
@@ -574,6 +595,21 @@ impl Shard {
             admission: self.admission.stats(),
             queued_send_bytes: self.reactor.total_queued_bytes() as u64,
             send_window_pauses: self.send_window_pauses,
+            tier: self.broker.tier_stats(),
+            store: self.store.as_ref().map_or([0; 7], |s| {
+                let c = s.counters();
+                let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                [
+                    load(&c.ok),
+                    load(&c.errors),
+                    load(&c.timeouts),
+                    load(&c.throttled),
+                    load(&c.queue_full),
+                    load(&c.put_bytes),
+                    load(&c.get_bytes),
+                ]
+            }),
+            store_local_read_failures: self.store_local_read_failures,
         }
     }
 
@@ -692,7 +728,86 @@ impl Shard {
                     .push_back(BrokerInput::MetadataPersisted { version, result });
             }
             BrokerEffect::ToShard { to, message } => self.send_to_shard(to.0 as usize, message),
+            BrokerEffect::Store { key, owner, effect } => self.submit_store(key, owner, effect),
             other => tracing::warn!(shard = self.id, ?other, "unknown broker effect ignored"),
+        }
+    }
+
+    /// Answers from the object store, for the broker.
+    fn take_store(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        while let Some(answer) = store.poll() {
+            self.inputs.push_back(BrokerInput::Store {
+                key: answer.partition,
+                owner: answer.owner,
+                completion: answer.completion,
+            });
+        }
+    }
+
+    /// Hands an object-store operation to the store thread (a local-segment put reads
+    /// its bytes here first); an operation that cannot be queued is answered at once.
+    fn submit_store(&mut self, key: PartitionKey, owner: StoreOwner, effect: TierEffect) {
+        let op = effect.op();
+        let answer = |result| BrokerInput::Store {
+            key: key.clone(),
+            owner,
+            completion: StoreCompletion { op, result },
+        };
+        let what = match effect {
+            TierEffect::Put {
+                key: object, body, ..
+            } => {
+                let bytes = match body {
+                    ObjectBody::Bytes(bytes) => bytes,
+                    ObjectBody::LocalSegment {
+                        segment,
+                        position_bytes,
+                        len_bytes,
+                    } => {
+                        let range = FileRange {
+                            segment,
+                            position: position_bytes,
+                            len_bytes,
+                        };
+                        match self.read_ranges(&key, &[range]) {
+                            Ok(mut chunks) if chunks.len() == 1 => chunks.remove(0),
+                            _ => {
+                                self.store_local_read_failures += 1;
+                                self.inputs.push_back(answer(Err(StoreError::LocalReadFailed)));
+                                return;
+                            }
+                        }
+                    }
+                    _ => {
+                        self.inputs.push_back(answer(Err(StoreError::LocalReadFailed)));
+                        return;
+                    }
+                };
+                StoreOp::Put { key: object, bytes }
+            }
+            TierEffect::Get {
+                key: object, range, ..
+            } => StoreOp::Get { key: object, range },
+            TierEffect::Delete { key: object, .. } => StoreOp::Delete { key: object },
+            TierEffect::List { prefix, .. } => StoreOp::List { prefix },
+            _ => {
+                self.inputs.push_back(answer(Err(StoreError::Unavailable)));
+                return;
+            }
+        };
+        let Some(store) = self.store.as_ref() else {
+            self.inputs.push_back(answer(Err(StoreError::Unavailable)));
+            return;
+        };
+        if let Err(refused) = store.submit(key.clone(), owner, op, what) {
+            self.inputs.push_back(BrokerInput::Store {
+                key: refused.partition,
+                owner: refused.owner,
+                completion: refused.completion,
+            });
         }
     }
 
