@@ -377,6 +377,34 @@ fn a_new_leader_continues_from_the_manifest_and_fences_the_old_one() {
 }
 
 #[test]
+fn objects_without_a_manifest_are_never_collected() {
+    let (mut store, mut local) = (Store::default(), LocalLog::default());
+    let now = Instant::from_millis(1);
+    let mut old = Archiver::new(config(), path(), 1, 7, now).unwrap();
+    active(&mut old, &mut store, &local, now);
+    local.append(1, 4, true);
+    old.on_local_log(now, local.view());
+    settle(&mut old, &mut store, &local, now);
+    drop(old);
+    // The manifest is lost (or the store is not the one the objects were written to).
+    store.objects.remove(&path().manifest_key());
+    let named: Vec<String> = store.objects.keys().cloned().collect();
+    assert!(!named.is_empty());
+    local.append(3, 2, true);
+    let mut new = Archiver::new(config(), path(), 3, 8, now).unwrap();
+    active(&mut new, &mut store, &local, now);
+    new.on_local_log(now, local.view());
+    settle(&mut new, &mut store, &local, now);
+    let later = now + Duration::from_secs(5);
+    new.handle_timeout(later);
+    settle(&mut new, &mut store, &local, later);
+    for key in &named {
+        assert!(store.objects.contains_key(key), "{key} was deleted");
+    }
+    assert_eq!(new.metrics().orphans_found, 0);
+}
+
+#[test]
 fn a_corrupted_manifest_stops_uploads_without_overwriting_it() {
     let (mut store, mut local) = (Store::default(), LocalLog::default());
     store
