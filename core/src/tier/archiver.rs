@@ -225,10 +225,6 @@ pub struct Archiver {
     view: LocalLogView,
     ops: BTreeMap<OpId, Purpose>,
     live_revisions: BTreeSet<Revision>,
-    /// Set when no manifest was found at start: objects of earlier leaders are then
-    /// never taken for orphans (a lost manifest, or a wrong bucket or prefix, must not
-    /// make the GC delete data it cannot see named). Such leftovers are counted.
-    protect_below_term: Option<i64>,
     upload: Option<Upload>,
     spill_in_flight: bool,
     manifest_in_flight: bool,
@@ -283,7 +279,6 @@ impl Archiver {
             view: LocalLogView::default(),
             ops: BTreeMap::new(),
             live_revisions: BTreeSet::new(),
-            protect_below_term: None,
             upload: None,
             spill_in_flight: false,
             manifest_in_flight: false,
@@ -570,10 +565,7 @@ impl Archiver {
                 }
                 Err(error) => self.state = ArchiverState::Failed(error),
             },
-            Err(StoreError::NotFound) => {
-                self.protect_below_term = Some(self.term);
-                self.state = ArchiverState::Active;
-            }
+            Err(StoreError::NotFound) => self.state = ArchiverState::Active,
             // Retried by `pump` after the backoff.
             Ok(_) | Err(_) => {}
         }
@@ -1150,11 +1142,7 @@ impl Archiver {
     }
 
     fn is_live(&self, revision: Revision) -> bool {
-        revision.uploader_term > self.term
-            || self.live_revisions.contains(&revision)
-            || self
-                .protect_below_term
-                .is_some_and(|term| revision.uploader_term < term)
+        revision.uploader_term > self.term || self.live_revisions.contains(&revision)
     }
 }
 
