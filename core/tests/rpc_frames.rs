@@ -144,7 +144,7 @@ proptest! {
             .filter(|(_, _, b)| !matches!(b, MessageBody::Heartbeat(_) | MessageBody::HeartbeatResp(_)))
             .map(|(group, term, body)| GroupMessage { group, message: message(from, to, term, body) })
             .collect();
-        let frame = Frame { kind: FrameKind::Raft, from, to, messages };
+        let frame = Frame { kind: FrameKind::Raft, from, to, messages, cluster: Vec::new() };
         let bytes = encode_frame(&frame).unwrap();
         let (back, used) = decode_frame(&bytes, &FrameLimits::default()).unwrap().unwrap();
         prop_assert_eq!(used, bytes.len());
@@ -213,7 +213,7 @@ proptest! {
             .filter(|(_, _, b)| !matches!(b, MessageBody::Heartbeat(_) | MessageBody::HeartbeatResp(_)))
             .map(|(group, term, body)| GroupMessage { group, message: message(1, 2, term, body) })
             .collect();
-        let bytes = encode_frame(&Frame { kind: FrameKind::Raft, from: 1, to: 2, messages }).unwrap();
+        let bytes = encode_frame(&Frame { kind: FrameKind::Raft, from: 1, to: 2, messages, cluster: Vec::new() }).unwrap();
         let mut damaged = bytes.to_vec();
         let at = position.index(damaged.len());
         damaged[at] ^= 1 << bit;

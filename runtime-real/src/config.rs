@@ -80,7 +80,8 @@ pub struct NodeSection {
     pub rpc_addr: String,
     /// Admin HTTP listener address.
     pub admin_addr: String,
-    /// RPC addresses of brokers to join.
+    /// The cluster's seed brokers as `ID@HOST:PORT` (broker id, RPC address), this
+    /// broker included; empty: a single node. `--seeds`.
     pub seeds: Vec<String>,
     /// Shard threads, one pinned per core (0 = one per core of `cores`, or per
     /// available core). `--smp`.
@@ -159,6 +160,9 @@ pub struct KafkaSection {
     pub max_send_queue_bytes: u64,
     /// Most open client connections per shard.
     pub max_connections_per_shard: u32,
+    /// `default.replication.factor`: replicas of a topic created without a replication
+    /// factor (cluster mode; capped by the live brokers).
+    pub default_replication_factor: i16,
 }
 
 impl Default for KafkaSection {
@@ -167,6 +171,7 @@ impl Default for KafkaSection {
             max_frame_bytes: oxbow_core::kafka::DEFAULT_MAX_FRAME_BYTES,
             max_send_queue_bytes: 8 * 1024 * 1024,
             max_connections_per_shard: 10_000,
+            default_replication_factor: 3,
         }
     }
 }
@@ -526,13 +531,14 @@ impl NodeConfig {
             addr.parse::<SocketAddr>()
                 .map_err(|e| invalid(option, format!("`{addr}` is not an IP:port address ({e})")))?;
         }
-        for seed in &self.node.seeds {
-            if seed
-                .rsplit_once(':')
-                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-            {
-                return Err(invalid("node.seeds", format!("`{seed}` is not HOST:PORT")));
-            }
+        if let Err(error) = crate::cluster_node::parse_seeds(&self.node.seeds) {
+            return Err(invalid("node.seeds", error.to_string()));
+        }
+        if self.kafka.default_replication_factor < 1 {
+            return Err(invalid(
+                "kafka.default_replication_factor",
+                "must be at least 1".to_string(),
+            ));
         }
         if self.node.node_id < 0 {
             return Err(invalid("node.node_id", "must be 0 or more".to_string()));

@@ -10,6 +10,7 @@
 //!   key-value log.
 //! * [`admin`] — the admin HTTP listener: health and Prometheus metrics.
 //! * [`clock`] — real clocks converted into core's time inputs.
+//! * [`cluster_node`] — a node joining its cluster: seeds, transport, controller.
 //! * [`cli`], [`client`] — the client commands (`topic`, `produce`, `consume`,
 //!   `cluster`) over a small synchronous Kafka client.
 //! * [`tune`] — `oxbow tune`: inspects and tunes the machine, journaled and revertible.
@@ -24,8 +25,11 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster_node;
 pub mod config;
+pub mod controller_store;
 pub mod node;
+pub mod peer;
 pub mod shard;
 pub mod storage;
 pub mod tune;

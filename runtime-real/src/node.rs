@@ -79,6 +79,9 @@ pub enum NodeError {
     /// Something else the OS refused (threads, eventfds).
     #[error("{0}")]
     Os(std::io::Error),
+    /// The node could not join its cluster.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster_node::ClusterStartError),
 }
 
 /// A partition replica's directory: `kafka/<topic>/<partition>_<revision>`.
@@ -152,6 +155,8 @@ pub struct NodeHandle {
     admin: Option<AdminServer>,
     /// The object-store helper thread (ends once every shard has stopped).
     store: Option<crate::shard::store::StoreService>,
+    /// Cluster mode: the broker-to-broker transport (stopped after the shards).
+    peer: Option<std::sync::Arc<crate::peer::PeerNet>>,
     _lock: File,
 }
 
@@ -216,6 +221,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let group_config = config.group.to_config()?;
     let tier_settings = config.tiered_storage.to_settings()?;
     let doorbells: Vec<_> = endpoints.iter().map(|e| e.doorbell().clone()).collect();
+    let shard_0_doorbell = doorbells[0].clone();
     let (store_service, mut store_clients) =
         match crate::shard::store::build_store(&config.tiered_storage, &data_dir)? {
             Some(store) => {
@@ -226,6 +232,25 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             None => (None, (0..shard_count).map(|_| None).collect()),
         };
     store_clients.reverse();
+    let mut cluster = None;
+    if !config.node.seeds.is_empty() {
+        metadata = None;
+        let bell = shard_0_doorbell.clone();
+        let wake: std::sync::Arc<dyn Fn() + Send + Sync> = std::sync::Arc::new(move || bell.signal());
+        cluster = Some(crate::cluster_node::start(
+            &config,
+            &data_dir,
+            kafka_addr,
+            &advertised_host,
+            shard_count,
+            clock.now(),
+            u64::try_from(wall_clock_ms()).unwrap_or(0),
+            wake,
+        )?);
+    }
+    let peer = cluster.as_ref().map(|c| c.peer.clone());
+    let mut cluster_shards = cluster.map(|c| c.shards).unwrap_or_default();
+    cluster_shards.reverse();
     let net = NetConfig {
         max_send_queue_bytes: usize::try_from(config.kafka.max_send_queue_bytes).unwrap_or(usize::MAX),
         max_connections: config.kafka.max_connections_per_shard as usize,
@@ -246,6 +271,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         ready: Vec::new(),
         admin: None,
         store: None,
+        peer,
         _lock: lock,
     };
     let mut readiness = Vec::new();
@@ -279,6 +305,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             group: group_config.clone(),
             tier: tier_settings.clone(),
             store: store_clients.pop().flatten(),
+            cluster: cluster_shards.pop(),
         };
         let (control, control_rx) = sync_channel(CONTROL_CAPACITY);
         let (ready_tx, ready_rx) = sync_channel(1);
@@ -379,6 +406,12 @@ impl NodeHandle {
         }
         if let Some(store) = self.store.take() {
             store.join();
+        }
+        if let Some(peer) = self.peer.take() {
+            // The shards held the other references; they are gone.
+            if let Ok(peer) = std::sync::Arc::try_unwrap(peer) {
+                peer.shutdown();
+            }
         }
         match first_error {
             Some(error) => Err(error),

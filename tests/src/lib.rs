@@ -4,9 +4,9 @@
 //! programs they run as real processes: `oxbow-log-writer` appends to a partition log
 //! through the real direct-I/O runtime and reports what became durable, so a test can
 //! kill it with SIGKILL at any moment and check recovery against what it acknowledged.
-
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod proxy;
 
 /// The value written in record `index` of the writer's batch number `batch`.

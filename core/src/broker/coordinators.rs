@@ -25,27 +25,25 @@ pub struct CoordinatorTopic {
     pub empty_key: &'static str,
 }
 
-/// FindCoordinator for `key` on `topic`: `(error code, message)`; 0 when this node
-/// leads the key's partition.
-pub fn coordinator_on(
-    broker: &mut Broker,
-    now: Instant,
-    topic: &CoordinatorTopic,
-    key: &str,
-) -> (i16, &'static str) {
+/// FindCoordinator for `key` on `topic`: the broker leading the key's partition, or
+/// `(error code, message)`.
+pub fn coordinator_on(broker: &mut Broker, now: Instant, topic: &CoordinatorTopic, key: &str) -> Coordinator {
     if key.is_empty() {
-        return (ErrorCode::INVALID_REQUEST.0, topic.empty_key);
+        return Err((ErrorCode::INVALID_REQUEST.0, topic.empty_key));
     }
     let Some(count) = broker.metadata.topics.get(topic.name).map(|t| t.partitions) else {
         create(broker, now, topic);
-        return (ErrorCode::COORDINATOR_NOT_AVAILABLE.0, topic.creating);
+        return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE.0, topic.creating));
     };
     let partition = (topic.partition_of)(key, count);
-    match broker.epochs.get(&(topic.name.to_string(), partition)) {
-        Some(epoch) if *epoch >= 0 => (0, ""),
-        _ => (ErrorCode::COORDINATOR_NOT_AVAILABLE.0, topic.no_leader),
+    match super::cluster::leader_of(broker, topic.name, partition) {
+        Some((leader, _)) => Ok(leader),
+        None => Err((ErrorCode::COORDINATOR_NOT_AVAILABLE.0, topic.no_leader)),
     }
 }
+
+/// The coordinator's broker id, or why there is none: `(error code, message)`.
+pub type Coordinator = Result<i32, (i16, &'static str)>;
 
 /// Asks shard 0 to create the topic.
 pub fn create(broker: &mut Broker, now: Instant, topic: &CoordinatorTopic) {

@@ -385,15 +385,23 @@ fn find_coordinator(
             let mut c = m::find_coordinator_response::Coordinator::default();
             c.key = str_bytes(key);
             c.node_id = BrokerId(-1);
-            let (code, message) = coordinator_for(broker, now, key, request.key_type);
-            match code {
-                0 => {
-                    c.error_message = None;
-                    c.node_id = BrokerId(broker.node_id);
-                    c.host = str_bytes(&broker.host);
-                    c.port = i32::from(broker.port);
+            let found = coordinator_for(broker, now, key, request.key_type).and_then(|node| {
+                match super::cluster::address_of(broker, node) {
+                    Some(address) => Ok((node, address)),
+                    None => Err((
+                        ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
+                        "the coordinator's broker is not registered",
+                    )),
                 }
-                code => {
+            });
+            match found {
+                Ok((node, (host, port))) => {
+                    c.error_message = None;
+                    c.node_id = BrokerId(node);
+                    c.host = str_bytes(&host);
+                    c.port = i32::from(port);
+                }
+                Err((code, message)) => {
                     c.error_code = code;
                     c.error_message = Some(str_bytes(message));
                 }
@@ -416,15 +424,15 @@ fn find_coordinator(
     response
 }
 
-fn coordinator_for(broker: &mut Broker, now: Instant, key: &str, key_type: i8) -> (i16, &'static str) {
+fn coordinator_for(broker: &mut Broker, now: Instant, key: &str, key_type: i8) -> coordinators::Coordinator {
     if key_type == 1 {
         return super::txn_handlers::coordinator_for(broker, now, key);
     }
     if key_type != 0 {
-        return (
+        return Err((
             ErrorCode::INVALID_REQUEST.0,
             "unknown key type (0: group, 1: transactional id)",
-        );
+        ));
     }
     let topic = CoordinatorTopic {
         name: OFFSETS_TOPIC,

@@ -85,12 +85,17 @@ pub fn start(broker: &mut Broker, now: Instant, id: u64, connection: ConnectionI
         Request::DescribeCluster(_) => {
             let mut response = m::DescribeClusterResponse::default();
             response.cluster_id = str_bytes(cluster_id(broker));
-            response.controller_id = BrokerId(broker.node_id);
-            let mut node = m::describe_cluster_response::DescribeClusterBroker::default();
-            node.broker_id = BrokerId(broker.node_id);
-            node.host = str_bytes(broker.host.clone());
-            node.port = i32::from(broker.port);
-            response.brokers = vec![node];
+            response.controller_id = BrokerId(super::cluster::controller_id(broker));
+            response.brokers = super::cluster::brokers(broker)
+                .into_iter()
+                .map(|(id, host, port)| {
+                    let mut node = m::describe_cluster_response::DescribeClusterBroker::default();
+                    node.broker_id = BrokerId(id);
+                    node.host = str_bytes(host);
+                    node.port = i32::from(port);
+                    node
+                })
+                .collect();
             broker.respond(connection, id, &header, Some(Response::DescribeCluster(response)));
         }
         Request::DescribeConfigs(request) => {
@@ -301,18 +306,27 @@ pub fn is_internal_topic(topic: &str) -> bool {
 }
 
 fn cluster_id(broker: &Broker) -> String {
-    format!("oxbow-{}", broker.node_id)
+    match broker.cluster {
+        // One id for every broker of the cluster (clients compare them).
+        Some(_) => "oxbow-cluster".to_string(),
+        None => format!("oxbow-{}", broker.node_id),
+    }
 }
 
 fn metadata_response(broker: &Broker, request: &m::MetadataRequest) -> m::MetadataResponse {
     let mut response = m::MetadataResponse::default();
-    let mut node = m::metadata_response::MetadataResponseBroker::default();
-    node.node_id = BrokerId(broker.node_id);
-    node.host = str_bytes(broker.host.clone());
-    node.port = i32::from(broker.port);
-    response.brokers = vec![node];
+    response.brokers = super::cluster::brokers(broker)
+        .into_iter()
+        .map(|(id, host, port)| {
+            let mut node = m::metadata_response::MetadataResponseBroker::default();
+            node.node_id = BrokerId(id);
+            node.host = str_bytes(host);
+            node.port = i32::from(port);
+            node
+        })
+        .collect();
     response.cluster_id = Some(str_bytes(cluster_id(broker)));
-    response.controller_id = BrokerId(broker.node_id);
+    response.controller_id = BrokerId(super::cluster::controller_id(broker));
     // Topics asked for by name, or (v10+, e.g. KIP-848 consumers resolving their
     // assignment) by id alone.
     let wanted: Vec<Result<String, Uuid>> = match &request.topics {
@@ -351,16 +365,21 @@ fn metadata_response(broker: &Broker, request: &m::MetadataRequest) -> m::Metada
                 for index in 0..meta.partitions {
                     let mut partition = m::metadata_response::MetadataResponsePartition::default();
                     partition.partition_index = index;
-                    partition.replica_nodes = vec![BrokerId(broker.node_id)];
-                    partition.isr_nodes = vec![BrokerId(broker.node_id)];
-                    match broker
-                        .epochs
-                        .get(&(topic_name.clone(), index))
-                        .copied()
-                        .filter(|e| *e >= 0)
-                    {
-                        Some(epoch) => {
-                            partition.leader_id = BrokerId(broker.node_id);
+                    let replicas: Vec<BrokerId> = match &broker.cluster {
+                        Some(c) => c
+                            .view
+                            .replicas(&topic_name, index)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|r| BrokerId(*r))
+                            .collect(),
+                        None => vec![BrokerId(broker.node_id)],
+                    };
+                    partition.replica_nodes = replicas.clone();
+                    partition.isr_nodes = replicas;
+                    match super::cluster::leader_of(broker, &topic_name, index) {
+                        Some((leader, epoch)) => {
+                            partition.leader_id = BrokerId(leader);
                             partition.leader_epoch = epoch;
                         }
                         None => {
@@ -1053,6 +1072,7 @@ pub fn apply_command(
     metadata: &mut Metadata,
     defaults: &LogConfig,
     command: MetadataCommand,
+    max_replication_factor: i16,
 ) -> (CommandResults, bool) {
     let ok = |topic: &str| (topic.to_string(), 0i16, None);
     let fail = |topic: &str, code: ErrorCode, message: String| (topic.to_string(), code.0, Some(message));
@@ -1079,10 +1099,16 @@ pub fn apply_command(
                         ErrorCode::TOPIC_ALREADY_EXISTS,
                         format!("topic `{topic}` already exists"),
                     )
-                } else if replication_factor > 1 || replication_factor == 0 || replication_factor < -1 {
-                    let reason = format!(
-                        "replication factor {replication_factor}: this node is the only broker (use 1 or -1)"
-                    );
+                } else if replication_factor > max_replication_factor
+                    || replication_factor == 0
+                    || replication_factor < -1
+                {
+                    let reason = match max_replication_factor {
+                        1 => format!("replication factor {replication_factor}: this node is the only broker (use 1 or -1)"),
+                        live => format!(
+                            "replication factor {replication_factor}: {live} live brokers (use 1 to {live}, or -1)"
+                        ),
+                    };
                     fail(&topic, ErrorCode::INVALID_REPLICATION_FACTOR, reason)
                 } else if !(1..=100_000).contains(&partitions) {
                     fail(

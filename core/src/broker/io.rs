@@ -29,6 +29,10 @@
 //! * Other shards: [`BrokerEffect::ToShard`] carries a message to another shard's
 //!   broker, delivered there as [`BrokerInput::FromShard`] — message passing, no locks.
 //!   Messages between one pair of shards are delivered in the order sent.
+//! * Cluster mode: Raft messages leave as [`BrokerEffect::SendPeer`] frames to the
+//!   peers named by [`BrokerEffect::SetPeer`]; every frame from a peer goes to shard 0
+//!   as [`BrokerInput::Peer`]. Shard 0's controller storage effects are
+//!   [`BrokerEffect::Controller`], answered by [`BrokerInput::Controller`].
 //! * Time: every shard's `now` comes from one monotonic clock with one origin, so an
 //!   [`crate::time::Instant`] in a message (a long-poll deadline) means the same
 //!   moment on every shard.
@@ -137,6 +141,10 @@ pub enum BrokerInput {
         /// The message.
         message: ShardMessage,
     },
+    /// (Shard 0, cluster mode) a frame from a peer broker.
+    Peer(crate::rpc::Frame),
+    /// (Shard 0, cluster mode) completion of a [`BrokerEffect::Controller`].
+    Controller(crate::controller::ControllerInput),
 }
 
 /// Something the runtime must do for the broker.
@@ -207,4 +215,22 @@ pub enum BrokerEffect {
         /// The message (plain data, `Send`).
         message: ShardMessage,
     },
+    /// (Cluster mode) send an encoded RPC frame to a peer broker. Frames may be lost
+    /// (Raft sends again); frames to one peer leave in order.
+    SendPeer {
+        /// The peer's broker id.
+        node: u64,
+        /// One whole frame.
+        bytes: Bytes,
+    },
+    /// (Shard 0, cluster mode) a peer's RPC address (new or changed).
+    SetPeer {
+        /// The peer's broker id.
+        node: u64,
+        /// `host:port` of its RPC listener.
+        addr: String,
+    },
+    /// (Shard 0, cluster mode) a storage effect of the controller replica; answer with
+    /// [`BrokerInput::Controller`] (see [`crate::controller`], "Hosting it").
+    Controller(crate::controller::ControllerEffect),
 }

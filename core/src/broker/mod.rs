@@ -9,6 +9,7 @@
 //!
 //! * [`handlers`] — each Kafka API: request → operations, results → response.
 
+pub mod cluster;
 pub mod coordinators;
 pub mod group_handlers;
 pub mod handlers;
@@ -70,6 +71,9 @@ pub struct BrokerSetup {
     pub group: crate::group::GroupConfig,
     /// Tiered storage: whether an object store is configured, and its settings.
     pub tier: partitions::TierSettings,
+    /// Cluster mode: the controller (shard 0), this broker's registration and seeds.
+    /// `None`: a single node whose metadata is the metadata file.
+    pub cluster: Option<cluster::ClusterSetup>,
 }
 
 /// A partition recovered from disk.
@@ -148,6 +152,11 @@ pub struct Broker {
     /// Markers this shard's transaction coordinators are writing: request id →
     /// (coordinator partition, coordinator token).
     txn_marker_ops: BTreeMap<u64, (TopicPartition, u64)>,
+    /// Cluster mode: the view, leaders, outbox (and the controller on shard 0).
+    cluster: Option<cluster::Cluster>,
+    /// Cluster mode: partitions found on disk, hosted once the controller's metadata
+    /// names them.
+    recovered: BTreeMap<TopicPartition, RecoveredPartition>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -165,7 +174,9 @@ impl Broker {
     /// Builds the broker of one shard. Shard 0 decodes the metadata and tells the
     /// other shards about it as its first effects.
     pub fn new(setup: BrokerSetup, now: Instant) -> Result<Broker, String> {
+        let cluster_mode = setup.cluster.is_some();
         let metadata = match (&setup.metadata, setup.shard) {
+            _ if cluster_mode => Metadata::default(),
             (Some(bytes), ShardId(0)) => Metadata::decode(bytes).map_err(|e| e.to_string())?,
             // Partitions on disk but no metadata: starting would delete them as
             // unknown. Refuse, and let a person look.
@@ -206,7 +217,20 @@ impl Broker {
             metrics: BrokerMetrics::default(),
             producer_ids: producer_handlers::ProducerIds::default(),
             txn_marker_ops: BTreeMap::new(),
+            cluster: None,
+            recovered: BTreeMap::new(),
         };
+        if let Some(cluster_setup) = setup.cluster {
+            let node = u64::try_from(setup.node_id).map_err(|_| "negative node id".to_string())?;
+            broker.cluster = Some(cluster::Cluster::new(node, cluster_setup, now));
+            for recovered in setup.partitions {
+                let tp = (recovered.key.topic.clone(), recovered.key.partition);
+                broker.recovered.insert(tp, recovered);
+            }
+            cluster::start(&mut broker, now);
+            broker.pump(now);
+            return Ok(broker);
+        }
         for recovered in setup.partitions {
             let config = broker.log_config_for(&metadata, &recovered.key.topic);
             let mut log = recovered.log;
@@ -214,7 +238,7 @@ impl Broker {
             let tp = (recovered.key.topic.clone(), recovered.key.partition);
             broker
                 .partitions
-                .host(now, recovered.key, log, recovered.hard_state)?;
+                .host(now, recovered.key, log, recovered.hard_state, &[])?;
             let tier = broker.tier_config_for(&metadata, &tp.0);
             broker.partitions.set_tier(now, &tp, tier);
         }
@@ -277,16 +301,22 @@ impl Broker {
     /// When [`Broker::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let requests = self.requests.values().filter_map(|p| p.deadline);
-        [self.partitions.poll_timeout(), Some(self.next_retention_at)]
-            .into_iter()
-            .flatten()
-            .chain(requests)
-            .min()
+        let cluster = self.cluster.as_ref().and_then(|c| c.poll_timeout());
+        [
+            self.partitions.poll_timeout(),
+            Some(self.next_retention_at),
+            cluster,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(requests)
+        .min()
     }
 
     /// Runs timers: Raft, long polls, request timeouts, retention.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.partitions.handle_timeout(now);
+        cluster::handle_timeout(self, now);
         if now >= self.next_retention_at {
             self.next_retention_at = now + RETENTION_INTERVAL;
             let wall_ms = self.wall_clock_origin_ms + (now.as_millis() as i64);
@@ -336,6 +366,8 @@ impl Broker {
                 self.on_metadata_persisted(now, version, result)
             }
             BrokerInput::FromShard { message, .. } => self.on_shard_message(now, message),
+            BrokerInput::Peer(frame) => cluster::on_frame(self, now, frame),
+            BrokerInput::Controller(input) => cluster::on_controller_input(self, now, input),
         }
         self.pump(now);
     }
@@ -482,6 +514,12 @@ impl Broker {
             partition,
             revision: meta.revision,
         };
+        if !cluster::is_replica(self, topic, partition) {
+            // Not hosted on this broker: the client's metadata is stale.
+            let code = crate::kafka::ErrorCode::NOT_LEADER_OR_FOLLOWER.0;
+            self.on_op_result(now, op_ref, OpResult::Error(code));
+            return;
+        }
         let owner = shard_for(topic, partition, self.shard_count);
         if owner == self.shard {
             self.partitions.run(now, op_ref, (key.topic, key.partition), op);
@@ -531,9 +569,21 @@ impl Broker {
                 handlers::on_command_done(self, now, request, results)
             }
             ShardMessage::MetadataChanged { metadata } => self.on_metadata_changed(now, metadata),
-            ShardMessage::LeaderEpoch { key, leader_epoch } => {
+            ShardMessage::LeaderEpoch {
+                key,
+                leader_epoch,
+                leader,
+            } => {
+                if let Some((leader, term)) = leader {
+                    cluster::note_leader(self, &key, leader, term);
+                }
                 self.epochs.insert((key.topic, key.partition), leader_epoch);
             }
+            ShardMessage::ClusterChanged { view } => cluster::on_view(self, view),
+            ShardMessage::Leader { key, leader, epoch } => {
+                cluster::record_leader(self, &(key.topic, key.partition), leader, epoch);
+            }
+            ShardMessage::Raft { messages } => cluster::deliver_raft(self, now, messages),
             ShardMessage::ProducerIds(message) => producer_handlers::on_message(self, now, message),
         }
     }
@@ -556,7 +606,11 @@ impl Broker {
 
     /// Shard 0: applies a command to the metadata; answers once it is durable.
     fn apply_command(&mut self, now: Instant, origin: ShardId, request: u64, command: MetadataCommand) {
-        let (results, changed) = handlers::apply_command(&mut self.metadata, &self.log_defaults, command);
+        if self.cluster.is_some() {
+            cluster::submit(self, now, origin, request, command);
+            return;
+        }
+        let (results, changed) = handlers::apply_command(&mut self.metadata, &self.log_defaults, command, 1);
         if !changed {
             self.command_done(now, origin, request, results);
             return;
@@ -640,11 +694,13 @@ impl Broker {
         if self.shard != ShardId(0) {
             self.metadata = metadata.clone();
         }
+        cluster::on_metadata(self);
         for key in self.partitions.keys() {
             let wanted = metadata
                 .topics
                 .get(&key.topic)
-                .is_some_and(|t| t.revision == key.revision && key.partition < t.partitions);
+                .is_some_and(|t| t.revision == key.revision && key.partition < t.partitions)
+                && cluster::is_replica(self, &key.topic, key.partition);
             let tp = (key.topic.clone(), key.partition);
             if wanted {
                 let config = self.log_config_for(&metadata, &key.topic);
@@ -666,18 +722,29 @@ impl Broker {
                     partition,
                     revision: meta.revision,
                 };
-                if self.partitions.hosts(&key) {
+                if self.partitions.hosts(&key) || !cluster::is_replica(self, topic, partition) {
                     continue;
                 }
+                let voters = cluster::voters(self, topic, partition);
                 let config = self.log_config_for(&metadata, topic);
-                self.effects
-                    .push_back(BrokerEffect::OpenPartition { key: key.clone() });
                 let tp = (key.topic.clone(), key.partition);
-                if self
-                    .partitions
-                    .host(now, key, Log::new(config, 0), HardState::default())
-                    .is_err()
-                {
+                let (log, hard_state) = match self.recovered.remove(&tp) {
+                    Some(found) if found.key == key => {
+                        let mut log = found.log;
+                        log.set_config(config);
+                        (log, found.hard_state)
+                    }
+                    other => {
+                        if let Some(other) = other {
+                            // Another incarnation of the topic: left on disk, untouched.
+                            self.recovered.insert(tp.clone(), other);
+                        }
+                        self.effects
+                            .push_back(BrokerEffect::OpenPartition { key: key.clone() });
+                        (Log::new(config, 0), HardState::default())
+                    }
+                };
+                if self.partitions.host(now, key, log, hard_state, &voters).is_err() {
                     self.metrics.partition_errors += 1;
                 } else {
                     let tier = self.tier_config_for(&metadata, topic);
@@ -715,28 +782,41 @@ impl Broker {
                 progressed = true;
                 self.on_op_result(now, op_ref, result);
             }
-            while let Some((key, epoch)) = self.partitions.epoch_changes.pop_front() {
+            while let Some((key, epoch, leader, term)) = self.partitions.epoch_changes.pop_front() {
                 progressed = true;
                 self.epochs.insert((key.topic.clone(), key.partition), epoch);
+                let leader = leader.and_then(|l| i32::try_from(l).ok()).map(|l| (l, term));
+                if let Some((leader, term)) = leader {
+                    cluster::note_leader(self, &key, leader, term);
+                }
                 for shard in (0..self.shard_count).map(ShardId).filter(|s| *s != self.shard) {
                     self.effects.push_back(BrokerEffect::ToShard {
                         to: shard,
                         message: ShardMessage::LeaderEpoch {
                             key: key.clone(),
                             leader_epoch: epoch,
+                            leader,
                         },
                     });
                 }
             }
             while let Some(effect) = self.partitions.effects.pop_front() {
                 progressed = true;
-                self.effects.push_back(effect);
+                match effect {
+                    BrokerEffect::Partition {
+                        key,
+                        effect: crate::partition::ReplicaEffect::Send(message),
+                    } if self.cluster.is_some() => cluster::send_raft(self, &key, message),
+                    effect => self.effects.push_back(effect),
+                }
             }
             progressed |= txn_handlers::route_markers(self, now);
             if !progressed {
-                return;
+                break;
             }
         }
+        cluster::pump_controller(self, now);
+        cluster::flush(self);
     }
 
     fn expire(&mut self, now: Instant, id: u64) {

@@ -92,8 +92,9 @@ pub struct Partitions {
     pub results: VecDeque<(OpRef, OpResult)>,
     /// Effects for the runtime.
     pub effects: VecDeque<BrokerEffect>,
-    /// Leader epochs that changed: (key, epoch or -1).
-    pub epoch_changes: VecDeque<(PartitionKey, i32)>,
+    /// Leaderships that changed: (key, this replica's leader epoch or -1, the leader
+    /// if known, the term).
+    pub epoch_changes: VecDeque<(PartitionKey, i32, Option<u64>, i32)>,
     /// Transaction coordinators of `__transaction_state` partitions.
     pub txn: txn_host::TxnHosts,
     /// Archivers and remote reads of tiered partitions.
@@ -199,19 +200,26 @@ impl Partitions {
         self.hosted.get(tp).map(|h| &h.replica)
     }
 
-    /// Starts hosting a partition over `log` (new and empty, or recovered).
+    /// Starts hosting a partition over `log` (new and empty, or recovered), a Raft group
+    /// of `voters` (broker ids; this broker alone on a single node).
     pub fn host(
         &mut self,
         now: Instant,
         key: PartitionKey,
         log: Log,
         hard_state: HardState,
+        voters: &[u64],
     ) -> Result<(), String> {
         let node = u64::try_from(self.node_id).map_err(|_| "negative node id".to_string())?;
+        let voters = if voters.is_empty() {
+            vec![node]
+        } else {
+            voters.to_vec()
+        };
         let setup = ReplicaSetup {
             node_id: node,
             raft: self.raft.clone(),
-            bootstrap: Membership::with_voters([node]).map_err(|e| e.to_string())?,
+            bootstrap: Membership::with_voters(voters).map_err(|e| e.to_string())?,
             hard_state,
             config_entries: Vec::new(),
             seed: u64::from(crc32c::crc32c(key.dir().as_bytes())),
@@ -825,9 +833,10 @@ impl Partitions {
                     }
                 }
                 ReplicaEvent::HighWatermark { .. } => woke = true,
-                ReplicaEvent::RoleChanged { role, .. } => {
+                ReplicaEvent::RoleChanged { role, term, leader } => {
                     let epoch = if role == Role::Leader { leader_epoch } else { -1 };
-                    self.epoch_changes.push_back((key.clone(), epoch));
+                    let term = i32::try_from(term).unwrap_or(i32::MAX);
+                    self.epoch_changes.push_back((key.clone(), epoch, leader, term));
                     self.txn_on_role(tp, role == Role::Leader, leader_epoch);
                     self.tier_on_role(now, tp, role == Role::Leader, leader_epoch);
                     if let Some(hosted) = self.hosted.get_mut(tp) {

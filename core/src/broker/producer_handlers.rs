@@ -161,7 +161,11 @@ fn ask_for_block(broker: &mut Broker, now: Instant, origin: ShardId) {
 
 /// Shard 0: reserves the next block in the metadata and writes it; the block goes to
 /// `origin` once durable ([`on_metadata_persisted`]).
-fn allocate(broker: &mut Broker, _now: Instant, origin: ShardId) {
+fn allocate(broker: &mut Broker, now: Instant, origin: ShardId) {
+    if broker.cluster.is_some() {
+        super::cluster::allocate_producer_ids(broker, now, origin);
+        return;
+    }
     let first = broker.metadata.next_producer_id;
     broker.metadata.next_producer_id = first.saturating_add(PRODUCER_ID_BLOCK_SIZE);
     broker.metadata.version += 1;
@@ -195,7 +199,7 @@ pub fn on_metadata_persisted(broker: &mut Broker, now: Instant, version: u64, du
     }
 }
 
-fn deliver(broker: &mut Broker, now: Instant, to: ShardId, message: ProducerIdMessage) {
+pub(super) fn deliver(broker: &mut Broker, now: Instant, to: ShardId, message: ProducerIdMessage) {
     if to == broker.shard {
         on_message(broker, now, message);
     } else {

@@ -253,7 +253,30 @@ pub enum ShardMessage {
     LeaderEpoch {
         /// The partition.
         key: PartitionKey,
-        /// Its leader epoch, or -1 while it has no leader.
+        /// Its leader epoch on this broker, or -1 while this broker does not lead it.
         leader_epoch: i32,
+        /// The leader, if known (cluster mode), and its term.
+        leader: Option<(i32, i32)>,
+    },
+    /// (From shard 0, cluster mode) the cluster view changed; it precedes the
+    /// `MetadataChanged` it belongs to.
+    ClusterChanged {
+        /// The new view.
+        view: super::cluster::ClusterView,
+    },
+    /// (From shard 0, cluster mode) a peer leads a partition at an epoch.
+    Leader {
+        /// The partition.
+        key: PartitionKey,
+        /// The leader.
+        leader: i32,
+        /// Its epoch.
+        epoch: i32,
+    },
+    /// (From shard 0, cluster mode) Raft messages from peers for partitions of this
+    /// shard.
+    Raft {
+        /// The messages, in arrival order.
+        messages: Vec<(PartitionKey, crate::raft::Message)>,
     },
 }

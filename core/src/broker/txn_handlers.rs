@@ -99,8 +99,8 @@ fn state_topic(broker: &Broker) -> CoordinatorTopic {
     }
 }
 
-/// FindCoordinator for a transactional id: `(error code, message)`.
-pub fn coordinator_for(broker: &mut Broker, now: Instant, key: &str) -> (i16, &'static str) {
+/// FindCoordinator for a transactional id.
+pub fn coordinator_for(broker: &mut Broker, now: Instant, key: &str) -> coordinators::Coordinator {
     let topic = state_topic(broker);
     coordinators::coordinator_on(broker, now, &topic, key)
 }

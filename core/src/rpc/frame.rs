@@ -17,6 +17,7 @@
 
 use bytes::Bytes;
 
+use super::cluster::{put_cluster_message, read_cluster_message, ClusterMessage, MIN_CLUSTER_MESSAGE_BYTES};
 use super::message::{
     is_heartbeat, is_heartbeat_resp, put_body, put_heartbeat, put_heartbeat_resp, read_body, read_heartbeat,
     read_heartbeat_resp,
@@ -46,6 +47,9 @@ pub enum FrameKind {
     Heartbeats,
     /// The answers to coalesced heartbeats.
     HeartbeatResponses,
+    /// Cluster messages (forwarded controller commands, leaderships): see
+    /// [`super::cluster`].
+    Cluster,
 }
 
 impl FrameKind {
@@ -54,6 +58,7 @@ impl FrameKind {
             FrameKind::Raft => 1,
             FrameKind::Heartbeats => 2,
             FrameKind::HeartbeatResponses => 3,
+            FrameKind::Cluster => 4,
         }
     }
 
@@ -62,6 +67,7 @@ impl FrameKind {
             1 => Ok(FrameKind::Raft),
             2 => Ok(FrameKind::Heartbeats),
             3 => Ok(FrameKind::HeartbeatResponses),
+            4 => Ok(FrameKind::Cluster),
             other => Err(FrameError::UnknownKind(other)),
         }
     }
@@ -96,8 +102,10 @@ pub struct Frame {
     pub from: NodeId,
     /// Receiving broker.
     pub to: NodeId,
-    /// The messages, in the order sent.
+    /// The Raft messages, in the order sent (empty in a cluster frame).
     pub messages: Vec<GroupMessage>,
+    /// The cluster messages, in the order sent (only in a [`FrameKind::Cluster`] frame).
+    pub cluster: Vec<ClusterMessage>,
 }
 
 /// Bounds of the decoder.
@@ -182,6 +190,19 @@ pub fn encode_frame(frame: &Frame) -> Result<Bytes, FrameError> {
     let mut body = Vec::new();
     body.put_u64v(frame.from);
     body.put_u64v(frame.to);
+    if frame.kind == FrameKind::Cluster {
+        if !frame.messages.is_empty() {
+            return Err(FrameError::Mismatch("raft message in a cluster frame"));
+        }
+        body.put_u32v(u32::try_from(frame.cluster.len()).unwrap_or(u32::MAX));
+        for m in &frame.cluster {
+            put_cluster_message(&mut body, m);
+        }
+        return Ok(seal_frame(frame.kind, &body));
+    }
+    if !frame.cluster.is_empty() {
+        return Err(FrameError::Mismatch("cluster message in a raft frame"));
+    }
     body.put_u32v(u32::try_from(frame.messages.len()).unwrap_or(u32::MAX));
     for m in &frame.messages {
         if m.message.from != frame.from || m.message.to != frame.to {
@@ -254,6 +275,9 @@ fn decode_body(kind: FrameKind, body: &[u8], limits: &FrameLimits) -> Result<Fra
     let mut r = Reader::new(body);
     let from = r.u64()?;
     let to = r.u64()?;
+    if kind == FrameKind::Cluster {
+        return decode_cluster_body(from, to, r, limits);
+    }
     let count = r.count("messages", MIN_MESSAGE_BYTES)?;
     if count > limits.max_messages {
         return Err(FrameError::TooManyMessages {
@@ -269,6 +293,7 @@ fn decode_body(kind: FrameKind, body: &[u8], limits: &FrameLimits) -> Result<Fra
             FrameKind::Raft => read_body(&mut r, limits.max_entries_per_message)?,
             FrameKind::Heartbeats => MessageBody::Heartbeat(read_heartbeat(&mut r)?),
             FrameKind::HeartbeatResponses => MessageBody::HeartbeatResp(read_heartbeat_resp(&mut r)?),
+            FrameKind::Cluster => return Err(FrameError::Mismatch("cluster frame")),
         };
         messages.push(GroupMessage {
             group,
@@ -281,7 +306,47 @@ fn decode_body(kind: FrameKind, body: &[u8], limits: &FrameLimits) -> Result<Fra
         from,
         to,
         messages,
+        cluster: Vec::new(),
     })
+}
+
+fn decode_cluster_body(
+    from: NodeId,
+    to: NodeId,
+    mut r: Reader<'_>,
+    limits: &FrameLimits,
+) -> Result<Frame, FrameError> {
+    let count = r.count("cluster messages", MIN_CLUSTER_MESSAGE_BYTES)?;
+    if count > limits.max_messages {
+        return Err(FrameError::TooManyMessages {
+            count,
+            limit: limits.max_messages,
+        });
+    }
+    let mut cluster = Vec::with_capacity(count);
+    for _ in 0..count {
+        cluster.push(read_cluster_message(&mut r)?);
+    }
+    r.finish()?;
+    Ok(Frame {
+        kind: FrameKind::Cluster,
+        from,
+        to,
+        messages: Vec::new(),
+        cluster,
+    })
+}
+
+/// Encodes cluster messages from `from` to `to` as one frame.
+pub fn encode_cluster_frame(from: NodeId, to: NodeId, messages: Vec<ClusterMessage>) -> Bytes {
+    let mut body = Vec::new();
+    body.put_u64v(from);
+    body.put_u64v(to);
+    body.put_u32v(u32::try_from(messages.len()).unwrap_or(u32::MAX));
+    for m in &messages {
+        put_cluster_message(&mut body, m);
+    }
+    seal_frame(FrameKind::Cluster, &body)
 }
 
 /// Reassembles frames from a byte stream (one connection), holding at most one

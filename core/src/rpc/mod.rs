@@ -10,13 +10,16 @@
 //! * [`frame`] — frame layout, encode, bounded decode.
 //! * [`message`] — the encoding of each Raft message body.
 //! * [`outbox`] — batching per peer and heartbeat coalescing.
+//! * [`cluster`] — the non-Raft messages: forwarded controller commands, leaderships.
 
+pub mod cluster;
 pub mod frame;
 pub mod message;
 pub mod outbox;
 
+pub use cluster::{ClusterMessage, LeaderNote};
 pub use frame::{
-    decode_frame, encode_frame, frame_size, Frame, FrameDecoder, FrameError, FrameKind, FrameLimits, GroupId,
-    GroupMessage, FRAME_HEADER_BYTES, FRAME_VERSION,
+    decode_frame, encode_cluster_frame, encode_frame, frame_size, Frame, FrameDecoder, FrameError, FrameKind,
+    FrameLimits, GroupId, GroupMessage, FRAME_HEADER_BYTES, FRAME_VERSION,
 };
 pub use outbox::{Outbox, OutboxConfig, OutboxError};

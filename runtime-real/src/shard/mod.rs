@@ -8,11 +8,14 @@
 //! * [`kv`] — the per-shard key-value log holding each partition's Raft hard state.
 //! * [`affinity`] — pinning a thread to a core.
 //! * [`budget`] — the shard's memory budget and the admission of request bytes.
+//! * [`cluster_link`] — the shard's side of the cluster: peer frames, the controller's
+//!   storage.
 //! * [`store`] — the node's object-store helper thread (tiered storage) and each
 //!   shard's bounded queues to it.
 
 pub mod affinity;
 pub mod budget;
+pub mod cluster_link;
 pub mod kv;
 pub mod net;
 pub mod runtime;

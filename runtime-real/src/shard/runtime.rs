@@ -123,6 +123,8 @@ pub struct ShardSpec {
     pub tier: oxbow_core::broker::partitions::TierSettings,
     /// This shard's handle on the node's object store (`None`: tiered storage off).
     pub store: Option<super::store::StoreClient>,
+    /// Cluster mode: the transport, the controller (shard 0) and its storage.
+    pub cluster: Option<super::cluster_link::ShardCluster>,
 }
 
 /// Disk counters of a shard.
@@ -274,6 +276,8 @@ struct Shard {
     /// The node's object store (tiered storage).
     store: Option<super::store::StoreClient>,
     store_local_read_failures: u64,
+    /// Cluster mode: peer frames and the controller's storage.
+    cluster: Option<super::cluster_link::ClusterLink>,
 }
 
 /// Runs one shard on the calling thread until a [`Control::Shutdown`]. Reports on
@@ -378,6 +382,13 @@ impl Shard {
         }
         let now = spec.clock.now();
         let storage_dirty = storages.keys().cloned().collect();
+        let (cluster_setup, cluster) = match spec.cluster {
+            Some(c) => (
+                Some(c.setup),
+                Some(super::cluster_link::ClusterLink::new(c.peer, c.controller_store)),
+            ),
+            None => (None, None),
+        };
         let broker = Broker::new(
             BrokerSetup {
                 node_id: spec.node_id,
@@ -393,6 +404,7 @@ impl Shard {
                 max_frame_bytes: spec.max_frame_bytes,
                 group: spec.group,
                 tier: spec.tier,
+                cluster: cluster_setup,
             },
             now,
         )
@@ -448,6 +460,7 @@ impl Shard {
             more_effects: false,
             store: spec.store,
             store_local_read_failures: 0,
+            cluster,
         };
         Ok((shard, ready))
     }
@@ -457,6 +470,7 @@ impl Shard {
             let now = self.clock.now();
             self.take_network(now);
             self.take_smp(now);
+            self.take_peer_frames();
             self.take_store();
             self.take_control();
             if self.stopping {
@@ -553,6 +567,16 @@ impl Shard {
                 },
             )
         });
+    }
+
+    /// Shard 0 in a cluster: frames from peers.
+    fn take_peer_frames(&mut self) {
+        if self.id != 0 {
+            return;
+        }
+        if let Some(link) = self.cluster.as_mut() {
+            link.take_frames(&mut self.inputs);
+        }
     }
 
     fn take_control(&mut self) {
@@ -729,6 +753,20 @@ impl Shard {
             }
             BrokerEffect::ToShard { to, message } => self.send_to_shard(to.0 as usize, message),
             BrokerEffect::Store { key, owner, effect } => self.submit_store(key, owner, effect),
+            effect @ (BrokerEffect::SendPeer { .. }
+            | BrokerEffect::SetPeer { .. }
+            | BrokerEffect::Controller(_)) => match self.cluster.as_mut() {
+                Some(link) => {
+                    if let Some(other) = link.execute(effect, &mut self.inputs) {
+                        tracing::warn!(shard = self.id, ?other, "cluster effect not handled");
+                    }
+                }
+                None => tracing::warn!(
+                    shard = self.id,
+                    ?effect,
+                    "cluster effect on a single node ignored"
+                ),
+            },
             other => tracing::warn!(shard = self.id, ?other, "unknown broker effect ignored"),
         }
     }

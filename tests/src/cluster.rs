@@ -1,0 +1,179 @@
+//! A cluster of `oxbow-test-node` processes on loopback, for tests that kill, pause and
+//! restart brokers with signals: fixed ports per broker (a restarted broker comes back
+//! at the same addresses), seeds naming every broker, and the signals themselves.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// One broker of a test cluster.
+#[derive(Debug)]
+pub struct TestBroker {
+    /// Broker id.
+    pub id: u32,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Kafka listener.
+    pub kafka_addr: String,
+    /// Admin listener.
+    pub admin_addr: String,
+    /// Broker-to-broker listener.
+    pub rpc_addr: String,
+    /// The running process, if any.
+    pub process: Option<Child>,
+}
+
+/// A cluster of brokers on loopback.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The brokers, by position (broker id = position + 1).
+    pub brokers: Vec<TestBroker>,
+    seeds: String,
+    /// The `oxbow-test-node` program.
+    program: PathBuf,
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl TestCluster {
+    /// Starts `count` brokers of `program` (`oxbow-test-node`, from the test's
+    /// `CARGO_BIN_EXE_oxbow-test-node`) with data under `root`; waits until each serves.
+    pub fn start(program: &Path, root: &Path, count: u32) -> TestCluster {
+        let brokers: Vec<TestBroker> = (1..=count)
+            .map(|id| TestBroker {
+                id,
+                data_dir: root.join(format!("broker-{id}")),
+                kafka_addr: format!("127.0.0.1:{}", free_port()),
+                admin_addr: format!("127.0.0.1:{}", free_port()),
+                rpc_addr: format!("127.0.0.1:{}", free_port()),
+                process: None,
+            })
+            .collect();
+        let seeds = brokers
+            .iter()
+            .map(|b| format!("{}@{}", b.id, b.rpc_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = TestCluster {
+            brokers,
+            seeds,
+            program: program.to_path_buf(),
+        };
+        for id in 1..=count {
+            cluster.restart(id);
+        }
+        cluster
+    }
+
+    /// `host:port,...` of every broker, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.kafka_addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn broker(&mut self, id: u32) -> &mut TestBroker {
+        let index = usize::try_from(id - 1).expect("small id");
+        &mut self.brokers[index]
+    }
+
+    /// Starts broker `id` (again) and waits until it serves.
+    pub fn restart(&mut self, id: u32) {
+        let seeds = self.seeds.clone();
+        let program = self.program.clone();
+        let broker = self.broker(id);
+        assert!(broker.process.is_none(), "broker {id} is running");
+        std::fs::create_dir_all(&broker.data_dir).expect("data directory");
+        // Right after a SIGKILL the kernel may still hold the old process's data
+        // directory lock or ports for a moment: try again briefly.
+        for _ in 0..100 {
+            let log = std::fs::File::create(broker.data_dir.with_extension("log")).expect("log file");
+            let mut child = Command::new(&program)
+                .arg(&broker.data_dir)
+                .arg(&broker.kafka_addr)
+                .arg(&broker.admin_addr)
+                .arg(broker.id.to_string())
+                .arg(&broker.rpc_addr)
+                .arg(&seeds)
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .expect("spawn oxbow-test-node");
+            let mut line = String::new();
+            if let Some(stdout) = child.stdout.take() {
+                let _ = BufReader::new(stdout).read_line(&mut line);
+            }
+            if line.starts_with("ready ") {
+                broker.process = Some(child);
+                return;
+            }
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "broker {id} did not start; see {}",
+            broker.data_dir.with_extension("log").display()
+        );
+    }
+
+    /// SIGKILL broker `id` and reap it.
+    pub fn kill(&mut self, id: u32) {
+        if let Some(mut child) = self.broker(id).process.take() {
+            signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP broker `id` (a long pause: it keeps its sockets and says nothing).
+    pub fn pause(&mut self, id: u32) {
+        if let Some(child) = self.broker(id).process.as_ref() {
+            signal(child, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT broker `id`.
+    pub fn resume(&mut self, id: u32) {
+        if let Some(child) = self.broker(id).process.as_ref() {
+            signal(child, libc::SIGCONT);
+        }
+    }
+
+    /// The tail of broker `id`'s log, for failure messages.
+    pub fn log_tail(&self, id: u32, lines: usize) -> String {
+        let index = usize::try_from(id - 1).expect("small id");
+        let path = self.brokers[index].data_dir.with_extension("log");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for broker in &mut self.brokers {
+            if let Some(mut child) = broker.process.take() {
+                signal(&child, libc::SIGCONT);
+                signal(&child, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, signal: i32) {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: signalling our own child process, which we have not reaped yet.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
