@@ -30,7 +30,7 @@ use super::shard::{CommandResults, MetadataCommand, NewTopic, ShardMessage};
 use super::{handlers, producer_handlers, Broker};
 use crate::controller::{
     place, BrokerRegistration, Command, ControllerEffect, ControllerError, ControllerEvent, ControllerInput,
-    ControllerReplica, ControllerState, Outcome,
+    ControllerReplica, ControllerState, LivenessTracker, Outcome,
 };
 use crate::kafka::ErrorCode;
 use crate::raft::{Effect as RaftEffect, Input as RaftInput, Message, Role};
@@ -47,6 +47,12 @@ const REGISTER_RETRY: Duration = Duration::from_millis(1_000);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most commands waiting for the controller at once (beyond: REQUEST_TIMED_OUT).
 const MAX_WAITING_COMMANDS: usize = 4_096;
+/// A follower not heard from for this long leaves the in-sync replicas.
+const ISR_MAX_SILENCE: Duration = Duration::from_secs(10);
+/// A broker the controller leader has not heard from for this long is proposed dead
+/// (placement then leaves it out); brokers report in with every frame they send, at
+/// least every [`GOSSIP_INTERVAL`].
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(6);
 /// Bits of a partition's Raft group id that hold the partition number.
 const PARTITION_BITS: u32 = 20;
 
@@ -155,6 +161,8 @@ enum Waiter {
     Registration,
     /// A producer-id block for a shard.
     ProducerIds { origin: ShardId },
+    /// A liveness change proposed by this controller leader.
+    Liveness,
 }
 
 /// A client's metadata request waiting for its commands.
@@ -184,6 +192,10 @@ struct ControllerHost {
     peers: BTreeMap<u64, String>,
     /// The state changed since the last broadcast.
     dirty: bool,
+    /// While this broker leads the controller: who reported in when.
+    liveness: Option<LivenessTracker>,
+    /// Liveness proposals not applied yet (one round at a time).
+    liveness_in_flight: usize,
 }
 
 /// A broker's cluster state (every shard; the controller host on shard 0).
@@ -194,6 +206,8 @@ pub struct Cluster {
     pub view: ClusterView,
     /// Known leaders: partition → (leader, epoch).
     pub leaders: BTreeMap<TopicPartition, (i32, i32)>,
+    /// In-sync replicas as their leaders last reported them.
+    pub isr: BTreeMap<TopicPartition, Vec<i32>>,
     outbox: Outbox,
     default_replication_factor: i16,
     host: Option<Box<ControllerHost>>,
@@ -237,12 +251,15 @@ impl Cluster {
                 next_batch: 1,
                 peers,
                 dirty: true,
+                liveness: None,
+                liveness_in_flight: 0,
             })
         });
         Cluster {
             node,
             view: ClusterView::default(),
             leaders: BTreeMap::new(),
+            isr: BTreeMap::new(),
             outbox: Outbox::new(node, OutboxConfig::default()),
             default_replication_factor: setup.default_replication_factor.max(1),
             host,
@@ -265,7 +282,8 @@ impl Cluster {
             host.and_then(|h| h.replica.poll_timeout()),
             host.and_then(|h| h.register_at),
             host.and_then(|h| h.forwarded.values().map(|(_, d)| *d).min()),
-            host.map(|_| self.next_gossip_at),
+            host.and_then(|h| h.liveness.as_ref()?.poll_timeout(h.replica.state())),
+            Some(self.next_gossip_at),
         ]
         .into_iter()
         .flatten()
@@ -324,6 +342,12 @@ fn send_cluster(broker: &mut Broker, to: u64, messages: Vec<ClusterMessage>) {
 /// are handled here.
 pub fn on_frame(broker: &mut Broker, now: Instant, frame: Frame) {
     let from = frame.from;
+    if let Some(host) = broker.cluster.as_mut().and_then(|c| c.host.as_mut()) {
+        let state = host.replica.state();
+        if let (Some(tracker), Some(info)) = (host.liveness.as_mut(), state.brokers.get(&from)) {
+            tracker.on_heartbeat(now, from, info.registration.epoch, state);
+        }
+    }
     for cm in frame.cluster {
         on_cluster_message(broker, now, from, cm);
     }
@@ -432,16 +456,13 @@ fn learn_leader(broker: &mut Broker, note: LeaderNote) {
         .topics
         .get(&note.topic)
         .is_some_and(|t| t.revision == note.revision && note.partition < t.partitions);
-    if !wanted {
-        return;
-    }
     let Ok(leader) = i32::try_from(note.leader) else {
         return;
     };
-    let tp = (note.topic.clone(), note.partition);
-    if !record_leader(broker, &tp, leader, note.epoch) {
+    if !wanted {
         return;
     }
+    let isr: Vec<i32> = note.isr.iter().filter_map(|id| i32::try_from(*id).ok()).collect();
     let key = PartitionKey {
         topic: note.topic,
         partition: note.partition,
@@ -457,8 +478,21 @@ fn learn_leader(broker: &mut Broker, note: LeaderNote) {
                 key: key.clone(),
                 leader,
                 epoch: note.epoch,
+                isr: isr.clone(),
             },
         });
+    }
+    learn_leader_here(broker, key, leader, note.epoch, isr);
+}
+
+/// Records a leadership and its in-sync replicas on this shard (a newer epoch wins).
+pub fn learn_leader_here(broker: &mut Broker, key: PartitionKey, leader: i32, epoch: i32, isr: Vec<i32>) {
+    let tp = (key.topic, key.partition);
+    record_leader(broker, &tp, leader, epoch);
+    if let Some(cluster) = broker.cluster.as_mut() {
+        if cluster.leaders.get(&tp) == Some(&(leader, epoch)) {
+            cluster.isr.insert(tp, isr);
+        }
     }
 }
 
@@ -487,14 +521,17 @@ pub fn note_leader(broker: &mut Broker, key: &PartitionKey, leader: i32, term: i
     }
 }
 
-/// The Raft voters of a partition: its replicas (this broker alone on a single node).
-pub fn voters(broker: &Broker, topic: &str, partition: i32) -> Vec<u64> {
-    broker
+/// The Raft voters of a partition with their priorities: its replicas, the preferred
+/// leader (first replica) on top, so leadership returns to it once it is back and
+/// caught up (Raft's transfer to priority). Empty on a single node.
+pub fn voters(broker: &Broker, topic: &str, partition: i32) -> Vec<(u64, crate::raft::Priority)> {
+    let replicas: Vec<u64> = broker
         .cluster
         .as_ref()
         .and_then(|c| c.view.replicas(topic, partition))
         .map(|r| r.iter().filter_map(|id| u64::try_from(*id).ok()).collect())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    crate::controller::voter_priorities(&replicas)
 }
 
 /// Shard 0: a metadata command of a client request.
@@ -762,6 +799,11 @@ fn resolve(broker: &mut Broker, now: Instant, waiter: Waiter, result: Resolution
                 cluster.stats.last_registration_error = Some(message);
             }
         }
+        Waiter::Liveness => {
+            if let Some(host) = broker.cluster.as_mut().and_then(|c| c.host.as_mut()) {
+                host.liveness_in_flight = host.liveness_in_flight.saturating_sub(1);
+            }
+        }
         Waiter::ProducerIds { origin } => {
             let message = match result {
                 Ok(Some(Outcome::ProducerIds { first, count })) => {
@@ -793,6 +835,10 @@ pub fn handle_timeout(broker: &mut Broker, now: Instant) {
     if now >= cluster.next_gossip_at {
         cluster.next_gossip_at = now + GOSSIP_INTERVAL;
         cluster.gossip_now = true;
+    }
+    if cluster.host.is_none() {
+        pump_controller(broker, now);
+        return;
     }
     let Some(host) = cluster.host.as_mut() else {
         return;
@@ -857,8 +903,9 @@ pub fn pump_controller(broker: &mut Broker, now: Instant) {
         }
     }
     register(broker, now);
+    track_liveness(broker, now);
     broadcast_if_changed(broker, now);
-    gossip(broker);
+    gossip(broker, now);
 }
 
 fn on_controller_event(broker: &mut Broker, now: Instant, event: ControllerEvent) {
@@ -912,6 +959,9 @@ fn on_controller_event(broker: &mut Broker, now: Instant, event: ControllerEvent
             if role == Role::Leader {
                 // Proposals forwarded to a former leader are answered by the deadline.
                 host.register_at.get_or_insert(now);
+                host.liveness = Some(LivenessTracker::new(now, LIVENESS_TIMEOUT));
+            } else {
+                host.liveness = None;
             }
         }
         ControllerEvent::Failed { .. } => {
@@ -947,6 +997,30 @@ fn register(broker: &mut Broker, now: Instant) {
     host.register_at = Some(now + REGISTER_RETRY);
     let command = Command::RegisterBroker(host.registration.clone());
     propose(broker, now, command, Waiter::Registration, true);
+}
+
+/// The controller leader proposes what its liveness tracker observed (itself always
+/// alive), one round at a time.
+fn track_liveness(broker: &mut Broker, now: Instant) {
+    let Some(host) = broker.cluster.as_mut().and_then(|c| c.host.as_mut()) else {
+        return;
+    };
+    if !host.replica.is_leader() || host.liveness_in_flight > 0 {
+        return;
+    }
+    let state = host.replica.state();
+    let id = host.registration.id;
+    let Some(tracker) = host.liveness.as_mut() else {
+        return;
+    };
+    if let Some(me) = state.brokers.get(&id) {
+        tracker.on_heartbeat(now, id, me.registration.epoch, state);
+    }
+    let changes = tracker.changes(now, state);
+    host.liveness_in_flight = changes.len();
+    for command in changes {
+        propose(broker, now, command, Waiter::Liveness, false);
+    }
 }
 
 /// After applied changes: the new metadata and view go to every shard, and new peer
@@ -1016,44 +1090,52 @@ pub fn on_metadata(broker: &mut Broker) {
         }
     }
     let topics = &metadata.topics;
-    cluster
-        .leaders
-        .retain(|(topic, partition), _| topics.get(topic).is_some_and(|t| *partition < t.partitions));
+    let exists =
+        |(topic, partition): &TopicPartition| topics.get(topic).is_some_and(|t| *partition < t.partitions);
+    cluster.leaders.retain(|tp, _| exists(tp));
+    cluster.isr.retain(|tp, _| exists(tp));
 }
 
-/// Shard 0: tells every peer the partitions this broker leads (on change, and every
-/// [`GOSSIP_INTERVAL`]).
-fn gossip(broker: &mut Broker) {
+/// Tells every peer the partitions this shard leads, with their in-sync replicas (on a
+/// leadership change here, and every [`GOSSIP_INTERVAL`]); every shard does this for
+/// its own partitions.
+fn gossip(broker: &mut Broker, now: Instant) {
     let Some(cluster) = broker.cluster.as_mut() else {
         return;
     };
-    if !std::mem::take(&mut cluster.gossip_now) || cluster.host.is_none() {
+    if !std::mem::take(&mut cluster.gossip_now) {
         return;
     }
-    let node = broker.node_id;
-    let notes: Vec<LeaderNote> = cluster
-        .leaders
-        .iter()
-        .filter(|(_, (leader, _))| *leader == node)
-        .filter_map(|((topic, partition), (leader, epoch))| {
-            Some(LeaderNote {
-                topic: topic.clone(),
-                partition: *partition,
-                revision: broker.metadata.topics.get(topic)?.revision,
-                leader: u64::try_from(*leader).ok()?,
-                epoch: *epoch,
-            })
-        })
-        .collect();
+    let led = broker.partitions.led(now, ISR_MAX_SILENCE);
+    let node = cluster.node;
+    let mut notes = Vec::with_capacity(led.len());
+    for (key, epoch, isr) in led {
+        let tp = (key.topic.clone(), key.partition);
+        let isr_ids: Vec<i32> = isr.iter().filter_map(|id| i32::try_from(*id).ok()).collect();
+        if cluster.leaders.get(&tp).is_some_and(|(_, e)| *e <= epoch) {
+            cluster.isr.insert(tp, isr_ids);
+        }
+        notes.push(LeaderNote {
+            topic: key.topic,
+            partition: key.partition,
+            revision: key.revision,
+            leader: node,
+            epoch,
+            isr,
+        });
+    }
+    if notes.is_empty() {
+        return;
+    }
     let peers: Vec<u64> = cluster
         .view
         .brokers
         .keys()
         .filter_map(|id| u64::try_from(*id).ok())
-        .filter(|id| *id != cluster.node)
+        .filter(|id| *id != node)
         .collect();
     for peer in peers {
-        for chunk in notes.chunks(4_096) {
+        for chunk in notes.chunks(2_048) {
             let message = ClusterMessage::Leaders {
                 notes: chunk.to_vec(),
             };
@@ -1089,6 +1171,18 @@ pub fn leader_of(broker: &Broker, topic: &str, partition: i32) -> Option<(i32, i
             .get(&tp)
             .copied()
             .filter(|(leader, _)| c.view.brokers.contains_key(leader)),
+    }
+}
+
+/// The in-sync replicas of a partition as its leader last reported them (all replicas
+/// while no report came in; this broker on a single node).
+pub fn in_sync_replicas(broker: &Broker, topic: &str, partition: i32) -> Vec<i32> {
+    let Some(c) = broker.cluster.as_ref() else {
+        return vec![broker.node_id];
+    };
+    match c.isr.get(&(topic.to_string(), partition)) {
+        Some(isr) => isr.clone(),
+        None => c.view.replicas(topic, partition).unwrap_or_default().to_vec(),
     }
 }
 

@@ -375,8 +375,11 @@ fn metadata_response(broker: &Broker, request: &m::MetadataRequest) -> m::Metada
                             .collect(),
                         None => vec![BrokerId(broker.node_id)],
                     };
-                    partition.replica_nodes = replicas.clone();
-                    partition.isr_nodes = replicas;
+                    partition.replica_nodes = replicas;
+                    partition.isr_nodes = super::cluster::in_sync_replicas(broker, &topic_name, index)
+                        .into_iter()
+                        .map(BrokerId)
+                        .collect();
                     match super::cluster::leader_of(broker, &topic_name, index) {
                         Some((leader, epoch)) => {
                             partition.leader_id = BrokerId(leader);

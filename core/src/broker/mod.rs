@@ -580,9 +580,12 @@ impl Broker {
                 self.epochs.insert((key.topic, key.partition), leader_epoch);
             }
             ShardMessage::ClusterChanged { view } => cluster::on_view(self, view),
-            ShardMessage::Leader { key, leader, epoch } => {
-                cluster::record_leader(self, &(key.topic, key.partition), leader, epoch);
-            }
+            ShardMessage::Leader {
+                key,
+                leader,
+                epoch,
+                isr,
+            } => cluster::learn_leader_here(self, key, leader, epoch, isr),
             ShardMessage::Raft { messages } => cluster::deliver_raft(self, now, messages),
             ShardMessage::ProducerIds(message) => producer_handlers::on_message(self, now, message),
         }

@@ -195,31 +195,44 @@ impl Partitions {
         self.hosted.values().map(|h| h.key.clone()).collect()
     }
 
+    /// Partitions this shard leads: their key, leader epoch and in-sync replicas
+    /// (voters streaming appends and heard from within `max_silence`).
+    pub fn led(&self, now: Instant, max_silence: std::time::Duration) -> Vec<(PartitionKey, i32, Vec<u64>)> {
+        self.hosted
+            .values()
+            .filter(|h| h.replica.is_leader())
+            .filter_map(|h| {
+                let isr = h.replica.raft().in_sync_voters(now, max_silence)?;
+                Some((h.key.clone(), h.replica.leader_epoch(), isr))
+            })
+            .collect()
+    }
+
     /// The replica of a hosted partition.
     pub fn replica(&self, tp: &TopicPartition) -> Option<&Replica> {
         self.hosted.get(tp).map(|h| &h.replica)
     }
 
     /// Starts hosting a partition over `log` (new and empty, or recovered), a Raft group
-    /// of `voters` (broker ids; this broker alone on a single node).
+    /// of `voters` (broker ids and election priorities, the preferred leader on top;
+    /// empty: this broker alone, on a single node).
     pub fn host(
         &mut self,
         now: Instant,
         key: PartitionKey,
         log: Log,
         hard_state: HardState,
-        voters: &[u64],
+        voters: &[(u64, crate::raft::Priority)],
     ) -> Result<(), String> {
         let node = u64::try_from(self.node_id).map_err(|_| "negative node id".to_string())?;
-        let voters = if voters.is_empty() {
-            vec![node]
-        } else {
-            voters.to_vec()
+        let bootstrap = match voters {
+            [] => Membership::with_voters([node]),
+            voters => Membership::new(voters.iter().copied(), []),
         };
         let setup = ReplicaSetup {
             node_id: node,
             raft: self.raft.clone(),
-            bootstrap: Membership::with_voters(voters).map_err(|e| e.to_string())?,
+            bootstrap: bootstrap.map_err(|e| e.to_string())?,
             hard_state,
             config_entries: Vec::new(),
             seed: u64::from(crc32c::crc32c(key.dir().as_bytes())),

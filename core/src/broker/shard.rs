@@ -272,6 +272,8 @@ pub enum ShardMessage {
         leader: i32,
         /// Its epoch.
         epoch: i32,
+        /// The replicas in sync with it.
+        isr: Vec<i32>,
     },
     /// (From shard 0, cluster mode) Raft messages from peers for partitions of this
     /// shard.

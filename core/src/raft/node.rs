@@ -288,6 +288,26 @@ impl Raft {
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
+    /// On a leader: the voters in sync with it (Kafka's ISR) — the leader itself and
+    /// every follower that is streaming appends (caught up to where the leader sends)
+    /// and was heard from within `max_silence`. `None` on a non-leader.
+    pub fn in_sync_voters(&self, now: Instant, max_silence: std::time::Duration) -> Option<Vec<NodeId>> {
+        let ls = self.leader_state.as_ref()?;
+        let in_sync = self
+            .membership()
+            .voters()
+            .keys()
+            .copied()
+            .filter(|v| {
+                *v == self.id
+                    || ls.progress.get(v).is_some_and(|p| {
+                        p.state == super::progress::ProgressState::Replicate
+                            && now.saturating_duration_since(p.last_heard) <= max_silence
+                    })
+            })
+            .collect();
+        Some(in_sync)
+    }
     /// Last committed offset known here.
     pub fn commit_index(&self) -> Option<Index> {
         self.commit

@@ -24,6 +24,8 @@ pub struct LeaderNote {
     pub leader: u64,
     /// Its term (= Kafka leader epoch).
     pub epoch: i32,
+    /// The replicas in sync with the leader (the leader included).
+    pub isr: Vec<u64>,
 }
 
 /// One cluster message.
@@ -59,8 +61,9 @@ pub enum ClusterMessage {
 const TAG_PROPOSE: u8 = 1;
 const TAG_PROPOSED: u8 = 2;
 const TAG_LEADERS: u8 = 3;
-/// Smallest encoded leader note: empty topic, partition, revision, leader, epoch.
-const MIN_NOTE_BYTES: usize = 2 + 4 + 8 + 8 + 4;
+/// Smallest encoded leader note: empty topic, partition, revision, leader, epoch, an
+/// empty ISR.
+const MIN_NOTE_BYTES: usize = 2 + 4 + 8 + 8 + 4 + 4;
 /// Smallest encoded message (a tag and a leaders count).
 pub(super) const MIN_CLUSTER_MESSAGE_BYTES: usize = 1 + 4;
 
@@ -93,6 +96,10 @@ pub(super) fn put_cluster_message(out: &mut Vec<u8>, message: &ClusterMessage) {
                 out.put_u64v(note.revision as u64);
                 out.put_u64v(note.leader);
                 out.put_i32v(note.epoch);
+                out.put_u32v(u32::try_from(note.isr.len()).unwrap_or(u32::MAX));
+                for id in &note.isr {
+                    out.put_u64v(*id);
+                }
             }
         }
     }
@@ -114,12 +121,23 @@ pub(super) fn read_cluster_message(r: &mut Reader<'_>) -> Result<ClusterMessage,
             let count = r.count("leader notes", MIN_NOTE_BYTES)?;
             let mut notes = Vec::with_capacity(count);
             for _ in 0..count {
+                let topic = r.string()?;
+                let partition = r.i32()?;
+                let revision = r.u64()? as i64;
+                let leader = r.u64()?;
+                let epoch = r.i32()?;
+                let isr_count = r.count("in-sync replicas", 8)?;
+                let mut isr = Vec::with_capacity(isr_count);
+                for _ in 0..isr_count {
+                    isr.push(r.u64()?);
+                }
                 notes.push(LeaderNote {
-                    topic: r.string()?,
-                    partition: r.i32()?,
-                    revision: r.u64()? as i64,
-                    leader: r.u64()?,
-                    epoch: r.i32()?,
+                    topic,
+                    partition,
+                    revision,
+                    leader,
+                    epoch,
+                    isr,
                 });
             }
             Ok(ClusterMessage::Leaders { notes })
