@@ -158,6 +158,15 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for broker in &self.brokers {
+                eprintln!(
+                    "---- broker {} (last 60 log lines) ----\n{}",
+                    broker.id,
+                    self.log_tail(broker.id, 60)
+                );
+            }
+        }
         for broker in &mut self.brokers {
             if let Some(mut child) = broker.process.take() {
                 signal(&child, libc::SIGCONT);

@@ -130,6 +130,20 @@ fn leader_of(brokers: &str, topic: &str, partition: i32) -> Option<i32> {
     (p.leader() >= 0).then_some(p.leader())
 }
 
+/// (leader, replicas, in-sync replicas) of a partition as the cluster reports it.
+fn partition_state(brokers: &str, topic: &str, partition: i32) -> Option<(i32, Vec<i32>, Vec<i32>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+    let p = t.partitions().iter().find(|p| p.id() == partition)?;
+    Some((p.leader(), p.replicas().to_vec(), p.isr().to_vec()))
+}
+
 /// Reads every partition from the beginning to its high watermark: partition →
 /// [(offset, value)].
 fn read_all(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Vec<(i64, String)>> {
@@ -279,6 +293,16 @@ fn three_brokers_keep_every_acknowledged_write_through_a_leader_kill_and_a_pause
     check_read_back(&acked, &read);
     let read_count: usize = read.values().map(Vec::len).sum();
     assert_eq!(read_count, sent, "nothing but what was acknowledged, once");
+
+    // Every broker is back: each partition is led by its preferred replica again and
+    // every replica is in sync.
+    wait_until("preferred leaders and full ISRs", Duration::from_secs(60), || {
+        (0..3).all(|p| {
+            partition_state(&brokers, "ha", p).is_some_and(|(leader, replicas, isr)| {
+                replicas.first() == Some(&leader) && isr.len() == replicas.len()
+            })
+        })
+    });
 }
 
 #[test]
@@ -307,6 +331,12 @@ fn five_brokers_serve_without_two_and_refuse_writes_without_three() {
         1_000,
         "writes acknowledged with two brokers gone"
     );
+    wait_until("the dead brokers out of the ISR", Duration::from_secs(60), || {
+        partition_state(&brokers, "quorum", 0).is_some_and(|(_, replicas, isr)| {
+            let dead = [leader as i32, second as i32];
+            replicas.len() == 5 && isr.len() == 3 && !isr.iter().any(|r| dead.contains(r))
+        })
+    });
 
     // A third gone: no majority, so nothing is acknowledged (and nothing lost).
     let third = (1..=5).find(|id| *id != leader && *id != second).unwrap();
@@ -333,7 +363,14 @@ fn five_brokers_serve_without_two_and_refuse_writes_without_three() {
     send(&producer, "quorum", "back", 0, 500);
     producer.flush(Duration::from_secs(120)).unwrap();
     let acked = producer.context().acked.lock().unwrap().clone();
-    assert_eq!(acked.len(), 1_500, "writes served again once a majority is back");
+    let failed = producer.context().failed.lock().unwrap().clone();
+    assert_eq!(
+        acked.len(),
+        1_500,
+        "writes served again once a majority is back; {} failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
     let read = read_all(&brokers, "quorum", 2);
     check_read_back(&acked, &read);
     let stored: usize = read.values().map(Vec::len).sum();
