@@ -3,9 +3,11 @@
 //! replica built from what it recovered, and every shard gets its share
 //! ([`crate::shard::cluster_link::ShardCluster`]).
 //!
-//! Seeds are `ID@HOST:PORT` (broker id and RPC address): they are the initial voters of
-//! the controller group 0, so every broker of a new cluster lists the same seeds,
-//! itself included.
+//! Seeds are `ID@HOST:PORT` (broker id and RPC address): they are the voters of the
+//! controller group 0, so every broker of a new cluster lists the same seeds, itself
+//! included. A broker not among the seeds joins the running cluster they form: it
+//! registers through them, and the controller leader adds it to group 0 as a learner
+//! (it receives the metadata; partitions are placed on it like on any broker).
 
 use crate::config::NodeConfig;
 use crate::controller_store::{ControllerStore, ControllerStoreLimits};
@@ -26,12 +28,9 @@ pub enum ClusterStartError {
     /// A seed is not `ID@HOST:PORT`.
     #[error("node.seeds: `{0}` is not ID@HOST:PORT (the broker id and RPC address of a seed broker)")]
     BadSeed(String),
-    /// This broker is not among the seeds.
-    #[error(
-        "node {0} is not among node.seeds; every broker of a cluster lists the same seeds, itself included \
-         (adding a broker to a running cluster is not supported yet)"
-    )]
-    NotASeed(i32),
+    /// The node id cannot be a broker id.
+    #[error("node.node_id {0} cannot be a broker id")]
+    BadNodeId(i32),
     /// Two seeds name one broker id.
     #[error("node.seeds names broker {0} twice")]
     DuplicateSeed(u64),
@@ -101,9 +100,9 @@ pub fn start(
 ) -> Result<ClusterStart, ClusterStartError> {
     let seeds = parse_seeds(&config.node.seeds)?;
     let node_id = config.node.node_id;
-    let node = u64::try_from(node_id).map_err(|_| ClusterStartError::NotASeed(node_id))?;
+    let node = u64::try_from(node_id).map_err(|_| ClusterStartError::BadNodeId(node_id))?;
     if !seeds.iter().any(|(id, _)| *id == node) {
-        return Err(ClusterStartError::NotASeed(node_id));
+        tracing::info!(node, "not among the seeds: joining the running cluster they form");
     }
     if let Ok(Some(bytes)) = crate::shard::runtime::read_metadata(data_dir) {
         let has_topics = oxbow_core::broker::Metadata::decode(&bytes).is_ok_and(|m| !m.topics.is_empty());

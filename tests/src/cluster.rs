@@ -71,6 +71,22 @@ impl TestCluster {
         cluster
     }
 
+    /// Starts one more broker (the next id) that joins the running cluster through the
+    /// seeds; returns its id.
+    pub fn add_broker(&mut self, root: &Path) -> u32 {
+        let id = u32::try_from(self.brokers.len()).expect("few brokers") + 1;
+        self.brokers.push(TestBroker {
+            id,
+            data_dir: root.join(format!("broker-{id}")),
+            kafka_addr: format!("127.0.0.1:{}", free_port()),
+            admin_addr: format!("127.0.0.1:{}", free_port()),
+            rpc_addr: format!("127.0.0.1:{}", free_port()),
+            process: None,
+        });
+        self.restart(id);
+        id
+    }
+
     /// `host:port,...` of every broker, for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.brokers

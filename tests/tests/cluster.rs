@@ -383,3 +383,37 @@ fn five_brokers_serve_without_two_and_refuse_writes_without_three() {
     // (the client timed out first): Kafka allows that; it must never be lost or doubled.
     assert_eq!(stored - stored_without_quorum, 1_500);
 }
+
+#[test]
+fn a_new_broker_joins_a_running_cluster_and_takes_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(Path::new(PROGRAM), dir.path(), 3);
+    let brokers = cluster.bootstrap();
+    wait_for_brokers(&brokers, 3);
+    create_topic(&brokers, "before", 2, 3);
+
+    // Broker 4 is not among the seeds: it registers through them.
+    let joined = cluster.add_broker(dir.path());
+    let all = cluster.bootstrap();
+    wait_for_brokers(&all, 4);
+    // A topic on all four brokers can only be placed once it is registered and alive.
+    create_topic(&all, "after", 2, 4);
+    wait_until("leaders of after", Duration::from_secs(60), || {
+        (0..2).all(|p| leader_of(&all, "after", p).is_some())
+    });
+    let producer = producer(&all, 60_000);
+    send(&producer, "after", "joined", 0, 300);
+    producer.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(acked_count(&producer), 300);
+    wait_until("the new broker in sync", Duration::from_secs(60), || {
+        (0..2).all(|p| {
+            partition_state(&all, "after", p)
+                .is_some_and(|(_, replicas, isr)| replicas.contains(&(joined as i32)) && isr.len() == 4)
+        })
+    });
+    // Read back through the new broker alone: it knows every topic and leader.
+    let only_new = cluster.brokers[joined as usize - 1].kafka_addr.clone();
+    let acked = producer.context().acked.lock().unwrap().clone();
+    check_read_back(&acked, &read_all(&only_new, "after", 2));
+    assert!(partition_state(&only_new, "before", 0).is_some(), "older topics known to the new broker");
+}

@@ -33,7 +33,7 @@ use crate::controller::{
     ControllerReplica, ControllerState, LivenessTracker, Outcome,
 };
 use crate::kafka::ErrorCode;
-use crate::raft::{Effect as RaftEffect, Input as RaftInput, Message, Role};
+use crate::raft::{ConfigChange, Effect as RaftEffect, Input as RaftInput, Message, Role};
 use crate::rpc::{encode_cluster_frame, ClusterMessage, Frame, GroupId, LeaderNote, Outbox, OutboxConfig};
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
@@ -405,7 +405,9 @@ fn on_cluster_message(broker: &mut Broker, now: Instant, from: u64, message: Clu
         ClusterMessage::Propose { request, command } => {
             let waiter = Waiter::Peer { node: from, request };
             match Command::decode(&command) {
-                Ok(command) => propose(broker, now, command, waiter, false),
+                // Relayed once more if this broker knows a leader other than the sender
+                // (a joining broker asks a seed, not knowing the leader yet).
+                Ok(command) => propose_from(broker, now, command, waiter, Some(from)),
                 Err(error) => resolve(
                     broker,
                     now,
@@ -708,9 +710,18 @@ pub fn allocate_producer_ids(broker: &mut Broker, now: Instant, origin: ShardId)
     pump_controller(broker, now);
 }
 
-/// Proposes `command` if this broker leads the controller, else forwards it to the
-/// leader (when `may_forward`).
+/// Proposes `command` if this broker leads the controller, else (when `may_forward`)
+/// forwards it to the leader — or, with no leader known, to a peer that may know it.
 fn propose(broker: &mut Broker, now: Instant, command: Command, waiter: Waiter, may_forward: bool) {
+    match may_forward {
+        true => propose_from(broker, now, command, waiter, None),
+        false => propose_from(broker, now, command, waiter, Some(u64::MAX)),
+    }
+}
+
+/// Proposes here, or forwards to the leader — never back to `sender` (a peer whose
+/// proposal this is; `u64::MAX`: never forward).
+fn propose_from(broker: &mut Broker, now: Instant, command: Command, waiter: Waiter, sender: Option<u64>) {
     let Some(cluster) = broker.cluster.as_mut() else {
         return;
     };
@@ -727,13 +738,30 @@ fn propose(broker: &mut Broker, now: Instant, command: Command, waiter: Waiter, 
         resolve(broker, now, waiter, error);
         return;
     }
-    match host.replica.propose(now, &command) {
-        Ok(at) => host
-            .applying
-            .entry(at.index)
-            .or_default()
-            .push((Some(at.term), waiter)),
-        Err(ControllerError::NotController { leader: Some(leader) }) if may_forward && leader != node => {
+    let never_forward = sender == Some(u64::MAX);
+    let target = match host.replica.propose(now, &command) {
+        Ok(at) => {
+            host.applying.entry(at.index).or_default().push((Some(at.term), waiter));
+            return;
+        }
+        Err(ControllerError::NotController { leader: Some(leader) }) if !never_forward && leader != node => {
+            Ok(leader)
+        }
+        // No leader known (this broker is joining, or an election runs): ask a peer,
+        // in turn, that may know it.
+        Err(ControllerError::NotController { leader: None }) if sender.is_none() => {
+            let peers: Vec<u64> = host.peers.keys().copied().collect();
+            host.next_forward += 1;
+            let index = usize::try_from(host.next_forward).unwrap_or(0) % peers.len().max(1);
+            peers
+                .get(index)
+                .copied()
+                .ok_or(ControllerError::NotController { leader: None })
+        }
+        Err(error) => Err(error),
+    };
+    match target {
+        Ok(leader) if Some(leader) != sender => {
             let request = host.next_forward;
             host.next_forward += 1;
             host.forwarded.insert(request, (waiter, now + FORWARD_TIMEOUT));
@@ -743,10 +771,37 @@ fn propose(broker: &mut Broker, now: Instant, command: Command, waiter: Waiter, 
             };
             send_cluster(broker, leader, vec![message]);
         }
+        Ok(_) => {
+            let error = (ErrorCode::NOT_CONTROLLER.0, "the controller is not known here".to_string());
+            resolve(broker, now, waiter, Err(error));
+        }
         Err(error) => {
             let code = error.kafka_error_code();
             resolve(broker, now, waiter, Err((code, error.to_string())));
         }
+    }
+}
+
+/// The controller leader makes every registered broker that is not yet a member of
+/// group 0 a learner (it then receives the metadata log; the voters stay the seeds).
+fn add_learners(broker: &mut Broker, now: Instant) {
+    let Some(host) = broker.cluster.as_mut().and_then(|c| c.host.as_mut()) else {
+        return;
+    };
+    if !host.replica.is_leader() {
+        return;
+    }
+    let membership = host.replica.raft().membership();
+    let missing = host
+        .replica
+        .state()
+        .brokers
+        .keys()
+        .copied()
+        .find(|id| !membership.voters().contains_key(id) && !membership.learners().contains(id));
+    if let Some(id) = missing {
+        // Refused while another change is in flight: tried again on a later turn.
+        let _ = host.replica.change_membership(now, ConfigChange::AddLearner(id));
     }
 }
 
@@ -903,6 +958,7 @@ pub fn pump_controller(broker: &mut Broker, now: Instant) {
         }
     }
     register(broker, now);
+    add_learners(broker, now);
     track_liveness(broker, now);
     broadcast_if_changed(broker, now);
     gossip(broker, now);
@@ -991,7 +1047,7 @@ fn register(broker: &mut Broker, now: Instant) {
         host.register_at = Some(now + REGISTER_RETRY);
         return;
     };
-    if at > now || host.replica.raft().leader().is_none() {
+    if at > now {
         return;
     }
     host.register_at = Some(now + REGISTER_RETRY);
