@@ -26,6 +26,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod node;
+pub mod peer;
 pub mod shard;
 pub mod storage;
 pub mod tune;
