@@ -717,7 +717,7 @@ fn run_reader(mut stream: TcpStream, peer: SocketAddr, conn_id: u64, shared: &Sh
                 _ => &shared.counters.connections_closed_malformed,
             };
             add(counter, 1);
-            tracing::warn!(%peer, %error, "peer: closing inbound connection");
+            tracing::warn!(node = shared.config.node_id, %peer, %error, "peer: closing inbound connection");
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
@@ -848,7 +848,7 @@ impl Writer<'_> {
             return true;
         }
         match connect(addr, config) {
-            Ok(stream) => {
+            Ok((stream, clone)) => {
                 add(&counters.connects, 1);
                 if self.failing {
                     tracing::info!(peer = out.node, %addr, "peer: connected");
@@ -858,12 +858,12 @@ impl Writer<'_> {
                 self.failing = false;
                 self.backoff = Duration::from_millis(config.connect_backoff_min_ms);
                 let mut state = lock(&out.state);
-                if state.closed {
-                    // Closed while connecting: nobody could shut this one down.
+                if state.closed || state.addr_version != addr_version {
+                    // Closed or moved while connecting: start over (or stop).
                     let _ = stream.shutdown(Shutdown::Both);
                     return false;
                 }
-                state.stream = stream.try_clone().ok();
+                state.stream = Some(clone);
                 drop(state);
                 self.conn = Some((stream, addr_version));
                 true
@@ -986,12 +986,14 @@ fn disconnect(out: &Outbound, conn: &mut Option<(TcpStream, u64)>) {
     }
 }
 
-fn connect(addr: SocketAddr, config: &PeerConfig) -> io::Result<TcpStream> {
+/// Connects to `addr`: the stream and a clone of it (to shut it down from outside).
+fn connect(addr: SocketAddr, config: &PeerConfig) -> io::Result<(TcpStream, TcpStream)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(config.connect_timeout_ms))?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(Duration::from_millis(config.write_timeout_ms)))?;
     set_keepalive(&stream)?;
-    Ok(stream)
+    let clone = stream.try_clone()?;
+    Ok((stream, clone))
 }
 
 fn set_keepalive(stream: &TcpStream) -> io::Result<()> {

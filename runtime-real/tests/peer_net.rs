@@ -231,6 +231,8 @@ fn traffic_resumes_after_the_peer_restarts_or_moves() {
 
 #[test]
 fn garbage_and_misaddressed_frames_close_only_their_connection() {
+    // The warnings show with `--nocapture`.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let (a, _) = start(config(1, loopback(0)));
     let (b, b_wakes) = start(config(2, loopback(0)));
     a.set_peer(2, b.local_addr()).expect("peer");
