@@ -1,7 +1,8 @@
 //! The broker-to-broker transport over loopback: frames flow both ways and wake the
 //! shard; a peer that starts late or restarts (or moves) gets its traffic once it
 //! listens; garbage and frames for another node close only their own connection; a
-//! dead peer's queue drops and counts instead of blocking or growing.
+//! dead peer's queue, and a full inbound queue, drop and count instead of blocking or
+//! growing.
 //!
 //! Every wait polls against a deadline; nothing relies on a fixed sleep.
 
@@ -327,4 +328,32 @@ fn a_dead_peer_queue_drops_and_counts_instead_of_growing() {
 fn a_peer_net_can_be_shared_between_threads() {
     fn shareable<T: Send + Sync>() {}
     shareable::<PeerNet>();
+}
+
+#[test]
+fn a_full_inbound_queue_drops_and_counts() {
+    let (a, _) = start(config(1, loopback(0)));
+    let mut cfg = config(2, loopback(0));
+    cfg.max_inbound_frames = 4;
+    let (b, b_wakes) = start(cfg);
+    a.set_peer(2, b.local_addr()).expect("peer");
+    for seq in 0..20 {
+        a.send(2, encoded(1, 2, seq)).expect("send");
+    }
+    wait_until("every frame read", || b.stats().frames_received == 20);
+    let stats = b.stats();
+    assert_eq!(
+        (stats.inbound_queued_frames, stats.frames_dropped_inbound_full),
+        (4, 16)
+    );
+    assert!(b_wakes.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        b.drain(100).iter().map(seq_of).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3],
+        "the oldest stay"
+    );
+    a.send(2, encoded(1, 2, 20)).expect("send");
+    assert_eq!(seq_of(&receive(&b, 1)[0]), 20, "room again once drained");
+    a.shutdown();
+    b.shutdown();
 }
