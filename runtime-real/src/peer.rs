@@ -717,7 +717,7 @@ fn run_reader(mut stream: TcpStream, peer: SocketAddr, conn_id: u64, shared: &Sh
                 _ => &shared.counters.connections_closed_malformed,
             };
             add(counter, 1);
-            tracing::warn!(%peer, %error, "peer: closing inbound connection");
+            tracing::warn!(node = shared.config.node_id, %peer, %error, "peer: closing inbound connection");
         }
     }
     let _ = stream.shutdown(Shutdown::Both);
@@ -797,89 +797,126 @@ enum Next {
 }
 
 fn run_writer(out: &Outbound, shared: &Shared) {
-    let config = &shared.config;
-    let counters = &shared.counters;
-    let backoff_min = Duration::from_millis(config.connect_backoff_min_ms);
-    let backoff_max = Duration::from_millis(config.connect_backoff_max_ms);
-    let mut backoff = backoff_min;
-    let mut conn: Option<(TcpStream, u64)> = None;
-    let mut last_write = Instant::now();
-    let mut failing = false;
-    let mut batch = Vec::new();
-    loop {
-        let (addr, addr_version) = match wait_for_frames(out, shared) {
-            Next::Send { addr, addr_version } => (addr, addr_version),
-            Next::Stop => break,
-        };
-        if let Some((stream, version)) = &conn {
-            if *version != addr_version || (last_write.elapsed() >= IDLE_CHECK && peer_closed(stream)) {
-                disconnect(out, &mut conn);
+    let backoff_min = Duration::from_millis(shared.config.connect_backoff_min_ms);
+    let mut writer = Writer {
+        out,
+        shared,
+        conn: None,
+        backoff: backoff_min,
+        failing: false,
+        last_write: Instant::now(),
+        batch: Vec::new(),
+    };
+    while let Next::Send { addr, addr_version } = wait_for_frames(out, shared) {
+        if writer.connected(addr, addr_version) {
+            writer.write_batch(addr);
+        }
+    }
+    disconnect(out, &mut writer.conn);
+    let mut state = lock(&out.state);
+    add(&shared.counters.frames_dropped_closed, state.frames.len());
+    state.frames.clear();
+    state.bytes = 0;
+}
+
+/// A writer thread's connection state.
+struct Writer<'a> {
+    out: &'a Outbound,
+    shared: &'a Shared,
+    /// The connection and the address version it was made for.
+    conn: Option<(TcpStream, u64)>,
+    /// Wait after the next failed connect.
+    backoff: Duration,
+    /// The last connect failed (log the next failure quietly, the recovery loudly).
+    failing: bool,
+    last_write: Instant,
+    /// Reused buffer of the frames of one write.
+    batch: Vec<u8>,
+}
+
+impl Writer<'_> {
+    /// Makes sure there is a live connection to `addr`; false after a failed connect
+    /// (and its backoff).
+    fn connected(&mut self, addr: SocketAddr, addr_version: u64) -> bool {
+        let (out, config, counters) = (self.out, &self.shared.config, &self.shared.counters);
+        if let Some((stream, version)) = &self.conn {
+            if *version != addr_version || (self.last_write.elapsed() >= IDLE_CHECK && peer_closed(stream)) {
+                disconnect(out, &mut self.conn);
             }
         }
-        if conn.is_none() {
-            match connect(addr, config) {
-                Ok(stream) => {
-                    if failing {
-                        tracing::info!(peer = out.node, %addr, "peer: connected");
-                    } else {
-                        tracing::debug!(peer = out.node, %addr, "peer: connected");
-                    }
-                    let clone = stream.try_clone().ok();
-                    lock(&out.state).stream = clone;
-                    conn = Some((stream, addr_version));
-                    add(&counters.connects, 1);
-                    backoff = backoff_min;
-                    failing = false;
+        if self.conn.is_some() {
+            return true;
+        }
+        match connect(addr, config) {
+            Ok((stream, clone)) => {
+                add(&counters.connects, 1);
+                if self.failing {
+                    tracing::info!(peer = out.node, %addr, "peer: connected");
+                } else {
+                    tracing::debug!(peer = out.node, %addr, "peer: connected");
                 }
-                Err(error) => {
-                    add(&counters.connect_failures, 1);
-                    if failing {
-                        tracing::debug!(peer = out.node, %addr, %error, "peer: connect failed");
-                    } else {
-                        tracing::warn!(peer = out.node, %addr, %error, "peer: connect failed; retrying with backoff");
-                    }
-                    failing = true;
-                    if back_off(out, shared, backoff, addr_version) {
-                        backoff = backoff_min;
-                    } else {
-                        backoff = (backoff * 2).min(backoff_max);
-                    }
-                    continue;
+                self.failing = false;
+                self.backoff = Duration::from_millis(config.connect_backoff_min_ms);
+                let mut state = lock(&out.state);
+                if state.closed || state.addr_version != addr_version {
+                    // Closed or moved while connecting: start over (or stop).
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return false;
                 }
+                state.stream = Some(clone);
+                drop(state);
+                self.conn = Some((stream, addr_version));
+                true
+            }
+            Err(error) => {
+                add(&counters.connect_failures, 1);
+                if self.failing {
+                    tracing::debug!(peer = out.node, %addr, %error, "peer: connect failed");
+                } else {
+                    tracing::warn!(peer = out.node, %addr, %error, "peer: connect failed; retrying with backoff");
+                }
+                self.failing = true;
+                self.backoff = if back_off(out, self.shared, self.backoff, addr_version) {
+                    Duration::from_millis(config.connect_backoff_min_ms)
+                } else {
+                    (self.backoff * 2).min(Duration::from_millis(config.connect_backoff_max_ms))
+                };
+                false
             }
         }
-        let Some((stream, _)) = &mut conn else {
-            continue;
+    }
+
+    /// Writes the queued frames (one batch) on the connection; a failed write drops
+    /// them and the connection.
+    fn write_batch(&mut self, addr: SocketAddr) {
+        let (out, config, counters) = (self.out, &self.shared.config, &self.shared.counters);
+        let Some((stream, _)) = &mut self.conn else {
+            return;
         };
-        let frames = take_batch(out, config, counters, &mut batch);
+        self.batch.clear();
+        if self.batch.capacity() > config.max_write_batch_bytes {
+            self.batch = Vec::new();
+        }
+        let frames = take_batch(out, config, counters, &mut self.batch);
         if frames == 0 {
-            continue;
+            return;
         }
-        match stream.write_all(&batch) {
+        match stream.write_all(&self.batch) {
             Ok(()) => {
                 add(&counters.frames_sent, frames);
-                add(&counters.bytes_sent, batch.len());
-                last_write = Instant::now();
+                add(&counters.bytes_sent, self.batch.len());
+                self.last_write = Instant::now();
             }
             Err(error) => {
                 add(&counters.write_failures, 1);
                 add(&counters.frames_dropped_write_failed, frames);
-                if !shared.stop.load(Ordering::SeqCst) {
+                if !self.shared.stop.load(Ordering::SeqCst) {
                     tracing::warn!(peer = out.node, %addr, %error, frames, "peer: write failed; reconnecting");
                 }
-                disconnect(out, &mut conn);
+                disconnect(out, &mut self.conn);
             }
         }
-        batch.clear();
-        if batch.capacity() > config.max_write_batch_bytes {
-            batch = Vec::new();
-        }
     }
-    disconnect(out, &mut conn);
-    let mut state = lock(&out.state);
-    add(&counters.frames_dropped_closed, state.frames.len());
-    state.frames.clear();
-    state.bytes = 0;
 }
 
 /// Waits until frames are queued (dropping stale ones) or the writer must stop.
@@ -949,12 +986,14 @@ fn disconnect(out: &Outbound, conn: &mut Option<(TcpStream, u64)>) {
     }
 }
 
-fn connect(addr: SocketAddr, config: &PeerConfig) -> io::Result<TcpStream> {
+/// Connects to `addr`: the stream and a clone of it (to shut it down from outside).
+fn connect(addr: SocketAddr, config: &PeerConfig) -> io::Result<(TcpStream, TcpStream)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(config.connect_timeout_ms))?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(Duration::from_millis(config.write_timeout_ms)))?;
     set_keepalive(&stream)?;
-    Ok(stream)
+    let clone = stream.try_clone()?;
+    Ok((stream, clone))
 }
 
 fn set_keepalive(stream: &TcpStream) -> io::Result<()> {
