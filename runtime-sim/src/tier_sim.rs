@@ -1319,16 +1319,19 @@ impl TierRun {
         self.coverage
             .add("tier.remote_expired", m.segments_expired + m.archives_expired);
         self.coverage.add("tier.spilled_before_gc", m.spilled_before_gc);
+        self.coverage.add("tier.lineage_marked", m.lineage_marks);
     }
 
     /// Complete objects under the partition's prefix that neither the manifest nor its
-    /// archives name (orphans the GC has not collected).
+    /// archives name, the lineage marker aside (orphans the GC has not collected).
     fn unnamed_objects(&mut self) -> Result<Vec<String>, String> {
         let Some(m) = self.durable_manifest()? else {
             return Ok(Vec::new());
         };
         let mut named = std::collections::BTreeSet::new();
         named.insert(self.path.manifest_key());
+        // The lineage marker lives as long as the partition (never garbage).
+        named.insert(self.path.lineage_key());
         let mut segments = m.segments.clone();
         for a in &m.archives {
             let key = self.path.archive_key(a);
