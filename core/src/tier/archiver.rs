@@ -205,6 +205,16 @@ pub struct TierMetrics {
     pub lineage_marks: u64,
 }
 
+/// Bugs the simulator plants to prove its checkers (feature `sim-bugs`, off by default;
+/// set with [`Archiver::plant`]).
+#[cfg(feature = "sim-bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierBugs {
+    /// A missing manifest is taken for a fresh prefix even next to a lineage marker: the
+    /// orphan GC then deletes the lost manifest's objects.
+    pub ignore_lineage_marker: bool,
+}
+
 /// The upload lag of a partition.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct UploadBacklog {
@@ -306,6 +316,9 @@ pub struct Archiver {
     effects: VecDeque<TierEffect>,
     rng: ChaCha8Rng,
     metrics: TierMetrics,
+    /// Planted bugs (simulator only).
+    #[cfg(feature = "sim-bugs")]
+    planted: TierBugs,
 }
 
 impl Archiver {
@@ -355,10 +368,18 @@ impl Archiver {
             effects: VecDeque::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             metrics: TierMetrics::default(),
+            #[cfg(feature = "sim-bugs")]
+            planted: TierBugs::default(),
         };
         let key = archiver.path.manifest_key();
         archiver.start(Purpose::Load, |op| TierEffect::Get { op, key, range: None });
         Ok(archiver)
+    }
+
+    /// Plants bugs (the simulator's proof that its checkers catch them).
+    #[cfg(feature = "sim-bugs")]
+    pub fn plant(&mut self, bugs: TierBugs) {
+        self.planted = bugs;
     }
 
     /// Where the archiver is.
@@ -648,6 +669,12 @@ impl Archiver {
 
     /// The lineage marker's get answered, after the manifest's found nothing.
     fn on_lineage_loaded(&mut self, now: Instant, result: Result<StoreReply, StoreError>) {
+        // PLANTED BUG (sim-bugs): a lost manifest taken for a fresh prefix.
+        #[cfg(feature = "sim-bugs")]
+        if self.planted.ignore_lineage_marker && matches!(result, Ok(StoreReply::Got(_))) {
+            self.state = ArchiverState::Active;
+            return;
+        }
         match result {
             // No manifest was ever relied on here: start a new lineage.
             Err(StoreError::NotFound) => self.state = ArchiverState::Active,

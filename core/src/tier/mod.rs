@@ -36,6 +36,8 @@ pub mod read;
 pub mod recovery;
 pub mod retention;
 
+#[cfg(feature = "sim-bugs")]
+pub use archiver::TierBugs;
 pub use archiver::{
     Archiver, ArchiverState, InvalidTierConfig, LocalLogView, LocalSegmentView, TierMetrics, UploadBacklog,
 };
