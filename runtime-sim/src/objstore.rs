@@ -312,6 +312,17 @@ impl SimObjectStore {
         }
     }
 
+    /// Removes an object outside any request (an operator's or a lifecycle rule's
+    /// doing, not the archiver's), returning it.
+    pub fn remove_outside(&mut self, key: &str) -> Option<Bytes> {
+        self.objects.remove(key)
+    }
+
+    /// Puts an object back outside any request (an operator restoring it).
+    pub fn restore_outside(&mut self, key: &str, data: Bytes) {
+        self.objects.insert(key.to_string(), data);
+    }
+
     /// The complete object under `key` (a checker's view, no faults).
     pub fn peek(&self, key: &str) -> Option<&Bytes> {
         self.objects.get(key)

@@ -10,7 +10,8 @@
 //! for the store.
 //!
 //! Faults: store latency, errors, timeouts (applied or not), uploads that stop half way,
-//! archiver crashes / leader changes. Checkers:
+//! archiver crashes / leader changes, and (`lose_manifest`) an operator losing the
+//! manifest once while the leader is down, restoring it a while later. Checkers:
 //!
 //! * `tier-manifest-names-missing-object` — after every store operation, every object
 //!   the store's manifest names (archives and their segments included) exists whole;
@@ -22,12 +23,18 @@
 //!   would, from the leader's manifest;
 //! * `tier-liveness` — once faults stop, everything produced is uploaded and durable;
 //! * `tier-orphans-collected` — and, by the end, every object the manifest does not
-//!   name (dead uploads, failed deletions) has been garbage-collected.
+//!   name (dead uploads, failed deletions) has been garbage-collected;
+//! * `tier-lost-manifest-object-deleted` — while the manifest is lost (absent, or only
+//!   an older version than the lost one is in the store), no archiver deletes an object
+//!   the lost manifest named. The read checks above pause meanwhile: the fault itself
+//!   makes old records unreadable until the manifest is back.
 //!
 //! Planted bugs (for the checkers' own tests): `bug_manifest_before_segment` (the store
 //! side acknowledges a segment put before it is done, so the manifest can go up first),
 //! `bug_delete_local_early` (local retention trusts the in-memory manifest instead of
-//! the durable one) and `bug_store_ignores_deletes` (garbage is never really deleted).
+//! the durable one), `bug_store_ignores_deletes` (garbage is never really deleted),
+//! `bug_ignore_late_landings` (the archiver is told no put lands late) and
+//! `bug_ignore_lineage_marker` (core's archiver takes a lost manifest for a fresh prefix).
 
 use crate::checker::Violation;
 use crate::cluster::RunResult;
@@ -54,7 +61,7 @@ use oxbow_core::tier::{
 };
 use oxbow_core::time::Instant;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Wall-clock origin of simulated record timestamps (ms since the epoch).
@@ -105,6 +112,20 @@ pub struct TierSimConfig {
     /// Planted bug: the archiver is told requests never land late
     /// (`store_request_lifetime = 0`) while they do.
     pub bug_ignore_late_landings: bool,
+    /// Operator fault: once, at a crash after the lineage marker is up, the manifest is
+    /// deleted; it is put back `restore_manifest_ms` later unless the lineage went on
+    /// meanwhile. Under swarm, on for half the seeds when set.
+    pub lose_manifest: bool,
+    /// Time from losing the manifest to restoring it.
+    pub restore_manifest_ms: u64,
+    /// Planted bug: the archiver takes a lost manifest for a fresh prefix
+    /// (core's `TierBugs::ignore_lineage_marker`).
+    pub bug_ignore_lineage_marker: bool,
+    /// The first crash comes before the first leader's first manifest put is likely
+    /// to be durable (uniform within its `store_request_lifetime` wait plus 0.5 s), so
+    /// the next leader finds a dead first upload and no manifest. Under swarm, on for a
+    /// quarter of the seeds whatever the file says.
+    pub early_first_crash: bool,
 }
 
 impl Default for TierSimConfig {
@@ -128,6 +149,10 @@ impl Default for TierSimConfig {
             bug_delete_local_early: false,
             bug_store_ignores_deletes: false,
             bug_ignore_late_landings: false,
+            lose_manifest: false,
+            restore_manifest_ms: 2_000,
+            bug_ignore_lineage_marker: false,
+            early_first_crash: false,
         }
     }
 }
@@ -187,6 +212,12 @@ impl TierSimConfig {
         if rng.chance(0.5) {
             c.retention_bytes = 0;
         }
+        // Drawn only when set, so scenarios without it keep their seeds' draws.
+        if self.lose_manifest {
+            c.lose_manifest = rng.chance(0.5);
+        }
+        // The last draw, so the ones above stay what they were before it existed.
+        c.early_first_crash = self.early_first_crash || rng.chance(0.25);
         c
     }
 }
@@ -205,6 +236,8 @@ enum Ev {
     Restart,
     Check,
     LateLanding(Deferred),
+    /// The operator puts the lost manifest back.
+    RestoreManifest,
     /// The consumer starts reading an old batch.
     ConsumerStart,
     /// A get of the consumer's read answered.
@@ -236,6 +269,18 @@ struct ConsumerRead {
     steps: u32,
 }
 
+/// A manifest the simulated operator lost (`lose_manifest`), and what it named.
+#[derive(Debug)]
+struct LostManifest {
+    bytes: Bytes,
+    version: u64,
+    /// Every object it named: archives, and the data and index objects of their
+    /// segments and of its recent ones.
+    named: BTreeSet<String>,
+    /// Put back (or the lineage went on without it): the loss is over.
+    over: bool,
+}
+
 /// Time between two consumer reads.
 const CONSUMER_INTERVAL_MS: u64 = 400;
 /// Most store round trips one consumer read may take before it is a liveness failure.
@@ -264,6 +309,7 @@ struct TierRun {
     /// Acknowledged batches: base offset → (last offset, CRC of the records, timestamp).
     acked: BTreeMap<i64, (i64, u32, i64)>,
     archives_seen: BTreeMap<String, ArchivedManifest>,
+    lost: Option<LostManifest>,
     produced: u64,
     safety_end: Instant,
     end: Instant,
@@ -279,7 +325,7 @@ pub fn run_tier_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunRes
         scenario.tier.clone()
     };
     let summary = format!(
-        "scenario {} tier: store err={:.3} timeout={:.3} throttle={:.3} partial={:.3} late={} retention_bytes={} crash_every={}ms bugs(manifest_before_segment={}, delete_local_early={})",
+        "scenario {} tier: store err={:.3} timeout={:.3} throttle={:.3} partial={:.3} late={} retention_bytes={} crash_every={}ms early_first_crash={} lose_manifest={} bugs(manifest_before_segment={}, delete_local_early={})",
         scenario.name,
         config.object_store.error_prob,
         config.object_store.timeout_prob,
@@ -288,6 +334,8 @@ pub fn run_tier_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunRes
         config.object_store.late_timeouts,
         config.retention_bytes,
         config.crash_interval_ms,
+        config.early_first_crash,
+        config.lose_manifest,
         config.bug_manifest_before_segment,
         config.bug_delete_local_early,
     );
@@ -363,6 +411,7 @@ impl TierRun {
             timer_at: None,
             acked: BTreeMap::new(),
             archives_seen: BTreeMap::new(),
+            lost: None,
             produced: 0,
             safety_end,
             end: safety_end + Duration::from_secs(scenario.liveness_secs),
@@ -398,7 +447,13 @@ impl TierRun {
         self.after(Duration::ZERO, Ev::Produce);
         self.after(Duration::from_millis(self.config.check_interval_ms), Ev::Check);
         self.after(Duration::from_millis(CONSUMER_INTERVAL_MS), Ev::ConsumerStart);
-        self.schedule_crash();
+        if self.config.early_first_crash && self.config.crash_interval_ms > 0 {
+            let wait = self.config.tier_config().store_request_lifetime.as_millis() as u64;
+            let delay = self.work_rng.between(0, wait + 500);
+            self.after(Duration::from_millis(delay), Ev::Crash);
+        } else {
+            self.schedule_crash();
+        }
         while self.violation.is_none() {
             let Some((now, ev)) = self.queue.pop() else {
                 break;
@@ -457,6 +512,7 @@ impl TierRun {
             }
             Ev::Crash => self.crash(now),
             Ev::Restart => self.start_archiver(now),
+            Ev::RestoreManifest => self.restore_manifest(now),
             Ev::Check => self.check(now),
             Ev::ConsumerStart => self.consumer_start(now),
             Ev::ConsumerGot { read, fetch, result } => self.consumer_got(now, read, fetch, result),
@@ -567,9 +623,22 @@ impl TierRun {
         self.term += 1;
         self.incarnation += 1;
         self.timer_at = None;
+        let prefix = self.path.prefix();
+        if !self.store.contains(&self.path.manifest_key())
+            && self.store.keys().any(|k| k.starts_with(&prefix))
+        {
+            // What a naive "protect everything without a manifest" leaks: a dead first
+            // upload's objects (or, with `lose_manifest`, a lost manifest's).
+            self.coverage.hit("tier.start_without_manifest_with_objects");
+        }
         let seed = self.work_rng.between(0, u64::MAX - 1);
         match Archiver::new(self.config.tier_config(), self.path.clone(), self.term, seed, now) {
-            Ok(archiver) => self.archiver = Some(archiver),
+            Ok(mut archiver) => {
+                archiver.plant(oxbow_core::tier::TierBugs {
+                    ignore_lineage_marker: self.config.bug_ignore_lineage_marker,
+                });
+                self.archiver = Some(archiver);
+            }
             Err(e) => {
                 self.fail("simulator-bound", e.to_string());
                 return;
@@ -616,8 +685,84 @@ impl TierRun {
             );
             self.incarnation += 1;
             self.after(Duration::from_millis(self.config.restart_ms), Ev::Restart);
+            self.maybe_lose_manifest(now);
         }
         self.schedule_crash();
+    }
+
+    /// The operator fault: with the leader down and the lineage marked, the manifest
+    /// goes (once per run, early enough to be restored before the liveness phase).
+    fn maybe_lose_manifest(&mut self, now: Instant) {
+        let restore = Duration::from_millis(self.config.restore_manifest_ms);
+        if !self.config.lose_manifest
+            || self.lost.is_some()
+            || now + restore + Duration::from_millis(1_500) > self.safety_end
+            || !self.store.contains(&self.path.lineage_key())
+        {
+            return;
+        }
+        let Ok(Some(manifest)) = self.durable_manifest() else {
+            return;
+        };
+        let mut named = BTreeSet::new();
+        let mut segments = manifest.segments.clone();
+        for a in &manifest.archives {
+            let key = self.path.archive_key(a);
+            if let Ok(archive) = self.archive(&key) {
+                segments.extend(archive.segments.iter().copied());
+            }
+            named.insert(key);
+        }
+        for s in &segments {
+            named.insert(self.path.segment_key(s));
+            named.insert(self.path.index_key(s));
+        }
+        let Some(bytes) = self.store.remove_outside(&self.path.manifest_key()) else {
+            return;
+        };
+        self.coverage.hit("tier.manifest_lost");
+        trace_event!(
+            self.trace,
+            now,
+            None,
+            "operator loses manifest v{} ({} objects named)",
+            manifest.version,
+            named.len()
+        );
+        self.lost = Some(LostManifest {
+            bytes,
+            version: manifest.version,
+            named,
+            over: false,
+        });
+        self.after(restore, Ev::RestoreManifest);
+    }
+
+    /// The operator puts the lost manifest back, unless the lineage went on.
+    fn restore_manifest(&mut self, now: Instant) {
+        if self.lineage_interrupted() {
+            if let Some(lost) = &self.lost {
+                let bytes = lost.bytes.clone();
+                self.store.restore_outside(&self.path.manifest_key(), bytes);
+                self.coverage.hit("tier.manifest_restored");
+                trace_event!(self.trace, now, None, "operator restores the manifest");
+            }
+        }
+        if let Some(lost) = self.lost.as_mut() {
+            lost.over = true;
+        }
+    }
+
+    /// The manifest is lost and the lineage has not gone on: the store holds no
+    /// manifest, or only one older than the lost one.
+    fn lineage_interrupted(&mut self) -> bool {
+        let Some(lost_version) = self.lost.as_ref().filter(|l| !l.over).map(|l| l.version) else {
+            return false;
+        };
+        match self.durable_manifest() {
+            Ok(Some(m)) => m.version < lost_version,
+            Ok(None) | Err(_) => true,
+        }
     }
 
     fn feed_archiver(&mut self, now: Instant) {
@@ -666,6 +811,15 @@ impl TierRun {
                 (Duration::from_millis(1), Ok(StoreReply::Deleted))
             }
             TierEffect::Delete { key, .. } => {
+                if self.store.contains(&key)
+                    && self.lost.as_ref().is_some_and(|l| l.named.contains(&key))
+                    && self.lineage_interrupted()
+                {
+                    self.fail(
+                        "tier-lost-manifest-object-deleted",
+                        format!("at {now}: {key}, named by the lost manifest, deleted while it is lost"),
+                    );
+                }
                 let out = self.store.delete(&mut self.store_rng, &key);
                 if out.result.is_ok() {
                     trace_event!(self.trace, now, None, "deleted {key}");
@@ -870,11 +1024,12 @@ impl TierRun {
                 return;
             }
             ReadStep::OutOfRange { start_offset, .. } => {
-                let expired = self.config.retention_bytes > 0
-                    && self
-                        .acked
-                        .get(&base)
-                        .is_some_and(|(last, _, _)| *last < start_offset);
+                let expired = self.lineage_interrupted()
+                    || self.config.retention_bytes > 0
+                        && self
+                            .acked
+                            .get(&base)
+                            .is_some_and(|(last, _, _)| *last < start_offset);
                 if !expired && base < self.log.start_offset() {
                     self.fail(
                         "tier-acked-record-unreadable",
@@ -993,6 +1148,11 @@ impl TierRun {
     fn check(&mut self, now: Instant) {
         self.local_retention(now);
         self.feed_archiver(now);
+        if self.lineage_interrupted() {
+            // Old records are unreadable by the fault itself until the manifest is back.
+            self.after(Duration::from_millis(self.config.check_interval_ms), Ev::Check);
+            return;
+        }
         let sample: Vec<i64> = if self.acked.is_empty() {
             Vec::new()
         } else {
@@ -1319,16 +1479,20 @@ impl TierRun {
         self.coverage
             .add("tier.remote_expired", m.segments_expired + m.archives_expired);
         self.coverage.add("tier.spilled_before_gc", m.spilled_before_gc);
+        self.coverage.add("tier.lineage_marked", m.lineage_marks);
+        self.coverage.add("tier.manifest_lost_refused", m.manifest_lost);
     }
 
     /// Complete objects under the partition's prefix that neither the manifest nor its
-    /// archives name (orphans the GC has not collected).
+    /// archives name, the lineage marker aside (orphans the GC has not collected).
     fn unnamed_objects(&mut self) -> Result<Vec<String>, String> {
         let Some(m) = self.durable_manifest()? else {
             return Ok(Vec::new());
         };
         let mut named = std::collections::BTreeSet::new();
         named.insert(self.path.manifest_key());
+        // The lineage marker lives as long as the partition (never garbage).
+        named.insert(self.path.lineage_key());
         let mut segments = m.segments.clone();
         for a in &m.archives {
             let key = self.path.archive_key(a);

@@ -218,6 +218,35 @@ fn tier_checkers_catch_a_manifest_rolled_back_by_a_late_put() {
     );
 }
 
+/// The tier scenario with the operator fault: the manifest is lost once, after the
+/// lineage marker is up, and restored 2 s later. The archiver refuses to collect
+/// anything meanwhile and resumes after the restore (no checker fails, and the loss and
+/// the refusal are reached).
+#[test]
+fn the_tier_scenario_with_a_lost_manifest_passes_and_refuses_to_collect() {
+    let mut s = tier_base();
+    s.tier.lose_manifest = true;
+    let mut lost = 0;
+    let mut refused = 0;
+    for seed in 0..20 {
+        let run = run_seed(seed, &s, false);
+        assert_eq!(run.violation, None, "seed {seed}");
+        lost += run.coverage.get("tier.manifest_lost");
+        refused += run.coverage.get("tier.manifest_lost_refused");
+    }
+    assert!(lost > 0 && refused > 0, "lost {lost}, refused {refused}");
+}
+
+#[test]
+fn lost_manifest_checker_catches_gc_that_ignores_the_lineage_marker() {
+    let mut s = tier_base();
+    s.tier.lose_manifest = true;
+    // Long enough for the buggy leader's first listing GC.
+    s.tier.restore_manifest_ms = 5_000;
+    s.tier.bug_ignore_lineage_marker = true;
+    assert_caught(&s, 20, &["tier-lost-manifest-object-deleted"]);
+}
+
 /// The consumer-groups scenario made deterministic (no swarm: every fault kind of the
 /// file on in every seed).
 fn groups_base() -> Scenario {

@@ -19,10 +19,41 @@
 //! here ever blocks the local log. A new leader (a new `Archiver` with a higher term)
 //! continues from the manifest in the store; a manifest written by a higher term fences
 //! a stale one. Every queue is bounded by [`TierConfig`].
+//!
+//! # What the orphan GC may delete: the lineage marker
+//!
+//! The listing GC deletes objects under the prefix that the in-memory manifest does not
+//! name. That is sound only if the manifest we hold is the lineage's: an object no
+//! manifest that is (or may still land) in the store names, and that nothing was ever
+//! made to rely on, is an orphan. A *missing* manifest is ambiguous — a fresh prefix
+//! whose first uploads died before any manifest (their objects are orphans), or a lost
+//! manifest (deleted, or a bucket / prefix configured wrongly) whose objects may be the
+//! only copy of old data. The [`LineageMarker`] (`<prefix>lineage`) tells them apart:
+//!
+//! * The marker is put once this archiver holds a durable manifest — after its own first
+//!   manifest put completed, or after it loaded one (which also marks prefixes written
+//!   before markers existed). Until the marker is durable nothing relies on the manifest:
+//!   [`Archiver::removable_offset`] stays `None` (no local deletion) and the listing GC
+//!   does not run. So *a manifest anything relied on ⇒ the marker is durable*.
+//! * Load finds a manifest: continue from it (and mark it, if unmarked).
+//! * No manifest and no marker: no manifest was ever relied on here; every object under
+//!   the prefix comes from uploads no relied-on manifest named (a dead first upload, or a
+//!   first manifest whose leader died before marking it — its data is still whole in
+//!   the local log). They are collected as orphans, once this archiver's own first
+//!   manifest and the marker are durable and no older put can still land.
+//! * No manifest but a marker: the manifest was lost. Nothing is uploaded, deleted or
+//!   reported removable ([`ArchiverState::ManifestLost`], counted in
+//!   [`TierMetrics::manifest_lost`]); the load is retried every `backoff_max`, so a
+//!   restored manifest resumes archiving. (A concurrent stale leader's first manifest
+//!   landing between our two gets looks the same for one round, and heals on the retry.)
+//!
+//! Not covered: objects under a prefix with neither manifest nor marker that some writer
+//! *without* markers relied on (an older version whose manifest was then lost) are taken
+//! for a dead first upload's.
 
 use super::manifest::{
-    ArchiveRef, ArchivedManifest, Location, ManifestError, ObjectName, PartitionManifest, PartitionPath,
-    Revision, SegmentMeta,
+    ArchiveRef, ArchivedManifest, LineageMarker, Location, ManifestError, ObjectName, PartitionManifest,
+    PartitionPath, Revision, SegmentMeta,
 };
 use super::retention;
 use super::{ObjectBody, OpId, StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect};
@@ -115,8 +146,18 @@ pub enum ArchiverState {
         /// The term found.
         by_term: i64,
     },
-    /// The store's manifest is unreadable; nothing is uploaded (an operator must look).
+    /// The store's manifest (or lineage marker) is unreadable; nothing is uploaded (an
+    /// operator must look).
     Failed(ManifestError),
+    /// There is no manifest but the lineage marker says one was durable: the manifest
+    /// was lost (deleted, or the bucket / prefix is not the one it was written to).
+    /// Nothing is uploaded, deleted or reported removable — the objects under the prefix
+    /// may be the only copy of old data; the load is retried every `backoff_max`, so
+    /// restoring the manifest resumes archiving.
+    ManifestLost {
+        /// Term of the leader that wrote the marker.
+        marked_by_term: i64,
+    },
 }
 
 /// Counters for `/metrics`.
@@ -157,6 +198,21 @@ pub struct TierMetrics {
     /// Spills forced by the memory bound before an orphan-GC listing covered their range
     /// (orphans in that range, if any, are left behind).
     pub spilled_before_gc: u64,
+    /// Loads that found the lineage marker but no manifest (a lost manifest: archiving
+    /// and garbage collection stop until it is back).
+    pub manifest_lost: u64,
+    /// Lineage-marker puts that completed.
+    pub lineage_marks: u64,
+}
+
+/// Bugs the simulator plants to prove its checkers (feature `sim-bugs`, off by default;
+/// set with [`Archiver::plant`]).
+#[cfg(feature = "sim-bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierBugs {
+    /// A missing manifest is taken for a fresh prefix even next to a lineage marker: the
+    /// orphan GC then deletes the lost manifest's objects.
+    pub ignore_lineage_marker: bool,
 }
 
 /// The upload lag of a partition.
@@ -173,6 +229,8 @@ pub struct UploadBacklog {
 #[derive(Clone, Debug)]
 enum Purpose {
     Load,
+    LoadLineage,
+    MarkLineage,
     UploadData,
     UploadIndex,
     Manifest {
@@ -225,6 +283,10 @@ pub struct Archiver {
     view: LocalLogView,
     ops: BTreeMap<OpId, Purpose>,
     live_revisions: BTreeSet<Revision>,
+    /// The lineage marker is durable (put by this archiver): only then is the manifest
+    /// relied on — local deletion, orphan GC (see the module docs).
+    lineage_marked: bool,
+    lineage_put_in_flight: bool,
     upload: Option<Upload>,
     spill_in_flight: bool,
     manifest_in_flight: bool,
@@ -254,6 +316,9 @@ pub struct Archiver {
     effects: VecDeque<TierEffect>,
     rng: ChaCha8Rng,
     metrics: TierMetrics,
+    /// Planted bugs (simulator only).
+    #[cfg(feature = "sim-bugs")]
+    planted: TierBugs,
 }
 
 impl Archiver {
@@ -279,6 +344,8 @@ impl Archiver {
             view: LocalLogView::default(),
             ops: BTreeMap::new(),
             live_revisions: BTreeSet::new(),
+            lineage_marked: false,
+            lineage_put_in_flight: false,
             upload: None,
             spill_in_flight: false,
             manifest_in_flight: false,
@@ -301,10 +368,18 @@ impl Archiver {
             effects: VecDeque::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             metrics: TierMetrics::default(),
+            #[cfg(feature = "sim-bugs")]
+            planted: TierBugs::default(),
         };
         let key = archiver.path.manifest_key();
         archiver.start(Purpose::Load, |op| TierEffect::Get { op, key, range: None });
         Ok(archiver)
+    }
+
+    /// Plants bugs (the simulator's proof that its checkers catch them).
+    #[cfg(feature = "sim-bugs")]
+    pub fn plant(&mut self, bugs: TierBugs) {
+        self.planted = bugs;
     }
 
     /// Where the archiver is.
@@ -334,9 +409,9 @@ impl Archiver {
 
     /// Offset after the last one named by the durable manifest: local data below it is
     /// in the object store and may be deleted locally. `None` before the first manifest
-    /// put or load.
+    /// put or load, and until the lineage marker is durable.
     pub fn removable_offset(&self) -> Option<i64> {
-        self.durable_next_offset
+        self.durable_next_offset.filter(|_| self.lineage_marked)
     }
 
     /// Offset after the last one uploaded (the in-memory manifest; *not* yet durable).
@@ -351,7 +426,7 @@ impl Archiver {
             &view.segments,
             &self.config,
             view.now_wall_ms,
-            self.durable_next_offset,
+            self.removable_offset(),
         )
         .filter(|start| *start > view.start_offset)
     }
@@ -364,7 +439,7 @@ impl Archiver {
             .segments
             .last()
             .map_or(self.view.start_offset, |s| s.next_offset);
-        let durable = self.durable_next_offset.unwrap_or(self.view.start_offset);
+        let durable = self.removable_offset().unwrap_or(self.view.start_offset);
         let uploaded = self.manifest.next_offset().unwrap_or(self.view.start_offset);
         let not_uploaded_bytes = self
             .view
@@ -415,6 +490,8 @@ impl Archiver {
         }
         match purpose {
             Purpose::Load => self.on_loaded(completion.result),
+            Purpose::LoadLineage => self.on_lineage_loaded(now, completion.result),
+            Purpose::MarkLineage => self.on_lineage_marked(completion.result),
             Purpose::UploadData => self.on_upload_part(completion.result.is_ok(), true),
             Purpose::UploadIndex => self.on_upload_part(completion.result.is_ok(), false),
             Purpose::Manifest { version, next_offset } => {
@@ -511,16 +588,22 @@ impl Archiver {
         }
         self.backoff_until = None;
         match self.state {
+            ArchiverState::ManifestLost { .. } if self.ops.is_empty() => {
+                // The retry after `backoff_max`: maybe the manifest is back.
+                self.state = ArchiverState::Loading;
+                self.load();
+                return;
+            }
             ArchiverState::Loading => {
                 if self.ops.is_empty() {
-                    let key = self.path.manifest_key();
-                    self.start(Purpose::Load, |op| TierEffect::Get { op, key, range: None });
+                    self.load();
                 }
                 return;
             }
             ArchiverState::Active => {}
             _ => return,
         }
+        self.maybe_mark_lineage();
         self.maybe_spill();
         self.maybe_upload(now);
         self.maybe_put_manifest(now);
@@ -534,6 +617,11 @@ impl Archiver {
     }
 
     // ---- loading ----
+
+    fn load(&mut self) {
+        let key = self.path.manifest_key();
+        self.start(Purpose::Load, |op| TierEffect::Get { op, key, range: None });
+    }
 
     fn on_loaded(&mut self, result: Result<StoreReply, StoreError>) {
         match result {
@@ -565,10 +653,72 @@ impl Archiver {
                 }
                 Err(error) => self.state = ArchiverState::Failed(error),
             },
-            Err(StoreError::NotFound) => self.state = ArchiverState::Active,
+            Err(StoreError::NotFound) => {
+                // A fresh prefix, or a lost manifest: the marker tells.
+                let key = self.path.lineage_key();
+                self.start(Purpose::LoadLineage, |op| TierEffect::Get {
+                    op,
+                    key,
+                    range: None,
+                });
+            }
             // Retried by `pump` after the backoff.
             Ok(_) | Err(_) => {}
         }
+    }
+
+    /// The lineage marker's get answered, after the manifest's found nothing.
+    fn on_lineage_loaded(&mut self, now: Instant, result: Result<StoreReply, StoreError>) {
+        // PLANTED BUG (sim-bugs): a lost manifest taken for a fresh prefix.
+        #[cfg(feature = "sim-bugs")]
+        if self.planted.ignore_lineage_marker && matches!(result, Ok(StoreReply::Got(_))) {
+            self.state = ArchiverState::Active;
+            return;
+        }
+        match result {
+            // No manifest was ever relied on here: start a new lineage.
+            Err(StoreError::NotFound) => self.state = ArchiverState::Active,
+            Ok(StoreReply::Got(bytes)) => match LineageMarker::decode(&self.path, &bytes) {
+                Ok(marker) => {
+                    self.metrics.manifest_lost += 1;
+                    self.state = ArchiverState::ManifestLost {
+                        marked_by_term: marker.writer_term,
+                    };
+                    let retry = now + self.config.backoff_max;
+                    self.backoff_until = Some(self.backoff_until.map_or(retry, |at| at.max(retry)));
+                }
+                Err(error) => self.state = ArchiverState::Failed(error),
+            },
+            // Retried by `pump` after the backoff, from the manifest's get.
+            Ok(_) | Err(_) => {}
+        }
+    }
+
+    // ---- the lineage marker ----
+
+    /// Puts the lineage marker once a manifest is durable (ours, or the one loaded).
+    fn maybe_mark_lineage(&mut self) {
+        if self.lineage_marked || self.lineage_put_in_flight || self.durable_version.is_none() {
+            return;
+        }
+        let key = self.path.lineage_key();
+        let marker = LineageMarker {
+            path: self.path.clone(),
+            writer_term: self.term,
+        };
+        let body = ObjectBody::Bytes(Bytes::from(marker.encode()));
+        self.start(Purpose::MarkLineage, |op| TierEffect::Put { op, key, body });
+        self.lineage_put_in_flight = true;
+    }
+
+    fn on_lineage_marked(&mut self, result: Result<StoreReply, StoreError>) {
+        self.lineage_put_in_flight = false;
+        if result.is_ok() {
+            self.lineage_marked = true;
+            self.metrics.lineage_marks += 1;
+        }
+        // Otherwise put again after the backoff (a timed-out put that lands late puts
+        // the same meaning: nothing to wait out).
     }
 
     // ---- uploads ----
@@ -934,7 +1084,8 @@ impl Archiver {
     }
 
     fn maybe_list_orphans(&mut self) {
-        if self.list_in_flight || !self.settled() || !self.no_manifest_put_may_land() {
+        if self.list_in_flight || !self.lineage_marked || !self.settled() || !self.no_manifest_put_may_land()
+        {
             return;
         }
         let prefix = self.path.prefix();
@@ -1104,7 +1255,7 @@ impl Archiver {
             return false; // not ours to judge
         };
         match name {
-            ObjectName::Manifest => false,
+            ObjectName::Manifest | ObjectName::Lineage => false,
             ObjectName::Archive {
                 base_offset,
                 last_offset,

@@ -7,13 +7,18 @@
 //! * [`ArchivedManifest`] — an immutable object holding older [`SegmentMeta`]s that
 //!   spilled over from the partition manifest; loaded only when a historical read or
 //!   retention needs it.
+//! * [`LineageMarker`] — a small object (`<prefix>/lineage`) saying "a partition
+//!   manifest has been durable under this prefix": written once the first manifest put
+//!   completed (and by any leader that loads a manifest while it is missing), never
+//!   deleted by the archiver. A missing manifest next to a marker is a *lost* manifest,
+//!   not a fresh prefix, and the orphan GC must not run (see [`crate::tier::archiver`]).
 //!
 //! Every uploaded object's key carries its first offset, its term and a [`Revision`]
 //! (the uploader's term and a sequence number), so a re-upload never overwrites an
 //! object a manifest may name.
 //!
 //! Byte format (big-endian): magic `OXTM`, format version u16, kind u8 (1 = partition
-//! manifest, 2 = archived manifest), body, CRC32C of everything before. Decoding checks
+//! manifest, 2 = archived manifest, 3 = lineage marker), body, CRC32C of everything before. Decoding checks
 //! the checksum, the ranges' order and contiguity, and returns a [`ManifestError`] on
 //! anything else — a corrupted manifest is an error value, never a panic.
 
@@ -24,6 +29,7 @@ const MAGIC: &[u8; 4] = b"OXTM";
 const FORMAT_VERSION: u16 = 1;
 const KIND_PARTITION: u8 = 1;
 const KIND_ARCHIVE: u8 = 2;
+const KIND_LINEAGE: u8 = 3;
 /// Longest topic name a manifest accepts (Kafka's own limit).
 const MAX_TOPIC_BYTES: usize = 249;
 /// Most entries one encoded manifest may hold (a sanity bound for decoding).
@@ -68,6 +74,11 @@ impl PartitionPath {
         format!("{}manifest", self.prefix())
     }
 
+    /// Key of the lineage marker ([`LineageMarker`]).
+    pub fn lineage_key(&self) -> String {
+        format!("{}lineage", self.prefix())
+    }
+
     /// Key prefix of the archived manifests.
     pub fn archive_prefix(&self) -> String {
         format!("{}archive/", self.prefix())
@@ -99,6 +110,9 @@ impl PartitionPath {
         let rest = key.strip_prefix(&self.prefix())?;
         if rest == "manifest" {
             return Some(ObjectName::Manifest);
+        }
+        if rest == "lineage" {
+            return Some(ObjectName::Lineage);
         }
         if let Some(archive) = rest.strip_prefix("archive/") {
             let stem = archive.strip_suffix(".manifest")?;
@@ -141,6 +155,8 @@ fn parse_revision(text: &str) -> Option<Revision> {
 pub enum ObjectName {
     /// The partition manifest.
     Manifest,
+    /// The lineage marker.
+    Lineage,
     /// An archived manifest.
     Archive {
         /// First offset it covers.
@@ -459,6 +475,45 @@ impl ArchivedManifest {
     }
 }
 
+/// The lineage marker of a partition's prefix: a manifest of this partition has been
+/// durable here (so a prefix without a manifest but with a marker lost its manifest).
+/// Its content only identifies the partition and, for an operator, the term of the
+/// leader that (last) wrote it; puts of it are idempotent in meaning, so a late-landing
+/// one never rolls anything back.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LineageMarker {
+    /// Which partition.
+    pub path: PartitionPath,
+    /// Term of the leader that wrote it.
+    pub writer_term: i64,
+}
+
+impl LineageMarker {
+    /// Encodes the marker.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(KIND_LINEAGE);
+        w.path(&self.path);
+        w.i64(self.writer_term);
+        w.finish()
+    }
+
+    /// Decodes a marker, which must belong to `path` (a marker of another partition
+    /// under this prefix is [`ManifestError::WrongPartition`]).
+    pub fn decode(path: &PartitionPath, bytes: &[u8]) -> Result<Self, ManifestError> {
+        let mut r = Reader::open(bytes, KIND_LINEAGE)?;
+        let decoded_path = r.path()?;
+        if &decoded_path != path {
+            return Err(ManifestError::WrongPartition);
+        }
+        let writer_term = r.i64()?;
+        r.end()?;
+        Ok(LineageMarker {
+            path: decoded_path,
+            writer_term,
+        })
+    }
+}
+
 fn find_covering<T>(items: &[T], offset: i64, range: impl Fn(&T) -> (i64, i64)) -> Option<usize> {
     let after = items.partition_point(|item| range(item).0 <= offset);
     let i = after.checked_sub(1)?;
@@ -733,6 +788,8 @@ mod tests {
                 revision: a.revision
             })
         );
+        assert_eq!(p.parse_key(&p.lineage_key()), Some(ObjectName::Lineage));
+        assert_eq!(p.lineage_key(), "orders/3_7/lineage");
         assert_eq!(p.parse_key("other/3_7/manifest"), None);
         assert_eq!(p.parse_key("orders/3_7/junk"), None);
     }
@@ -782,6 +839,30 @@ mod tests {
             ArchivedManifest::decode(&path(), &good),
             Err(ManifestError::WrongKind(1))
         ));
+    }
+
+    #[test]
+    fn lineage_markers_round_trip_and_belong_to_one_partition() {
+        let marker = LineageMarker {
+            path: path(),
+            writer_term: 5,
+        };
+        let bytes = marker.encode();
+        assert_eq!(LineageMarker::decode(&path(), &bytes), Ok(marker));
+        let mut other = path();
+        other.revision = 8;
+        assert_eq!(
+            LineageMarker::decode(&other, &bytes),
+            Err(ManifestError::WrongPartition)
+        );
+        assert!(matches!(
+            PartitionManifest::decode(&path(), &bytes),
+            Err(ManifestError::WrongKind(3))
+        ));
+        let mut flipped = bytes.clone();
+        flipped[9] ^= 1;
+        assert!(LineageMarker::decode(&path(), &flipped).is_err());
+        assert!(LineageMarker::decode(&path(), &bytes[..bytes.len() - 1]).is_err());
     }
 
     proptest! {

@@ -27,6 +27,8 @@
 //!   for its completion, then changes and uploads the manifest, waits for *that*
 //!   completion, and only then reports the data as removable locally
 //!   ([`Archiver::removable_offset`]) or deletes objects the manifest no longer names.
+//! * Object keys are opaque to the runtime: the lineage marker (`<prefix>lineage`) is a
+//!   plain [`ObjectBody::Bytes`] put and get like any manifest.
 
 pub mod archiver;
 pub mod manifest;
@@ -34,12 +36,14 @@ pub mod read;
 pub mod recovery;
 pub mod retention;
 
+#[cfg(feature = "sim-bugs")]
+pub use archiver::TierBugs;
 pub use archiver::{
     Archiver, ArchiverState, InvalidTierConfig, LocalLogView, LocalSegmentView, TierMetrics, UploadBacklog,
 };
 pub use manifest::{
-    ArchiveRef, ArchivedManifest, ManifestError, ObjectName, PartitionManifest, PartitionPath, Revision,
-    SegmentMeta,
+    ArchiveRef, ArchivedManifest, LineageMarker, ManifestError, ObjectName, PartitionManifest, PartitionPath,
+    Revision, SegmentMeta,
 };
 pub use read::{ReadError, ReadStep, RemoteReader};
 pub use recovery::{RecoveredPartition, RecoveryError};

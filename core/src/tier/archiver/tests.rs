@@ -264,6 +264,12 @@ fn segment_objects_then_manifest_then_local_deletion() {
     assert_eq!(a.local_retention(&local.view()), None);
     let c = store.execute(&local, &manifest_put, None);
     a.handle_completion(now, c);
+    // The first durable manifest is relied on only once the lineage marker is durable.
+    assert_eq!(a.removable_offset(), None);
+    let marker_put = a.poll_effect().unwrap();
+    assert!(matches!(&marker_put, TierEffect::Put { key, .. } if key == "events/0_1/lineage"));
+    let c = store.execute(&local, &marker_put, None);
+    a.handle_completion(now, c);
     assert_eq!(a.removable_offset(), Some(5));
     assert_eq!(a.local_retention(&local.view()), Some(5));
     store.check_manifest_names_only_existing_objects().unwrap();
@@ -376,12 +382,10 @@ fn a_new_leader_continues_from_the_manifest_and_fences_the_old_one() {
     assert_eq!(stale.poll_effect(), None);
 }
 
-/// Known gap: an archiver that finds no manifest (lost, or a wrong bucket or prefix)
-/// takes every earlier leader's object for an orphan and deletes it. Protecting them
-/// outright leaks the objects of a first upload that died before any manifest (the
-/// simulator's orphan checker then fails); telling the two cases apart is open.
+/// A lost manifest (deleted, or the bucket / prefix is not the one it was written to):
+/// the lineage marker says one was durable, so the archiver refuses to upload or
+/// collect anything — every object stays — and resumes once the manifest is back.
 #[test]
-#[ignore = "known gap: a missing manifest makes the orphan GC delete earlier leaders' objects"]
 fn objects_without_a_manifest_are_never_collected() {
     let (mut store, mut local) = (Store::default(), LocalLog::default());
     let now = Instant::from_millis(1);
@@ -390,21 +394,185 @@ fn objects_without_a_manifest_are_never_collected() {
     local.append(1, 4, true);
     old.on_local_log(now, local.view());
     settle(&mut old, &mut store, &local, now);
+    assert!(store.objects.contains_key(&path().lineage_key()));
     drop(old);
     // The manifest is lost (or the store is not the one the objects were written to).
-    store.objects.remove(&path().manifest_key());
+    let manifest = store.objects.remove(&path().manifest_key()).unwrap();
     let named: Vec<String> = store.objects.keys().cloned().collect();
     assert!(!named.is_empty());
     local.append(3, 2, true);
     let mut new = Archiver::new(config(), path(), 3, 8, now).unwrap();
+    settle(&mut new, &mut store, &local, now);
+    assert_eq!(new.state(), &ArchiverState::ManifestLost { marked_by_term: 1 });
+    assert_eq!(new.metrics().manifest_lost, 1);
+    new.on_local_log(now, local.view());
+    let mut at = now;
+    for _ in 0..20 {
+        at += Duration::from_millis(500);
+        new.handle_timeout(at);
+        new.on_local_log(at, local.view());
+        while let Some(effect) = new.poll_effect() {
+            assert!(
+                matches!(&effect, TierEffect::Get { .. }),
+                "only the load is retried: {effect:?}"
+            );
+            let completion = store.execute(&local, &effect, None);
+            new.handle_completion(at, completion);
+        }
+        assert_eq!(new.removable_offset(), None);
+        assert_eq!(new.local_retention(&local.view()), None);
+    }
+    assert!(new.metrics().manifest_lost > 1, "the load is retried");
+    for key in &named {
+        assert!(store.objects.contains_key(key), "{key} was deleted");
+    }
+    assert_eq!(new.metrics().orphans_found, 0);
+    // The operator restores the manifest: the archiver continues from it.
+    store.objects.insert(path().manifest_key(), manifest);
+    at += Duration::from_millis(500);
+    new.handle_timeout(at);
+    settle(&mut new, &mut store, &local, at);
+    assert_eq!(new.state(), &ArchiverState::Active);
+    at += Duration::from_secs(2);
+    new.handle_timeout(at);
+    settle(&mut new, &mut store, &local, at);
+    assert_eq!(new.removable_offset(), Some(6));
+    for key in &named {
+        assert!(store.objects.contains_key(key), "{key} was deleted");
+    }
+    store.check_manifest_names_only_existing_objects().unwrap();
+}
+
+/// What the naive protection leaked: a first upload that died before any manifest.
+/// No manifest and no lineage marker — nothing was ever relied on — so the next
+/// leader collects the dead upload's objects once its own manifest and marker are
+/// durable.
+#[test]
+fn a_dead_first_upload_leaves_orphans_that_the_next_leader_collects() {
+    let (mut store, mut local) = (Store::default(), LocalLog::default());
+    let now = Instant::from_millis(1);
+    let mut old = Archiver::new(config(), path(), 1, 7, now).unwrap();
+    active(&mut old, &mut store, &local, now);
+    local.append(1, 4, true);
+    old.on_local_log(now, local.view());
+    // Both objects land; the leader dies before its manifest put runs.
+    for _ in 0..2 {
+        let effect = old.poll_effect().unwrap();
+        let completion = store.execute(&local, &effect, None);
+        old.handle_completion(now, completion);
+    }
+    let manifest_put = old.poll_effect().unwrap();
+    assert!(matches!(&manifest_put, TierEffect::Put { key, .. } if key.ends_with("/manifest")));
+    drop(old);
+    let dead: Vec<String> = store.objects.keys().cloned().collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    local.append(2, 2, true);
+    let mut new = Archiver::new(config(), path(), 2, 8, now).unwrap();
     active(&mut new, &mut store, &local, now);
     new.on_local_log(now, local.view());
     settle(&mut new, &mut store, &local, now);
-    let later = now + Duration::from_secs(5);
+    let later = now + Duration::from_secs(2);
     new.handle_timeout(later);
     settle(&mut new, &mut store, &local, later);
-    for key in &named {
-        assert!(store.objects.contains_key(key), "{key} was deleted");
+    for key in &dead {
+        assert!(!store.objects.contains_key(key), "{key} leaked");
+    }
+    assert_eq!(new.metrics().orphans_found, 2);
+    assert!(store.objects.contains_key(&path().lineage_key()));
+    assert_eq!(new.removable_offset(), Some(6));
+    store.check_manifest_names_only_existing_objects().unwrap();
+}
+
+/// Until the lineage marker is durable nothing relies on the manifest: no local
+/// deletion and no orphan GC (a manifest lost before its marker leaves all its data in
+/// the local log).
+#[test]
+fn nothing_is_removable_or_collected_before_the_lineage_marker_is_durable() {
+    let (mut store, mut local) = (Store::default(), LocalLog::default());
+    let now = Instant::from_millis(1);
+    let mut a = Archiver::new(config(), path(), 1, 7, now).unwrap();
+    active(&mut a, &mut store, &local, now);
+    // An object of a dead upload (an orphan once the marker is durable).
+    store
+        .objects
+        .insert("events/0_1/0-1-1.99.log".into(), Bytes::from_static(b"x"));
+    local.append(1, 4, true);
+    a.on_local_log(now, local.view());
+    let mut at = now;
+    for _ in 0..10 {
+        at += Duration::from_millis(700);
+        a.handle_timeout(at);
+        while let Some(effect) = a.poll_effect() {
+            let marker = matches!(&effect, TierEffect::Put { key, .. } if key.ends_with("/lineage"));
+            let fault = marker.then_some((StoreError::Unavailable, false));
+            assert!(
+                !matches!(effect, TierEffect::List { .. }),
+                "listed before the marker"
+            );
+            let completion = store.execute(&local, &effect, fault);
+            a.handle_completion(at, completion);
+        }
+        assert!(store.objects.contains_key(&path().manifest_key()));
+        assert_eq!(a.removable_offset(), None);
+        assert_eq!(a.local_retention(&local.view()), None);
+    }
+    assert!(store.objects.contains_key("events/0_1/0-1-1.99.log"));
+    at += Duration::from_secs(2);
+    a.handle_timeout(at);
+    settle(&mut a, &mut store, &local, at);
+    assert_eq!(a.removable_offset(), Some(4));
+    assert_eq!(a.metrics().lineage_marks, 1);
+    at += Duration::from_secs(2);
+    a.handle_timeout(at);
+    settle(&mut a, &mut store, &local, at);
+    assert!(!store.objects.contains_key("events/0_1/0-1-1.99.log"));
+}
+
+/// A prefix written before lineage markers existed: the first leader that loads its
+/// manifest marks it before relying on it.
+#[test]
+fn a_loaded_manifest_without_a_marker_is_marked_before_it_is_relied_on() {
+    let (mut store, mut local) = (Store::default(), LocalLog::default());
+    let now = Instant::from_millis(1);
+    let mut old = Archiver::new(config(), path(), 1, 7, now).unwrap();
+    active(&mut old, &mut store, &local, now);
+    local.append(1, 4, true);
+    old.on_local_log(now, local.view());
+    settle(&mut old, &mut store, &local, now);
+    drop(old);
+    store.objects.remove(&path().lineage_key());
+    let mut new = Archiver::new(config(), path(), 2, 8, now).unwrap();
+    let load = new.poll_effect().unwrap();
+    let c = store.execute(&local, &load, None);
+    new.handle_completion(now, c);
+    assert_eq!(new.state(), &ArchiverState::Active);
+    assert_eq!(new.removable_offset(), None, "not before the marker");
+    let mark = new.poll_effect().unwrap();
+    assert!(matches!(&mark, TierEffect::Put { key, .. } if key.ends_with("/lineage")));
+    let c = store.execute(&local, &mark, None);
+    new.handle_completion(now, c);
+    assert_eq!(new.removable_offset(), Some(4));
+    let marker = LineageMarker::decode(&path(), &store.objects[&path().lineage_key()]).unwrap();
+    assert_eq!(marker.writer_term, 2);
+}
+
+/// A marker that is not this partition's (or not a marker) stops the archiver, as an
+/// unreadable manifest does.
+#[test]
+fn a_foreign_or_corrupted_marker_without_a_manifest_stops_the_archiver() {
+    let (mut store, local) = (Store::default(), LocalLog::default());
+    let mut other = path();
+    other.partition = 1;
+    let foreign = LineageMarker {
+        path: other,
+        writer_term: 4,
+    };
+    for bytes in [Bytes::from(foreign.encode()), Bytes::from_static(b"junk")] {
+        store.objects.insert(path().lineage_key(), bytes);
+        let now = Instant::from_millis(1);
+        let mut a = Archiver::new(config(), path(), 5, 7, now).unwrap();
+        settle(&mut a, &mut store, &local, now);
+        assert!(matches!(a.state(), ArchiverState::Failed(_)), "{:?}", a.state());
     }
 }
 
@@ -456,7 +624,11 @@ fn total_retention_removes_from_the_manifest_first_then_the_objects() {
     assert!(m.archives.is_empty());
     assert_eq!(m.start_offset, 38);
     let left: Vec<&String> = store.objects.keys().collect();
-    assert_eq!(left.len(), 3, "manifest + one segment's data and index: {left:?}");
+    assert_eq!(
+        left.len(),
+        4,
+        "manifest, lineage marker, one segment's data and index: {left:?}"
+    );
 }
 
 /// A million segments: the in-memory manifest holds at most the spill threshold of
