@@ -67,7 +67,8 @@ struct StartArgs {
     /// Admin HTTP listener address.
     #[arg(long)]
     admin_addr: Option<String>,
-    /// RPC addresses of brokers to join, comma separated.
+    /// The cluster's seed brokers as ID@HOST:PORT (broker id and RPC address), comma
+    /// separated, this broker included to form a new cluster (left out to join one).
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<String>>,
     /// Cores to pin shards to, as a CPU list (`2-7`, `0,2,4`).

@@ -244,6 +244,18 @@ const FAMILIES: &[Family] = &[
         |s| s.tier.archiver.objects_deleted as f64,
     ),
     (
+        "oxbow_tier_manifest_lost_total",
+        "counter",
+        "Archivers that found a lineage marker but no manifest (the manifest was lost): they upload and delete nothing until it is restored.",
+        |s| s.tier.archiver.manifest_lost as f64,
+    ),
+    (
+        "oxbow_tier_lineage_marks_total",
+        "counter",
+        "Lineage markers written (once a partition's first manifest is durable).",
+        |s| s.tier.archiver.lineage_marks as f64,
+    ),
+    (
         "oxbow_tier_backlog_offsets",
         "gauge",
         "Committed offsets not yet uploaded (upload lag).",

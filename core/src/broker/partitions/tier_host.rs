@@ -127,6 +127,8 @@ fn add_metrics(total: &mut TierMetrics, m: &TierMetrics) {
     total.deletes_dropped += m.deletes_dropped;
     total.blocked_by_gap += m.blocked_by_gap;
     total.spilled_before_gc += m.spilled_before_gc;
+    total.manifest_lost += m.manifest_lost;
+    total.lineage_marks += m.lineage_marks;
 }
 
 fn path_of(key: &PartitionKey) -> PartitionPath {
