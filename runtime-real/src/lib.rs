@@ -25,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod controller_store;
 pub mod node;
 pub mod shard;
 pub mod storage;
