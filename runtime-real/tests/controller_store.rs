@@ -777,3 +777,42 @@ fn a_lagging_follower_catches_up_through_a_snapshot_installed_by_its_store() {
     assert!(recovered.snapshot_last.unwrap().index >= installed.index);
     assert_eq!(restarted.replica.state().assignments.len(), 3);
 }
+
+#[test]
+fn a_new_receipt_removes_an_abandoned_one_and_a_chunk_past_the_end_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cdir = controller_dir(dir.path());
+    let (mut store, _) = open(dir.path()).unwrap();
+    let chunk =
+        |store: &mut ControllerStore, write_id: u64, meta: &SnapshotMeta, offset: u64, data: &[u8]| {
+            store.execute_raft(RaftEffect::WriteSnapshotChunk {
+                write_id: WriteId(write_id),
+                meta: meta.clone(),
+                offset,
+                data: Bytes::copy_from_slice(data),
+                done: false,
+            })
+        };
+    let (first, _) = snapshot_bytes(LogId::new(1, 4));
+    let (second, _) = snapshot_bytes(LogId::new(2, 8));
+    chunk(&mut store, 1, &first, 0, b"abandoned").unwrap();
+    assert!(cdir.join("snapshot.incoming.1-4").exists());
+    chunk(&mut store, 2, &second, 0, b"0123").unwrap();
+    assert!(
+        !cdir.join("snapshot.incoming.1-4").exists(),
+        "Raft receives one snapshot at a time"
+    );
+    // The same chunk again (the leader resent it) rewrites from its offset.
+    chunk(&mut store, 3, &second, 2, b"xy").unwrap();
+    chunk(&mut store, 4, &second, 2, b"23").unwrap();
+    assert_eq!(
+        std::fs::read(cdir.join("snapshot.incoming.2-8")).unwrap(),
+        b"0123"
+    );
+    // A chunk that leaves a hole is a broken contract.
+    let hole = chunk(&mut store, 5, &second, 10, b"zz");
+    assert!(
+        matches!(hole, Err(ControllerStoreError::Contract { .. })),
+        "{hole:?}"
+    );
+}
