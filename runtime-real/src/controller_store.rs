@@ -653,7 +653,6 @@ impl ControllerStore {
         };
         if !report.removed_files.is_empty() {
             tracing::info!(dir = %dir.display(), removed = ?report.removed_files, "controller store: removed leftover temporary files");
-            sync_dir(&dir, &mut stats)?;
         }
         let snapshot = read_snapshot(&dir, limits)?;
         let (hard_state, commit_hint) = read_state(&dir)?;
@@ -666,6 +665,8 @@ impl ControllerStore {
             .truncate(false)
             .open(&log_path)
             .map_err(io_error("open", &log_path))?;
+        // The log file's name must be durable before anything appended to it is.
+        sync_dir(&dir, &mut stats)?;
         let bytes = fs::read(&log_path).map_err(io_error("read", &log_path))?;
         let (parsed, valid_bytes) = parse_log(&log_path, &bytes, limits)?;
         report.torn_bytes = (bytes.len() - valid_bytes) as u64;
