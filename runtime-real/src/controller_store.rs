@@ -408,21 +408,7 @@ fn replace_file(
 ) -> std::result::Result<File, ReplaceError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_error("create", &tmp))?;
-        file.write_all(bytes).map_err(io_error("write", &tmp))?;
-        file.sync_data().map_err(io_error("fdatasync", &tmp))?;
-        stats.syncs += 1;
-        fs::rename(&tmp, &path).map_err(io_error("rename", &tmp))?;
-        Ok(file)
-    })();
-    let file = match written {
+    let file = match write_and_rename(&tmp, &path, bytes, stats) {
         Ok(file) => file,
         Err(e) => {
             // Best effort: the leftover is removed at the next start anyway.
@@ -431,6 +417,22 @@ fn replace_file(
         }
     };
     sync_dir(dir, stats).map_err(ReplaceError::After)?;
+    Ok(file)
+}
+
+/// Writes `bytes` to `tmp`, `fdatasync`s it and renames it to `path`.
+fn write_and_rename(tmp: &Path, path: &Path, bytes: &[u8], stats: &mut ControllerStoreStats) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(io_error("create", tmp))?;
+    file.write_all(bytes).map_err(io_error("write", tmp))?;
+    file.sync_data().map_err(io_error("fdatasync", tmp))?;
+    stats.syncs += 1;
+    fs::rename(tmp, path).map_err(io_error("rename", tmp))?;
     Ok(file)
 }
 
@@ -651,7 +653,6 @@ impl ControllerStore {
         };
         if !report.removed_files.is_empty() {
             tracing::info!(dir = %dir.display(), removed = ?report.removed_files, "controller store: removed leftover temporary files");
-            sync_dir(&dir, &mut stats)?;
         }
         let snapshot = read_snapshot(&dir, limits)?;
         let (hard_state, commit_hint) = read_state(&dir)?;
@@ -664,6 +665,8 @@ impl ControllerStore {
             .truncate(false)
             .open(&log_path)
             .map_err(io_error("open", &log_path))?;
+        // The log file's name must be durable before anything appended to it is.
+        sync_dir(&dir, &mut stats)?;
         let bytes = fs::read(&log_path).map_err(io_error("read", &log_path))?;
         let (parsed, valid_bytes) = parse_log(&log_path, &bytes, limits)?;
         report.torn_bytes = (bytes.len() - valid_bytes) as u64;
@@ -1049,7 +1052,10 @@ impl ControllerStore {
     fn rewrite_log(&mut self, keep_from: usize) -> Result<()> {
         let (encoded, positions) = encode_log(self.entries.range(keep_from..).map(|s| &s.batch));
         match replace_file(&self.dir, LOG_FILE, &encoded, &mut self.stats) {
-            Ok(file) => self.switch_log(file, keep_from, &encoded, positions),
+            Ok(file) => {
+                self.switch_log(file, keep_from, &encoded, positions);
+                Ok(())
+            }
             Err(ReplaceError::Before(e)) => Err(e),
             Err(ReplaceError::After(e)) => {
                 // The new file is in place but maybe not durable: keep writing to it
@@ -1060,8 +1066,7 @@ impl ControllerStore {
                     .open(&self.log_path)
                     .map_err(io_error("open", &self.log_path));
                 if let Ok(file) = file {
-                    // Ignored: the store stops below either way.
-                    let _ = self.switch_log(file, keep_from, &encoded, positions);
+                    self.switch_log(file, keep_from, &encoded, positions);
                 }
                 self.failed = Some(e.to_string());
                 Err(e)
@@ -1069,13 +1074,7 @@ impl ControllerStore {
         }
     }
 
-    fn switch_log(
-        &mut self,
-        file: File,
-        keep_from: usize,
-        encoded: &[u8],
-        positions: Vec<u64>,
-    ) -> Result<()> {
+    fn switch_log(&mut self, file: File, keep_from: usize, encoded: &[u8], positions: Vec<u64>) {
         self.log_file = file;
         self.log_bytes = encoded.len() as u64;
         self.entries.drain(..keep_from);
@@ -1083,7 +1082,6 @@ impl ControllerStore {
             stored.position_bytes = position;
         }
         self.stats.compactions += 1;
-        Ok(())
     }
 
     fn write_chunk(&mut self, meta: &SnapshotMeta, offset: u64, data: &[u8]) -> Result<()> {
