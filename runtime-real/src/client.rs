@@ -103,6 +103,11 @@ impl KafkaClient {
         }))
     }
 
+    /// The address this connection went to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Sends `request` without waiting for an answer (Produce with acks=0).
     pub fn send_only<Req: Encodable>(
         &mut self,
@@ -1253,5 +1258,306 @@ mod tests {
         }
         assert!(pauses >= 3, "{pauses}");
         assert_eq!(some.next_ms, 4, "pauses double up to the maximum");
+    }
+
+    // -----------------------------------------------------------------------------
+    // Against fake brokers on loopback: Metadata, ListOffsets and FindCoordinator
+    // answered from a shared script, so leadership can move between requests.
+    // -----------------------------------------------------------------------------
+
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// What the fake cluster says and does.
+    #[derive(Debug, Default)]
+    struct Script {
+        /// Broker id → address.
+        addrs: BTreeMap<i32, String>,
+        /// Partition → the leader Metadata names in its first `stale_answers` answers
+        /// about `orders` (stale answers), `leaders` after.
+        stale: BTreeMap<i32, i32>,
+        /// How many answers about `orders` are stale (0 is taken as 1).
+        stale_answers: u32,
+        /// Partition → the broker that really leads it.
+        leaders: BTreeMap<i32, i32>,
+        /// Metadata answers about `orders` so far.
+        topic_answers: u32,
+        /// FindCoordinator answers, in turn (the last repeats).
+        coordinators: Vec<i32>,
+        /// Requests served, as (broker id, API key).
+        served: Vec<(i32, i16)>,
+    }
+
+    type Shared = Arc<Mutex<Script>>;
+
+    /// Binds `count` fake brokers (ids 1..=count) serving `script`; returns their
+    /// addresses by id.
+    fn fake_cluster(count: i32, script: &Shared) -> BTreeMap<i32, String> {
+        let mut addrs = BTreeMap::new();
+        for id in 1..=count {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr").to_string();
+            addrs.insert(id, addr);
+            let script = Arc::clone(script);
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let script = Arc::clone(&script);
+                    std::thread::spawn(move || serve(id, stream, &script));
+                }
+            });
+        }
+        script.lock().expect("lock").addrs = addrs.clone();
+        addrs
+    }
+
+    /// An address nothing listens on.
+    fn dead_addr() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    }
+
+    fn serve(id: i32, mut stream: TcpStream, script: &Shared) {
+        loop {
+            let mut size = [0u8; 4];
+            if stream.read_exact(&mut size).is_err() {
+                return;
+            }
+            let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+            if stream.read_exact(&mut body).is_err() {
+                return;
+            }
+            let mut body = Bytes::from(body);
+            let key = i16::from_be_bytes([body[0], body[1]]);
+            let version = i16::from_be_bytes([body[2], body[3]]);
+            let api = ApiKey::try_from(key).expect("api key");
+            let header =
+                RequestHeader::decode(&mut body, api.request_header_version(version)).expect("header");
+            let mut payload = BytesMut::new();
+            ResponseHeader::default()
+                .with_correlation_id(header.correlation_id)
+                .encode(&mut payload, api.response_header_version(version))
+                .expect("encode header");
+            let mut script = script.lock().expect("lock");
+            script.served.push((id, key));
+            match api {
+                ApiKey::Metadata => {
+                    let request = m::MetadataRequest::decode(&mut body, version).expect("metadata");
+                    metadata_answer(&mut script, &request).encode(&mut payload, version)
+                }
+                ApiKey::ListOffsets => {
+                    let request = m::ListOffsetsRequest::decode(&mut body, version).expect("list offsets");
+                    list_offsets_answer(&script, id, &request).encode(&mut payload, version)
+                }
+                ApiKey::FindCoordinator => {
+                    let turn = script.served.iter().filter(|(_, k)| *k == key).count();
+                    let coordinator = script.coordinators[(turn - 1).min(script.coordinators.len() - 1)];
+                    let (host, port) = script.addrs[&coordinator].rsplit_once(':').expect("addr");
+                    m::FindCoordinatorResponse::default()
+                        .with_node_id(BrokerId(coordinator))
+                        .with_host(StrBytes::from_string(host.to_string()))
+                        .with_port(port.parse().expect("port"))
+                        .encode(&mut payload, version)
+                }
+                other => panic!("the fake broker does not serve {other:?}"),
+            }
+            .expect("encode");
+            drop(script);
+            let mut frame = BytesMut::new();
+            frame.put_i32(payload.len() as i32);
+            frame.extend_from_slice(&payload);
+            if stream.write_all(&frame).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn metadata_answer(script: &mut Script, request: &m::MetadataRequest) -> m::MetadataResponse {
+        let mut response = m::MetadataResponse::default();
+        response.controller_id = BrokerId(1);
+        for (id, addr) in &script.addrs {
+            let (host, port) = addr.rsplit_once(':').expect("addr");
+            let mut b = broker(*id);
+            b.host = StrBytes::from_string(host.to_string());
+            b.port = port.parse().expect("port");
+            response.brokers.push(b);
+        }
+        let asks_orders = request
+            .topics
+            .iter()
+            .flatten()
+            .any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "orders"));
+        if asks_orders {
+            script.topic_answers += 1;
+            let stale = script.topic_answers <= script.stale_answers.max(1);
+            let leaders = if stale { &script.stale } else { &script.leaders };
+            let partitions = leaders
+                .iter()
+                .map(|(p, leader)| partition(*p, *leader, &[1, 2], &[1, 2]))
+                .collect();
+            response.topics = vec![topic("orders", partitions)];
+        }
+        response
+    }
+
+    /// Each partition's offset is 100 × the answering broker's id, or NOT_LEADER.
+    fn list_offsets_answer(
+        script: &Script,
+        id: i32,
+        request: &m::ListOffsetsRequest,
+    ) -> m::ListOffsetsResponse {
+        let mut response = m::ListOffsetsResponse::default();
+        for t in &request.topics {
+            let mut answer = m::list_offsets_response::ListOffsetsTopicResponse::default();
+            answer.name = t.name.clone();
+            for p in &t.partitions {
+                let mut pa = m::list_offsets_response::ListOffsetsPartitionResponse::default();
+                pa.partition_index = p.partition_index;
+                if script.leaders.get(&p.partition_index) == Some(&id) {
+                    pa.offset = i64::from(id) * 100;
+                } else {
+                    pa.error_code = ErrorCode::NOT_LEADER_OR_FOLLOWER.0;
+                    pa.offset = -1;
+                }
+                answer.partitions.push(pa);
+            }
+            response.topics.push(answer);
+        }
+        response
+    }
+
+    const LIST_OFFSETS: Api = Api {
+        key: ApiKey::ListOffsets,
+        version: 7,
+    };
+
+    /// ListOffsets (latest) of `partitions` of `orders`: partition → (code, offset).
+    fn latest(
+        client: &mut ClusterClient,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, (i16, i64)>, ClusterError> {
+        let items: BTreeMap<TopicPartition, ()> = partitions.iter().map(|p| (tp(*p), ())).collect();
+        let build = |items: &BTreeMap<TopicPartition, ()>| {
+            let mut t = m::list_offsets_request::ListOffsetsTopic::default();
+            t.name = TopicName(StrBytes::from_static_str("orders"));
+            t.partitions = items
+                .keys()
+                .map(|tp| {
+                    let mut p = m::list_offsets_request::ListOffsetsPartition::default();
+                    p.partition_index = tp.partition;
+                    p.timestamp = -1;
+                    p
+                })
+                .collect();
+            let mut request = m::ListOffsetsRequest::default();
+            request.topics = vec![t];
+            request
+        };
+        let read = |response: m::ListOffsetsResponse| {
+            response
+                .topics
+                .into_iter()
+                .flat_map(|t| t.partitions)
+                .map(|p| (tp(p.partition_index), p.error_code, (p.error_code, p.offset)))
+                .collect::<Vec<_>>()
+        };
+        let answers = client.call_partitioned(LIST_OFFSETS, items, build, read)?;
+        Ok(answers.into_iter().map(|(tp, a)| (tp.partition, a)).collect())
+    }
+
+    fn served(script: &Shared, key: ApiKey) -> Vec<i32> {
+        let script = script.lock().expect("lock");
+        script
+            .served
+            .iter()
+            .filter(|(_, k)| *k == key as i16)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    #[test]
+    fn a_request_split_by_leader_follows_a_moved_leader() {
+        let script = Shared::default();
+        {
+            let mut s = script.lock().expect("lock");
+            // Metadata first says broker 1 leads both; partition 0 has moved to 2.
+            s.stale = BTreeMap::from([(0, 1), (1, 1), (2, 2)]);
+            s.leaders = BTreeMap::from([(0, 2), (1, 1), (2, 2)]);
+        }
+        let addrs = fake_cluster(2, &script);
+        // Bootstrap from broker 2 only: broker 1 is found from Metadata.
+        let mut client = ClusterClient::connect(&addrs[&2]).expect("connect");
+        let answers = latest(&mut client, &[0, 1, 2]).expect("answers");
+        assert_eq!(
+            answers,
+            BTreeMap::from([(0, (0, 200)), (1, (0, 100)), (2, (0, 200))])
+        );
+        // One request per leader, then partition 0 again to its new leader.
+        let mut asked = served(&script, ApiKey::ListOffsets);
+        asked.sort_unstable();
+        assert_eq!(asked, vec![1, 2, 2]);
+    }
+
+    #[test]
+    fn a_dead_leader_is_left_for_the_one_metadata_names_next() {
+        let script = Shared::default();
+        let addrs = fake_cluster(2, &script);
+        {
+            let mut s = script.lock().expect("lock");
+            // Broker 3 is down; Metadata first names it, then broker 2.
+            s.addrs.insert(3, dead_addr());
+            s.stale = BTreeMap::from([(0, 3)]);
+            s.leaders = BTreeMap::from([(0, 2)]);
+        }
+        let mut client = ClusterClient::connect(&addrs[&1]).expect("connect");
+        let answers = latest(&mut client, &[0]).expect("answers");
+        assert_eq!(answers, BTreeMap::from([(0, (0, 200))]));
+    }
+
+    #[test]
+    fn a_partition_that_never_finds_its_leader_fails_naming_it_and_the_broker() {
+        let script = Shared::default();
+        {
+            let mut s = script.lock().expect("lock");
+            // Metadata always names broker 1, which is never the leader.
+            s.stale = BTreeMap::from([(0, 1)]);
+            s.leaders = BTreeMap::from([(0, 2)]);
+            s.stale_answers = u32::MAX;
+        }
+        let addrs = fake_cluster(2, &script);
+        let policy = RetryPolicy {
+            budget_ms: 200,
+            first_backoff_ms: 10,
+            max_backoff_ms: 50,
+        };
+        let mut client = ClusterClient::with_policy(&addrs[&1], policy).expect("connect");
+        let error = latest(&mut client, &[0]).expect_err("no leader ever answers");
+        let text = error.to_string();
+        assert!(text.starts_with("partition orders/0: gave up after"), "{text}");
+        assert!(text.contains(&format!("(broker 1 at {})", addrs[&1])), "{text}");
+        assert!(text.contains("NOT_LEADER_OR_FOLLOWER"), "{text}");
+    }
+
+    #[test]
+    fn a_coordinator_that_moved_is_looked_up_again() {
+        let script = Shared::default();
+        script.lock().expect("lock").coordinators = vec![1, 2];
+        let addrs = fake_cluster(2, &script);
+        let mut client = ClusterClient::connect(&addrs[&1]).expect("connect");
+        let broker_one = addrs[&1].clone();
+        let target = Target::GroupCoordinator("billing".to_string());
+        let answered = client
+            .with_target::<String, ClusterError>(&target, |c| {
+                if c.addr() == broker_one {
+                    return Err(ClusterError::Refused {
+                        what: "describe group billing".to_string(),
+                        code: ErrorCode::NOT_COORDINATOR.0,
+                        message: "moved".to_string(),
+                    });
+                }
+                Ok(c.addr().to_string())
+            })
+            .expect("the second coordinator answers");
+        assert_eq!(answered, addrs[&2]);
+        assert_eq!(served(&script, ApiKey::FindCoordinator).len(), 2);
     }
 }
