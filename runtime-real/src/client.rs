@@ -815,7 +815,7 @@ impl ClusterClient {
                         }
                     }
                     Err(error) if error.retry() != Retry::No => {
-                        self.connections.remove(&leader);
+                        self.drop_connection(Some(leader));
                         for (tp, item) in share {
                             pending.last.insert(tp.clone(), (Some(leader), error.to_string()));
                             pending.items.insert(tp, item);
@@ -952,13 +952,19 @@ impl ClusterClient {
             _ => {}
         }
         if retry == Retry::Reconnect {
-            match broker {
-                Some(id) => {
-                    self.connections.remove(&id);
-                    self.any_cursor = self.any_cursor.wrapping_add(1);
-                }
-                None => self.bootstrap = None,
+            self.drop_connection(broker);
+        }
+    }
+
+    /// Closes the connection to broker `id` (`None`: the bootstrap connection) after it
+    /// failed; "any broker" moves on to the next known one.
+    fn drop_connection(&mut self, id: Option<i32>) {
+        match id {
+            Some(id) => {
+                self.connections.remove(&id);
+                self.any_cursor = self.any_cursor.wrapping_add(1);
             }
+            None => self.bootstrap = None,
         }
     }
 
@@ -992,8 +998,19 @@ impl ClusterClient {
             key: ApiKey::FindCoordinator,
             version: 3,
         };
-        let client = self.connection(None)?;
-        let response: m::FindCoordinatorResponse = client.call(api.key, api.version, &request)?;
+        let any = self.any_id();
+        let answer = self.connection(any).and_then(|client| {
+            Ok(client.call::<_, m::FindCoordinatorResponse>(api.key, api.version, &request)?)
+        });
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) => {
+                if error.retry() == Retry::Reconnect {
+                    self.drop_connection(any);
+                }
+                return Err(error);
+            }
+        };
         if response.error_code != 0 {
             return Err(ClusterError::Refused {
                 what: format!("find the coordinator of `{key}`"),
@@ -1286,6 +1303,8 @@ mod tests {
         coordinators: Vec<i32>,
         /// Requests served, as (broker id, API key).
         served: Vec<(i32, i16)>,
+        /// Brokers that are down: they close every connection.
+        down: BTreeSet<i32>,
     }
 
     type Shared = Arc<Mutex<Script>>;
@@ -1338,6 +1357,9 @@ mod tests {
                 .encode(&mut payload, api.response_header_version(version))
                 .expect("encode header");
             let mut script = script.lock().expect("lock");
+            if script.down.contains(&id) {
+                return;
+            }
             script.served.push((id, key));
             match api {
                 ApiKey::Metadata => {
@@ -1535,6 +1557,24 @@ mod tests {
         assert!(text.starts_with("partition orders/0: gave up after"), "{text}");
         assert!(text.contains(&format!("(broker 1 at {})", addrs[&1])), "{text}");
         assert!(text.contains("NOT_LEADER_OR_FOLLOWER"), "{text}");
+    }
+
+    #[test]
+    fn when_the_bootstrap_broker_dies_another_known_broker_answers() {
+        let script = Shared::default();
+        script.lock().expect("lock").coordinators = vec![2];
+        let addrs = fake_cluster(2, &script);
+        let mut client = ClusterClient::connect(&addrs[&1]).expect("connect");
+        script.lock().expect("lock").down.insert(1);
+        client
+            .metadata(Some(&["orders"]))
+            .expect("broker 2 answers Metadata");
+        let target = Target::GroupCoordinator("billing".to_string());
+        let coordinator = client
+            .with_target::<String, ClusterError>(&target, |c| Ok(c.addr().to_string()))
+            .expect("broker 2 answers FindCoordinator");
+        assert_eq!(coordinator, addrs[&2]);
+        assert_eq!(served(&script, ApiKey::FindCoordinator), vec![2]);
     }
 
     #[test]
