@@ -267,18 +267,33 @@ fn list_offsets(
     partitions: i32,
     timestamp: i64,
 ) -> Result<Vec<i64>, CliError> {
+    match list_offsets_partial(client, topic, partitions, timestamp)? {
+        (_, Some(gave_up)) => Err(gave_up.into()),
+        (offsets, None) => Ok(offsets.into_iter().map(|o| o.unwrap_or(-1)).collect()),
+    }
+}
+
+/// [`list_offsets`], with `None` for partitions whose leader did not answer in the
+/// retry budget, and why.
+fn list_offsets_partial(
+    client: &mut ClusterClient,
+    topic: &str,
+    partitions: i32,
+    timestamp: i64,
+) -> Result<(Vec<Option<i64>>, Option<ClusterError>), CliError> {
     let items: BTreeMap<TopicPartition, i64> = (0..partitions)
         .map(|p| (TopicPartition::new(topic, p), timestamp))
         .collect();
-    let answers = client.call_partitioned(LIST_OFFSETS, items, list_offsets_request, list_offsets_answers)?;
-    let mut offsets = vec![-1; partitions as usize];
-    for (tp, (code, offset)) in answers {
+    let partial =
+        client.call_partitioned_partial(LIST_OFFSETS, items, list_offsets_request, list_offsets_answers)?;
+    let mut offsets = vec![None; usize::try_from(partitions).unwrap_or(0)];
+    for (tp, (code, offset)) in partial.answers {
         check(format!("offsets of {tp}"), code, None)?;
         if let Some(slot) = offsets.get_mut(tp.partition as usize) {
-            *slot = offset;
+            *slot = Some(offset);
         }
     }
-    Ok(offsets)
+    Ok((offsets, partial.gave_up))
 }
 
 /// A ListOffsets request for one leader's partitions (each with its timestamp).
@@ -395,57 +410,7 @@ pub fn topic(command: TopicCommand, out: &mut impl Write) -> Result<(), CliError
         }
         TopicCommand::Describe { name, brokers } => {
             let mut client = ClusterClient::connect(&brokers)?;
-            let response = metadata(&mut client, Some(&name))?;
-            let t = response
-                .topics
-                .first()
-                .ok_or_else(|| CliError::Usage(format!("no topic `{name}`")))?;
-            check(format!("describe {name}"), t.error_code, None)?;
-            let partitions = t.partitions.len() as i32;
-            let earliest = list_offsets(&mut client, &name, partitions, -2)?;
-            let latest = list_offsets(&mut client, &name, partitions, -1)?;
-            writeln!(out, "topic {name}: {partitions} partitions")?;
-            writeln!(out, "partition\tleader\tepoch\tstart\tend\treplicas\tisr")?;
-            for p in &t.partitions {
-                let i = p.partition_index as usize;
-                let replicas: Vec<i32> = p.replica_nodes.iter().map(|r| r.0).collect();
-                let isr: Vec<i32> = p.isr_nodes.iter().map(|r| r.0).collect();
-                writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    p.partition_index,
-                    p.leader_id.0,
-                    p.leader_epoch,
-                    earliest.get(i).copied().unwrap_or(-1),
-                    latest.get(i).copied().unwrap_or(-1),
-                    id_list(&replicas),
-                    id_list(&isr)
-                )?;
-            }
-            let mut resource = m::describe_configs_request::DescribeConfigsResource::default();
-            resource.resource_type = 2;
-            resource.resource_name = s(&name);
-            let mut request = m::DescribeConfigsRequest::default();
-            request.resources = vec![resource];
-            let response: m::DescribeConfigsResponse =
-                admin_call(&mut client, DESCRIBE_CONFIGS, &request, |_| Ok(()))?;
-            writeln!(out, "configs:")?;
-            for result in response.results {
-                check(
-                    format!("configs of {name}"),
-                    result.error_code,
-                    result.error_message.as_ref(),
-                )?;
-                for config in result.configs {
-                    let value = config.value.map(|v| v.as_str().to_string()).unwrap_or_default();
-                    let source = if config.config_source == 5 {
-                        "default"
-                    } else {
-                        "topic"
-                    };
-                    writeln!(out, "  {}={value}\t({source})", config.name.as_str())?;
-                }
-            }
+            describe_topic(&mut client, &name, out)?;
         }
         TopicCommand::Delete { name, brokers } => {
             let mut client = ClusterClient::connect(&brokers)?;
@@ -500,6 +465,67 @@ pub fn topic(command: TopicCommand, out: &mut impl Write) -> Result<(), CliError
         }
     }
     Ok(())
+}
+
+/// `topic describe`: partitions (leader, epoch, start and end offsets from each leader,
+/// replicas, ISR), then configs. A partition whose leader does not answer in the retry
+/// budget shows `-` offsets and a note at the end.
+fn describe_topic(client: &mut ClusterClient, name: &str, out: &mut impl Write) -> Result<(), CliError> {
+    let partitions = partition_count(client, name)?;
+    let (earliest, earliest_gap) = list_offsets_partial(client, name, partitions, -2)?;
+    let (latest, latest_gap) = list_offsets_partial(client, name, partitions, -1)?;
+    // Leaders as last seen (the offsets' retries may have refreshed them).
+    let topic = client.snapshot().topics.get(name).cloned().unwrap_or_default();
+    writeln!(out, "topic {name}: {partitions} partitions")?;
+    writeln!(out, "partition\tleader\tepoch\tstart\tend\treplicas\tisr")?;
+    for p in topic.partitions.values() {
+        let i = p.partition as usize;
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            p.partition,
+            p.leader_id,
+            p.leader_epoch,
+            opt_offset(earliest.get(i)),
+            opt_offset(latest.get(i)),
+            id_list(&p.replicas),
+            id_list(&p.isr)
+        )?;
+    }
+    let mut resource = m::describe_configs_request::DescribeConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = s(name);
+    let mut request = m::DescribeConfigsRequest::default();
+    request.resources = vec![resource];
+    let response: m::DescribeConfigsResponse = admin_call(client, DESCRIBE_CONFIGS, &request, |_| Ok(()))?;
+    writeln!(out, "configs:")?;
+    for result in response.results {
+        check(
+            format!("configs of {name}"),
+            result.error_code,
+            result.error_message.as_ref(),
+        )?;
+        for config in result.configs {
+            let value = config.value.map(|v| v.as_str().to_string()).unwrap_or_default();
+            let source = if config.config_source == 5 {
+                "default"
+            } else {
+                "topic"
+            };
+            writeln!(out, "  {}={value}\t({source})", config.name.as_str())?;
+        }
+    }
+    for gap in [earliest_gap, latest_gap].into_iter().flatten() {
+        writeln!(out, "note: {gap}")?;
+    }
+    Ok(())
+}
+
+fn opt_offset(offset: Option<&Option<i64>>) -> String {
+    offset
+        .copied()
+        .flatten()
+        .map_or_else(|| "-".to_string(), |o| o.to_string())
 }
 
 /// Records per produce request.

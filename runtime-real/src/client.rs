@@ -603,6 +603,47 @@ struct Pending<T> {
     last: BTreeMap<TopicPartition, (Option<i32>, String)>,
 }
 
+impl<T> Pending<T> {
+    /// Keeps `share` for the next attempt: `broker` failed it because of `reason`.
+    fn put_back(&mut self, broker: Option<i32>, reason: &str, share: BTreeMap<TopicPartition, T>) {
+        for (tp, item) in share {
+            self.last.insert(tp.clone(), (broker, reason.to_string()));
+            self.items.insert(tp, item);
+        }
+    }
+}
+
+/// Sorts a leader's answers: final ones (success or a non-retriable error) into
+/// `answers`, retriable ones back into `pending` with their share's item.
+fn take_answers<T, Out>(
+    leader: i32,
+    mut share: BTreeMap<TopicPartition, T>,
+    read: Vec<(TopicPartition, i16, Out)>,
+    answers: &mut BTreeMap<TopicPartition, Out>,
+    pending: &mut Pending<T>,
+) {
+    for (tp, code, out) in read {
+        match (retry_for_code(code), share.remove(&tp)) {
+            (Retry::No, _) | (_, None) => {
+                answers.insert(tp, out);
+            }
+            (_, Some(item)) => {
+                pending.put_back(Some(leader), &code_name(code), BTreeMap::from([(tp, item)]));
+            }
+        }
+    }
+}
+
+/// What [`ClusterClient::call_partitioned_partial`] got.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Partial<Out> {
+    /// Final answers by partition.
+    pub answers: BTreeMap<TopicPartition, Out>,
+    /// Why some partitions have no answer (the budget ran out), if some have none.
+    pub gave_up: Option<ClusterError>,
+}
+
 /// A cluster-aware client: bootstraps from `--brokers`, keeps a [`ClusterSnapshot`],
 /// opens one [`KafkaClient`] per broker id when first needed, and sends each request
 /// where it belongs ([`Target`], or each partition's leader), refreshing the metadata
@@ -768,7 +809,8 @@ impl ClusterClient {
     /// error codes) and retries the partitions whose answer was retriable, or whose
     /// leader could not be reached, after refreshing the metadata. Returns every
     /// partition's final answer (non-retriable errors included, for the caller to
-    /// check); partitions a response left out are absent.
+    /// check); partitions a response left out are absent. Fails if a partition has no
+    /// answer when the budget runs out.
     pub fn call_partitioned<T, Req, Resp, Out>(
         &mut self,
         api: Api,
@@ -776,6 +818,26 @@ impl ClusterClient {
         build: impl Fn(&BTreeMap<TopicPartition, T>) -> Req,
         read: impl Fn(Resp) -> Vec<(TopicPartition, i16, Out)>,
     ) -> Result<BTreeMap<TopicPartition, Out>, ClusterError>
+    where
+        Req: Encodable,
+        Resp: Decodable,
+    {
+        let partial = self.call_partitioned_partial(api, items, build, read)?;
+        match partial.gave_up {
+            Some(error) => Err(error),
+            None => Ok(partial.answers),
+        }
+    }
+
+    /// [`Self::call_partitioned`], but when the budget runs out it returns the answers
+    /// it has, with why the others have none (for views that show what they can).
+    pub fn call_partitioned_partial<T, Req, Resp, Out>(
+        &mut self,
+        api: Api,
+        items: BTreeMap<TopicPartition, T>,
+        build: impl Fn(&BTreeMap<TopicPartition, T>) -> Req,
+        read: impl Fn(Resp) -> Vec<(TopicPartition, i16, Out)>,
+    ) -> Result<Partial<Out>, ClusterError>
     where
         Req: Encodable,
         Resp: Decodable,
@@ -794,42 +856,31 @@ impl ClusterClient {
                 pending.last.insert(tp.clone(), (None, "no leader".to_string()));
                 pending.items.insert(tp, item);
             }
-            for (leader, mut share) in split.by_leader {
+            for (leader, share) in split.by_leader {
                 let request = build(&share);
                 let response = self
                     .connection(Some(leader))
                     .and_then(|c| Ok(c.call::<Req, Resp>(api.key, api.version, &request)?));
                 match response {
-                    Ok(response) => {
-                        for (tp, code, out) in read(response) {
-                            match (retry_for_code(code), share.remove(&tp)) {
-                                (Retry::No, _) | (_, None) => {
-                                    answers.insert(tp, out);
-                                }
-                                (_, Some(item)) => {
-                                    let reason = code_name(code);
-                                    pending.last.insert(tp.clone(), (Some(leader), reason));
-                                    pending.items.insert(tp, item);
-                                }
-                            }
-                        }
-                    }
+                    Ok(response) => take_answers(leader, share, read(response), &mut answers, &mut pending),
                     Err(error) if error.retry() != Retry::No => {
                         self.drop_connection(Some(leader));
-                        for (tp, item) in share {
-                            pending.last.insert(tp.clone(), (Some(leader), error.to_string()));
-                            pending.items.insert(tp, item);
-                        }
+                        pending.put_back(Some(leader), &error.to_string(), share);
                     }
                     Err(error) => return Err(error),
                 }
             }
             if pending.items.is_empty() {
-                return Ok(answers);
+                return Ok(Partial {
+                    answers,
+                    gave_up: None,
+                });
             }
             if !backoff.pause() {
-                return Err(self.gave_up(&pending, backoff.waited_ms()));
+                let gave_up = Some(self.gave_up(&pending, backoff.waited_ms()));
+                return Ok(Partial { answers, gave_up });
             }
+            // A failed refresh shows on the next attempt.
             let _ = self.refresh();
         }
     }
@@ -1575,6 +1626,47 @@ mod tests {
             .expect("broker 2 answers FindCoordinator");
         assert_eq!(coordinator, addrs[&2]);
         assert_eq!(served(&script, ApiKey::FindCoordinator), vec![2]);
+    }
+
+    #[test]
+    fn a_partial_call_keeps_the_answers_it_got_when_a_partition_has_no_leader() {
+        let script = Shared::default();
+        {
+            let mut s = script.lock().expect("lock");
+            s.stale = BTreeMap::from([(0, 1), (1, -1)]);
+            s.leaders = BTreeMap::from([(0, 1), (1, -1)]);
+        }
+        let addrs = fake_cluster(1, &script);
+        let policy = RetryPolicy {
+            budget_ms: 100,
+            first_backoff_ms: 10,
+            max_backoff_ms: 20,
+        };
+        let mut client = ClusterClient::with_policy(&addrs[&1], policy).expect("connect");
+        let items = BTreeMap::from([(tp(0), ()), (tp(1), ())]);
+        let build = |_: &BTreeMap<TopicPartition, ()>| {
+            let mut t = m::list_offsets_request::ListOffsetsTopic::default();
+            t.name = TopicName(StrBytes::from_static_str("orders"));
+            t.partitions = vec![m::list_offsets_request::ListOffsetsPartition::default()];
+            let mut request = m::ListOffsetsRequest::default();
+            request.topics = vec![t];
+            request
+        };
+        let read = |response: m::ListOffsetsResponse| {
+            response
+                .topics
+                .into_iter()
+                .flat_map(|t| t.partitions)
+                .map(|p| (tp(p.partition_index), p.error_code, p.offset))
+                .collect::<Vec<_>>()
+        };
+        let partial = client
+            .call_partitioned_partial(LIST_OFFSETS, items, build, read)
+            .expect("a partial answer");
+        assert_eq!(partial.answers, BTreeMap::from([(tp(0), 100)]));
+        let gave_up = partial.gave_up.expect("partition 1 has no answer").to_string();
+        assert!(gave_up.starts_with("partition orders/1: gave up"), "{gave_up}");
+        assert!(gave_up.ends_with("no leader"), "{gave_up}");
     }
 
     #[test]
