@@ -125,7 +125,8 @@ fn commands_route_to_leaders_and_coordinators_in_a_cluster() {
     let produced = oxbow(&["produce", &topic, b], &lines);
     assert!(text(&produced).contains("produced 60 records"), "{produced:?}");
     let consumed = oxbow(&["consume", &topic, "--from-beginning", "--num", "60", b], "");
-    let mut got: Vec<&str> = text(&consumed).leak().lines().collect();
+    let consumed_text = text(&consumed);
+    let mut got: Vec<&str> = consumed_text.lines().collect();
     got.sort_unstable();
     let mut want: Vec<String> = (0..60).map(|i| format!("line-{i}")).collect();
     want.sort_unstable();
