@@ -400,6 +400,13 @@ pub fn topic(command: TopicCommand, out: &mut impl Write) -> Result<(), CliError
                 },
             )?;
             writeln!(out, "created topic {name} with {partitions} partitions")?;
+            if !wait_for_leaders(&mut client, &name)? {
+                writeln!(
+                    out,
+                    "note: not every partition of {name} had a leader after {} ms",
+                    LEADERS_WAIT.as_millis()
+                )?;
+            }
         }
         TopicCommand::List { brokers } => {
             let mut client = ClusterClient::connect(&brokers)?;
@@ -526,6 +533,29 @@ fn opt_offset(offset: Option<&Option<i64>>) -> String {
         .copied()
         .flatten()
         .map_or_else(|| "-".to_string(), |o| o.to_string())
+}
+
+/// How long `topic create` waits for the new partitions' leaders.
+const LEADERS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits (up to [`LEADERS_WAIT`]) until Metadata shows `topic` with a leader for every
+/// partition, so that a command run right after `topic create` finds them; `false` if
+/// some still have none.
+fn wait_for_leaders(client: &mut ClusterClient, topic: &str) -> Result<bool, CliError> {
+    let deadline = std::time::Instant::now() + LEADERS_WAIT;
+    loop {
+        let response = metadata(client, Some(topic))?;
+        let ready = response.topics.first().is_some_and(|t| {
+            t.error_code == 0 && !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader_id.0 >= 0)
+        });
+        if ready {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Records per produce request.
