@@ -15,7 +15,7 @@ pub use txn::{txn, TxnCommand};
 
 use crate::client::{
     code_name, Api, ClientError, ClusterClient, ClusterError, KafkaClient, PartitionInfo, Retriable, Retry,
-    Target, TopicPartition,
+    RetryPolicy, Target, TopicPartition,
 };
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -78,16 +78,35 @@ fn unreachable(error: &CliError) -> bool {
     )
 }
 
+/// How long `on_every_broker` keeps asking one broker.
+const PER_BROKER_BUDGET_MS: u64 = 2_000;
+
 /// Runs `op` on every broker Metadata lists (a list merged from all brokers: groups,
-/// transactions). A broker that cannot be reached is left out with a note (a dead
-/// broker coordinates nothing once its partitions have new leaders); any other failure
-/// fails the command.
+/// transactions). A broker that cannot be reached in [`PER_BROKER_BUDGET_MS`] is left
+/// out with a note (a dead broker coordinates nothing once its partitions have new
+/// leaders); any other failure fails the command.
 fn on_every_broker<T>(
     client: &mut ClusterClient,
     mut op: impl FnMut(&mut KafkaClient, i32) -> Result<T, CliError>,
 ) -> Result<(Vec<T>, Vec<String>), CliError> {
     let mut answers = Vec::new();
     let mut notes = Vec::new();
+    let policy = client.policy();
+    client.set_policy(RetryPolicy {
+        budget_ms: PER_BROKER_BUDGET_MS,
+        ..policy
+    });
+    let result = ask_every_broker(client, &mut op, &mut answers, &mut notes);
+    client.set_policy(policy);
+    result.map(|()| (answers, notes))
+}
+
+fn ask_every_broker<T>(
+    client: &mut ClusterClient,
+    op: &mut impl FnMut(&mut KafkaClient, i32) -> Result<T, CliError>,
+    answers: &mut Vec<T>,
+    notes: &mut Vec<String>,
+) -> Result<(), CliError> {
     for broker in client.brokers() {
         match client.with_target(&Target::Broker(broker.id), |c| op(c, broker.id)) {
             Ok(answer) => answers.push(answer),
@@ -101,7 +120,7 @@ fn on_every_broker<T>(
             Err(error) => return Err(error),
         }
     }
-    Ok((answers, notes))
+    Ok(())
 }
 
 /// `oxbow topic …`.

@@ -686,6 +686,16 @@ impl ClusterClient {
         Ok(client)
     }
 
+    /// The retry policy of later calls.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    /// Sets the retry policy of later calls.
+    pub fn set_policy(&mut self, policy: RetryPolicy) {
+        self.policy = policy;
+    }
+
     /// The metadata last read.
     pub fn snapshot(&self) -> &ClusterSnapshot {
         &self.snapshot
