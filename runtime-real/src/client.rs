@@ -562,7 +562,7 @@ impl Retriable for ClusterError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Target {
-    /// Any broker (Metadata, ListGroups on a one-node cluster, …).
+    /// Any broker (Metadata, FindCoordinator).
     Any,
     /// The controller if Metadata names one, else any broker (topic admin).
     Controller,
