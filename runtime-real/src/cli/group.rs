@@ -1,11 +1,11 @@
 //! `oxbow group list | describe G | delete G | reset-offsets G`: consumer groups from
 //! the command line. Group requests go to the group's coordinator, found with
-//! FindCoordinator (and retried while the broker is still creating
-//! `__consumer_offsets` or loading a coordinator); offsets and log ends come from the
-//! bootstrap broker.
+//! FindCoordinator by [`ClusterClient`] (and retried while the broker is still creating
+//! `__consumer_offsets`, loading a coordinator or moving it); log offsets come from
+//! each partition's leader; `list` asks every broker.
 
-use super::{check, list_offsets, metadata, s, CliError, DEFAULT_BROKERS};
-use crate::client::KafkaClient;
+use super::{check, list_offsets, metadata, on_every_broker, s, write_table, CliError, DEFAULT_BROKERS};
+use crate::client::{ClusterClient, KafkaClient, Target};
 use bytes::Buf;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::{self as m, ApiKey, GroupId, TopicName};
@@ -13,22 +13,6 @@ use kafka_protocol::protocol::Decodable;
 use oxbow_core::kafka::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::time::{Duration, Instant};
-
-/// How long a command keeps retrying while the coordinator is not available.
-const COORDINATOR_WAIT: Duration = Duration::from_secs(8);
-/// First pause between retries (doubled up to [`MAX_BACKOFF`]).
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest pause between retries.
-const MAX_BACKOFF: Duration = Duration::from_millis(500);
-
-/// Errors that mean "ask again shortly" (the coordinator is loading, moving or being
-/// created).
-const RETRIABLE: [ErrorCode; 3] = [
-    ErrorCode::COORDINATOR_LOAD_IN_PROGRESS,
-    ErrorCode::COORDINATOR_NOT_AVAILABLE,
-    ErrorCode::NOT_COORDINATOR,
-];
 
 /// `oxbow group …`.
 #[derive(Subcommand, Debug)]
@@ -110,46 +94,14 @@ pub fn group(command: GroupCommand, out: &mut impl Write) -> Result<(), CliError
 // Coordinator lookup
 // ---------------------------------------------------------------------------------
 
-fn is_retriable(error: &CliError) -> bool {
-    matches!(error, CliError::Refused { code, .. } if RETRIABLE.iter().any(|r| r.0 == *code))
-}
-
-/// Runs `op` against the coordinator of `group`, finding it again and retrying with a
-/// growing pause while the answer is one of [`RETRIABLE`], for up to
-/// [`COORDINATOR_WAIT`].
+/// Runs `op` against the coordinator of `group`; [`ClusterClient::with_target`] finds
+/// it again and retries while it is loading, moving or being created.
 fn with_coordinator<T>(
-    brokers: &str,
+    client: &mut ClusterClient,
     group: &str,
-    mut op: impl FnMut(&mut KafkaClient) -> Result<T, CliError>,
+    op: impl FnMut(&mut KafkaClient) -> Result<T, CliError>,
 ) -> Result<T, CliError> {
-    let deadline = Instant::now() + COORDINATOR_WAIT;
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let attempt = coordinator(brokers, group).and_then(|mut client| op(&mut client));
-        match attempt {
-            Err(error) if is_retriable(&error) && Instant::now() + backoff < deadline => {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Connects to the coordinator of `group` (FindCoordinator v3, key type 0: a group).
-fn coordinator(brokers: &str, group: &str) -> Result<KafkaClient, CliError> {
-    let mut client = KafkaClient::connect(brokers)?;
-    let mut request = m::FindCoordinatorRequest::default();
-    request.key = s(group);
-    request.key_type = 0;
-    let response: m::FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 3, &request)?;
-    check(
-        format!("find the coordinator of group {group}"),
-        response.error_code,
-        response.error_message.as_ref(),
-    )?;
-    let addr = format!("{}:{}", response.host.as_str(), response.port);
-    Ok(KafkaClient::connect(&addr)?)
+    client.with_target(&Target::GroupCoordinator(group.to_string()), op)
 }
 
 // ---------------------------------------------------------------------------------
@@ -330,7 +282,7 @@ fn committed_offsets(
 }
 
 /// The log end offsets of `topic` (ListOffsets -1), or `None` if it no longer exists.
-fn end_offsets(client: &mut KafkaClient, topic: &str) -> Result<Option<Vec<i64>>, CliError> {
+fn end_offsets(client: &mut ClusterClient, topic: &str) -> Result<Option<Vec<i64>>, CliError> {
     let response = metadata(client, Some(topic))?;
     let Some(t) = response.topics.first().filter(|t| t.error_code == 0) else {
         return Ok(None);
@@ -353,36 +305,37 @@ fn refused(what: String, code: i16, message: &str) -> CliError {
 
 /// `group list`: ListGroups v5 on every broker of the cluster, merged.
 fn list(brokers: &str, out: &mut impl Write) -> Result<(), CliError> {
-    let mut bootstrap = KafkaClient::connect(brokers)?;
-    let cluster = metadata(&mut bootstrap, None)?;
-    let mut groups: BTreeMap<String, [String; 3]> = BTreeMap::new();
-    let mut ask = |client: &mut KafkaClient| -> Result<(), CliError> {
+    let mut client = ClusterClient::connect(brokers)?;
+    let (answers, notes) = on_every_broker(&mut client, |c, id| {
         let response: m::ListGroupsResponse =
-            client.call(ApiKey::ListGroups, 5, &m::ListGroupsRequest::default())?;
-        check("list groups", response.error_code, None)?;
-        for g in response.groups {
-            groups.insert(
-                g.group_id.0.as_str().to_string(),
-                [
-                    g.group_state.as_str().to_string(),
-                    g.group_type.as_str().to_string(),
-                    g.protocol_type.as_str().to_string(),
-                ],
-            );
+            c.call(ApiKey::ListGroups, 5, &m::ListGroupsRequest::default())?;
+        // In a cluster a broker lists the groups of the `__consumer_offsets` partitions
+        // it leads and may add NOT_COORDINATOR for the others: its list is still good,
+        // and the brokers leading the others list theirs.
+        if response.error_code != ErrorCode::NOT_COORDINATOR.0 {
+            check(format!("list groups on broker {id}"), response.error_code, None)?;
         }
-        Ok(())
-    };
-    if cluster.brokers.len() <= 1 {
-        ask(&mut bootstrap)?;
-    } else {
-        for b in &cluster.brokers {
-            ask(&mut KafkaClient::connect(&format!(
-                "{}:{}",
-                b.host.as_str(),
-                b.port
-            ))?)?;
-        }
+        Ok(response.groups)
+    })?;
+    let mut groups: BTreeMap<String, [String; 3]> = BTreeMap::new();
+    for g in answers.into_iter().flatten() {
+        groups.insert(
+            g.group_id.0.as_str().to_string(),
+            [
+                g.group_state.as_str().to_string(),
+                g.group_type.as_str().to_string(),
+                g.protocol_type.as_str().to_string(),
+            ],
+        );
     }
+    write_groups(out, groups)?;
+    for note in notes {
+        writeln!(out, "note: {note}")?;
+    }
+    Ok(())
+}
+
+fn write_groups(out: &mut impl Write, groups: BTreeMap<String, [String; 3]>) -> Result<(), CliError> {
     if groups.is_empty() {
         writeln!(out, "no groups")?;
         return Ok(());
@@ -397,7 +350,8 @@ fn list(brokers: &str, out: &mut impl Write) -> Result<(), CliError> {
 /// `group describe G`: the group, then one row per partition with a committed offset
 /// or an owner: committed offset, log end, lag and owning member.
 fn describe(brokers: &str, group: &str, out: &mut impl Write) -> Result<(), CliError> {
-    let (view, committed) = with_coordinator(brokers, group, |client| {
+    let mut cluster = ClusterClient::connect(brokers)?;
+    let (view, committed) = with_coordinator(&mut cluster, group, |client| {
         let view = describe_group(client, group)?;
         let committed = committed_offsets(client, group, None)?;
         Ok((view, committed))
@@ -416,12 +370,11 @@ fn describe(brokers: &str, group: &str, out: &mut impl Write) -> Result<(), CliE
         .flat_map(|m| m.assigned.iter().map(move |tp| (tp.clone(), m)))
         .collect();
     let partitions: BTreeSet<(String, i32)> = committed.keys().chain(owners.keys()).cloned().collect();
-    let mut bootstrap = KafkaClient::connect(brokers)?;
     let mut ends: BTreeMap<String, Option<Vec<i64>>> = BTreeMap::new();
     let mut rows = Vec::new();
     for (topic, partition) in partitions {
         if !ends.contains_key(&topic) {
-            let offsets = end_offsets(&mut bootstrap, &topic)?;
+            let offsets = end_offsets(&mut cluster, &topic)?;
             ends.insert(topic.clone(), offsets);
         }
         let end = ends
@@ -524,7 +477,8 @@ fn write_members(out: &mut impl Write, view: &GroupView) -> Result<(), CliError>
 /// `group delete G`: DeleteGroups v2 on the coordinator.
 fn delete(brokers: &str, group: &str, out: &mut impl Write) -> Result<(), CliError> {
     let what = format!("delete group {group}");
-    with_coordinator(brokers, group, |client| {
+    let mut cluster = ClusterClient::connect(brokers)?;
+    with_coordinator(&mut cluster, group, |client| {
         let mut request = m::DeleteGroupsRequest::default();
         request.groups_names = vec![GroupId(s(group))];
         let response: m::DeleteGroupsResponse = client.call(ApiKey::DeleteGroups, 2, &request)?;
@@ -559,13 +513,13 @@ struct Move {
 /// partition's target and commits them all at once (a simple commit: generation -1, no
 /// member id).
 fn reset_offsets(args: &ResetArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let mut bootstrap = KafkaClient::connect(&args.brokers)?;
-    let partitions = topic_partitions(&mut bootstrap, &args.topic, args.partition)?;
+    let mut cluster = ClusterClient::connect(&args.brokers)?;
+    let partitions = topic_partitions(&mut cluster, &args.topic, args.partition)?;
     let count = partitions.iter().max().map_or(0, |p| p + 1);
-    let earliest = list_offsets(&mut bootstrap, &args.topic, count, -2)?;
-    let latest = list_offsets(&mut bootstrap, &args.topic, count, -1)?;
+    let earliest = list_offsets(&mut cluster, &args.topic, count, -2)?;
+    let latest = list_offsets(&mut cluster, &args.topic, count, -1)?;
     let group = args.group.as_str();
-    let moves = with_coordinator(&args.brokers, group, |client| {
+    let moves = with_coordinator(&mut cluster, group, |client| {
         let view = describe_group(client, group)?;
         if !view.members.is_empty() {
             return Err(CliError::Usage(format!(
@@ -619,7 +573,11 @@ fn reset_offsets(args: &ResetArgs, out: &mut impl Write) -> Result<(), CliError>
 }
 
 /// The partitions a reset touches: `only`, checked, or all of `topic`'s.
-fn topic_partitions(client: &mut KafkaClient, topic: &str, only: Option<i32>) -> Result<Vec<i32>, CliError> {
+fn topic_partitions(
+    client: &mut ClusterClient,
+    topic: &str,
+    only: Option<i32>,
+) -> Result<Vec<i32>, CliError> {
     let response = metadata(client, Some(topic))?;
     let t = response
         .topics
@@ -700,24 +658,4 @@ fn or_dash(text: String) -> String {
     } else {
         text
     }
-}
-
-/// Writes `rows` under `header`, each column padded to its widest cell.
-fn write_table(out: &mut impl Write, header: &[&str], rows: Vec<Vec<String>>) -> Result<(), CliError> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        writeln!(out, "{}", cells.join("  ").trim_end())?;
-    }
-    Ok(())
 }

@@ -6,17 +6,26 @@
 //! shows as a producer with a transaction start offset; `abort` ends such a transaction
 //! on that partition with an ABORT marker (WriteTxnMarkers), as Kafka's
 //! `kafka-transactions.sh abort` does.
+//!
+//! Routing is [`ClusterClient`]'s: `list` asks every broker, `describe` the id's
+//! coordinator, `producers` and `abort` the partition's leader.
 
-use super::{check, s, CliError, DEFAULT_BROKERS};
-use crate::client::KafkaClient;
+use super::{check, on_every_broker, s, CliError, DEFAULT_BROKERS};
+use crate::client::{Api, ClusterClient, Target, TopicPartition};
 use clap::Subcommand;
 use kafka_protocol::messages::{self as m, ApiKey, ProducerId, TopicName, TransactionalId};
 use oxbow_core::kafka::ErrorCode;
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{Duration, Instant};
 
-/// How long `describe` keeps asking while the coordinator is being created or loaded.
-const COORDINATOR_WAIT: Duration = Duration::from_secs(8);
+const DESCRIBE_PRODUCERS: Api = Api {
+    key: ApiKey::DescribeProducers,
+    version: 0,
+};
+const WRITE_TXN_MARKERS: Api = Api {
+    key: ApiKey::WriteTxnMarkers,
+    version: 1,
+};
 
 /// `oxbow txn …`.
 #[derive(Subcommand, Debug)]
@@ -80,7 +89,7 @@ pub fn txn(command: TxnCommand, out: &mut impl Write) -> Result<(), CliError> {
             partition,
             brokers,
         } => {
-            let mut client = KafkaClient::connect(&brokers)?;
+            let mut client = ClusterClient::connect(&brokers)?;
             let producers = producers(&mut client, &topic, partition)?;
             writeln!(
                 out,
@@ -111,14 +120,23 @@ pub fn txn(command: TxnCommand, out: &mut impl Write) -> Result<(), CliError> {
     }
 }
 
+/// ListTransactions on every broker (each answers for the ids it coordinates), merged.
 fn list(brokers: &str, states: Vec<String>, out: &mut impl Write) -> Result<(), CliError> {
-    let mut client = KafkaClient::connect(brokers)?;
+    let mut client = ClusterClient::connect(brokers)?;
     let request =
         m::ListTransactionsRequest::default().with_state_filters(states.iter().map(|t| s(t)).collect());
-    let response: m::ListTransactionsResponse = client.call(ApiKey::ListTransactions, 0, &request)?;
-    check("list transactions", response.error_code, None)?;
-    let mut rows: Vec<_> = response.transaction_states;
+    let (answers, notes) = on_every_broker(&mut client, |c, id| {
+        let response: m::ListTransactionsResponse = c.call(ApiKey::ListTransactions, 0, &request)?;
+        check(
+            format!("list transactions on broker {id}"),
+            response.error_code,
+            None,
+        )?;
+        Ok(response.transaction_states)
+    })?;
+    let mut rows: Vec<_> = answers.into_iter().flatten().collect();
     rows.sort_by(|a, b| a.transactional_id.0.cmp(&b.transactional_id.0));
+    rows.dedup_by(|a, b| a.transactional_id.0 == b.transactional_id.0);
     writeln!(
         out,
         "{:<32} {:>12} {:<16}",
@@ -133,47 +151,26 @@ fn list(brokers: &str, states: Vec<String>, out: &mut impl Write) -> Result<(), 
             t.transaction_state.as_str()
         )?;
     }
+    for note in notes {
+        writeln!(out, "note: {note}")?;
+    }
     Ok(())
 }
 
-/// FindCoordinator for a transactional id, retried while the coordinator is being
-/// created or loaded; a client connected to it.
-fn coordinator(brokers: &str, id: &str) -> Result<KafkaClient, CliError> {
-    let deadline = Instant::now() + COORDINATOR_WAIT;
-    let mut client = KafkaClient::connect(brokers)?;
-    loop {
-        let request = m::FindCoordinatorRequest::default()
-            .with_key(s(id))
-            .with_key_type(1);
-        let response: m::FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 3, &request)?;
-        let retriable = [
-            ErrorCode::COORDINATOR_NOT_AVAILABLE.0,
-            ErrorCode::COORDINATOR_LOAD_IN_PROGRESS.0,
-            ErrorCode::NOT_COORDINATOR.0,
-        ];
-        if retriable.contains(&response.error_code) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        check(
-            format!("find the coordinator of `{id}`"),
-            response.error_code,
-            response.error_message.as_ref(),
-        )?;
-        let addr = format!("{}:{}", response.host.as_str(), response.port);
-        return Ok(KafkaClient::connect(&addr)?);
-    }
-}
-
+/// DescribeTransactions on the id's coordinator (found again and retried while it is
+/// being created, loaded or moved).
 fn describe(brokers: &str, id: &str, out: &mut impl Write) -> Result<(), CliError> {
-    let mut client = coordinator(brokers, id)?;
+    let mut client = ClusterClient::connect(brokers)?;
     let request =
         m::DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
-    let response: m::DescribeTransactionsResponse = client.call(ApiKey::DescribeTransactions, 0, &request)?;
-    let Some(t) = response.transaction_states.into_iter().next() else {
-        return Err(CliError::Usage(format!("no answer about `{id}`")));
-    };
-    check(format!("describe `{id}`"), t.error_code, None)?;
+    let t = client.with_target(&Target::TxnCoordinator(id.to_string()), |c| {
+        let response: m::DescribeTransactionsResponse = c.call(ApiKey::DescribeTransactions, 0, &request)?;
+        let Some(t) = response.transaction_states.into_iter().next() else {
+            return Err(CliError::Usage(format!("no answer about `{id}`")));
+        };
+        check(format!("describe `{id}`"), t.error_code, None)?;
+        Ok(t)
+    })?;
     writeln!(out, "transactional id  {id}")?;
     writeln!(
         out,
@@ -201,27 +198,47 @@ fn describe(brokers: &str, id: &str, out: &mut impl Write) -> Result<(), CliErro
     Ok(())
 }
 
+/// DescribeProducers of one partition, asked of its leader.
 fn producers(
-    client: &mut KafkaClient,
+    client: &mut ClusterClient,
     topic: &str,
     partition: i32,
 ) -> Result<Vec<m::describe_producers_response::ProducerState>, CliError> {
-    let request = m::DescribeProducersRequest::default().with_topics(vec![
-        m::describe_producers_request::TopicRequest::default()
-            .with_name(TopicName(s(topic)))
-            .with_partition_indexes(vec![partition]),
-    ]);
-    let response: m::DescribeProducersResponse = client.call(ApiKey::DescribeProducers, 0, &request)?;
-    let found = response
-        .topics
-        .into_iter()
-        .flat_map(|t| t.partitions)
-        .find(|p| p.partition_index == partition);
-    let Some(p) = found else {
-        return Err(CliError::Usage(format!("no answer about {topic}/{partition}")));
+    let tp = TopicPartition::new(topic, partition);
+    let build = |items: &BTreeMap<TopicPartition, ()>| {
+        let topics = items
+            .keys()
+            .map(|tp| {
+                m::describe_producers_request::TopicRequest::default()
+                    .with_name(TopicName(s(&tp.topic)))
+                    .with_partition_indexes(vec![tp.partition])
+            })
+            .collect();
+        m::DescribeProducersRequest::default().with_topics(topics)
+    };
+    let read = |response: m::DescribeProducersResponse| {
+        response
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name.0.as_str().to_string();
+                t.partitions
+                    .into_iter()
+                    .map(move |p| (TopicPartition::new(&name, p.partition_index), p.error_code, p))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut answers = client.call_partitioned(
+        DESCRIBE_PRODUCERS,
+        BTreeMap::from([(tp.clone(), ())]),
+        build,
+        read,
+    )?;
+    let Some(p) = answers.remove(&tp) else {
+        return Err(CliError::Usage(format!("no answer about {tp}")));
     };
     check(
-        format!("describe producers of {topic}/{partition}"),
+        format!("describe producers of {tp}"),
         p.error_code,
         p.error_message.as_ref(),
     )?;
@@ -236,7 +253,7 @@ fn abort(
     producer_epoch: Option<i16>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let mut client = KafkaClient::connect(brokers)?;
+    let mut client = ClusterClient::connect(brokers)?;
     let epoch = match producer_epoch {
         Some(epoch) => epoch,
         None => {
@@ -251,25 +268,46 @@ fn abort(
             })?
         }
     };
-    let marker = m::write_txn_markers_request::WritableTxnMarker::default()
-        .with_producer_id(ProducerId(producer_id))
-        .with_producer_epoch(epoch)
-        .with_transaction_result(false)
-        .with_coordinator_epoch(-1)
-        .with_topics(vec![
-            m::write_txn_markers_request::WritableTxnMarkerTopic::default()
-                .with_name(TopicName(s(topic)))
-                .with_partition_indexes(vec![partition]),
-        ]);
-    let request = m::WriteTxnMarkersRequest::default().with_markers(vec![marker]);
-    let response: m::WriteTxnMarkersResponse = client.call(ApiKey::WriteTxnMarkers, 1, &request)?;
-    let code = response
-        .markers
-        .iter()
-        .flat_map(|m| m.topics.iter())
-        .flat_map(|t| t.partitions.iter())
-        .map(|p| p.error_code)
-        .next()
+    let tp = TopicPartition::new(topic, partition);
+    let build = |items: &BTreeMap<TopicPartition, ()>| {
+        let topics = items
+            .keys()
+            .map(|tp| {
+                m::write_txn_markers_request::WritableTxnMarkerTopic::default()
+                    .with_name(TopicName(s(&tp.topic)))
+                    .with_partition_indexes(vec![tp.partition])
+            })
+            .collect();
+        let marker = m::write_txn_markers_request::WritableTxnMarker::default()
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_transaction_result(false)
+            .with_coordinator_epoch(-1)
+            .with_topics(topics);
+        m::WriteTxnMarkersRequest::default().with_markers(vec![marker])
+    };
+    let read = |response: m::WriteTxnMarkersResponse| {
+        response
+            .markers
+            .into_iter()
+            .flat_map(|m| m.topics)
+            .flat_map(|t| {
+                let name = t.name.0.as_str().to_string();
+                t.partitions.into_iter().map(move |p| {
+                    (
+                        TopicPartition::new(&name, p.partition_index),
+                        p.error_code,
+                        p.error_code,
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let answers =
+        client.call_partitioned(WRITE_TXN_MARKERS, BTreeMap::from([(tp.clone(), ())]), build, read)?;
+    let code = answers
+        .get(&tp)
+        .copied()
         .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR.0);
     check(
         format!("abort producer {producer_id} on {topic}/{partition}"),
