@@ -18,7 +18,6 @@ use oxbow_core::controller::{BrokerRegistration, ControllerConfig, ControllerRep
 use oxbow_core::raft::Membership;
 use oxbow_core::time::Instant;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Why a node could not join its cluster.
@@ -90,7 +89,6 @@ pub struct ClusterStart {
 /// Binds the transport, opens the controller and prepares every shard's share.
 pub fn start(
     config: &NodeConfig,
-    data_dir: &Path,
     kafka_addr: SocketAddr,
     advertised_host: &str,
     shard_count: u32,
@@ -98,6 +96,7 @@ pub fn start(
     incarnation: u64,
     wake_shard_0: Arc<dyn Fn() + Send + Sync>,
 ) -> Result<ClusterStart, ClusterStartError> {
+    let data_dir = config.node.data_dir.as_path();
     let seeds = parse_seeds(&config.node.seeds)?;
     let node_id = config.node.node_id;
     let node = u64::try_from(node_id).map_err(|_| ClusterStartError::BadNodeId(node_id))?;

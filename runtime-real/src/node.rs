@@ -239,7 +239,6 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let wake: std::sync::Arc<dyn Fn() + Send + Sync> = std::sync::Arc::new(move || bell.signal());
         cluster = Some(crate::cluster_node::start(
             &config,
-            &data_dir,
             kafka_addr,
             &advertised_host,
             shard_count,

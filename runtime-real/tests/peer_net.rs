@@ -91,6 +91,7 @@ fn frame(from: u64, to: u64, seq: u64) -> Frame {
                 message: append,
             },
         ],
+        cluster: Vec::new(),
     }
 }
 

@@ -415,5 +415,8 @@ fn a_new_broker_joins_a_running_cluster_and_takes_replicas() {
     let only_new = cluster.brokers[joined as usize - 1].kafka_addr.clone();
     let acked = producer.context().acked.lock().unwrap().clone();
     check_read_back(&acked, &read_all(&only_new, "after", 2));
-    assert!(partition_state(&only_new, "before", 0).is_some(), "older topics known to the new broker");
+    assert!(
+        partition_state(&only_new, "before", 0).is_some(),
+        "older topics known to the new broker"
+    );
 }

@@ -546,8 +546,17 @@ pub fn submit(broker: &mut Broker, now: Instant, origin: ShardId, request: u64, 
     else {
         return;
     };
-    let live = state.live_brokers().count();
-    let max_rf = i16::try_from(live).unwrap_or(i16::MAX).max(1);
+    // The replication factor a topic may ask for: as many brokers as the cluster has
+    // (registered, or at least the controller's voters while brokers still register).
+    // Placement then needs that many live brokers, or the request fails (retriable) —
+    // never a silently under-replicated topic.
+    let voters = broker
+        .cluster
+        .as_ref()
+        .and_then(|c| c.controller())
+        .map_or(1, |r| r.raft().membership().voters().len());
+    let brokers = state.brokers.len().max(voters);
+    let max_rf = i16::try_from(brokers).unwrap_or(i16::MAX).max(1);
     let mut candidate = state.metadata.clone();
     let (mut results, changed) =
         handlers::apply_command(&mut candidate, &broker.log_defaults, command.clone(), max_rf);
@@ -741,7 +750,10 @@ fn propose_from(broker: &mut Broker, now: Instant, command: Command, waiter: Wai
     let never_forward = sender == Some(u64::MAX);
     let target = match host.replica.propose(now, &command) {
         Ok(at) => {
-            host.applying.entry(at.index).or_default().push((Some(at.term), waiter));
+            host.applying
+                .entry(at.index)
+                .or_default()
+                .push((Some(at.term), waiter));
             return;
         }
         Err(ControllerError::NotController { leader: Some(leader) }) if !never_forward && leader != node => {
@@ -772,7 +784,10 @@ fn propose_from(broker: &mut Broker, now: Instant, command: Command, waiter: Wai
             send_cluster(broker, leader, vec![message]);
         }
         Ok(_) => {
-            let error = (ErrorCode::NOT_CONTROLLER.0, "the controller is not known here".to_string());
+            let error = (
+                ErrorCode::NOT_CONTROLLER.0,
+                "the controller is not known here".to_string(),
+            );
             resolve(broker, now, waiter, Err(error));
         }
         Err(error) => {
@@ -926,10 +941,7 @@ pub fn handle_timeout(broker: &mut Broker, now: Instant) {
 /// Shard 0: moves the controller's effects and events out, registers this broker,
 /// broadcasts state changes and gossips leaderships.
 pub fn pump_controller(broker: &mut Broker, now: Instant) {
-    loop {
-        let Some(host) = broker.cluster.as_mut().and_then(|c| c.host.as_mut()) else {
-            break;
-        };
+    while let Some(host) = broker.cluster.as_mut().and_then(|c| c.host.as_mut()) {
         let mut effects = Vec::new();
         while let Some(effect) = host.replica.poll_effect() {
             effects.push(effect);
@@ -1165,11 +1177,16 @@ fn gossip(broker: &mut Broker, now: Instant) {
     let led = broker.partitions.led(now, ISR_MAX_SILENCE);
     let node = cluster.node;
     let mut notes = Vec::with_capacity(led.len());
+    // ISRs that changed, for this broker's other shards (Metadata is served by all).
+    let mut local = Vec::new();
     for (key, epoch, isr) in led {
         let tp = (key.topic.clone(), key.partition);
         let isr_ids: Vec<i32> = isr.iter().filter_map(|id| i32::try_from(*id).ok()).collect();
-        if cluster.leaders.get(&tp).is_some_and(|(_, e)| *e <= epoch) {
-            cluster.isr.insert(tp, isr_ids);
+        if cluster.leaders.get(&tp).is_some_and(|(_, e)| *e <= epoch)
+            && cluster.isr.get(&tp) != Some(&isr_ids)
+        {
+            cluster.isr.insert(tp, isr_ids.clone());
+            local.push((key.clone(), epoch, isr_ids));
         }
         notes.push(LeaderNote {
             topic: key.topic,
@@ -1180,6 +1197,26 @@ fn gossip(broker: &mut Broker, now: Instant) {
             isr,
         });
     }
+    let leader = broker.node_id;
+    for (key, epoch, isr) in local {
+        for shard in (0..broker.shard_count)
+            .map(ShardId)
+            .filter(|s| *s != broker.shard)
+        {
+            broker.effects.push_back(BrokerEffect::ToShard {
+                to: shard,
+                message: ShardMessage::Leader {
+                    key: key.clone(),
+                    leader,
+                    epoch,
+                    isr: isr.clone(),
+                },
+            });
+        }
+    }
+    let Some(cluster) = broker.cluster.as_mut() else {
+        return;
+    };
     if notes.is_empty() {
         return;
     }
@@ -1226,7 +1263,7 @@ pub fn leader_of(broker: &Broker, topic: &str, partition: i32) -> Option<(i32, i
             .leaders
             .get(&tp)
             .copied()
-            .filter(|(leader, _)| c.view.brokers.contains_key(leader)),
+            .filter(|(leader, _)| c.view.brokers.get(leader).is_some_and(|b| b.alive)),
     }
 }
 
@@ -1249,6 +1286,7 @@ pub fn brokers(broker: &Broker) -> Vec<(i32, String, u16)> {
             .view
             .brokers
             .iter()
+            .filter(|(_, b)| b.alive)
             .map(|(id, b)| (*id, b.host.clone(), b.port))
             .collect(),
         _ => vec![(broker.node_id, broker.host.clone(), broker.port)],

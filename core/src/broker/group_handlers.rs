@@ -183,9 +183,25 @@ pub fn start(
                 );
                 return;
             };
-            // One operation per coordinator partition; the slot names are for errors only.
-            let groups: Vec<String> = (0..count).map(|p| format!("#{p}")).collect();
-            let ops: Vec<(String, i32, PartitionOp)> = (0..count)
+            // One operation per coordinator partition (in a cluster: those this broker
+            // leads, as Kafka lists a broker's own groups); the slot names are for errors
+            // only.
+            let node = broker.node_id;
+            let mine: Vec<i32> = (0..count)
+                .filter(|p| {
+                    broker.cluster.is_none()
+                        || super::cluster::leader_of(broker, OFFSETS_TOPIC, *p)
+                            .is_some_and(|(l, _)| l == node)
+                })
+                .collect();
+            if mine.is_empty() {
+                let response = Response::ListGroups(m::ListGroupsResponse::default());
+                broker.respond(connection, id, &header, Some(response));
+                return;
+            }
+            let groups: Vec<String> = mine.iter().map(|p| format!("#{p}")).collect();
+            let ops: Vec<(String, i32, PartitionOp)> = mine
+                .into_iter()
                 .map(|p| {
                     let op = GroupOp::List {
                         states: states.clone(),
