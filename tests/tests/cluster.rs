@@ -420,3 +420,82 @@ fn a_new_broker_joins_a_running_cluster_and_takes_replicas() {
         "older topics known to the new broker"
     );
 }
+
+/// A consumer of group `group` (classic or KIP-848 protocol) reading `topic`.
+fn group_consumer(brokers: &str, group: &str, protocol: &str) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("group.protocol", protocol)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("socket.timeout.ms", "3000");
+    if protocol == "classic" {
+        config.set("session.timeout.ms", "10000");
+    }
+    config.create().unwrap()
+}
+
+/// Polls until `count` messages arrived (or a minute passed); commits synchronously
+/// after each; returns the values.
+fn consume_and_commit(consumer: &BaseConsumer, count: usize) -> Vec<String> {
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while values.len() < count && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            // Retried while the coordinator moves (NOT_COORDINATOR, timeouts).
+            while consumer
+                .commit_message(&m, rdkafka::consumer::CommitMode::Sync)
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "commit never succeeded");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    values
+}
+
+#[test]
+fn a_group_coordinator_fails_over_with_its_committed_offsets() {
+    for protocol in ["classic", "consumer"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = TestCluster::start(Path::new(PROGRAM), dir.path(), 3);
+        let brokers = cluster.bootstrap();
+        wait_for_brokers(&brokers, 3);
+        create_topic(&brokers, "work", 4, 3);
+        let producer = producer(&brokers, 60_000);
+        send(&producer, "work", "job", 0, 400);
+        producer.flush(Duration::from_secs(60)).unwrap();
+        assert_eq!(acked_count(&producer), 400);
+
+        let group = format!("failover-{protocol}");
+        let consumer = group_consumer(&brokers, &group, protocol);
+        consumer.subscribe(&["work"]).unwrap();
+        let first = consume_and_commit(&consumer, 200);
+        assert_eq!(first.len(), 200, "{protocol}: first half consumed");
+        drop(consumer);
+
+        // Kill the broker leading the group's __consumer_offsets partition.
+        let partitions = 16;
+        let coordinator_partition = oxbow_core::group::partition_for_group(&group, partitions);
+        let coordinator = leader_of(&brokers, "__consumer_offsets", coordinator_partition)
+            .expect("the group's coordinator") as u32;
+        cluster.kill(coordinator);
+
+        // A new member of the group resumes from the committed offsets: the rest, and
+        // nothing consumed before (every commit was acknowledged).
+        let consumer = group_consumer(&brokers, &group, protocol);
+        consumer.subscribe(&["work"]).unwrap();
+        let second = consume_and_commit(&consumer, 200);
+        assert_eq!(second.len(), 200, "{protocol}: the rest consumed after the failover");
+        let mut all: Vec<&String> = first.iter().chain(&second).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 400, "{protocol}: nothing consumed twice, nothing missed");
+        drop(consumer);
+        cluster.restart(coordinator);
+    }
+}
