@@ -490,12 +490,102 @@ fn a_group_coordinator_fails_over_with_its_committed_offsets() {
         let consumer = group_consumer(&brokers, &group, protocol);
         consumer.subscribe(&["work"]).unwrap();
         let second = consume_and_commit(&consumer, 200);
-        assert_eq!(second.len(), 200, "{protocol}: the rest consumed after the failover");
+        assert_eq!(
+            second.len(),
+            200,
+            "{protocol}: the rest consumed after the failover"
+        );
         let mut all: Vec<&String> = first.iter().chain(&second).collect();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 400, "{protocol}: nothing consumed twice, nothing missed");
+        assert_eq!(
+            all.len(),
+            400,
+            "{protocol}: nothing consumed twice, nothing missed"
+        );
         drop(consumer);
         cluster.restart(coordinator);
     }
+}
+
+#[test]
+fn transactions_span_partitions_led_by_different_brokers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start(Path::new(PROGRAM), dir.path(), 3);
+    let brokers = cluster.bootstrap();
+    wait_for_brokers(&brokers, 3);
+    create_topic(&brokers, "ledger", 6, 3);
+    wait_until("leaders on every broker", Duration::from_secs(60), || {
+        let leaders: std::collections::BTreeSet<i32> =
+            (0..6).filter_map(|p| leader_of(&brokers, "ledger", p)).collect();
+        leaders.len() == 3
+    });
+    let timeout = Duration::from_secs(30);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("transactional.id", "ledger-writer")
+        .set("transaction.timeout.ms", "60000")
+        .set("socket.timeout.ms", "5000")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = producer.init_transactions(timeout) {
+        assert!(Instant::now() < deadline, "init_transactions: {e}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Every transaction writes to all six partitions (all three leaders): the markers
+    // and the produce verifications cross brokers.
+    for (round, commit) in [(0, true), (1, false), (2, true)] {
+        producer.begin_transaction().unwrap();
+        for i in 0..60 {
+            let value = format!("round-{round}-{i}");
+            let key = format!("k{i}");
+            producer
+                .send(
+                    BaseRecord::to("ledger")
+                        .partition(i % 6)
+                        .key(&key)
+                        .payload(&value),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        // Delivery reports are served by polling (BaseProducer): flush first.
+        producer.flush(timeout).unwrap();
+        if commit {
+            producer.commit_transaction(timeout).unwrap();
+        } else {
+            producer.abort_transaction(timeout).unwrap();
+        }
+    }
+    drop(producer);
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "ledger-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["ledger"]).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while values.len() < 120 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    // A little longer: nothing of the aborted round may show up.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    assert_eq!(values.len(), 120, "both committed rounds, whole");
+    assert!(
+        values.iter().all(|v| !v.starts_with("round-1-")),
+        "nothing of the aborted round"
+    );
 }

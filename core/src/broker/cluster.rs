@@ -26,7 +26,7 @@
 use super::io::{BrokerEffect, PartitionKey, ShardId};
 use super::metadata::Metadata;
 use super::partitions::TopicPartition;
-use super::shard::{CommandResults, MetadataCommand, NewTopic, ShardMessage};
+use super::shard::{CommandResults, MetadataCommand, NewTopic, OpRef, OpResult, PartitionOp, ShardMessage};
 use super::{handlers, producer_handlers, Broker};
 use crate::controller::{
     place, BrokerRegistration, Command, ControllerEffect, ControllerError, ControllerEvent, ControllerInput,
@@ -34,7 +34,10 @@ use crate::controller::{
 };
 use crate::kafka::ErrorCode;
 use crate::raft::{ConfigChange, Effect as RaftEffect, Input as RaftInput, Message, Role};
-use crate::rpc::{encode_cluster_frame, ClusterMessage, Frame, GroupId, LeaderNote, Outbox, OutboxConfig};
+use crate::rpc::{
+    encode_cluster_frame, ClusterMessage, Frame, GroupId, LeaderNote, OpReference, Outbox, OutboxConfig,
+    RemoteOp,
+};
 use crate::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -43,6 +46,8 @@ use std::time::Duration;
 pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(1_000);
 /// How often an unapplied registration is proposed again.
 const REGISTER_RETRY: Duration = Duration::from_millis(1_000);
+/// How long an operation forwarded to a partition's leader may wait for its answer.
+const REMOTE_OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a command forwarded to the controller leader may wait for its answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most commands waiting for the controller at once (beyond: REQUEST_TIMED_OUT).
@@ -217,6 +222,10 @@ pub struct Cluster {
     groups: BTreeMap<GroupId, PartitionKey>,
     /// Counters for `/metrics`.
     pub stats: ClusterStats,
+    /// Operations forwarded to other brokers: (request, slot) → (kind, deadline).
+    remote_waits: BTreeMap<(u64, u32), (u8, Instant)>,
+    /// Shard 0: peers' operations running here: request → (peer, its reference, kind).
+    remote_in: BTreeMap<u64, (u64, OpReference, u8)>,
 }
 
 /// Cluster counters of one shard.
@@ -267,6 +276,8 @@ impl Cluster {
             gossip_now: false,
             groups: BTreeMap::new(),
             stats: ClusterStats::default(),
+            remote_waits: BTreeMap::new(),
+            remote_in: BTreeMap::new(),
         }
     }
 
@@ -284,6 +295,7 @@ impl Cluster {
             host.and_then(|h| h.forwarded.values().map(|(_, d)| *d).min()),
             host.and_then(|h| h.liveness.as_ref()?.poll_timeout(h.replica.state())),
             Some(self.next_gossip_at),
+            self.remote_waits.values().map(|(_, d)| *d).min(),
         ]
         .into_iter()
         .flatten()
@@ -448,6 +460,191 @@ fn on_cluster_message(broker: &mut Broker, now: Instant, from: u64, message: Clu
                 learn_leader(broker, note);
             }
         }
+        ClusterMessage::RemoteOp {
+            reference,
+            topic,
+            partition,
+            op,
+        } => run_remote_op(broker, now, from, reference, topic, partition, op),
+        ClusterMessage::RemoteOpDone {
+            reference,
+            kind,
+            code,
+        } => {
+            let op_ref = OpRef {
+                origin: ShardId(reference.shard),
+                request: reference.request,
+                slot: reference.slot,
+            };
+            broker.on_op_result(now, op_ref, remote_result(kind, code));
+        }
+    }
+}
+
+/// The result a remote operation's answer stands for.
+fn remote_result(kind: u8, code: i16) -> OpResult {
+    match (kind, code) {
+        (crate::rpc::cluster::REMOTE_VERIFY, 0) => OpResult::Txn(Box::new(crate::txn::TxnResult::Done)),
+        (crate::rpc::cluster::REMOTE_VERIFY, code) => {
+            OpResult::Txn(Box::new(crate::txn::TxnResult::Error(code)))
+        }
+        // A marker's success is code 0 (all its caller looks at).
+        (_, code) => OpResult::Error(code),
+    }
+}
+
+/// The Kafka error code of a result (a coordinator's answer included).
+fn result_code(result: &OpResult) -> i16 {
+    match result {
+        OpResult::Txn(r) => match **r {
+            crate::txn::TxnResult::Error(code) => code,
+            _ => 0,
+        },
+        other => other.error_code(),
+    }
+}
+
+/// Shard 0: runs a peer's operation on the partition here and answers it when done.
+fn run_remote_op(
+    broker: &mut Broker,
+    now: Instant,
+    from: u64,
+    reference: OpReference,
+    topic: String,
+    partition: i32,
+    op: RemoteOp,
+) {
+    let kind = op.kind();
+    let op = match op {
+        RemoteOp::Marker { marker, timestamp_ms } => PartitionOp::WriteMarker { marker, timestamp_ms },
+        RemoteOp::VerifyTxn {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+        } => PartitionOp::Txn(Box::new(crate::txn::TxnOp::AddPartitions {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+            verify_only: true,
+        })),
+    };
+    let request = broker.take_request_id();
+    if let Some(cluster) = broker.cluster.as_mut() {
+        cluster.remote_in.insert(request, (from, reference, kind));
+    }
+    let op_ref = OpRef {
+        origin: broker.shard,
+        request,
+        slot: 0,
+    };
+    broker.run_op(now, op_ref, &topic, partition, op);
+}
+
+/// Sends an operation on a partition led by another broker to that broker (markers
+/// and produce verifications of transactions); false if it must run here.
+pub fn forward_op(
+    broker: &mut Broker,
+    now: Instant,
+    op_ref: OpRef,
+    topic: &str,
+    partition: i32,
+    op: &PartitionOp,
+) -> bool {
+    let Some((leader, _)) = leader_of(broker, topic, partition) else {
+        return false;
+    };
+    if broker.cluster.is_none() || leader == broker.node_id {
+        return false;
+    }
+    let remote = match op {
+        PartitionOp::WriteMarker { marker, timestamp_ms } => RemoteOp::Marker {
+            marker: marker.clone(),
+            timestamp_ms: *timestamp_ms,
+        },
+        PartitionOp::Txn(txn) => match &**txn {
+            crate::txn::TxnOp::AddPartitions {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+                verify_only: true,
+            } => RemoteOp::VerifyTxn {
+                transactional_id: transactional_id.clone(),
+                producer_id: *producer_id,
+                producer_epoch: *producer_epoch,
+                partitions: partitions.clone(),
+            },
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let Ok(to) = u64::try_from(leader) else {
+        return false;
+    };
+    let kind = remote.kind();
+    if let Some(cluster) = broker.cluster.as_mut() {
+        cluster
+            .remote_waits
+            .insert((op_ref.request, op_ref.slot), (kind, now + REMOTE_OP_TIMEOUT));
+    }
+    let reference = OpReference {
+        shard: op_ref.origin.0,
+        request: op_ref.request,
+        slot: op_ref.slot,
+    };
+    let message = ClusterMessage::RemoteOp {
+        reference,
+        topic: topic.to_string(),
+        partition,
+        op: remote,
+    };
+    send_cluster(broker, to, vec![message]);
+    true
+}
+
+/// A result on its origin shard: a peer's operation is answered to the peer (true:
+/// consumed); a forwarded operation's wait ends (false: deliver as usual).
+pub fn on_local_result(broker: &mut Broker, op_ref: OpRef, result: &OpResult) -> bool {
+    let Some(cluster) = broker.cluster.as_mut() else {
+        return false;
+    };
+    cluster.remote_waits.remove(&(op_ref.request, op_ref.slot));
+    let Some((from, reference, kind)) = cluster.remote_in.remove(&op_ref.request) else {
+        return false;
+    };
+    let done = ClusterMessage::RemoteOpDone {
+        reference,
+        kind,
+        code: result_code(result),
+    };
+    send_cluster(broker, from, vec![done]);
+    true
+}
+
+/// Forwarded operations whose answer did not come in time fail (retriable).
+fn expire_remote_ops(broker: &mut Broker, now: Instant) {
+    let Some(cluster) = broker.cluster.as_mut() else {
+        return;
+    };
+    let expired: Vec<((u64, u32), u8)> = cluster
+        .remote_waits
+        .iter()
+        .filter(|(_, (_, deadline))| *deadline <= now)
+        .map(|(key, (kind, _))| (*key, *kind))
+        .collect();
+    for (key, _) in &expired {
+        cluster.remote_waits.remove(key);
+    }
+    for ((request, slot), kind) in expired {
+        let op_ref = OpRef {
+            origin: broker.shard,
+            request,
+            slot,
+        };
+        let result = remote_result(kind, ErrorCode::REQUEST_TIMED_OUT.0);
+        broker.on_op_result(now, op_ref, result);
     }
 }
 
@@ -906,6 +1103,10 @@ pub fn handle_timeout(broker: &mut Broker, now: Instant) {
         cluster.next_gossip_at = now + GOSSIP_INTERVAL;
         cluster.gossip_now = true;
     }
+    expire_remote_ops(broker, now);
+    let Some(cluster) = broker.cluster.as_mut() else {
+        return;
+    };
     if cluster.host.is_none() {
         pump_controller(broker, now);
         return;

@@ -514,6 +514,9 @@ impl Broker {
             partition,
             revision: meta.revision,
         };
+        if cluster::forward_op(self, now, op_ref, topic, partition, &op) {
+            return;
+        }
         if !cluster::is_replica(self, topic, partition) {
             // Not hosted on this broker: the client's metadata is stale.
             let code = crate::kafka::ErrorCode::NOT_LEADER_OR_FOLLOWER.0;
@@ -539,6 +542,9 @@ impl Broker {
             });
             return;
         }
+        if cluster::on_local_result(self, op_ref, &result) {
+            return;
+        }
         if let Some(result) = txn_handlers::on_marker_result(self, now, op_ref, result) {
             handlers::on_result(self, now, op_ref, result);
         }
@@ -556,6 +562,9 @@ impl Broker {
                 }
             }
             ShardMessage::OpDone { op_ref, result } => {
+                if cluster::on_local_result(self, op_ref, &result) {
+                    return;
+                }
                 if let Some(result) = txn_handlers::on_marker_result(self, now, op_ref, result) {
                     handlers::on_result(self, now, op_ref, result);
                 }

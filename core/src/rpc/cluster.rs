@@ -56,11 +56,165 @@ pub enum ClusterMessage {
         /// The leaderships.
         notes: Vec<LeaderNote>,
     },
+    /// To a partition's leader: run this operation (a transaction coordinator's marker
+    /// or produce verification whose partition is led by another broker) and answer
+    /// with [`ClusterMessage::RemoteOpDone`].
+    RemoteOp {
+        /// The sender's reference, echoed.
+        reference: OpReference,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The operation.
+        op: RemoteOp,
+    },
+    /// The outcome of a [`ClusterMessage::RemoteOp`]: a Kafka error code (0: done).
+    RemoteOpDone {
+        /// The sender's reference.
+        reference: OpReference,
+        /// Which operation it was.
+        kind: u8,
+        /// Kafka error code.
+        code: i16,
+    },
 }
+
+/// Where a remote operation's answer goes on the asking broker: its shard, request
+/// and slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpReference {
+    /// The asking shard.
+    pub shard: u32,
+    /// The request on that shard.
+    pub request: u64,
+    /// The slot in the request.
+    pub slot: u32,
+}
+
+/// An operation one broker asks another to run on a partition it leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteOp {
+    /// Write a transaction marker.
+    Marker {
+        /// The marker.
+        marker: crate::txn::marker::Marker,
+        /// Wall-clock timestamp to stamp it with.
+        timestamp_ms: i64,
+    },
+    /// KIP-890: check that `partitions` are in the producer's ongoing transaction (run
+    /// on the transaction coordinator's `__transaction_state` partition).
+    VerifyTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// Producer id.
+        producer_id: i64,
+        /// Producer epoch.
+        producer_epoch: i16,
+        /// Partitions of the produce.
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+impl RemoteOp {
+    /// The tag of this kind of operation (echoed in the answer).
+    pub fn kind(&self) -> u8 {
+        match self {
+            RemoteOp::Marker { .. } => REMOTE_MARKER,
+            RemoteOp::VerifyTxn { .. } => REMOTE_VERIFY,
+        }
+    }
+}
+
+/// [`RemoteOp::Marker`]'s kind.
+pub const REMOTE_MARKER: u8 = 1;
+/// [`RemoteOp::VerifyTxn`]'s kind.
+pub const REMOTE_VERIFY: u8 = 2;
 
 const TAG_PROPOSE: u8 = 1;
 const TAG_PROPOSED: u8 = 2;
 const TAG_LEADERS: u8 = 3;
+const TAG_REMOTE_OP: u8 = 4;
+const TAG_REMOTE_OP_DONE: u8 = 5;
+/// Smallest encoded partition name in a verification: empty topic, partition.
+const MIN_PARTITION_BYTES: usize = 2 + 4;
+
+fn put_reference(out: &mut Vec<u8>, r: &OpReference) {
+    out.put_u32v(r.shard);
+    out.put_u64v(r.request);
+    out.put_u32v(r.slot);
+}
+
+fn read_reference(r: &mut Reader<'_>) -> Result<OpReference, DecodeError> {
+    Ok(OpReference {
+        shard: r.u32()?,
+        request: r.u64()?,
+        slot: r.u32()?,
+    })
+}
+
+fn put_remote_op(out: &mut Vec<u8>, op: &RemoteOp) {
+    out.put_u8v(op.kind());
+    match op {
+        RemoteOp::Marker { marker, timestamp_ms } => {
+            out.put_u64v(marker.producer_id as u64);
+            out.put_u16v(marker.producer_epoch as u16);
+            out.put_u8v(u8::from(marker.commit));
+            out.put_i32v(marker.coordinator_epoch);
+            out.put_u64v(*timestamp_ms as u64);
+        }
+        RemoteOp::VerifyTxn {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+        } => {
+            out.put_str(transactional_id);
+            out.put_u64v(*producer_id as u64);
+            out.put_u16v(*producer_epoch as u16);
+            out.put_u32v(u32::try_from(partitions.len()).unwrap_or(u32::MAX));
+            for (topic, partition) in partitions {
+                out.put_str(topic);
+                out.put_i32v(*partition);
+            }
+        }
+    }
+}
+
+fn read_remote_op(r: &mut Reader<'_>) -> Result<RemoteOp, DecodeError> {
+    match r.u8()? {
+        REMOTE_MARKER => Ok(RemoteOp::Marker {
+            marker: crate::txn::marker::Marker {
+                producer_id: r.u64()? as i64,
+                producer_epoch: r.u16()? as i16,
+                commit: r.bool()?,
+                coordinator_epoch: r.i32()?,
+            },
+            timestamp_ms: r.u64()? as i64,
+        }),
+        REMOTE_VERIFY => {
+            let transactional_id = r.string()?;
+            let producer_id = r.u64()? as i64;
+            let producer_epoch = r.u16()? as i16;
+            let count = r.count("partitions", MIN_PARTITION_BYTES)?;
+            let mut partitions = Vec::with_capacity(count);
+            for _ in 0..count {
+                partitions.push((r.string()?, r.i32()?));
+            }
+            Ok(RemoteOp::VerifyTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+            })
+        }
+        other => Err(DecodeError::Invalid {
+            what: "remote operation kind",
+            value: i64::from(other),
+        }),
+    }
+}
 /// Smallest encoded leader note: empty topic, partition, revision, leader, epoch, an
 /// empty ISR.
 const MIN_NOTE_BYTES: usize = 2 + 4 + 8 + 8 + 4 + 4;
@@ -86,6 +240,28 @@ pub(super) fn put_cluster_message(out: &mut Vec<u8>, message: &ClusterMessage) {
             let bounded: String = message.chars().take(1024).collect();
             out.put_str(&bounded);
             out.put_u64v(*index);
+        }
+        ClusterMessage::RemoteOp {
+            reference,
+            topic,
+            partition,
+            op,
+        } => {
+            out.put_u8v(TAG_REMOTE_OP);
+            put_reference(out, reference);
+            out.put_str(topic);
+            out.put_i32v(*partition);
+            put_remote_op(out, op);
+        }
+        ClusterMessage::RemoteOpDone {
+            reference,
+            kind,
+            code,
+        } => {
+            out.put_u8v(TAG_REMOTE_OP_DONE);
+            put_reference(out, reference);
+            out.put_u8v(*kind);
+            out.put_u16v(*code as u16);
         }
         ClusterMessage::Leaders { notes } => {
             out.put_u8v(TAG_LEADERS);
@@ -116,6 +292,17 @@ pub(super) fn read_cluster_message(r: &mut Reader<'_>) -> Result<ClusterMessage,
             code: r.u16()? as i16,
             message: r.string()?,
             index: r.u64()?,
+        }),
+        TAG_REMOTE_OP => Ok(ClusterMessage::RemoteOp {
+            reference: read_reference(r)?,
+            topic: r.string()?,
+            partition: r.i32()?,
+            op: read_remote_op(r)?,
+        }),
+        TAG_REMOTE_OP_DONE => Ok(ClusterMessage::RemoteOpDone {
+            reference: read_reference(r)?,
+            kind: r.u8()?,
+            code: r.u16()? as i16,
         }),
         TAG_LEADERS => {
             let count = r.count("leader notes", MIN_NOTE_BYTES)?;

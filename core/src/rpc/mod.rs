@@ -17,7 +17,7 @@ pub mod frame;
 pub mod message;
 pub mod outbox;
 
-pub use cluster::{ClusterMessage, LeaderNote};
+pub use cluster::{ClusterMessage, LeaderNote, OpReference, RemoteOp};
 pub use frame::{
     decode_frame, encode_cluster_frame, encode_frame, frame_size, Frame, FrameDecoder, FrameError, FrameKind,
     FrameLimits, GroupId, GroupMessage, FRAME_HEADER_BYTES, FRAME_VERSION,
