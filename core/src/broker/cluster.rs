@@ -560,7 +560,7 @@ pub fn forward_op(
     }
     let remote = match op {
         PartitionOp::WriteMarker { marker, timestamp_ms } => RemoteOp::Marker {
-            marker: marker.clone(),
+            marker: *marker,
             timestamp_ms: *timestamp_ms,
         },
         PartitionOp::Txn(txn) => match &**txn {
