@@ -221,6 +221,27 @@ fn check_read_back(acked: &[(i32, i64, String)], read: &BTreeMap<i32, Vec<(i64, 
     }
 }
 
+/// The admin listener's `/metrics` page.
+fn metrics_page(admin_addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(admin_addr) else {
+        return String::new();
+    };
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {admin_addr}\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes());
+    let mut page = String::new();
+    let _ = stream.read_to_string(&mut page);
+    page
+}
+
+/// The sum of a metric's samples on a page.
+fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -293,6 +314,27 @@ fn three_brokers_keep_every_acknowledged_write_through_a_leader_kill_and_a_pause
     check_read_back(&acked, &read);
     let read_count: usize = read.values().map(Vec::len).sum();
     assert_eq!(read_count, sent, "nothing but what was acknowledged, once");
+
+    // /metrics: exactly one controller leader, frames flowing on every broker.
+    wait_until(
+        "one controller leader in /metrics",
+        Duration::from_secs(30),
+        || {
+            let pages: Vec<String> = cluster
+                .brokers
+                .iter()
+                .map(|b| metrics_page(&b.admin_addr))
+                .collect();
+            let leaders: f64 = pages
+                .iter()
+                .map(|p| metric_sum(p, "oxbow_cluster_controller_leader"))
+                .sum();
+            leaders == 1.0
+                && pages
+                    .iter()
+                    .all(|p| metric_sum(p, "oxbow_cluster_frames_sent_total") > 0.0)
+        },
+    );
 
     // Every broker is back: each partition is led by its preferred replica again and
     // every replica is in sync.

@@ -1510,3 +1510,26 @@ pub fn controller_id(broker: &Broker) -> i32 {
         Some(c) => c.view.controller.unwrap_or(-1),
     }
 }
+
+/// Cluster counters of one shard, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterMetrics {
+    /// Raft messages dropped before framing (too large, outbox full).
+    pub raft_messages_dropped: u64,
+    /// Partitions this shard leads.
+    pub partitions_led: u64,
+    /// Whether this broker leads the controller (shard 0).
+    pub controller_leader: bool,
+}
+
+/// The counters of `broker`'s shard.
+pub fn metrics(broker: &Broker) -> ClusterMetrics {
+    let Some(c) = broker.cluster.as_ref() else {
+        return ClusterMetrics::default();
+    };
+    ClusterMetrics {
+        raft_messages_dropped: c.stats.raft_messages_dropped,
+        partitions_led: broker.epochs.values().filter(|e| **e >= 0).count() as u64,
+        controller_leader: c.controller().is_some_and(ControllerReplica::is_leader),
+    }
+}

@@ -293,6 +293,11 @@ impl Broker {
         metrics
     }
 
+    /// Cluster counters of this shard (zeros on a single node).
+    pub fn cluster_metrics(&self) -> cluster::ClusterMetrics {
+        cluster::metrics(self)
+    }
+
     /// The next thing the runtime must do.
     pub fn poll_effect(&mut self) -> Option<BrokerEffect> {
         self.effects.pop_front()

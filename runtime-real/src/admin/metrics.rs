@@ -13,6 +13,60 @@ type Family = (
 
 const FAMILIES: &[Family] = &[
     (
+        "oxbow_cluster_frames_sent_total",
+        "counter",
+        "Broker-to-broker frames handed to the transport.",
+        |s| s.cluster.frames_sent as f64,
+    ),
+    (
+        "oxbow_cluster_frames_dropped_total",
+        "counter",
+        "Broker-to-broker frames the transport refused (queue full, unknown peer); Raft sends again.",
+        |s| s.cluster.frames_dropped as f64,
+    ),
+    (
+        "oxbow_cluster_raft_messages_dropped_total",
+        "counter",
+        "Raft messages dropped before framing (too large, outbox full).",
+        |s| s.cluster.raft_messages_dropped as f64,
+    ),
+    (
+        "oxbow_cluster_frames_received_total",
+        "counter",
+        "Broker-to-broker frames received (shard 0).",
+        |s| s.cluster.frames_received as f64,
+    ),
+    (
+        "oxbow_cluster_connect_failures_total",
+        "counter",
+        "Failed connects to peer brokers (shard 0).",
+        |s| s.cluster.connect_failures as f64,
+    ),
+    (
+        "oxbow_cluster_connected_peers",
+        "gauge",
+        "Peer brokers connected now (shard 0).",
+        |s| s.cluster.connected_peers as f64,
+    ),
+    (
+        "oxbow_cluster_partitions_led",
+        "gauge",
+        "Partitions this shard leads.",
+        |s| s.cluster.partitions_led as f64,
+    ),
+    (
+        "oxbow_cluster_controller_leader",
+        "gauge",
+        "1 while this broker leads the controller group (shard 0).",
+        |s| s.cluster.controller_leader as f64,
+    ),
+    (
+        "oxbow_cluster_controller_store_errors_total",
+        "counter",
+        "Controller storage failures (shard 0); the controller waits until restarted.",
+        |s| s.cluster.controller_store_errors as f64,
+    ),
+    (
         "oxbow_bytes_received_total",
         "counter",
         "Bytes received from Kafka clients.",

@@ -178,6 +178,32 @@ pub struct ShardSnapshot {
     pub store: [u64; 7],
     /// Local segment reads for uploads that failed.
     pub store_local_read_failures: u64,
+    /// Cluster mode: transport and controller counters (zero on a single node).
+    pub cluster: ClusterMetrics,
+}
+
+/// A shard's cluster counters; node-wide ones (the transport, the controller) are
+/// reported by shard 0 only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterMetrics {
+    /// Frames this shard handed to the transport.
+    pub frames_sent: u64,
+    /// Frames the transport refused from this shard.
+    pub frames_dropped: u64,
+    /// Raft messages core dropped (too large, outbox full).
+    pub raft_messages_dropped: u64,
+    /// Partitions this shard leads.
+    pub partitions_led: u64,
+    /// Shard 0: frames received from peers.
+    pub frames_received: u64,
+    /// Shard 0: failed connects to peers.
+    pub connect_failures: u64,
+    /// Shard 0: peers connected now.
+    pub connected_peers: u64,
+    /// Shard 0: 1 while this broker leads the controller group.
+    pub controller_leader: u64,
+    /// Shard 0: controller storage failures.
+    pub controller_store_errors: u64,
 }
 
 /// What a shard reports once it serves: where it runs and the memory it holds.
@@ -569,6 +595,30 @@ impl Shard {
         });
     }
 
+    fn cluster_metrics(&self) -> ClusterMetrics {
+        let Some(link) = self.cluster.as_ref() else {
+            return ClusterMetrics::default();
+        };
+        let stats = link.stats();
+        let core = self.broker.cluster_metrics();
+        let mut metrics = ClusterMetrics {
+            frames_sent: stats.frames_sent,
+            frames_dropped: stats.frames_dropped,
+            raft_messages_dropped: core.raft_messages_dropped,
+            partitions_led: core.partitions_led,
+            controller_leader: u64::from(core.controller_leader),
+            ..ClusterMetrics::default()
+        };
+        if self.id == 0 {
+            let peer = link.peer().stats();
+            metrics.frames_received = peer.frames_received;
+            metrics.connect_failures = peer.connect_failures;
+            metrics.connected_peers = peer.connected_peers;
+            metrics.controller_store_errors = stats.controller_store_errors;
+        }
+        metrics
+    }
+
     /// Shard 0 in a cluster: frames from peers.
     fn take_peer_frames(&mut self) {
         if self.id != 0 {
@@ -634,6 +684,7 @@ impl Shard {
                 ]
             }),
             store_local_read_failures: self.store_local_read_failures,
+            cluster: self.cluster_metrics(),
         }
     }
 
