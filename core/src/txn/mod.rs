@@ -21,6 +21,8 @@ pub mod marker;
 pub mod producer_state;
 pub mod snapshot;
 
+#[cfg(feature = "sim-bugs")]
+pub use coordinator::TxnBugs;
 pub use coordinator::{
     partition_for_txn, TxnConfig, TxnCoordinator, TxnMeta, TxnOp, TxnOutput, TxnResult, TxnState,
     TXN_STATE_TOPIC,
