@@ -148,7 +148,7 @@ pub struct TxnSimConfig {
     pub checkpoint_records: u64,
     /// Act on the coordinator's `TrimLog` as the broker does (`delete_records` on the
     /// state partition). Off by default: a follower that lags behind a trimmed leader
-    /// then needs a snapshot, which data partitions cannot send (see the report in
+    /// then needs a snapshot, which data partitions cannot send, and the leader livelocks (see
     /// `scenarios/transactions.toml`); trimming is modelled by where a replay starts.
     pub trim_log: bool,
     /// Planted bug (core): an abort's markers are written as COMMIT markers.
