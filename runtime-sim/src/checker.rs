@@ -61,6 +61,8 @@ pub const INVARIANTS: &[&str] = &[
     "txn-lso-regressed",
     "txn-read-past-lso",
     "txn-acked-commit-unreadable",
+    "txn-duplicate-write",
+    "txn-acked-write-lost",
     "txn-load",
     "txn-read",
 ];

@@ -39,8 +39,12 @@
 //! Checkers (each proven by a planted bug in this module's tests):
 //!
 //! * `txn-aborted-read` — a `read_committed` read returns a record of a transaction whose
-//!   producer never sent EndTxn(commit), or whose abort was acknowledged; or a record
-//!   twice (a duplicated committed write).
+//!   producer never sent EndTxn(commit), or whose abort was acknowledged.
+//! * `txn-duplicate-write` / `txn-acked-write-lost` — idempotence, checked on every
+//!   leader's log read `read_uncommitted` (and `read_committed`): no record is written
+//!   twice (a retried batch is deduplicated by its sequence number), and every
+//!   acknowledged batch below the high watermark sits at the offset it was acknowledged
+//!   at.
 //! * `txn-partial-read` — a `read_committed` read returns some of a transaction's
 //!   acknowledged records on a partition but not all of them; in the final read, a
 //!   transaction visible on one partition is visible on all its partitions (Jepsen's
@@ -54,7 +58,8 @@
 //!   whose EndTxn(commit) was answered with success is fully readable below the LSO of
 //!   every partition, and no transaction hangs (LSO = high watermark).
 //!
-//! Planted bugs: core's `TxnBugs` (through [`TxnCoordinator::plant`]) and one of the
+//! Planted bugs: core's `TxnBugs` (through [`TxnCoordinator::plant`]), core's
+//! `ProducerBugs` (through the replicas' `ProducerStateConfig`), and one of the
 //! simulated broker's fetch path (`bug_read_committed_to_high_watermark`).
 
 use crate::checker::Violation;
@@ -80,7 +85,9 @@ use oxbow_core::raft::{HardState, Membership, Message, RaftConfig, Role};
 use oxbow_core::time::Instant;
 use oxbow_core::txn::coordinator::code;
 use oxbow_core::txn::marker::{parse_marker, Marker};
-use oxbow_core::txn::{TxnBugs, TxnConfig, TxnCoordinator, TxnOp, TxnOutput, TxnResult};
+use oxbow_core::txn::{
+    ProducerBugs, ProducerStateConfig, TxnBugs, TxnConfig, TxnCoordinator, TxnOp, TxnOutput, TxnResult,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -157,6 +164,8 @@ pub struct TxnSimConfig {
     pub bug_accept_stale_epoch: bool,
     /// Planted bug (core): the last marker of a transaction is never written.
     pub bug_drop_last_marker: bool,
+    /// Planted bug (core `ProducerBugs`): retried batches are written again.
+    pub bug_dedupe_window_zero: bool,
     /// Planted bug (the simulated broker's Fetch): `read_committed` reads up to the
     /// high watermark, ignoring the last stable offset.
     pub bug_read_committed_to_high_watermark: bool,
@@ -187,6 +196,7 @@ impl Default for TxnSimConfig {
             bug_abort_writes_commit_markers: false,
             bug_accept_stale_epoch: false,
             bug_drop_last_marker: false,
+            bug_dedupe_window_zero: false,
             bug_read_committed_to_high_watermark: false,
         }
     }
@@ -892,6 +902,7 @@ impl TxnRun {
         let Ok(bootstrap) = Membership::with_voters(voters.iter().copied()) else {
             return self.fail("replica-init", "no membership".into());
         };
+        let dedupe_window_zero = self.config.bug_dedupe_window_zero;
         let Some(n) = self.nodes.get_mut(node as usize) else {
             return;
         };
@@ -921,7 +932,15 @@ impl TxnRun {
                 seed: u64::from(node) * 1_000 + inc * 10 + part as u64,
             };
             match Replica::new(now, setup, log) {
-                Ok(replica) => slot.replica = Some(replica),
+                Ok(mut replica) => {
+                    replica.set_producer_config(ProducerStateConfig {
+                        bugs: ProducerBugs {
+                            dedupe_window_zero: dedupe_window_zero && part > 0,
+                        },
+                        ..ProducerStateConfig::default()
+                    });
+                    slot.replica = Some(replica);
+                }
                 Err(e) => {
                     error = Some(format!("node {node} partition {part}: {e}"));
                     break;
@@ -2310,10 +2329,78 @@ impl TxnRun {
             for part in 1..self.parts() {
                 if self.replica(node, part).is_some_and(Replica::is_leader) {
                     let _ = self.read_and_check(now, node, part);
+                    self.check_uncommitted(node, part);
                 }
             }
         }
         self.schedule(Duration::from_millis(self.config.read_interval_ms), Ev::Read);
+    }
+
+    /// A `read_uncommitted` read of `[log start, high watermark)` on `node`: every
+    /// record (of any transaction) at its offset.
+    fn read_uncommitted(&mut self, node: NodeId, part: usize) -> Option<(i64, Vec<Seen>)> {
+        let slot = self.nodes.get(node as usize)?.slots.get(part)?;
+        let r = slot.replica.as_ref()?;
+        let (start, hw) = (r.log().start_offset(), r.high_watermark());
+        if hw <= start {
+            return Some((hw, Vec::new()));
+        }
+        let plan = r.fetch_plan(start, READ_BYTES).ok()?;
+        let chunks: Vec<Bytes> = plan
+            .ranges
+            .iter()
+            .map(|x| slot.disk.read(x.segment, x.position, x.len_bytes))
+            .collect();
+        let result = trim_fetched(&chunks, start, hw - 1, READ_BYTES)
+            .map_err(|e| e.reason)
+            .and_then(|bytes| filter_committed(&bytes, &[]));
+        match result {
+            Ok(read) => Some((hw, read.records)),
+            Err(e) => {
+                self.fail("txn-read", format!("node {node} partition {}: {e}", part - 1));
+                None
+            }
+        }
+    }
+
+    /// Idempotence, with `read_uncommitted`: no record is in the log twice (a retried
+    /// batch is never written again), and every acknowledged batch below the high
+    /// watermark is at the offset it was acknowledged at.
+    fn check_uncommitted(&mut self, node: NodeId, part: usize) {
+        let Some((hw, records)) = self.read_uncommitted(node, part) else {
+            return;
+        };
+        let p = part - 1;
+        let mut at: BTreeMap<&[u8], i64> = BTreeMap::new();
+        for s in &records {
+            if let Some(first) = at.insert(&s.value, s.offset) {
+                let detail = format!(
+                    "node {node} partition {p}: record {} is in the log twice (offsets {first} and {})",
+                    String::from_utf8_lossy(&s.value),
+                    s.offset
+                );
+                return self.fail("txn-duplicate-write", detail);
+            }
+        }
+        let mut lost = None;
+        for (txn, rec) in &self.txns {
+            for (i, (bp, _, _, acked)) in rec.batches.iter().enumerate() {
+                let Some(offset) = acked.filter(|o| *bp == part && *o < hw) else {
+                    continue;
+                };
+                let value = record_value(*txn, i, 0);
+                let found = at.get(value.as_bytes()).copied();
+                if found != Some(offset) {
+                    lost = Some(format!(
+                        "node {node} partition {p} (high watermark {hw}): batch {i} of transaction {txn} was acknowledged at offset {offset} but is at {found:?}"
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(detail) = lost {
+            self.fail("txn-acked-write-lost", detail);
+        }
     }
 
     /// A `read_committed` read of the whole partition on `node`, checked.
@@ -2375,9 +2462,9 @@ impl TxnRun {
         for s in &read.records {
             if !values.insert(&s.value) {
                 return self.fail(
-                    "txn-aborted-read",
+                    "txn-duplicate-write",
                     format!(
-                        "node {node} partition {p}: record {} read twice (offset {})",
+                        "node {node} partition {p}: record {} read twice by read_committed (offset {})",
                         String::from_utf8_lossy(&s.value),
                         s.offset
                     ),
@@ -2714,6 +2801,13 @@ mod tests {
         let mut s = base();
         s.transactions.bug_read_committed_to_high_watermark = true;
         assert_caught(&s, 4, &["txn-read-past-lso"]);
+    }
+
+    #[test]
+    fn idempotence_checker_catches_a_dedupe_window_of_zero() {
+        let mut s = base();
+        s.transactions.bug_dedupe_window_zero = true;
+        assert_caught(&s, 8, &["txn-duplicate-write"]);
     }
 
     #[test]

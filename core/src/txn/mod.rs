@@ -27,6 +27,8 @@ pub use coordinator::{
     partition_for_txn, TxnConfig, TxnCoordinator, TxnMeta, TxnOp, TxnOutput, TxnResult, TxnState,
     TXN_STATE_TOPIC,
 };
+#[cfg(feature = "sim-bugs")]
+pub use producer_state::ProducerBugs;
 pub use producer_state::{
     AbortedTxn, BatchMeta, CheckOutcome, ProducerEntry, ProducerError, ProducerStateConfig,
     ProducerStateTable,
