@@ -830,7 +830,7 @@ impl TxnRun {
             Ev::Raft { to, part, msg } => self.on_raft(now, to, part, msg),
             Ev::Disk { node, part, inc } => self.on_disk(now, node, part, inc),
             Ev::Clients => self.on_clients(now),
-            Ev::Read => self.on_read(now),
+            Ev::Read => self.on_read(),
             Ev::Arrive { node, req, body } => self.on_arrive(now, node, req, body),
             Ev::Verify {
                 coord,
@@ -890,7 +890,7 @@ impl TxnRun {
             Ev::Heal(id) => self.cuts.retain(|_, h| *h != id),
             Ev::Liveness => self.start_liveness(now),
             Ev::Check => self.on_check(now),
-            Ev::End => self.on_end(now),
+            Ev::End => self.on_end(),
         }
     }
 
@@ -1002,7 +1002,7 @@ impl TxnRun {
         }
         if let Some(mut host) = self.hosts.remove(&node) {
             host.coordinator.unload();
-            self.drain_unloaded(now, host);
+            self.drain_unloaded(host);
         }
         self.coverage.hit("fault.crash");
         trace_event!(self.trace, now, Some(node), "crash (torn tail {torn} bytes)");
@@ -1310,7 +1310,7 @@ impl TxnRun {
 
     fn on_produce_done(&mut self, now: Instant, node: NodeId, wait: Wait, result: Result<i64, i16>) {
         match wait {
-            Wait::Client { req } => self.answer(Some(node), req, Answer::Produce(result)),
+            Wait::Client { req } => self.answer(req, Answer::Produce(result)),
             Wait::Append { inc, term, token } => {
                 if let Some(h) = self
                     .hosts
@@ -1349,7 +1349,7 @@ impl TxnRun {
         if stale {
             if let Some(mut host) = self.hosts.remove(&node) {
                 host.coordinator.unload();
-                self.drain_unloaded(now, host);
+                self.drain_unloaded(host);
                 self.coverage.hit("txn.coordinator.unloaded");
                 changed = true;
             }
@@ -1443,10 +1443,10 @@ impl TxnRun {
         true
     }
 
-    fn drain_unloaded(&mut self, now: Instant, mut host: Host) {
+    fn drain_unloaded(&mut self, mut host: Host) {
         while let Some(output) = host.coordinator.poll_output() {
             if let TxnOutput::Reply { reply, result } = output {
-                self.route_reply(now, None, reply, result);
+                self.route_reply(None, reply, result);
             }
         }
     }
@@ -1464,7 +1464,7 @@ impl TxnRun {
             };
             any = true;
             match output {
-                TxnOutput::Reply { reply, result } => self.route_reply(now, Some(node), reply, result),
+                TxnOutput::Reply { reply, result } => self.route_reply(Some(node), reply, result),
                 TxnOutput::Append { token, batch } => self.host_append(now, node, inc, term, token, batch),
                 TxnOutput::WriteMarker {
                     token,
@@ -1666,9 +1666,9 @@ impl TxnRun {
     }
 
     /// A coordinator's reply goes to a client or to a broker verifying a produce.
-    fn route_reply(&mut self, _now: Instant, from: Option<NodeId>, reply: u64, result: TxnResult) {
+    fn route_reply(&mut self, from: Option<NodeId>, reply: u64, result: TxnResult) {
         match self.replies.remove(&reply) {
-            Some(ReplyTo::Client { req }) => self.answer(from, req, Answer::Txn(result)),
+            Some(ReplyTo::Client { req }) => self.answer(req, Answer::Txn(result)),
             Some(ReplyTo::Verify {
                 node,
                 req,
@@ -1703,7 +1703,7 @@ impl TxnRun {
                 // KIP-890: verify with the coordinator first (the broker's FindCoordinator
                 // is the state partition's leader).
                 let Some(coord) = self.leader_of(0) else {
-                    return self.answer(Some(node), req, Answer::Produce(Err(code::NOT_COORDINATOR)));
+                    return self.answer(req, Answer::Produce(Err(code::NOT_COORDINATOR)));
                 };
                 if self.lost(Some(node), coord) {
                     return;
@@ -1734,7 +1734,7 @@ impl TxnRun {
                 h.coordinator.handle(now, wall_ms(now), reply, op);
                 self.drive(now, coord, 0);
             }
-            _ => self.route_reply(now, Some(coord), reply, TxnResult::Error(code::NOT_COORDINATOR)),
+            _ => self.route_reply(Some(coord), reply, TxnResult::Error(code::NOT_COORDINATOR)),
         }
     }
 
@@ -1753,7 +1753,7 @@ impl TxnRun {
                 TxnResult::Error(code) => code,
                 _ => code::INVALID_TXN_STATE,
             };
-            return self.answer(Some(node), req, Answer::Produce(Err(code)));
+            return self.answer(req, Answer::Produce(Err(code)));
         }
         let t = self.next_token;
         self.next_token += 1;
@@ -1767,13 +1767,13 @@ impl TxnRun {
             Ok(_) => {
                 self.waits.insert((node, part, t), Wait::Client { req });
             }
-            Err(code) => self.answer(Some(node), req, Answer::Produce(Err(code))),
+            Err(code) => self.answer(req, Answer::Produce(Err(code))),
         }
         self.drive(now, node, part);
     }
 
     /// Sends an answer to a client (after a delay; maybe lost).
-    fn answer(&mut self, from: Option<NodeId>, req: u64, answer: Answer) {
+    fn answer(&mut self, req: u64, answer: Answer) {
         if !self.reqs.contains_key(&req) {
             return;
         }
@@ -1781,7 +1781,6 @@ impl TxnRun {
             self.coverage.hit("txn.message.lost");
             return;
         }
-        let _ = from;
         let delay = self.latency();
         self.schedule(delay, Ev::Answer { req, answer });
     }
@@ -2324,11 +2323,11 @@ impl TxnRun {
 
     // ---- consumers and checkers ---------------------------------------------------------
 
-    fn on_read(&mut self, now: Instant) {
+    fn on_read(&mut self) {
         for node in self.node_ids() {
             for part in 1..self.parts() {
                 if self.replica(node, part).is_some_and(Replica::is_leader) {
-                    let _ = self.read_and_check(now, node, part);
+                    let _ = self.read_and_check(node, part);
                     self.check_uncommitted(node, part);
                 }
             }
@@ -2404,10 +2403,10 @@ impl TxnRun {
     }
 
     /// A `read_committed` read of the whole partition on `node`, checked.
-    fn read_and_check(&mut self, now: Instant, node: NodeId, part: usize) -> Option<CommittedRead> {
+    fn read_and_check(&mut self, node: NodeId, part: usize) -> Option<CommittedRead> {
         let read = self.read_committed(node, part)?;
         self.coverage.hit("txn.read");
-        self.check_read(now, node, part, &read);
+        self.check_read(node, part, &read);
         Some(read.1)
     }
 
@@ -2449,7 +2448,7 @@ impl TxnRun {
         }
     }
 
-    fn check_read(&mut self, _now: Instant, node: NodeId, part: usize, (lso, read): &(i64, CommittedRead)) {
+    fn check_read(&mut self, node: NodeId, part: usize, (lso, read): &(i64, CommittedRead)) {
         let p = part - 1;
         if let Some(last) = read.last_batch_offset.filter(|last| last >= lso) {
             return self.fail(
@@ -2587,7 +2586,7 @@ impl TxnRun {
         if self.phase != Phase::Liveness {
             return;
         }
-        if self.final_check(now, false) {
+        if self.final_check(false) {
             self.final_ok = true;
             self.coverage.hit("liveness.reached");
             trace_event!(self.trace, now, None, "liveness reached");
@@ -2597,9 +2596,9 @@ impl TxnRun {
         self.schedule(Duration::from_millis(250), Ev::Check);
     }
 
-    fn on_end(&mut self, now: Instant) {
+    fn on_end(&mut self) {
         if !self.final_ok {
-            self.final_check(now, true);
+            self.final_check(true);
         }
         self.phase = Phase::Done;
     }
@@ -2608,7 +2607,7 @@ impl TxnRun {
     /// a leader, no transaction hangs (LSO = high watermark), every acknowledged commit
     /// is fully readable, and a transaction visible anywhere is visible everywhere.
     /// Reports a violation only when `report`; returns whether everything holds.
-    fn final_check(&mut self, now: Instant, report: bool) -> bool {
+    fn final_check(&mut self, report: bool) -> bool {
         if self
             .producers
             .iter()
@@ -2640,7 +2639,7 @@ impl TxnRun {
                 }
                 return false;
             }
-            let Some(read) = self.read_and_check(now, leader, part) else {
+            let Some(read) = self.read_and_check(leader, part) else {
                 return false;
             };
             for s in &read.records {
