@@ -19,11 +19,13 @@
 //!   always reach every node). A marker request that gets no answer is answered with
 //!   REQUEST_TIMED_OUT after `request_timeout_ms`, as a broker's RPC would be.
 //! * **Coordinator hosting** (as `core::broker::partitions::txn_host` does it): a node
-//!   whose state replica leads creates a coordinator, replays the log from its start once
-//!   the high watermark reaches the log end, appends its records with acks=all through
-//!   the replica, sends its markers to the data partitions' leaders (appended with
-//!   `Replica::append_marker`), trims the log at checkpoints, reloads when asked; it is
-//!   dropped when the node stops leading or crashes.
+//!   whose state replica leads creates a coordinator, replays the log from the latest
+//!   committed checkpoint once the high watermark reaches the log end, appends its
+//!   records with acks=all through the replica, sends its markers to the data
+//!   partitions' leaders (appended with `Replica::append_marker`), reloads when asked;
+//!   it is dropped when the node stops leading or crashes. A checkpoint's `TrimLog`
+//!   moves where later replays start; `trim_log = true` also deletes the prefix as the
+//!   broker does (off by default: it livelocks core's partition replica, a known gap).
 //! * **Broker glue**: a transactional produce is first verified with the coordinator
 //!   (`AddPartitions { verify_only }`, KIP-890) and then appended with acks=all.
 //! * **Producers**: InitProducerId with a transactional id, AddPartitionsToTxn,
@@ -36,7 +38,9 @@
 //!   aborted transactions with the replica's aborted-transaction index exactly as a
 //!   Kafka client does.
 //!
-//! Checkers (each proven by a planted bug in this module's tests):
+//! Checkers (the tests of this module prove `txn-aborted-read`, `txn-duplicate-write`,
+//! `txn-zombie-write`, `txn-read-past-lso` and `txn-acked-commit-unreadable` with
+//! planted bugs; the others have none yet):
 //!
 //! * `txn-aborted-read` — a `read_committed` read returns a record of a transaction whose
 //!   producer never sent EndTxn(commit), or whose abort was acknowledged.
