@@ -55,6 +55,16 @@ pub const INVARIANTS: &[&str] = &[
     "groups-clients-share-partition",
     "groups-rebuild-differs",
     "groups-load",
+    "txn-aborted-read",
+    "txn-partial-read",
+    "txn-zombie-write",
+    "txn-lso-regressed",
+    "txn-read-past-lso",
+    "txn-acked-commit-unreadable",
+    "txn-duplicate-write",
+    "txn-acked-write-lost",
+    "txn-load",
+    "txn-read",
 ];
 
 /// A broken invariant.

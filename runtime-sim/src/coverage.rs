@@ -87,6 +87,16 @@ pub const EXPECTED: &[&str] = &[
     "groups.commit.acked",
     "groups.commit.zombie_refused",
     "groups.fetch.served",
+    "txn.commit.acked",
+    "txn.abort.acked",
+    "txn.marker.commit",
+    "txn.marker.abort",
+    "txn.producer.fenced",
+    "txn.producer.zombie",
+    "txn.producer.stalled",
+    "txn.produce.verification_refused",
+    "txn.coordinator.loaded",
+    "txn.coordinator.loaded_after_trim",
 ];
 
 impl Coverage {

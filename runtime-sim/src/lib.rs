@@ -41,6 +41,9 @@
 //!   partition log (core's `Log`) and the faulty [`objstore`], with its own checkers.
 //! * [`group_sim`] — consumer groups: core's group `Coordinator` hosted on the leader of
 //!   the cluster's last Raft group, simulated consumers of both protocols, four checkers.
+//! * [`txn_sim`] — transactions: core's `TxnCoordinator` on a replicated state partition
+//!   and data partitions of core's `partition::Replica`, transactional producers (with
+//!   zombies and timeouts) and `read_committed` consumers, checked for Jepsen's anomalies.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -69,3 +72,4 @@ pub mod store;
 pub mod sweep;
 pub mod tier_sim;
 pub mod trace;
+pub mod txn_sim;

@@ -249,6 +249,9 @@ pub struct Scenario {
     /// `[consumer_groups]`: core's group coordinator on the last Raft group, with
     /// simulated consumers (see [`crate::group_sim`]); off by default.
     pub consumer_groups: crate::group_sim::GroupSimConfig,
+    /// `[transactions]`: a transaction run instead of a Raft cluster run (see
+    /// [`crate::txn_sim`]); off by default.
+    pub transactions: crate::txn_sim::TxnSimConfig,
     /// Planted bugs of the controller runtime (`replica = "controller"` only).
     pub controller_bugs: ControllerBugs,
 }
@@ -343,6 +346,7 @@ impl Default for Scenario {
             log_reads: LogReads::Disk,
             tier: crate::tier_sim::TierSimConfig::default(),
             consumer_groups: crate::group_sim::GroupSimConfig::default(),
+            transactions: crate::txn_sim::TxnSimConfig::default(),
             controller_bugs: ControllerBugs::default(),
         }
     }
@@ -415,6 +419,9 @@ impl Scenario {
         }
         if self.tier.enabled {
             self.tier.validate()?;
+        }
+        if self.transactions.enabled {
+            self.transactions.validate()?;
         }
         if self.consumer_groups.enabled {
             self.consumer_groups.validate()?;

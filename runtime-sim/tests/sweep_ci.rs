@@ -43,6 +43,7 @@ fn scenario_files_cover_the_required_kinds() {
         "rolling-restarts",
         "tiered-storage",
         "consumer-groups",
+        "transactions",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -106,6 +107,10 @@ fn sweep_every_scenario() {
         "tier.consumer_remote_read",
         "tier.late_landing",
         "tier.recovered",
+        "txn.commit.acked",
+        "txn.abort.acked",
+        "txn.producer.fenced",
+        "txn.coordinator.loaded_after_trim",
     ] {
         assert!(
             report.coverage.totals().get(must) > 0,

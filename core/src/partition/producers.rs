@@ -160,7 +160,13 @@ impl Producers {
 
     /// The leader's check of an incoming batch.
     pub fn check(&self, batch: &BatchMeta) -> Result<CheckOutcome, ProducerError> {
-        self.tip.check(batch)
+        let outcome = self.tip.check(batch);
+        // PLANTED BUG (sim-bugs): duplicates are written again.
+        #[cfg(feature = "sim-bugs")]
+        if self.config.bugs.dedupe_window_zero && matches!(outcome, Ok(CheckOutcome::Duplicate { .. })) {
+            return Ok(CheckOutcome::Append);
+        }
+        outcome
     }
 
     /// A batch reached the log at the offsets in `batch`.

@@ -351,6 +351,20 @@ struct MarkerRun {
     retry_at: Option<Instant>,
 }
 
+/// Bugs the simulator plants to prove its checkers (feature `sim-bugs`; set with
+/// [`TxnCoordinator::plant`]). Every switch is off by default.
+#[cfg(feature = "sim-bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxnBugs {
+    /// An abort's markers are written as COMMIT markers.
+    pub abort_writes_commit_markers: bool,
+    /// A request naming an older epoch of the id's producer is accepted.
+    pub accept_stale_epoch: bool,
+    /// The last partition of a transaction with several never gets its marker (and
+    /// the transaction completes anyway).
+    pub drop_last_marker: bool,
+}
+
 /// Counters for `/metrics` and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxnMetrics {
@@ -389,6 +403,8 @@ pub struct TxnCoordinator {
     next_abort_check: Option<Instant>,
     outputs: VecDeque<TxnOutput>,
     metrics: TxnMetrics,
+    #[cfg(feature = "sim-bugs")]
+    bugs: TxnBugs,
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -501,7 +517,15 @@ impl TxnCoordinator {
             next_abort_check: None,
             outputs: VecDeque::new(),
             metrics: TxnMetrics::default(),
+            #[cfg(feature = "sim-bugs")]
+            bugs: TxnBugs::default(),
         }
+    }
+
+    /// Plants bugs (the simulator's checker tests only).
+    #[cfg(feature = "sim-bugs")]
+    pub fn plant(&mut self, bugs: TxnBugs) {
+        self.bugs = bugs;
     }
 
     /// Its partition.
@@ -768,8 +792,15 @@ impl TxnCoordinator {
         let Some(meta) = self.txns.get(id) else {
             return;
         };
+        #[allow(unused_mut)]
+        let mut remaining = meta.partitions.clone();
+        // PLANTED BUG (sim-bugs): the last partition never gets its marker.
+        #[cfg(feature = "sim-bugs")]
+        if self.bugs.drop_last_marker && remaining.len() > 1 {
+            remaining.pop_last();
+        }
         let run = MarkerRun {
-            remaining: meta.partitions.clone(),
+            remaining,
             ..MarkerRun::default()
         };
         self.markers.insert(id.to_string(), run);
@@ -781,10 +812,17 @@ impl TxnCoordinator {
         let Some(meta) = self.txns.get(id).cloned() else {
             return;
         };
+        #[allow(unused_mut)]
+        let mut commit = meta.state == TxnState::PrepareCommit;
+        // PLANTED BUG (sim-bugs): aborts are written as commits.
+        #[cfg(feature = "sim-bugs")]
+        if self.bugs.abort_writes_commit_markers {
+            commit = true;
+        }
         let marker = Marker {
             producer_id: meta.producer_id,
             producer_epoch: meta.producer_epoch,
-            commit: meta.state == TxnState::PrepareCommit,
+            commit,
             coordinator_epoch: self.epoch,
         };
         let Some(run) = self.markers.get_mut(id) else {
@@ -1114,6 +1152,11 @@ impl TxnCoordinator {
         let meta = self.txns.get(id).ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
         if meta.producer_id != producer.0 {
             return Err(code::INVALID_PRODUCER_ID_MAPPING);
+        }
+        // PLANTED BUG (sim-bugs): an older epoch of the producer is accepted.
+        #[cfg(feature = "sim-bugs")]
+        if self.bugs.accept_stale_epoch && producer.1 <= meta.producer_epoch {
+            return Ok(meta.clone());
         }
         if meta.producer_epoch != producer.1 {
             return Err(code::INVALID_PRODUCER_EPOCH);

@@ -21,10 +21,14 @@ pub mod marker;
 pub mod producer_state;
 pub mod snapshot;
 
+#[cfg(feature = "sim-bugs")]
+pub use coordinator::TxnBugs;
 pub use coordinator::{
     partition_for_txn, TxnConfig, TxnCoordinator, TxnMeta, TxnOp, TxnOutput, TxnResult, TxnState,
     TXN_STATE_TOPIC,
 };
+#[cfg(feature = "sim-bugs")]
+pub use producer_state::ProducerBugs;
 pub use producer_state::{
     AbortedTxn, BatchMeta, CheckOutcome, ProducerEntry, ProducerError, ProducerStateConfig,
     ProducerStateTable,

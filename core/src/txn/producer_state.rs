@@ -76,6 +76,19 @@ pub struct ProducerStateConfig {
     /// Longest interval between producer-state snapshots of a partition that takes
     /// writes (a snapshot is also taken when a segment rolls).
     pub snapshot_interval_ms: u64,
+    /// Planted bugs (the simulator's checker tests only).
+    #[cfg(feature = "sim-bugs")]
+    pub bugs: ProducerBugs,
+}
+
+/// Bugs the simulator plants in a partition's producer state (feature `sim-bugs`; set
+/// through [`ProducerStateConfig::bugs`]). Every switch is off by default.
+#[cfg(feature = "sim-bugs")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ProducerBugs {
+    /// A retried batch is never recognised as a duplicate (a dedupe window of 0): it
+    /// is written again.
+    pub dedupe_window_zero: bool,
 }
 
 impl Default for ProducerStateConfig {
@@ -84,6 +97,8 @@ impl Default for ProducerStateConfig {
             expiration_ms: 86_400_000,
             max_producers: 10_000,
             snapshot_interval_ms: 60_000,
+            #[cfg(feature = "sim-bugs")]
+            bugs: ProducerBugs::default(),
         }
     }
 }
