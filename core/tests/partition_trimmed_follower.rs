@@ -159,8 +159,24 @@ fn scenario() -> bool {
     nodes[&3].replica.log_end_offset() == nodes[&id].replica.log_end_offset()
 }
 
+/// Fixed part of the gap: the leader refuses the snapshot read after a delay, so it
+/// keeps serving instead of spinning (the follower stays behind; see below).
 #[test]
-#[ignore = "known gap: a follower behind a trimmed leader's log start livelocks the leader (data partitions cannot send snapshots)"]
+fn a_follower_behind_a_trimmed_leader_does_not_stall_it() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A watchdog for the test (a livelock never returns), not core code.
+    #[allow(clippy::disallowed_methods)]
+    std::thread::spawn(move || {
+        let _ = tx.send(scenario());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+        "the group did not finish within 60 s: the leader loops on the snapshot send"
+    );
+}
+
+#[test]
+#[ignore = "known gap: data partitions cannot send snapshots, so a follower behind a trimmed leader's log start never catches up"]
 fn a_follower_behind_a_trimmed_leader_catches_up() {
     let (tx, rx) = std::sync::mpsc::channel();
     // A watchdog for the test (a livelock never returns), not core code.

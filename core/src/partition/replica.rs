@@ -236,7 +236,16 @@ pub struct Replica {
     effects: VecDeque<ReplicaEffect>,
     events: VecDeque<ReplicaEvent>,
     failed: Option<String>,
+    /// Snapshot-chunk reads refused, answered at the time given (see
+    /// [`SNAPSHOT_REFUSAL_DELAY`]).
+    snapshot_refusals: Vec<crate::raft::ReadId>,
+    snapshot_refusal_at: Option<Instant>,
 }
+
+/// How long a refused snapshot-chunk read waits before its answer. Raft starts a
+/// snapshot send over at once when a read fails; answered at once, a follower behind
+/// the leader's log start would spin the leader forever inside one call.
+const SNAPSHOT_REFUSAL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn to_offset(index: u64) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
@@ -332,6 +341,8 @@ impl Replica {
             effects: VecDeque::new(),
             events: VecDeque::new(),
             failed: None,
+            snapshot_refusals: Vec::new(),
+            snapshot_refusal_at: None,
         };
         replica.campaign_if_sole_voter(now);
         replica.pump(now);
@@ -585,6 +596,7 @@ impl Replica {
             self.raft.poll_timeout(),
             self.log.poll_timeout(),
             self.producers.poll_timeout(),
+            self.snapshot_refusal_at,
         ]
         .into_iter()
         .flatten()
@@ -595,6 +607,14 @@ impl Replica {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.raft.handle_timeout(now);
         self.log.handle_timeout(now);
+        if self.snapshot_refusal_at.is_some_and(|at| at <= now) {
+            self.snapshot_refusal_at = None;
+            for read_id in std::mem::take(&mut self.snapshot_refusals) {
+                let result = Err(ReadError::SnapshotGone);
+                self.raft
+                    .handle(now, RaftInput::SnapshotChunkRead { read_id, result });
+            }
+        }
         self.pump(now);
     }
 
@@ -682,15 +702,12 @@ impl Replica {
                 ..
             } => self.start_raft_read(now, read_id, to_offset(from_index), max_bytes as u64),
             RaftEffect::ReadSnapshotChunk { read_id, .. } => {
-                // No snapshot is ever taken of a data partition yet: the log is the
-                // whole state. Answer so Raft can fall back.
-                self.raft.handle(
-                    now,
-                    RaftInput::SnapshotChunkRead {
-                        read_id,
-                        result: Err(ReadError::SnapshotGone),
-                    },
-                );
+                // Data partitions send no snapshots yet (the log is the whole state): a
+                // follower behind this leader's log start cannot be brought up until
+                // they do. Refused after a delay, so the retry loop is not a spin.
+                self.snapshot_refusals.push(read_id);
+                self.snapshot_refusal_at
+                    .get_or_insert(now + SNAPSHOT_REFUSAL_DELAY);
             }
             RaftEffect::WriteSnapshotChunk { .. }
             | RaftEffect::InstallSnapshot { .. }
