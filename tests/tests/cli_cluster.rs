@@ -144,6 +144,24 @@ fn commands_route_to_leaders_and_survive_a_leader_kill() {
         .sum();
     assert!(ends >= 60, "{described}");
 
+    // The group's coordinator comes to be while all three brokers are up: like Kafka,
+    // `__consumer_offsets` is only created with as many live brokers as its replication
+    // factor (3), never silently under-replicated.
+    let mut out = Vec::new();
+    let before = cli::group(
+        GroupCommand::Describe {
+            group: "routed-group".to_string(),
+            brokers: brokers.clone(),
+        },
+        &mut out,
+    );
+    // The coordinator answers: the group does not exist yet.
+    let answered = match &before {
+        Ok(()) => true,
+        Err(e) => e.to_string().contains("no such group"),
+    };
+    assert!(answered, "{before:?}");
+
     // `produce` without a key sends its one batch to partition 1: kill that leader.
     let victim = leader(&brokers, 1);
     cluster.kill(u32::try_from(victim).unwrap());

@@ -118,16 +118,9 @@ fn send(producer: &BaseProducer<Deliveries>, topic: &str, tag: &str, from: usize
 
 /// The leader of `topic`/`partition` as the cluster reports it.
 fn leader_of(brokers: &str, topic: &str, partition: i32) -> Option<i32> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .ok()?;
-    let t = metadata.topics().iter().find(|t| t.name() == topic)?;
-    let p = t.partitions().iter().find(|p| p.id() == partition)?;
-    (p.leader() >= 0).then_some(p.leader())
+    partition_state(brokers, topic, partition)
+        .map(|(leader, ..)| leader)
+        .filter(|leader| *leader >= 0)
 }
 
 /// (leader, replicas, in-sync replicas) of a partition as the cluster reports it.
