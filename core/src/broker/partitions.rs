@@ -391,6 +391,12 @@ impl Partitions {
                         .push_back((op_ref, OpResult::Error(ErrorCode::NOT_COORDINATOR.0))),
                 }
             }
+            // Answered by the leader only, as Kafka does (a follower's log may still
+            // be truncated; its start offset is not the partition's).
+            PartitionOp::EpochEnd { .. } | PartitionOp::DeleteRecords { .. } if !replica.is_leader() => {
+                self.results
+                    .push_back((op_ref, OpResult::Error(ErrorCode::NOT_LEADER_OR_FOLLOWER.0)));
+            }
             PartitionOp::EpochEnd { epoch } => {
                 let result = match replica.end_offset_for_epoch(epoch) {
                     Some((epoch, end_offset)) => OpResult::EpochEnd { epoch, end_offset },
