@@ -555,7 +555,13 @@ pub fn forward_op(
     let Some((leader, _)) = leader_of(broker, topic, partition) else {
         return false;
     };
-    if broker.cluster.is_none() || leader == broker.node_id {
+    // A peer's operation runs here or fails here: relaying it again could bounce it
+    // between two brokers whose leader tables disagree for a moment.
+    let from_peer = broker
+        .cluster
+        .as_ref()
+        .is_none_or(|c| c.remote_in.contains_key(&op_ref.request) && op_ref.origin == broker.shard);
+    if from_peer || leader == broker.node_id {
         return false;
     }
     let remote = match op {
