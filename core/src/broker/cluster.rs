@@ -293,7 +293,10 @@ impl Cluster {
             host.and_then(|h| h.replica.poll_timeout()),
             host.and_then(|h| h.register_at),
             host.and_then(|h| h.forwarded.values().map(|(_, d)| *d).min()),
-            host.and_then(|h| h.liveness.as_ref()?.poll_timeout(h.replica.state())),
+            // While a round is being committed the tracker waits for it (no deadline
+            // in the past to spin on).
+            host.filter(|h| h.liveness_in_flight == 0)
+                .and_then(|h| h.liveness.as_ref()?.poll_timeout(h.replica.state())),
             Some(self.next_gossip_at),
             self.remote_waits.values().map(|(_, d)| *d).min(),
         ]
@@ -1235,6 +1238,8 @@ fn on_controller_event(broker: &mut Broker, now: Instant, event: ControllerEvent
                 // Proposals forwarded to a former leader are answered by the deadline.
                 host.register_at.get_or_insert(now);
                 host.liveness = Some(LivenessTracker::new(now, LIVENESS_TIMEOUT));
+                // Rounds of an earlier term are answered (or lost) without us.
+                host.liveness_in_flight = 0;
             } else {
                 host.liveness = None;
             }
