@@ -55,6 +55,7 @@ pub const INVARIANTS: &[&str] = &[
     "groups-clients-share-partition",
     "groups-rebuild-differs",
     "groups-load",
+    "kafka-response",
 ];
 
 /// A broken invariant.

@@ -46,9 +46,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod broker_sim;
 pub mod checker;
 pub mod cluster;
 pub mod controller_sim;
+pub mod controller_store;
 pub mod core_replica;
 pub mod coverage;
 pub mod disk;

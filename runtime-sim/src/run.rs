@@ -42,6 +42,9 @@ pub fn run_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResult {
     if effective.tier.enabled {
         return crate::tier_sim::run_tier_seed(seed, &effective, keep_trace);
     }
+    if effective.brokers.enabled {
+        return crate::broker_sim::run_brokers(seed, effective, keep_trace);
+    }
     match effective.replica {
         ReplicaKind::Core => Cluster::new(seed, effective, CoreFactory::default(), keep_trace).run(),
         ReplicaKind::Model => {
