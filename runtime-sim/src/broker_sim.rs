@@ -81,7 +81,7 @@ const MAX_PENDING_EVENTS: usize = 1_000_000;
 /// Bound on events of one run.
 const MAX_EVENTS: u64 = 20_000_000;
 /// When a broker's deadline is already past after its timers ran, the next try.
-const OVERDUE_RETRY: Duration = Duration::from_millis(1);
+const OVERDUE_RETRY: Duration = Duration::from_millis(5);
 /// Wall-clock milliseconds at `Instant::ZERO` handed to the brokers.
 const WALL_CLOCK_ORIGIN_MS: i64 = 1_700_000_000_000;
 
@@ -103,14 +103,16 @@ pub struct BrokerSimConfig {
     pub produce_interval_ms: u64,
     /// Time between two full reads of one consumer.
     pub read_interval_ms: u64,
+    /// Time between two config changes of the admin (controller commands).
+    pub alter_interval_ms: u64,
     /// A request without an answer after this long is given up (its connection closed).
     pub request_timeout_ms: u64,
     /// Client↔broker one-way delay bounds.
     pub client_latency_min_ms: u64,
     /// Upper bound of the delay.
     pub client_latency_max_ms: u64,
-    /// Planted bug: a partition's hard state is reported durable when written, and a
-    /// crash may lose it (a broker forgets its vote).
+    /// Planted bug: the hard-state log reports a partition's hard state durable when
+    /// written and never syncs it, so a crash forgets terms and votes.
     pub bug_ack_hard_state_before_durable: bool,
 }
 
@@ -124,6 +126,7 @@ impl Default for BrokerSimConfig {
             consumers: 2,
             produce_interval_ms: 100,
             read_interval_ms: 1_500,
+            alter_interval_ms: 300,
             request_timeout_ms: 4_000,
             client_latency_min_ms: 1,
             client_latency_max_ms: 5,
@@ -150,7 +153,11 @@ impl BrokerSimConfig {
         if self.producers > 64 || self.consumers > 16 {
             return Err("brokers.producers at most 64, brokers.consumers at most 16".into());
         }
-        if self.produce_interval_ms == 0 || self.read_interval_ms == 0 || self.request_timeout_ms == 0 {
+        if self.produce_interval_ms == 0
+            || self.read_interval_ms == 0
+            || self.alter_interval_ms == 0
+            || self.request_timeout_ms == 0
+        {
             return Err("brokers.*_interval_ms and request_timeout_ms must be positive".into());
         }
         if self.client_latency_max_ms < self.client_latency_min_ms {
@@ -813,10 +820,10 @@ impl BrokerSim {
         if !self.nodes[n].process.is_current(inc) {
             return;
         }
-        let done = self.nodes[n].storage.hard.sync(seq);
         if self.config.bug_ack_hard_state_before_durable {
             return;
         }
+        let done = self.nodes[n].storage.hard.sync(seq);
         let Some(broker) = self.nodes[n].broker.as_mut() else {
             return;
         };
@@ -956,6 +963,9 @@ impl BrokerSim {
         let n = id as usize;
         match effect {
             ReplicaEffect::Disk(disk_effect) => {
+                if matches!(disk_effect, oxbow_core::log::LogEffect::TruncateSegment { .. }) {
+                    self.coverage.hit("brokers.partition.truncation");
+                }
                 let storage = &mut self.nodes[n].storage;
                 let Some(backend) = storage.dirs.get_mut(&key) else {
                     return self.fail(Violation {
@@ -1116,7 +1126,7 @@ impl BrokerSim {
             return;
         };
         // A deadline already past after the broker ran its timers would spin: it is
-        // tried again a millisecond later, and counted. (Core keeps its registration
+        // tried again 5 ms later, and counted. (Core keeps its registration
         // deadline in the past while the controller has no leader: see the report in
         // `tests/broker_sim.rs`.)
         let at = if at <= now {

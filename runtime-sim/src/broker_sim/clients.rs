@@ -3,7 +3,8 @@
 //!
 //! * the **admin** creates the topic: CreateTopics to a random broker, again on any
 //!   error (NOT_CONTROLLER, REQUEST_TIMED_OUT, …) or silence, until the answer is
-//!   success or TOPIC_ALREADY_EXISTS;
+//!   success or TOPIC_ALREADY_EXISTS; then it keeps the controller busy, changing the
+//!   topic's `retention.ms` (IncrementalAlterConfigs to a random broker) now and then;
 //! * **producers** (acks=all, one record per request, every value unique and never
 //!   sent twice): Metadata to a random broker until the partition's leader is known,
 //!   then Produce to it; an error or silence makes the write indeterminate and the
@@ -58,6 +59,7 @@ struct Conn {
 #[derive(Debug, Clone, Copy)]
 enum Pending {
     CreateTopics,
+    AlterConfig,
     Metadata,
     Produce { op: OpId, partition: i32 },
     Fetch { partition: i32 },
@@ -147,7 +149,7 @@ impl BrokerSim {
             self.act(now, client);
         }
         let next = match self.clients[c].kind {
-            Kind::Admin if self.clients[c].done => return,
+            Kind::Admin if self.clients[c].done => Duration::from_millis(self.config.alter_interval_ms),
             Kind::Admin => Duration::from_millis(200),
             Kind::Producer { .. } => Duration::from_millis(self.config.produce_interval_ms),
             Kind::Consumer => Duration::from_millis(20),
@@ -172,7 +174,12 @@ impl BrokerSim {
                     Pending::CreateTopics,
                 );
             }
-            Kind::Admin => {}
+            Kind::Admin => {
+                let target = self.random_broker();
+                let value = format!("{}", 86_400_000 + self.work_rng.between(0, 1_000_000));
+                let request = wire::alter_config("retention.ms", value);
+                self.request(now, client, target, ApiKey::IncrementalAlterConfigs, &request, Pending::AlterConfig);
+            }
             Kind::Producer { partition } => match self.clients[c].leaders.get(&partition).copied() {
                 None => self.ask_metadata(now, client),
                 Some(leader) => self.produce(now, client, partition, leader),
@@ -461,6 +468,16 @@ impl BrokerSim {
                     self.coverage.hit("brokers.topic.create_retried");
                 }
             }
+            Pending::AlterConfig => {
+                let r: m::IncrementalAlterConfigsResponse =
+                    wire::decode(payload, ApiKey::IncrementalAlterConfigs, wire::ALTER_CONFIGS_VERSION)?;
+                let code = wire::alter_config_error(&r).ok_or("no result for the topic")?;
+                self.coverage.hit(if code == 0 {
+                    "brokers.config.altered"
+                } else {
+                    "brokers.config.alter_failed"
+                });
+            }
             Pending::Metadata => {
                 let r: m::MetadataResponse = wire::decode(payload, ApiKey::Metadata, wire::METADATA_VERSION)?;
                 self.clients[c].leaders = wire::leaders(&r).into_iter().collect();
@@ -580,6 +597,7 @@ fn version_of(key: ApiKey) -> i16 {
         ApiKey::CreateTopics => wire::CREATE_TOPICS_VERSION,
         ApiKey::Produce => wire::PRODUCE_VERSION,
         ApiKey::Fetch => wire::FETCH_VERSION,
+        ApiKey::IncrementalAlterConfigs => wire::ALTER_CONFIGS_VERSION,
         _ => wire::METADATA_VERSION,
     }
 }

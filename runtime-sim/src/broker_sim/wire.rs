@@ -17,6 +17,8 @@ use oxbow_core::log::records::parse_uncompressed_records;
 pub const TOPIC: &str = "events";
 /// CreateTopics version the admin speaks.
 pub const CREATE_TOPICS_VERSION: i16 = 7;
+/// IncrementalAlterConfigs version the admin speaks.
+pub const ALTER_CONFIGS_VERSION: i16 = 1;
 /// Metadata version the clients speak.
 pub const METADATA_VERSION: i16 = 12;
 /// Produce version the producers speak.
@@ -109,6 +111,30 @@ pub fn create_topics_error(response: &m::CreateTopicsResponse) -> Option<(i16, S
                 .unwrap_or_default();
             (t.error_code, message)
         })
+}
+
+/// IncrementalAlterConfigs of [`TOPIC`]: SET `name` to `value`.
+pub fn alter_config(name: &'static str, value: String) -> m::IncrementalAlterConfigsRequest {
+    let mut config = m::incremental_alter_configs_request::AlterableConfig::default();
+    config.name = StrBytes::from_static_str(name);
+    config.config_operation = 0;
+    config.value = Some(StrBytes::from_string(value));
+    let mut resource = m::incremental_alter_configs_request::AlterConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = StrBytes::from_static_str(TOPIC);
+    resource.configs = vec![config];
+    let mut request = m::IncrementalAlterConfigsRequest::default();
+    request.resources = vec![resource];
+    request
+}
+
+/// The error code of [`TOPIC`] in an IncrementalAlterConfigs response.
+pub fn alter_config_error(response: &m::IncrementalAlterConfigsResponse) -> Option<i16> {
+    response
+        .responses
+        .iter()
+        .find(|r| r.resource_name.as_str() == TOPIC)
+        .map(|r| r.error_code)
 }
 
 /// Metadata of [`TOPIC`].
