@@ -112,7 +112,7 @@ pub struct BrokerSimConfig {
     /// Upper bound of the delay.
     pub client_latency_max_ms: u64,
     /// Planted bug: the hard-state log reports a partition's hard state durable when
-    /// written and never syncs it, so a crash forgets terms and votes.
+    /// written and never syncs it, so a crash forgets every term and vote.
     pub bug_ack_hard_state_before_durable: bool,
 }
 
@@ -701,7 +701,10 @@ impl BrokerSim {
             return;
         }
         let hard_unsynced = self.nodes[n].storage.hard.unsynced();
-        let keep_hard = self.disk_rng.index(hard_unsynced + 1);
+        let keep_hard = match self.config.bug_ack_hard_state_before_durable {
+            true => 0,
+            false => self.disk_rng.index(hard_unsynced + 1),
+        };
         let controller_unsynced = self.nodes[n].storage.controller.pending.len();
         let keep_controller = self.disk_rng.index(controller_unsynced + 1);
         let node = &mut self.nodes[n];
@@ -888,7 +891,7 @@ impl BrokerSim {
         let now = self.queue.now();
         let inc = self.nodes[id as usize].process.incarnation;
         match effect {
-            BrokerEffect::Send { connection, bytes } => self.to_client(id, connection, Some(bytes)),
+            BrokerEffect::Send { connection, bytes } => self.send_to_client(id, connection, Some(bytes)),
             BrokerEffect::Close { connection, reason } => {
                 trace_event!(
                     self.trace,
@@ -897,7 +900,7 @@ impl BrokerSim {
                     "close connection {}: {reason}",
                     connection.0
                 );
-                self.to_client(id, connection, None);
+                self.send_to_client(id, connection, None);
                 self.nodes[id as usize].connections.remove(&connection);
             }
             BrokerEffect::OpenPartition { key } => self.nodes[id as usize].storage.open(key),

@@ -178,7 +178,14 @@ impl BrokerSim {
                 let target = self.random_broker();
                 let value = format!("{}", 86_400_000 + self.work_rng.between(0, 1_000_000));
                 let request = wire::alter_config("retention.ms", value);
-                self.request(now, client, target, ApiKey::IncrementalAlterConfigs, &request, Pending::AlterConfig);
+                self.request(
+                    now,
+                    client,
+                    target,
+                    ApiKey::IncrementalAlterConfigs,
+                    &request,
+                    Pending::AlterConfig,
+                );
             }
             Kind::Producer { partition } => match self.clients[c].leaders.get(&partition).copied() {
                 None => self.ask_metadata(now, client),
@@ -379,7 +386,7 @@ impl BrokerSim {
     }
 
     /// A broker sends bytes (or closes, `None`) on one of its connections.
-    pub(super) fn to_client(&mut self, node: NodeId, connection: ConnectionId, bytes: Option<Bytes>) {
+    pub(super) fn send_to_client(&mut self, node: NodeId, connection: ConnectionId, bytes: Option<Bytes>) {
         let Some(&client) = self.nodes[node as usize].connections.get(&connection) else {
             return;
         };
@@ -469,8 +476,11 @@ impl BrokerSim {
                 }
             }
             Pending::AlterConfig => {
-                let r: m::IncrementalAlterConfigsResponse =
-                    wire::decode(payload, ApiKey::IncrementalAlterConfigs, wire::ALTER_CONFIGS_VERSION)?;
+                let r: m::IncrementalAlterConfigsResponse = wire::decode(
+                    payload,
+                    ApiKey::IncrementalAlterConfigs,
+                    wire::ALTER_CONFIGS_VERSION,
+                )?;
                 let code = wire::alter_config_error(&r).ok_or("no result for the topic")?;
                 self.coverage.hit(if code == 0 {
                     "brokers.config.altered"
