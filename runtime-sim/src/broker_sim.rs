@@ -111,8 +111,9 @@ pub struct BrokerSimConfig {
     pub client_latency_min_ms: u64,
     /// Upper bound of the delay.
     pub client_latency_max_ms: u64,
-    /// Planted bug: the hard-state log reports a partition's hard state durable when
-    /// written and never syncs it, so a crash forgets every term and vote.
+    /// Planted bug: hard states (of partitions and of the controller) are reported
+    /// durable when written and never made durable, so a crash forgets every term and
+    /// vote.
     pub bug_ack_hard_state_before_durable: bool,
 }
 
@@ -352,6 +353,19 @@ pub fn broker_log_config() -> LogConfig {
         recovery_read_bytes: defaults.max_batch_bytes,
         ..defaults
     }
+}
+
+/// Planted bug, at restart: a runtime that lost its hard state "repairs" it from what
+/// it finds — the newest term in its snapshot and log, and no vote.
+fn forget_vote(recovered: &mut oxbow_core::raft::RecoveredState, snapshot: Option<&[u8]>) {
+    let snapshot_term = snapshot
+        .and_then(|s| oxbow_core::controller::SnapshotFile::decode(s, usize::MAX).ok())
+        .map_or(0, |f| f.meta.last.term);
+    let log_term = recovered.term_boundaries.last().map_or(0, |(t, _)| *t);
+    recovered.hard_state = oxbow_core::raft::HardState {
+        term: recovered.hard_state.term.max(snapshot_term).max(log_term),
+        vote: None,
+    };
 }
 
 fn broker_id(id: NodeId) -> i32 {
@@ -634,7 +648,10 @@ impl BrokerSim {
         };
         let bug = self.scenario.controller_bugs.commit_hint_from_log_end;
         let stored = &self.nodes[n].storage.controller.durable;
-        let recovered = stored.recovered(bug).map_err(storage_error)?;
+        let mut recovered = stored.recovered(bug).map_err(storage_error)?;
+        if self.config.bug_ack_hard_state_before_durable {
+            forget_vote(&mut recovered, stored.snapshot.as_deref());
+        }
         let snapshot_file = stored.snapshot.clone();
         if snapshot_file.is_some() {
             self.coverage.hit("controller.snapshot.hydrated");
@@ -1033,6 +1050,12 @@ impl BrokerSim {
             ControllerEffect::WriteSnapshot { last, data } => {
                 self.coverage.hit("raft.snapshot.taken");
                 Some(disk.write(Op::Snapshot(data), Some(Completion::Snapshot(last))))
+            }
+            ControllerEffect::Raft(RaftEffect::PersistHardState(hs)) if self.config.bug_ack_hard_state_before_durable => {
+                // Planted bug: reported durable, never written.
+                let input = BrokerInput::Controller(ControllerInput::Raft(RaftInput::HardStateDurable(hs)));
+                self.after(Duration::from_micros(1), Ev::Input { node: id, inc, input });
+                None
             }
             ControllerEffect::Raft(RaftEffect::PersistHardState(hs)) => {
                 Some(disk.write(Op::Hard(hs), raft(RaftInput::HardStateDurable(hs))))
