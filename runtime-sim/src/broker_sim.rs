@@ -737,6 +737,9 @@ impl BrokerSim {
         if report.writes_torn > 0 {
             self.coverage.hit("disk.crash.torn_write");
         }
+        if report.ops_dropped > 0 {
+            self.coverage.hit("disk.crash.unsynced_lost");
+        }
         trace_event!(
             self.trace,
             now,
@@ -1051,7 +1054,9 @@ impl BrokerSim {
                 self.coverage.hit("raft.snapshot.taken");
                 Some(disk.write(Op::Snapshot(data), Some(Completion::Snapshot(last))))
             }
-            ControllerEffect::Raft(RaftEffect::PersistHardState(hs)) if self.config.bug_ack_hard_state_before_durable => {
+            ControllerEffect::Raft(RaftEffect::PersistHardState(hs))
+                if self.config.bug_ack_hard_state_before_durable =>
+            {
                 // Planted bug: reported durable, never written.
                 let input = BrokerInput::Controller(ControllerInput::Raft(RaftInput::HardStateDurable(hs)));
                 self.after(Duration::from_micros(1), Ev::Input { node: id, inc, input });

@@ -43,6 +43,7 @@ fn scenario_files_cover_the_required_kinds() {
         "rolling-restarts",
         "tiered-storage",
         "consumer-groups",
+        "brokers",
     ] {
         assert!(
             names.iter().any(|n| n == required),
