@@ -39,6 +39,10 @@
 //! * [`scenario`] — scenario files and swarm testing; [`run`], [`sweep`] — running seeds.
 //! * [`tier_sim`] — tiered storage: core's `tier::Archiver` and `RemoteReader` over a
 //!   partition log (core's `Log`) and the faulty [`objstore`], with its own checkers.
+//! * [`broker_sim`] — whole core brokers in cluster mode (controller, partitions as
+//!   Raft groups, RPC frames) with Kafka-wire clients and the metadata, queue and Raft
+//!   checkers; [`controller_store`] — the controller's storage model it shares with
+//!   [`controller_sim`].
 //! * [`group_sim`] — consumer groups: core's group `Coordinator` hosted on the leader of
 //!   the cluster's last Raft group, simulated consumers of both protocols, four checkers.
 
