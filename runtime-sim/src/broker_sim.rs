@@ -31,8 +31,13 @@
 //!
 //! Planted bugs (for the checkers' tests): `controller_bugs.commit_hint_from_log_end`
 //! (metadata divergence), `disk.lie_about_fsync` (acknowledged records lost), and
-//! `brokers.bug_ack_hard_state_before_durable` (votes forgotten at a crash: two leaders
-//! in one term).
+//! `brokers.bug_ack_hard_state_before_durable` (votes forgotten at a crash, meant for
+//! election safety — not reached by the seeds tried so far; see `tests/broker_sim.rs`).
+//!
+//! Known workaround: a deadline already past after `handle_timeout` is retried 5 ms
+//! later (`brokers.timer.overdue`) instead of at once, or a broker whose registration
+//! waits for a controller leader would spin (a finding in core at the commit this was
+//! built on; see the ignored test in `tests/broker_sim.rs`).
 
 pub mod checks;
 pub mod clients;
