@@ -65,6 +65,7 @@ pub const INVARIANTS: &[&str] = &[
     "txn-acked-write-lost",
     "txn-load",
     "txn-read",
+    "kafka-response",
 ];
 
 /// A broken invariant.

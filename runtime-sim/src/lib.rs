@@ -39,6 +39,10 @@
 //! * [`scenario`] — scenario files and swarm testing; [`run`], [`sweep`] — running seeds.
 //! * [`tier_sim`] — tiered storage: core's `tier::Archiver` and `RemoteReader` over a
 //!   partition log (core's `Log`) and the faulty [`objstore`], with its own checkers.
+//! * [`broker_sim`] — whole core brokers in cluster mode (controller, partitions as
+//!   Raft groups, RPC frames) with Kafka-wire clients and the metadata, queue and Raft
+//!   checkers; [`controller_store`] — the controller's storage model it shares with
+//!   [`controller_sim`].
 //! * [`group_sim`] — consumer groups: core's group `Coordinator` hosted on the leader of
 //!   the cluster's last Raft group, simulated consumers of both protocols, four checkers.
 //! * [`txn_sim`] — transactions: core's `TxnCoordinator` on a replicated state partition
@@ -49,9 +53,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod broker_sim;
 pub mod checker;
 pub mod cluster;
 pub mod controller_sim;
+pub mod controller_store;
 pub mod core_replica;
 pub mod coverage;
 pub mod disk;

@@ -12,6 +12,8 @@
 //! * every sync and every failure is reported; writes report `Written`;
 //! * a checkpoint is replaced atomically and durably when its completion is delivered
 //!   (write temp, fsync, rename): a crash leaves the old or the new one, never a torn one;
+//! * a state file (producer state) is replaced atomically and durably when issued; it is
+//!   advisory, so it has no completion and a failure only leaves the old one;
 //! * after a failure of generation `g`, the rest of `g`'s queued effects are dropped
 //!   (a real backend would fail them too; the log ignores `g` anyway);
 //! * a `Write` that does not start at the segment's end is a **contract violation** by
@@ -20,7 +22,7 @@
 use crate::disk::{FsError, SimDisk, SyncTicket};
 use crate::rng::SimRng;
 use bytes::Bytes;
-use oxbow_core::log::io::{CHECKPOINT_FILE_NAME, INDEX_SUFFIX};
+use oxbow_core::log::io::{CHECKPOINT_FILE_NAME, INDEX_SUFFIX, STATE_FILE_NAMES};
 use oxbow_core::log::Log;
 use oxbow_core::log::{
     DirEntry, DiskError, LogCompletion, LogConfig, LogEffect, LogRecovery, RecoveryError, RecoveryInput,
@@ -189,6 +191,12 @@ impl LogDisk {
                 });
                 return Ok(out);
             }
+            LogEffect::WriteStateFile { name, data, .. } => {
+                // Advisory, atomic and durable (write temp, fsync, rename), no completion:
+                // a failure leaves the old file, and recovery reads more of the log.
+                let _ = disk.replace(rng, &self.path(name), data, true);
+                Ok(None)
+            }
             LogEffect::Read { read_id, range, .. } => disk
                 .read(&self.seg(range.segment), range.position, range.len_bytes)
                 .map(|data| {
@@ -251,6 +259,10 @@ impl LogDisk {
                 }
             } else if name == CHECKPOINT_FILE_NAME {
                 input.checkpoint = disk.read_all(&self.path(&name)).ok();
+            } else if STATE_FILE_NAMES.contains(&name.as_str()) {
+                if let Ok(bytes) = disk.read_all(&self.path(&name)) {
+                    input.state_files.insert(name.clone(), bytes);
+                }
             }
             input.files.push(DirEntry { name, len_bytes });
         }

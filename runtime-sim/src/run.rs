@@ -45,6 +45,9 @@ pub fn run_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResult {
     if effective.transactions.enabled {
         return crate::txn_sim::run_txn_seed(seed, &effective, keep_trace);
     }
+    if effective.brokers.enabled {
+        return crate::broker_sim::run_brokers(seed, effective, keep_trace);
+    }
     match effective.replica {
         ReplicaKind::Core => Cluster::new(seed, effective, CoreFactory::default(), keep_trace).run(),
         ReplicaKind::Model => {

@@ -252,8 +252,12 @@ pub struct Scenario {
     /// `[transactions]`: a transaction run instead of a Raft cluster run (see
     /// [`crate::txn_sim`]); off by default.
     pub transactions: crate::txn_sim::TxnSimConfig,
-    /// Planted bugs of the controller runtime (`replica = "controller"` only).
+    /// Planted bugs of the controller runtime (`replica = "controller"` and
+    /// `[brokers]` runs).
     pub controller_bugs: ControllerBugs,
+    /// `[brokers]`: whole core brokers in cluster mode with Kafka clients (see
+    /// [`crate::broker_sim`]); off by default.
+    pub brokers: crate::broker_sim::BrokerSimConfig,
 }
 
 /// Bugs to plant in the controller driver's runtime ([`crate::controller_sim`]).
@@ -348,6 +352,7 @@ impl Default for Scenario {
             consumer_groups: crate::group_sim::GroupSimConfig::default(),
             transactions: crate::txn_sim::TxnSimConfig::default(),
             controller_bugs: ControllerBugs::default(),
+            brokers: crate::broker_sim::BrokerSimConfig::default(),
         }
     }
 }
@@ -428,6 +433,9 @@ impl Scenario {
             if self.groups == 1 && self.clients > 0 {
                 return Err("consumer_groups: the offsets partition is the last Raft group; clients need groups >= 2 (or clients = 0)".into());
             }
+        }
+        if self.brokers.enabled {
+            self.brokers.validate(self.nodes)?;
         }
         let f = &self.faults;
         if f.interval_min_ms == 0 || f.interval_max_ms < f.interval_min_ms {

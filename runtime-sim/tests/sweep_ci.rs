@@ -44,6 +44,7 @@ fn scenario_files_cover_the_required_kinds() {
         "tiered-storage",
         "consumer-groups",
         "transactions",
+        "brokers",
     ] {
         assert!(
             names.iter().any(|n| n == required),

@@ -298,6 +298,23 @@ impl Broker {
         cluster::metrics(self)
     }
 
+    /// (Simulator, tests) This shard's controller replica: shard 0 in cluster mode.
+    pub fn controller(&self) -> Option<&crate::controller::ControllerReplica> {
+        self.cluster.as_ref().and_then(|c| c.controller())
+    }
+
+    /// (Simulator, tests) Every partition replica this shard hosts, in key order.
+    pub fn partition_replicas(&self) -> Vec<(PartitionKey, &crate::partition::Replica)> {
+        self.partitions
+            .keys()
+            .into_iter()
+            .filter_map(|key| {
+                let replica = self.partitions.replica(&(key.topic.clone(), key.partition))?;
+                Some((key, replica))
+            })
+            .collect()
+    }
+
     /// The next thing the runtime must do.
     pub fn poll_effect(&mut self) -> Option<BrokerEffect> {
         self.effects.pop_front()
