@@ -106,7 +106,7 @@ fn create_topic(brokers: &str, name: &str, partitions: i32, configs: &[(&str, &s
 /// A partition's (low, high) watermarks, retried while a freshly (re)started broker
 /// elects its partition leaders (LEADER_NOT_AVAILABLE for a moment, as with Kafka).
 fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> (i64, i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
             Ok(marks) => return marks,
