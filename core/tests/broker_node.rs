@@ -110,6 +110,7 @@ impl Node {
                     max_frame_bytes: 1024 * 1024,
                     group: oxbow_core::group::GroupConfig::default(),
                     tier: tier.clone(),
+                    txn: Default::default(),
                     cluster: None,
                 };
                 Broker::new(setup, now).unwrap()

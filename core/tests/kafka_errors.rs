@@ -112,23 +112,23 @@ fn api_versions_at_every_supported_version_decodes_normally() {
 
 #[test]
 fn an_unsupported_version_of_another_api_is_answered_with_unsupported_version() {
-    // Produce v10 is known to kafka-protocol but above our range.
-    let request = sample_request(ApiKey::Produce, 10);
-    let error = broker_decode(&client_frame(&request, 10, 42)).unwrap_err();
+    // Produce v13 (topic ids) is known to kafka-protocol but above our range.
+    let request = sample_request(ApiKey::Produce, 13);
+    let error = broker_decode(&client_frame(&request, 13, 42)).unwrap_err();
     assert!(matches!(
         error,
         RequestError::UnsupportedVersion {
             api_key: ApiKey::Produce,
-            api_version: 10,
+            api_version: 13,
             min_version: 3,
-            max_version: 9,
+            max_version: 12,
             ..
         }
     ));
     assert_eq!(error.correlation_id(), Some(42));
-    let reply = error.reply().expect("decodable at v10, so answerable");
+    let reply = error.reply().expect("decodable at v13, so answerable");
     let (id, response): (i32, messages::ProduceResponse) =
-        client_decode_response(&reply, ApiKey::Produce, 10);
+        client_decode_response(&reply, ApiKey::Produce, 13);
     assert_eq!(id, 42);
     assert_eq!(response.responses.len(), 2);
     for partition in response.responses.iter().flat_map(|t| &t.partition_responses) {

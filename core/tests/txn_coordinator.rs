@@ -1,14 +1,16 @@
 //! The transaction coordinator as a state machine, driven directly: fencing by a new
 //! InitProducerId, the decision made durable before any marker, marker retries,
 //! timeouts that abort with an epoch bump, replay from the log (finishing decided
-//! transactions), checkpoints that trim the log, and failed appends.
+//! transactions), checkpoints that trim the log, failed appends, and transaction
+//! protocol v2 (KIP-890 part 2): an epoch bump per EndTxn, retries, exhaustion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Bytes, BytesMut};
 use oxbow_core::time::Instant;
-use oxbow_core::txn::coordinator::code;
+use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
+use oxbow_core::txn::coordinator::{code, encode_key, encode_value};
 use oxbow_core::txn::marker::Marker;
-use oxbow_core::txn::{TxnConfig, TxnCoordinator, TxnOp, TxnOutput, TxnResult, TxnState};
+use oxbow_core::txn::{TxnConfig, TxnCoordinator, TxnMeta, TxnOp, TxnOutput, TxnResult, TxnState};
 use std::time::Duration;
 
 const ID: &str = "app-1";
@@ -425,4 +427,173 @@ fn bad_timeouts_and_unknown_ids_are_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+impl Harness {
+    /// EndTxn v5 (transaction protocol v2).
+    fn end_v2(&mut self, producer: (i64, i16), commit: bool, fresh_producer_id: i64) -> (u64, Option<TxnResult>) {
+        let reply = self.next_reply;
+        let op = TxnOp::EndTxnV2 {
+            transactional_id: ID.to_string(),
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            commit,
+            fresh_producer_id,
+        };
+        (reply, self.request(op))
+    }
+
+    /// Runs a v2 EndTxn to completion (every marker written): the markers and the
+    /// answer.
+    fn end_v2_completed(&mut self, producer: (i64, i16), commit: bool, fresh: i64) -> (Vec<Marker>, TxnResult) {
+        let (reply, early) = self.end_v2(producer, commit, fresh);
+        assert_eq!(early, None, "answered once complete");
+        self.commit_appends();
+        let markers = self.answer_markers(0).into_iter().map(|(.., m)| m).collect();
+        self.commit_appends();
+        (markers, self.take_reply(reply).expect("answered"))
+    }
+}
+
+#[test]
+fn protocol_v2_bumps_the_epoch_with_each_decision_and_its_markers_carry_it() {
+    let mut h = Harness::new(TxnConfig::default());
+    let mut p = producer_of(&h.init(5));
+    for (round, commit) in [true, false, true].into_iter().enumerate() {
+        assert_eq!(h.add(p, &[("t", 0), ("t", 1)]), TxnResult::Done);
+        let (markers, answer) = h.end_v2_completed(p, commit, -1);
+        assert_eq!(markers.len(), 2);
+        assert!(
+            markers
+                .iter()
+                .all(|m| m.commit == commit && m.producer_id == 5 && m.producer_epoch == p.1 + 1),
+            "round {round}: markers carry the bumped epoch: {markers:?}"
+        );
+        let next = producer_of(&answer);
+        assert_eq!(next, (5, p.1 + 1), "round {round}: the epoch increases per EndTxn");
+        // The epoch of the finished transaction is fenced: a late add (a produce
+        // retried into the next transaction) is refused.
+        assert_eq!(
+            h.add(p, &[("t", 0)]),
+            TxnResult::Error(code::INVALID_PRODUCER_EPOCH)
+        );
+        // A retried EndTxn whose answer was lost is answered again, not fenced.
+        assert_eq!(h.end_v2(p, commit, -1).1, Some(answer.clone()));
+        // The other decision under the old epoch is fenced.
+        assert_eq!(
+            h.end_v2(p, !commit, -1).1,
+            Some(TxnResult::Error(code::PRODUCER_FENCED))
+        );
+        p = next;
+    }
+    assert_eq!(h.c.metrics().epoch_bumps, 3);
+    // Replay keeps the bump: the retry is still recognised after a reload.
+    let mut reloaded = h.reloaded(0);
+    reloaded.handle(
+        h.now,
+        h.wall_ms,
+        900,
+        TxnOp::EndTxnV2 {
+            transactional_id: ID.to_string(),
+            producer_id: 5,
+            producer_epoch: p.1 - 1,
+            commit: true,
+            fresh_producer_id: -1,
+        },
+    );
+    assert_eq!(
+        reloaded.poll_output(),
+        Some(TxnOutput::Reply {
+            reply: 900,
+            result: TxnResult::ProducerId {
+                producer_id: 5,
+                producer_epoch: p.1
+            }
+        })
+    );
+}
+
+#[test]
+fn protocol_v2_epoch_exhaustion_moves_the_producer_to_a_fresh_id() {
+    let mut h = Harness::new(TxnConfig::default());
+    // An id at the last epoch that can still be bumped, with a transaction open:
+    // written into the log, then loaded.
+    let meta = TxnMeta {
+        producer_id: 40,
+        producer_epoch: i16::MAX - 1,
+        timeout_ms: 60_000,
+        state: TxnState::Ongoing,
+        partitions: [("t".to_string(), 0)].into_iter().collect(),
+        start_ms: h.wall_ms,
+        last_update_ms: h.wall_ms,
+        prev_producer_id: -1,
+        last_producer_epoch: -1,
+        next_producer_id: -1,
+    };
+    let record = NewRecord {
+        key: Some(encode_key(ID)),
+        value: Some(encode_value(&meta)),
+        timestamp_ms: h.wall_ms,
+        headers: Vec::new(),
+    };
+    h.in_flight.push((0, build_batch(&[record], BatchOptions::default())));
+    h.commit_appends();
+    h.c = h.reloaded(0);
+    let old = (40, i16::MAX - 1);
+    assert_eq!(
+        h.end_v2(old, true, -1).1,
+        Some(TxnResult::Error(code::INVALID_PRODUCER_EPOCH)),
+        "the bump needs a fresh id"
+    );
+    let (markers, answer) = h.end_v2_completed(old, true, 41);
+    assert_eq!(markers.len(), 1);
+    assert_eq!(
+        (markers[0].producer_id, markers[0].producer_epoch),
+        (40, i16::MAX),
+        "the markers carry the last epoch of the old id"
+    );
+    assert_eq!(producer_of(&answer), (41, 0), "a fresh producer id at epoch 0");
+    assert_eq!(h.end_v2(old, true, -1).1, Some(answer), "a retry is answered again");
+    assert_eq!(h.c.metrics().epochs_exhausted, 1);
+    assert_eq!(h.add((41, 0), &[("t", 1)]), TxnResult::Done);
+}
+
+#[test]
+fn a_v2_producer_ending_a_transaction_a_timeout_aborted_gets_its_next_epoch() {
+    let config = TxnConfig::default();
+    let mut h = Harness::new(config.clone());
+    let op = TxnOp::InitProducerId {
+        transactional_id: ID.to_string(),
+        timeout_ms: 2_000,
+        producer_id: -1,
+        producer_epoch: -1,
+        fresh_producer_id: 3,
+    };
+    h.request(op);
+    h.commit_appends();
+    let p = (3, 0);
+    h.add(p, &[("t", 0)]);
+    h.advance(Duration::from_millis(2_000 + config.abort_check_interval_ms));
+    h.commit_appends();
+    h.answer_markers(0);
+    h.commit_appends();
+    assert_eq!(h.state(), TxnState::CompleteAbort);
+    // v1 producers are fenced (unchanged); a v2 producer's abort learns its epoch.
+    assert_eq!(
+        h.end(p, false).1,
+        Some(TxnResult::Error(code::INVALID_PRODUCER_EPOCH))
+    );
+    assert_eq!(
+        h.end_v2(p, false, -1).1,
+        Some(TxnResult::ProducerId {
+            producer_id: 3,
+            producer_epoch: 1
+        })
+    );
+    assert_eq!(
+        h.end_v2(p, true, -1).1,
+        Some(TxnResult::Error(code::PRODUCER_FENCED)),
+        "its commit is not"
+    );
+    assert!(h.c.metrics().fenced >= 1);
 }

@@ -289,6 +289,107 @@ impl GroupSection {
     }
 }
 
+/// `[txn]`: transaction coordinators and idempotent producers' state (Kafka's names in
+/// the docs).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TxnSection {
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state` when
+    /// it is created.
+    pub state_partitions: i32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask
+    /// for (InitProducerId beyond it gets INVALID_TRANSACTION_TIMEOUT).
+    pub max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_check_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: a finished transactional id idle this long is
+    /// forgotten.
+    pub id_expiration_ms: i64,
+    /// `producer.id.expiration.ms`: a partition forgets a producer idle this long.
+    pub producer_id_expiration_ms: i64,
+    /// Most producers a partition tracks; beyond it the least recently written is
+    /// forgotten (its next batch is then refused UNKNOWN_PRODUCER_ID unless it starts
+    /// a new sequence).
+    pub max_producers_per_partition: usize,
+    /// Longest interval between producer-state snapshots of a partition taking writes.
+    pub producer_snapshot_interval_ms: u64,
+    /// Wait before a coordinator retries a marker a partition refused.
+    pub marker_retry_ms: u64,
+    /// Records written to a coordinator partition between two checkpoints.
+    pub checkpoint_every_records: u64,
+}
+
+impl Default for TxnSection {
+    fn default() -> Self {
+        let c = oxbow_core::txn::TxnConfig::default();
+        let p = oxbow_core::txn::ProducerStateConfig::default();
+        TxnSection {
+            state_partitions: c.state_partitions,
+            max_timeout_ms: c.max_timeout_ms,
+            abort_check_interval_ms: c.abort_check_interval_ms,
+            id_expiration_ms: c.id_expiration_ms,
+            producer_id_expiration_ms: p.expiration_ms,
+            max_producers_per_partition: p.max_producers,
+            producer_snapshot_interval_ms: p.snapshot_interval_ms,
+            marker_retry_ms: c.marker_retry_ms,
+            checkpoint_every_records: c.checkpoint_records,
+        }
+    }
+}
+
+impl TxnSection {
+    /// The broker's transaction settings, or the first option that cannot work.
+    pub fn to_settings(&self) -> Result<oxbow_core::txn::TxnSettings, ConfigError> {
+        let invalid = |option: &str, reason: &str| ConfigError::Invalid {
+            option: format!("txn.{option}"),
+            reason: reason.to_string(),
+        };
+        if !(1..=10_000).contains(&self.state_partitions) {
+            return Err(invalid("state_partitions", "must be between 1 and 10000"));
+        }
+        if self.max_timeout_ms <= 0 {
+            return Err(invalid("max_timeout_ms", "must be positive"));
+        }
+        if self.abort_check_interval_ms == 0 || self.marker_retry_ms == 0 {
+            return Err(invalid(
+                "abort_check_interval_ms",
+                "the abort check and marker retry intervals must be positive",
+            ));
+        }
+        if self.id_expiration_ms <= 0 {
+            return Err(invalid("id_expiration_ms", "must be positive"));
+        }
+        if self.producer_id_expiration_ms <= 0 {
+            return Err(invalid("producer_id_expiration_ms", "must be positive"));
+        }
+        if self.max_producers_per_partition == 0 {
+            return Err(invalid("max_producers_per_partition", "must be at least 1"));
+        }
+        if self.producer_snapshot_interval_ms == 0 {
+            return Err(invalid("producer_snapshot_interval_ms", "must be positive"));
+        }
+        if self.checkpoint_every_records == 0 {
+            return Err(invalid("checkpoint_every_records", "must be at least 1"));
+        }
+        Ok(oxbow_core::txn::TxnSettings {
+            coordinator: oxbow_core::txn::TxnConfig {
+                state_partitions: self.state_partitions,
+                max_timeout_ms: self.max_timeout_ms,
+                abort_check_interval_ms: self.abort_check_interval_ms,
+                id_expiration_ms: self.id_expiration_ms,
+                marker_retry_ms: self.marker_retry_ms,
+                checkpoint_records: self.checkpoint_every_records,
+            },
+            producers: oxbow_core::txn::ProducerStateConfig {
+                expiration_ms: self.producer_id_expiration_ms,
+                max_producers: self.max_producers_per_partition,
+                snapshot_interval_ms: self.producer_snapshot_interval_ms,
+                ..oxbow_core::txn::ProducerStateConfig::default()
+            },
+        })
+    }
+}
+
 /// Which object store tiered topics use.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -433,6 +534,8 @@ pub struct NodeConfig {
     pub kafka: KafkaSection,
     /// `[group]`.
     pub group: GroupSection,
+    /// `[txn]`.
+    pub txn: TxnSection,
     /// `[tune]`: what `oxbow tune` may change.
     pub tune: crate::tune::TuneSettings,
     /// `[tiered_storage]`: the object store.
@@ -522,6 +625,7 @@ impl NodeConfig {
             reason,
         };
         self.group.to_config()?;
+        self.txn.to_settings()?;
         self.tiered_storage.to_settings()?;
         for (option, addr) in [
             ("node.kafka_addr", &self.node.kafka_addr),
@@ -710,6 +814,21 @@ mod tests {
             .contains("node.memory_bytes"));
         let config = NodeConfig::from_toml("[node]\nshards = 2\nmemory_bytes = 536870912\n", path).unwrap();
         assert_eq!(config.shard_memory_bytes(), 256 << 20);
+        let config = NodeConfig::from_toml("[txn]\nmax_producers_per_partition = 0\n", path).unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("txn.max_producers_per_partition"));
+        let config = NodeConfig::from_toml(
+            "[txn]\nmax_timeout_ms = 60000\nproducer_id_expiration_ms = 5000\n",
+            path,
+        )
+        .unwrap();
+        let settings = config.txn.to_settings().unwrap();
+        assert_eq!(settings.coordinator.max_timeout_ms, 60_000);
+        assert_eq!(settings.producers.expiration_ms, 5_000);
+        assert!(NodeConfig::from_toml("[txn]\nmax_timeout = 1\n", path).is_err());
         let config = NodeConfig::from_toml("[tune]\ncpu_idle = false\n", path).unwrap();
         assert!(!config.tune.cpu_idle && config.tune.cpu_governor);
         assert!(NodeConfig::from_toml("[tune]\ncpu_idel = false\n", path).is_err());
@@ -749,7 +868,7 @@ mod readme_tests {
         let block = &block[..block.find("```").unwrap_or(block.len())];
         let parsed: NodeConfig = toml::from_str(block).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed, NodeConfig::default());
-        for section in ["[node]", "[log]", "[kafka]", "[group]", "[tune]"] {
+        for section in ["[node]", "[log]", "[kafka]", "[group]", "[txn]", "[tune]"] {
             assert!(
                 block.contains(section),
                 "the README's config block lacks {section}"

@@ -219,6 +219,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let clock = MonotonicClock::start();
     let wall_clock_origin_ms = wall_clock_ms() - clock.now().as_millis() as i64;
     let group_config = config.group.to_config()?;
+    let txn_settings = config.txn.to_settings()?;
     let tier_settings = config.tiered_storage.to_settings()?;
     let doorbells: Vec<_> = endpoints.iter().map(|e| e.doorbell().clone()).collect();
     let shard_0_doorbell = doorbells[0].clone();
@@ -307,6 +308,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             wall_clock_origin_ms,
             group: group_config.clone(),
             tier: tier_settings.clone(),
+            txn: txn_settings.clone(),
             store: store_clients.pop().flatten(),
             cluster: cluster_shards.pop(),
         };

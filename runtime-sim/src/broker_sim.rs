@@ -698,6 +698,7 @@ impl BrokerSim {
             max_frame_bytes: 1024 * 1024,
             group: oxbow_core::group::GroupConfig::default(),
             tier: Default::default(),
+            txn: Default::default(),
             cluster: Some(ClusterSetup {
                 controller: Some(controller),
                 registration: BrokerRegistration {

@@ -221,6 +221,7 @@ fn a_broker_without_a_controller_leader_has_no_deadline_in_the_past() {
         max_frame_bytes: 1 << 20,
         group: Default::default(),
         tier: Default::default(),
+        txn: Default::default(),
         cluster: Some(ClusterSetup {
             controller: Some(controller),
             registration: BrokerRegistration {

@@ -462,3 +462,123 @@ fn operators_list_describe_and_abort_a_transaction_from_the_command_line() {
     drop(producer);
     node.stop().unwrap();
 }
+
+/// The admin listener's `/metrics` page.
+fn metrics_page(admin: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The sum over shards of metric `name` on a `/metrics` page.
+fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `[txn]` reaches the coordinators (a timeout above `max_timeout_ms` is refused), and
+/// after commits, an abort, a fenced producer and a timed-out transaction the
+/// transaction metrics on `/metrics` count each of them.
+#[test]
+fn txn_settings_apply_and_metrics_count_commits_aborts_timeouts_and_fencing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::load(
+        None,
+        Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            kafka_addr: Some("127.0.0.1:0".to_string()),
+            admin_addr: Some("127.0.0.1:0".to_string()),
+            rpc_addr: Some("127.0.0.1:0".to_string()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    config.txn.max_timeout_ms = 30_000;
+    config.txn.producer_id_expiration_ms = 3_600_000;
+    let node = start(config).unwrap();
+    let brokers = node.kafka_addr().to_string();
+    create_topic(&brokers, "metered", 2);
+
+    // transaction.timeout.ms 60000 > txn.max_timeout_ms: InitProducerId is refused.
+    let too_long: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("transactional.id", "txn-too-long")
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    let refused = too_long.init_transactions(TIMEOUT).unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("InvalidTransactionTimeout"),
+        "{refused:?}"
+    );
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("transactional.id", "txn-metered")
+        .set("transaction.timeout.ms", "20000")
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    producer.init_transactions(TIMEOUT).unwrap();
+    for (prefix, commit) in [("one", true), ("two", true), ("three", false)] {
+        producer.begin_transaction().unwrap();
+        for (i, value) in values(prefix, 4).iter().enumerate() {
+            send(&producer, "metered", (i % 2) as i32, value);
+        }
+        producer.flush(TIMEOUT).unwrap();
+        if commit {
+            producer.commit_transaction(TIMEOUT).unwrap();
+        } else {
+            producer.abort_transaction(TIMEOUT).unwrap();
+        }
+    }
+    // An open transaction shows as ongoing.
+    producer.begin_transaction().unwrap();
+    send(&producer, "metered", 0, "open");
+    producer.flush(TIMEOUT).unwrap();
+    let page = metrics_page(node.admin_addr());
+    assert_eq!(metric_sum(&page, "oxbow_txn_ongoing"), 1.0, "{page}");
+    assert!(metric_sum(&page, "oxbow_producers_tracked") >= 1.0, "{page}");
+    // A second instance fences the first (aborting its open transaction); the first's
+    // commit is refused as fenced.
+    let successor = transactional_producer(&brokers, "txn-metered");
+    assert!(producer.commit_transaction(TIMEOUT).is_err(), "fenced");
+
+    // A transaction that outlives its timeout is aborted by the coordinator.
+    let slow: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("transactional.id", "txn-metered-slow")
+        .set("transaction.timeout.ms", "1500")
+        .set("message.timeout.ms", "1500")
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    slow.init_transactions(TIMEOUT).unwrap();
+    slow.begin_transaction().unwrap();
+    send(&slow, "metered", 1, "late");
+    slow.flush(TIMEOUT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let page = metrics_page(node.admin_addr());
+        if metric_sum(&page, "oxbow_txn_timeouts_aborted_total") >= 1.0 || Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(metric_sum(&page, "oxbow_txn_timeouts_aborted_total"), 1.0, "{page}");
+    assert_eq!(metric_sum(&page, "oxbow_txn_commits_total"), 2.0, "{page}");
+    // The explicit abort, the fenced producer's open transaction, the timed-out one.
+    assert_eq!(metric_sum(&page, "oxbow_txn_aborts_total"), 3.0, "{page}");
+    assert!(metric_sum(&page, "oxbow_txn_fenced_total") >= 1.0, "{page}");
+    assert_eq!(metric_sum(&page, "oxbow_txn_ongoing"), 0.0, "{page}");
+    assert!(metric_sum(&page, "oxbow_txn_markers_total") >= 6.0, "{page}");
+    assert!(metric_sum(&page, "oxbow_producers_tracked") >= 2.0, "{page}");
+    drop((producer, successor, slow, too_long));
+    node.stop().unwrap();
+}

@@ -486,11 +486,10 @@ fn on_cluster_message(broker: &mut Broker, now: Instant, from: u64, message: Clu
 
 /// The result a remote operation's answer stands for.
 fn remote_result(kind: u8, code: i16) -> OpResult {
+    use crate::rpc::cluster::{REMOTE_ADD, REMOTE_VERIFY};
     match (kind, code) {
-        (crate::rpc::cluster::REMOTE_VERIFY, 0) => OpResult::Txn(Box::new(crate::txn::TxnResult::Done)),
-        (crate::rpc::cluster::REMOTE_VERIFY, code) => {
-            OpResult::Txn(Box::new(crate::txn::TxnResult::Error(code)))
-        }
+        (REMOTE_VERIFY | REMOTE_ADD, 0) => OpResult::Txn(Box::new(crate::txn::TxnResult::Done)),
+        (REMOTE_VERIFY | REMOTE_ADD, code) => OpResult::Txn(Box::new(crate::txn::TxnResult::Error(code))),
         // A marker's success is code 0 (all its caller looks at).
         (_, code) => OpResult::Error(code),
     }
@@ -532,6 +531,18 @@ fn run_remote_op(
             partitions,
             verify_only: true,
         })),
+        RemoteOp::AddToTxn {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+        } => PartitionOp::Txn(Box::new(crate::txn::TxnOp::AddPartitions {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+            verify_only: false,
+        })),
     };
     let request = broker.take_request_id();
     if let Some(cluster) = broker.cluster.as_mut() {
@@ -545,8 +556,20 @@ fn run_remote_op(
     broker.run_op(now, op_ref, &topic, partition, op);
 }
 
-/// Sends an operation on a partition led by another broker to that broker (markers
-/// and produce verifications of transactions); false if it must run here.
+/// Whether `op_ref` belongs to a Produce or TxnOffsetCommit, whose transaction
+/// protocol v2 adds partitions to the transaction on the client's behalf (a client's
+/// own AddPartitionsToTxn goes to the coordinator it found, and is not relayed).
+fn implicit_add(broker: &Broker, op_ref: OpRef) -> bool {
+    use crate::kafka::protocol::messages::ApiKey;
+    matches!(
+        super::handlers::pending_api(broker, op_ref.request),
+        Some(ApiKey::Produce | ApiKey::TxnOffsetCommit)
+    )
+}
+
+/// Sends an operation on a partition led by another broker to that broker (markers,
+/// produce verifications and transaction protocol v2's implicit additions); false if
+/// it must run here.
 pub fn forward_op(
     broker: &mut Broker,
     now: Instant,
@@ -578,13 +601,26 @@ pub fn forward_op(
                 producer_id,
                 producer_epoch,
                 partitions,
-                verify_only: true,
-            } => RemoteOp::VerifyTxn {
-                transactional_id: transactional_id.clone(),
-                producer_id: *producer_id,
-                producer_epoch: *producer_epoch,
-                partitions: partitions.clone(),
-            },
+                verify_only,
+            } if *verify_only || implicit_add(broker, op_ref) => {
+                let (transactional_id, partitions) = (transactional_id.clone(), partitions.clone());
+                let (producer_id, producer_epoch) = (*producer_id, *producer_epoch);
+                if *verify_only {
+                    RemoteOp::VerifyTxn {
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        partitions,
+                    }
+                } else {
+                    RemoteOp::AddToTxn {
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        partitions,
+                    }
+                }
+            }
             _ => return false,
         },
         _ => return false,

@@ -27,6 +27,11 @@ pub struct Pending {
     remaining: usize,
 }
 
+/// The API of request `request` while it is pending.
+pub(super) fn pending_api(broker: &Broker, request: u64) -> Option<crate::kafka::protocol::messages::ApiKey> {
+    broker.requests.get(&request).map(|p| p.header.api_key)
+}
+
 /// What kind of answer a request builds, with what it needs to build it.
 #[derive(Debug)]
 pub(super) enum PendingKind {
@@ -1061,6 +1066,12 @@ fn finish(broker: &mut Broker, now: Instant, id: u64) {
             if let Some((respond, request)) = super::txn_handlers::verified_produce(txn, &pending.results) {
                 let (connection, header) = (pending.connection, pending.header);
                 start_produce(broker, now, id, connection, header, respond, request);
+                return;
+            }
+            // A TxnOffsetCommit v5 whose offsets partition joined the transaction.
+            if let Some(request) = super::txn_handlers::offsets_added(txn, &pending.results) {
+                let request_ref = (id, pending.connection, pending.header);
+                super::txn_handlers::commit_added_offsets(broker, now, request_ref, request);
                 return;
             }
             super::txn_handlers::response(txn, &pending.header, &pending.results)

@@ -71,6 +71,8 @@ pub struct BrokerSetup {
     pub group: crate::group::GroupConfig,
     /// Tiered storage: whether an object store is configured, and its settings.
     pub tier: partitions::TierSettings,
+    /// Transaction coordinators and producer state (`[txn]`).
+    pub txn: crate::txn::TxnSettings,
     /// Cluster mode: the controller (shard 0), this broker's registration and seeds.
     /// `None`: a single node whose metadata is the metadata file.
     pub cluster: Option<cluster::ClusterSetup>,
@@ -205,6 +207,8 @@ impl Broker {
                 let mut partitions = Partitions::new(setup.node_id, setup.raft);
                 partitions.configure_groups(setup.group.clone(), setup.wall_clock_origin_ms);
                 partitions.tier.set_settings(setup.tier.clone());
+                partitions.txn.set_config(setup.txn.coordinator.clone());
+                partitions.txn.set_producer_config(setup.txn.producers);
                 partitions
             },
             group_config: setup.group,
@@ -291,6 +295,11 @@ impl Broker {
         metrics.partitions = self.partitions.len() as u64;
         metrics.connections = self.connections.len() as u64;
         metrics
+    }
+
+    /// Transaction counters of this shard.
+    pub fn txn_metrics(&self) -> crate::txn::TxnShardMetrics {
+        self.partitions.txn_metrics()
     }
 
     /// Cluster counters of this shard (zeros on a single node).

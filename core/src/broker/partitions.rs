@@ -184,6 +184,22 @@ impl Partitions {
         total
     }
 
+    /// Transaction counters of this shard: its coordinators' (summed), transactions
+    /// open there, and producers tracked by its partitions' producer state.
+    pub fn txn_metrics(&self) -> crate::txn::TxnShardMetrics {
+        let (coordinators, ongoing) = self.txn.metrics();
+        let producers = self
+            .hosted
+            .values()
+            .map(|h| h.replica.producers().tip().len() as u64)
+            .sum();
+        crate::txn::TxnShardMetrics {
+            coordinators,
+            ongoing,
+            producers,
+        }
+    }
+
     fn token(&mut self) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
@@ -238,7 +254,8 @@ impl Partitions {
             seed: u64::from(crc32c::crc32c(key.dir().as_bytes())),
         };
         let seed = setup.seed;
-        let replica = Replica::new(now, setup, log).map_err(|e| e.to_string())?;
+        let mut replica = Replica::new(now, setup, log).map_err(|e| e.to_string())?;
+        replica.set_producer_config(self.txn.producer_config());
         let tp = tp_of(&key);
         let coordinator = (key.topic == OFFSETS_TOPIC).then(|| {
             let mut c = Coordinator::new(

@@ -85,6 +85,19 @@ fn response(code: ErrorCode, producer_id: i64, epoch: i16) -> Response {
     )
 }
 
+/// The retriable COORDINATOR_LOAD_IN_PROGRESS answer to a request that got no id.
+fn not_now(txn: Option<&super::txn_handlers::TxnInit>) -> Response {
+    match txn {
+        Some(super::txn_handlers::TxnInit::EndTxn { .. }) => Response::EndTxn(
+            m::EndTxnResponse::default()
+                .with_error_code(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS.0)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        _ => response(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, -1, -1),
+    }
+}
+
 /// Serves an InitProducerId request.
 pub fn start(
     broker: &mut Broker,
@@ -103,9 +116,31 @@ pub fn start(
             return;
         }
     };
+    wait_for_id(broker, now, (id, connection, header), txn);
+}
+
+/// A transaction request that needs a fresh producer id first (an EndTxn v5 whose
+/// epoch bump exhausts the epochs): served from the block like InitProducerId, then
+/// handed to the coordinator.
+pub fn start_with_fresh_id(
+    broker: &mut Broker,
+    now: Instant,
+    request: (u64, ConnectionId, RequestHeader),
+    txn: super::txn_handlers::TxnInit,
+) {
+    wait_for_id(broker, now, request, Some(txn));
+}
+
+/// Queues a request for the next id of the block (refused with the retriable
+/// COORDINATOR_LOAD_IN_PROGRESS when too many wait).
+fn wait_for_id(
+    broker: &mut Broker,
+    now: Instant,
+    (id, connection, header): (u64, ConnectionId, RequestHeader),
+    txn: Option<super::txn_handlers::TxnInit>,
+) {
     if broker.producer_ids.waiting.len() >= MAX_WAITING_REQUESTS {
-        let answer = response(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, -1, -1);
-        broker.respond(connection, id, &header, Some(answer));
+        broker.respond(connection, id, &header, Some(not_now(txn.as_ref())));
         return;
     }
     broker.producer_ids.waiting.push_back(Waiting {
@@ -230,8 +265,7 @@ pub fn on_message(broker: &mut Broker, now: Instant, message: ProducerIdMessage)
             broker.producer_ids.asked = false;
             let waiting = std::mem::take(&mut broker.producer_ids.waiting);
             for w in waiting {
-                let answer = response(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, -1, -1);
-                broker.respond(w.connection, w.id, &w.header, Some(answer));
+                broker.respond(w.connection, w.id, &w.header, Some(not_now(w.txn.as_ref())));
             }
         }
     }

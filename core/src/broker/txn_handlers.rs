@@ -8,6 +8,15 @@
 //! names. The coordinators' own markers are routed here too: each becomes a
 //! [`PartitionOp::WriteMarker`] to the shard owning the partition, and its result goes
 //! back to the coordinator ([`route_markers`], [`on_marker_result`]).
+//!
+//! Transaction protocol v2 (KIP-890 part 2): EndTxn v5 bumps the producer's epoch at
+//! the coordinator ([`TxnOp::EndTxnV2`]; a bump that exhausts the epochs first takes a
+//! fresh producer id from the shard's block) and answers with the producer id and epoch
+//! to use next; a transactional Produce v12 adds its partitions to the transaction
+//! instead of only verifying them; TxnOffsetCommit v5 adds the group's offsets
+//! partition (the implicit AddOffsetsToTxn) before committing; AddPartitionsToTxn v4-5
+//! carries several transactions, each verified or added. Older versions are served as
+//! before.
 
 use super::coordinators::{self, CoordinatorTopic};
 use super::handlers::{begin, PendingKind};
@@ -20,7 +29,7 @@ use crate::kafka::protocol::messages::{self as m, ProducerId, TopicName, Transac
 use crate::kafka::protocol::protocol::StrBytes;
 use crate::kafka::{ErrorCode, Request, RequestHeader, Response};
 use crate::time::Instant;
-use crate::txn::coordinator::{code, TxnDescription};
+use crate::txn::coordinator::{bump_exhausts_epochs, code, TxnDescription};
 use crate::txn::marker::Marker;
 use crate::txn::{partition_for_txn, TxnOp, TxnResult, TXN_STATE_TOPIC};
 use std::collections::BTreeMap;
@@ -48,6 +57,15 @@ enum TxnApi {
     },
     AddOffsets,
     EndTxn,
+    /// AddPartitionsToTxn v4+: per transaction its partitions (with refusals decided
+    /// here) and the index of its coordinator operation (none when refused here).
+    AddPartitionsBatch {
+        transactions: Vec<(String, PartitionOrder, Option<usize>)>,
+    },
+    /// TxnOffsetCommit v5 waiting for its implicit AddOffsetsToTxn.
+    OffsetsAdded {
+        request: Box<m::TxnOffsetCommitRequest>,
+    },
     /// One slot per (producer id, topic, partition).
     WriteMarkers {
         slots: Vec<(i64, String, i32)>,
@@ -69,13 +87,32 @@ enum TxnApi {
     },
 }
 
-/// A transactional InitProducerId waiting for its fresh producer id.
+/// A transaction request waiting for a fresh producer id: a transactional
+/// InitProducerId, or an EndTxn v5 whose epoch bump exhausts the epochs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TxnInit {
-    transactional_id: String,
-    timeout_ms: i32,
-    producer_id: i64,
-    producer_epoch: i16,
+pub enum TxnInit {
+    /// InitProducerId with a transactional id.
+    Init {
+        /// The transactional id.
+        transactional_id: String,
+        /// Timeout asked for.
+        timeout_ms: i32,
+        /// The producer's current id (-1: none).
+        producer_id: i64,
+        /// The producer's current epoch (-1: none).
+        producer_epoch: i16,
+    },
+    /// EndTxn v5 at the last epochs.
+    EndTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// Producer id.
+        producer_id: i64,
+        /// Producer epoch.
+        producer_epoch: i16,
+        /// Commit (true) or abort.
+        commit: bool,
+    },
 }
 
 fn str_bytes(s: &str) -> StrBytes {
@@ -127,7 +164,7 @@ pub fn txn_init(
         create_state_topic(broker, now);
         return Some(Err(ErrorCode::COORDINATOR_NOT_AVAILABLE.0));
     }
-    Some(Ok(TxnInit {
+    Some(Ok(TxnInit::Init {
         transactional_id: id,
         timeout_ms: request.transaction_timeout_ms,
         producer_id: request.producer_id.0,
@@ -143,20 +180,39 @@ pub fn init_with_producer_id(
     init: TxnInit,
     fresh_producer_id: i64,
 ) {
-    let op = TxnOp::InitProducerId {
-        transactional_id: init.transactional_id.clone(),
-        timeout_ms: init.timeout_ms,
-        producer_id: init.producer_id,
-        producer_epoch: init.producer_epoch,
-        fresh_producer_id,
+    let (api, transactional_id, op) = match init {
+        TxnInit::Init {
+            transactional_id,
+            timeout_ms,
+            producer_id,
+            producer_epoch,
+        } => {
+            let op = TxnOp::InitProducerId {
+                transactional_id: transactional_id.clone(),
+                timeout_ms,
+                producer_id,
+                producer_epoch,
+                fresh_producer_id,
+            };
+            (TxnApi::InitProducerId, transactional_id, op)
+        }
+        TxnInit::EndTxn {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            commit,
+        } => {
+            let op = TxnOp::EndTxnV2 {
+                transactional_id: transactional_id.clone(),
+                producer_id,
+                producer_epoch,
+                commit,
+                fresh_producer_id,
+            };
+            (TxnApi::EndTxn, transactional_id, op)
+        }
     };
-    to_coordinator(
-        broker,
-        now,
-        (id, connection, header),
-        TxnApi::InitProducerId,
-        vec![(init.transactional_id, op)],
-    );
+    to_coordinator(broker, now, (id, connection, header), api, vec![(transactional_id, op)]);
 }
 
 /// The producer id and epoch of the first transactional data batch of a produce
@@ -184,8 +240,9 @@ pub fn must_verify(broker: &Broker, request: &m::ProduceRequest) -> bool {
 }
 
 /// Asks the coordinator whether every partition of a transactional produce is in the
-/// producer's ongoing transaction; the produce runs once it says so
-/// ([`verified_produce`]), else every partition is refused.
+/// producer's ongoing transaction (Produce v12, transaction protocol v2: adds them to
+/// it); the produce runs once it says so ([`verified_produce`]), else every partition
+/// is refused.
 pub fn verify_produce(
     broker: &mut Broker,
     now: Instant,
@@ -213,7 +270,7 @@ pub fn verify_produce(
         producer_id,
         producer_epoch,
         partitions,
-        verify_only: true,
+        verify_only: request_ref.2.api_version < 12,
     };
     let api = TxnApi::VerifyProduce {
         respond,
@@ -238,6 +295,26 @@ pub fn verified_produce(
         }
         _ => None,
     }
+}
+
+/// The TxnOffsetCommit v5 to run if its implicit AddOffsetsToTxn succeeded.
+pub fn offsets_added(pending: &TxnPending, results: &[Option<OpResult>]) -> Option<m::TxnOffsetCommitRequest> {
+    match &pending.api {
+        TxnApi::OffsetsAdded { request } if txn_result(results.first().and_then(|r| r.as_ref())).is_ok() => {
+            Some((**request).clone())
+        }
+        _ => None,
+    }
+}
+
+/// Runs a TxnOffsetCommit whose offsets partition is in the transaction.
+pub fn commit_added_offsets(
+    broker: &mut Broker,
+    now: Instant,
+    request_ref: (u64, ConnectionId, RequestHeader),
+    request: m::TxnOffsetCommitRequest,
+) {
+    txn_offset_commit(broker, now, request_ref, request);
 }
 
 /// Every partition of a produce refused with `code`.
@@ -316,21 +393,7 @@ pub fn start(
     match request {
         Request::AddPartitionsToTxn(request) if version <= 3 => {
             let txn_id = request.v3_and_below_transactional_id.0.as_str().to_string();
-            let mut order = Vec::new();
-            let mut partitions = Vec::new();
-            let mut invalid = false;
-            for topic in &request.v3_and_below_topics {
-                let name = topic.name.0.as_str().to_string();
-                let meta = broker.metadata.topics.get(&name);
-                let mut slots = Vec::new();
-                for &p in &topic.partitions {
-                    let known = meta.is_some_and(|t| p >= 0 && p < t.partitions);
-                    invalid |= !known;
-                    slots.push((p, (!known).then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)));
-                    partitions.push((name.clone(), p));
-                }
-                order.push((name, slots));
-            }
+            let (order, partitions, invalid) = partition_order(broker, &request.v3_and_below_topics);
             if invalid {
                 let api = TxnApi::AddPartitions { order };
                 let response = build(&api, &header, &[]);
@@ -362,15 +425,34 @@ pub fn start(
                 broker.respond(connection, id, &header, Some(Response::AddOffsetsToTxn(response)));
                 return;
             };
-            let partition = partition_for_group(request.group_id.0.as_str(), count);
-            let op = TxnOp::AddPartitions {
-                transactional_id: txn_id.clone(),
-                producer_id: request.producer_id.0,
-                producer_epoch: request.producer_epoch,
-                partitions: vec![(OFFSETS_TOPIC.to_string(), partition)],
-                verify_only: false,
-            };
+            let producer = (request.producer_id.0, request.producer_epoch);
+            let op = add_offsets_op(&txn_id, producer, request.group_id.0.as_str(), count);
             to_coordinator(broker, now, request_ref, TxnApi::AddOffsets, vec![(txn_id, op)]);
+        }
+        Request::AddPartitionsToTxn(request) => add_partitions_batch(broker, now, request_ref, request),
+        Request::EndTxn(request) if version >= 5 => {
+            let transactional_id = request.transactional_id.0.as_str().to_string();
+            let (producer_id, producer_epoch) = (request.producer_id.0, request.producer_epoch);
+            let commit = request.committed;
+            if bump_exhausts_epochs(producer_epoch) {
+                // The bump needs a fresh producer id: from the shard's block first.
+                let init = TxnInit::EndTxn {
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    commit,
+                };
+                super::producer_handlers::start_with_fresh_id(broker, now, request_ref, init);
+                return;
+            }
+            let op = TxnOp::EndTxnV2 {
+                transactional_id: transactional_id.clone(),
+                producer_id,
+                producer_epoch,
+                commit,
+                fresh_producer_id: -1,
+            };
+            to_coordinator(broker, now, request_ref, TxnApi::EndTxn, vec![(transactional_id, op)]);
         }
         Request::EndTxn(request) => {
             let txn_id = request.transactional_id.0.as_str().to_string();
@@ -382,6 +464,7 @@ pub fn start(
             };
             to_coordinator(broker, now, request_ref, TxnApi::EndTxn, vec![(txn_id, op)]);
         }
+        Request::TxnOffsetCommit(request) if version >= 5 => add_offsets_then_commit(broker, now, request_ref, request),
         Request::DescribeTransactions(request) => {
             let ops = request
                 .transactional_ids
@@ -495,6 +578,109 @@ pub fn start(
             broker.respond(connection, id, &header, Some(response));
         }
     }
+}
+
+/// Adding `group`'s `__consumer_offsets` partition to the transaction (AddOffsetsToTxn).
+fn add_offsets_op(transactional_id: &str, producer: (i64, i16), group: &str, offsets_partitions: i32) -> TxnOp {
+    TxnOp::AddPartitions {
+        transactional_id: transactional_id.to_string(),
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        partitions: vec![(OFFSETS_TOPIC.to_string(), partition_for_group(group, offsets_partitions))],
+        verify_only: false,
+    }
+}
+
+/// TxnOffsetCommit v5 (transaction protocol v2): the group's offsets partition joins
+/// the transaction first (the implicit AddOffsetsToTxn), then the commit runs
+/// ([`offsets_added`], [`commit_added_offsets`]). Without `__consumer_offsets` the
+/// commit is answered as v4 would (COORDINATOR_NOT_AVAILABLE).
+fn add_offsets_then_commit(
+    broker: &mut Broker,
+    now: Instant,
+    request_ref: (u64, ConnectionId, RequestHeader),
+    request: m::TxnOffsetCommitRequest,
+) {
+    let Some(count) = broker.metadata.topics.get(OFFSETS_TOPIC).map(|t| t.partitions) else {
+        return txn_offset_commit(broker, now, request_ref, request);
+    };
+    let txn_id = request.transactional_id.0.as_str().to_string();
+    let producer = (request.producer_id.0, request.producer_epoch);
+    let op = add_offsets_op(&txn_id, producer, request.group_id.0.as_str(), count);
+    let api = TxnApi::OffsetsAdded {
+        request: Box::new(request),
+    };
+    to_coordinator(broker, now, request_ref, api, vec![(txn_id, op)]);
+}
+
+/// AddPartitionsToTxn v4+ (Kafka's broker-to-coordinator form): several transactions,
+/// each verified (`verify_only`) or added; a transaction naming an unknown partition is
+/// refused here without asking its coordinator.
+fn add_partitions_batch(
+    broker: &mut Broker,
+    now: Instant,
+    (id, connection, header): (u64, ConnectionId, RequestHeader),
+    request: m::AddPartitionsToTxnRequest,
+) {
+    let count = state_partitions(broker);
+    let mut transactions = Vec::new();
+    let mut ops = Vec::new();
+    for txn in &request.transactions {
+        let txn_id = txn.transactional_id.0.as_str().to_string();
+        let (order, partitions, invalid) = partition_order(broker, &txn.topics);
+        let slot = if invalid {
+            None
+        } else {
+            let op = TxnOp::AddPartitions {
+                transactional_id: txn_id.clone(),
+                producer_id: txn.producer_id.0,
+                producer_epoch: txn.producer_epoch,
+                partitions,
+                verify_only: txn.verify_only,
+            };
+            let partition = count.map_or(0, |c| partition_for_txn(&txn_id, c));
+            ops.push((TXN_STATE_TOPIC.to_string(), partition, PartitionOp::Txn(Box::new(op))));
+            Some(ops.len() - 1)
+        };
+        transactions.push((txn_id, order, slot));
+    }
+    let pending = TxnPending {
+        api: TxnApi::AddPartitionsBatch { transactions },
+    };
+    begin(
+        broker,
+        now,
+        id,
+        connection,
+        header,
+        None,
+        PendingKind::Txn(pending),
+        ops,
+    );
+}
+
+/// The partitions of an AddPartitionsToTxn in request order, each refused here if
+/// unknown; the partitions as a list; whether any was refused.
+fn partition_order(
+    broker: &Broker,
+    topics: &[m::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+) -> (PartitionOrder, Vec<(String, i32)>, bool) {
+    let mut order = Vec::new();
+    let mut partitions = Vec::new();
+    let mut invalid = false;
+    for topic in topics {
+        let name = topic.name.0.as_str().to_string();
+        let meta = broker.metadata.topics.get(&name);
+        let mut slots = Vec::new();
+        for &p in &topic.partitions {
+            let known = meta.is_some_and(|t| p >= 0 && p < t.partitions);
+            invalid |= !known;
+            slots.push((p, (!known).then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0)));
+            partitions.push((name.clone(), p));
+        }
+        order.push((name, slots));
+    }
+    (order, partitions, invalid)
 }
 
 /// TxnOffsetCommit: to the group coordinator of the group's `__consumer_offsets`
@@ -699,44 +885,62 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
             Response::InitProducerId(response)
         }
         TxnApi::AddPartitions { order } => {
-            use m::add_partitions_to_txn_response::{
-                AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
-            };
             let coordinator_code = if results.is_empty() {
                 None
             } else {
                 Some(fenced_for(header, result_code(first)))
             };
-            let topics = order
+            Response::AddPartitionsToTxn(
+                m::AddPartitionsToTxnResponse::default()
+                    .with_results_by_topic_v3_and_below(topic_results(order, coordinator_code)),
+            )
+        }
+        TxnApi::AddPartitionsBatch { transactions } => {
+            let results_by_transaction = transactions
                 .iter()
-                .map(|(name, partitions)| {
-                    let partitions = partitions
-                        .iter()
-                        .map(|(p, refused)| {
-                            let code = refused.or(coordinator_code).unwrap_or(OPERATION_NOT_ATTEMPTED);
-                            AddPartitionsToTxnPartitionResult::default()
-                                .with_partition_index(*p)
-                                .with_partition_error_code(code)
-                        })
-                        .collect();
-                    AddPartitionsToTxnTopicResult::default()
-                        .with_name(TopicName(str_bytes(name)))
-                        .with_results_by_partition(partitions)
+                .map(|(txn_id, order, slot)| {
+                    let code = slot.map(|i| result_code(results.get(i).and_then(|r| r.as_ref())));
+                    m::add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
+                        .with_transactional_id(TransactionalId(str_bytes(txn_id)))
+                        .with_topic_results(topic_results(order, code))
                 })
                 .collect();
             Response::AddPartitionsToTxn(
-                m::AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics),
+                m::AddPartitionsToTxnResponse::default().with_results_by_transaction(results_by_transaction),
             )
+        }
+        TxnApi::OffsetsAdded { request } => {
+            // The implicit AddOffsetsToTxn failed: every partition gets its error.
+            let code = fenced_for(header, result_code(first));
+            let order = request
+                .topics
+                .iter()
+                .map(|t| {
+                    let slots = t.partitions.iter().map(|p| (p.partition_index, Some(code))).collect();
+                    (t.name.0.as_str().to_string(), slots)
+                })
+                .collect();
+            txn_offset_commit_response(&order, &[])
         }
         TxnApi::AddOffsets => Response::AddOffsetsToTxn(
             m::AddOffsetsToTxnResponse::default().with_error_code(fenced_for(header, result_code(first))),
         ),
-        TxnApi::EndTxn => Response::EndTxn(
-            m::EndTxnResponse::default()
-                .with_error_code(fenced_for(header, result_code(first)))
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1),
-        ),
+        TxnApi::EndTxn => {
+            // v5: the producer id and epoch to go on with (after the server's bump).
+            let (producer_id, producer_epoch) = match txn_result(first) {
+                Ok(TxnResult::ProducerId {
+                    producer_id,
+                    producer_epoch,
+                }) => (*producer_id, *producer_epoch),
+                _ => (-1, -1),
+            };
+            Response::EndTxn(
+                m::EndTxnResponse::default()
+                    .with_error_code(fenced_for(header, result_code(first)))
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(producer_epoch),
+            )
+        }
         TxnApi::WriteMarkers { slots } => write_markers_response(slots, results),
         TxnApi::Describe => describe_response(results),
         TxnApi::List => list_response(results),
@@ -745,15 +949,43 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
         TxnApi::VerifyProduce { request, .. } => {
             // The coordinator could not be asked: retriable, as Kafka answers.
             let code = match result_code(first) {
-                code::NOT_COORDINATOR | code::COORDINATOR_LOAD_IN_PROGRESS | 7 | 15 => {
-                    ErrorCode::NOT_ENOUGH_REPLICAS.0
-                }
+                code::NOT_COORDINATOR
+                | code::COORDINATOR_LOAD_IN_PROGRESS
+                | code::CONCURRENT_TRANSACTIONS
+                | 7
+                | 15 => ErrorCode::NOT_ENOUGH_REPLICAS.0,
                 0 => ErrorCode::UNKNOWN_SERVER_ERROR.0,
                 code => code,
             };
             refused_produce(request, code)
         }
     }
+}
+
+/// AddPartitionsToTxn results by topic: a partition's refusal decided before asking
+/// the coordinator, else the coordinator's code, else OPERATION_NOT_ATTEMPTED.
+fn topic_results(
+    order: &PartitionOrder,
+    coordinator_code: Option<i16>,
+) -> Vec<m::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult> {
+    use m::add_partitions_to_txn_response::{AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult};
+    order
+        .iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .iter()
+                .map(|(p, refused)| {
+                    let code = refused.or(coordinator_code).unwrap_or(OPERATION_NOT_ATTEMPTED);
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(*p)
+                        .with_partition_error_code(code)
+                })
+                .collect();
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_results_by_partition(partitions)
+        })
+        .collect()
 }
 
 /// PRODUCER_FENCED exists from InitProducerId v4 / AddPartitionsToTxn v2 / EndTxn v2

@@ -9,7 +9,10 @@
 //! version (a client picks the highest version both sides support), staying at or below
 //! the versions that switch a request from topic names to topic ids (Fetch v13,
 //! Produce v13, DeleteTopics v6, OffsetCommit and OffsetFetch v10), so the broker can
-//! work with names only. Minimums are the oldest versions `kafka-protocol` still
+//! work with names only. Transaction protocol v2 (KIP-890 part 2) is served end to
+//! end — Produce v12, EndTxn v5, TxnOffsetCommit v5, AddPartitionsToTxn v4-5 — and
+//! ApiVersions v3+ finalizes the `transaction.version` feature at 2, which is what
+//! tells a client to use it. Minimums are the oldest versions `kafka-protocol` still
 //! implements (Produce v3 and Fetch v4 are the first with record batch v2, the only
 //! format the log stores).
 //!
@@ -63,7 +66,7 @@ const fn planned(key: ApiKey, area: &'static str) -> ApiRow {
 /// Every API Oxbow knows about, in api-key order. APIs absent from this table (and
 /// unknown keys) are refused by closing the connection, as Kafka does.
 pub const API_TABLE: &[ApiRow] = &[
-    supported(ApiKey::Produce, 3, 9),
+    supported(ApiKey::Produce, 3, 12),
     supported(ApiKey::Fetch, 4, 12),
     supported(ApiKey::ListOffsets, 1, 7),
     supported(ApiKey::Metadata, 0, 12),
@@ -83,11 +86,11 @@ pub const API_TABLE: &[ApiRow] = &[
     supported(ApiKey::DeleteRecords, 0, 2),
     supported(ApiKey::InitProducerId, 0, 5),
     supported(ApiKey::OffsetForLeaderEpoch, 2, 4),
-    supported(ApiKey::AddPartitionsToTxn, 0, 3),
-    supported(ApiKey::AddOffsetsToTxn, 0, 3),
-    supported(ApiKey::EndTxn, 0, 3),
+    supported(ApiKey::AddPartitionsToTxn, 0, 5),
+    supported(ApiKey::AddOffsetsToTxn, 0, 4),
+    supported(ApiKey::EndTxn, 0, 5),
     supported(ApiKey::WriteTxnMarkers, 1, 1),
-    supported(ApiKey::TxnOffsetCommit, 0, 3),
+    supported(ApiKey::TxnOffsetCommit, 0, 5),
     supported(ApiKey::DescribeConfigs, 1, 4),
     supported(ApiKey::AlterConfigs, 0, 2),
     planned(ApiKey::SaslAuthenticate, "security"),
@@ -131,9 +134,25 @@ pub fn supported_api_versions() -> Vec<ApiVersion> {
         .collect()
 }
 
-/// The ApiVersions answer to a valid request: no error, every supported API.
+/// The `transaction.version` feature level Oxbow serves (2: KIP-890 part 2).
+pub const TRANSACTION_VERSION: i16 = 2;
+
+/// The ApiVersions answer to a valid request: no error, every supported API, and
+/// (v3+, tagged) the features: `transaction.version` supported 0-2 and finalized at 2.
 pub fn api_versions_response() -> ApiVersionsResponse {
+    use kafka_protocol::messages::api_versions_response::{FinalizedFeatureKey, SupportedFeatureKey};
+    use kafka_protocol::protocol::StrBytes;
+    let name = StrBytes::from_static_str("transaction.version");
     ApiVersionsResponse::default()
         .with_error_code(0)
         .with_api_keys(supported_api_versions())
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(name.clone())
+            .with_min_version(0)
+            .with_max_version(TRANSACTION_VERSION)])
+        .with_finalized_features_epoch(0)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(name)
+            .with_min_version_level(TRANSACTION_VERSION)
+            .with_max_version_level(TRANSACTION_VERSION)])
 }

@@ -115,6 +115,18 @@ pub enum RemoteOp {
         /// Partitions of the produce.
         partitions: Vec<(String, i32)>,
     },
+    /// Transaction protocol v2 (Produce v12, TxnOffsetCommit v5): add `partitions` to
+    /// the producer's transaction (run on the transaction coordinator's partition).
+    AddToTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// Producer id.
+        producer_id: i64,
+        /// Producer epoch.
+        producer_epoch: i16,
+        /// Partitions to add.
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 impl RemoteOp {
@@ -123,6 +135,7 @@ impl RemoteOp {
         match self {
             RemoteOp::Marker { .. } => REMOTE_MARKER,
             RemoteOp::VerifyTxn { .. } => REMOTE_VERIFY,
+            RemoteOp::AddToTxn { .. } => REMOTE_ADD,
         }
     }
 }
@@ -131,6 +144,8 @@ impl RemoteOp {
 pub const REMOTE_MARKER: u8 = 1;
 /// [`RemoteOp::VerifyTxn`]'s kind.
 pub const REMOTE_VERIFY: u8 = 2;
+/// [`RemoteOp::AddToTxn`]'s kind.
+pub const REMOTE_ADD: u8 = 3;
 
 const TAG_PROPOSE: u8 = 1;
 const TAG_PROPOSED: u8 = 2;
@@ -169,6 +184,12 @@ fn put_remote_op(out: &mut Vec<u8>, op: &RemoteOp) {
             producer_id,
             producer_epoch,
             partitions,
+        }
+        | RemoteOp::AddToTxn {
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
         } => {
             out.put_str(transactional_id);
             out.put_u64v(*producer_id as u64);
@@ -193,7 +214,7 @@ fn read_remote_op(r: &mut Reader<'_>) -> Result<RemoteOp, DecodeError> {
             },
             timestamp_ms: r.u64()? as i64,
         }),
-        REMOTE_VERIFY => {
+        kind @ (REMOTE_VERIFY | REMOTE_ADD) => {
             let transactional_id = r.string()?;
             let producer_id = r.u64()? as i64;
             let producer_epoch = r.u16()? as i16;
@@ -202,11 +223,20 @@ fn read_remote_op(r: &mut Reader<'_>) -> Result<RemoteOp, DecodeError> {
             for _ in 0..count {
                 partitions.push((r.string()?, r.i32()?));
             }
-            Ok(RemoteOp::VerifyTxn {
-                transactional_id,
-                producer_id,
-                producer_epoch,
-                partitions,
+            Ok(if kind == REMOTE_ADD {
+                RemoteOp::AddToTxn {
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                }
+            } else {
+                RemoteOp::VerifyTxn {
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    partitions,
+                }
             })
         }
         other => Err(DecodeError::Invalid {

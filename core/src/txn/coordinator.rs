@@ -27,6 +27,19 @@
 //! * Time: `now` for timers, `wall_ms` (wall-clock milliseconds) for what is stored
 //!   (transaction start, last update) and compared with transaction timeouts.
 //!
+//! # Transaction protocol v2 (KIP-890 part 2)
+//!
+//! [`TxnOp::EndTxnV2`] (EndTxn v5) bumps the producer's epoch with the decision: the
+//! Prepare* record holds the bumped epoch, the markers carry it (so every partition of
+//! the transaction fences the epoch its data was written with, and a late retry of that
+//! data is refused there), and the answer names the producer id and epoch to use next.
+//! The epoch the producer had is kept (`last_producer_epoch`), so a retried EndTxn
+//! whose answer was lost is recognised and answered again. When the bump would exhaust
+//! the epochs, the markers carry the last epoch and the producer continues with a fresh
+//! producer id at epoch 0 (`next_producer_id`, taken at Complete*). A timeout's abort
+//! keeps the old epoch the same way, so a v2 producer's own abort is answered with its
+//! next epoch instead of being fenced. Clients of v1 (EndTxn v0-4) are unchanged.
+//!
 //! Each record is a transactional id's whole state (key: the id; value: the state, or
 //! null when the id expired), so replay is last-write-wins and a checkpoint is simply
 //! every state written again.
@@ -184,6 +197,42 @@ pub struct TxnMeta {
     pub start_ms: i64,
     /// Wall-clock ms of the last change.
     pub last_update_ms: i64,
+    /// The producer id before the last server-side epoch bump (-1: none).
+    pub prev_producer_id: i64,
+    /// The epoch before the last server-side epoch bump (EndTxn v5 or a timeout; -1:
+    /// none): a retried EndTxn naming it is answered again instead of fenced.
+    pub last_producer_epoch: i16,
+    /// The producer id taken when the ending transaction completes, if its bump
+    /// exhausted the epochs (-1: none).
+    pub next_producer_id: i64,
+}
+
+impl TxnMeta {
+    /// Forgets the server-side bump (a new InitProducerId fences instead).
+    fn clear_bump(&mut self) {
+        self.prev_producer_id = -1;
+        self.last_producer_epoch = -1;
+        self.next_producer_id = -1;
+    }
+
+    /// Bumps the epoch server-side, remembering the one the producer had; `fresh` is
+    /// taken at Complete* when the bump exhausts the epochs.
+    fn bump(&mut self, fresh: i64) {
+        self.prev_producer_id = self.producer_id;
+        self.last_producer_epoch = self.producer_epoch;
+        self.next_producer_id = if bump_exhausts_epochs(self.producer_epoch) {
+            fresh
+        } else {
+            -1
+        };
+        self.producer_epoch = self.producer_epoch.saturating_add(1);
+    }
+}
+
+/// Whether bumping `epoch` at the end of a transaction reaches the last epoch, so the
+/// producer must continue with a fresh producer id (KIP-890).
+pub fn bump_exhausts_epochs(epoch: i16) -> bool {
+    epoch >= i16::MAX - 1
 }
 
 /// Why replaying the log failed.
@@ -240,6 +289,20 @@ pub enum TxnOp {
         producer_epoch: i16,
         /// Commit (true) or abort.
         commit: bool,
+    },
+    /// EndTxn v5 (KIP-890 part 2): the decision bumps the producer's epoch.
+    EndTxnV2 {
+        /// The transactional id.
+        transactional_id: String,
+        /// Producer id.
+        producer_id: i64,
+        /// Producer epoch.
+        producer_epoch: i16,
+        /// Commit (true) or abort.
+        commit: bool,
+        /// A fresh producer id for when the bump exhausts the epochs (-1: none given;
+        /// see [`bump_exhausts_epochs`]).
+        fresh_producer_id: i64,
     },
     /// DescribeTransactions of these ids.
     Describe {
@@ -378,6 +441,39 @@ pub struct TxnMetrics {
     pub markers: u64,
     /// Records that could not be decoded while loading.
     pub corrupt_records: u64,
+    /// Requests refused because they named a fenced producer epoch or id
+    /// (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED, INVALID_PRODUCER_ID_MAPPING).
+    pub fenced: u64,
+    /// KIP-890 produce verifications refused (a partition not in the transaction).
+    pub verification_failures: u64,
+    /// Server-side epoch bumps of transaction protocol v2 (EndTxn v5).
+    pub epoch_bumps: u64,
+    /// Fresh producer ids taken because a bump exhausted the epochs.
+    pub epochs_exhausted: u64,
+}
+
+/// How a server-side epoch bump treats the epoch the producer had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bump {
+    /// Kept: a retried (or v2) EndTxn naming it is answered with the new epoch.
+    Remember,
+    /// Forgotten: the old producer is fenced.
+    Fence,
+}
+
+impl TxnMetrics {
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &TxnMetrics) {
+        self.commits += other.commits;
+        self.aborts += other.aborts;
+        self.timeouts += other.timeouts;
+        self.markers += other.markers;
+        self.corrupt_records += other.corrupt_records;
+        self.fenced += other.fenced;
+        self.verification_failures += other.verification_failures;
+        self.epoch_bumps += other.epoch_bumps;
+        self.epochs_exhausted += other.epochs_exhausted;
+    }
 }
 
 /// The transaction coordinator of one `__transaction_state` partition.
@@ -395,8 +491,9 @@ pub struct TxnCoordinator {
     appends: BTreeMap<u64, AppendWait>,
     markers: BTreeMap<String, MarkerRun>,
     marker_tokens: BTreeMap<u64, (String, (String, i32))>,
-    /// EndTxn requests waiting for their transaction to complete, by transactional id.
-    end_replies: BTreeMap<String, TxnReplyId>,
+    /// EndTxn requests waiting for their transaction to complete, by transactional id
+    /// (with whether they are v2, answered with the producer id and epoch to use next).
+    end_replies: BTreeMap<String, (TxnReplyId, bool)>,
     checkpoint: Option<(BTreeSet<u64>, Option<i64>)>,
     records_since_checkpoint: u64,
     next_token: u64,
@@ -424,7 +521,7 @@ pub fn encode_key(transactional_id: &str) -> Vec<u8> {
 /// The value of a transaction record.
 pub fn encode_value(meta: &TxnMeta) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&VALUE_VERSION.to_be_bytes());
     out.extend_from_slice(&meta.producer_id.to_be_bytes());
     out.extend_from_slice(&meta.producer_epoch.to_be_bytes());
     out.extend_from_slice(&meta.timeout_ms.to_be_bytes());
@@ -436,8 +533,14 @@ pub fn encode_value(meta: &TxnMeta) -> Vec<u8> {
         put_str(&mut out, topic);
         out.extend_from_slice(&partition.to_be_bytes());
     }
+    out.extend_from_slice(&meta.prev_producer_id.to_be_bytes());
+    out.extend_from_slice(&meta.last_producer_epoch.to_be_bytes());
+    out.extend_from_slice(&meta.next_producer_id.to_be_bytes());
     out
 }
+
+/// Version of the values written: 1 adds the server-side bump fields (KIP-890) to 0.
+const VALUE_VERSION: i16 = 1;
 
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -468,7 +571,8 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<(String, Option
         return Some((id, None));
     };
     let mut c = Cursor { bytes: value, at: 0 };
-    if i16::from_be_bytes(c.take()?) != 0 {
+    let version = i16::from_be_bytes(c.take()?);
+    if !(0..=VALUE_VERSION).contains(&version) {
         return None;
     }
     let producer_id = i64::from_be_bytes(c.take()?);
@@ -484,6 +588,15 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<(String, Option
         let partition = i32::from_be_bytes(c.take()?);
         partitions.insert((topic, partition));
     }
+    let (prev_producer_id, last_producer_epoch, next_producer_id) = if version >= 1 {
+        (
+            i64::from_be_bytes(c.take()?),
+            i16::from_be_bytes(c.take()?),
+            i64::from_be_bytes(c.take()?),
+        )
+    } else {
+        (-1, -1, -1)
+    };
     let meta = TxnMeta {
         producer_id,
         producer_epoch,
@@ -492,6 +605,9 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<(String, Option
         partitions,
         start_ms,
         last_update_ms,
+        prev_producer_id,
+        last_producer_epoch,
+        next_producer_id,
     };
     Some((id, Some(meta)))
 }
@@ -541,6 +657,12 @@ impl TxnCoordinator {
     /// Counters.
     pub fn metrics(&self) -> &TxnMetrics {
         &self.metrics
+    }
+
+    /// Transactions open or ending (Ongoing, PrepareCommit, PrepareAbort).
+    pub fn ongoing(&self) -> u64 {
+        let open = |m: &&TxnMeta| matches!(m.state, TxnState::Ongoing) || m.state.is_prepare();
+        self.txns.values().filter(open).count() as u64
     }
 
     /// Every transactional id's state as of the last record appended.
@@ -630,7 +752,7 @@ impl TxnCoordinator {
                 self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR));
             }
         }
-        for (_, reply) in std::mem::take(&mut self.end_replies) {
+        for (_, (reply, _)) in std::mem::take(&mut self.end_replies) {
             self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR));
         }
         self.status = Status::Inactive;
@@ -899,7 +1021,24 @@ impl TxnCoordinator {
         };
         meta.partitions.clear();
         meta.start_ms = -1;
-        let reply = self.end_replies.remove(id).map(|r| (r, TxnResult::Done));
+        if meta.next_producer_id >= 0 {
+            // The bump exhausted the epochs: the producer goes on with a fresh id.
+            self.metrics.epochs_exhausted += 1;
+            meta.producer_id = meta.next_producer_id;
+            meta.producer_epoch = 0;
+            meta.next_producer_id = -1;
+        }
+        let reply = self.end_replies.remove(id).map(|(reply, v2)| {
+            let result = if v2 {
+                TxnResult::ProducerId {
+                    producer_id: meta.producer_id,
+                    producer_epoch: meta.producer_epoch,
+                }
+            } else {
+                TxnResult::Done
+            };
+            (reply, result)
+        });
         self.write(id, meta, reply, false);
     }
 
@@ -944,7 +1083,7 @@ impl TxnCoordinator {
             .collect();
         for id in timed_out {
             self.metrics.timeouts += 1;
-            self.begin_abort(&id, wall_ms, true, None);
+            self.begin_abort(&id, wall_ms, Bump::Remember, None);
         }
     }
 
@@ -973,19 +1112,21 @@ impl TxnCoordinator {
         }
     }
 
-    /// Ongoing → PrepareAbort (optionally bumping the epoch to fence the producer).
-    fn begin_abort(
-        &mut self,
-        id: &str,
-        wall_ms: i64,
-        bump_epoch: bool,
-        reply: Option<(TxnReplyId, TxnResult)>,
-    ) {
+    /// Ongoing → PrepareAbort, bumping the epoch to fence the producer: a timeout
+    /// (`Bump::Remember`) keeps the old epoch so a v2 producer's own EndTxn is answered
+    /// with the new one; a new InitProducerId (`Bump::Fence`) does not.
+    fn begin_abort(&mut self, id: &str, wall_ms: i64, bump: Bump, reply: Option<(TxnReplyId, TxnResult)>) {
         let Some(mut meta) = self.txns.get(id).cloned() else {
             return;
         };
-        if bump_epoch && meta.producer_epoch < i16::MAX - 1 {
-            meta.producer_epoch += 1;
+        if meta.producer_epoch < i16::MAX - 1 {
+            match bump {
+                Bump::Remember => meta.bump(-1),
+                Bump::Fence => {
+                    meta.clear_bump();
+                    meta.producer_epoch += 1;
+                }
+            }
         }
         meta.state = TxnState::PrepareAbort;
         meta.last_update_ms = wall_ms;
@@ -1041,6 +1182,20 @@ impl TxnCoordinator {
                 &transactional_id,
                 (producer_id, producer_epoch),
                 commit,
+            ),
+            TxnOp::EndTxnV2 {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+                fresh_producer_id,
+            } => self.end_txn_v2(
+                wall_ms,
+                reply,
+                &transactional_id,
+                (producer_id, producer_epoch),
+                commit,
+                fresh_producer_id,
             ),
             TxnOp::Describe { transactional_ids } => Some(TxnResult::Transactions(
                 transactional_ids
@@ -1101,6 +1256,9 @@ impl TxnCoordinator {
                 partitions: BTreeSet::new(),
                 start_ms: -1,
                 last_update_ms: wall_ms,
+                prev_producer_id: -1,
+                last_producer_epoch: -1,
+                next_producer_id: -1,
             };
             let result = TxnResult::ProducerId {
                 producer_id: fresh_producer_id,
@@ -1112,6 +1270,7 @@ impl TxnCoordinator {
         // KIP-360: a producer naming its current id must name this id's producer (its
         // epoch may be behind, after a timeout bumped it).
         if current.0 >= 0 && (current.0 != old.producer_id || current.1 > old.producer_epoch) {
+            self.metrics.fenced += 1;
             return Some(TxnResult::Error(code::PRODUCER_FENCED));
         }
         match old.state {
@@ -1121,11 +1280,12 @@ impl TxnCoordinator {
             TxnState::Ongoing => {
                 // Fence the previous producer and abort its transaction; the new one
                 // retries until the abort completes.
-                self.begin_abort(id, wall_ms, true, None);
+                self.begin_abort(id, wall_ms, Bump::Fence, None);
                 Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                 let mut meta = old;
+                meta.clear_bump();
                 if meta.producer_epoch >= i16::MAX - 1 {
                     meta.producer_id = fresh_producer_id;
                     meta.producer_epoch = 0;
@@ -1173,17 +1333,20 @@ impl TxnCoordinator {
         partitions: Vec<(String, i32)>,
         verify_only: bool,
     ) -> Option<TxnResult> {
-        let meta = match self.check_producer(id, producer) {
+        let meta = match self.checked(id, producer) {
             Ok(meta) => meta,
-            Err(code) => return Some(TxnResult::Error(code)),
+            Err(code) => {
+                self.metrics.verification_failures += u64::from(verify_only);
+                return Some(TxnResult::Error(code));
+            }
         };
         let known = meta.state == TxnState::Ongoing && partitions.iter().all(|p| meta.partitions.contains(p));
         if verify_only {
-            return Some(if known {
-                TxnResult::Done
-            } else {
-                TxnResult::Error(code::INVALID_TXN_STATE)
-            });
+            if known {
+                return Some(TxnResult::Done);
+            }
+            self.metrics.verification_failures += 1;
+            return Some(TxnResult::Error(code::INVALID_TXN_STATE));
         }
         if self.busy.contains(id) || meta.state.is_prepare() {
             return Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
@@ -1211,7 +1374,7 @@ impl TxnCoordinator {
         producer: (i64, i16),
         commit: bool,
     ) -> Option<TxnResult> {
-        let meta = match self.check_producer(id, producer) {
+        let meta = match self.checked(id, producer) {
             Ok(meta) => meta,
             Err(code) => return Some(TxnResult::Error(code)),
         };
@@ -1230,7 +1393,7 @@ impl TxnCoordinator {
                 // Answered once the transaction is complete (every marker written and
                 // the Complete state durable), so the producer's next transaction does
                 // not start into CONCURRENT_TRANSACTIONS retries and their back-off.
-                self.end_replies.insert(id.to_string(), reply);
+                self.end_replies.insert(id.to_string(), (reply, false));
                 self.write(id, meta, None, true);
                 None
             }
@@ -1241,5 +1404,86 @@ impl TxnCoordinator {
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Some(TxnResult::Done),
             _ => Some(TxnResult::Error(code::INVALID_TXN_STATE)),
         }
+    }
+
+    /// [`Self::check_producer`], counting the refusals in `fenced`.
+    fn checked(&mut self, id: &str, producer: (i64, i16)) -> Result<TxnMeta, i16> {
+        let checked = self.check_producer(id, producer);
+        if checked.is_err() {
+            self.metrics.fenced += 1;
+        }
+        checked
+    }
+
+    /// EndTxn v5: the decision bumps the epoch (see the module docs); answered with
+    /// the producer id and epoch to use next once the transaction is complete.
+    fn end_txn_v2(
+        &mut self,
+        wall_ms: i64,
+        reply: TxnReplyId,
+        id: &str,
+        producer: (i64, i16),
+        commit: bool,
+        fresh_producer_id: i64,
+    ) -> Option<TxnResult> {
+        if let Some(answer) = self.retried_end(id, producer, commit) {
+            return Some(answer);
+        }
+        let meta = match self.checked(id, producer) {
+            Ok(meta) => meta,
+            Err(code) => return Some(TxnResult::Error(code)),
+        };
+        if self.busy.contains(id) {
+            return Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
+        }
+        if meta.state != TxnState::Ongoing {
+            // Nothing to end: the v1 answers, with the ids to go on with.
+            return match self.end_txn(wall_ms, reply, id, producer, commit) {
+                Some(TxnResult::Done) => Some(TxnResult::ProducerId {
+                    producer_id: meta.producer_id,
+                    producer_epoch: meta.producer_epoch,
+                }),
+                other => other,
+            };
+        }
+        if bump_exhausts_epochs(meta.producer_epoch) && fresh_producer_id < 0 {
+            // The broker hands a fresh id whenever the bump needs one; without it the
+            // epoch cannot move.
+            return Some(TxnResult::Error(code::INVALID_PRODUCER_EPOCH));
+        }
+        let mut meta = meta;
+        meta.bump(fresh_producer_id);
+        meta.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        meta.last_update_ms = wall_ms;
+        self.metrics.epoch_bumps += 1;
+        self.end_replies.insert(id.to_string(), (reply, true));
+        self.write(id, meta, None, true);
+        None
+    }
+
+    /// The answer to an EndTxn v5 naming the epoch the producer had before the last
+    /// server-side bump: a retry whose first answer was lost (or a v2 producer ending a
+    /// transaction a timeout already aborted). `None` when it is not one.
+    fn retried_end(&self, id: &str, producer: (i64, i16), commit: bool) -> Option<TxnResult> {
+        let meta = self.txns.get(id)?;
+        if meta.last_producer_epoch < 0 || (meta.prev_producer_id, meta.last_producer_epoch) != producer {
+            return None;
+        }
+        let answer = match (meta.state, commit) {
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                TxnResult::Error(code::CONCURRENT_TRANSACTIONS)
+            }
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => TxnResult::ProducerId {
+                producer_id: meta.producer_id,
+                producer_epoch: meta.producer_epoch,
+            },
+            // The other decision was made: this producer's view is stale.
+            _ => TxnResult::Error(code::PRODUCER_FENCED),
+        };
+        Some(answer)
     }
 }

@@ -24,8 +24,8 @@ pub mod snapshot;
 #[cfg(feature = "sim-bugs")]
 pub use coordinator::TxnBugs;
 pub use coordinator::{
-    partition_for_txn, TxnConfig, TxnCoordinator, TxnMeta, TxnOp, TxnOutput, TxnResult, TxnState,
-    TXN_STATE_TOPIC,
+    partition_for_txn, TxnConfig, TxnCoordinator, TxnMeta, TxnMetrics, TxnOp, TxnOutput, TxnResult,
+    TxnState, TXN_STATE_TOPIC,
 };
 #[cfg(feature = "sim-bugs")]
 pub use producer_state::ProducerBugs;
@@ -33,3 +33,25 @@ pub use producer_state::{
     AbortedTxn, BatchMeta, CheckOutcome, ProducerEntry, ProducerError, ProducerStateConfig,
     ProducerStateTable,
 };
+
+/// Settings of transactions and idempotent producers on a broker: the coordinators'
+/// and every partition's producer state (`[txn]` in the node's configuration).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnSettings {
+    /// The transaction coordinators.
+    pub coordinator: TxnConfig,
+    /// Each partition's producer state.
+    pub producers: ProducerStateConfig,
+}
+
+/// A shard's transaction counters for `/metrics`: its coordinators' counters summed,
+/// and gauges read when asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnShardMetrics {
+    /// The coordinators' counters, summed.
+    pub coordinators: TxnMetrics,
+    /// Transactions open or ending at this shard's coordinators.
+    pub ongoing: u64,
+    /// Producers tracked by the producer state of this shard's partitions.
+    pub producers: u64,
+}

@@ -121,6 +121,8 @@ pub struct ShardSpec {
     pub group: oxbow_core::group::GroupConfig,
     /// Tiered-storage settings.
     pub tier: oxbow_core::broker::partitions::TierSettings,
+    /// Transaction coordinator and producer-state settings (`[txn]`).
+    pub txn: oxbow_core::txn::TxnSettings,
     /// This shard's handle on the node's object store (`None`: tiered storage off).
     pub store: Option<super::store::StoreClient>,
     /// Cluster mode: the transport, the controller (shard 0) and its storage.
@@ -155,6 +157,8 @@ pub struct ShardSnapshot {
     pub broker: BrokerMetrics,
     /// The shard's group coordinators' counters, summed.
     pub groups: oxbow_core::group::GroupMetrics,
+    /// The shard's transaction counters (coordinators and producer state).
+    pub txns: oxbow_core::txn::TxnShardMetrics,
     /// Network counters.
     pub net: NetStats,
     /// Disk counters.
@@ -430,6 +434,7 @@ impl Shard {
                 max_frame_bytes: spec.max_frame_bytes,
                 group: spec.group,
                 tier: spec.tier,
+                txn: spec.txn,
                 cluster: cluster_setup,
             },
             now,
@@ -661,6 +666,7 @@ impl Shard {
             shard: self.id,
             broker: self.broker.metrics(),
             groups: self.broker.group_metrics(),
+            txns: self.broker.txn_metrics(),
             net: self.reactor.stats(),
             disk,
             raft_messages_dropped: self.raft_messages_dropped,

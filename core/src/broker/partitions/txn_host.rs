@@ -58,6 +58,10 @@ struct TxnHost {
 #[derive(Debug, Default)]
 pub struct TxnHosts {
     config: TxnConfig,
+    /// Producer-state settings of every hosted partition.
+    producers: crate::txn::ProducerStateConfig,
+    /// Counters of coordinators no longer hosted here (so totals never go back).
+    retired: crate::txn::TxnMetrics,
     hosts: BTreeMap<TopicPartition, TxnHost>,
     replies: BTreeMap<u64, OpRef>,
     appends: BTreeMap<ProduceToken, (TopicPartition, u64)>,
@@ -78,6 +82,28 @@ impl TxnHosts {
     /// The coordinators' settings.
     pub fn config(&self) -> &TxnConfig {
         &self.config
+    }
+
+    /// The producer-state settings of every partition hosted from now on.
+    pub fn set_producer_config(&mut self, config: crate::txn::ProducerStateConfig) {
+        self.producers = config;
+    }
+
+    /// The producer-state settings partitions are hosted with.
+    pub fn producer_config(&self) -> crate::txn::ProducerStateConfig {
+        self.producers
+    }
+
+    /// The coordinators' counters (those no longer hosted included) and the
+    /// transactions they have open.
+    pub fn metrics(&self) -> (crate::txn::TxnMetrics, u64) {
+        let mut total = self.retired.clone();
+        let mut ongoing = 0;
+        for host in self.hosts.values() {
+            total.add(host.coordinator.metrics());
+            ongoing += host.coordinator.ongoing();
+        }
+        (total, ongoing)
     }
 
     /// The coordinator of a hosted `__transaction_state` partition.
@@ -105,6 +131,7 @@ impl Partitions {
     /// A partition stops being hosted: its coordinator's waiting requests fail.
     pub(super) fn txn_on_remove(&mut self, tp: &TopicPartition) {
         if let Some(mut host) = self.txn.hosts.remove(tp) {
+            self.txn.retired.add(host.coordinator.metrics());
             host.coordinator.unload();
             while let Some(output) = host.coordinator.poll_output() {
                 if let TxnOutput::Reply { reply, result } = output {
