@@ -692,13 +692,24 @@ mod txn {
     }
 
     pub fn end(node: &mut Node, conn: ConnectionId, producer: (i64, i16), commit: bool) -> i16 {
+        end_at(node, conn, 3, producer, commit).error_code
+    }
+
+    /// EndTxn at `version` (v5: transaction protocol v2, answered with the next
+    /// producer id and epoch).
+    pub fn end_at(
+        node: &mut Node,
+        conn: ConnectionId,
+        version: i16,
+        producer: (i64, i16),
+        commit: bool,
+    ) -> m::EndTxnResponse {
         let mut request = m::EndTxnRequest::default();
         request.transactional_id = TransactionalId(s(ID));
         request.producer_id = ProducerId(producer.0);
         request.producer_epoch = producer.1;
         request.committed = commit;
-        let response: m::EndTxnResponse = node.call(0, conn, Request::EndTxn(request), 3);
-        response.error_code
+        node.call(0, conn, Request::EndTxn(request), version)
     }
 
     /// A transactional batch of `values` (sequence `first_seq`) to partition `partition`.
@@ -708,6 +719,17 @@ mod txn {
         producer: (i64, i16),
         partition: i32,
         first_seq: i32,
+        values: &[&str],
+    ) -> i16 {
+        produce_at(node, conn, 9, (producer, partition, first_seq), values)
+    }
+
+    /// [`produce`] at Produce `version` (v12: transaction protocol v2).
+    pub fn produce_at(
+        node: &mut Node,
+        conn: ConnectionId,
+        version: i16,
+        (producer, partition, first_seq): ((i64, i16), i32, i32),
         values: &[&str],
     ) -> i16 {
         let records: Vec<NewRecord> = values
@@ -734,8 +756,51 @@ mod txn {
         request.acks = -1;
         request.timeout_ms = 5000;
         request.topic_data = vec![t];
-        let response: m::ProduceResponse = node.call(0, conn, Request::Produce(request), 9);
+        let response: m::ProduceResponse = node.call(0, conn, Request::Produce(request), version);
         response.responses[0].partition_responses[0].error_code
+    }
+
+    /// TxnOffsetCommit v5 of offset 1 of `t`/0 for group `g`, without AddOffsetsToTxn
+    /// (once FindCoordinator created `__consumer_offsets`): the partitions' codes.
+    pub fn commit_offsets_v5(node: &mut Node, conn: ConnectionId, producer: (i64, i16)) -> Vec<i16> {
+        let mut find = m::FindCoordinatorRequest::default();
+        find.key = s("g");
+        for _ in 0..20 {
+            let found: m::FindCoordinatorResponse = node.call(0, conn, Request::FindCoordinator(find.clone()), 3);
+            if found.error_code == 0 {
+                break;
+            }
+            node.advance(Duration::from_millis(200));
+        }
+        use m::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+        let mut p = TxnOffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = 1;
+        let mut t = TxnOffsetCommitRequestTopic::default();
+        t.name = topic("t");
+        t.partitions = vec![p];
+        let mut request = m::TxnOffsetCommitRequest::default();
+        request.transactional_id = TransactionalId(s(ID));
+        request.group_id = m::GroupId(s("g"));
+        request.producer_id = ProducerId(producer.0);
+        request.producer_epoch = producer.1;
+        request.generation_id = -1;
+        request.topics = vec![t];
+        let response: m::TxnOffsetCommitResponse = node.call(0, conn, Request::TxnOffsetCommit(request), 5);
+        response.topics[0].partitions.iter().map(|p| p.error_code).collect()
+    }
+
+    /// The topics of [`ID`]'s transaction, from DescribeTransactions.
+    pub fn describe(node: &mut Node, conn: ConnectionId) -> Vec<String> {
+        let mut request = m::DescribeTransactionsRequest::default();
+        request.transactional_ids = vec![TransactionalId(s(ID))];
+        let response: m::DescribeTransactionsResponse =
+            node.call(0, conn, Request::DescribeTransactions(request), 0);
+        response.transaction_states[0]
+            .topics
+            .iter()
+            .map(|t| t.topic.0.as_str().to_string())
+            .collect()
     }
 
     /// A read_committed (or not) fetch of partition `partition` from offset 0.
@@ -765,8 +830,9 @@ mod txn {
     }
 }
 
-#[test]
-fn transactions_commit_and_abort_across_shards_and_survive_a_restart() {
+/// A node with topic `t` (4 partitions) and a transaction coordinator for
+/// [`txn::ID`], and a connection to shard 0.
+fn txn_node() -> (Node, ConnectionId) {
     let mut node = Node::start(BTreeMap::new(), BTreeMap::new(), None);
     let c = node.connect(0, 1);
     node.advance(Duration::from_millis(100));
@@ -782,6 +848,12 @@ fn transactions_commit_and_abort_across_shards_and_survive_a_restart() {
         found = txn::find_coordinator(&mut node, c);
     }
     assert_eq!(found, 0, "a transaction coordinator");
+    (node, c)
+}
+
+#[test]
+fn transactions_commit_and_abort_across_shards_and_survive_a_restart() {
+    let (mut node, c) = txn_node();
     let init = txn::init(&mut node, c);
     assert_eq!(init.error_code, 0);
     let producer = (init.producer_id.0, init.producer_epoch);
@@ -862,6 +934,91 @@ fn transactions_commit_and_abort_across_shards_and_survive_a_restart() {
     );
 }
 
+/// Transaction protocol v2 (KIP-890 part 2) with wire requests: ApiVersions finalizes
+/// `transaction.version` 2; Produce v12 adds its partitions itself; EndTxn v5 bumps the
+/// epoch with every decision and names it; a late retry of a committed transaction's
+/// produce is refused (its epoch is fenced); a retried EndTxn is answered again;
+/// TxnOffsetCommit v5 adds the offsets partition itself. The v1 flow next to it is
+/// unchanged (Produce v9 to a partition never added is refused).
+#[test]
+fn transaction_protocol_v2_bumps_the_epoch_per_transaction_and_fences_late_retries() {
+    let (mut node, c) = txn_node();
+    let versions: m::ApiVersionsResponse = node.call(0, c, Request::ApiVersions(m::ApiVersionsRequest::default()), 3);
+    let max = |key: ApiKey| {
+        versions
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == key as i16)
+            .map(|k| k.max_version)
+    };
+    assert_eq!(
+        (max(ApiKey::Produce), max(ApiKey::EndTxn), max(ApiKey::TxnOffsetCommit)),
+        (Some(12), Some(5), Some(5))
+    );
+    let feature = versions
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "transaction.version")
+        .expect("transaction.version is finalized");
+    assert_eq!(feature.max_version_level, 2);
+
+    let init = txn::init(&mut node, c);
+    let (pid, epoch0) = (init.producer_id.0, init.producer_epoch);
+    // v1 next to it: a partition never added refuses a v9 transactional produce.
+    assert_eq!(txn::produce(&mut node, c, (pid, epoch0), 2, 0, &["stray"]), 48);
+    // v2: Produce v12 adds partitions 0 and 1 to the transaction itself.
+    for partition in 0..2 {
+        let batch = ((pid, epoch0), partition, 0);
+        assert_eq!(txn::produce_at(&mut node, c, 12, batch, &["a1", "a2"]), 0);
+    }
+    let ended = txn::end_at(&mut node, c, 5, (pid, epoch0), true);
+    assert_eq!(ended.error_code, 0);
+    let epoch1 = ended.producer_epoch;
+    assert_eq!((ended.producer_id.0, epoch1), (pid, epoch0 + 1), "bumped by EndTxn");
+    node.advance(Duration::from_millis(200));
+    let committed = txn::fetch(&mut node, c, 0, true);
+    assert_eq!(values(&committed).len(), 2);
+
+    // The committed transaction's produce, retried late (v12 and v9): refused as a
+    // fenced epoch, never written into the next transaction.
+    for version in [12, 9] {
+        let retry = ((pid, epoch0), 0, 0);
+        assert_eq!(
+            txn::produce_at(&mut node, c, version, retry, &["a1", "a2"]),
+            47,
+            "INVALID_PRODUCER_EPOCH (Produce v{version})"
+        );
+    }
+    // The EndTxn retried (its answer lost): answered again with the same epoch.
+    let again = txn::end_at(&mut node, c, 5, (pid, epoch0), true);
+    assert_eq!((again.error_code, again.producer_epoch), (0, epoch1));
+
+    // The next transaction (epoch1, sequences from 0) aborts: the epoch moves again.
+    assert_eq!(txn::produce_at(&mut node, c, 12, ((pid, epoch1), 0, 0), &["b1"]), 0);
+    // Its offsets join without AddOffsetsToTxn (TxnOffsetCommit v5).
+    assert_eq!(txn::commit_offsets_v5(&mut node, c, (pid, epoch1)), vec![0]);
+    let described = txn::describe(&mut node, c);
+    assert!(
+        described.contains(&"__consumer_offsets".to_string()) && described.contains(&"t".to_string()),
+        "{described:?}"
+    );
+    let ended = txn::end_at(&mut node, c, 5, (pid, epoch1), false);
+    assert_eq!((ended.error_code, ended.producer_epoch), (0, epoch1 + 1));
+    node.advance(Duration::from_millis(200));
+    let response = txn::fetch(&mut node, c, 0, true);
+    let (lso, hwm, aborted) = txn::stable(&response);
+    assert_eq!(lso, hwm);
+    let got = values(&response);
+    let b1 = got.iter().find(|(_, v)| v == "b1").map(|(offset, _)| *offset);
+    assert_eq!(
+        aborted,
+        vec![(pid, b1.unwrap())],
+        "the aborted transaction is listed (the client drops its records)"
+    );
+    assert_eq!(got.len(), 3, "the two committed records and the aborted one");
+    assert!(node.closed.is_empty(), "connections closed: {:?}", node.closed);
+}
+
 /// Every advertised version of the partition APIs is answered with a frame the client
 /// decodes — never a closed connection. (A ListOffsets v1-3 answer once carried the v4+
 /// leader epoch, which made it unencodable, and the broker closed the connection.)
@@ -875,7 +1032,7 @@ fn every_version_of_the_partition_apis_is_answered() {
     );
     node.advance(Duration::from_millis(500));
 
-    for version in 3..=9 {
+    for version in 3..=12 {
         let records = vec![NewRecord::value("v", 1_700_000_000_000)];
         let mut p = m::produce_request::PartitionProduceData::default();
         p.index = (version % 2) as i32;
