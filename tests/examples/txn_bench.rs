@@ -7,13 +7,13 @@
 //! cargo run --release -p oxbow-tests --example txn_bench -- --brokers 127.0.0.1:9092
 //! ```
 //!
-//! Results so far (2 shared cores, 1 KiB records, 4 partitions): idempotent 0.41-0.96x
-//! plain (noisy: other builds shared the cores); transactions of 100 records ~800
-//! records/s (0.01x), of 1000 records ~8,000 records/s (0.07-0.12x), bounded by the
-//! client's flush (see [`Client`]).
+//! Results: `bench-reports/2026-12-02-idempotence-and-transactions.md`.
 //!
-//! Prints one line per mode and a summary line `summary: plain_msgs_s=… idempotent_ratio=…
-//! transactional_ratio=…` (ratios against plain).
+//! Options: `--seconds N` per mode, `--message-bytes N`, `--txn-records N`,
+//! `--partitions N`, `--rounds N` (the three modes interleaved N times; medians
+//! reported), `--csv FILE` (one row per mode and round). Prints one line per round and
+//! a summary line `summary: plain_msgs_s=… idempotent_ratio=… transactional_ratio=…`
+//! (median ratios against plain in the same round).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -29,6 +29,10 @@ struct Options {
     message_bytes: usize,
     txn_records: usize,
     partitions: i32,
+    /// Rounds of the three modes, interleaved (medians reported).
+    rounds: usize,
+    /// Where to write one CSV row per mode and round.
+    csv: Option<String>,
 }
 
 fn options() -> Options {
@@ -38,6 +42,8 @@ fn options() -> Options {
         message_bytes: 1024,
         txn_records: 100,
         partitions: 4,
+        rounds: 1,
+        csv: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -48,6 +54,8 @@ fn options() -> Options {
             "--message-bytes" => o.message_bytes = value.parse().expect("--message-bytes N"),
             "--txn-records" => o.txn_records = value.parse().expect("--txn-records N"),
             "--partitions" => o.partitions = value.parse().expect("--partitions N"),
+            "--rounds" => o.rounds = value.parse().expect("--rounds N"),
+            "--csv" => o.csv = Some(value),
             other => panic!("unknown option {other}"),
         }
     }
@@ -76,12 +84,15 @@ fn producer(brokers: &str, extra: &[(&str, &str)]) -> Client {
     config.create().unwrap()
 }
 
-/// A producer whose delivery reports a background thread polls. Measured on
-/// 2026-12-01: a lone message's `flush()` returns after ~100 ms with either rust-rdkafka
-/// producer (Base or Threaded; Oxbow's own client sees the acks=all answer within
-/// ~10 ms), and `commit_transaction` flushes first, so small transactions are bounded
-/// by the client at ~8 per second; the commit itself (EndTxn: Prepare, markers,
-/// Complete) took 4-11 ms.
+/// A producer whose delivery reports a background thread polls.
+///
+/// rust-rdkafka's `flush()` (which `commit_transaction` calls first) asks librdkafka
+/// for a non-blocking flush and otherwise polls for 100 ms at a time, and its poll
+/// returns only at its deadline, never on an event: measured on 2026-12-01, every
+/// `flush()` with a message in flight took ~100 ms however fast the broker answered,
+/// which capped transactions at ~8 per second. So the load waits for its deliveries
+/// itself ([`wait_delivered`]) before it flushes or commits, and the client's flush
+/// then finds nothing in flight.
 type Client = ThreadedProducer<DefaultProducerContext>;
 
 /// Sends one record, waiting while the local queue is full.
@@ -100,6 +111,15 @@ fn send(producer: &Client, topic: &str, partition: i32, payload: &[u8]) {
     }
 }
 
+/// Waits (polling every 100 µs) until every message sent is acknowledged; the
+/// background thread serves the delivery reports.
+fn wait_delivered(producer: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 /// Records per second acknowledged, streaming for the run's duration.
 fn streaming(o: &Options, topic: &str, idempotent: bool) -> f64 {
     create_topic(&o.brokers, topic, o.partitions);
@@ -114,14 +134,16 @@ fn streaming(o: &Options, topic: &str, idempotent: bool) -> f64 {
         send(&p, topic, (sent % o.partitions as u64) as i32, &payload);
         sent += 1;
     }
+    wait_delivered(&p);
     p.flush(Duration::from_secs(60)).unwrap();
     sent as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Records per second committed, in transactions of `txn_records`.
-fn transactional(o: &Options, topic: &str) -> f64 {
+fn transactional(o: &Options, topic: &str, round: usize) -> f64 {
     create_topic(&o.brokers, topic, o.partitions);
-    let p = producer(&o.brokers, &[("transactional.id", "txn-bench")]);
+    let id = format!("txn-bench-{round}");
+    let p = producer(&o.brokers, &[("transactional.id", id.as_str())]);
     p.init_transactions(Duration::from_secs(30)).unwrap();
     let payload = vec![b'x'; o.message_bytes];
     let start = Instant::now();
@@ -131,34 +153,63 @@ fn transactional(o: &Options, topic: &str) -> f64 {
         for i in 0..o.txn_records {
             send(&p, topic, (i % o.partitions as usize) as i32, &payload);
         }
+        wait_delivered(&p);
         p.commit_transaction(Duration::from_secs(60)).unwrap();
         committed += o.txn_records as u64;
     }
     committed as f64 / start.elapsed().as_secs_f64()
 }
 
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn main() {
     let o = options();
+    assert!(o.rounds >= 1, "--rounds at least 1");
     let run = format!("{}", std::process::id());
-    let plain = streaming(&o, &format!("bench-plain-{run}"), false);
-    println!("plain acks=all       {plain:>10.0} msgs/s");
-    let idempotent = streaming(&o, &format!("bench-idempotent-{run}"), true);
+    let (mut plain, mut idempotent, mut txn) = (Vec::new(), Vec::new(), Vec::new());
+    let mut csv = String::from("round,mode,msgs_per_s,message_bytes,partitions,txn_records\n");
+    for round in 0..o.rounds {
+        let p = streaming(&o, &format!("bench-plain-{run}-{round}"), false);
+        let i = streaming(&o, &format!("bench-idempotent-{run}-{round}"), true);
+        let t = transactional(&o, &format!("bench-txn-{run}-{round}"), round);
+        println!(
+            "round {round}: plain acks=all {p:>8.0}  idempotent {i:>8.0} ({:.3}x)  transactional ({}) {t:>8.0} ({:.3}x) msgs/s",
+            i / p,
+            o.txn_records,
+            t / p
+        );
+        for (mode, value) in [("plain", p), ("idempotent", i), ("transactional", t)] {
+            csv.push_str(&format!(
+                "{round},{mode},{value:.0},{},{},{}\n",
+                o.message_bytes, o.partitions, o.txn_records
+            ));
+        }
+        plain.push(p);
+        idempotent.push(i);
+        txn.push(t);
+    }
+    if let Some(path) = &o.csv {
+        std::fs::write(path, csv).expect("write --csv");
+    }
+    let ratio = |mode: &[f64]| {
+        median(
+            mode.iter()
+                .zip(&plain)
+                .map(|(m, p)| m / p)
+                .collect(),
+        )
+    };
     println!(
-        "idempotent           {idempotent:>10.0} msgs/s  ({:.2}x plain)",
-        idempotent / plain
-    );
-    let txn = transactional(&o, &format!("bench-txn-{run}"));
-    println!(
-        "transactional ({:>4}) {txn:>10.0} msgs/s  ({:.2}x plain)",
-        o.txn_records,
-        txn / plain
-    );
-    println!(
-        "summary: plain_msgs_s={plain:.0} idempotent_ratio={:.3} transactional_ratio={:.3} message_bytes={} partitions={} txn_records={}",
-        idempotent / plain,
-        txn / plain,
+        "summary: plain_msgs_s={:.0} idempotent_ratio={:.3} transactional_ratio={:.3} message_bytes={} partitions={} txn_records={} rounds={}",
+        median(plain.clone()),
+        ratio(&idempotent),
+        ratio(&txn),
         o.message_bytes,
         o.partitions,
-        o.txn_records
+        o.txn_records,
+        o.rounds
     );
 }

@@ -514,18 +514,22 @@ fn txn_settings_apply_and_metrics_count_commits_aborts_timeouts_and_fencing() {
         .unwrap();
     let refused = too_long.init_transactions(TIMEOUT).unwrap_err();
     assert!(
-        format!("{refused:?}").contains("InvalidTransactionTimeout"),
+        format!("{refused}").contains("Transaction timeout is larger than the maximum"),
         "{refused:?}"
     );
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("transactional.id", "txn-metered")
-        .set("transaction.timeout.ms", "20000")
-        .set("linger.ms", "1")
-        .create()
-        .unwrap();
-    producer.init_transactions(TIMEOUT).unwrap();
+    let metered = || {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("transactional.id", "txn-metered")
+            .set("transaction.timeout.ms", "20000")
+            .set("linger.ms", "1")
+            .create()
+            .unwrap();
+        producer.init_transactions(TIMEOUT).unwrap();
+        producer
+    };
+    let producer = metered();
     for (prefix, commit) in [("one", true), ("two", true), ("three", false)] {
         producer.begin_transaction().unwrap();
         for (i, value) in values(prefix, 4).iter().enumerate() {
@@ -547,7 +551,7 @@ fn txn_settings_apply_and_metrics_count_commits_aborts_timeouts_and_fencing() {
     assert!(metric_sum(&page, "oxbow_producers_tracked") >= 1.0, "{page}");
     // A second instance fences the first (aborting its open transaction); the first's
     // commit is refused as fenced.
-    let successor = transactional_producer(&brokers, "txn-metered");
+    let successor = metered();
     assert!(producer.commit_transaction(TIMEOUT).is_err(), "fenced");
 
     // A transaction that outlives its timeout is aborted by the coordinator.
