@@ -766,7 +766,8 @@ mod txn {
         let mut find = m::FindCoordinatorRequest::default();
         find.key = s("g");
         for _ in 0..20 {
-            let found: m::FindCoordinatorResponse = node.call(0, conn, Request::FindCoordinator(find.clone()), 3);
+            let found: m::FindCoordinatorResponse =
+                node.call(0, conn, Request::FindCoordinator(find.clone()), 3);
             if found.error_code == 0 {
                 break;
             }
@@ -787,7 +788,11 @@ mod txn {
         request.generation_id = -1;
         request.topics = vec![t];
         let response: m::TxnOffsetCommitResponse = node.call(0, conn, Request::TxnOffsetCommit(request), 5);
-        response.topics[0].partitions.iter().map(|p| p.error_code).collect()
+        response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect()
     }
 
     /// The topics of [`ID`]'s transaction, from DescribeTransactions.
@@ -943,7 +948,8 @@ fn transactions_commit_and_abort_across_shards_and_survive_a_restart() {
 #[test]
 fn transaction_protocol_v2_bumps_the_epoch_per_transaction_and_fences_late_retries() {
     let (mut node, c) = txn_node();
-    let versions: m::ApiVersionsResponse = node.call(0, c, Request::ApiVersions(m::ApiVersionsRequest::default()), 3);
+    let versions: m::ApiVersionsResponse =
+        node.call(0, c, Request::ApiVersions(m::ApiVersionsRequest::default()), 3);
     let max = |key: ApiKey| {
         versions
             .api_keys
@@ -952,7 +958,11 @@ fn transaction_protocol_v2_bumps_the_epoch_per_transaction_and_fences_late_retri
             .map(|k| k.max_version)
     };
     assert_eq!(
-        (max(ApiKey::Produce), max(ApiKey::EndTxn), max(ApiKey::TxnOffsetCommit)),
+        (
+            max(ApiKey::Produce),
+            max(ApiKey::EndTxn),
+            max(ApiKey::TxnOffsetCommit)
+        ),
         (Some(12), Some(5), Some(5))
     );
     let feature = versions
@@ -974,7 +984,11 @@ fn transaction_protocol_v2_bumps_the_epoch_per_transaction_and_fences_late_retri
     let ended = txn::end_at(&mut node, c, 5, (pid, epoch0), true);
     assert_eq!(ended.error_code, 0);
     let epoch1 = ended.producer_epoch;
-    assert_eq!((ended.producer_id.0, epoch1), (pid, epoch0 + 1), "bumped by EndTxn");
+    assert_eq!(
+        (ended.producer_id.0, epoch1),
+        (pid, epoch0 + 1),
+        "bumped by EndTxn"
+    );
     node.advance(Duration::from_millis(200));
     let committed = txn::fetch(&mut node, c, 0, true);
     assert_eq!(values(&committed).len(), 2);
@@ -994,7 +1008,10 @@ fn transaction_protocol_v2_bumps_the_epoch_per_transaction_and_fences_late_retri
     assert_eq!((again.error_code, again.producer_epoch), (0, epoch1));
 
     // The next transaction (epoch1, sequences from 0) aborts: the epoch moves again.
-    assert_eq!(txn::produce_at(&mut node, c, 12, ((pid, epoch1), 0, 0), &["b1"]), 0);
+    assert_eq!(
+        txn::produce_at(&mut node, c, 12, ((pid, epoch1), 0, 0), &["b1"]),
+        0
+    );
     // Its offsets join without AddOffsetsToTxn (TxnOffsetCommit v5).
     assert_eq!(txn::commit_offsets_v5(&mut node, c, (pid, epoch1)), vec![0]);
     let described = txn::describe(&mut node, c);

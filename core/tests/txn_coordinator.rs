@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Bytes, BytesMut};
-use oxbow_core::time::Instant;
 use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
+use oxbow_core::time::Instant;
 use oxbow_core::txn::coordinator::{code, encode_key, encode_value};
 use oxbow_core::txn::marker::Marker;
 use oxbow_core::txn::{TxnConfig, TxnCoordinator, TxnMeta, TxnOp, TxnOutput, TxnResult, TxnState};
@@ -118,9 +118,14 @@ impl Harness {
     }
 
     fn init(&mut self, fresh_producer_id: i64) -> TxnResult {
+        self.init_with_timeout(60_000, fresh_producer_id)
+    }
+
+    /// InitProducerId asking for `timeout_ms`, answered once durable.
+    fn init_with_timeout(&mut self, timeout_ms: i32, fresh_producer_id: i64) -> TxnResult {
         let op = TxnOp::InitProducerId {
             transactional_id: ID.to_string(),
-            timeout_ms: 60_000,
+            timeout_ms,
             producer_id: -1,
             producer_epoch: -1,
             fresh_producer_id,
@@ -285,15 +290,7 @@ fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() 
 fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     let config = TxnConfig::default();
     let mut h = Harness::new(config.clone());
-    let op = TxnOp::InitProducerId {
-        transactional_id: ID.to_string(),
-        timeout_ms: 5_000,
-        producer_id: -1,
-        producer_epoch: -1,
-        fresh_producer_id: 3,
-    };
-    h.request(op);
-    h.commit_appends();
+    h.init_with_timeout(5_000, 3);
     let p = (3, 0);
     h.add(p, &[("t", 0)]);
     h.advance(Duration::from_millis(config.abort_check_interval_ms));
@@ -431,7 +428,12 @@ fn bad_timeouts_and_unknown_ids_are_refused() {
 
 impl Harness {
     /// EndTxn v5 (transaction protocol v2).
-    fn end_v2(&mut self, producer: (i64, i16), commit: bool, fresh_producer_id: i64) -> (u64, Option<TxnResult>) {
+    fn end_v2(
+        &mut self,
+        producer: (i64, i16),
+        commit: bool,
+        fresh_producer_id: i64,
+    ) -> (u64, Option<TxnResult>) {
         let reply = self.next_reply;
         let op = TxnOp::EndTxnV2 {
             transactional_id: ID.to_string(),
@@ -445,7 +447,12 @@ impl Harness {
 
     /// Runs a v2 EndTxn to completion (every marker written): the markers and the
     /// answer.
-    fn end_v2_completed(&mut self, producer: (i64, i16), commit: bool, fresh: i64) -> (Vec<Marker>, TxnResult) {
+    fn end_v2_completed(
+        &mut self,
+        producer: (i64, i16),
+        commit: bool,
+        fresh: i64,
+    ) -> (Vec<Marker>, TxnResult) {
         let (reply, early) = self.end_v2(producer, commit, fresh);
         assert_eq!(early, None, "answered once complete");
         self.commit_appends();
@@ -470,7 +477,11 @@ fn protocol_v2_bumps_the_epoch_with_each_decision_and_its_markers_carry_it() {
             "round {round}: markers carry the bumped epoch: {markers:?}"
         );
         let next = producer_of(&answer);
-        assert_eq!(next, (5, p.1 + 1), "round {round}: the epoch increases per EndTxn");
+        assert_eq!(
+            next,
+            (5, p.1 + 1),
+            "round {round}: the epoch increases per EndTxn"
+        );
         // The epoch of the finished transaction is fenced: a late add (a produce
         // retried into the next transaction) is refused.
         assert_eq!(
@@ -536,7 +547,8 @@ fn protocol_v2_epoch_exhaustion_moves_the_producer_to_a_fresh_id() {
         timestamp_ms: h.wall_ms,
         headers: Vec::new(),
     };
-    h.in_flight.push((0, build_batch(&[record], BatchOptions::default())));
+    h.in_flight
+        .push((0, build_batch(&[record], BatchOptions::default())));
     h.commit_appends();
     h.c = h.reloaded(0);
     let old = (40, i16::MAX - 1);
@@ -553,7 +565,11 @@ fn protocol_v2_epoch_exhaustion_moves_the_producer_to_a_fresh_id() {
         "the markers carry the last epoch of the old id"
     );
     assert_eq!(producer_of(&answer), (41, 0), "a fresh producer id at epoch 0");
-    assert_eq!(h.end_v2(old, true, -1).1, Some(answer), "a retry is answered again");
+    assert_eq!(
+        h.end_v2(old, true, -1).1,
+        Some(answer),
+        "a retry is answered again"
+    );
     assert_eq!(h.c.metrics().epochs_exhausted, 1);
     assert_eq!(h.add((41, 0), &[("t", 1)]), TxnResult::Done);
 }
@@ -562,15 +578,7 @@ fn protocol_v2_epoch_exhaustion_moves_the_producer_to_a_fresh_id() {
 fn a_v2_producer_ending_a_transaction_a_timeout_aborted_gets_its_next_epoch() {
     let config = TxnConfig::default();
     let mut h = Harness::new(config.clone());
-    let op = TxnOp::InitProducerId {
-        transactional_id: ID.to_string(),
-        timeout_ms: 2_000,
-        producer_id: -1,
-        producer_epoch: -1,
-        fresh_producer_id: 3,
-    };
-    h.request(op);
-    h.commit_appends();
+    h.init_with_timeout(2_000, 3);
     let p = (3, 0);
     h.add(p, &[("t", 0)]);
     h.advance(Duration::from_millis(2_000 + config.abort_check_interval_ms));

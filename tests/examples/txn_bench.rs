@@ -194,14 +194,7 @@ fn main() {
     if let Some(path) = &o.csv {
         std::fs::write(path, csv).expect("write --csv");
     }
-    let ratio = |mode: &[f64]| {
-        median(
-            mode.iter()
-                .zip(&plain)
-                .map(|(m, p)| m / p)
-                .collect(),
-        )
-    };
+    let ratio = |mode: &[f64]| median(mode.iter().zip(&plain).map(|(m, p)| m / p).collect());
     println!(
         "summary: plain_msgs_s={:.0} idempotent_ratio={:.3} transactional_ratio={:.3} message_bytes={} partitions={} txn_records={} rounds={}",
         median(plain.clone()),

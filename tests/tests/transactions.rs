@@ -575,7 +575,11 @@ fn txn_settings_apply_and_metrics_count_commits_aborts_timeouts_and_fencing() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(metric_sum(&page, "oxbow_txn_timeouts_aborted_total"), 1.0, "{page}");
+    assert_eq!(
+        metric_sum(&page, "oxbow_txn_timeouts_aborted_total"),
+        1.0,
+        "{page}"
+    );
     assert_eq!(metric_sum(&page, "oxbow_txn_commits_total"), 2.0, "{page}");
     // The explicit abort, the fenced producer's open transaction, the timed-out one.
     assert_eq!(metric_sum(&page, "oxbow_txn_aborts_total"), 3.0, "{page}");

@@ -517,6 +517,7 @@ fn run_remote_op(
     op: RemoteOp,
 ) {
     let kind = op.kind();
+    let verify_only = matches!(op, RemoteOp::VerifyTxn { .. });
     let op = match op {
         RemoteOp::Marker { marker, timestamp_ms } => PartitionOp::WriteMarker { marker, timestamp_ms },
         RemoteOp::VerifyTxn {
@@ -524,14 +525,8 @@ fn run_remote_op(
             producer_id,
             producer_epoch,
             partitions,
-        } => PartitionOp::Txn(Box::new(crate::txn::TxnOp::AddPartitions {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            partitions,
-            verify_only: true,
-        })),
-        RemoteOp::AddToTxn {
+        }
+        | RemoteOp::AddToTxn {
             transactional_id,
             producer_id,
             producer_epoch,
@@ -541,7 +536,7 @@ fn run_remote_op(
             producer_id,
             producer_epoch,
             partitions,
-            verify_only: false,
+            verify_only,
         })),
     };
     let request = broker.take_request_id();

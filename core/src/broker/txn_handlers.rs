@@ -212,7 +212,13 @@ pub fn init_with_producer_id(
             (TxnApi::EndTxn, transactional_id, op)
         }
     };
-    to_coordinator(broker, now, (id, connection, header), api, vec![(transactional_id, op)]);
+    to_coordinator(
+        broker,
+        now,
+        (id, connection, header),
+        api,
+        vec![(transactional_id, op)],
+    );
 }
 
 /// The producer id and epoch of the first transactional data batch of a produce
@@ -298,7 +304,10 @@ pub fn verified_produce(
 }
 
 /// The TxnOffsetCommit v5 to run if its implicit AddOffsetsToTxn succeeded.
-pub fn offsets_added(pending: &TxnPending, results: &[Option<OpResult>]) -> Option<m::TxnOffsetCommitRequest> {
+pub fn offsets_added(
+    pending: &TxnPending,
+    results: &[Option<OpResult>],
+) -> Option<m::TxnOffsetCommitRequest> {
     match &pending.api {
         TxnApi::OffsetsAdded { request } if txn_result(results.first().and_then(|r| r.as_ref())).is_ok() => {
             Some((**request).clone())
@@ -367,16 +376,18 @@ fn to_coordinator(
             )
         })
         .collect();
-    begin(
-        broker,
-        now,
-        id,
-        connection,
-        header,
-        None,
-        PendingKind::Txn(TxnPending { api }),
-        ops,
-    );
+    begin_txn(broker, now, (id, connection, header), TxnPending { api }, ops);
+}
+
+/// Starts the operations of a transaction request; it is answered once all are done.
+fn begin_txn(
+    broker: &mut Broker,
+    now: Instant,
+    (id, connection, header): (u64, ConnectionId, RequestHeader),
+    pending: TxnPending,
+    ops: Vec<(String, i32, PartitionOp)>,
+) {
+    begin(broker, now, id, connection, header, None, PendingKind::Txn(pending), ops);
 }
 
 /// Starts a transaction request (any other request is answered UNSUPPORTED_VERSION).
@@ -452,7 +463,13 @@ pub fn start(
                 commit,
                 fresh_producer_id: -1,
             };
-            to_coordinator(broker, now, request_ref, TxnApi::EndTxn, vec![(transactional_id, op)]);
+            to_coordinator(
+                broker,
+                now,
+                request_ref,
+                TxnApi::EndTxn,
+                vec![(transactional_id, op)],
+            );
         }
         Request::EndTxn(request) => {
             let txn_id = request.transactional_id.0.as_str().to_string();
@@ -464,7 +481,9 @@ pub fn start(
             };
             to_coordinator(broker, now, request_ref, TxnApi::EndTxn, vec![(txn_id, op)]);
         }
-        Request::TxnOffsetCommit(request) if version >= 5 => add_offsets_then_commit(broker, now, request_ref, request),
+        Request::TxnOffsetCommit(request) if version >= 5 => {
+            add_offsets_then_commit(broker, now, request_ref, request)
+        }
         Request::DescribeTransactions(request) => {
             let ops = request
                 .transactional_ids
@@ -497,16 +516,7 @@ pub fn start(
                 })
                 .collect();
             let pending = TxnPending { api: TxnApi::List };
-            begin(
-                broker,
-                now,
-                id,
-                connection,
-                header,
-                None,
-                PendingKind::Txn(pending),
-                ops,
-            );
+            begin_txn(broker, now, (id, connection, header), pending, ops);
         }
         Request::TxnOffsetCommit(request) => txn_offset_commit(broker, now, request_ref, request),
         Request::DescribeProducers(request) => {
@@ -525,16 +535,7 @@ pub fn start(
             let pending = TxnPending {
                 api: TxnApi::DescribeProducers { slots },
             };
-            begin(
-                broker,
-                now,
-                id,
-                connection,
-                header,
-                None,
-                PendingKind::Txn(pending),
-                ops,
-            );
+            begin_txn(broker, now, (id, connection, header), pending, ops);
         }
         Request::WriteTxnMarkers(request) => {
             let wall_ms = broker.wall_clock_origin_ms + i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
@@ -562,16 +563,7 @@ pub fn start(
             let pending = TxnPending {
                 api: TxnApi::WriteMarkers { slots },
             };
-            begin(
-                broker,
-                now,
-                id,
-                connection,
-                header,
-                None,
-                PendingKind::Txn(pending),
-                ops,
-            );
+            begin_txn(broker, now, (id, connection, header), pending, ops);
         }
         other => {
             let response = crate::kafka::error_response(&other, version, ErrorCode::UNSUPPORTED_VERSION);
@@ -581,12 +573,20 @@ pub fn start(
 }
 
 /// Adding `group`'s `__consumer_offsets` partition to the transaction (AddOffsetsToTxn).
-fn add_offsets_op(transactional_id: &str, producer: (i64, i16), group: &str, offsets_partitions: i32) -> TxnOp {
+fn add_offsets_op(
+    transactional_id: &str,
+    producer: (i64, i16),
+    group: &str,
+    offsets_partitions: i32,
+) -> TxnOp {
     TxnOp::AddPartitions {
         transactional_id: transactional_id.to_string(),
         producer_id: producer.0,
         producer_epoch: producer.1,
-        partitions: vec![(OFFSETS_TOPIC.to_string(), partition_for_group(group, offsets_partitions))],
+        partitions: vec![(
+            OFFSETS_TOPIC.to_string(),
+            partition_for_group(group, offsets_partitions),
+        )],
         verify_only: false,
     }
 }
@@ -639,7 +639,11 @@ fn add_partitions_batch(
                 verify_only: txn.verify_only,
             };
             let partition = count.map_or(0, |c| partition_for_txn(&txn_id, c));
-            ops.push((TXN_STATE_TOPIC.to_string(), partition, PartitionOp::Txn(Box::new(op))));
+            ops.push((
+                TXN_STATE_TOPIC.to_string(),
+                partition,
+                PartitionOp::Txn(Box::new(op)),
+            ));
             Some(ops.len() - 1)
         };
         transactions.push((txn_id, order, slot));
@@ -647,16 +651,7 @@ fn add_partitions_batch(
     let pending = TxnPending {
         api: TxnApi::AddPartitionsBatch { transactions },
     };
-    begin(
-        broker,
-        now,
-        id,
-        connection,
-        header,
-        None,
-        PendingKind::Txn(pending),
-        ops,
-    );
+    begin_txn(broker, now, (id, connection, header), pending, ops);
 }
 
 /// The partitions of an AddPartitionsToTxn in request order, each refused here if
@@ -752,16 +747,7 @@ fn txn_offset_commit(
     let partition = partition_for_group(&group, count);
     let ops = vec![(OFFSETS_TOPIC.to_string(), partition, op)];
     let pending = TxnPending { api };
-    begin(
-        broker,
-        now,
-        id,
-        connection,
-        header,
-        None,
-        PendingKind::Txn(pending),
-        ops,
-    );
+    begin_txn(broker, now, (id, connection, header), pending, ops);
 }
 
 /// The per-partition codes of a group coordinator's commit answer, or its error.
@@ -916,7 +902,11 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
                 .topics
                 .iter()
                 .map(|t| {
-                    let slots = t.partitions.iter().map(|p| (p.partition_index, Some(code))).collect();
+                    let slots = t
+                        .partitions
+                        .iter()
+                        .map(|p| (p.partition_index, Some(code)))
+                        .collect();
                     (t.name.0.as_str().to_string(), slots)
                 })
                 .collect();
@@ -968,7 +958,9 @@ fn topic_results(
     order: &PartitionOrder,
     coordinator_code: Option<i16>,
 ) -> Vec<m::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult> {
-    use m::add_partitions_to_txn_response::{AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult};
+    use m::add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    };
     order
         .iter()
         .map(|(name, partitions)| {

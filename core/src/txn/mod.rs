@@ -24,8 +24,8 @@ pub mod snapshot;
 #[cfg(feature = "sim-bugs")]
 pub use coordinator::TxnBugs;
 pub use coordinator::{
-    partition_for_txn, TxnConfig, TxnCoordinator, TxnMeta, TxnMetrics, TxnOp, TxnOutput, TxnResult,
-    TxnState, TXN_STATE_TOPIC,
+    partition_for_txn, TxnConfig, TxnCoordinator, TxnMeta, TxnMetrics, TxnOp, TxnOutput, TxnResult, TxnState,
+    TXN_STATE_TOPIC,
 };
 #[cfg(feature = "sim-bugs")]
 pub use producer_state::ProducerBugs;
