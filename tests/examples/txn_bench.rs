@@ -139,7 +139,8 @@ fn streaming(o: &Options, topic: &str, idempotent: bool) -> f64 {
     sent as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Records per second committed, in transactions of `txn_records`.
+/// Records per second committed, in transactions of `txn_records`; prints the mean
+/// time per transaction spent until every record was acknowledged and in the commit.
 fn transactional(o: &Options, topic: &str, round: usize) -> f64 {
     create_topic(&o.brokers, topic, o.partitions);
     let id = format!("txn-bench-{round}");
@@ -148,15 +149,27 @@ fn transactional(o: &Options, topic: &str, round: usize) -> f64 {
     let payload = vec![b'x'; o.message_bytes];
     let start = Instant::now();
     let mut committed = 0u64;
+    let (mut delivering, mut committing, mut transactions) = (Duration::ZERO, Duration::ZERO, 0u32);
     while start.elapsed() < Duration::from_secs(o.seconds) {
+        let began = Instant::now();
         p.begin_transaction().unwrap();
         for i in 0..o.txn_records {
             send(&p, topic, (i % o.partitions as usize) as i32, &payload);
         }
         wait_delivered(&p);
+        let delivered = Instant::now();
         p.commit_transaction(Duration::from_secs(60)).unwrap();
+        delivering += delivered - began;
+        committing += delivered.elapsed();
+        transactions += 1;
         committed += o.txn_records as u64;
     }
+    let per_txn_ms = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(transactions.max(1));
+    println!(
+        "  transactions: {transactions}, per transaction: {:.1} ms until acknowledged (AddPartitionsToTxn, produce), {:.1} ms commit (EndTxn)",
+        per_txn_ms(delivering),
+        per_txn_ms(committing)
+    );
     committed as f64 / start.elapsed().as_secs_f64()
 }
 
