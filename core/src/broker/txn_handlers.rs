@@ -387,7 +387,16 @@ fn begin_txn(
     pending: TxnPending,
     ops: Vec<(String, i32, PartitionOp)>,
 ) {
-    begin(broker, now, id, connection, header, None, PendingKind::Txn(pending), ops);
+    begin(
+        broker,
+        now,
+        id,
+        connection,
+        header,
+        None,
+        PendingKind::Txn(pending),
+        ops,
+    );
 }
 
 /// Starts a transaction request (any other request is answered UNSUPPORTED_VERSION).
