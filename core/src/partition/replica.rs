@@ -618,6 +618,15 @@ impl Replica {
         self.pump(now);
     }
 
+    /// One heartbeat interval of leader duties when heartbeats are coalesced
+    /// (`RaftConfig::coalesced_heartbeats`): returns this group's heartbeats, for the
+    /// broker to pack with every other group's into one frame per peer.
+    pub fn take_heartbeats(&mut self, now: Instant) -> Vec<Message> {
+        let heartbeats = self.raft.take_heartbeats(now);
+        self.pump(now);
+        heartbeats
+    }
+
     /// Feeds one input.
     pub fn handle(&mut self, now: Instant, input: ReplicaInput) {
         match input {
