@@ -239,7 +239,9 @@ impl Partitions {
             bootstrap: bootstrap.map_err(|e| e.to_string())?,
             hard_state,
             config_entries: Vec::new(),
-            seed: u64::from(crc32c::crc32c(key.dir().as_bytes())),
+            // Distinct per replica: replicas drawing the same election timeouts
+            // campaign together and split the vote round after round.
+            seed: u64::from(crc32c::crc32c(key.dir().as_bytes())) ^ node.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         };
         let seed = setup.seed;
         let replica = Replica::new(now, setup, log).map_err(|e| e.to_string())?;
