@@ -31,12 +31,18 @@ fn a_frame_taken_whole_owns_its_buffer_alone() {
     decoder.push(&frame(&[7u8; 1000]).unwrap());
     let taken = decoder.next_frame().unwrap().unwrap();
     assert_eq!(taken.len(), 1000);
-    assert!(taken.try_into_mut().is_ok(), "the decoder still shares the frame's buffer");
+    assert!(
+        taken.try_into_mut().is_ok(),
+        "the decoder still shares the frame's buffer"
+    );
     // With the next frame's start behind it, the frame is split off as before.
     let mut two = frame(b"first").unwrap().to_vec();
     two.extend_from_slice(&frame(b"second").unwrap());
     decoder.push(&two);
-    assert_eq!(drain(&mut decoder).unwrap(), vec![b"first".to_vec(), b"second".to_vec()]);
+    assert_eq!(
+        drain(&mut decoder).unwrap(),
+        vec![b"first".to_vec(), b"second".to_vec()]
+    );
 }
 
 #[test]

@@ -144,6 +144,27 @@ pub fn release_large_buffers_to_the_os() {
     }
 }
 
+/// The process's resident memory now (`VmRSS` in `/proc/self/status`); `None` where
+/// that file is missing or unreadable. Read at start-up, it is the node's fixed cost —
+/// code, thread stacks, io_uring rings, the shards' pre-allocated pools — on top of
+/// which load-dependent memory is bounded by the shards' budgets.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_rss_bytes(&status)
+}
+
+/// The `VmRSS:` line of a `/proc/<pid>/status` text, in bytes.
+fn vm_rss_bytes(status: &str) -> Option<u64> {
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Counters of the request window.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct AdmissionStats {
@@ -630,6 +651,15 @@ mod tests {
         let delivered = a.receive(1, Bytes::from(frame(3, 1, 1, &[], 2000)));
         assert_eq!(total(&delivered), 2000);
         assert_eq!(a.used_bytes(), 0);
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_the_status_file() {
+        let status = "Name:\toxbow\nVmHWM:\t  9000 kB\nVmRSS:\t   2048 kB\nThreads:\t4\n";
+        assert_eq!(vm_rss_bytes(status), Some(2 << 20));
+        assert_eq!(vm_rss_bytes("VmRSS:\tlots kB\n"), None);
+        assert_eq!(vm_rss_bytes(""), None);
+        assert!(resident_bytes().is_some_and(|bytes| bytes > 0));
     }
 
     #[test]
