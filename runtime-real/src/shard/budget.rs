@@ -435,7 +435,9 @@ impl Admission {
 /// for a produce twice that — the log copies each batch once on its way to disk (it
 /// writes the offsets into the batch while the frame is still referenced by Raft's
 /// entry cache), and the two copies live together until the write is done. A produce
-/// over half the window is charged the whole window, so it is admitted alone.
+/// over half the window is charged the whole window, so it is admitted alone; it and
+/// its copy then exceed the window by `2 × frame_bytes − window_bytes`, less than one
+/// frame (the minimum budget keeps a frame within the window).
 fn charged_bytes(frame_bytes: u64, produce: bool, window_bytes: u64) -> u64 {
     if produce {
         frame_bytes.saturating_mul(2).min(window_bytes)
