@@ -108,7 +108,7 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
     );
     for shard in node.shard_info() {
         println!(
-            "oxbow: shard {} on core {}: {} MiB budget, {} MiB pre-allocated ({}), {} MiB request window, up to {} connections",
+            "oxbow: shard {} on core {}: {} MiB budget, {} MiB pre-allocated ({}), {} MiB request window, {} KiB send window, {} KiB Raft cache per partition, up to {} connections",
             shard.shard,
             shard.core.map_or_else(|| "any (not pinned)".to_string(), |c| c.to_string()),
             shard.budget.total_bytes >> 20,
@@ -118,7 +118,15 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
                 Err(reason) => format!("NOT locked: {reason}"),
             },
             shard.budget.request_window_bytes >> 20,
+            shard.budget.send_window_bytes >> 10,
+            shard.budget.raft_entry_cache_bytes() >> 10,
             shard.budget.max_connections,
+        );
+    }
+    if let Some(resident_bytes) = oxbow_runtime_real::shard::budget::resident_bytes() {
+        println!(
+            "oxbow: {} MiB resident at start-up (fixed: code, thread stacks, rings, pre-allocated pools); memory that grows with load stays within the shards' budgets",
+            resident_bytes >> 20
         );
     }
     println!("oxbow: running; stop with Ctrl-C or SIGTERM");

@@ -19,7 +19,9 @@
 //!
 //! # Limits and back-pressure
 //!
-//! * One receive of at most `recv_buffer_bytes` in flight per connection.
+//! * One receive of at most `recv_buffer_bytes` in flight per connection, re-armed only
+//!   by the [`Reactor::wait`] after its bytes were reported, so a connection paused by
+//!   [`Reactor::set_conn_reading`] delivers at most one more receive.
 //! * Per-connection send order is the order of [`Reactor::send`] calls; one send in
 //!   flight per connection; a partial send continues from where it stopped.
 //! * When a connection's queued output exceeds `max_send_queue_bytes`, the reactor stops
@@ -312,7 +314,9 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         self.reap();
-        self.arm()?;
+        // Operations the completions call for are armed by the next `wait`, after the
+        // caller has seen the events: a receive is not re-armed before its bytes are
+        // handed over, so a connection the caller pauses holds at most one receive.
         Ok(())
     }
 
@@ -411,8 +415,10 @@ impl Reactor {
         let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return Ok(());
         };
-        let wants_read =
-            !reading_paused && !conn.close_requested && conn.send_queued_bytes < max_send_queue_bytes;
+        let wants_read = !reading_paused
+            && !conn.paused
+            && !conn.close_requested
+            && conn.send_queued_bytes < max_send_queue_bytes;
         if wants_read && !conn.recv_in_flight {
             let len = u32::try_from(conn.recv_buf.len()).unwrap_or(u32::MAX);
             let entry = opcode::Recv::new(types::Fd(fd), conn.recv_buf.as_mut_ptr(), len)
