@@ -176,7 +176,6 @@ fn a_follower_behind_a_trimmed_leader_does_not_stall_it() {
 }
 
 #[test]
-#[ignore = "known gap: data partitions cannot send snapshots, so a follower behind a trimmed leader's log start never catches up"]
 fn a_follower_behind_a_trimmed_leader_catches_up() {
     let (tx, rx) = std::sync::mpsc::channel();
     // A watchdog for the test (a livelock never returns), not core code.

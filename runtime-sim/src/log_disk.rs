@@ -197,6 +197,24 @@ impl LogDisk {
                 let _ = disk.replace(rng, &self.path(name), data, true);
                 Ok(None)
             }
+            LogEffect::ResetLog {
+                sync_id,
+                segments,
+                checkpoint,
+                ..
+            } => {
+                // The marker checkpoint durably first, then the deletions (durable when
+                // issued), last segment first; all at issue time, so no crash falls in
+                // between here (core's MemDisk tests cover crashes mid-reset).
+                disk.replace(rng, &self.path(CHECKPOINT_FILE_NAME), checkpoint, true)
+                    .map(|()| {
+                        for segment in segments.iter().rev() {
+                            disk.delete(&self.seg(*segment));
+                            disk.delete(&self.path(&segment.index_file_name()));
+                        }
+                        Some((None, LogCompletion::Synced { generation, sync_id }, write_time))
+                    })
+            }
             LogEffect::Read { read_id, range, .. } => disk
                 .read(&self.seg(range.segment), range.position, range.len_bytes)
                 .map(|data| {

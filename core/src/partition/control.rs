@@ -6,6 +6,10 @@
 //! consumers skip exactly as they skip transaction markers — so the Raft log *is* the
 //! Kafka log, offset for offset (DESIGN.md §7). Oxbow's control types live in a private
 //! range (`0x4F00..`) away from Kafka's (0 abort, 1 commit, 2.. KRaft).
+//!
+//! The leader's log start offset travels the same way: a data entry holding a control
+//! batch of type [`CONTROL_TYPE_LOG_START`] whose value is the new start offset, which
+//! every replica applies once it is committed ([`log_start_record`]).
 
 use crate::log::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::log::builder::{build_batch, BatchOptions, NewRecord};
@@ -17,6 +21,44 @@ use bytes::Bytes;
 pub const CONTROL_TYPE_RAFT_NOOP: i16 = 0x4F00;
 /// Control record type of a Raft membership configuration.
 pub const CONTROL_TYPE_RAFT_CONFIG: i16 = 0x4F01;
+
+/// Control record type of a log start offset move (value: the offset, i64 big-endian).
+pub const CONTROL_TYPE_LOG_START: i16 = 0x4F02;
+
+/// The control batch announcing that the log now starts at `start_offset`.
+pub fn log_start_batch(start_offset: i64) -> Bytes {
+    let record = NewRecord {
+        key: Some(control_key(CONTROL_TYPE_LOG_START)),
+        value: Some(start_offset.to_be_bytes().to_vec()),
+        timestamp_ms: -1,
+        headers: Vec::new(),
+    };
+    build_batch(
+        &[record],
+        BatchOptions {
+            control: true,
+            ..BatchOptions::default()
+        },
+    )
+}
+
+/// The start offset a stored batch announces, if it is a [`log_start_batch`].
+pub fn log_start_record(header: &BatchHeader, batch: &Bytes) -> Option<i64> {
+    if !header.is_control() || header.is_transactional() || header.record_count != 1 {
+        return None;
+    }
+    if header.compression().ok() != Some(crate::log::Compression::None) {
+        return None;
+    }
+    let records = batch.slice(BATCH_HEADER_BYTES..header.size_bytes().min(batch.len()));
+    let record = parse_uncompressed_records(&records, 1).ok()?.into_iter().next()?;
+    let key = record.key?;
+    if key.len() != 4 || i16::from_be_bytes([key[2], key[3]]) != CONTROL_TYPE_LOG_START {
+        return None;
+    }
+    let value: [u8; 8] = record.value?.as_ref().try_into().ok()?;
+    Some(i64::from_be_bytes(value)).filter(|start| *start >= 0)
+}
 
 /// A stored batch that cannot be read back as a Raft entry.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -140,5 +182,17 @@ mod tests {
             entry_to_batch(&Entry::noop(1, 0)),
             "deterministic"
         );
+    }
+
+    #[test]
+    fn a_log_start_record_round_trips_and_is_a_data_entry() {
+        let batch = log_start_batch(1234);
+        let header = validate_batch(&batch).unwrap();
+        assert!(header.is_control());
+        assert_eq!(log_start_record(&header, &batch), Some(1234));
+        let entry = batch_to_entry(&header, batch.clone()).unwrap();
+        assert_eq!(entry.kind, EntryKind::Data);
+        let noop = entry_to_batch(&Entry::noop(1, 0));
+        assert_eq!(log_start_record(&validate_batch(&noop).unwrap(), &noop), None);
     }
 }
