@@ -14,6 +14,9 @@
 //!   (write temp, fsync, rename): a crash leaves the old or the new one, never a torn one;
 //! * a state file (producer state) is replaced atomically and durably when issued; it is
 //!   advisory, so it has no completion and a failure only leaves the old one;
+//! * a `ResetLog` (a follower installing a snapshot) replaces the checkpoint with its
+//!   marker durably, then deletes the old segments last first, all when issued, and
+//!   completes as the sync it names;
 //! * after a failure of generation `g`, the rest of `g`'s queued effects are dropped
 //!   (a real backend would fail them too; the log ignores `g` anyway);
 //! * a `Write` that does not start at the segment's end is a **contract violation** by

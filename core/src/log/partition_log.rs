@@ -247,9 +247,14 @@ pub struct Log {
     /// Term of the entry before `start_offset` after a [`Log::reset_to`].
     reset_term: Option<i64>,
     /// The [`LogEffect::ResetLog`] not yet completed, issued again in the next
-    /// generation if the disk fails it.
+    /// generation if the disk fails it, and how often it failed.
     reset_in_flight: Option<LogEffect>,
+    reset_failures: u32,
 }
+
+/// How often a failed [`LogEffect::ResetLog`] is issued again before the log gives up
+/// (unavailable until a restart, whose recovery finishes or undoes the reset).
+const MAX_RESET_FAILURES: u32 = 3;
 
 impl Log {
     /// A new, empty log whose first offset will be `start_offset`.
@@ -317,6 +322,7 @@ impl Log {
             state_files: recovered.state_files,
             reset_term: recovered.reset_term,
             reset_in_flight: None,
+            reset_failures: 0,
         }
     }
 
@@ -749,7 +755,7 @@ impl Log {
         self.next_offset = lost_from.max(self.start_offset);
         self.emitted_offset = self.emitted_offset.min(lost_from - 1);
         self.written_offset = self.written_offset.min(lost_from - 1);
-        self.reissue_reset();
+        self.reissue_reset(&error);
         if lost_to >= lost_from {
             self.events.push_back(LogEvent::AppendsFailed {
                 from_offset: lost_from,
@@ -1032,13 +1038,16 @@ impl Log {
             checkpoint: Checkpoint::reset_marker(start_offset, term).encode(),
         };
         self.reset_in_flight = Some(reset.clone());
+        self.reset_failures = 0;
         self.effects.push_back(reset);
         self.sync_issued
     }
 
     /// After a failure: a reset that had not completed is issued again in the new
-    /// generation (it is idempotent), still as the sync in flight.
-    fn reissue_reset(&mut self) {
+    /// generation (it is idempotent), still as the sync in flight, ahead of anything
+    /// appended after it. After [`MAX_RESET_FAILURES`] the log stops taking appends:
+    /// nothing may be called durable on top of a reset the disk has not carried out.
+    fn reissue_reset(&mut self, error: &DiskError) {
         let Some(LogEffect::ResetLog {
             sync_id,
             segments,
@@ -1048,6 +1057,19 @@ impl Log {
         else {
             return;
         };
+        self.reset_failures += 1;
+        if self.reset_failures >= MAX_RESET_FAILURES {
+            let reason = format!(
+                "resetting the log to offset {} failed {} times ({error}); a restart finishes or undoes it",
+                self.start_offset, self.reset_failures
+            );
+            let segment = SegmentId {
+                base_offset: self.start_offset,
+                term: self.reset_term.unwrap_or(0),
+            };
+            self.mark_corrupted(segment, 0, reason);
+            return;
+        }
         self.sync_in_flight = Some(SyncInFlight {
             sync_id,
             covers_offset: self.start_offset - 1,
