@@ -140,7 +140,7 @@ struct Outcome {
     starts: BTreeMap<u64, i64>,
     /// The start offset the trim set.
     trimmed_to: i64,
-    /// Snapshots node 3 installed.
+    /// Snapshots node 3 installed before it crashed.
     installs: u64,
 }
 
@@ -189,12 +189,20 @@ fn scenario() -> Outcome {
     }
     // Heal: node 3 must catch up.
     run(&mut nodes, &mut now, 1_000, None);
+    let installs_before_crash = nodes[&3].replica.raft().stats().snapshots_installed;
+    // And stay caught up through a crash (unsynced writes lost) and more writes.
+    let old = nodes.remove(&3).unwrap();
+    let mut disk = old.disk.clone();
+    disk.crash(0);
+    nodes.insert(3, Node::new(now, 3, disk, old.hard_state));
+    produce(&mut nodes, &mut now, 10, None);
+    run(&mut nodes, &mut now, 500, None);
     let id = leader(&nodes);
     Outcome {
         caught_up: nodes[&3].replica.log_end_offset() == nodes[&id].replica.log_end_offset(),
         starts: starts(&nodes),
         trimmed_to,
-        installs: nodes[&3].replica.raft().stats().snapshots_installed,
+        installs: installs_before_crash,
     }
 }
 

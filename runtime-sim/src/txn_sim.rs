@@ -970,6 +970,10 @@ impl TxnRun {
         }
         n.up = false;
         for slot in &mut n.slots {
+            if let Some(r) = &slot.replica {
+                let installs = r.raft().stats().snapshots_installed;
+                self.coverage.add("txn.partition.snapshot_installed", installs);
+            }
             slot.replica = None;
             slot.pending.clear();
             slot.waiting = false;
@@ -2593,6 +2597,14 @@ impl TxnRun {
         if self.final_check(false) {
             self.final_ok = true;
             self.coverage.hit("liveness.reached");
+            let installs: u64 = self
+                .nodes
+                .iter()
+                .flat_map(|n| n.slots.iter())
+                .filter_map(|s| s.replica.as_ref())
+                .map(|r| r.raft().stats().snapshots_installed)
+                .sum();
+            self.coverage.add("txn.partition.snapshot_installed", installs);
             trace_event!(self.trace, now, None, "liveness reached");
             self.phase = Phase::Done;
             return;

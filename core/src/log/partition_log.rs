@@ -362,6 +362,11 @@ impl Log {
         self.start_offset
     }
 
+    /// The start offset a durable checkpoint records (what a crash comes back to).
+    pub fn durable_start_offset(&self) -> i64 {
+        self.checkpoint.durable_start_offset
+    }
+
     /// Offset the next append gets (Kafka's log end offset).
     pub fn next_offset(&self) -> i64 {
         self.next_offset

@@ -191,8 +191,9 @@ pub enum ReplicaEvent {
         /// The log start offset.
         start_offset: i64,
     },
-    /// A log start offset the leader announced is committed (every replica moves its
-    /// log start there as it applies the entry).
+    /// A log start offset the leader announced is committed (durable on the leader
+    /// before it was announced; every replica moves its log start there as it applies
+    /// the entry). DeleteRecords is answered with it.
     StartOffsetReplicated {
         /// The log start offset.
         start_offset: i64,
@@ -853,10 +854,10 @@ impl Replica {
         self.apply_pending_start_offset(now);
     }
 
-    /// Leader: announces a log start that moved past the last one announced.
-    /// Returns whether it proposed.
+    /// Leader: announces a log start that moved past the last one announced, once it
+    /// is durable here. Returns whether it proposed.
     fn announce_start_offset(&mut self, now: Instant) -> bool {
-        let start = self.log.start_offset();
+        let start = self.log.durable_start_offset().min(self.log.start_offset());
         if !self.is_leader() || self.failed.is_some() || start <= self.announced_start_offset {
             return false;
         }
