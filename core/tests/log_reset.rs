@@ -93,13 +93,20 @@ fn a_completed_reset_reports_its_ticket_and_the_new_log_grows_from_there() {
     let (mut h, _) = old_log();
     let ticket = h.log.reset_to(40, 5);
     h.pump();
-    assert!(h.events.contains(&LogEvent::SyncDone { ticket }), "{:?}", h.events);
+    assert!(
+        h.events.contains(&LogEvent::SyncDone { ticket }),
+        "{:?}",
+        h.events
+    );
     assert_empty_at(&h, 40, 5);
     // A checkpoint written before anything new is durable keeps the marker.
     let checkpoint = Checkpoint::decode(h.disk.file(CHECKPOINT_FILE_NAME).unwrap()).unwrap();
     assert_eq!(checkpoint.reset_term(), Some(5));
     assert!(h.fetch_all(40).is_empty());
-    assert!(h.log.read_plan(39, 1024, i64::MAX).is_err(), "nothing below the start");
+    assert!(
+        h.log.read_plan(39, 1024, i64::MAX).is_err(),
+        "nothing below the start"
+    );
 
     // Unsynced appends after the reset are lost in a crash: still the empty log.
     h.append(6, "new-unsynced", 2);
@@ -119,7 +126,10 @@ fn a_completed_reset_reports_its_ticket_and_the_new_log_grows_from_there() {
     assert_eq!(h.log.next_offset(), 45);
     assert_eq!(h.log.reset_term(), None, "the first segment names the term now");
     let values: Vec<String> = h.fetch_all(40).into_iter().map(|(_, v)| v).collect();
-    assert_eq!(values, ["new-unsynced-0", "new-unsynced-1", "new-0", "new-1", "new-2"]);
+    assert_eq!(
+        values,
+        ["new-unsynced-0", "new-unsynced-1", "new-0", "new-1", "new-2"]
+    );
     h.check_against_scan();
 }
 

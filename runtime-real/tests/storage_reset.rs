@@ -30,7 +30,10 @@ fn config() -> LogConfig {
 
 fn batch(i: usize) -> Bytes {
     build_batch(
-        &[NewRecord::value(format!("value-{i}"), 1_700_000_000_000 + i as i64)],
+        &[NewRecord::value(
+            format!("value-{i}"),
+            1_700_000_000_000 + i as i64,
+        )],
         BatchOptions::default(),
     )
 }
@@ -78,13 +81,23 @@ fn a_reset_replaces_the_log_on_disk_and_the_new_log_survives_a_reopen() {
     let dir = tempdir();
     let mut log = open_real(dir.path());
     append_terms(&mut log, 1..=3, 3);
-    assert_eq!(segment_files(dir.path()).iter().filter(|n| n.ends_with(".log")).count(), 3);
+    assert_eq!(
+        segment_files(dir.path())
+            .iter()
+            .filter(|n| n.ends_with(".log"))
+            .count(),
+        3
+    );
     events(&mut log);
 
     let ticket = log.log_mut().reset_to(100, 4);
     log.pump(Instant::ZERO);
     assert!(events(&mut log).contains(&LogEvent::SyncDone { ticket }));
-    assert!(segment_files(dir.path()).is_empty(), "{:?}", segment_files(dir.path()));
+    assert!(
+        segment_files(dir.path()).is_empty(),
+        "{:?}",
+        segment_files(dir.path())
+    );
     drop(log);
 
     // Reopened empty: the start and the term before it come back from the marker.
@@ -126,11 +139,19 @@ fn a_reset_cut_short_after_its_checkpoint_recovers_to_the_empty_log() {
     // Each attempt fails to unlink the index (logged) and then the segment.
     assert_eq!(faults.injected(), 6, "issued three times");
     assert!(
-        events(&mut log).iter().any(|e| matches!(e, LogEvent::Corrupted { .. })),
+        events(&mut log)
+            .iter()
+            .any(|e| matches!(e, LogEvent::Corrupted { .. })),
         "the log gives up"
     );
     assert!(log.log_mut().append(Instant::ZERO, 3, batch(0)).is_err());
-    assert_eq!(segment_files(dir.path()).iter().filter(|n| n.ends_with(".log")).count(), 3);
+    assert_eq!(
+        segment_files(dir.path())
+            .iter()
+            .filter(|n| n.ends_with(".log"))
+            .count(),
+        3
+    );
     // Crash: the process is gone before the reset is retried.
     drop(log);
 
@@ -140,5 +161,9 @@ fn a_reset_cut_short_after_its_checkpoint_recovers_to_the_empty_log() {
     assert!(log.log().segments().is_empty());
     assert_eq!(log.log().reset_term(), Some(2));
     log.pump(Instant::ZERO);
-    assert!(segment_files(dir.path()).is_empty(), "{:?}", segment_files(dir.path()));
+    assert!(
+        segment_files(dir.path()).is_empty(),
+        "{:?}",
+        segment_files(dir.path())
+    );
 }

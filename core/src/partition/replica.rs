@@ -801,7 +801,11 @@ impl Replica {
         offset: u64,
         max_bytes: usize,
     ) {
-        let current = self.raft.snapshot().map(|m| m.last).filter(|last| *last == snapshot);
+        let current = self
+            .raft
+            .snapshot()
+            .map(|m| m.last)
+            .filter(|last| *last == snapshot);
         let Some(last) = current else {
             self.snapshot_refusals.push(read_id);
             self.snapshot_refusal_at
@@ -826,7 +830,13 @@ impl Replica {
     /// Makes a fully received snapshot this replica's state: the log restarts after
     /// its point unless it holds the point's entry (Raft keeps the suffix then), and
     /// the leader's log start is applied once the log reaches it.
-    fn install_snapshot(&mut self, now: Instant, write_id: crate::raft::WriteId, meta: &SnapshotMeta, discard_log: bool) {
+    fn install_snapshot(
+        &mut self,
+        now: Instant,
+        write_id: crate::raft::WriteId,
+        meta: &SnapshotMeta,
+        discard_log: bool,
+    ) {
         let data = std::mem::take(&mut self.incoming_snapshot).freeze();
         let first_after = to_offset(meta.last.index) + 1;
         // A snapshot Raft accepted moves the log regardless; bad bytes only lose the
