@@ -25,7 +25,9 @@
 //! a coordinator's trim, all applied to the leader's log directly), the leader proposes
 //! a [`super::control::log_start_batch`]; every replica moves its own log start there
 //! once that entry is committed, and [`ReplicaEvent::StartOffsetReplicated`] reports
-//! it, so the low watermark survives a leader change.
+//! it, so the low watermark survives a leader change. A group of one replica writes
+//! no such entry (its durable start is reported replicated at once), so a single
+//! node's offsets are what they were.
 //!
 //! A disk failure that loses non-durable appends (ENOSPC, EIO) cannot be expressed to
 //! Raft as "forget these writes", so the replica rebuilds its Raft member from what is
@@ -847,7 +849,7 @@ impl Replica {
             .map_or(first_after, |s| s.start_offset);
         let ticket = if discard_log {
             let ticket = self.log.reset_to(first_after, to_offset(meta.last.term));
-            let config = self.producers.config().clone();
+            let config = *self.producers.config();
             self.producers = Producers::recover(config, &mut self.log);
             self.producer_reads.clear();
             self.reads.clear();
@@ -871,11 +873,21 @@ impl Replica {
         if !self.is_leader() || self.failed.is_some() || start <= self.announced_start_offset {
             return false;
         }
+        if self.is_sole_member() {
+            // Nobody to tell (a replica added later gets the start with its snapshot or
+            // from this announcement then); no entry, so offsets stay as they were.
+            return false;
+        }
         if self.raft.propose(now, log_start_batch(start), 1).is_err() {
             return false;
         }
         self.announced_start_offset = start;
         true
+    }
+
+    fn is_sole_member(&self) -> bool {
+        let membership = self.raft.membership();
+        membership.learners().is_empty() && membership.voters().len() <= 1
     }
 
     /// Applies the announcements committed through `commit`.
@@ -1046,6 +1058,11 @@ impl Replica {
             LogEvent::StartOffsetDurable { start_offset } => {
                 self.events
                     .push_back(ReplicaEvent::StartOffsetDurable { start_offset });
+                if self.is_sole_member() {
+                    // Durable on the only replica is replicated.
+                    self.events
+                        .push_back(ReplicaEvent::StartOffsetReplicated { start_offset });
+                }
             }
             LogEvent::Corrupted { reason, .. } => self.fail(reason),
             _ => {}
