@@ -913,7 +913,9 @@ impl Partitions {
                     }
                     woke = true;
                 }
-                ReplicaEvent::StartOffsetDurable { start_offset } => {
+                // DeleteRecords answers once the new start is durable on the leader and
+                // committed in the log (so every replica trims, and a new leader keeps it).
+                ReplicaEvent::StartOffsetReplicated { start_offset } => {
                     let waits = self.delete_waits.remove(tp).unwrap_or_default();
                     let (done, keep): (Vec<_>, Vec<_>) =
                         waits.into_iter().partition(|(_, t)| *t <= start_offset);
