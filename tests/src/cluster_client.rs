@@ -265,12 +265,14 @@ pub struct LogRecord {
 
 /// Reads `topic`/`partition` from offset 0 to its high watermark from the broker at
 /// `leader_addr` (its leader), control records included, with raw Fetch requests.
-pub fn read_log(leader_addr: &str, topic: &str, partition: i32) -> Vec<LogRecord> {
+/// Fails if the broker cannot be reached or answers with an error (it is not the
+/// leader any more); panics on records that do not decode.
+pub fn read_log(leader_addr: &str, topic: &str, partition: i32) -> Result<Vec<LogRecord>, String> {
     use kafka_protocol::messages::{self as m, ApiKey, BrokerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::RecordBatchDecoder;
 
-    let mut client = KafkaClient::connect(leader_addr).expect("connect to the leader");
+    let mut client = KafkaClient::connect(leader_addr).map_err(|e| e.to_string())?;
     let mut out: Vec<LogRecord> = Vec::new();
     let mut position = 0i64;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -293,14 +295,19 @@ pub fn read_log(leader_addr: &str, topic: &str, partition: i32) -> Vec<LogRecord
         request.topics.push(wanted_topic);
         let response: m::FetchResponse = client
             .call(ApiKey::Fetch, 12, &request)
-            .expect("fetch from the leader");
+            .map_err(|e| e.to_string())?;
         let data = response
             .responses
             .into_iter()
             .flat_map(|t| t.partitions)
             .find(|p| p.partition_index == partition)
-            .expect("the partition in the fetch response");
-        assert_eq!(data.error_code, 0, "fetch {topic}/{partition} at {position}");
+            .ok_or_else(|| format!("no {topic}/{partition} in the fetch response"))?;
+        if data.error_code != 0 {
+            return Err(format!(
+                "fetch {topic}/{partition} at {position}: error {}",
+                data.error_code
+            ));
+        }
         let mut records = data.records.unwrap_or_default();
         while !records.is_empty() {
             let set = RecordBatchDecoder::decode(&mut records).expect("stored batches decode");
@@ -316,7 +323,7 @@ pub fn read_log(leader_addr: &str, topic: &str, partition: i32) -> Vec<LogRecord
             }
         }
         if position >= data.high_watermark {
-            return out;
+            return Ok(out);
         }
         assert!(
             Instant::now() < deadline,

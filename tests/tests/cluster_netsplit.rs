@@ -164,9 +164,15 @@ fn a_partitioned_leader_stops_acknowledging_and_the_majority_goes_on() {
     wait_until("the cut healed", Duration::from_secs(30), || {
         lab.connects_from(isolated, peer_rpc, CONNECT_TIMEOUT).unwrap()
     });
-    wait_until("every replica in sync again", Duration::from_secs(90), || {
-        partition_state(&brokers, TOPIC, 0).is_some_and(|(leader, _, isr)| leader >= 0 && isr.len() == 3)
-    });
+    // Back in sync, and led by its preferred replica again.
+    wait_until(
+        "the preferred leader back, every replica in sync",
+        Duration::from_secs(90),
+        || {
+            partition_state(&brokers, TOPIC, 0)
+                .is_some_and(|(leader, replicas, isr)| replicas.first() == Some(&leader) && isr.len() == 3)
+        },
+    );
     send(&everyone, TOPIC, "after", 300, 300);
     everyone.flush(Duration::from_secs(120)).unwrap();
     assert_eq!(
@@ -179,11 +185,24 @@ fn a_partitioned_leader_stops_acknowledging_and_the_majority_goes_on() {
     // Every acknowledged message once, at its offset; offsets contiguous (the only
     // records between them are new leaders' control records); nothing else, so none
     // of the minority's refused writes survived the heal.
-    let leader_now = leader_of(&brokers, TOPIC, 0).expect("a leader after healing");
-    let leader_addr = cluster.brokers[usize::try_from(leader_now - 1).expect("a broker id")]
-        .kafka_addr
-        .clone();
-    let log = read_log(&leader_addr, TOPIC, 0);
+    let mut log = Vec::new();
+    let mut leader_now = -1;
+    wait_until(
+        "the whole log read from the leader",
+        Duration::from_secs(60),
+        || {
+            let Some(leader) = leader_of(&brokers, TOPIC, 0) else {
+                return false;
+            };
+            leader_now = leader;
+            let addr = &cluster.brokers[usize::try_from(leader - 1).expect("a broker id")].kafka_addr;
+            match read_log(addr, TOPIC, 0) {
+                Ok(read) => log = read,
+                Err(e) => eprintln!("reading {TOPIC}/0 from broker {leader}: {e}; retrying"),
+            }
+            !log.is_empty()
+        },
+    );
     let mut acked = acked_offsets(&everyone);
     acked.extend(acked_offsets(&majority_producer));
     let stored = check_log(&acked, &log);
