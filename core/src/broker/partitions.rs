@@ -233,17 +233,18 @@ impl Partitions {
             [] => Membership::with_voters([node]),
             voters => Membership::new(voters.iter().copied(), []),
         };
+        let seed = u64::from(crc32c::crc32c(key.dir().as_bytes()));
         let setup = ReplicaSetup {
             node_id: node,
             raft: self.raft.clone(),
             bootstrap: bootstrap.map_err(|e| e.to_string())?,
             hard_state,
             config_entries: Vec::new(),
-            // Distinct per replica: replicas drawing the same election timeouts
-            // campaign together and split the vote round after round.
-            seed: u64::from(crc32c::crc32c(key.dir().as_bytes())) ^ node.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            // Each replica of the group its own election timeouts: with one seed on
+            // every broker, two followers that lost their leader at the same moment
+            // time out in lockstep and split every vote, term after term.
+            seed: seed ^ node.rotate_left(32),
         };
-        let seed = setup.seed;
         let replica = Replica::new(now, setup, log).map_err(|e| e.to_string())?;
         if self.raft.coalesced_heartbeats && self.heartbeats_at.is_none() {
             self.heartbeats_at = Some(now + self.raft.heartbeat_interval);
@@ -1143,5 +1144,34 @@ impl Partitions {
     /// Whether no partition is hosted.
     pub fn is_empty(&self) -> bool {
         self.hosted.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first election deadline of `node`'s replica of a three-voter partition.
+    fn first_deadline(node: i32) -> Option<Instant> {
+        let key = PartitionKey {
+            topic: "orders".to_string(),
+            partition: 0,
+            revision: 1,
+        };
+        let mut partitions = Partitions::new(node, RaftConfig::default());
+        let log = Log::new(LogConfig::default(), 0);
+        let voters = [(1, 2), (2, 1), (3, 1)];
+        partitions
+            .host(Instant::ZERO, key, log, HardState::default(), &voters)
+            .expect("hosted");
+        partitions.poll_timeout()
+    }
+
+    #[test]
+    fn replicas_of_one_partition_on_different_brokers_time_out_apart() {
+        let (two, three) = (first_deadline(2), first_deadline(3));
+        assert!(two.is_some() && three.is_some(), "followers wait for an election");
+        assert_ne!(two, three, "the same election timeout on two brokers");
+        assert_eq!(first_deadline(2), two, "deterministic per broker");
     }
 }
