@@ -459,8 +459,10 @@ impl Reactor {
         let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return Ok(());
         };
-        let wants_read =
-            !reading_paused && !conn.close_requested && conn.send_queued_bytes < max_send_queue_bytes;
+        let wants_read = !reading_paused
+            && !conn.paused
+            && !conn.close_requested
+            && conn.send_queued_bytes < max_send_queue_bytes;
         if wants_read && !conn.recv_in_flight {
             let len = u32::try_from(conn.recv_buf.len()).unwrap_or(u32::MAX);
             let entry = opcode::Recv::new(types::Fd(fd), conn.recv_buf.as_mut_ptr(), len)
