@@ -218,7 +218,12 @@ impl DiskRing {
     }
 
     /// Frees the slot (dropping the op: its buffer returns to the pool) and refills.
-    fn finish(&mut self, reactor: &mut Reactor, slot: usize, outcome: OpResult) -> Option<(OpDone, OpResult)> {
+    fn finish(
+        &mut self,
+        reactor: &mut Reactor,
+        slot: usize,
+        outcome: OpResult,
+    ) -> Option<(OpDone, OpResult)> {
         let entry = self.slots[slot].take()?;
         self.free_slots.push(slot);
         if outcome.is_err() {

@@ -476,7 +476,10 @@ impl Shard {
             );
             None
         } else {
-            tracing::info!(shard = spec.shard, "disk I/O: writes and fdatasyncs on the shard's io_uring");
+            tracing::info!(
+                shard = spec.shard,
+                "disk I/O: writes and fdatasyncs on the shard's io_uring"
+            );
             Some(DiskRing::new(DEFAULT_MAX_IN_FLIGHT))
         };
         let io_mode = if disk_ring.is_some() {
@@ -1278,7 +1281,11 @@ impl Shard {
         if let Some(ring) = self.disk_ring.take() {
             if ring.in_flight() > 0 {
                 // The kernel may still use their buffers: never free them.
-                tracing::error!(shard = self.id, ops = ring.in_flight(), "disk operations still in flight at shutdown; leaking their buffers");
+                tracing::error!(
+                    shard = self.id,
+                    ops = ring.in_flight(),
+                    "disk operations still in flight at shutdown; leaking their buffers"
+                );
                 std::mem::forget(ring);
             }
         }

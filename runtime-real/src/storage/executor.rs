@@ -412,7 +412,10 @@ impl<V: Vfs> PartitionStorage<V> {
     }
 
     fn is_quiescent(&self) -> bool {
-        self.appends.is_empty() && self.round.is_none() && self.pending_syncs.is_empty() && self.outbox.is_empty()
+        self.appends.is_empty()
+            && self.round.is_none()
+            && self.pending_syncs.is_empty()
+            && self.outbox.is_empty()
     }
 
     /// Buffers an append may take now.
@@ -462,7 +465,9 @@ impl<V: Vfs> PartitionStorage<V> {
                     }
                     started += 1;
                 }
-                LogEffect::WriteIndex { .. } | LogEffect::WriteCheckpoint { .. } | LogEffect::WriteStateFile { .. } => {
+                LogEffect::WriteIndex { .. }
+                | LogEffect::WriteCheckpoint { .. }
+                | LogEffect::WriteStateFile { .. } => {
                     if let Some(effect) = self.queue.pop_front() {
                         self.execute_other(effect);
                     }
@@ -531,10 +536,7 @@ impl<V: Vfs> PartitionStorage<V> {
         {
             Ok(before) => before,
             Err(error) => {
-                let generations: BTreeSet<u64> = writes.iter().map(|(generation, _)| *generation).collect();
-                for generation in generations {
-                    self.fail(generation, &error);
-                }
+                self.fail_generations(writes.iter().map(|(generation, _)| *generation), &error);
                 return taken;
             }
         };
@@ -622,7 +624,9 @@ impl<V: Vfs> PartitionStorage<V> {
                 if append.error.is_none() {
                     append.error = Some(match self.segments.get(&segment) {
                         Some(file) => file.write_error(failure),
-                        None => StorageError::io("pwrite", &self.dir.join(segment.file_name()), into_io(failure)),
+                        None => {
+                            StorageError::io("pwrite", &self.dir.join(segment.file_name()), into_io(failure))
+                        }
                     });
                 }
             }
@@ -654,16 +658,17 @@ impl<V: Vfs> PartitionStorage<V> {
                 if let Some(file) = self.segments.get_mut(&segment) {
                     file.restore_end(append.before);
                 }
-                let mut generations: BTreeSet<u64> = append.writes.iter().map(|(generation, _)| *generation).collect();
                 // Syncs queued after this append cover it: they cannot succeed.
-                let (failed, kept): (VecDeque<PendingSync>, VecDeque<PendingSync>) = std::mem::take(&mut self.pending_syncs)
-                    .into_iter()
-                    .partition(|sync| sync.after_seq > append.seq);
+                let (failed, kept): (VecDeque<PendingSync>, VecDeque<PendingSync>) =
+                    std::mem::take(&mut self.pending_syncs)
+                        .into_iter()
+                        .partition(|sync| sync.after_seq > append.seq);
                 self.pending_syncs = kept;
-                generations.extend(failed.iter().map(|sync| sync.generation));
-                for generation in generations {
-                    self.fail(generation, &error);
-                }
+                let generations = append.writes.iter().map(|(generation, _)| *generation);
+                let generations: Vec<u64> = generations
+                    .chain(failed.iter().map(|sync| sync.generation))
+                    .collect();
+                self.fail_generations(generations, &error);
             }
         }
     }
@@ -769,10 +774,7 @@ impl<V: Vfs> PartitionStorage<V> {
                 }
             }
             Some(error) => {
-                let generations: BTreeSet<u64> = round.syncs.iter().map(|sync| sync.generation).collect();
-                for generation in generations {
-                    self.fail(generation, &error);
-                }
+                self.fail_generations(round.syncs.iter().map(|sync| sync.generation), &error);
             }
         }
     }
@@ -935,6 +937,14 @@ impl<V: Vfs> PartitionStorage<V> {
                 self.stats.state_file_failures += 1;
                 tracing::warn!(%error, "storage: state file write failed (recovery reads more of the log)");
             }
+        }
+    }
+
+    /// One failure per distinct generation of `generations`.
+    fn fail_generations(&mut self, generations: impl IntoIterator<Item = u64>, error: &StorageError) {
+        let distinct: BTreeSet<u64> = generations.into_iter().collect();
+        for generation in distinct {
+            self.fail(generation, error);
         }
     }
 

@@ -39,8 +39,8 @@
 //! through [`DataFile`].
 
 use super::aligned::{align_down, align_up, AlignedBuf, BufferPool, BLOCK_BYTES, BLOCK_BYTES_U64};
-use super::error::{StorageError, StorageResult};
 use super::data_op::{write_all_at, OpFailure};
+use super::error::{StorageError, StorageResult};
 use super::vfs::{DataFile, Vfs};
 use bytes::Bytes;
 use std::io;
@@ -213,7 +213,12 @@ impl<F: DataFile> SegmentFile<F> {
     /// Transfers staged one after the other overlap only in the partial last block, so
     /// one must complete before the next is submitted unless the earlier one ended on a
     /// block boundary (a full buffer).
-    pub fn stage<P: AsRef<[u8]>>(&mut self, buf: &mut AlignedBuf, parts: &[P], cursor: &mut PartsCursor) -> Staged {
+    pub fn stage<P: AsRef<[u8]>>(
+        &mut self,
+        buf: &mut AlignedBuf,
+        parts: &[P],
+        cursor: &mut PartsCursor,
+    ) -> Staged {
         let capacity = buf.capacity();
         let tail_len = block_offset(self.end_bytes);
         let block_start = self.end_bytes - tail_len as u64;
