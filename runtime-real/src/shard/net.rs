@@ -24,7 +24,9 @@
 //!
 //! # Limits and back-pressure
 //!
-//! * One receive of at most `recv_buffer_bytes` in flight per connection.
+//! * One receive of at most `recv_buffer_bytes` in flight per connection, re-armed only
+//!   by the [`Reactor::wait`] after its bytes were reported, so a connection paused by
+//!   [`Reactor::set_conn_reading`] delivers at most one more receive.
 //! * Per-connection send order is the order of [`Reactor::send`] calls; one send in
 //!   flight per connection; a partial send continues from where it stopped.
 //! * When a connection's queued output exceeds `max_send_queue_bytes`, the reactor stops
@@ -360,7 +362,9 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         self.reap();
-        self.arm()?;
+        // Operations the completions call for are armed by the next `wait`, after the
+        // caller has seen the events: a receive is not re-armed before its bytes are
+        // handed over, so a connection the caller pauses holds at most one receive.
         Ok(())
     }
 

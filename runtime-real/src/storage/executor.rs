@@ -819,6 +819,15 @@ impl<V: Vfs> PartitionStorage<V> {
                 self.write_state_file(name, &data);
                 Ok(())
             }
+            LogEffect::ResetLog {
+                sync_id,
+                segments,
+                checkpoint,
+                ..
+            } => self.reset_log(&segments, &checkpoint).map(|()| {
+                self.completions
+                    .push_back(LogCompletion::Synced { generation, sync_id })
+            }),
             LogEffect::Read { read_id, range, .. } => self.read(range).map(|data| {
                 self.completions.push_back(LogCompletion::Read {
                     generation,
@@ -883,6 +892,18 @@ impl<V: Vfs> PartitionStorage<V> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::io("unlink", &path, e)),
         }
+    }
+
+    /// [`LogEffect::ResetLog`], in the crash-safe order its contract gives: the marker
+    /// checkpoint (durable), then the old segments from the last to the first, then a
+    /// directory fsync so no deletion is undone by a crash after the new log's first
+    /// segment exists.
+    fn reset_log(&mut self, segments: &[SegmentId], checkpoint: &[u8]) -> StorageResult<()> {
+        self.write_checkpoint(checkpoint)?;
+        for segment in segments.iter().rev() {
+            self.delete_segment(*segment)?;
+        }
+        self.sync_dir_if_needed()
     }
 
     fn write_index(&mut self, segment: SegmentId, data: &[u8]) {
