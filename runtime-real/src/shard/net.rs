@@ -7,6 +7,11 @@
 //! sleeps until a completion arrives or the shard's next deadline passes (the wait
 //! carries the timeout, so no timer operation is needed).
 //!
+//! Other parts of the shard put their own operations on the same ring
+//! ([`Reactor::push_external`], the shard's disk I/O): their completions come back,
+//! untouched, from [`Reactor::poll_external`], and wake [`Reactor::wait`] like network
+//! events do, so the shard waits on one ring for everything.
+//!
 //! # Buffers and safety
 //!
 //! Every operation in flight points into memory the reactor keeps alive until the
@@ -50,6 +55,7 @@ const OP_ACCEPT: u64 = 1;
 const OP_RECV: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_DOORBELL: u64 = 4;
+const OP_EXTERNAL: u64 = 5;
 const SLOT_MASK: u64 = (1 << OP_SHIFT) - 1;
 
 /// Limits of the reactor.
@@ -151,6 +157,10 @@ pub struct Reactor {
     reading_paused: bool,
     /// Bytes queued on every connection and not yet sent.
     queued_bytes_total: usize,
+    /// Completions of external operations: (caller's id, result).
+    external: VecDeque<(u64, i32)>,
+    /// External operations pushed and not yet completed.
+    external_in_flight: usize,
     stats: NetStats,
 }
 
@@ -189,8 +199,46 @@ impl Reactor {
             events: VecDeque::new(),
             reading_paused: false,
             queued_bytes_total: 0,
+            external: VecDeque::new(),
+            external_in_flight: 0,
             stats: NetStats::default(),
         })
+    }
+
+    /// Whether the kernel supports every opcode in `opcodes` on this ring.
+    pub fn supports(&self, opcodes: &[u8]) -> bool {
+        let mut probe = io_uring::Probe::new();
+        if self.ring.submitter().register_probe(&mut probe).is_err() {
+            return false;
+        }
+        opcodes.iter().all(|code| probe.is_supported(*code))
+    }
+
+    /// Queues another part of the shard's operation on the ring (submitted with the
+    /// next [`Reactor::wait`]); its completion comes back from
+    /// [`Reactor::poll_external`] with `id` (the low 56 bits are kept).
+    ///
+    /// # Safety
+    ///
+    /// Every buffer and file the entry refers to must stay valid until the completion
+    /// has been polled (the caller owns them; the reactor only carries the entry).
+    pub unsafe fn push_external(&mut self, entry: squeue::Entry, id: u64) -> io::Result<()> {
+        let entry = entry.user_data((OP_EXTERNAL << OP_SHIFT) | (id & SLOT_MASK));
+        // SAFETY: the caller guarantees the entry's buffers outlive the operation.
+        unsafe { self.push(&entry)? };
+        self.external_in_flight += 1;
+        Ok(())
+    }
+
+    /// The next completion of an external operation: its id and result (bytes, or a
+    /// negated errno).
+    pub fn poll_external(&mut self) -> Option<(u64, i32)> {
+        self.external.pop_front()
+    }
+
+    /// External operations pushed whose completions have not arrived.
+    pub fn external_in_flight(&self) -> usize {
+        self.external_in_flight
     }
 
     /// Counters.
@@ -203,9 +251,9 @@ impl Reactor {
         self.events.pop_front()
     }
 
-    /// Whether events are waiting to be polled.
+    /// Whether events (or external completions) are waiting to be polled.
     pub fn has_events(&self) -> bool {
-        !self.events.is_empty()
+        !self.events.is_empty() || !self.external.is_empty()
     }
 
     /// Queues `bytes` on a connection, after everything queued before. Returns false
@@ -298,7 +346,7 @@ impl Reactor {
     /// become events.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.arm()?;
-        let want = usize::from(self.events.is_empty());
+        let want = usize::from(!self.has_events());
         let result = match timeout {
             Some(timeout) if want > 0 && !timeout.is_zero() => {
                 let ts = types::Timespec::from(timeout);
@@ -447,6 +495,10 @@ impl Reactor {
                 }
                 OP_RECV => self.received(slot, result),
                 OP_SEND => self.sent(slot, result),
+                OP_EXTERNAL => {
+                    self.external_in_flight = self.external_in_flight.saturating_sub(1);
+                    self.external.push_back((slot as u64, result));
+                }
                 other => tracing::error!(op = other, "net: completion of an unknown operation"),
             }
         }
@@ -597,6 +649,7 @@ impl Reactor {
         }
         let busy = self.accept_in_flight
             || self.doorbell_in_flight
+            || self.external_in_flight > 0
             || self.slots.iter().flatten().any(Conn::in_flight);
         if busy {
             tracing::warn!("net: operations still in flight at shutdown; leaking their buffers");
