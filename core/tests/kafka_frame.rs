@@ -25,6 +25,27 @@ fn a_whole_frame_comes_out_without_its_prefix() {
 }
 
 #[test]
+fn a_frame_taken_whole_owns_its_buffer_alone() {
+    // An idle connection's decoder must not keep a frame-sized buffer alive.
+    let mut decoder = FrameDecoder::default();
+    decoder.push(&frame(&[7u8; 1000]).unwrap());
+    let taken = decoder.next_frame().unwrap().unwrap();
+    assert_eq!(taken.len(), 1000);
+    assert!(
+        taken.try_into_mut().is_ok(),
+        "the decoder still shares the frame's buffer"
+    );
+    // With the next frame's start behind it, the frame is split off as before.
+    let mut two = frame(b"first").unwrap().to_vec();
+    two.extend_from_slice(&frame(b"second").unwrap());
+    decoder.push(&two);
+    assert_eq!(
+        drain(&mut decoder).unwrap(),
+        vec![b"first".to_vec(), b"second".to_vec()]
+    );
+}
+
+#[test]
 fn a_frame_split_byte_by_byte_comes_out_once_complete() {
     let mut decoder = FrameDecoder::default();
     let bytes = frame(b"split me").unwrap();

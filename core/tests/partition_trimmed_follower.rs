@@ -1,17 +1,21 @@
-//! Known gap, found by the simulator's transaction workload (`runtime-sim/src/txn_sim.rs`
+//! A follower behind a trimmed leader's log start. Found by the simulator's transaction workload (`runtime-sim/src/txn_sim.rs`
 //! with `trim_log = true`): a follower whose log ends below the leader's log start
 //! (after `delete_records` — a transaction or group coordinator's checkpoint trim,
 //! retention, DeleteRecords — and a leader restart) makes the leader's Raft ask for a
-//! snapshot chunk; the partition replica answers `SnapshotGone` at once, Raft starts
-//! the snapshot send over at once, and the leader loops forever inside one `handle`
-//! call. The test runs the group on a thread and fails if it does not finish.
+//! snapshot chunk. It once looped forever (the replica refused at once, Raft started
+//! over at once) and then left the follower behind for good (data partitions sent no
+//! snapshots); now the follower installs a partition snapshot and catches up, and the
+//! leader's log start reaches every replica. The tests run the group on a thread and
+//! fail if it does not finish.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
 use oxbow_core::log::mem_disk::MemDisk;
 use oxbow_core::log::{Log, LogConfig, LogRecovery, RecoveryStep};
-use oxbow_core::partition::{Acks, ProduceToken, Replica, ReplicaEffect, ReplicaInput, ReplicaSetup};
+use oxbow_core::partition::{
+    Acks, ProduceToken, Replica, ReplicaEffect, ReplicaEvent, ReplicaInput, ReplicaSetup,
+};
 use oxbow_core::raft::{HardState, Membership, Message, RaftConfig};
 use oxbow_core::time::Instant;
 use std::collections::{BTreeMap, VecDeque};
@@ -31,6 +35,7 @@ struct Node {
     replica: Replica,
     disk: MemDisk,
     hard_state: HardState,
+    events: Vec<ReplicaEvent>,
 }
 
 impl Node {
@@ -52,6 +57,7 @@ impl Node {
             replica: Replica::new(now, setup, log).unwrap(),
             disk,
             hard_state,
+            events: Vec::new(),
         }
     }
 
@@ -85,7 +91,9 @@ impl Node {
                 _ => {}
             }
         }
-        while self.replica.poll_event().is_some() {}
+        while let Some(event) = self.replica.poll_event() {
+            self.events.push(event);
+        }
         out
     }
 }
@@ -123,7 +131,42 @@ fn leader(nodes: &BTreeMap<u64, Node>) -> u64 {
         .expect("a leader")
 }
 
-fn scenario() -> bool {
+/// What a scenario ends with.
+#[derive(Debug)]
+struct Outcome {
+    /// Node 3's log end equals the leader's.
+    caught_up: bool,
+    /// Log start offsets by node.
+    starts: BTreeMap<u64, i64>,
+    /// The start offset the trim set.
+    trimmed_to: i64,
+    /// Snapshots node 3 installed before it crashed.
+    installs: u64,
+}
+
+fn produce(nodes: &mut BTreeMap<u64, Node>, now: &mut Instant, count: u64, isolated: Option<u64>) {
+    for i in 0..count {
+        let id = leader(nodes);
+        let value = format!("record-{i:04}-{}", "x".repeat(40));
+        let batch: Bytes = build_batch(&[NewRecord::value(value, 1)], BatchOptions::default());
+        nodes
+            .get_mut(&id)
+            .unwrap()
+            .replica
+            .produce(*now, batch, Acks::All, ProduceToken(i))
+            .unwrap();
+        run(nodes, now, 5, isolated);
+    }
+}
+
+fn starts(nodes: &BTreeMap<u64, Node>) -> BTreeMap<u64, i64> {
+    nodes
+        .iter()
+        .map(|(id, n)| (*id, n.replica.log().start_offset()))
+        .collect()
+}
+
+fn scenario() -> Outcome {
     let mut now = Instant::from_millis(1);
     let mut nodes: BTreeMap<u64, Node> = [1u64, 2, 3]
         .into_iter()
@@ -131,21 +174,12 @@ fn scenario() -> bool {
         .collect();
     // Node 3 is cut off while the others write and trim.
     run(&mut nodes, &mut now, 400, Some(3));
-    for i in 0..60u64 {
-        let id = leader(&nodes);
-        let value = format!("record-{i:04}-{}", "x".repeat(40));
-        let batch: Bytes = build_batch(&[NewRecord::value(value, 1)], BatchOptions::default());
-        nodes
-            .get_mut(&id)
-            .unwrap()
-            .replica
-            .produce(now, batch, Acks::All, ProduceToken(i))
-            .unwrap();
-        run(&mut nodes, &mut now, 5, Some(3));
-    }
+    produce(&mut nodes, &mut now, 60, Some(3));
+    let mut trimmed_to = 0;
     for node in nodes.values_mut().filter(|n| n.replica.log_end_offset() > 40) {
         let hw = node.replica.high_watermark();
-        node.replica.log_mut().delete_records(now, hw - 5).unwrap();
+        trimmed_to = hw - 5;
+        node.replica.log_mut().delete_records(now, trimmed_to).unwrap();
         node.run(now);
     }
     // Restart the writers: their logs now start past 0.
@@ -155,8 +189,75 @@ fn scenario() -> bool {
     }
     // Heal: node 3 must catch up.
     run(&mut nodes, &mut now, 1_000, None);
+    let installs_before_crash = nodes[&3].replica.raft().stats().snapshots_installed;
+    // And stay caught up through a crash (unsynced writes lost) and more writes.
+    let old = nodes.remove(&3).unwrap();
+    let mut disk = old.disk.clone();
+    disk.crash(0);
+    nodes.insert(3, Node::new(now, 3, disk, old.hard_state));
+    produce(&mut nodes, &mut now, 10, None);
+    run(&mut nodes, &mut now, 500, None);
     let id = leader(&nodes);
-    nodes[&3].replica.log_end_offset() == nodes[&id].replica.log_end_offset()
+    Outcome {
+        caught_up: nodes[&3].replica.log_end_offset() == nodes[&id].replica.log_end_offset(),
+        starts: starts(&nodes),
+        trimmed_to,
+        installs: installs_before_crash,
+    }
+}
+
+/// In a healthy group only the leader trims; the start reaches the followers through
+/// the log, is reported replicated, and stays after the leader is cut off.
+fn log_start_scenario() -> (i64, BTreeMap<u64, i64>, bool, BTreeMap<u64, i64>, u64) {
+    let mut now = Instant::from_millis(1);
+    let mut nodes: BTreeMap<u64, Node> = [1u64, 2, 3]
+        .into_iter()
+        .map(|id| (id, Node::new(now, id, MemDisk::new(), HardState::default())))
+        .collect();
+    run(&mut nodes, &mut now, 400, None);
+    produce(&mut nodes, &mut now, 40, None);
+    let first = leader(&nodes);
+    let trimmed_to = nodes[&first].replica.high_watermark() - 3;
+    let node = nodes.get_mut(&first).unwrap();
+    node.replica.log_mut().delete_records(now, trimmed_to).unwrap();
+    node.events.clear();
+    run(&mut nodes, &mut now, 100, None);
+    let replicated = nodes[&first].events.iter().any(
+        |e| matches!(e, ReplicaEvent::StartOffsetReplicated { start_offset } if *start_offset == trimmed_to),
+    );
+    let after_trim = starts(&nodes);
+    // Cut the leader off; a new one takes over with the same start.
+    run(&mut nodes, &mut now, 600, Some(first));
+    let second = *nodes
+        .iter()
+        .find(|(id, n)| **id != first && n.replica.is_leader())
+        .map(|(id, _)| id)
+        .expect("a new leader");
+    produce_on(&mut nodes, &mut now, second, first);
+    (trimmed_to, after_trim, replicated, starts(&nodes), second)
+}
+
+fn produce_on(nodes: &mut BTreeMap<u64, Node>, now: &mut Instant, id: u64, isolated: u64) {
+    let batch: Bytes = build_batch(&[NewRecord::value("after", 1)], BatchOptions::default());
+    nodes
+        .get_mut(&id)
+        .unwrap()
+        .replica
+        .produce(*now, batch, Acks::All, ProduceToken(999))
+        .unwrap();
+    run(nodes, now, 20, Some(isolated));
+}
+
+#[test]
+fn the_leaders_log_start_reaches_every_replica_and_survives_a_leader_change() {
+    let (trimmed_to, after_trim, replicated, after_change, second) = log_start_scenario();
+    assert!(trimmed_to > 10);
+    assert!(replicated, "the leader reports the start replicated");
+    assert!(
+        after_trim.values().all(|s| *s == trimmed_to),
+        "every replica trims to {trimmed_to}: {after_trim:?}"
+    );
+    assert_eq!(after_change[&second], trimmed_to, "{after_change:?}");
 }
 
 /// Fixed part of the gap: the leader refuses the snapshot read after a delay, so it
@@ -176,7 +277,6 @@ fn a_follower_behind_a_trimmed_leader_does_not_stall_it() {
 }
 
 #[test]
-#[ignore = "known gap: data partitions cannot send snapshots, so a follower behind a trimmed leader's log start never catches up"]
 fn a_follower_behind_a_trimmed_leader_catches_up() {
     let (tx, rx) = std::sync::mpsc::channel();
     // A watchdog for the test (a livelock never returns), not core code.
@@ -185,7 +285,14 @@ fn a_follower_behind_a_trimmed_leader_catches_up() {
         let _ = tx.send(scenario());
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(caught_up) => assert!(caught_up, "the follower did not catch up"),
+        Ok(outcome) => {
+            assert!(outcome.caught_up, "the follower did not catch up: {outcome:?}");
+            assert!(outcome.installs >= 1, "through a snapshot: {outcome:?}");
+            assert!(
+                outcome.starts.values().all(|s| *s == outcome.trimmed_to),
+                "every replica starts where the leader was trimmed: {outcome:?}"
+            );
+        }
         Err(_) => panic!("the group did not finish within 60 s: the leader loops on the snapshot send"),
     }
 }

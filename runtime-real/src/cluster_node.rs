@@ -127,6 +127,7 @@ pub fn start(
             .map_err(|e| ClusterStartError::Controller(e.to_string()))?;
     let voters = Membership::with_voters(seeds.iter().map(|(id, _)| *id))
         .map_err(|e| ClusterStartError::Controller(e.to_string()))?;
+    let log_entries = recovered.report.entries;
     let setup = recovered.into_setup(
         node,
         controller_config,
@@ -135,6 +136,7 @@ pub fn start(
     );
     let replica =
         ControllerReplica::new(now, setup).map_err(|e| ClusterStartError::Controller(e.to_string()))?;
+    log_hydration(&replica, log_entries);
     let rpc_addr = match listen.ip().is_unspecified() {
         true => format!("{advertised_host}:{}", peer.local_addr().port()),
         false => peer.local_addr().to_string(),
@@ -161,4 +163,27 @@ pub fn start(
         })
         .collect();
     Ok(ClusterStart { shards, peer })
+}
+
+/// Says at start-up where the controller's state came from: the snapshot file (its
+/// position and what it holds) and how many log entries after it Raft replays once
+/// their commit is known, or the log alone.
+fn log_hydration(replica: &ControllerReplica, log_entries: usize) {
+    let state = replica.state();
+    match replica.snapshot_point() {
+        Some(at) => tracing::info!(
+            index = at.index,
+            term = at.term,
+            topics = state.metadata.topics.len(),
+            brokers = state.brokers.len(),
+            log_entries,
+            "controller: hydrated from snapshot at index {} (term {}), replaying {log_entries} entries after it",
+            at.index,
+            at.term,
+        ),
+        None => tracing::info!(
+            log_entries,
+            "controller: no snapshot, replaying {log_entries} log entries from the start"
+        ),
+    }
 }

@@ -96,6 +96,10 @@ pub struct NodeSection {
     pub memory_bytes: u64,
     /// Lock each shard's pre-allocated memory (`mlock`) where permitted.
     pub lock_memory: bool,
+    /// Run segment writes and `fdatasync`s with blocking calls on the shard threads
+    /// instead of on their io_uring rings (a fallback, and a baseline for benchmarks;
+    /// the rings are used whenever the kernel supports their write and fsync).
+    pub sync_disk_io: bool,
 }
 
 impl Default for NodeSection {
@@ -111,6 +115,7 @@ impl Default for NodeSection {
             cores: String::new(),
             memory_bytes: 0,
             lock_memory: true,
+            sync_disk_io: false,
         }
     }
 }

@@ -82,6 +82,15 @@ struct StartArgs {
     memory: Option<u64>,
 }
 
+/// Prints a start-up or shutdown line on stdout; a closed stdout (the operator's
+/// terminal went away) must not stop the node or its clean shutdown.
+macro_rules! status {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn start(args: StartArgs) -> anyhow::Result<()> {
     oxbow_runtime_real::shard::budget::release_large_buffers_to_the_os();
     let overrides = Overrides {
@@ -98,7 +107,7 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
     let config = NodeConfig::load(args.config.as_deref(), overrides)?;
     let data_dir = config.node.data_dir.clone();
     let node = node::start(config).with_context(|| format!("starting a node in {}", data_dir.display()))?;
-    println!(
+    status!(
         "oxbow: serving Kafka on {} ({} shards, {} partitions, data in {}); admin on http://{}",
         node.kafka_addr(),
         node.shard_count(),
@@ -107,8 +116,8 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
         node.admin_addr()
     );
     for shard in node.shard_info() {
-        println!(
-            "oxbow: shard {} on core {}: {} MiB budget, {} MiB pre-allocated ({}), {} MiB request window, up to {} connections",
+        status!(
+            "oxbow: shard {} on core {}: {} MiB budget, {} MiB pre-allocated ({}), {} MiB request window, {} KiB send window, {} KiB Raft cache per partition, up to {} connections",
             shard.shard,
             shard.core.map_or_else(|| "any (not pinned)".to_string(), |c| c.to_string()),
             shard.budget.total_bytes >> 20,
@@ -118,10 +127,18 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
                 Err(reason) => format!("NOT locked: {reason}"),
             },
             shard.budget.request_window_bytes >> 20,
+            shard.budget.send_window_bytes >> 10,
+            shard.budget.raft_entry_cache_bytes() >> 10,
             shard.budget.max_connections,
         );
     }
-    println!("oxbow: running; stop with Ctrl-C or SIGTERM");
+    if let Some(resident_bytes) = oxbow_runtime_real::shard::budget::resident_bytes() {
+        status!(
+            "oxbow: {} MiB resident at start-up (fixed: code, thread stacks, rings, pre-allocated pools); memory that grows with load stays within the shards' budgets",
+            resident_bytes >> 20
+        );
+    }
+    status!("oxbow: running; stop with Ctrl-C or SIGTERM");
     let reason = loop {
         if let Some(signal) = node::wait_for_shutdown_signal_timeout(Duration::from_millis(500)) {
             break signal;
@@ -130,9 +147,9 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
             break "a shard stopped";
         }
     };
-    println!("oxbow: {reason}: shutting down");
+    status!("oxbow: {reason}: shutting down");
     node.stop().context("shutting down")?;
-    println!("oxbow: stopped cleanly");
+    status!("oxbow: stopped cleanly");
     Ok(())
 }
 

@@ -303,6 +303,7 @@ pub fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             budget,
             lock_memory: config.node.lock_memory,
             storage: StorageConfig::default(),
+            sync_disk_io: config.node.sync_disk_io,
             kv: KvConfig::default(),
             clock,
             wall_clock_origin_ms,

@@ -1,11 +1,21 @@
 //! The effect executor on the real disk: effect order, group commit, checkpoint and
-//! index files, reads, and failures injected through the file layer (ENOSPC, EIO).
+//! index files, reads, and failures injected through the file layer (ENOSPC, EIO); and
+//! the same executor with its writes and syncs submitted elsewhere — by hand, and
+//! through a shard's real io_uring.
 
 use bytes::Bytes;
 use oxbow_core::log::io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId};
+use oxbow_runtime_real::shard::disk_ring::DiskRing;
+use oxbow_runtime_real::shard::net::{bind_reuseport, NetConfig, Reactor};
+use oxbow_runtime_real::shard::smp::EventFd;
+use oxbow_runtime_real::storage::aligned::BLOCK_BYTES;
+use oxbow_runtime_real::storage::data_op::{DataOp, DataOpKind, OpFailure};
+use oxbow_runtime_real::storage::executor::IoMode;
 use oxbow_runtime_real::storage::fault::{FaultOp, Faults, FaultyVfs};
-use oxbow_runtime_real::storage::vfs::{RealVfs, Vfs};
+use oxbow_runtime_real::storage::vfs::{RealFile, RealVfs, Vfs};
 use oxbow_runtime_real::storage::{BufferPool, PartitionStorage, PoolConfig, StorageConfig};
+use std::sync::Arc;
+use std::time::Duration;
 
 const SEG: SegmentId = SegmentId {
     base_offset: 0,
@@ -265,24 +275,29 @@ fn enospc_fails_the_write_keeps_durable_data_and_recovers_when_space_returns() {
     );
     assert_eq!(completions.len(), 2);
 
-    // The disk fills up: the write fails, the sync queued before it still completes.
+    // The disk fills up: the write fails, and so does the sync that covers it (one
+    // failure per generation).
     faults.fail_always(FaultOp::Write, libc::ENOSPC);
     let completions = run(&mut storage, vec![write(0, 7, b"lost", 1), sync(0, 2)]);
     assert_eq!(
         completions,
-        vec![
-            LogCompletion::Failed {
-                generation: 0,
-                error: DiskError::NoSpace
-            },
-            // The executor keeps serving: the sync of an older generation is still
-            // reported (the log ignores it).
-            LogCompletion::Synced {
-                generation: 0,
-                sync_id: 2
-            },
-        ]
+        vec![LogCompletion::Failed {
+            generation: 0,
+            error: DiskError::NoSpace
+        }]
     );
+    // The executor keeps serving: a sync of the older generation queued later still
+    // runs and is reported (the log ignores it).
+    faults.clear();
+    let completions = run(&mut storage, vec![sync(0, 3)]);
+    assert_eq!(
+        completions,
+        vec![LogCompletion::Synced {
+            generation: 0,
+            sync_id: 3
+        }]
+    );
+    faults.fail_always(FaultOp::Write, libc::ENOSPC);
     // EDQUOT is a full disk too.
     faults.clear();
     faults.fail_times(FaultOp::Write, libc::EDQUOT, 1);
@@ -462,4 +477,401 @@ fn an_exhausted_pool_leaves_effects_queued() {
             last_offset: 0
         })
     );
+}
+
+// The executor with its writes and syncs run by someone else (`IoMode::Submitted`):
+// appends keep flowing while a flush is in flight, an `fdatasync` covers exactly the
+// writes completed before it was submitted, transfers completing out of order, failed
+// transfers, and the whole pipeline through a shard's real io_uring (`DiskRing`).
+
+fn submitted(dir: &std::path::Path, pool: PoolConfig) -> PartitionStorage<RealVfs> {
+    let pool = BufferPool::new(pool).unwrap();
+    let mut storage = PartitionStorage::open(RealVfs::direct(), dir, pool, StorageConfig::default()).unwrap();
+    storage.set_io_mode(IoMode::Submitted);
+    storage
+}
+
+fn written(generation: u64, last_offset: i64) -> LogCompletion {
+    LogCompletion::Written {
+        generation,
+        last_offset,
+    }
+}
+
+fn synced(generation: u64, sync_id: u64) -> LogCompletion {
+    LogCompletion::Synced { generation, sync_id }
+}
+
+fn submit_all(storage: &mut PartitionStorage<RealVfs>, effects: Vec<LogEffect>) {
+    for effect in effects {
+        storage.submit(effect).unwrap();
+    }
+    storage.run();
+}
+
+fn take_ops(storage: &mut PartitionStorage<RealVfs>) -> Vec<DataOp<RealFile>> {
+    std::iter::from_fn(|| storage.take_op()).collect()
+}
+
+fn completions(storage: &mut PartitionStorage<RealVfs>) -> Vec<LogCompletion> {
+    std::iter::from_fn(|| storage.poll_completion()).collect()
+}
+
+/// Executes `op` with blocking calls and reports it.
+fn finish(storage: &mut PartitionStorage<RealVfs>, op: DataOp<RealFile>) {
+    let result = op.execute();
+    storage.complete(op.token, result);
+    storage.run();
+}
+
+fn is_sync(op: &DataOp<RealFile>) -> bool {
+    matches!(op.kind, DataOpKind::SyncData)
+}
+
+#[test]
+fn appends_flow_while_a_flush_is_in_flight_and_each_sync_waits_for_its_own_fdatasync() {
+    let dir = tempdir();
+    let mut storage = submitted(dir.path(), PoolConfig::default());
+    submit_all(
+        &mut storage,
+        vec![create(0), write(0, 0, b"first", 0), sync(0, 1)],
+    );
+    let ops = take_ops(&mut storage);
+    assert_eq!(ops.len(), 1, "only the write: the sync waits for it");
+    assert!(!is_sync(&ops[0]));
+    for op in ops {
+        finish(&mut storage, op);
+    }
+    assert_eq!(completions(&mut storage), vec![written(0, 0)]);
+    let mut flush = take_ops(&mut storage);
+    assert_eq!(flush.len(), 1);
+    assert!(
+        is_sync(&flush[0]),
+        "the write completed: its fdatasync is submitted"
+    );
+
+    // While the fdatasync is in flight, a new append is accepted and written.
+    submit_all(&mut storage, vec![write(0, 5, b"-second", 1)]);
+    let ops = take_ops(&mut storage);
+    assert_eq!(ops.len(), 1);
+    assert!(!is_sync(&ops[0]));
+    for op in ops {
+        finish(&mut storage, op);
+    }
+    assert_eq!(
+        completions(&mut storage),
+        vec![written(0, 1)],
+        "no sync reported yet"
+    );
+    // A second sync waits for the round in flight.
+    submit_all(&mut storage, vec![sync(0, 2)]);
+    assert!(take_ops(&mut storage).is_empty());
+
+    // The first fdatasync covers only the first write: it reports sync 1 alone.
+    let op = flush.remove(0);
+    finish(&mut storage, op);
+    assert_eq!(completions(&mut storage), vec![synced(0, 1)]);
+    // The second write completed after that fdatasync was submitted: a new one.
+    let flush = take_ops(&mut storage);
+    assert_eq!(flush.len(), 1);
+    assert!(is_sync(&flush[0]));
+    for op in flush {
+        finish(&mut storage, op);
+    }
+    assert_eq!(completions(&mut storage), vec![synced(0, 2)]);
+    assert!(storage.is_idle());
+    assert_eq!(storage.stats().fdatasyncs, 2);
+    assert_eq!(&whole(&mut storage)[..], b"first-second");
+}
+
+#[test]
+fn writes_queued_behind_an_append_in_flight_become_one_append() {
+    let dir = tempdir();
+    let mut storage = submitted(dir.path(), PoolConfig::default());
+    submit_all(&mut storage, vec![create(0), write(0, 0, b"a", 0)]);
+    let first = take_ops(&mut storage);
+    assert_eq!(first.len(), 1);
+    let mut model = b"a".to_vec();
+    for i in 1..=20u8 {
+        let data = vec![b'a' + i; 300];
+        submit_all(
+            &mut storage,
+            vec![write(0, model.len() as u64, &data, i64::from(i))],
+        );
+        model.extend_from_slice(&data);
+    }
+    submit_all(&mut storage, vec![sync(0, 1)]);
+    assert!(
+        take_ops(&mut storage).is_empty(),
+        "one append in flight per segment"
+    );
+    for op in first {
+        finish(&mut storage, op);
+    }
+    let second = take_ops(&mut storage);
+    assert_eq!(second.len(), 1, "the twenty queued writes go out as one transfer");
+    for op in second {
+        finish(&mut storage, op);
+    }
+    let flush = take_ops(&mut storage);
+    for op in flush {
+        finish(&mut storage, op);
+    }
+    let done = completions(&mut storage);
+    assert_eq!(done.len(), 22, "{done:?}");
+    assert_eq!(done[20], written(0, 20));
+    assert_eq!(done[21], synced(0, 1));
+    assert_eq!(storage.stats().appends, 2);
+    assert_eq!(&whole(&mut storage)[..], &model[..]);
+}
+
+#[test]
+fn transfers_of_one_append_may_complete_in_any_order() {
+    let dir = tempdir();
+    // 8 KiB buffers: a 50 KB append takes several transfers, four at a time.
+    let mut storage = submitted(
+        dir.path(),
+        PoolConfig {
+            buffer_count: 8,
+            buffer_bytes: 2 * BLOCK_BYTES,
+        },
+    );
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    submit_all(&mut storage, vec![create(0), write(0, 0, b"xyz", 0), sync(0, 1)]);
+    for op in take_ops(&mut storage) {
+        finish(&mut storage, op);
+    }
+    for op in take_ops(&mut storage) {
+        finish(&mut storage, op);
+    }
+    assert_eq!(completions(&mut storage), vec![written(0, 0), synced(0, 1)]);
+    submit_all(&mut storage, vec![write(0, 3, &data, 1), sync(0, 2)]);
+    let mut steps = 0;
+    loop {
+        let mut ops = take_ops(&mut storage);
+        if ops.is_empty() {
+            break;
+        }
+        steps += 1;
+        assert!(ops.len() <= 4, "at most four transfers of one append at a time");
+        while let Some(op) = ops.pop() {
+            // Reverse order; nothing is reported before the whole append is done.
+            if !is_sync(&op) {
+                assert!(completions(&mut storage).is_empty());
+            }
+            finish(&mut storage, op);
+        }
+    }
+    assert!(steps >= 3, "{steps}");
+    assert_eq!(completions(&mut storage), vec![written(0, 1), synced(0, 2)]);
+    let mut model = b"xyz".to_vec();
+    model.extend_from_slice(&data);
+    assert_eq!(&whole(&mut storage)[..], &model[..]);
+    storage.close().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("0-1-v1.log")).unwrap(), model);
+}
+
+#[test]
+fn a_failed_transfer_fails_its_writes_and_the_syncs_waiting_for_them() {
+    let dir = tempdir();
+    let mut storage = submitted(dir.path(), PoolConfig::default());
+    submit_all(
+        &mut storage,
+        vec![create(0), write(0, 0, b"durable", 0), sync(0, 1)],
+    );
+    for op in take_ops(&mut storage) {
+        finish(&mut storage, op);
+    }
+    for op in take_ops(&mut storage) {
+        finish(&mut storage, op);
+    }
+    assert_eq!(completions(&mut storage), vec![written(0, 0), synced(0, 1)]);
+
+    submit_all(&mut storage, vec![write(0, 7, b"lost", 1), sync(0, 2)]);
+    for op in take_ops(&mut storage) {
+        storage.complete(
+            op.token,
+            Err(OpFailure::Os(std::io::Error::from_raw_os_error(libc::ENOSPC))),
+        );
+        storage.run();
+    }
+    assert!(
+        take_ops(&mut storage).is_empty(),
+        "no fdatasync for a failed append"
+    );
+    assert_eq!(
+        completions(&mut storage),
+        vec![LogCompletion::Failed {
+            generation: 0,
+            error: DiskError::NoSpace
+        }]
+    );
+    // A transfer that stops making progress is an I/O error naming the file.
+    submit_all(&mut storage, vec![write(1, 7, b"short", 1)]);
+    for op in take_ops(&mut storage) {
+        storage.complete(
+            op.token,
+            Err(OpFailure::NoProgress {
+                written_bytes: 0,
+                asked_bytes: BLOCK_BYTES,
+            }),
+        );
+        storage.run();
+    }
+    match &completions(&mut storage)[..] {
+        [LogCompletion::Failed {
+            generation: 1,
+            error: DiskError::Io(message),
+        }] => assert!(
+            message.contains("0-1-v1.log") && message.contains("0 of 4096"),
+            "{message}"
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The segment ends where the durable data ends: the next generation appends there.
+    submit_all(&mut storage, vec![write(2, 7, b"-more", 1), sync(2, 3)]);
+    for _ in 0..2 {
+        for op in take_ops(&mut storage) {
+            finish(&mut storage, op);
+        }
+    }
+    assert_eq!(completions(&mut storage), vec![written(2, 1), synced(2, 3)]);
+    assert_eq!(&whole(&mut storage)[..], b"durable-more");
+}
+
+/// A reactor on a loopback listener, for its ring.
+fn reactor() -> Reactor {
+    let (mut listeners, _) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+    let doorbell = Arc::new(EventFd::new().unwrap());
+    Reactor::new(listeners.pop().unwrap(), doorbell, NetConfig::default()).unwrap()
+}
+
+/// Moves the storage's operations to the ring and its completions back until idle.
+fn drive(
+    storage: &mut PartitionStorage<RealVfs>,
+    ring: &mut DiskRing,
+    reactor: &mut Reactor,
+) -> Vec<LogCompletion> {
+    let mut done = Vec::new();
+    for _ in 0..10_000 {
+        storage.run();
+        done.extend(std::iter::from_fn(|| storage.poll_completion()));
+        while let Some(op) = storage.take_op() {
+            ring.submit(reactor, 7, op).unwrap();
+        }
+        if storage.is_idle() {
+            assert_eq!(ring.in_flight(), 0);
+            return done;
+        }
+        reactor.wait(Some(Duration::from_millis(100))).unwrap();
+        while let Some((id, result)) = reactor.poll_external() {
+            if let Some((op, outcome)) = ring.complete(reactor, id, result) {
+                assert_eq!(op.owner, 7);
+                storage.complete(op.token, outcome);
+            }
+        }
+    }
+    panic!("the pipeline did not drain");
+}
+
+#[test]
+fn the_pipeline_on_a_real_io_uring_writes_and_syncs_everything() {
+    let dir = tempdir();
+    let mut reactor = reactor();
+    let mut ring = DiskRing::new(4);
+    let mut storage = submitted(dir.path(), PoolConfig::default());
+    let mut model = Vec::new();
+    let mut effects = vec![create(0)];
+    let mut sync_id = 0;
+    for i in 0..200i64 {
+        let data = vec![(i % 250) as u8 + 1; 700 + (i as usize * 37) % 3000];
+        effects.push(write(0, model.len() as u64, &data, i));
+        model.extend_from_slice(&data);
+        if i % 7 == 6 {
+            sync_id += 1;
+            effects.push(sync(0, sync_id));
+        }
+    }
+    sync_id += 1;
+    effects.push(sync(0, sync_id));
+    let mut done = Vec::new();
+    // Feed in slices, as a broker would, with the ring running in between.
+    for chunk in effects.chunks(9) {
+        for effect in chunk {
+            storage.submit(effect.clone()).unwrap();
+        }
+        storage.run();
+        done.extend(std::iter::from_fn(|| storage.poll_completion()));
+        while let Some(op) = storage.take_op() {
+            ring.submit(&mut reactor, 7, op).unwrap();
+        }
+    }
+    done.extend(drive(&mut storage, &mut ring, &mut reactor));
+    let written_offsets: Vec<i64> = done
+        .iter()
+        .filter_map(|c| match c {
+            LogCompletion::Written { last_offset, .. } => Some(*last_offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written_offsets, (0..200).collect::<Vec<_>>());
+    let synced_ids: Vec<u64> = done
+        .iter()
+        .filter_map(|c| match c {
+            LogCompletion::Synced { sync_id, .. } => Some(*sync_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(synced_ids, (1..=sync_id).collect::<Vec<_>>());
+    assert!(
+        storage.stats().fdatasyncs < sync_id,
+        "group commit: {:?}",
+        storage.stats()
+    );
+    assert!(ring.stats().max_in_flight <= 4);
+    storage.close().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("0-1-v1.log")).unwrap(), model);
+    reactor.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_kernel_error_on_the_ring_surfaces_as_the_operation_failure() {
+    let dir = tempdir();
+    let mut reactor = reactor();
+    let mut ring = DiskRing::new(8);
+    let pool = BufferPool::new(PoolConfig::default()).unwrap();
+    let data = RealVfs::direct().open_data(&dir.path().join("f"), true).unwrap();
+    // O_DIRECT refuses an offset that is not block-aligned: EINVAL from the kernel.
+    let op = DataOp {
+        token: 42,
+        file: std::rc::Rc::new(data),
+        kind: DataOpKind::Write {
+            buf: pool.acquire().unwrap(),
+            len_bytes: BLOCK_BYTES,
+            position: 1,
+        },
+    };
+    ring.submit(&mut reactor, 3, op).unwrap();
+    let mut outcome = None;
+    for _ in 0..100 {
+        reactor.wait(Some(Duration::from_millis(100))).unwrap();
+        if let Some((id, result)) = reactor.poll_external() {
+            outcome = ring.complete(&mut reactor, id, result);
+            break;
+        }
+    }
+    let (done, result) = outcome.expect("a completion");
+    assert_eq!((done.owner, done.token), (3, 42));
+    match result {
+        Err(OpFailure::Os(error)) => assert_eq!(error.raw_os_error(), Some(libc::EINVAL)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(ring.in_flight(), 0);
+    assert_eq!(
+        pool.available(),
+        pool.buffer_count(),
+        "the buffer went back to the pool"
+    );
+    assert_eq!(ring.stats().failures, 1);
+    reactor.shutdown(Duration::from_secs(1));
 }

@@ -2,17 +2,27 @@
 //! connections pipeline ~110 MiB of `acks=all` produce requests at one shard with a
 //! 16 MiB budget. The shard must make the producers wait (its request window fills and
 //! it stops reading them — counted in `/metrics`), never hold more request bytes than
-//! its window, not buffer the load (peak RSS of the real `oxbow start` process over its
-//! idle RSS stays far below what was offered), and every acknowledged record must be
-//! read back at its acknowledged offset.
+//! its window, stay inside its budget (peak RSS of the real `oxbow start` process over
+//! its idle RSS), and every acknowledged record must be read back at its acknowledged
+//! offset.
 //!
-//! The strict check — peak RSS growth within the budget itself — is the `#[ignore]`d
-//! test below: today the process grows by ~27-33 MiB under this load while its window
-//! holds at most 8 MiB of requests. Allocator retention (~12 MiB) and the Raft entry
-//! cache (~10 MiB) were brought inside: the node fixes glibc's mmap threshold and each
-//! partition's entry cache is a sixteenth of the shard budget. What remains is the
-//! request bytes copied on their way to disk (the frame, the batch the log appends,
-//! the segment's write buffer), each bounded by the window but not counted in it.
+//! # What the RSS bound covers, and its tolerance
+//!
+//! The idle RSS (taken once the node serves and the topic exists) holds the fixed
+//! costs: code, thread stacks, the io_uring rings and the shard's pre-allocated,
+//! `mlock`ed direct-I/O pool (2 MiB here; the start-up line says it is locked — if it
+//! were not, its pages would be faulted in under load and counted here instead). What
+//! grows with load is bounded by the rest of the budget, 14 MiB: connections (an
+//! eighth: receive buffer plus at most one held receive each), the request window
+//! (half: the produce frames and the log's copy of their batches), the Raft entry
+//! cache (a sixteenth) and queued responses (the rest). The check allows the whole
+//! 16 MiB budget, i.e. 2 MiB over those shares: one `kafka.max_frame_bytes` (2 MiB
+//! here) for the one transient copy outside the window — core copies a produce's
+//! records once while validating them, one batch at a time — plus allocator rounding.
+//! Measured: +8 to +10 MiB (it was ~+30 MiB before frames were assembled in
+//! exact-size buffers, produces charged for the log's copy, paused connections really
+//! stopped reading and the frame decoder stopped keeping a buffer per connection).
+//! The test asserts no timing: the load is pipelined as fast as the node takes it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -88,6 +98,13 @@ fn start_node(dir: &Path) -> Node {
         admin: admin.expect("admin address"),
         shard_lines,
     }
+}
+
+/// The pre-allocated bytes a shard's start-up line reports ("…, N MiB pre-allocated …").
+fn preallocated_bytes(shard_line: &str) -> u64 {
+    let before = shard_line.split(" MiB pre-allocated").next().unwrap();
+    let mib: u64 = before.rsplit(' ').next().unwrap().parse().unwrap();
+    mib << 20
 }
 
 fn oxbow(args: &[&str]) -> String {
@@ -205,17 +222,7 @@ fn producer(kafka: &str, conn: usize) -> Vec<(usize, i64)> {
 }
 
 #[test]
-fn a_shard_over_its_budget_slows_producers_and_loses_no_acknowledged_record() {
-    overload(false);
-}
-
-#[test]
-#[ignore = "known gap: RSS grows ~30 MiB over a 16 MiB budget (see the module docs)"]
-fn peak_rss_growth_stays_within_the_budget() {
-    overload(true);
-}
-
-fn overload(strict_rss: bool) {
+fn a_shard_over_its_budget_slows_producers_stays_inside_it_and_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_node(dir.path());
     assert_eq!(node.shard_lines.len(), 1, "{:?}", node.shard_lines);
@@ -265,16 +272,17 @@ fn overload(strict_rss: bool) {
         "{peak_request_bytes} held > window {window_bytes}"
     );
     assert!(waits > 0.0, "the producers were never made to wait");
+    // The load-dependent shares (14 MiB) plus one max frame of transient copy: the
+    // budget itself (see the module docs). An unlocked pool is faulted in under load.
+    let unlocked_pool_bytes = if node.shard_lines[0].contains("(locked)") {
+        0
+    } else {
+        preallocated_bytes(&node.shard_lines[0])
+    };
     assert!(
-        grown_bytes < offered_bytes / 2,
-        "the process grew by {grown_bytes} bytes under {offered_bytes} bytes of load: it buffers the load"
+        grown_bytes <= BUDGET_BYTES + unlocked_pool_bytes,
+        "the process grew by {grown_bytes} bytes under load, over its {BUDGET_BYTES}-byte budget"
     );
-    if strict_rss {
-        assert!(
-            grown_bytes <= BUDGET_BYTES,
-            "the process grew by {grown_bytes} bytes under load, over its {BUDGET_BYTES}-byte budget"
-        );
-    }
 
     // Every acknowledged record is there, at its acknowledged offset.
     let total_acked: usize = acked.values().map(Vec::len).sum();

@@ -59,7 +59,7 @@ use oxbow_core::controller::{
 use oxbow_core::log::{LogCompletion, LogConfig};
 use oxbow_core::partition::{ReplicaEffect, ReplicaInput};
 use oxbow_core::raft::{Effect as RaftEffect, Input as RaftInput, Membership, RaftConfig, Role};
-use oxbow_core::rpc::{decode_frame, FrameLimits};
+use oxbow_core::rpc::{decode_frame, FrameKind, FrameLimits};
 use oxbow_core::time::Instant;
 use serde::Deserialize;
 
@@ -808,6 +808,10 @@ impl BrokerSim {
             }
         };
         self.coverage.hit("rpc.frame.delivered");
+        if decoded.kind == FrameKind::Heartbeats && decoded.messages.len() > 1 {
+            // Heartbeats of several groups in one frame: coalescing at work.
+            self.coverage.hit("rpc.heartbeats.coalesced");
+        }
         let inc = self.nodes[to as usize].process.incarnation;
         self.feed(now, to, inc, BrokerInput::Peer(decoded));
     }

@@ -97,6 +97,7 @@ pub const EXPECTED: &[&str] = &[
     "txn.produce.verification_refused",
     "txn.coordinator.loaded",
     "txn.coordinator.loaded_after_trim",
+    "txn.partition.snapshot_installed",
 ];
 
 impl Coverage {

@@ -14,6 +14,9 @@
 //!   (write temp, fsync, rename): a crash leaves the old or the new one, never a torn one;
 //! * a state file (producer state) is replaced atomically and durably when issued; it is
 //!   advisory, so it has no completion and a failure only leaves the old one;
+//! * a `ResetLog` (a follower installing a snapshot) replaces the checkpoint with its
+//!   marker durably, then deletes the old segments last first, all when issued, and
+//!   completes as the sync it names;
 //! * after a failure of generation `g`, the rest of `g`'s queued effects are dropped
 //!   (a real backend would fail them too; the log ignores `g` anyway);
 //! * a `Write` that does not start at the segment's end is a **contract violation** by
@@ -196,6 +199,24 @@ impl LogDisk {
                 // a failure leaves the old file, and recovery reads more of the log.
                 let _ = disk.replace(rng, &self.path(name), data, true);
                 Ok(None)
+            }
+            LogEffect::ResetLog {
+                sync_id,
+                segments,
+                checkpoint,
+                ..
+            } => {
+                // The marker checkpoint durably first, then the deletions (durable when
+                // issued), last segment first; all at issue time, so no crash falls in
+                // between here (core's MemDisk tests cover crashes mid-reset).
+                disk.replace(rng, &self.path(CHECKPOINT_FILE_NAME), checkpoint, true)
+                    .map(|()| {
+                        for segment in segments.iter().rev() {
+                            disk.delete(&self.seg(*segment));
+                            disk.delete(&self.path(&segment.index_file_name()));
+                        }
+                        Some((None, LogCompletion::Synced { generation, sync_id }, write_time))
+                    })
             }
             LogEffect::Read { read_id, range, .. } => disk
                 .read(&self.seg(range.segment), range.position, range.len_bytes)

@@ -25,7 +25,7 @@
 //!   partitions' leaders (appended with `Replica::append_marker`), reloads when asked;
 //!   it is dropped when the node stops leading or crashes. A checkpoint's `TrimLog`
 //!   moves where later replays start; `trim_log = true` also deletes the prefix as the
-//!   broker does (off by default: it livelocks core's partition replica, a known gap).
+//!   broker does (a follower left behind then catches up through a partition snapshot).
 //! * **Broker glue**: a transactional produce is first verified with the coordinator
 //!   (`AddPartitions { verify_only }`, KIP-890) and then appended with acks=all.
 //! * **Producers**: InitProducerId with a transactional id, AddPartitionsToTxn,
@@ -158,9 +158,9 @@ pub struct TxnSimConfig {
     /// Coordinator checkpoint period (records).
     pub checkpoint_records: u64,
     /// Act on the coordinator's `TrimLog` as the broker does (`delete_records` on the
-    /// state partition). Off by default: a follower that lags behind a trimmed leader
-    /// then needs a snapshot, which data partitions cannot send, and the leader livelocks (see
-    /// `scenarios/transactions.toml`); trimming is modelled by where a replay starts.
+    /// state partition); a follower that lags behind the trimmed leader then catches up
+    /// through a partition snapshot. Off by default (then trimming is modelled by where
+    /// a replay starts); `scenarios/transactions.toml` turns it on.
     pub trim_log: bool,
     /// Planted bug (core): an abort's markers are written as COMMIT markers.
     pub bug_abort_writes_commit_markers: bool,
@@ -970,6 +970,10 @@ impl TxnRun {
         }
         n.up = false;
         for slot in &mut n.slots {
+            if let Some(r) = &slot.replica {
+                let installs = r.raft().stats().snapshots_installed;
+                self.coverage.add("txn.partition.snapshot_installed", installs);
+            }
             slot.replica = None;
             slot.pending.clear();
             slot.waiting = false;
@@ -2593,6 +2597,14 @@ impl TxnRun {
         if self.final_check(false) {
             self.final_ok = true;
             self.coverage.hit("liveness.reached");
+            let installs: u64 = self
+                .nodes
+                .iter()
+                .flat_map(|n| n.slots.iter())
+                .filter_map(|s| s.replica.as_ref())
+                .map(|r| r.raft().stats().snapshots_installed)
+                .sum();
+            self.coverage.add("txn.partition.snapshot_installed", installs);
             trace_event!(self.trace, now, None, "liveness reached");
             self.phase = Phase::Done;
             return;

@@ -10,7 +10,7 @@
 //! * election safety — a hard-state log that never syncs, so crashed brokers forget
 //!   their votes (`brokers.bug_ack_hard_state_before_durable`).
 //!
-//! The last test (ignored) reproduces a finding in core's cluster code.
+//! The last test is a regression test for a finding in core's cluster code.
 
 use oxbow_runtime_sim::run::{check_determinism, run_seed};
 use oxbow_runtime_sim::scenario::Scenario;
@@ -118,6 +118,7 @@ fn a_sweep_of_broker_seeds_is_quiet() {
         "fault.one_way",
         "disk.crash.unsynced_lost",
         "brokers.partition.truncation",
+        "rpc.heartbeats.coalesced",
     ] {
         assert!(
             report.coverage.totals().get(must) > 0,
@@ -178,15 +179,14 @@ fn two_leaders_of_one_term_are_caught_when_brokers_forget_their_votes() {
 /// Where the forgotten-votes bug shows (found by sweeping `aggressive()` with it).
 const SEEDS_FORGET_VOTES: std::ops::Range<u64> = 0..20;
 
-/// Finding in core's cluster code (`core/src/broker/cluster.rs`, `register`): while
-/// the controller has no leader, a broker whose registration is not applied keeps
-/// `register_at` at a time already past, so `Broker::poll_timeout()` stays `<= now`
-/// after `handle_timeout(now)` and a runtime that sleeps until the next deadline spins
-/// (a real shard would burn its core until a controller leader is elected). The
-/// simulator retries such deadlines 5 ms later and counts them
-/// (`brokers.timer.overdue`).
+/// Regression test for a finding of this simulator in core's cluster code
+/// (`core/src/broker/cluster.rs`): while the controller had no leader, a broker whose
+/// registration was not applied kept a deadline already past, so
+/// `Broker::poll_timeout()` stayed `<= now` after `handle_timeout(now)` and a runtime
+/// that sleeps until the next deadline spun (a real shard burnt its core until a
+/// controller leader was elected). The simulator retries such deadlines 5 ms later and
+/// counts them (`brokers.timer.overdue`).
 #[test]
-#[ignore = "finding in core's cluster code; see the doc comment"]
 fn a_broker_without_a_controller_leader_has_no_deadline_in_the_past() {
     use oxbow_core::broker::cluster::ClusterSetup;
     use oxbow_core::broker::{Broker, BrokerSetup, ShardId};

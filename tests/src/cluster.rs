@@ -1,6 +1,8 @@
-//! A cluster of `oxbow-test-node` processes on loopback, for tests that kill, pause and
-//! restart brokers with signals: fixed ports per broker (a restarted broker comes back
-//! at the same addresses), seeds naming every broker, and the signals themselves.
+//! A cluster of `oxbow-test-node` processes, for tests that kill, pause and restart
+//! brokers with signals: fixed addresses per broker (a restarted broker comes back at
+//! the same addresses), seeds naming every broker, and the signals themselves. Brokers
+//! run on loopback ([`BrokerSite::loopback`]) or wherever a [`BrokerSite`] says, under
+//! a command prefix (e.g. `ip netns exec NS`, see [`crate::netns`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -21,11 +23,38 @@ pub struct TestBroker {
     pub admin_addr: String,
     /// Broker-to-broker listener.
     pub rpc_addr: String,
+    /// The program and arguments the broker's program runs under (empty: directly).
+    pub command_prefix: Vec<String>,
     /// The running process, if any.
     pub process: Option<Child>,
 }
 
-/// A cluster of brokers on loopback.
+/// Where a broker runs: its listeners and the command its program runs under.
+#[derive(Debug, Clone)]
+pub struct BrokerSite {
+    /// Kafka listener.
+    pub kafka_addr: String,
+    /// Admin listener.
+    pub admin_addr: String,
+    /// Broker-to-broker listener.
+    pub rpc_addr: String,
+    /// Program and arguments to run the broker under (empty: run it directly).
+    pub command_prefix: Vec<String>,
+}
+
+impl BrokerSite {
+    /// Free loopback ports, run directly.
+    pub fn loopback() -> BrokerSite {
+        BrokerSite {
+            kafka_addr: format!("127.0.0.1:{}", free_port()),
+            admin_addr: format!("127.0.0.1:{}", free_port()),
+            rpc_addr: format!("127.0.0.1:{}", free_port()),
+            command_prefix: Vec::new(),
+        }
+    }
+}
+
+/// A cluster of brokers.
 #[derive(Debug)]
 pub struct TestCluster {
     /// The brokers, by position (broker id = position + 1).
@@ -33,6 +62,20 @@ pub struct TestCluster {
     seeds: String,
     /// The `oxbow-test-node` program.
     program: PathBuf,
+}
+
+impl TestBroker {
+    fn new(id: u32, root: &Path, site: BrokerSite) -> TestBroker {
+        TestBroker {
+            id,
+            data_dir: root.join(format!("broker-{id}")),
+            kafka_addr: site.kafka_addr,
+            admin_addr: site.admin_addr,
+            rpc_addr: site.rpc_addr,
+            command_prefix: site.command_prefix,
+            process: None,
+        }
+    }
 }
 
 /// A loopback port nobody listens on now.
@@ -43,18 +86,21 @@ fn free_port() -> u16 {
 
 impl TestCluster {
     /// Starts `count` brokers of `program` (`oxbow-test-node`, from the test's
-    /// `CARGO_BIN_EXE_oxbow-test-node`) with data under `root`; waits until each serves.
+    /// `CARGO_BIN_EXE_oxbow-test-node`) on loopback with data under `root`; waits until
+    /// each serves.
     pub fn start(program: &Path, root: &Path, count: u32) -> TestCluster {
-        let brokers: Vec<TestBroker> = (1..=count)
-            .map(|id| TestBroker {
-                id,
-                data_dir: root.join(format!("broker-{id}")),
-                kafka_addr: format!("127.0.0.1:{}", free_port()),
-                admin_addr: format!("127.0.0.1:{}", free_port()),
-                rpc_addr: format!("127.0.0.1:{}", free_port()),
-                process: None,
-            })
+        let sites = (0..count).map(|_| BrokerSite::loopback()).collect();
+        TestCluster::start_at(program, root, sites)
+    }
+
+    /// Starts one broker per site (broker id = position + 1) with data under `root`;
+    /// waits until each serves.
+    pub fn start_at(program: &Path, root: &Path, sites: Vec<BrokerSite>) -> TestCluster {
+        let brokers: Vec<TestBroker> = (1..)
+            .zip(sites)
+            .map(|(id, site)| TestBroker::new(id, root, site))
             .collect();
+        let count = u32::try_from(brokers.len()).expect("few brokers");
         let seeds = brokers
             .iter()
             .map(|b| format!("{}@{}", b.id, b.rpc_addr))
@@ -75,14 +121,8 @@ impl TestCluster {
     /// seeds; returns its id.
     pub fn add_broker(&mut self, root: &Path) -> u32 {
         let id = u32::try_from(self.brokers.len()).expect("few brokers") + 1;
-        self.brokers.push(TestBroker {
-            id,
-            data_dir: root.join(format!("broker-{id}")),
-            kafka_addr: format!("127.0.0.1:{}", free_port()),
-            admin_addr: format!("127.0.0.1:{}", free_port()),
-            rpc_addr: format!("127.0.0.1:{}", free_port()),
-            process: None,
-        });
+        self.brokers
+            .push(TestBroker::new(id, root, BrokerSite::loopback()));
         self.restart(id);
         id
     }
@@ -112,7 +152,15 @@ impl TestCluster {
         // directory lock or ports for a moment: try again briefly.
         for _ in 0..100 {
             let log = std::fs::File::create(broker.data_dir.with_extension("log")).expect("log file");
-            let mut child = Command::new(&program)
+            let mut command = match broker.command_prefix.split_first() {
+                Some((wrapper, args)) => {
+                    let mut command = Command::new(wrapper);
+                    command.args(args).arg(&program);
+                    command
+                }
+                None => Command::new(&program),
+            };
+            let mut child = command
                 .arg(&broker.data_dir)
                 .arg(&broker.kafka_addr)
                 .arg(&broker.admin_addr)

@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod cluster_client;
+pub mod netns;
 pub mod proxy;
 
 /// The value written in record `index` of the writer's batch number `batch`.

@@ -422,7 +422,7 @@ fn on_cluster_message(broker: &mut Broker, now: Instant, from: u64, message: Clu
             match Command::decode(&command) {
                 // Relayed once more if this broker knows a leader other than the sender
                 // (a joining broker asks a seed, not knowing the leader yet).
-                Ok(command) => propose_from(broker, now, command, waiter, Some(from)),
+                Ok(command) => propose_from(broker, now, command, waiter, Forwarding::RelayedFrom(from)),
                 Err(error) => resolve(
                     broker,
                     now,
@@ -959,15 +959,26 @@ pub fn allocate_producer_ids(broker: &mut Broker, now: Instant, origin: ShardId)
 /// Proposes `command` if this broker leads the controller, else (when `may_forward`)
 /// forwards it to the leader — or, with no leader known, to a peer that may know it.
 fn propose(broker: &mut Broker, now: Instant, command: Command, waiter: Waiter, may_forward: bool) {
-    match may_forward {
-        true => propose_from(broker, now, command, waiter, None),
-        false => propose_from(broker, now, command, waiter, Some(u64::MAX)),
-    }
+    let forwarding = match may_forward {
+        true => Forwarding::Own,
+        false => Forwarding::Never,
+    };
+    propose_from(broker, now, command, waiter, forwarding);
 }
 
-/// Proposes here, or forwards to the leader — never back to `sender` (a peer whose
-/// proposal this is; `u64::MAX`: never forward).
-fn propose_from(broker: &mut Broker, now: Instant, command: Command, waiter: Waiter, sender: Option<u64>) {
+/// Where a proposal may go when this broker does not lead the controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forwarding {
+    /// This broker's own proposal: to the leader, or to a peer that may know it.
+    Own,
+    /// A peer's proposal relayed here: to the leader, never back to that peer.
+    RelayedFrom(u64),
+    /// Only while this broker leads (liveness rounds of a former leader are dropped).
+    Never,
+}
+
+/// Proposes here, or forwards to the leader as `forwarding` allows.
+fn propose_from(broker: &mut Broker, now: Instant, command: Command, waiter: Waiter, forwarding: Forwarding) {
     let Some(cluster) = broker.cluster.as_mut() else {
         return;
     };
@@ -984,7 +995,10 @@ fn propose_from(broker: &mut Broker, now: Instant, command: Command, waiter: Wai
         resolve(broker, now, waiter, error);
         return;
     }
-    let never_forward = sender == Some(u64::MAX);
+    let sender = match forwarding {
+        Forwarding::RelayedFrom(peer) => Some(peer),
+        Forwarding::Own | Forwarding::Never => None,
+    };
     let target = match host.replica.propose(now, &command) {
         Ok(at) => {
             host.applying
@@ -993,12 +1007,14 @@ fn propose_from(broker: &mut Broker, now: Instant, command: Command, waiter: Wai
                 .push((Some(at.term), waiter));
             return;
         }
-        Err(ControllerError::NotController { leader: Some(leader) }) if !never_forward && leader != node => {
+        Err(ControllerError::NotController { leader: Some(leader) })
+            if forwarding != Forwarding::Never && leader != node =>
+        {
             Ok(leader)
         }
         // No leader known (this broker is joining, or an election runs): ask a peer,
         // in turn, that may know it.
-        Err(ControllerError::NotController { leader: None }) if sender.is_none() => {
+        Err(ControllerError::NotController { leader: None }) if forwarding == Forwarding::Own => {
             let peers: Vec<u64> = host.peers.keys().copied().collect();
             host.next_forward += 1;
             let index = usize::try_from(host.next_forward).unwrap_or(0) % peers.len().max(1);

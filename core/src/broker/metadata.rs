@@ -217,13 +217,24 @@ pub fn topic_log_config(
         }
     }
     topic_tier_config(configs)?;
-    config
-        .validate()
-        .map_err(|LogConfigError { option, reason }| MetadataError::InvalidConfig {
+    config.validate().map_err(|LogConfigError { option, reason }| {
+        // A bad value may come from the node's defaults rather than the request:
+        // name the value in force either way.
+        let value = configs.get(option).cloned().unwrap_or_else(|| {
+            describe_topic_config(&config, configs)
+                .into_iter()
+                .find(|(key, _, _)| key == option)
+                .map_or_else(
+                    || "(unset)".to_string(),
+                    |(_, value, _)| format!("{value} (node default)"),
+                )
+        });
+        MetadataError::InvalidConfig {
             key: option.to_string(),
-            value: configs.get(option).cloned().unwrap_or_default(),
+            value,
             reason,
-        })?;
+        }
+    })?;
     Ok(config)
 }
 
@@ -446,6 +457,14 @@ mod tests {
             topic_log_config(&defaults, &unknown),
             Err(MetadataError::UnknownConfig(_))
         ));
+        let small_defaults = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        };
+        let error = topic_log_config(&small_defaults, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("4096 (node default)"), "{error}");
         assert!(validate_topic_name("a.b_c-1").is_ok());
         assert!(validate_topic_name("bad name").is_err());
     }

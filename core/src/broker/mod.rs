@@ -204,7 +204,11 @@ impl Broker {
             metadata: Metadata::default(),
             persist_waits: Vec::new(),
             partitions: {
-                let mut partitions = Partitions::new(setup.node_id, setup.raft);
+                // A cluster's partitions share their peers: their heartbeats leave
+                // together, one compact frame per peer and interval.
+                let mut raft = setup.raft;
+                raft.coalesced_heartbeats |= setup.cluster.is_some();
+                let mut partitions = Partitions::new(setup.node_id, raft);
                 partitions.configure_groups(setup.group.clone(), setup.wall_clock_origin_ms);
                 partitions.tier.set_settings(setup.tier.clone());
                 partitions.txn.set_config(setup.txn.coordinator.clone());

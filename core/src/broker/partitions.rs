@@ -10,7 +10,7 @@ use crate::group::{Coordinator, CoordinatorOutput, GroupConfig, ReplyId, Topics,
 use crate::kafka::ErrorCode;
 use crate::log::read::{find_offset_for_timestamp, trim_fetched};
 use crate::log::{DiskError, FileRange, Log, LogConfig};
-use crate::partition::{Acks, ProduceToken, ReadToken, Replica, ReplicaEvent, ReplicaSetup};
+use crate::partition::{Acks, ProduceToken, ReadToken, Replica, ReplicaEffect, ReplicaEvent, ReplicaSetup};
 use crate::raft::{HardState, Membership, RaftConfig, Role};
 use crate::time::Instant;
 use bytes::Bytes;
@@ -75,6 +75,9 @@ struct ParkedFetch {
 pub struct Partitions {
     node_id: i32,
     raft: RaftConfig,
+    /// With coalesced heartbeats (cluster mode): when every led group next sends its
+    /// heartbeats, all in the same turn, so they leave as one frame per peer.
+    heartbeats_at: Option<Instant>,
     hosted: BTreeMap<TopicPartition, Hosted>,
     produce_waits: BTreeMap<ProduceToken, OpRef>,
     reads: BTreeMap<ReadToken, PendingRead>,
@@ -119,6 +122,7 @@ impl Partitions {
         Partitions {
             node_id,
             raft,
+            heartbeats_at: None,
             hosted: BTreeMap::new(),
             produce_waits: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -245,17 +249,23 @@ impl Partitions {
             [] => Membership::with_voters([node]),
             voters => Membership::new(voters.iter().copied(), []),
         };
+        let seed = u64::from(crc32c::crc32c(key.dir().as_bytes()));
         let setup = ReplicaSetup {
             node_id: node,
             raft: self.raft.clone(),
             bootstrap: bootstrap.map_err(|e| e.to_string())?,
             hard_state,
             config_entries: Vec::new(),
-            seed: u64::from(crc32c::crc32c(key.dir().as_bytes())),
+            // Each replica of the group its own election timeouts: with one seed on
+            // every broker, two followers that lost their leader at the same moment
+            // time out in lockstep and split every vote, term after term.
+            seed: seed ^ node.rotate_left(32),
         };
-        let seed = setup.seed;
         let mut replica = Replica::new(now, setup, log).map_err(|e| e.to_string())?;
         replica.set_producer_config(self.txn.producer_config());
+        if self.raft.coalesced_heartbeats && self.heartbeats_at.is_none() {
+            self.heartbeats_at = Some(now + self.raft.heartbeat_interval);
+        }
         let tp = tp_of(&key);
         let coordinator = (key.topic == OFFSETS_TOPIC).then(|| {
             let mut c = Coordinator::new(
@@ -716,8 +726,13 @@ impl Partitions {
         self.results.push_back((read.op_ref, result));
     }
 
-    /// Runs timers: replicas, parked fetches past their deadline, retention.
+    /// Runs timers: replicas, coalesced heartbeats, parked fetches past their
+    /// deadline, retention.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.heartbeats_at.is_some_and(|at| at <= now) {
+            self.heartbeats_at = Some(now + self.raft.heartbeat_interval);
+            self.send_heartbeats(now);
+        }
         let due: Vec<TopicPartition> = self
             .hosted
             .iter()
@@ -753,6 +768,29 @@ impl Partitions {
         self.wake_parked(now);
     }
 
+    /// Every group this shard leads takes its heartbeat turn now; the heartbeats go
+    /// out as partition `Send` effects, which the broker's outbox packs into one
+    /// compact frame per peer.
+    fn send_heartbeats(&mut self, now: Instant) {
+        let leading: Vec<TopicPartition> = self
+            .hosted
+            .iter()
+            .filter(|(_, h)| h.replica.is_leader())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in leading {
+            if let Some(hosted) = self.hosted.get_mut(&tp) {
+                for message in hosted.replica.take_heartbeats(now) {
+                    self.effects.push_back(BrokerEffect::Partition {
+                        key: hosted.key.clone(),
+                        effect: ReplicaEffect::Send(message),
+                    });
+                }
+            }
+            self.drain(now, &tp);
+        }
+    }
+
     /// Applies retention to every hosted partition (wall-clock `now_wall_ms`).
     pub fn enforce_retention(&mut self, now: Instant, now_wall_ms: i64) {
         let tps: Vec<TopicPartition> = self.hosted.keys().cloned().collect();
@@ -783,6 +821,7 @@ impl Partitions {
             .filter_map(|h| h.coordinator.as_ref().and_then(|c| c.poll_timeout()));
         let parked = self.parked.iter().map(|p| p.wait_until);
         replicas
+            .chain(self.heartbeats_at)
             .chain(coordinators)
             .chain(parked)
             .chain(self.txn_poll_timeout())
@@ -892,7 +931,9 @@ impl Partitions {
                     }
                     woke = true;
                 }
-                ReplicaEvent::StartOffsetDurable { start_offset } => {
+                // DeleteRecords answers once the new start is durable on the leader and
+                // committed in the log (so every replica trims, and a new leader keeps it).
+                ReplicaEvent::StartOffsetReplicated { start_offset } => {
                     let waits = self.delete_waits.remove(tp).unwrap_or_default();
                     let (done, keep): (Vec<_>, Vec<_>) =
                         waits.into_iter().partition(|(_, t)| *t <= start_offset);
@@ -1120,5 +1161,34 @@ impl Partitions {
     /// Whether no partition is hosted.
     pub fn is_empty(&self) -> bool {
         self.hosted.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first election deadline of `node`'s replica of a three-voter partition.
+    fn first_deadline(node: i32) -> Option<Instant> {
+        let key = PartitionKey {
+            topic: "orders".to_string(),
+            partition: 0,
+            revision: 1,
+        };
+        let mut partitions = Partitions::new(node, RaftConfig::default());
+        let log = Log::new(LogConfig::default(), 0);
+        let voters = [(1, 2), (2, 1), (3, 1)];
+        partitions
+            .host(Instant::ZERO, key, log, HardState::default(), &voters)
+            .expect("hosted");
+        partitions.poll_timeout()
+    }
+
+    #[test]
+    fn replicas_of_one_partition_on_different_brokers_time_out_apart() {
+        let (two, three) = (first_deadline(2), first_deadline(3));
+        assert!(two.is_some() && three.is_some(), "followers wait for an election");
+        assert_ne!(two, three, "the same election timeout on two brokers");
+        assert_eq!(first_deadline(2), two, "deterministic per broker");
     }
 }

@@ -41,6 +41,10 @@ pub enum FrameError {
 }
 
 /// Cuts a byte stream into frames. One per connection.
+///
+/// Memory: between frames the decoder holds no buffer; a frame pushed whole into an
+/// empty decoder is copied once into an allocation of exactly its size, which the
+/// returned frame owns.
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_frame_bytes: u32,
@@ -111,8 +115,16 @@ impl FrameDecoder {
         if self.buffer.len() < frame_end {
             return Ok(None);
         }
-        self.buffer.advance(SIZE_PREFIX_BYTES);
-        let frame = self.buffer.split_to(size_bytes).freeze();
+        let mut frame = if self.buffer.len() == frame_end {
+            // The buffer holds exactly this frame: the frame takes the allocation and
+            // the decoder keeps none (a split would leave the decoder sharing it, so an
+            // idle connection would pin a frame-sized buffer).
+            std::mem::take(&mut self.buffer)
+        } else {
+            self.buffer.split_to(frame_end)
+        };
+        frame.advance(SIZE_PREFIX_BYTES);
+        let frame = frame.freeze();
         assert_eq!(frame.len(), size_bytes, "split a whole frame");
         Ok(Some(frame))
     }

@@ -28,6 +28,29 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The checkpoint [`super::Log::reset_to`] writes: the log is empty and starts at
+    /// `start_offset`, after an entry of `term`. It is told apart from an ordinary
+    /// checkpoint without a format change: an ordinary one that records a durable
+    /// offset (`>= 0`) names a real segment, whose term is never negative; the marker
+    /// records `start_offset - 1` as durable in a segment of term `-2 - term`.
+    pub fn reset_marker(start_offset: i64, term: i64) -> Checkpoint {
+        assert!(start_offset > 0 && term >= 0, "a reset starts past offset 0");
+        Checkpoint {
+            start_offset,
+            durable_offset: start_offset - 1,
+            durable_segment: SegmentId {
+                base_offset: start_offset,
+                term: -2 - term,
+            },
+            durable_position: 0,
+        }
+    }
+
+    /// If this is a [`Checkpoint::reset_marker`]: the term it records.
+    pub fn reset_term(&self) -> Option<i64> {
+        (self.durable_offset >= 0 && self.durable_segment.term <= -2).then(|| -2 - self.durable_segment.term)
+    }
+
     /// Encodes with a trailing CRC32C.
     pub fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(BODY_BYTES + 4);
@@ -95,5 +118,24 @@ mod tests {
             assert_eq!(Checkpoint::decode(&damaged), None);
         }
         assert_eq!(Checkpoint::decode(&bytes[..20]), None);
+        assert_eq!(cp.reset_term(), None);
+    }
+
+    #[test]
+    fn reset_marker_round_trips_and_is_not_an_ordinary_checkpoint() {
+        let marker = Checkpoint::reset_marker(40, 3);
+        assert_eq!(marker.reset_term(), Some(3));
+        assert_eq!(Checkpoint::decode(&marker.encode()), Some(marker));
+        let nothing_durable = Checkpoint {
+            start_offset: 40,
+            durable_offset: -1,
+            durable_segment: SegmentId {
+                base_offset: 40,
+                term: -1,
+            },
+            durable_position: 0,
+        };
+        assert_eq!(nothing_durable.reset_term(), None);
+        assert_eq!(Checkpoint::reset_marker(1, 0).reset_term(), Some(0));
     }
 }

@@ -179,6 +179,24 @@ pub enum LogEffect {
         /// The new content.
         data: Bytes,
     },
+    /// Replace the whole log by an empty one that starts at `start_offset`
+    /// ([`super::Log::reset_to`], a follower installing a snapshot past its log), then
+    /// report [`LogCompletion::Synced`] with `sync_id`. Crash-safe order: first replace
+    /// the checkpoint with `checkpoint` durably (it carries the reset marker, see
+    /// [`super::checkpoint::Checkpoint::reset_marker`]), then delete each of `segments`
+    /// (data and index files) from the last to the first, then make the deletions
+    /// durable (directory sync). A crash before the checkpoint lands leaves the old
+    /// log; after it, recovery drops whatever old segments are left.
+    ResetLog {
+        /// Generation of the log that asked (the new one).
+        generation: u64,
+        /// Identifies the reset in its [`LogCompletion::Synced`].
+        sync_id: u64,
+        /// Segments of the old log, oldest first.
+        segments: Vec<SegmentId>,
+        /// Encoded marker checkpoint.
+        checkpoint: Bytes,
+    },
     /// Read `len_bytes` at `position` of `segment` and hand them back as
     /// [`LogCompletion::Read`]; the log needs them to find an exact batch boundary.
     Read {
@@ -203,6 +221,7 @@ impl LogEffect {
             | LogEffect::WriteIndex { generation, .. }
             | LogEffect::WriteCheckpoint { generation, .. }
             | LogEffect::WriteStateFile { generation, .. }
+            | LogEffect::ResetLog { generation, .. }
             | LogEffect::Read { generation, .. } => *generation,
         }
     }

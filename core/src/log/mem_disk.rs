@@ -115,6 +115,11 @@ impl MemDisk {
                 self.put_durable(name, &data);
                 vec![]
             }
+            LogEffect::ResetLog { sync_id, .. } => {
+                let steps = Self::reset_step_count(&effect);
+                self.execute_reset_prefix(&effect, steps);
+                vec![LogCompletion::Synced { generation, sync_id }]
+            }
             LogEffect::Read { read_id, range, .. } => {
                 let data = self.read(range.segment, range.position, range.len_bytes);
                 vec![LogCompletion::Read {
@@ -123,6 +128,35 @@ impl MemDisk {
                     data,
                 }]
             }
+        }
+    }
+
+    /// How many steps a [`LogEffect::ResetLog`] takes here: the checkpoint, then one
+    /// deletion per old segment (0 for any other effect).
+    pub fn reset_step_count(effect: &LogEffect) -> usize {
+        match effect {
+            LogEffect::ResetLog { segments, .. } => 1 + segments.len(),
+            _ => 0,
+        }
+    }
+
+    /// Carries out the first `steps` steps of a [`LogEffect::ResetLog`] in the order
+    /// the contract prescribes (checkpoint first, then the segments from the last),
+    /// each durable at once, and stops — what a crash in the middle leaves.
+    pub fn execute_reset_prefix(&mut self, effect: &LogEffect, steps: usize) {
+        let LogEffect::ResetLog {
+            segments, checkpoint, ..
+        } = effect
+        else {
+            return;
+        };
+        if steps == 0 {
+            return;
+        }
+        self.put_durable(CHECKPOINT_FILE_NAME, checkpoint);
+        for segment in segments.iter().rev().take(steps - 1) {
+            self.files.remove(&segment.file_name());
+            self.files.remove(&segment.index_file_name());
         }
     }
 

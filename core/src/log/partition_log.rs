@@ -211,6 +211,9 @@ pub struct RecoveredLog {
     /// State files found beside the segments, by name (see
     /// [`super::io::STATE_FILE_NAMES`]).
     pub state_files: BTreeMap<String, Bytes>,
+    /// The term of the entry before `start_offset`, when a [`Log::reset_to`] recorded
+    /// it and nothing has been made durable since.
+    pub reset_term: Option<i64>,
 }
 
 /// The storage log of one partition replica.
@@ -241,7 +244,17 @@ pub struct Log {
     events: VecDeque<LogEvent>,
     /// State files recovery found, until their owner takes them.
     state_files: BTreeMap<String, Bytes>,
+    /// Term of the entry before `start_offset` after a [`Log::reset_to`].
+    reset_term: Option<i64>,
+    /// The [`LogEffect::ResetLog`] not yet completed, issued again in the next
+    /// generation if the disk fails it, and how often it failed.
+    reset_in_flight: Option<LogEffect>,
+    reset_failures: u32,
 }
+
+/// How often a failed [`LogEffect::ResetLog`] is issued again before the log gives up
+/// (unavailable until a restart, whose recovery finishes or undoes the reset).
+const MAX_RESET_FAILURES: u32 = 3;
 
 impl Log {
     /// A new, empty log whose first offset will be `start_offset`.
@@ -252,6 +265,7 @@ impl Log {
                 segments: Vec::new(),
                 start_offset,
                 state_files: BTreeMap::new(),
+                reset_term: None,
             },
         )
     }
@@ -306,6 +320,9 @@ impl Log {
             effects: VecDeque::new(),
             events: VecDeque::new(),
             state_files: recovered.state_files,
+            reset_term: recovered.reset_term,
+            reset_in_flight: None,
+            reset_failures: 0,
         }
     }
 
@@ -345,6 +362,11 @@ impl Log {
         self.start_offset
     }
 
+    /// The start offset a durable checkpoint records (what a crash comes back to).
+    pub fn durable_start_offset(&self) -> i64 {
+        self.checkpoint.durable_start_offset
+    }
+
     /// Offset the next append gets (Kafka's log end offset).
     pub fn next_offset(&self) -> i64 {
         self.next_offset
@@ -358,6 +380,21 @@ impl Log {
     /// Last offset covered by a completed sync.
     pub fn durable_offset(&self) -> i64 {
         self.durable_offset
+    }
+
+    /// The term of the entry just before the start offset, if a [`Log::reset_to`]
+    /// recorded it (the log of a follower that installed a snapshot).
+    pub fn reset_term(&self) -> Option<i64> {
+        self.reset_term
+    }
+
+    /// First offset whose bytes the log still holds: the base of the first segment
+    /// (which may lie below the start offset when DeleteRecords cut inside it).
+    /// Raft replicates whole entries from here.
+    pub fn retained_offset(&self) -> i64 {
+        self.segments
+            .first()
+            .map_or(self.start_offset, |s| s.id.base_offset.min(self.start_offset))
     }
 
     /// Term of the last segment, -1 if the log has none.
@@ -675,6 +712,7 @@ impl Log {
         let Some(sync) = self.sync_in_flight.take_if(|s| s.sync_id == sync_id) else {
             return;
         };
+        self.reset_in_flight = None;
         self.sync_done = SyncTicket(sync_id);
         self.events.push_back(LogEvent::SyncDone {
             ticket: self.sync_done,
@@ -722,6 +760,7 @@ impl Log {
         self.next_offset = lost_from.max(self.start_offset);
         self.emitted_offset = self.emitted_offset.min(lost_from - 1);
         self.written_offset = self.written_offset.min(lost_from - 1);
+        self.reissue_reset(&error);
         if lost_to >= lost_from {
             self.events.push_back(LogEvent::AppendsFailed {
                 from_offset: lost_from,
@@ -961,6 +1000,96 @@ impl Log {
         });
     }
 
+    /// Replaces the whole log by an empty one whose first offset is `start_offset`,
+    /// following an entry of `term` (a follower installing a snapshot that its log does
+    /// not contain). Everything queued before is superseded (a new generation); the
+    /// reset reaches the disk as one [`LogEffect::ResetLog`], crash-safe: recovery finds
+    /// the old log or the empty one, never a mix. Returns the ticket whose
+    /// [`LogEvent::SyncDone`] reports the reset durable.
+    pub fn reset_to(&mut self, start_offset: i64, term: i64) -> SyncTicket {
+        assert!(start_offset > 0 && term >= 0, "a reset starts past offset 0");
+        self.generation += 1;
+        let old: Vec<SegmentId> = self.segments.drain(..).map(|s| s.id).collect();
+        self.start_offset = start_offset;
+        self.next_offset = start_offset;
+        self.emitted_offset = start_offset - 1;
+        self.written_offset = start_offset - 1;
+        self.durable_offset = start_offset - 1;
+        self.durable_end = DurableEnd::Nothing;
+        self.dirty.clear();
+        self.unwritten.clear();
+        self.truncation = None;
+        self.sync_wanted = false;
+        self.unavailable = None;
+        self.reset_term = Some(term);
+        self.checkpoint = CheckpointState {
+            written_at: None,
+            in_flight: None,
+            wanted: false,
+            durable_start_offset: start_offset,
+            emitted_durable_offset: start_offset - 1,
+        };
+        self.sync_issued = SyncTicket(self.sync_issued.0 + 1);
+        let sync_id = self.sync_issued.0;
+        self.sync_in_flight = Some(SyncInFlight {
+            sync_id,
+            covers_offset: start_offset - 1,
+            end: DurableEnd::Nothing,
+        });
+        let reset = LogEffect::ResetLog {
+            generation: self.generation,
+            sync_id,
+            segments: old,
+            checkpoint: Checkpoint::reset_marker(start_offset, term).encode(),
+        };
+        self.reset_in_flight = Some(reset.clone());
+        self.reset_failures = 0;
+        self.effects.push_back(reset);
+        self.sync_issued
+    }
+
+    /// After a failure: a reset that had not completed is issued again in the new
+    /// generation (it is idempotent), still as the sync in flight, ahead of anything
+    /// appended after it. After [`MAX_RESET_FAILURES`] the log stops taking appends:
+    /// nothing may be called durable on top of a reset the disk has not carried out.
+    fn reissue_reset(&mut self, error: &DiskError) {
+        let Some(LogEffect::ResetLog {
+            sync_id,
+            segments,
+            checkpoint,
+            ..
+        }) = self.reset_in_flight.take()
+        else {
+            return;
+        };
+        self.reset_failures += 1;
+        if self.reset_failures >= MAX_RESET_FAILURES {
+            let reason = format!(
+                "resetting the log to offset {} failed {} times ({error}); a restart finishes or undoes it",
+                self.start_offset, self.reset_failures
+            );
+            let segment = SegmentId {
+                base_offset: self.start_offset,
+                term: self.reset_term.unwrap_or(0),
+            };
+            self.mark_corrupted(segment, 0, reason);
+            return;
+        }
+        self.sync_in_flight = Some(SyncInFlight {
+            sync_id,
+            covers_offset: self.start_offset - 1,
+            end: DurableEnd::Nothing,
+        });
+        let reset = LogEffect::ResetLog {
+            generation: self.generation,
+            sync_id,
+            segments,
+            checkpoint,
+        };
+        self.reset_in_flight = Some(reset.clone());
+        self.effects.push_back(reset);
+    }
+
     /// Applies `retention.bytes` and `retention.ms` (against the wall-clock time
     /// `now_wall_ms`): deletes whole closed segments from the front, never any offset
     /// above `max_removable_offset` (what Raft snapshots or tiering allow). Returns the
@@ -1109,6 +1238,11 @@ impl Log {
             DurableEnd::At { .. } => self.durable_offset,
             _ => -1,
         };
+        if let (Some(term), -1) = (self.reset_term, durable_offset) {
+            // Still empty since a reset: keep the marker, so recovery knows the term
+            // before the start (and that older segments are not part of this log).
+            return Checkpoint::reset_marker(self.start_offset, term);
+        }
         Checkpoint {
             start_offset: self.start_offset,
             durable_offset,
@@ -1166,7 +1300,29 @@ impl Log {
     /// never past `max_offset` (the high watermark) or what is written. The first
     /// batch is included whole even when larger than `max_bytes` (KIP-74).
     pub fn read_plan(&self, offset: i64, max_bytes: u64, max_offset: i64) -> Result<ReadPlan, OffsetError> {
-        if offset < self.start_offset || offset > self.next_offset {
+        self.read_plan_from(self.start_offset, offset, max_bytes, max_offset)
+    }
+
+    /// [`Log::read_plan`] for Raft's replication: any offset from
+    /// [`Log::retained_offset`] on, so whole entries can be read even when the start
+    /// offset lies inside one.
+    pub fn replication_read_plan(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        max_offset: i64,
+    ) -> Result<ReadPlan, OffsetError> {
+        self.read_plan_from(self.retained_offset(), offset, max_bytes, max_offset)
+    }
+
+    fn read_plan_from(
+        &self,
+        floor: i64,
+        offset: i64,
+        max_bytes: u64,
+        max_offset: i64,
+    ) -> Result<ReadPlan, OffsetError> {
+        if offset < floor || offset > self.next_offset {
             return Err(self.out_of_range(offset));
         }
         let readable = max_offset.min(self.written_offset);

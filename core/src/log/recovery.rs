@@ -123,6 +123,8 @@ pub struct LogRecovery {
     finished: bool,
     scanned: Vec<SegmentId>,
     state_files: BTreeMap<String, Bytes>,
+    /// The term a reset marker checkpoint recorded (see [`drop_unfinished_reset`]).
+    reset_term: Option<i64>,
 }
 
 impl LogRecovery {
@@ -175,6 +177,10 @@ impl LogRecovery {
             }
             decoded
         });
+        let reset = checkpoint.and_then(|c| c.reset_term().map(|term| (c.start_offset, term)));
+        if let Some((start_offset, _)) = reset {
+            drop_unfinished_reset(start_offset, &mut found, &mut indexes, &mut cleanup, &mut report);
+        }
         LogRecovery {
             state_files: input.state_files,
             config,
@@ -189,12 +195,13 @@ impl LogRecovery {
             failed: None,
             finished: false,
             scanned: Vec::new(),
+            reset_term: reset.map(|(_, term)| term),
         }
     }
 
     fn durable_segment(&self) -> Option<SegmentId> {
         self.checkpoint
-            .filter(|c| c.durable_offset >= 0)
+            .filter(|c| c.durable_offset >= 0 && c.reset_term().is_none())
             .map(|c| c.durable_segment)
     }
 
@@ -496,6 +503,7 @@ impl LogRecovery {
         let mut log = Log::from_recovered(
             self.config,
             RecoveredLog {
+                reset_term: self.reset_term.filter(|_| self.kept.is_empty()),
                 segments: self.kept,
                 start_offset,
                 state_files: self.state_files,
@@ -503,5 +511,37 @@ impl LogRecovery {
         );
         log.push_recovery_cleanup(self.cleanup, &self.scanned);
         Ok((log, self.report))
+    }
+}
+
+/// A reset marker checkpoint ([`Checkpoint::reset_marker`]) says the log was replaced
+/// by an empty one starting at `start_offset`. The backend deletes the old segments
+/// only after the marker is durable, from the last to the first, and the new log's
+/// segments are created only after every deletion is durable. So a segment below
+/// `start_offset` means the reset did not finish: every segment found is the old
+/// log's and goes (the old log's newest ones, which could lie at or past
+/// `start_offset`, were deleted first). With none below, the segments found are the
+/// new log's and are recovered as usual.
+fn drop_unfinished_reset(
+    start_offset: i64,
+    found: &mut Vec<(SegmentId, u64)>,
+    indexes: &mut BTreeMap<SegmentId, Bytes>,
+    cleanup: &mut Vec<LogEffect>,
+    report: &mut RecoveryReport,
+) {
+    if !found.iter().any(|(id, _)| id.base_offset < start_offset) {
+        return;
+    }
+    report.warnings.push(format!(
+        "a reset to offset {start_offset} had not finished; the old log's {} segments are dropped",
+        found.len()
+    ));
+    for (id, _) in found.drain(..).rev() {
+        indexes.remove(&id);
+        cleanup.push(LogEffect::DeleteSegment {
+            generation: 0,
+            segment: id,
+        });
+        report.deleted_segments.push(id);
     }
 }

@@ -6,6 +6,10 @@
 //! consumers skip exactly as they skip transaction markers — so the Raft log *is* the
 //! Kafka log, offset for offset (DESIGN.md §7). Oxbow's control types live in a private
 //! range (`0x4F00..`) away from Kafka's (0 abort, 1 commit, 2.. KRaft).
+//!
+//! The leader's log start offset travels the same way: a data entry holding a control
+//! batch of type [`CONTROL_TYPE_LOG_START`] whose value is the new start offset, which
+//! every replica applies once it is committed ([`log_start_record`]).
 
 use crate::log::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::log::builder::{build_batch, BatchOptions, NewRecord};
@@ -17,6 +21,59 @@ use bytes::Bytes;
 pub const CONTROL_TYPE_RAFT_NOOP: i16 = 0x4F00;
 /// Control record type of a Raft membership configuration.
 pub const CONTROL_TYPE_RAFT_CONFIG: i16 = 0x4F01;
+
+/// Control record type of a log start offset move (value: the offset, i64 big-endian).
+pub const CONTROL_TYPE_LOG_START: i16 = 0x4F02;
+
+/// The control batch announcing that the log now starts at `start_offset`.
+pub fn log_start_batch(start_offset: i64) -> Bytes {
+    control_batch(CONTROL_TYPE_LOG_START, Some(start_offset.to_be_bytes().to_vec()))
+}
+
+/// A control batch of one record of `control_type` with `value`.
+fn control_batch(control_type: i16, value: Option<Vec<u8>>) -> Bytes {
+    let record = NewRecord {
+        key: Some(control_key(control_type)),
+        value,
+        timestamp_ms: -1,
+        headers: Vec::new(),
+    };
+    build_batch(
+        &[record],
+        BatchOptions {
+            control: true,
+            ..BatchOptions::default()
+        },
+    )
+}
+
+/// `(type, value)` of the one record of a non-transactional, uncompressed control
+/// batch whose key is an Oxbow-shaped control key; `None` for any other batch.
+fn single_control_record(header: &BatchHeader, batch: &Bytes) -> Option<(i16, Option<Bytes>)> {
+    if !header.is_control() || header.is_transactional() || header.record_count != 1 {
+        return None;
+    }
+    if header.compression().ok() != Some(crate::log::Compression::None) {
+        return None;
+    }
+    let records = batch.slice(BATCH_HEADER_BYTES..header.size_bytes().min(batch.len()));
+    let record = parse_uncompressed_records(&records, 1).ok()?.into_iter().next()?;
+    let key = record.key?;
+    if key.len() != 4 {
+        return None;
+    }
+    Some((i16::from_be_bytes([key[2], key[3]]), record.value))
+}
+
+/// The start offset a stored batch announces, if it is a [`log_start_batch`].
+pub fn log_start_record(header: &BatchHeader, batch: &Bytes) -> Option<i64> {
+    let (control_type, value) = single_control_record(header, batch)?;
+    if control_type != CONTROL_TYPE_LOG_START {
+        return None;
+    }
+    let value: [u8; 8] = value?.as_ref().try_into().ok()?;
+    Some(i64::from_be_bytes(value)).filter(|start| *start >= 0)
+}
 
 /// A stored batch that cannot be read back as a Raft entry.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -44,18 +101,9 @@ pub fn entry_to_batch(entry: &Entry) -> Bytes {
         EntryKind::Config => CONTROL_TYPE_RAFT_CONFIG,
         _ => return entry.payload.clone(),
     };
-    let record = NewRecord {
-        key: Some(control_key(control_type)),
-        value: (entry.kind == EntryKind::Config).then(|| entry.payload.to_vec()),
-        timestamp_ms: -1,
-        headers: Vec::new(),
-    };
-    build_batch(
-        &[record],
-        BatchOptions {
-            control: true,
-            ..BatchOptions::default()
-        },
+    control_batch(
+        control_type,
+        (entry.kind == EntryKind::Config).then(|| entry.payload.to_vec()),
     )
 }
 
@@ -88,27 +136,13 @@ pub fn batch_to_entry(header: &BatchHeader, batch: Bytes) -> Result<Entry, Entry
 
 /// `(type, value)` of a batch's Raft control record, `None` for any other batch.
 fn raft_control_record(header: &BatchHeader, batch: &Bytes) -> Result<Option<(i16, Bytes)>, String> {
-    if header.record_count != 1 || header.compression().ok() != Some(crate::log::Compression::None) {
-        return Ok(None);
-    }
-    let records = batch.slice(BATCH_HEADER_BYTES..header.size_bytes().min(batch.len()));
-    let Ok(parsed) = parse_uncompressed_records(&records, 1) else {
+    let Some((control_type, value)) = single_control_record(header, batch) else {
         return Ok(None);
     };
-    let Some(key) = parsed.first().and_then(|r| r.key.clone()) else {
-        return Ok(None);
-    };
-    if key.len() != 4 {
-        return Ok(None);
-    }
-    let control_type = i16::from_be_bytes([key[2], key[3]]);
     match control_type {
         CONTROL_TYPE_RAFT_NOOP => Ok(Some((control_type, Bytes::new()))),
         CONTROL_TYPE_RAFT_CONFIG => {
-            let value = parsed
-                .first()
-                .and_then(|r| r.value.clone())
-                .ok_or("configuration control record without a value")?;
+            let value = value.ok_or("configuration control record without a value")?;
             Ok(Some((control_type, value)))
         }
         _ => Ok(None),
@@ -140,5 +174,17 @@ mod tests {
             entry_to_batch(&Entry::noop(1, 0)),
             "deterministic"
         );
+    }
+
+    #[test]
+    fn a_log_start_record_round_trips_and_is_a_data_entry() {
+        let batch = log_start_batch(1234);
+        let header = validate_batch(&batch).unwrap();
+        assert!(header.is_control());
+        assert_eq!(log_start_record(&header, &batch), Some(1234));
+        let entry = batch_to_entry(&header, batch.clone()).unwrap();
+        assert_eq!(entry.kind, EntryKind::Data);
+        let noop = entry_to_batch(&Entry::noop(1, 0));
+        assert_eq!(log_start_record(&validate_batch(&noop).unwrap(), &noop), None);
     }
 }

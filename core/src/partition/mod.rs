@@ -6,10 +6,12 @@
 //!   watermark, reads for followers.
 //! * [`control`] — Raft's no-op and configuration entries as Kafka control batches.
 //! * [`producers`] — the replica's producer state, fed by its log (idempotence).
+//! * [`snapshot`] — the snapshot a leader sends a follower behind its retained log.
 
 pub mod control;
 pub mod producers;
 pub mod replica;
+pub mod snapshot;
 
 pub use replica::{
     Acks, ProduceError, ProduceToken, ReadToken, Replica, ReplicaEffect, ReplicaEvent, ReplicaInput,

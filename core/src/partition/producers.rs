@@ -133,6 +133,11 @@ impl Producers {
         }
     }
 
+    /// The settings in force.
+    pub fn config(&self) -> &ProducerStateConfig {
+        &self.config
+    }
+
     /// Changes the settings (expiry, bound, snapshot interval).
     pub fn set_config(&mut self, config: ProducerStateConfig) {
         self.config = config;

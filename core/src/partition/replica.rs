@@ -13,14 +13,31 @@
 //! snapshot plus the log suffix; the leader checks each produced batch against it
 //! (duplicates are acknowledged with their original offsets, when the original is).
 //!
+//! Snapshots ([`super::snapshot`]): Raft's snapshot point follows the log's first
+//! retained segment (the leader can send whole entries from there). A follower whose
+//! next offset lies below it gets a [`PartitionSnapshot`] through Raft's chunked
+//! snapshot path; installing it empties the follower's log to start after the point
+//! ([`Log::reset_to`], unless its log already holds the point's entry), rebuilds the
+//! producer state from what follows, and moves the log start to the leader's once
+//! the log reaches it.
+//!
+//! Log start replication: when the leader's log start moves (retention, DeleteRecords,
+//! a coordinator's trim, all applied to the leader's log directly), the leader proposes
+//! a [`super::control::log_start_batch`]; every replica moves its own log start there
+//! once that entry is committed, and [`ReplicaEvent::StartOffsetReplicated`] reports
+//! it, so the low watermark survives a leader change. A group of one replica writes
+//! no such entry (its durable start is reported replicated at once), so a single
+//! node's offsets are what they were.
+//!
 //! A disk failure that loses non-durable appends (ENOSPC, EIO) cannot be expressed to
 //! Raft as "forget these writes", so the replica rebuilds its Raft member from what is
 //! durable (hard state and log), fails every waiting produce with
 //! KAFKA_STORAGE_ERROR, and campaigns again after an election timeout (the back-off
 //! while the disk stays full).
 
-use super::control::{batch_to_entry, entry_to_batch};
+use super::control::{batch_to_entry, entry_to_batch, log_start_batch, log_start_record};
 use super::producers::Producers;
+use super::snapshot::PartitionSnapshot;
 use crate::log::batch::{iter_batches, kafka_error, validate_batch, BatchError, BatchHeader};
 use crate::log::read::trim_fetched;
 use crate::log::{
@@ -28,11 +45,11 @@ use crate::log::{
 };
 use crate::raft::{
     Effect as RaftEffect, Entry, EntryKind, HardState, Input as RaftInput, LogId, Membership, Message,
-    NodeId, ProposeError, Raft, RaftConfig, ReadError, RecoveredState, Role, SnapshotMeta,
+    NodeId, ProposeError, Raft, RaftConfig, ReadError, RecoveredState, Role, SnapshotChunkData, SnapshotMeta,
 };
 use crate::time::Instant;
 use crate::txn::{BatchMeta, CheckOutcome, ProducerError, ProducerStateConfig};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
 
 /// How a producer wants its write acknowledged.
@@ -176,6 +193,13 @@ pub enum ReplicaEvent {
         /// The log start offset.
         start_offset: i64,
     },
+    /// A log start offset the leader announced is committed (durable on the leader
+    /// before it was announced; every replica moves its log start there as it applies
+    /// the entry). DeleteRecords is answered with it.
+    StartOffsetReplicated {
+        /// The log start offset.
+        start_offset: i64,
+    },
     /// The replica's storage failed in a way it cannot recover from by itself.
     Failed {
         /// Why.
@@ -240,6 +264,17 @@ pub struct Replica {
     /// [`SNAPSHOT_REFUSAL_DELAY`]).
     snapshot_refusals: Vec<crate::raft::ReadId>,
     snapshot_refusal_at: Option<Instant>,
+    /// Chunks of the snapshot being received, in order.
+    incoming_snapshot: BytesMut,
+    /// The leader's log start from an installed snapshot, applied once the log
+    /// reaches it.
+    pending_start_offset: Option<i64>,
+    /// Log start announcements in the log, by the offset of their entry, not yet
+    /// committed.
+    start_announcements: BTreeMap<i64, i64>,
+    /// The highest log start this leader announced (0 on a new leadership: it
+    /// announces its own start once).
+    announced_start_offset: i64,
 }
 
 /// How long a refused snapshot-chunk read waits before its answer. Raft starts a
@@ -283,12 +318,15 @@ fn recovered_state(
     commit: Option<i64>,
     membership: &Membership,
 ) -> RecoveredState {
-    let snapshot = log
-        .segments()
-        .first()
-        .filter(|s| s.id.base_offset > 0)
-        .map(|s| SnapshotMeta {
-            last: LogId::new(to_index(s.id.term), to_index(s.id.base_offset - 1)),
+    let first_segment = log.segments().first().map(|s| (s.id.base_offset, s.id.term));
+    // An empty log after a reset (a snapshot was installed) starts after an entry of
+    // the term the reset recorded.
+    let reset = log.reset_term().map(|term| (log.start_offset(), term));
+    let snapshot = first_segment
+        .or(reset)
+        .filter(|(base, _)| *base > 0)
+        .map(|(base, term)| SnapshotMeta {
+            last: LogId::new(to_index(term), to_index(base - 1)),
             membership: membership.clone(),
         });
     RecoveredState {
@@ -343,6 +381,10 @@ impl Replica {
             failed: None,
             snapshot_refusals: Vec::new(),
             snapshot_refusal_at: None,
+            incoming_snapshot: BytesMut::new(),
+            pending_start_offset: None,
+            start_announcements: BTreeMap::new(),
+            announced_start_offset: 0,
         };
         replica.campaign_if_sole_voter(now);
         replica.pump(now);
@@ -618,6 +660,15 @@ impl Replica {
         self.pump(now);
     }
 
+    /// One heartbeat interval of leader duties when heartbeats are coalesced
+    /// (`RaftConfig::coalesced_heartbeats`): returns this group's heartbeats, for the
+    /// broker to pack with every other group's into one frame per peer.
+    pub fn take_heartbeats(&mut self, now: Instant) -> Vec<Message> {
+        let heartbeats = self.raft.take_heartbeats(now);
+        self.pump(now);
+        heartbeats
+    }
+
     /// Feeds one input.
     pub fn handle(&mut self, now: Instant, input: ReplicaInput) {
         match input {
@@ -645,6 +696,9 @@ impl Replica {
                 self.on_log_event(now, event);
             }
             self.pump_producers(now);
+            progressed |= self.apply_pending_start_offset(now);
+            progressed |= self.announce_start_offset(now);
+            self.advance_raft_snapshot(now);
             while let Some(effect) = self.log.poll_effect() {
                 progressed = true;
                 self.effects.push_back(ReplicaEffect::Disk(effect));
@@ -687,6 +741,7 @@ impl Replica {
             }
             RaftEffect::Truncate { write_id, from_index } => {
                 let from = to_offset(from_index);
+                self.start_announcements.retain(|at, _| *at < from);
                 match self.log.truncate(now, from) {
                     Ok(()) => self.producers.on_truncate(from),
                     Err(error) => self.fail(format!("raft truncation at {from} refused by the log: {error}")),
@@ -701,30 +756,184 @@ impl Replica {
                 max_bytes,
                 ..
             } => self.start_raft_read(now, read_id, to_offset(from_index), max_bytes as u64),
-            RaftEffect::ReadSnapshotChunk { read_id, .. } => {
-                // Data partitions send no snapshots yet (the log is the whole state): a
-                // follower behind this leader's log start cannot be brought up until
-                // they do. Refused after a delay, so the retry loop is not a spin.
-                self.snapshot_refusals.push(read_id);
-                self.snapshot_refusal_at
-                    .get_or_insert(now + SNAPSHOT_REFUSAL_DELAY);
+            RaftEffect::ReadSnapshotChunk {
+                read_id,
+                snapshot,
+                offset,
+                max_bytes,
+                ..
+            } => self.read_snapshot_chunk(now, read_id, snapshot, offset, max_bytes),
+            RaftEffect::WriteSnapshotChunk {
+                write_id,
+                offset,
+                data,
+                ..
+            } => {
+                if offset == 0 {
+                    self.incoming_snapshot.clear();
+                }
+                if offset == self.incoming_snapshot.len() as u64 {
+                    self.incoming_snapshot.extend_from_slice(&data);
+                }
+                // Kept in memory: a crash before the install makes the leader send it
+                // again, so the chunk is "durable" behind whatever the log has queued.
+                let ticket = self.log.sync();
+                self.writes.push_back((write_id, ticket));
             }
-            RaftEffect::WriteSnapshotChunk { .. }
-            | RaftEffect::InstallSnapshot { .. }
-            | RaftEffect::RestoreSnapshot { .. } => {
-                self.fail("a peer sent a snapshot, which data partitions do not use yet".to_string());
-            }
-            RaftEffect::CommitAdvanced { commit } => self.on_commit(to_offset(commit)),
+            RaftEffect::InstallSnapshot {
+                write_id,
+                meta,
+                discard_log,
+            } => self.install_snapshot(now, write_id, &meta, discard_log),
+            // The state is the log (and what is rebuilt from it), installed above.
+            RaftEffect::RestoreSnapshot { .. } => {}
+            RaftEffect::CommitAdvanced { commit } => self.on_commit(now, to_offset(commit)),
             RaftEffect::RoleChanged { role, term, leader } => {
                 if role != Role::Leader {
                     self.fail_waiters(|| ProduceError::NotLeader);
                 }
+                self.announced_start_offset = 0;
                 self.events
                     .push_back(ReplicaEvent::RoleChanged { role, term, leader });
             }
             // Apply and CompactLog: the log is the state; nothing to apply yet
             // (producer state and coordinators hook in here).
             _ => {}
+        }
+    }
+
+    /// Serves a chunk of the current snapshot, or refuses (after a delay, so Raft's
+    /// start-over is not a spin) one that is no longer current.
+    fn read_snapshot_chunk(
+        &mut self,
+        now: Instant,
+        read_id: crate::raft::ReadId,
+        snapshot: LogId,
+        offset: u64,
+        max_bytes: usize,
+    ) {
+        let current = self
+            .raft
+            .snapshot()
+            .map(|m| m.last)
+            .filter(|last| *last == snapshot);
+        let Some(last) = current else {
+            self.snapshot_refusals.push(read_id);
+            self.snapshot_refusal_at
+                .get_or_insert(now + SNAPSHOT_REFUSAL_DELAY);
+            return;
+        };
+        let bytes = PartitionSnapshot {
+            last,
+            start_offset: self.log.start_offset().max(to_offset(last.index) + 1),
+        }
+        .encode();
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        let to = from.saturating_add(max_bytes.max(1)).min(bytes.len());
+        let result = Ok(SnapshotChunkData {
+            data: bytes.slice(from..to),
+            done: to == bytes.len(),
+        });
+        self.raft
+            .handle(now, RaftInput::SnapshotChunkRead { read_id, result });
+    }
+
+    /// Makes a fully received snapshot this replica's state: the log restarts after
+    /// its point unless it holds the point's entry (Raft keeps the suffix then), and
+    /// the leader's log start is applied once the log reaches it.
+    fn install_snapshot(
+        &mut self,
+        now: Instant,
+        write_id: crate::raft::WriteId,
+        meta: &SnapshotMeta,
+        discard_log: bool,
+    ) {
+        let data = std::mem::take(&mut self.incoming_snapshot).freeze();
+        let first_after = to_offset(meta.last.index) + 1;
+        // A snapshot Raft accepted moves the log regardless; bad bytes only lose the
+        // leader's start offset, which its next snapshot or trim brings again.
+        let start_offset = PartitionSnapshot::decode(&data)
+            .ok()
+            .filter(|s| s.last == meta.last)
+            .map_or(first_after, |s| s.start_offset);
+        let ticket = if discard_log {
+            let ticket = self.log.reset_to(first_after, to_offset(meta.last.term));
+            let config = *self.producers.config();
+            self.producers = Producers::recover(config, &mut self.log);
+            self.producer_reads.clear();
+            self.reads.clear();
+            self.config_entries.clear();
+            self.fail_waiters(|| ProduceError::NotLeader);
+            ticket
+        } else {
+            self.log.sync()
+        };
+        self.writes.push_back((write_id, ticket));
+        if start_offset > self.log.start_offset() {
+            self.pending_start_offset = Some(start_offset);
+        }
+        self.apply_pending_start_offset(now);
+    }
+
+    /// Leader: announces a log start that moved past the last one announced, once it
+    /// is durable here. Returns whether it proposed.
+    fn announce_start_offset(&mut self, now: Instant) -> bool {
+        let start = self.log.durable_start_offset().min(self.log.start_offset());
+        if !self.is_leader() || self.failed.is_some() || start <= self.announced_start_offset {
+            return false;
+        }
+        if self.is_sole_member() {
+            // Nobody to tell (a replica added later gets the start with its snapshot or
+            // from this announcement then); no entry, so offsets stay as they were.
+            return false;
+        }
+        if self.raft.propose(now, log_start_batch(start), 1).is_err() {
+            return false;
+        }
+        self.announced_start_offset = start;
+        true
+    }
+
+    fn is_sole_member(&self) -> bool {
+        let membership = self.raft.membership();
+        membership.learners().is_empty() && membership.voters().len() <= 1
+    }
+
+    /// Applies the announcements committed through `commit`.
+    fn apply_start_announcements(&mut self, now: Instant, commit: i64) {
+        let keep = self.start_announcements.split_off(&(commit + 1));
+        let due = std::mem::replace(&mut self.start_announcements, keep);
+        for start in due.into_values() {
+            if start > self.log.start_offset() && start <= self.log.next_offset() {
+                let _ = self.log.delete_records(now, start);
+            }
+            self.events
+                .push_back(ReplicaEvent::StartOffsetReplicated { start_offset: start });
+        }
+    }
+
+    /// Moves the log start to the one an installed snapshot named, once the log
+    /// reaches it. Returns whether it did.
+    fn apply_pending_start_offset(&mut self, now: Instant) -> bool {
+        let Some(start) = self.pending_start_offset else {
+            return false;
+        };
+        if self.log.next_offset() < start || self.high_watermark() < start {
+            return false;
+        }
+        self.pending_start_offset = None;
+        self.log.delete_records(now, start).is_ok()
+    }
+
+    /// Raft's snapshot point follows the log's first retained segment once earlier
+    /// ones are deleted (retention, DeleteRecords, trims): Raft then sends a snapshot
+    /// instead of asking for entries the log no longer holds.
+    fn advance_raft_snapshot(&mut self, now: Instant) {
+        let retained = self.log.retained_offset();
+        let covered = self.raft.snapshot().map_or(0, |m| to_offset(m.last.index) + 1);
+        if retained > covered {
+            // Not applied yet or not in Raft's log: tried again on a later pump.
+            let _ = self.raft.snapshot_taken(now, to_index(retained - 1));
         }
     }
 
@@ -745,6 +954,12 @@ impl Replica {
                 if let Some(meta) = meta {
                     self.producers.on_append(meta.at_offset(info.base_offset));
                 }
+                if let Some(start) = BatchHeader::parse(&entry.payload)
+                    .ok()
+                    .and_then(|h| log_start_record(&h, &entry.payload))
+                {
+                    self.start_announcements.insert(info.last_offset, start);
+                }
             }
             Err(error) => self.fail(format!(
                 "entry at offset {} refused by the log: {error}",
@@ -764,7 +979,7 @@ impl Replica {
         max_bytes: u64,
     ) {
         let up_to = self.log.written_offset();
-        match self.log.read_plan(from_index, max_bytes, up_to) {
+        match self.log.replication_read_plan(from_index, max_bytes, up_to) {
             Ok(plan) if !plan.ranges.is_empty() => {
                 let token = ReadToken(self.next_token);
                 self.next_token += 1;
@@ -852,17 +1067,23 @@ impl Replica {
             LogEvent::StartOffsetDurable { start_offset } => {
                 self.events
                     .push_back(ReplicaEvent::StartOffsetDurable { start_offset });
+                if self.is_sole_member() {
+                    // Durable on the only replica is replicated.
+                    self.events
+                        .push_back(ReplicaEvent::StartOffsetReplicated { start_offset });
+                }
             }
             LogEvent::Corrupted { reason, .. } => self.fail(reason),
             _ => {}
         }
     }
 
-    fn on_commit(&mut self, commit: i64) {
+    fn on_commit(&mut self, now: Instant, commit: i64) {
         if self.commit.is_some_and(|c| c >= commit) {
             return;
         }
         self.commit = Some(commit);
+        self.apply_start_announcements(now, commit);
         self.resolve_waiters(commit, Acks::All);
         self.events.push_back(ReplicaEvent::HighWatermark {
             high_watermark: self.high_watermark(),

@@ -4,24 +4,29 @@
 //! # The split ([`ShardBudget`])
 //!
 //! * An eighth (at most the default pool) is the direct-I/O buffer pool, allocated at
-//!   start-up and locked with `mlock` where permitted.
+//!   start-up and locked with `mlock` where permitted — a fixed cost.
 //! * An eighth bounds connections: each holds a receive buffer and at most one more
-//!   receive's worth of bytes waiting for admission, so the shard accepts at most
-//!   `share / (2 × recv_buffer_bytes)` connections (fewer if `kafka.
-//!   max_connections_per_shard` says so) and refuses the rest.
+//!   receive's worth of bytes waiting for admission (the reactor re-arms a receive only
+//!   after its bytes were handed over, and not at all on a paused connection), so the
+//!   shard accepts at most `share / (2 × recv_buffer_bytes)` connections (fewer if
+//!   `kafka.max_connections_per_shard` says so) and refuses the rest.
 //! * Half is the request window ([`Admission`]): bytes of requests the broker holds
-//!   (being received, parked, being written) until their responses go out.
+//!   (being received, decoded, written) until their responses go out.
+//! * A sixteenth (at most Raft's default) bounds each partition's Raft entry cache.
 //! * The rest bounds responses queued on sockets: above it the shard stops reading
 //!   from every connection until they drain.
 //!
 //! # Admission
 //!
 //! The runtime passes every received chunk through [`Admission::receive`]. A Kafka frame
-//! is admitted whole, when its 4-byte size arrives: its full size is reserved from the
-//! window, so a window full of half-received frames (which could never complete) is
-//! impossible. A frame that does not fit waits, its connection stops being read, and
-//! the bytes already received stay here (at most one receive). Waiting connections are
-//! admitted in arrival order as the window frees, so a large frame is not starved by
+//! is reserved whole once its 4-byte size and its api key have arrived, so a window full
+//! of half-received frames (which could never complete) is impossible. It is charged its
+//! size — twice its size for a produce, whose batch the log copies once on its way to
+//! disk (see [`charged_bytes`]). It is assembled in a buffer of exactly its size and
+//! handed to the broker whole, so what the broker holds is what was charged (no buffer
+//! grown by doubling). A frame that does not fit waits, its connection stops being read,
+//! and the bytes already received stay here (at most one receive). Waiting connections
+//! are admitted in arrival order as the window frees, so a large frame is not starved by
 //! small ones. A request's bytes are released when the response with its correlation
 //! id is sent (responses go out in request order, so earlier requests without a
 //! response — `acks=0` produces — are released with it); `acks=0` produces with no
@@ -87,6 +92,7 @@ impl ShardBudget {
         let per_connection = 2 * recv_buffer_bytes.max(1) as u64;
         let connections = usize::try_from(eighth / per_connection).unwrap_or(usize::MAX);
         let request_window_bytes = total_bytes / 2;
+        let raft_cache_bytes = raft_entry_cache_bytes(total_bytes) as u64;
         ShardBudget {
             total_bytes,
             pool,
@@ -96,6 +102,7 @@ impl ShardBudget {
                 .saturating_sub(pool_bytes)
                 .saturating_sub(eighth)
                 .saturating_sub(request_window_bytes)
+                .saturating_sub(raft_cache_bytes)
                 .max(1),
         }
     }
@@ -111,9 +118,14 @@ impl ShardBudget {
     /// bound is per partition, so a shard with many partitions written at once may
     /// hold more than one sixteenth in caches.
     pub fn raft_entry_cache_bytes(&self) -> usize {
-        let default = oxbow_core::raft::RaftConfig::default().entry_cache_bytes;
-        usize::try_from(self.total_bytes / 16).map_or(default, |share| share.min(default))
+        raft_entry_cache_bytes(self.total_bytes)
     }
+}
+
+/// See [`ShardBudget::raft_entry_cache_bytes`].
+fn raft_entry_cache_bytes(total_bytes: u64) -> usize {
+    let default = oxbow_core::raft::RaftConfig::default().entry_cache_bytes;
+    usize::try_from(total_bytes / 16).map_or(default, |share| share.min(default))
 }
 
 /// Makes the allocator hand large buffers (request frames, batches) back to the
@@ -130,6 +142,27 @@ pub fn release_large_buffers_to_the_os() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
     }
+}
+
+/// The process's resident memory now (`VmRSS` in `/proc/self/status`); `None` where
+/// that file is missing or unreadable. Read at start-up, it is the node's fixed cost —
+/// code, thread stacks, io_uring rings, the shards' pre-allocated pools — on top of
+/// which load-dependent memory is bounded by the shards' budgets.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_rss_bytes(&status)
+}
+
+/// The `VmRSS:` line of a `/proc/<pid>/status` text, in bytes.
+fn vm_rss_bytes(status: &str) -> Option<u64> {
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Counters of the request window.
@@ -157,19 +190,21 @@ struct Reserved {
     no_response: bool,
 }
 
-/// Most bytes of a frame's start kept to read its header.
-const HEADER_PEEK_BYTES: usize = 512;
+/// Bytes a frame's start needs before it is reserved: the size prefix and the api key
+/// (a produce is charged for its copy too).
+const RESERVE_PEEK_BYTES: u64 = SIZE_PREFIX_BYTES + 2;
+
+/// Kafka's api key of Produce.
+const PRODUCE_API_KEY: i16 = 0;
 
 #[derive(Debug, Default)]
 struct Conn {
-    /// Received, not yet delivered (waiting for admission or a size prefix).
+    /// Received, not yet admitted (waiting for the window or a frame's first bytes).
     held: BytesMut,
-    /// Bytes of the current (admitted) frame still to deliver, prefix included.
-    remaining: u64,
-    /// The current frame's first bytes, for its header.
-    peek: Vec<u8>,
-    /// Whether the current frame is reserved (else passed through).
-    current_reserved: bool,
+    /// The admitted frame being assembled, allocated at its exact size.
+    frame: Option<BytesMut>,
+    /// Bytes of an oversized frame still to pass through unreserved.
+    passthrough: u64,
     reserved: VecDeque<Reserved>,
     waiting: bool,
 }
@@ -260,7 +295,7 @@ impl Admission {
         let mut released = 0;
         for state in self.conns.values_mut() {
             // The frame still being received (the newest reservation) is not done.
-            let keep_last = state.remaining > 0 && state.current_reserved;
+            let keep_last = state.frame.is_some();
             let len = state.reserved.len();
             let mut index = 0;
             state.reserved.retain(|r| {
@@ -315,37 +350,39 @@ impl Admission {
         admitted
     }
 
-    /// Delivers what the window admits of `conn`'s held bytes.
+    /// Delivers what the window admits of `conn`'s held bytes: whole frames.
     fn pump(&mut self, conn: ConnId) -> Vec<Bytes> {
         let mut out = Vec::new();
         let Some(state) = self.conns.get_mut(&conn) else {
             return out;
         };
         loop {
-            if state.held.is_empty() {
-                break;
-            }
-            if state.remaining > 0 {
-                let n = usize::try_from(state.remaining)
+            if state.passthrough > 0 {
+                let n = usize::try_from(state.passthrough)
                     .unwrap_or(usize::MAX)
                     .min(state.held.len());
-                let chunk = state.held.split_to(n).freeze();
-                if state.current_reserved && state.peek.len() < HEADER_PEEK_BYTES {
-                    let take = (HEADER_PEEK_BYTES - state.peek.len()).min(chunk.len());
-                    state.peek.extend_from_slice(&chunk[..take]);
+                if n == 0 {
+                    break;
                 }
-                state.remaining -= n as u64;
-                out.push(chunk);
-                if state.current_reserved {
-                    let done = state.remaining == 0;
-                    if let Some(last) = state.reserved.back_mut() {
-                        if last.correlation_id.is_none() || done {
-                            let header = parse_header(&state.peek, done);
-                            last.correlation_id = header.correlation_id;
-                            last.no_response = header.no_response;
-                        }
-                    }
+                state.passthrough -= n as u64;
+                out.push(state.held.split_to(n).freeze());
+                continue;
+            }
+            if let Some(frame) = state.frame.as_mut() {
+                let missing = frame.capacity() - frame.len();
+                let n = missing.min(state.held.len());
+                frame.extend_from_slice(&state.held[..n]);
+                state.held.advance(n);
+                if n < missing {
+                    break;
                 }
+                let whole = state.frame.take().unwrap_or_default().freeze();
+                let header = parse_header(&whole);
+                if let Some(last) = state.reserved.back_mut() {
+                    last.correlation_id = header.correlation_id;
+                    last.no_response = header.no_response;
+                }
+                out.push(whole);
                 continue;
             }
             if state.held.len() < SIZE_PREFIX_BYTES as usize {
@@ -353,18 +390,24 @@ impl Admission {
             }
             let size = i32::from_be_bytes([state.held[0], state.held[1], state.held[2], state.held[3]]);
             let frame_bytes = u64::try_from(size).unwrap_or(0) + SIZE_PREFIX_BYTES;
-            state.peek.clear();
             if size < 0
                 || frame_bytes > self.window_bytes
                 || frame_bytes > self.max_frame_bytes + SIZE_PREFIX_BYTES
             {
                 // The broker refuses it and closes the connection: pass everything.
-                state.current_reserved = false;
-                state.remaining = u64::MAX;
+                state.passthrough = u64::MAX;
                 continue;
             }
+            if (state.held.len() as u64) < RESERVE_PEEK_BYTES.min(frame_bytes) {
+                break;
+            }
+            let produce = state
+                .held
+                .get(4..6)
+                .is_some_and(|key| i16::from_be_bytes([key[0], key[1]]) == PRODUCE_API_KEY);
+            let charged = charged_bytes(frame_bytes, produce, self.window_bytes);
             let first_in_line = self.waiting.front().is_none_or(|c| *c == conn);
-            if self.used_bytes + frame_bytes > self.window_bytes || !first_in_line {
+            if self.used_bytes + charged > self.window_bytes || !first_in_line {
                 if !state.waiting {
                     state.waiting = true;
                     self.stats.waits += 1;
@@ -374,17 +417,32 @@ impl Admission {
                 }
                 break;
             }
-            self.used_bytes += frame_bytes;
+            self.used_bytes += charged;
             self.stats.peak_used_bytes = self.stats.peak_used_bytes.max(self.used_bytes);
             state.reserved.push_back(Reserved {
-                bytes: frame_bytes,
+                bytes: charged,
                 correlation_id: None,
                 no_response: true,
             });
-            state.current_reserved = true;
-            state.remaining = frame_bytes;
+            let capacity = usize::try_from(frame_bytes).unwrap_or(usize::MAX);
+            state.frame = Some(BytesMut::with_capacity(capacity));
         }
         out
+    }
+}
+
+/// What a frame of `frame_bytes` is charged in a window of `window_bytes`: its size, and
+/// for a produce twice that — the log copies each batch once on its way to disk (it
+/// writes the offsets into the batch while the frame is still referenced by Raft's
+/// entry cache), and the two copies live together until the write is done. A produce
+/// over half the window is charged the whole window, so it is admitted alone; it and
+/// its copy then exceed the window by `2 × frame_bytes − window_bytes`, less than one
+/// frame (the minimum budget keeps a frame within the window).
+fn charged_bytes(frame_bytes: u64, produce: bool, window_bytes: u64) -> u64 {
+    if produce {
+        frame_bytes.saturating_mul(2).min(window_bytes)
+    } else {
+        frame_bytes
     }
 }
 
@@ -397,10 +455,10 @@ struct Header {
     no_response: bool,
 }
 
-/// Reads a request frame's start (size prefix included): correlation id, and for a
-/// produce request its `acks`. `complete`: the whole frame (or all of `peek`) is here.
-fn parse_header(peek: &[u8], complete: bool) -> Header {
-    let mut buf = peek.get(4..).unwrap_or_default();
+/// Reads a whole request frame (size prefix included): correlation id, and for a
+/// produce request its `acks`.
+fn parse_header(frame: &[u8]) -> Header {
+    let mut buf = frame.get(4..).unwrap_or_default();
     let (Some(api_key), Some(api_version), Some(correlation_id)) =
         (get_i16(&mut buf), get_i16(&mut buf), get_i32(&mut buf))
     else {
@@ -409,20 +467,17 @@ fn parse_header(peek: &[u8], complete: bool) -> Header {
             no_response: true,
         };
     };
-    if api_key != 0 {
+    if api_key != PRODUCE_API_KEY {
         return Header {
             correlation_id: Some(correlation_id),
             no_response: false,
         };
     }
-    let acks = produce_acks(buf, api_version);
     Header {
         correlation_id: Some(correlation_id),
-        // Unknown acks before the frame is complete: decided later.
-        no_response: match acks {
-            Some(acks) => acks == 0,
-            None => complete,
-        },
+        // Unreadable acks: treated as no response, so the bytes are released when the
+        // shard is quiet and never leak.
+        no_response: produce_acks(buf, api_version).is_none_or(|acks| acks == 0),
     }
 }
 
@@ -547,9 +602,13 @@ mod tests {
         let f = frame(3, 1, 5, &[], 700);
         assert!(a.receive(1, Bytes::copy_from_slice(&f[..2])).is_empty());
         assert_eq!(a.used_bytes(), 0);
-        assert_eq!(total(&a.receive(1, Bytes::copy_from_slice(&f[2..10]))), 10);
+        // Reserved once the api key is here; delivered whole, once complete.
+        assert_eq!(total(&a.receive(1, Bytes::copy_from_slice(&f[2..10]))), 0);
         assert_eq!(a.used_bytes(), 700);
-        assert_eq!(total(&a.receive(1, Bytes::copy_from_slice(&f[10..]))), 690);
+        assert_eq!(total(&a.receive(1, Bytes::copy_from_slice(&f[10..300]))), 0);
+        let whole = a.receive(1, Bytes::copy_from_slice(&f[300..]));
+        assert_eq!(whole.len(), 1);
+        assert_eq!(&whole[0][..], &f[..]);
         a.sent(1, &response(5));
         assert_eq!(a.used_bytes(), 0);
     }
@@ -565,12 +624,27 @@ mod tests {
         let mut flexible = vec![0u8, 0u8];
         flexible.extend_from_slice(&(-1i16).to_be_bytes());
         a.receive(1, Bytes::from(frame(0, 9, 2, &flexible, 300)));
-        assert_eq!(a.used_bytes(), 600);
+        // Each produce is charged twice: the frame and the log's copy of its batch.
+        assert_eq!(a.used_bytes(), 1200);
         assert!(a.has_no_response());
         a.quiet();
-        assert_eq!(a.used_bytes(), 300, "the acks=-1 produce stays until answered");
+        assert_eq!(a.used_bytes(), 600, "the acks=-1 produce stays until answered");
         a.sent(1, &response(2));
         assert_eq!(a.used_bytes(), 0);
+    }
+
+    #[test]
+    fn a_produce_over_half_the_window_is_admitted_alone() {
+        let mut a = Admission::new(1000, 900);
+        let produce = frame(0, 8, 1, &[], 600);
+        assert_eq!(total(&a.receive(1, Bytes::from(produce.clone()))), 600);
+        assert_eq!(a.used_bytes(), 1000, "charged the whole window");
+        // Even a small metadata request waits until the produce is answered.
+        assert!(a.receive(2, Bytes::from(frame(3, 1, 1, &[], 50))).is_empty());
+        assert!(a.is_waiting(2));
+        let admitted = a.sent(1, &response(1));
+        assert_eq!(admitted.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(a.used_bytes(), 50);
     }
 
     #[test]
@@ -582,12 +656,29 @@ mod tests {
     }
 
     #[test]
+    fn resident_memory_is_read_from_the_status_file() {
+        let status = "Name:\toxbow\nVmHWM:\t  9000 kB\nVmRSS:\t   2048 kB\nThreads:\t4\n";
+        assert_eq!(vm_rss_bytes(status), Some(2 << 20));
+        assert_eq!(vm_rss_bytes("VmRSS:\tlots kB\n"), None);
+        assert_eq!(vm_rss_bytes(""), None);
+        assert!(resident_bytes().is_some_and(|bytes| bytes > 0));
+    }
+
+    #[test]
     fn budget_split_adds_up() {
         let b = ShardBudget::split(64 << 20, PoolConfig::default(), 64 * 1024, 10_000);
         assert_eq!(b.request_window_bytes, 32 << 20);
         assert_eq!(b.pool_bytes(), 4 << 20);
         assert_eq!(b.max_connections, 64);
-        assert!(b.pool_bytes() + (8 << 20) + b.request_window_bytes + b.send_window_bytes <= 64 << 20);
+        assert_eq!(b.raft_entry_cache_bytes(), 4 << 20);
+        assert_eq!(
+            b.pool_bytes()
+                + (8 << 20)
+                + b.request_window_bytes
+                + b.raft_entry_cache_bytes() as u64
+                + b.send_window_bytes,
+            64 << 20
+        );
         let small = ShardBudget::split(MIN_SHARD_MEMORY_BYTES, PoolConfig::default(), 64 * 1024, 10_000);
         assert_eq!(small.pool.buffer_count, 8);
         assert_eq!(min_shard_memory_bytes(100 << 20), 2 * ((100 << 20) + 4));

@@ -7,6 +7,11 @@
 //! sleeps until a completion arrives or the shard's next deadline passes (the wait
 //! carries the timeout, so no timer operation is needed).
 //!
+//! Other parts of the shard put their own operations on the same ring
+//! ([`Reactor::push_external`], the shard's disk I/O): their completions come back,
+//! untouched, from [`Reactor::poll_external`], and wake [`Reactor::wait`] like network
+//! events do, so the shard waits on one ring for everything.
+//!
 //! # Buffers and safety
 //!
 //! Every operation in flight points into memory the reactor keeps alive until the
@@ -19,7 +24,9 @@
 //!
 //! # Limits and back-pressure
 //!
-//! * One receive of at most `recv_buffer_bytes` in flight per connection.
+//! * One receive of at most `recv_buffer_bytes` in flight per connection, re-armed only
+//!   by the [`Reactor::wait`] after its bytes were reported, so a connection paused by
+//!   [`Reactor::set_conn_reading`] delivers at most one more receive.
 //! * Per-connection send order is the order of [`Reactor::send`] calls; one send in
 //!   flight per connection; a partial send continues from where it stopped.
 //! * When a connection's queued output exceeds `max_send_queue_bytes`, the reactor stops
@@ -48,6 +55,7 @@ const OP_ACCEPT: u64 = 1;
 const OP_RECV: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_DOORBELL: u64 = 4;
+const OP_EXTERNAL: u64 = 5;
 const SLOT_MASK: u64 = (1 << OP_SHIFT) - 1;
 
 /// Limits of the reactor.
@@ -149,6 +157,10 @@ pub struct Reactor {
     reading_paused: bool,
     /// Bytes queued on every connection and not yet sent.
     queued_bytes_total: usize,
+    /// Completions of external operations: (caller's id, result).
+    external: VecDeque<(u64, i32)>,
+    /// External operations pushed and not yet completed.
+    external_in_flight: usize,
     stats: NetStats,
 }
 
@@ -187,8 +199,46 @@ impl Reactor {
             events: VecDeque::new(),
             reading_paused: false,
             queued_bytes_total: 0,
+            external: VecDeque::new(),
+            external_in_flight: 0,
             stats: NetStats::default(),
         })
+    }
+
+    /// Whether the kernel supports every opcode in `opcodes` on this ring.
+    pub fn supports(&self, opcodes: &[u8]) -> bool {
+        let mut probe = io_uring::Probe::new();
+        if self.ring.submitter().register_probe(&mut probe).is_err() {
+            return false;
+        }
+        opcodes.iter().all(|code| probe.is_supported(*code))
+    }
+
+    /// Queues another part of the shard's operation on the ring (submitted with the
+    /// next [`Reactor::wait`]); its completion comes back from
+    /// [`Reactor::poll_external`] with `id` (the low 56 bits are kept).
+    ///
+    /// # Safety
+    ///
+    /// Every buffer and file the entry refers to must stay valid until the completion
+    /// has been polled (the caller owns them; the reactor only carries the entry).
+    pub unsafe fn push_external(&mut self, entry: squeue::Entry, id: u64) -> io::Result<()> {
+        let entry = entry.user_data((OP_EXTERNAL << OP_SHIFT) | (id & SLOT_MASK));
+        // SAFETY: the caller guarantees the entry's buffers outlive the operation.
+        unsafe { self.push(&entry)? };
+        self.external_in_flight += 1;
+        Ok(())
+    }
+
+    /// The next completion of an external operation: its id and result (bytes, or a
+    /// negated errno).
+    pub fn poll_external(&mut self) -> Option<(u64, i32)> {
+        self.external.pop_front()
+    }
+
+    /// External operations pushed whose completions have not arrived.
+    pub fn external_in_flight(&self) -> usize {
+        self.external_in_flight
     }
 
     /// Counters.
@@ -201,9 +251,9 @@ impl Reactor {
         self.events.pop_front()
     }
 
-    /// Whether events are waiting to be polled.
+    /// Whether events (or external completions) are waiting to be polled.
     pub fn has_events(&self) -> bool {
-        !self.events.is_empty()
+        !self.events.is_empty() || !self.external.is_empty()
     }
 
     /// Queues `bytes` on a connection, after everything queued before. Returns false
@@ -296,7 +346,7 @@ impl Reactor {
     /// become events.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.arm()?;
-        let want = usize::from(self.events.is_empty());
+        let want = usize::from(!self.has_events());
         let result = match timeout {
             Some(timeout) if want > 0 && !timeout.is_zero() => {
                 let ts = types::Timespec::from(timeout);
@@ -312,7 +362,9 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         self.reap();
-        self.arm()?;
+        // Operations the completions call for are armed by the next `wait`, after the
+        // caller has seen the events: a receive is not re-armed before its bytes are
+        // handed over, so a connection the caller pauses holds at most one receive.
         Ok(())
     }
 
@@ -411,8 +463,10 @@ impl Reactor {
         let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return Ok(());
         };
-        let wants_read =
-            !reading_paused && !conn.close_requested && conn.send_queued_bytes < max_send_queue_bytes;
+        let wants_read = !reading_paused
+            && !conn.paused
+            && !conn.close_requested
+            && conn.send_queued_bytes < max_send_queue_bytes;
         if wants_read && !conn.recv_in_flight {
             let len = u32::try_from(conn.recv_buf.len()).unwrap_or(u32::MAX);
             let entry = opcode::Recv::new(types::Fd(fd), conn.recv_buf.as_mut_ptr(), len)
@@ -441,6 +495,10 @@ impl Reactor {
                 }
                 OP_RECV => self.received(slot, result),
                 OP_SEND => self.sent(slot, result),
+                OP_EXTERNAL => {
+                    self.external_in_flight = self.external_in_flight.saturating_sub(1);
+                    self.external.push_back((slot as u64, result));
+                }
                 other => tracing::error!(op = other, "net: completion of an unknown operation"),
             }
         }
@@ -591,6 +649,7 @@ impl Reactor {
         }
         let busy = self.accept_in_flight
             || self.doorbell_in_flight
+            || self.external_in_flight > 0
             || self.slots.iter().flatten().any(Conn::in_flight);
         if busy {
             tracing::warn!("net: operations still in flight at shutdown; leaking their buffers");

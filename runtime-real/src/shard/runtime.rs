@@ -29,13 +29,21 @@
 //!
 //! # Disk I/O
 //!
-//! The storage executor is synchronous: `pwrite` and `fdatasync` run on the shard
-//! thread, and group commit coalesces every sync queued in one turn into one
-//! `fdatasync` per dirty segment. Moving them onto the ring (so appends keep arriving
-//! during a flush) is the next step; the executor's submit/complete interface does not
-//! change.
+//! Segment writes and `fdatasync`s run on the shard's io_uring ([`DiskRing`], on the
+//! reactor's ring): each partition's executor ([`PartitionStorage`] in
+//! [`IoMode::Submitted`]) stages appends into aligned buffers and hands the transfers and
+//! syncs over; their completions come back with the network's, and the executor reports
+//! a sync durable only once an `fdatasync` submitted after its writes completed has
+//! finished (group commit). While one partition's flush is in flight its new appends
+//! are written, and every partition of the shard can have a flush in flight at once.
+//! Creating, truncating and deleting segments, checkpoints, indexes, reads for fetches,
+//! the key-value log and the metadata file still use blocking calls on the shard thread
+//! (rare, or small). Where the kernel lacks io_uring's write or fsync operation, or
+//! `node.sync_disk_io` is set, writes and syncs run with blocking calls too
+//! ([`IoMode::Inline`]), as the start-up log says.
 
 use super::budget::{Admission, AdmissionStats, ShardBudget};
+use super::disk_ring::{DiskRing, DEFAULT_MAX_IN_FLIGHT};
 use super::kv::{decode_hard_state, encode_hard_state, KvConfig, KvLog};
 use super::net::{NetConfig, NetEvent, NetStats, Reactor};
 use super::smp::{EventFd, SmpEndpoint};
@@ -44,7 +52,7 @@ use crate::clock::MonotonicClock;
 use crate::node::PartitionDir;
 use crate::storage::aligned::{BufferPool, PoolConfig};
 use crate::storage::disk_log::recover_partition;
-use crate::storage::executor::{PartitionStorage, StorageConfig, StorageStats};
+use crate::storage::executor::{IoMode, PartitionStorage, StorageConfig, StorageStats};
 use crate::storage::vfs::RealVfs;
 use bytes::Bytes;
 use oxbow_core::broker::io::StoreOwner;
@@ -68,6 +76,8 @@ use std::time::Duration;
 pub const MAX_SMP_OVERFLOW: usize = 4096;
 /// Most SMP messages taken from the inboxes per turn (the rest wait for the next turn).
 const MAX_SMP_PER_TURN: usize = 4096;
+/// How long a stopping shard waits for its disk operations in flight.
+const SHUTDOWN_DISK_WAIT: Duration = Duration::from_secs(10);
 /// Most rounds of effects executed per turn before the network is looked at again.
 const MAX_EFFECT_ROUNDS: usize = 64;
 /// Name of the node metadata file under `<data>/oxbow`.
@@ -111,6 +121,9 @@ pub struct ShardSpec {
     pub lock_memory: bool,
     /// Per-partition executor limits.
     pub storage: StorageConfig,
+    /// Run segment writes and `fdatasync`s with blocking calls on the shard thread
+    /// instead of on its io_uring.
+    pub sync_disk_io: bool,
     /// Key-value log limits.
     pub kv: KvConfig,
     /// The node's clock (one origin for every shard).
@@ -278,8 +291,17 @@ struct Shard {
     pool: BufferPool,
     storage_config: StorageConfig,
     storages: Storages,
+    /// Each storage's owner id on the disk ring, and back.
+    storage_owners: BTreeMap<u64, PartitionKey>,
+    owner_ids: BTreeMap<PartitionKey, u64>,
+    next_owner: u64,
+    /// Writes and syncs on the ring (`None`: blocking calls, [`IoMode::Inline`]).
+    disk_ring: Option<DiskRing>,
     /// Partitions whose storage has queued effects or completions.
     storage_dirty: BTreeSet<PartitionKey>,
+    /// Partitions whose storage waits for an aligned buffer (run again on the next
+    /// disk completion).
+    buffer_waiters: BTreeSet<PartitionKey>,
     /// Counters of storages already closed or removed.
     retired: StorageStats,
     kv: KvLog,
@@ -446,6 +468,36 @@ impl Shard {
             ..spec.net
         };
         let reactor = Reactor::new(listener, doorbell.clone(), net).map_err(|e| format!("io_uring: {e}"))?;
+        let disk_ring = if spec.sync_disk_io {
+            tracing::info!(
+                shard = spec.shard,
+                "disk I/O: blocking writes and fdatasyncs on the shard thread (node.sync_disk_io)"
+            );
+            None
+        } else if !reactor.supports(&[io_uring::opcode::Write::CODE, io_uring::opcode::Fsync::CODE]) {
+            tracing::warn!(
+                shard = spec.shard,
+                "disk I/O: this kernel's io_uring lacks write or fsync; blocking calls on the shard thread instead"
+            );
+            None
+        } else {
+            tracing::info!(
+                shard = spec.shard,
+                "disk I/O: writes and fdatasyncs on the shard's io_uring"
+            );
+            Some(DiskRing::new(DEFAULT_MAX_IN_FLIGHT))
+        };
+        let io_mode = if disk_ring.is_some() {
+            IoMode::Submitted
+        } else {
+            IoMode::Inline
+        };
+        for storage in storages.values_mut() {
+            storage.set_io_mode(io_mode);
+        }
+        let owner_ids: BTreeMap<PartitionKey, u64> = storages.keys().cloned().zip(0..).collect();
+        let storage_owners = owner_ids.iter().map(|(key, id)| (*id, key.clone())).collect();
+        let next_owner = owner_ids.len() as u64;
         tracing::info!(
             shard = spec.shard,
             core = ?core,
@@ -470,7 +522,12 @@ impl Shard {
             pool,
             storage_config: spec.storage,
             storages,
+            storage_owners,
+            owner_ids,
+            next_owner,
+            disk_ring,
             storage_dirty,
+            buffer_waiters: BTreeSet::new(),
             retired: StorageStats::default(),
             kv,
             kv_waiting: Vec::new(),
@@ -500,6 +557,7 @@ impl Shard {
         loop {
             let now = self.clock.now();
             self.take_network(now);
+            self.take_disk();
             self.take_smp(now);
             self.take_peer_frames();
             self.take_store();
@@ -909,7 +967,16 @@ impl Shard {
     fn open_partition(&mut self, key: PartitionKey) {
         let path = self.data_dir.join(key.dir());
         match PartitionStorage::open(RealVfs::direct(), &path, self.pool.clone(), self.storage_config) {
-            Ok(storage) => {
+            Ok(mut storage) => {
+                if self.disk_ring.is_some() {
+                    storage.set_io_mode(IoMode::Submitted);
+                }
+                let owner = self.next_owner;
+                self.next_owner += 1;
+                if let Some(old) = self.owner_ids.insert(key.clone(), owner) {
+                    self.storage_owners.remove(&old);
+                }
+                self.storage_owners.insert(owner, key.clone());
                 // The new directory's entry must be durable before its files matter.
                 if let Some(parent) = path.parent() {
                     if let Err(error) = sync_dir(parent) {
@@ -929,7 +996,13 @@ impl Shard {
         if let Some(storage) = self.storages.remove(key) {
             add_stats(&mut self.retired, storage.stats());
         }
+        // Operations still in flight stay owned by the disk ring; their outcomes are
+        // dropped.
+        if let Some(owner) = self.owner_ids.remove(key) {
+            self.storage_owners.remove(&owner);
+        }
         self.storage_dirty.remove(key);
+        self.buffer_waiters.remove(key);
         let path = self.data_dir.join(key.dir());
         match std::fs::remove_dir_all(&path) {
             Ok(()) => {}
@@ -986,7 +1059,8 @@ impl Shard {
             return;
         };
         if let Err(full) = storage.submit(effect) {
-            // Back-pressure: run what is queued, then the queue has room.
+            // Back-pressure: run what is queued; then the queue has room unless it
+            // waits for operations in flight.
             storage.run();
             let effect = full.effect;
             if let Err(full) = storage.submit(effect) {
@@ -1004,7 +1078,8 @@ impl Shard {
         self.storage_dirty.insert(key);
     }
 
-    /// Runs every storage with queued effects and feeds their completions back.
+    /// Runs every storage with queued effects or new disk completions, hands their
+    /// writes and syncs to the disk ring, and feeds their completions back.
     fn run_storage(&mut self) -> bool {
         let mut progress = false;
         for key in std::mem::take(&mut self.storage_dirty) {
@@ -1019,12 +1094,59 @@ impl Shard {
                     input: ReplicaInput::Disk(completion),
                 });
             }
-            if storage.queued() > 0 {
-                // Stopped by an exhausted buffer pool: try again next round.
-                self.storage_dirty.insert(key);
+            let Some(ring) = self.disk_ring.as_mut() else {
+                if storage.queued() > 0 {
+                    // Stopped by an exhausted buffer pool: try again next round.
+                    self.storage_dirty.insert(key);
+                }
+                continue;
+            };
+            let owner = self.owner_ids.get(&key).copied().unwrap_or(u64::MAX);
+            while let Some(op) = storage.take_op() {
+                if let Err(error) = ring.submit(&mut self.reactor, owner, op) {
+                    tracing::error!(shard = self.id, %error, "disk ring: cannot submit; retried next turn");
+                }
+            }
+            if storage.waiting_for_buffers() {
+                if ring.in_flight() == 0 {
+                    // Nothing in flight will return a buffer (a read holds it): retry.
+                    self.storage_dirty.insert(key);
+                } else {
+                    self.buffer_waiters.insert(key);
+                }
             }
         }
         progress
+    }
+
+    /// Disk completions from the ring, to their storages (which run again).
+    fn take_disk(&mut self) {
+        let Some(ring) = self.disk_ring.as_mut() else {
+            return;
+        };
+        let mut any = false;
+        while let Some((id, result)) = self.reactor.poll_external() {
+            any = true;
+            let Some((done, outcome)) = ring.complete(&mut self.reactor, id, result) else {
+                continue;
+            };
+            let Some(key) = self.storage_owners.get(&done.owner) else {
+                continue; // the partition was removed
+            };
+            if let Some(storage) = self.storages.get_mut(key) {
+                storage.complete(done.token, outcome);
+                self.storage_dirty.insert(key.clone());
+            }
+        }
+        if ring.has_waiting() {
+            if let Err(error) = ring.submit_waiting(&mut self.reactor) {
+                tracing::error!(shard = self.id, %error, "disk ring: cannot submit; retried next turn");
+            }
+        }
+        if any {
+            // Buffers came back.
+            self.storage_dirty.append(&mut self.buffer_waiters);
+        }
     }
 
     fn read_ranges(&mut self, key: &PartitionKey, ranges: &[FileRange]) -> Result<Vec<Bytes>, DiskError> {
@@ -1138,15 +1260,39 @@ impl Shard {
         let now = self.clock.now();
         self.reactor.stop_accepting();
         self.broker.close(now);
-        // Drain until quiet, delivering what other shards still send.
-        for _ in 0..16 {
+        // Drain until quiet, delivering what other shards still send and waiting for
+        // the disk operations in flight (a while: a slow disk must not lose a sync).
+        let started = std::time::Instant::now();
+        let mut rounds = 0;
+        while rounds < 16 {
             self.execute_effects();
             self.retry_overflow();
             self.smp.flush_wakeups();
             let now = self.clock.now();
             self.take_smp(now);
+            let disk_busy = self.disk_ring.as_ref().is_some_and(|ring| ring.in_flight() > 0);
+            if disk_busy && started.elapsed() < SHUTDOWN_DISK_WAIT {
+                if let Err(error) = self.reactor.wait(Some(Duration::from_millis(10))) {
+                    tracing::error!(shard = self.id, %error, "io_uring wait failed during shutdown");
+                    break;
+                }
+                self.take_disk();
+                continue;
+            }
+            rounds += 1;
             if self.inputs.is_empty() && self.storage_dirty.is_empty() && !self.kv.has_pending() {
                 break;
+            }
+        }
+        if let Some(ring) = self.disk_ring.take() {
+            if ring.in_flight() > 0 {
+                // The kernel may still use their buffers: never free them.
+                tracing::error!(
+                    shard = self.id,
+                    ops = ring.in_flight(),
+                    "disk operations still in flight at shutdown; leaking their buffers"
+                );
+                std::mem::forget(ring);
             }
         }
         let mut exit = ShardExit::default();

@@ -5,34 +5,57 @@
 //!
 //! Submit/complete, like an io_uring ring: [`PartitionStorage::submit`] queues an
 //! effect (bounded: a full queue hands the effect back, which is the caller's
-//! back-pressure), [`PartitionStorage::run`] executes what is queued, and
-//! [`PartitionStorage::poll_completion`] yields the outcomes. Today `run` performs
-//! positioned system calls on the calling thread; a per-shard io_uring loop can replace
-//! its body without changing the interface.
+//! back-pressure), [`PartitionStorage::run`] advances what is queued, and
+//! [`PartitionStorage::poll_completion`] yields the outcomes.
 //!
-//! # Group commit
+//! Segment writes and `fdatasync`s are [`DataOp`]s. In [`IoMode::Inline`] `run`
+//! executes them itself with blocking system calls (tests, recovery, the fallback). In
+//! [`IoMode::Submitted`] `run` leaves them for the caller ([`PartitionStorage::take_op`]),
+//! which runs them asynchronously — the shard submits them to its io_uring — and reports
+//! each outcome with [`PartitionStorage::complete`], after which `run` continues. The
+//! state machine is the same in both modes.
 //!
-//! `run` executes writes as they come but defers [`LogEffect::Sync`]s: consecutive
-//! writes and syncs form one window, closed by any other effect, a failed write or the
-//! end of the queue. Closing the window `fdatasync`s each segment that has unsynced
-//! data once, fsyncs the directory if a segment was created or deleted, and then reports
-//! every sync of the window as [`LogCompletion::Synced`]. Executing a later write before
-//! an earlier sync's `fdatasync` only makes more data durable than promised, never less.
+//! # Pipeline and group commit
+//!
+//! * **Appends.** Consecutive writes to one segment are coalesced into one *append*:
+//!   staged into aligned buffers (at most [`MAX_BUFFERS_PER_APPEND`] transfers in
+//!   flight together, more in later steps) while the segment's logical end advances at
+//!   once. One append per segment is in flight: the next one rewrites the partial last
+//!   block the previous one wrote, so it waits — and, while it waits, collects every
+//!   write queued behind it.
+//! * **Syncs.** A [`LogEffect::Sync`] covers the appends started before it. It waits
+//!   until they have completed; then the ready syncs form one *round*: one `fdatasync`
+//!   per named segment written since the last one was submitted (and a directory
+//!   fsync if a segment was created or deleted). An `fdatasync` therefore covers exactly
+//!   the writes completed before it was submitted. One round is in flight at a time;
+//!   syncs that become ready meanwhile share the next one. Writes keep flowing while a
+//!   round is in flight. In `Inline` mode a round starts only when nothing else can
+//!   progress, so one `fdatasync` serves every sync of a `run`.
+//! * **Other effects.** Index, checkpoint and state files touch other files and run in
+//!   queue order at once (with blocking calls). Creating, truncating or deleting a
+//!   segment and reading one wait until nothing is in flight (they are rare), then run
+//!   with blocking calls.
+//!
+//! Completions are reported as operations finish: a `Written` may overtake the `Synced`
+//! of an earlier sync, never the other way round for the writes a sync covers.
 //!
 //! # Failures
 //!
 //! Any failure of a data operation (create, write, sync, truncate, delete, read,
 //! checkpoint) is reported as [`LogCompletion::Failed`] with the effect's generation:
 //! ENOSPC/EDQUOT as [`DiskError::NoSpace`](oxbow_core::log::io::DiskError::NoSpace),
-//! anything else as `DiskError::Io` naming the operation, path and OS error. The
-//! executor keeps serving later effects (the log starts a new generation and ignores
-//! completions of older ones). A failed write leaves the segment's logical end where it
-//! was, so nothing already durable is touched. Index files are advisory (checksummed,
-//! rebuilt by recovery): a failed index write is logged and counted, not reported.
+//! anything else as `DiskError::Io` naming the operation, path and OS error. A short
+//! write is continued from where it stopped; one that makes no progress fails. A failed
+//! append returns the segment's logical end to where the append started (nothing
+//! already durable is touched) and fails every sync waiting for it. The executor keeps
+//! serving later effects (the log starts a new generation and ignores completions of
+//! older ones). Index files are advisory (checksummed, rebuilt by recovery): a failed
+//! index write is logged and counted, not reported.
 
 use super::aligned::BufferPool;
+use super::data_op::{DataOp, DataOpKind, OpFailure, OpResult};
 use super::error::{StorageError, StorageResult};
-use super::segment::SegmentFile;
+use super::segment::{EndMark, PartsCursor, SegmentFile};
 use super::vfs::{DirEntry, RealVfs, Vfs};
 use bytes::Bytes;
 use oxbow_core::log::io::{
@@ -43,8 +66,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Most queued writes executed together as one coalesced append.
+/// Most queued writes coalesced into one append.
 const MAX_COALESCED_WRITES: usize = 256;
+/// Most aligned buffers (transfers in flight together) one append holds at a time.
+pub const MAX_BUFFERS_PER_APPEND: usize = 4;
+/// Buffers appends leave in the pool for reads (fetches, truncations), when the pool
+/// has more than that.
+const BUFFERS_KEPT_FOR_READS: usize = 2;
 
 /// Name of the temporary file a checkpoint is written to before it is renamed.
 pub const CHECKPOINT_TMP_FILE_NAME: &str = "checkpoint.tmp";
@@ -62,6 +90,17 @@ impl Default for StorageConfig {
             max_queued_effects: 4096,
         }
     }
+}
+
+/// Who executes the executor's writes and `fdatasync`s.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum IoMode {
+    /// [`PartitionStorage::run`] executes them with blocking system calls.
+    #[default]
+    Inline,
+    /// The caller takes them ([`PartitionStorage::take_op`]), runs them
+    /// asynchronously and reports them ([`PartitionStorage::complete`]).
+    Submitted,
 }
 
 /// Counters of what the executor did.
@@ -87,6 +126,10 @@ pub struct StorageStats {
     pub state_files: u64,
     /// State-file writes that failed (advisory, not reported to the log).
     pub state_file_failures: u64,
+    /// Appends (coalesced writes) completed.
+    pub appends: u64,
+    /// Segment transfers (`pwrite`s of aligned buffers) completed.
+    pub transfers: u64,
 }
 
 /// The queue is full; the effect is handed back to be submitted later.
@@ -99,12 +142,43 @@ pub struct QueueFull {
     pub effect: LogEffect,
 }
 
-/// A sync deferred to the end of its group-commit window.
+/// A sync waiting for the appends started before it, then for its round.
 #[derive(Debug)]
 struct PendingSync {
     generation: u64,
     sync_id: u64,
     segments: Vec<SegmentId>,
+    /// Appends with a lower sequence number must complete first.
+    after_seq: u64,
+}
+
+/// Coalesced writes to one segment, staged and written in steps.
+#[derive(Debug)]
+struct Append {
+    seq: u64,
+    /// Generation and last offset of each write, in order.
+    writes: Vec<(u64, i64)>,
+    parts: Vec<Bytes>,
+    cursor: PartsCursor,
+    /// The segment's end before the append (restored if it fails).
+    before: EndMark,
+    in_flight: usize,
+    error: Option<StorageError>,
+}
+
+/// The `fdatasync`s serving a set of ready syncs.
+#[derive(Debug)]
+struct SyncRound {
+    syncs: Vec<PendingSync>,
+    in_flight: usize,
+    error: Option<StorageError>,
+}
+
+/// What a data operation in flight belongs to.
+#[derive(Clone, Copy, Debug)]
+enum OpOwner {
+    Append(SegmentId),
+    Sync(SegmentId),
 }
 
 /// Executes the disk effects of one partition's log in one directory.
@@ -114,10 +188,22 @@ pub struct PartitionStorage<V: Vfs = RealVfs> {
     dir: PathBuf,
     pool: BufferPool,
     config: StorageConfig,
+    mode: IoMode,
     segments: BTreeMap<SegmentId, SegmentFile<V::File>>,
     queue: VecDeque<LogEffect>,
     completions: VecDeque<LogCompletion>,
-    pending_syncs: Vec<PendingSync>,
+    /// Appends in progress, one per segment at most.
+    appends: BTreeMap<SegmentId, Append>,
+    next_append_seq: u64,
+    pending_syncs: VecDeque<PendingSync>,
+    round: Option<SyncRound>,
+    /// Data operations not yet taken (or, inline, not yet executed).
+    outbox: VecDeque<DataOp<V::File>>,
+    /// Data operations handed out and not yet completed.
+    owners: BTreeMap<u64, OpOwner>,
+    next_token: u64,
+    /// The last `run` stopped for want of a free aligned buffer.
+    waiting_for_buffers: bool,
     /// A segment was created or deleted since the last directory fsync.
     dir_unsynced: bool,
     stats: StorageStats,
@@ -125,7 +211,8 @@ pub struct PartitionStorage<V: Vfs = RealVfs> {
 
 impl<V: Vfs> PartitionStorage<V> {
     /// Opens (creating if needed) the partition directory `dir`. Segment files are
-    /// opened lazily, when an effect needs them.
+    /// opened lazily, when an effect needs them. Data operations run inline until
+    /// [`PartitionStorage::set_io_mode`] says otherwise.
     pub fn open(vfs: V, dir: &Path, pool: BufferPool, config: StorageConfig) -> StorageResult<Self> {
         vfs.create_dir_all(dir)
             .map_err(|e| StorageError::io("mkdir", dir, e))?;
@@ -134,13 +221,26 @@ impl<V: Vfs> PartitionStorage<V> {
             dir: dir.to_path_buf(),
             pool,
             config,
+            mode: IoMode::Inline,
             segments: BTreeMap::new(),
             queue: VecDeque::new(),
             completions: VecDeque::new(),
-            pending_syncs: Vec::new(),
+            appends: BTreeMap::new(),
+            next_append_seq: 0,
+            pending_syncs: VecDeque::new(),
+            round: None,
+            outbox: VecDeque::new(),
+            owners: BTreeMap::new(),
+            next_token: 0,
+            waiting_for_buffers: false,
             dir_unsynced: true,
             stats: StorageStats::default(),
         })
+    }
+
+    /// Chooses who executes writes and syncs from now on.
+    pub fn set_io_mode(&mut self, mode: IoMode) {
+        self.mode = mode;
     }
 
     /// The partition directory.
@@ -153,9 +253,25 @@ impl<V: Vfs> PartitionStorage<V> {
         self.stats
     }
 
-    /// Effects queued and not yet run.
+    /// Effects queued and not yet started.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Data operations handed out (or waiting in the outbox) and not yet completed.
+    pub fn ops_in_flight(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Whether the last [`PartitionStorage::run`] stopped for want of a free aligned
+    /// buffer (run again once operations in flight return theirs).
+    pub fn waiting_for_buffers(&self) -> bool {
+        self.waiting_for_buffers
+    }
+
+    /// Nothing queued, nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.is_quiescent()
     }
 
     /// Queues an effect; hands it back when the queue is full.
@@ -170,48 +286,53 @@ impl<V: Vfs> PartitionStorage<V> {
         Ok(())
     }
 
-    /// The next completion, in the order the effects were executed (syncs after the
-    /// writes of their window).
+    /// The next completion, in the order the effects finished.
     pub fn poll_completion(&mut self) -> Option<LogCompletion> {
         self.completions.pop_front()
     }
 
-    /// Executes every queued effect (see the module doc for group commit); returns the
-    /// number executed. Stops early, leaving effects queued, only when the buffer pool
-    /// has no free buffer (back-pressure from other users of the shard's pool).
+    /// The next data operation to run ([`IoMode::Submitted`]); report its outcome with
+    /// [`PartitionStorage::complete`].
+    pub fn take_op(&mut self) -> Option<DataOp<V::File>> {
+        self.outbox.pop_front()
+    }
+
+    /// Takes the outcome of a data operation handed out by
+    /// [`PartitionStorage::take_op`]; call [`PartitionStorage::run`] afterwards.
+    pub fn complete(&mut self, token: u64, result: OpResult) {
+        match self.owners.remove(&token) {
+            Some(OpOwner::Append(segment)) => self.transfer_done(segment, result),
+            Some(OpOwner::Sync(segment)) => self.fdatasync_done(segment, result),
+            None => tracing::warn!(token, "storage: completion of an unknown operation ignored"),
+        }
+    }
+
+    /// Advances every queued effect as far as it can go (see the module doc); returns
+    /// the number of effects started. Inline, it returns once nothing is in flight or
+    /// only buffers are missing; submitted, once everything left waits for an operation
+    /// in flight or a buffer.
     pub fn run(&mut self) -> usize {
-        let mut executed = 0;
-        while let Some(effect) = self.queue.pop_front() {
-            if self.pool.available() == 0 && needs_buffer(&effect) {
-                self.queue.push_front(effect);
-                break;
-            }
-            executed += 1;
-            match effect {
-                LogEffect::Write {
-                    generation,
-                    segment,
-                    position,
-                    data,
-                    last_offset,
-                } => self.write_coalesced(generation, segment, position, data, last_offset),
-                LogEffect::Sync {
-                    generation,
-                    sync_id,
-                    segments,
-                } => self.pending_syncs.push(PendingSync {
-                    generation,
-                    sync_id,
-                    segments,
-                }),
-                other => {
-                    self.flush_syncs();
-                    self.execute_other(other);
+        let mut started = 0;
+        loop {
+            started += self.advance();
+            if self.mode == IoMode::Submitted {
+                // A round that finished at once (nothing to flush) may unblock the queue.
+                if self.start_round() && self.round.is_none() {
+                    continue;
                 }
+                return started;
+            }
+            if let Some(op) = self.outbox.pop_front() {
+                let result = op.execute();
+                let token = op.token;
+                drop(op);
+                self.complete(token, result);
+                continue;
+            }
+            if !self.start_round() {
+                return started;
             }
         }
-        self.flush_syncs();
-        executed
     }
 
     /// Reads a byte range of a segment for a fetch (clipped to the segment's end).
@@ -259,10 +380,15 @@ impl<V: Vfs> PartitionStorage<V> {
         Ok(self.segment_mut(segment)?.end_bytes())
     }
 
-    /// Runs what is queued, then seals and syncs every open segment (exact lengths on
-    /// disk) and the directory.
+    /// Runs what is queued (inline), then seals and syncs every open segment (exact
+    /// lengths on disk) and the directory. Operations still in flight elsewhere (a
+    /// caller that did not wait for [`PartitionStorage::is_idle`]) are not waited for.
     pub fn close(mut self) -> StorageResult<()> {
+        self.mode = IoMode::Inline;
         self.run();
+        if !self.owners.is_empty() {
+            tracing::warn!(dir = %self.dir.display(), ops = self.owners.len(), "storage: closing with operations in flight");
+        }
         let segments = std::mem::take(&mut self.segments);
         for (_, file) in segments {
             file.close()?;
@@ -285,19 +411,102 @@ impl<V: Vfs> PartitionStorage<V> {
         }
     }
 
-    /// Executes a write together with the writes queued right behind it that append to
-    /// the same segment: one copy into aligned buffers, as few `pwrite`s as the buffer
-    /// size allows. Reports each write, or one failure per generation involved.
-    fn write_coalesced(
-        &mut self,
-        generation: u64,
-        segment: SegmentId,
-        position: u64,
-        data: Bytes,
-        last_offset: i64,
-    ) {
+    fn is_quiescent(&self) -> bool {
+        self.appends.is_empty()
+            && self.round.is_none()
+            && self.pending_syncs.is_empty()
+            && self.outbox.is_empty()
+    }
+
+    /// Buffers an append may take now.
+    fn free_write_buffers(&self) -> usize {
+        let kept = BUFFERS_KEPT_FOR_READS.min(self.pool.buffer_count().saturating_sub(1));
+        self.pool.available().saturating_sub(kept)
+    }
+
+    /// Starts what the queue's head allows, in order; returns the effects started.
+    fn advance(&mut self) -> usize {
+        self.waiting_for_buffers = false;
+        let waiting: Vec<SegmentId> = self
+            .appends
+            .iter()
+            .filter(|(_, append)| append.in_flight == 0)
+            .map(|(segment, _)| *segment)
+            .collect();
+        for segment in waiting {
+            self.step_append(segment);
+        }
+        let mut started = 0;
+        while let Some(effect) = self.queue.front() {
+            match effect {
+                LogEffect::Write { segment, .. } => {
+                    if self.appends.contains_key(segment) || self.waiting_for_buffers {
+                        break;
+                    }
+                    if self.free_write_buffers() == 0 {
+                        self.waiting_for_buffers = true;
+                        break;
+                    }
+                    started += self.start_append();
+                }
+                LogEffect::Sync { .. } => {
+                    if let Some(LogEffect::Sync {
+                        generation,
+                        sync_id,
+                        segments,
+                    }) = self.queue.pop_front()
+                    {
+                        self.pending_syncs.push_back(PendingSync {
+                            generation,
+                            sync_id,
+                            segments,
+                            after_seq: self.next_append_seq,
+                        });
+                    }
+                    started += 1;
+                }
+                LogEffect::WriteIndex { .. }
+                | LogEffect::WriteCheckpoint { .. }
+                | LogEffect::WriteStateFile { .. } => {
+                    if let Some(effect) = self.queue.pop_front() {
+                        self.execute_other(effect);
+                    }
+                    started += 1;
+                }
+                other => {
+                    if !self.is_quiescent() {
+                        break;
+                    }
+                    if self.pool.available() == 0 && needs_buffer(other) {
+                        self.waiting_for_buffers = true;
+                        break;
+                    }
+                    if let Some(effect) = self.queue.pop_front() {
+                        self.execute_other(effect);
+                    }
+                    started += 1;
+                }
+            }
+        }
+        started
+    }
+
+    /// Starts an append with the write at the queue's head and the writes right behind
+    /// it that continue it; returns the number of writes taken.
+    fn start_append(&mut self) -> usize {
+        let Some(LogEffect::Write {
+            generation,
+            segment,
+            position,
+            data,
+            last_offset,
+        }) = self.queue.pop_front()
+        else {
+            return 0;
+        };
         let mut end = position + data.len() as u64;
-        let mut batch = vec![(generation, last_offset, data)];
+        let mut writes = vec![(generation, last_offset)];
+        let mut parts = vec![data];
         while let Some(LogEffect::Write {
             segment: next_segment,
             position: next_position,
@@ -305,7 +514,7 @@ impl<V: Vfs> PartitionStorage<V> {
             ..
         }) = self.queue.front()
         {
-            if *next_segment != segment || *next_position != end || batch.len() >= MAX_COALESCED_WRITES {
+            if *next_segment != segment || *next_position != end || writes.len() >= MAX_COALESCED_WRITES {
                 break;
             }
             end += next_data.len() as u64;
@@ -316,17 +525,127 @@ impl<V: Vfs> PartitionStorage<V> {
                 ..
             }) = self.queue.pop_front()
             {
-                batch.push((generation, last_offset, data));
+                writes.push((generation, last_offset));
+                parts.push(data);
             }
         }
-        let parts: Vec<&[u8]> = batch.iter().map(|(_, _, data)| &data[..]).collect();
-        let pool = self.pool.clone();
-        let result = self
+        let taken = writes.len();
+        let before = match self
             .segment_mut(segment)
-            .and_then(|file| file.append_all(&pool, position, &parts));
+            .and_then(|file| file.check_append(position).map(|()| file.mark_end()))
+        {
+            Ok(before) => before,
+            Err(error) => {
+                self.fail_generations(writes.iter().map(|(generation, _)| *generation), &error);
+                return taken;
+            }
+        };
+        let seq = self.next_append_seq;
+        self.next_append_seq += 1;
+        self.appends.insert(
+            segment,
+            Append {
+                seq,
+                writes,
+                parts,
+                cursor: PartsCursor::default(),
+                before,
+                in_flight: 0,
+                error: None,
+            },
+        );
+        self.step_append(segment);
+        taken
+    }
+
+    /// Stages the append's next transfers (as many buffers as it may take), or
+    /// finishes it when it is done or failed.
+    fn step_append(&mut self, segment: SegmentId) {
+        let budget = self.free_write_buffers().min(MAX_BUFFERS_PER_APPEND);
+        let Some(append) = self.appends.get_mut(&segment) else {
+            return;
+        };
+        if append.in_flight > 0 {
+            return;
+        }
+        if append.error.is_some() || append.cursor.is_done(&append.parts) {
+            self.finish_append(segment);
+            return;
+        }
+        if budget == 0 {
+            self.waiting_for_buffers = true;
+            return;
+        }
+        let Some(file) = self.segments.get_mut(&segment) else {
+            // Appends start on an open segment, and nothing closes one under them.
+            append.error = Some(StorageError::NoSuchSegment {
+                path: self.dir.join(segment.file_name()),
+            });
+            self.finish_append(segment);
+            return;
+        };
+        for _ in 0..budget {
+            if append.cursor.is_done(&append.parts) {
+                break;
+            }
+            let Ok(mut buf) = self.pool.acquire() else {
+                break;
+            };
+            let staged = file.stage(&mut buf, &append.parts, &mut append.cursor);
+            let token = self.next_token;
+            self.next_token += 1;
+            self.owners.insert(token, OpOwner::Append(segment));
+            self.outbox.push_back(DataOp {
+                token,
+                file: file.file().clone(),
+                kind: DataOpKind::Write {
+                    buf,
+                    len_bytes: staged.len_bytes,
+                    position: staged.position,
+                },
+            });
+            append.in_flight += 1;
+        }
+    }
+
+    fn transfer_done(&mut self, segment: SegmentId, result: OpResult) {
+        let Some(append) = self.appends.get_mut(&segment) else {
+            return;
+        };
+        append.in_flight -= 1;
         match result {
             Ok(()) => {
-                for (generation, last_offset, data) in batch {
+                self.stats.transfers += 1;
+                if let Some(file) = self.segments.get_mut(&segment) {
+                    file.mark_written();
+                }
+            }
+            Err(failure) => {
+                if append.error.is_none() {
+                    append.error = Some(match self.segments.get(&segment) {
+                        Some(file) => file.write_error(failure),
+                        None => {
+                            StorageError::io("pwrite", &self.dir.join(segment.file_name()), into_io(failure))
+                        }
+                    });
+                }
+            }
+        }
+        if append.in_flight == 0 {
+            self.step_append(segment);
+        }
+    }
+
+    /// Reports a finished append: each write, or — if it failed — one failure per
+    /// generation involved, including the syncs that were waiting for it.
+    fn finish_append(&mut self, segment: SegmentId) {
+        let Some(append) = self.appends.remove(&segment) else {
+            return;
+        };
+        match append.error {
+            None => {
+                self.stats.appends += 1;
+                for ((generation, last_offset), data) in append.writes.into_iter().zip(&append.parts) {
                     self.stats.writes += 1;
                     self.stats.written_bytes += data.len() as u64;
                     self.completions.push_back(LogCompletion::Written {
@@ -335,30 +654,118 @@ impl<V: Vfs> PartitionStorage<V> {
                     });
                 }
             }
-            Err(error) => {
-                self.flush_syncs();
-                let generations: BTreeSet<u64> = batch.iter().map(|(generation, _, _)| *generation).collect();
-                for generation in generations {
-                    self.fail(generation, &error);
+            Some(error) => {
+                if let Some(file) = self.segments.get_mut(&segment) {
+                    file.restore_end(append.before);
                 }
+                // Syncs queued after this append cover it: they cannot succeed.
+                let (failed, kept): (VecDeque<PendingSync>, VecDeque<PendingSync>) =
+                    std::mem::take(&mut self.pending_syncs)
+                        .into_iter()
+                        .partition(|sync| sync.after_seq > append.seq);
+                self.pending_syncs = kept;
+                let generations = append.writes.iter().map(|(generation, _)| *generation);
+                let generations: Vec<u64> = generations
+                    .chain(failed.iter().map(|sync| sync.generation))
+                    .collect();
+                self.fail_generations(generations, &error);
             }
         }
     }
 
-    /// Closes the group-commit window: one `fdatasync` per unsynced segment named by
-    /// the pending syncs, the directory if needed, then one completion per sync.
-    fn flush_syncs(&mut self) {
-        if self.pending_syncs.is_empty() {
-            return;
+    /// Starts a round for the syncs whose appends have all completed, if no round is in
+    /// flight. Returns whether syncs were taken.
+    fn start_round(&mut self) -> bool {
+        if self.round.is_some() {
+            return false;
         }
-        let pending = std::mem::take(&mut self.pending_syncs);
-        let named: BTreeSet<SegmentId> = pending
+        let oldest_append = self.appends.values().map(|append| append.seq).min();
+        let ready = self
+            .pending_syncs
+            .iter()
+            .take_while(|sync| oldest_append.is_none_or(|seq| sync.after_seq <= seq))
+            .count();
+        if ready == 0 {
+            return false;
+        }
+        let syncs: Vec<PendingSync> = self.pending_syncs.drain(..ready).collect();
+        let named: BTreeSet<SegmentId> = syncs
             .iter()
             .flat_map(|sync| sync.segments.iter().copied())
             .collect();
-        match self.sync_segments(&named) {
-            Ok(()) => {
-                for sync in pending {
+        let mut round = SyncRound {
+            syncs,
+            in_flight: 0,
+            error: None,
+        };
+        if let Err(error) = self.sync_dir_if_needed() {
+            round.error = Some(error);
+        } else {
+            for segment in named {
+                // A segment not open yet is opened and flushed: after recovery the log
+                // asks to sync what it found on disk. One that no longer exists has
+                // nothing to sync.
+                let file = match self.segment_mut(segment) {
+                    Ok(file) => match file.take_unsynced() {
+                        true => file.file().clone(),
+                        false => continue,
+                    },
+                    Err(StorageError::NoSuchSegment { .. }) => continue,
+                    Err(error) => {
+                        round.error = Some(error);
+                        break;
+                    }
+                };
+                let op = DataOp {
+                    token: self.next_token,
+                    file,
+                    kind: DataOpKind::SyncData,
+                };
+                self.next_token += 1;
+                self.owners.insert(op.token, OpOwner::Sync(segment));
+                self.outbox.push_back(op);
+                round.in_flight += 1;
+            }
+        }
+        self.round = Some(round);
+        self.maybe_finish_round();
+        true
+    }
+
+    fn fdatasync_done(&mut self, segment: SegmentId, result: OpResult) {
+        let path = self.dir.join(segment.file_name());
+        if result.is_err() {
+            // Not flushed: the next sync must try again.
+            if let Some(file) = self.segments.get_mut(&segment) {
+                file.mark_written();
+            }
+        }
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        round.in_flight -= 1;
+        match result {
+            Ok(()) => self.stats.fdatasyncs += 1,
+            Err(failure) => {
+                if round.error.is_none() {
+                    round.error = Some(StorageError::io("fdatasync", &path, into_io(failure)));
+                }
+            }
+        }
+        self.maybe_finish_round();
+    }
+
+    /// Reports the round's syncs once its last `fdatasync` completed.
+    fn maybe_finish_round(&mut self) {
+        if self.round.as_ref().is_none_or(|round| round.in_flight > 0) {
+            return;
+        }
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        match round.error {
+            None => {
+                for sync in round.syncs {
                     self.stats.syncs_completed += 1;
                     self.completions.push_back(LogCompletion::Synced {
                         generation: sync.generation,
@@ -366,30 +773,10 @@ impl<V: Vfs> PartitionStorage<V> {
                     });
                 }
             }
-            Err(error) => {
-                let generations: BTreeSet<u64> = pending.iter().map(|sync| sync.generation).collect();
-                for generation in generations {
-                    self.fail(generation, &error);
-                }
+            Some(error) => {
+                self.fail_generations(round.syncs.iter().map(|sync| sync.generation), &error);
             }
         }
-    }
-
-    fn sync_segments(&mut self, named: &BTreeSet<SegmentId>) -> StorageResult<()> {
-        for segment in named {
-            // A segment not open yet is opened and flushed: after recovery the log asks
-            // to sync what it found on disk. One that no longer exists has nothing to
-            // sync.
-            let file = match self.segment_mut(*segment) {
-                Ok(file) => file,
-                Err(StorageError::NoSuchSegment { .. }) => continue,
-                Err(error) => return Err(error),
-            };
-            if file.sync()? {
-                self.stats.fdatasyncs += 1;
-            }
-        }
-        self.sync_dir_if_needed()
     }
 
     fn sync_dir_if_needed(&mut self) -> StorageResult<()> {
@@ -432,6 +819,15 @@ impl<V: Vfs> PartitionStorage<V> {
                 self.write_state_file(name, &data);
                 Ok(())
             }
+            LogEffect::ResetLog {
+                sync_id,
+                segments,
+                checkpoint,
+                ..
+            } => self.reset_log(&segments, &checkpoint).map(|()| {
+                self.completions
+                    .push_back(LogCompletion::Synced { generation, sync_id })
+            }),
             LogEffect::Read { read_id, range, .. } => self.read(range).map(|data| {
                 self.completions.push_back(LogCompletion::Read {
                     generation,
@@ -439,7 +835,7 @@ impl<V: Vfs> PartitionStorage<V> {
                     data,
                 })
             }),
-            // Writes and syncs are handled by `run`; nothing else exists yet.
+            // Writes and syncs are handled by `advance`; nothing else exists yet.
             other => {
                 tracing::warn!(?other, "storage: unknown effect ignored");
                 Ok(())
@@ -498,6 +894,18 @@ impl<V: Vfs> PartitionStorage<V> {
         }
     }
 
+    /// [`LogEffect::ResetLog`], in the crash-safe order its contract gives: the marker
+    /// checkpoint (durable), then the old segments from the last to the first, then a
+    /// directory fsync so no deletion is undone by a crash after the new log's first
+    /// segment exists.
+    fn reset_log(&mut self, segments: &[SegmentId], checkpoint: &[u8]) -> StorageResult<()> {
+        self.write_checkpoint(checkpoint)?;
+        for segment in segments.iter().rev() {
+            self.delete_segment(*segment)?;
+        }
+        self.sync_dir_if_needed()
+    }
+
     fn write_index(&mut self, segment: SegmentId, data: &[u8]) {
         let path = self.dir.join(segment.index_file_name());
         if let Err(error) = self.vfs.write_small_file(&path, data, false) {
@@ -553,6 +961,14 @@ impl<V: Vfs> PartitionStorage<V> {
         }
     }
 
+    /// One failure per distinct generation of `generations`.
+    fn fail_generations(&mut self, generations: impl IntoIterator<Item = u64>, error: &StorageError) {
+        let distinct: BTreeSet<u64> = generations.into_iter().collect();
+        for generation in distinct {
+            self.fail(generation, error);
+        }
+    }
+
     fn fail(&mut self, generation: u64, error: &StorageError) {
         tracing::warn!(generation, %error, "storage: effect failed");
         self.stats.failures += 1;
@@ -563,10 +979,15 @@ impl<V: Vfs> PartitionStorage<V> {
     }
 }
 
-/// Whether executing `effect` takes an aligned buffer from the pool.
+/// Whether executing `effect` (other than a write) takes an aligned buffer from the pool.
 fn needs_buffer(effect: &LogEffect) -> bool {
-    matches!(
-        effect,
-        LogEffect::Write { .. } | LogEffect::Read { .. } | LogEffect::TruncateSegment { .. }
-    )
+    matches!(effect, LogEffect::Read { .. } | LogEffect::TruncateSegment { .. })
+}
+
+/// A data operation's failure as an OS error (syncs fail only that way).
+fn into_io(failure: OpFailure) -> io::Error {
+    match failure {
+        OpFailure::Os(error) => error,
+        other => io::Error::other(other.to_string()),
+    }
 }

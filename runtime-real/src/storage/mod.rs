@@ -4,15 +4,18 @@
 //! * [`aligned`] — the per-shard pool of 4 KiB-aligned buffers every transfer uses.
 //! * [`vfs`] — the system calls, behind a trait ([`vfs::RealVfs`] in production).
 //! * [`fault`] — a [`vfs::Vfs`] wrapper that injects errors (ENOSPC, EIO) for tests.
-//! * [`segment`] — one `O_DIRECT` segment file: unaligned appends, aligned reads,
-//!   truncation, preallocation.
-//! * [`executor`] — [`PartitionStorage`]: runs one partition's effects in order with
-//!   group commit and reports completions.
+//! * [`segment`] — one `O_DIRECT` segment file: unaligned appends (staged into aligned
+//!   buffers), aligned reads, truncation, preallocation.
+//! * [`data_op`] — the writes and `fdatasync`s the executor hands to an I/O backend
+//!   (the shard's io_uring, or blocking calls on the calling thread).
+//! * [`executor`] — [`PartitionStorage`]: runs one partition's effects in order,
+//!   pipelining writes and syncs with group commit, and reports completions.
 //! * [`disk_log`] — [`DiskLog`]: core's `Log` recovered from a directory and driven
 //!   through the executor; [`open_partition_log`].
 //! * [`error`] — [`StorageError`] and its mapping to the log's `DiskError`.
 
 pub mod aligned;
+pub mod data_op;
 pub mod disk_log;
 pub mod error;
 pub mod executor;

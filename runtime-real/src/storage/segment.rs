@@ -31,21 +31,27 @@
 //! directory listing tells recovery where the data ends, and recovery scans one block
 //! of padding, not 128 MiB of zeros.
 //!
-//! Every call is a positioned, synchronous system call through [`DataFile`]; the
-//! structure (one aligned buffer per transfer, state committed only on success) is what
-//! an io_uring loop needs, so the calls can move there without changing this logic.
+//! Appends are *staged* ([`SegmentFile::stage`]): the bytes of one transfer are copied
+//! into an aligned buffer and the logical end advances at once, while the transfer
+//! itself runs elsewhere — on the shard's io_uring, or as a positioned system call
+//! ([`SegmentFile::append_all`]). A failed transfer returns the segment to its
+//! [`EndMark`]. Reads, syncs and truncation are positioned, synchronous system calls
+//! through [`DataFile`].
 
 use super::aligned::{align_down, align_up, AlignedBuf, BufferPool, BLOCK_BYTES, BLOCK_BYTES_U64};
+use super::data_op::{write_all_at, OpFailure};
 use super::error::{StorageError, StorageResult};
 use super::vfs::{DataFile, Vfs};
 use bytes::Bytes;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// An open segment data file and our view of its logical content.
 #[derive(Debug)]
 pub struct SegmentFile<F> {
-    file: F,
+    /// Shared with data operations in flight, which keep it open.
+    file: Rc<F>,
     path: PathBuf,
     /// Logical length: the bytes the log wrote.
     end_bytes: u64,
@@ -85,7 +91,7 @@ impl<F: DataFile> SegmentFile<F> {
             Err(e) => return Err(StorageError::io("fallocate", path, e)),
         }
         Ok(SegmentFile {
-            file,
+            file: Rc::new(file),
             path: path.to_path_buf(),
             end_bytes: 0,
             tail: vec![0; BLOCK_BYTES].into_boxed_slice(),
@@ -111,7 +117,7 @@ impl<F: DataFile> SegmentFile<F> {
             .size_bytes()
             .map_err(|e| StorageError::io("fstat", path, e))?;
         let mut segment = SegmentFile {
-            file,
+            file: Rc::new(file),
             path: path.to_path_buf(),
             end_bytes,
             tail: vec![0; BLOCK_BYTES].into_boxed_slice(),
@@ -146,9 +152,30 @@ impl<F: DataFile> SegmentFile<F> {
     }
 
     /// Appends `parts` one after the other at `position` (the logical end), coalesced
-    /// into as few buffer-sized `pwrite`s as possible. All or nothing, as
-    /// [`SegmentFile::append`].
+    /// into as few buffer-sized `pwrite`s as possible, on this thread. All or nothing,
+    /// as [`SegmentFile::append`].
     pub fn append_all(&mut self, pool: &BufferPool, position: u64, parts: &[&[u8]]) -> StorageResult<()> {
+        self.check_append(position)?;
+        let mut cursor = PartsCursor::default();
+        if cursor.is_done(parts) {
+            return Ok(());
+        }
+        let mut buf = pool.acquire()?;
+        let mark = self.mark_end();
+        while !cursor.is_done(parts) {
+            let staged = self.stage(&mut buf, parts, &mut cursor);
+            let written = write_all_at(&*self.file, &buf.as_slice()[..staged.len_bytes], staged.position);
+            if let Err(failure) = written {
+                self.restore_end(mark);
+                return Err(self.write_error(failure));
+            }
+        }
+        self.mark_written();
+        Ok(())
+    }
+
+    /// Fails unless `position` is the logical end (writes must append).
+    pub fn check_append(&self, position: u64) -> StorageResult<()> {
         if position != self.end_bytes {
             return Err(StorageError::NotAppend {
                 path: self.path.clone(),
@@ -156,74 +183,105 @@ impl<F: DataFile> SegmentFile<F> {
                 end_bytes: self.end_bytes,
             });
         }
-        if parts.iter().all(|part| part.is_empty()) {
-            return Ok(());
+        Ok(())
+    }
+
+    /// The logical end and tail as they are now, to return to if the writes staged
+    /// after this point fail.
+    pub fn mark_end(&self) -> EndMark {
+        EndMark {
+            end_bytes: self.end_bytes,
+            tail: self.tail.clone(),
+            disk_len_bytes: self.disk_len_bytes,
         }
-        let mut buf = pool.acquire()?;
+    }
+
+    /// Returns to a [`SegmentFile::mark_end`] (staged writes failed).
+    pub fn restore_end(&mut self, mark: EndMark) {
+        self.end_bytes = mark.end_bytes;
+        self.tail = mark.tail;
+        self.disk_len_bytes = self.disk_len_bytes.max(mark.disk_len_bytes);
+    }
+
+    /// Stages the next transfer of an append: copies the partial last block and as
+    /// much of `parts` (from `cursor` on) as fits into `buf`, pads it with zeros to
+    /// whole blocks, and advances the logical end and tail as if the transfer had been
+    /// written. The caller writes `buf[..len_bytes]` at `position` (positioned or
+    /// asynchronously), then calls [`SegmentFile::mark_written`] — or
+    /// [`SegmentFile::restore_end`] if it failed.
+    ///
+    /// Transfers staged one after the other overlap only in the partial last block, so
+    /// one must complete before the next is submitted unless the earlier one ended on a
+    /// block boundary (a full buffer).
+    pub fn stage<P: AsRef<[u8]>>(
+        &mut self,
+        buf: &mut AlignedBuf,
+        parts: &[P],
+        cursor: &mut PartsCursor,
+    ) -> Staged {
         let capacity = buf.capacity();
-        let mut chunk = Chunk {
-            end: self.end_bytes,
-            tail_len: block_offset(self.end_bytes),
-            filled: block_offset(self.end_bytes),
-        };
-        buf.as_mut_slice()[..chunk.tail_len].copy_from_slice(&self.tail[..chunk.tail_len]);
-        for part in parts {
-            let mut rest = *part;
-            while !rest.is_empty() {
-                let taken = rest.len().min(capacity - chunk.filled);
-                buf.as_mut_slice()[chunk.filled..chunk.filled + taken].copy_from_slice(&rest[..taken]);
-                chunk.filled += taken;
-                rest = &rest[taken..];
-                if chunk.filled == capacity {
-                    self.write_chunk(&mut buf, &mut chunk)?;
-                }
+        let tail_len = block_offset(self.end_bytes);
+        let block_start = self.end_bytes - tail_len as u64;
+        let out = buf.as_mut_slice();
+        out[..tail_len].copy_from_slice(&self.tail[..tail_len]);
+        let mut filled = tail_len;
+        while filled < capacity {
+            let Some(part) = parts.get(cursor.part) else {
+                break;
+            };
+            let rest = &part.as_ref()[cursor.offset..];
+            let taken = rest.len().min(capacity - filled);
+            out[filled..filled + taken].copy_from_slice(&rest[..taken]);
+            filled += taken;
+            cursor.offset += taken;
+            if cursor.offset == part.as_ref().len() {
+                cursor.part += 1;
+                cursor.offset = 0;
             }
         }
-        if chunk.filled > chunk.tail_len {
-            self.write_chunk(&mut buf, &mut chunk)?;
+        let padded = block_round_up(filled);
+        out[filled..padded].fill(0);
+        let new_tail_len = filled % BLOCK_BYTES;
+        self.tail.fill(0);
+        self.tail[..new_tail_len].copy_from_slice(&out[filled - new_tail_len..filled]);
+        self.end_bytes = block_start + filled as u64;
+        self.disk_len_bytes = self.disk_len_bytes.max(align_up(self.end_bytes));
+        Staged {
+            position: block_start,
+            len_bytes: padded,
         }
-        self.tail[..chunk.tail_len].copy_from_slice(&buf.as_slice()[..chunk.tail_len]);
-        self.end_bytes = chunk.end;
-        self.disk_len_bytes = self.disk_len_bytes.max(align_up(chunk.end));
+    }
+
+    /// Records that staged data reached the file: the next sync must flush it.
+    pub fn mark_written(&mut self) {
         self.unsynced = true;
-        Ok(())
     }
 
-    /// Writes the buffer's `filled` bytes (padded to the block) at the block holding
-    /// the chunk's end; the partial last block moves to the buffer's head.
-    fn write_chunk(&self, buf: &mut AlignedBuf, chunk: &mut Chunk) -> StorageResult<()> {
-        let block_start = chunk.end - chunk.tail_len as u64;
-        let padded = block_round_up(chunk.filled);
-        buf.as_mut_slice()[chunk.filled..padded].fill(0);
-        self.write_all(buf, padded, block_start)?;
-        chunk.end = block_start + chunk.filled as u64;
-        chunk.tail_len = chunk.filled % BLOCK_BYTES;
-        buf.as_mut_slice()
-            .copy_within(chunk.filled - chunk.tail_len..chunk.filled, 0);
-        chunk.filled = chunk.tail_len;
-        Ok(())
+    /// Takes the "written since the last sync" flag for an `fdatasync` about to be
+    /// submitted elsewhere; hand it back with [`SegmentFile::mark_written`] if that
+    /// sync fails.
+    pub fn take_unsynced(&mut self) -> bool {
+        std::mem::take(&mut self.unsynced)
     }
 
-    fn write_all(&self, buf: &AlignedBuf, len: usize, position: u64) -> StorageResult<()> {
-        let mut done = 0;
-        while done < len {
-            match self
-                .file
-                .write_at(&buf.as_slice()[done..len], position + done as u64)
-            {
-                Ok(0) => {
-                    return Err(StorageError::ShortWrite {
-                        path: self.path.clone(),
-                        written_bytes: done,
-                        asked_bytes: len,
-                    })
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(StorageError::io("pwrite", &self.path, e)),
-            }
+    /// The open file, shared with operations in flight.
+    pub fn file(&self) -> &Rc<F> {
+        &self.file
+    }
+
+    /// The error of a failed write of this segment.
+    pub fn write_error(&self, failure: OpFailure) -> StorageError {
+        match failure {
+            OpFailure::Os(e) => StorageError::io("pwrite", &self.path, e),
+            OpFailure::NoProgress {
+                written_bytes,
+                asked_bytes,
+            } => StorageError::ShortWrite {
+                path: self.path.clone(),
+                written_bytes,
+                asked_bytes,
+            },
         }
-        Ok(())
     }
 
     /// Reads into `buf[..len]` from the aligned `position`, until `len` bytes or end of
@@ -351,14 +409,37 @@ impl<F: DataFile> SegmentFile<F> {
     }
 }
 
-/// The state of an append in progress: the logical end reached on disk, the length
-/// of its partial last block, and the bytes at the head of the buffer (that block plus
-/// data not yet written).
-#[derive(Debug)]
-struct Chunk {
-    end: u64,
-    tail_len: usize,
-    filled: usize,
+/// Where an append stands in its parts: the next byte to copy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct PartsCursor {
+    part: usize,
+    offset: usize,
+}
+
+impl PartsCursor {
+    /// Whether every byte of `parts` has been staged.
+    pub fn is_done<P: AsRef<[u8]>>(&self, parts: &[P]) -> bool {
+        let mut rest = parts.iter().skip(self.part);
+        let current_done = rest.next().is_none_or(|part| part.as_ref().len() == self.offset);
+        current_done && rest.all(|part| part.as_ref().is_empty())
+    }
+}
+
+/// One staged transfer: `len_bytes` of the buffer go to `position`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Staged {
+    /// File offset (block-aligned).
+    pub position: u64,
+    /// Bytes to write (whole blocks).
+    pub len_bytes: usize,
+}
+
+/// A segment's logical end and tail at one point (see [`SegmentFile::mark_end`]).
+#[derive(Clone, Debug)]
+pub struct EndMark {
+    end_bytes: u64,
+    tail: Box<[u8]>,
+    disk_len_bytes: u64,
 }
 
 /// Offset of `position` inside its block.

@@ -95,6 +95,12 @@ pub struct RealFile {
     file: File,
 }
 
+impl AsRawFd for RealFile {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 impl DataFile for RealFile {
     fn write_at(&self, buf: &[u8], position: u64) -> io::Result<usize> {
         self.file.write_at(buf, position)

@@ -1,0 +1,160 @@
+//! `Log::reset_to` (a follower installing a snapshot past its log): the old log is
+//! replaced by an empty one at the snapshot point through one `ResetLog` effect, and a
+//! crash at every step of that effect recovers either the old log or the new empty one,
+//! never a mix; the new log then grows and recovers like any other.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod log_support;
+
+use log_support::{small_config, Harness};
+use oxbow_core::log::checkpoint::Checkpoint;
+use oxbow_core::log::io::CHECKPOINT_FILE_NAME;
+use oxbow_core::log::mem_disk::MemDisk;
+use oxbow_core::log::{LogEffect, LogEvent};
+
+/// A log over terms 1..=3 (a segment each), 12 durable offsets and an unsynced tail of
+/// 2 more written to the file.
+fn old_log() -> (Harness, Vec<(i64, String)>) {
+    let mut h = Harness::new(small_config());
+    for term in 1..=3 {
+        for i in 0..2 {
+            h.append_synced(term, &format!("t{term}-{i}"), 2);
+        }
+    }
+    let durable = h.fetch_all(0);
+    assert_eq!(durable.len(), 12);
+    h.append(3, "unsynced", 2);
+    assert_eq!(h.log.segments().len(), 3);
+    (h, durable)
+}
+
+/// Resets `h.log` to `start_offset` and returns the `ResetLog` effect, not yet run.
+fn start_reset(h: &mut Harness, start_offset: i64, term: i64) -> LogEffect {
+    h.hold = true;
+    let ticket = h.log.reset_to(start_offset, term);
+    h.pump();
+    assert_eq!(h.held.len(), 1, "one effect: {:?}", h.held);
+    let effect = h.held.pop_front().unwrap();
+    assert!(matches!(effect, LogEffect::ResetLog { sync_id, .. } if sync_id == ticket.0));
+    h.hold = false;
+    effect
+}
+
+fn assert_old_log(h: &mut Harness, durable: &[(i64, String)]) {
+    assert_eq!(h.log.start_offset(), 0);
+    let values = h.fetch_all(0);
+    assert!(values.len() >= durable.len(), "{values:?}");
+    assert_eq!(&values[..durable.len()], durable, "the old log's durable data");
+    h.check_against_scan();
+}
+
+fn assert_empty_at(h: &Harness, start_offset: i64, term: i64) {
+    assert_eq!(h.log.start_offset(), start_offset);
+    assert_eq!(h.log.next_offset(), start_offset);
+    assert!(h.log.segments().is_empty(), "{:?}", h.log.segments());
+    assert_eq!(h.log.reset_term(), Some(term));
+    let segment_files: Vec<String> = h
+        .disk
+        .file_names()
+        .into_iter()
+        .filter(|n| n.ends_with(".log") || n.ends_with(".index"))
+        .collect();
+    assert!(segment_files.is_empty(), "old files left: {segment_files:?}");
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_reset_recovers_the_old_or_the_new_log() {
+    // Past the old log's end (a follower far behind) and inside it (a follower whose
+    // suffix diverges from the leader's).
+    for (start_offset, term) in [(40, 5), (7, 2), (13, 3)] {
+        let (mut h, durable) = old_log();
+        let effect = start_reset(&mut h, start_offset, term);
+        let steps = MemDisk::reset_step_count(&effect);
+        assert_eq!(steps, 4, "checkpoint and three segments");
+        for done in 0..=steps {
+            for torn_keep_bytes in [0, 30] {
+                let mut crashed = Harness::new(small_config());
+                crashed.disk = h.disk.clone();
+                crashed.disk.execute_reset_prefix(&effect, done);
+                crashed.crash(torn_keep_bytes);
+                crashed.recover().unwrap();
+                if done == 0 {
+                    assert_old_log(&mut crashed, &durable);
+                } else {
+                    assert_empty_at(&crashed, start_offset, term);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_completed_reset_reports_its_ticket_and_the_new_log_grows_from_there() {
+    let (mut h, _) = old_log();
+    let ticket = h.log.reset_to(40, 5);
+    h.pump();
+    assert!(
+        h.events.contains(&LogEvent::SyncDone { ticket }),
+        "{:?}",
+        h.events
+    );
+    assert_empty_at(&h, 40, 5);
+    // A checkpoint written before anything new is durable keeps the marker.
+    let checkpoint = Checkpoint::decode(h.disk.file(CHECKPOINT_FILE_NAME).unwrap()).unwrap();
+    assert_eq!(checkpoint.reset_term(), Some(5));
+    assert!(h.fetch_all(40).is_empty());
+    assert!(
+        h.log.read_plan(39, 1024, i64::MAX).is_err(),
+        "nothing below the start"
+    );
+
+    // Unsynced appends after the reset are lost in a crash: still the empty log.
+    h.append(6, "new-unsynced", 2);
+    let mut crashed = Harness::new(small_config());
+    crashed.disk = h.disk.clone();
+    crashed.crash(0);
+    crashed.recover().unwrap();
+    assert_empty_at(&crashed, 40, 5);
+
+    // Synced ones survive, and the old log does not come back.
+    h.log.sync();
+    h.pump();
+    h.append_synced(6, "new", 3);
+    h.crash(0);
+    h.recover().unwrap();
+    assert_eq!(h.log.start_offset(), 40);
+    assert_eq!(h.log.next_offset(), 45);
+    assert_eq!(h.log.reset_term(), None, "the first segment names the term now");
+    let values: Vec<String> = h.fetch_all(40).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        values,
+        ["new-unsynced-0", "new-unsynced-1", "new-0", "new-1", "new-2"]
+    );
+    h.check_against_scan();
+}
+
+#[test]
+fn a_reset_the_disk_fails_is_issued_again() {
+    let (mut h, _) = old_log();
+    let effect = start_reset(&mut h, 40, 5);
+    let generation = effect.generation();
+    h.log.handle_completion(
+        h.now,
+        oxbow_core::log::LogCompletion::Failed {
+            generation,
+            error: oxbow_core::log::DiskError::Io("injected".into()),
+        },
+    );
+    h.hold = true;
+    h.pump();
+    let again = h.held.pop_front().expect("the reset again");
+    assert!(matches!(again, LogEffect::ResetLog { .. }));
+    assert!(again.generation() > generation);
+    h.hold = false;
+    for completion in h.disk.execute(again) {
+        h.log.handle_completion(h.now, completion);
+    }
+    h.pump();
+    assert_empty_at(&h, 40, 5);
+    assert!(h.events.iter().any(|e| matches!(e, LogEvent::SyncDone { .. })));
+}
