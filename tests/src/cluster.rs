@@ -33,6 +33,8 @@ pub struct TestCluster {
     seeds: String,
     /// The `oxbow-test-node` program.
     program: PathBuf,
+    /// A configuration file every broker starts with.
+    config: Option<PathBuf>,
 }
 
 /// A loopback port nobody listens on now.
@@ -45,6 +47,12 @@ impl TestCluster {
     /// Starts `count` brokers of `program` (`oxbow-test-node`, from the test's
     /// `CARGO_BIN_EXE_oxbow-test-node`) with data under `root`; waits until each serves.
     pub fn start(program: &Path, root: &Path, count: u32) -> TestCluster {
+        Self::start_with_config(program, root, count, None)
+    }
+
+    /// [`TestCluster::start`] with every broker reading configuration file `config`
+    /// (flags still set its addresses, id, seeds and data directory).
+    pub fn start_with_config(program: &Path, root: &Path, count: u32, config: Option<&Path>) -> TestCluster {
         let brokers: Vec<TestBroker> = (1..=count)
             .map(|id| TestBroker {
                 id,
@@ -64,6 +72,7 @@ impl TestCluster {
             brokers,
             seeds,
             program: program.to_path_buf(),
+            config: config.map(Path::to_path_buf),
         };
         for id in 1..=count {
             cluster.restart(id);
@@ -105,6 +114,7 @@ impl TestCluster {
     pub fn restart(&mut self, id: u32) {
         let seeds = self.seeds.clone();
         let program = self.program.clone();
+        let config = self.config.clone();
         let broker = self.broker(id);
         assert!(broker.process.is_none(), "broker {id} is running");
         std::fs::create_dir_all(&broker.data_dir).expect("data directory");
@@ -119,6 +129,7 @@ impl TestCluster {
                 .arg(broker.id.to_string())
                 .arg(&broker.rpc_addr)
                 .arg(&seeds)
+                .args(config.iter())
                 .stdout(Stdio::piped())
                 .stderr(log)
                 .spawn()

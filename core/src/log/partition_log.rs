@@ -246,14 +246,18 @@ pub struct Log {
 impl Log {
     /// A new, empty log whose first offset will be `start_offset`.
     pub fn new(config: LogConfig, start_offset: i64) -> Log {
-        Self::from_recovered(
+        let mut log = Self::from_recovered(
             config,
             RecoveredLog {
                 segments: Vec::new(),
                 start_offset,
                 state_files: BTreeMap::new(),
             },
-        )
+        );
+        // A new directory has no checkpoint: a start past 0 (a partition recovered
+        // from the object store) is recorded by the first one, due at once.
+        log.checkpoint.durable_start_offset = 0;
+        log
     }
 
     /// A log over recovered segments; everything in them is taken as durable (recovery

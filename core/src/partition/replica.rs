@@ -283,14 +283,16 @@ fn recovered_state(
     commit: Option<i64>,
     membership: &Membership,
 ) -> RecoveredState {
-    let snapshot = log
-        .segments()
-        .first()
-        .filter(|s| s.id.base_offset > 0)
-        .map(|s| SnapshotMeta {
-            last: LogId::new(to_index(s.id.term), to_index(s.id.base_offset - 1)),
-            membership: membership.clone(),
-        });
+    let snapshot = match log.segments().first() {
+        Some(s) => (s.id.base_offset > 0).then(|| (s.id.term, s.id.base_offset - 1)),
+        // An empty log past offset 0 (a partition recovered from the object store):
+        // everything below its start is committed, in the hard state's term.
+        None => (log.start_offset() > 0).then(|| (to_offset(hard_state.term), log.start_offset() - 1)),
+    }
+    .map(|(term, last)| SnapshotMeta {
+        last: LogId::new(to_index(term), to_index(last)),
+        membership: membership.clone(),
+    });
     RecoveredState {
         hard_state: effective_hard_state(log, hard_state),
         snapshot,
