@@ -1055,23 +1055,7 @@ fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
 
     // A restart (local log starting past 0, the bucket kept): the new leader's archiver
     // loads the manifest and the same reads work.
-    let disks: BTreeMap<PartitionKey, MemDisk> = node
-        .disks
-        .iter()
-        .map(|(k, d)| {
-            let mut d = d.clone();
-            d.crash(0);
-            (k.clone(), d)
-        })
-        .collect();
-    let tier = node.shards[0].tier_settings();
-    let mut restarted = Node::start_tiered(
-        disks,
-        node.hard_states.clone(),
-        node.metadata_file.clone(),
-        (tier, node.bucket.clone()),
-    );
-    restarted.advance(Duration::from_secs(1));
+    let mut restarted = restart_tiered(&node);
     let conn = restarted.connect(shard, 3);
     let stats = restarted.shards[shard].tier_stats();
     assert_eq!(
@@ -1130,7 +1114,19 @@ fn a_topic_is_recovered_from_the_bucket_into_an_empty_node() {
 
     // A restart keeps the recovered prefix (tier state file) and the log start.
     fresh.advance(Duration::from_secs(3));
-    let disks: BTreeMap<PartitionKey, MemDisk> = fresh
+    let mut restarted = restart_tiered(&fresh);
+    let conn = restarted.connect(shard, 4);
+    let got = fetch_all(&mut restarted, shard, conn, expected.len());
+    assert!(
+        got == expected,
+        "every record back after the recovered node restarts"
+    );
+}
+
+/// A tiered node restarted after a crash of its disks (unsynced data lost), over the
+/// same bucket; run for a second.
+fn restart_tiered(node: &Node) -> Node {
+    let disks: BTreeMap<PartitionKey, MemDisk> = node
         .disks
         .iter()
         .map(|(k, d)| {
@@ -1139,20 +1135,15 @@ fn a_topic_is_recovered_from_the_bucket_into_an_empty_node() {
             (k.clone(), d)
         })
         .collect();
-    let tier = fresh.shards[0].tier_settings();
+    let tier = node.shards[0].tier_settings();
     let mut restarted = Node::start_tiered(
         disks,
-        fresh.hard_states.clone(),
-        fresh.metadata_file.clone(),
-        (tier, fresh.bucket.clone()),
+        node.hard_states.clone(),
+        node.metadata_file.clone(),
+        (tier, node.bucket.clone()),
     );
     restarted.advance(Duration::from_secs(1));
-    let conn = restarted.connect(shard, 4);
-    let got = fetch_all(&mut restarted, shard, conn, expected.len());
-    assert!(
-        got == expected,
-        "every record back after the recovered node restarts"
-    );
+    restarted
 }
 
 fn fetch_all(node: &mut Node, shard: usize, conn: ConnectionId, count: usize) -> Vec<String> {

@@ -403,7 +403,7 @@ fn admin_call<Req: Encodable, Resp: Decodable>(
 
 /// Creates topic `name` with `(partitions, replicas)` and `key=value` configs; waits
 /// for its leaders.
-fn create_topic(
+pub(crate) fn create_topic(
     name: &str,
     (partitions, replicas): (i32, i16),
     configs: &[String],
@@ -437,7 +437,7 @@ fn create_topic(
         },
     )?;
     writeln!(out, "created topic {name} with {partitions} partitions")?;
-    if !wait_for_leaders(&mut client, &name)? {
+    if !wait_for_leaders(&mut client, name)? {
         writeln!(
             out,
             "note: not every partition of {name} had a leader after {} ms",
@@ -707,6 +707,57 @@ fn send_batch(
         check(format!("produce to {tp}"), code, message.as_ref())?;
     }
     Ok(())
+}
+
+/// Produces one batch to `tp` with `acks=all` (for benchmarks): its base offset.
+pub(crate) fn produce_one(
+    client: &mut ClusterClient,
+    tp: &TopicPartition,
+    batch: Bytes,
+) -> Result<i64, CliError> {
+    let build = |items: &BTreeMap<TopicPartition, Bytes>| produce_request(-1, items);
+    let read = |response: m::ProduceResponse| {
+        let mut out = Vec::new();
+        for t in response.responses {
+            let topic = t.name.0.as_str().to_string();
+            for p in t.partition_responses {
+                out.push((
+                    TopicPartition::new(&topic, p.index),
+                    p.error_code,
+                    (p.error_code, p.base_offset),
+                ));
+            }
+        }
+        out
+    };
+    let answers = client.call_partitioned(PRODUCE, BTreeMap::from([(tp.clone(), batch)]), build, read)?;
+    let (code, base_offset) = answers
+        .get(tp)
+        .copied()
+        .ok_or_else(|| CliError::Usage(format!("no produce answer for {tp}")))?;
+    check(format!("produce to {tp}"), code, None)?;
+    Ok(base_offset)
+}
+
+/// One Fetch of `tp` from `offset` (for benchmarks): the partition's answer.
+pub(crate) fn fetch_one(
+    client: &mut ClusterClient,
+    tp: &TopicPartition,
+    offset: i64,
+    max_wait_ms: i32,
+) -> Result<m::fetch_response::PartitionData, CliError> {
+    let build = |items: &BTreeMap<TopicPartition, i64>| fetch_request(max_wait_ms, items);
+    let mut answers = client.call_partitioned(
+        FETCH,
+        BTreeMap::from([(tp.clone(), offset)]),
+        build,
+        fetch_answers,
+    )?;
+    let data = answers
+        .remove(tp)
+        .ok_or_else(|| CliError::Usage(format!("no fetch answer for {tp}")))?;
+    check(format!("fetch {tp}"), data.error_code, None)?;
+    Ok(data)
 }
 
 /// A Produce request of one batch per partition.
