@@ -1124,6 +1124,12 @@ fn every_version_of_the_partition_apis_is_answered() {
 /// A node with tiered storage on (short lags) and the topic `tiered` (1 partition,
 /// remote write and read, 1 MiB segments and local target).
 fn tiered_node() -> Node {
+    tiered_node_over(BTreeMap::new(), &[])
+}
+
+/// [`tiered_node`] over `bucket`, with more configs for the tiered topic; another topic
+/// is created first, so the tiered one's revision differs from a fresh node's.
+fn tiered_node_over(bucket: BTreeMap<String, Bytes>, extra: &[(&str, &str)]) -> Node {
     let tier = oxbow_core::broker::partitions::TierSettings {
         enabled: true,
         base: oxbow_core::tier::TierConfig {
@@ -1138,8 +1144,12 @@ fn tiered_node() -> Node {
             ..oxbow_core::tier::read::ReadCacheConfig::default()
         },
     };
-    let mut node = Node::start_tiered(BTreeMap::new(), BTreeMap::new(), None, (tier, BTreeMap::new()));
+    let mut node = Node::start_tiered(BTreeMap::new(), BTreeMap::new(), None, (tier, bucket));
     let conn = node.connect(0, 1);
+    if !extra.is_empty() {
+        let created = create_topic(&mut node, conn, "other", 1);
+        assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    }
     let mut creatable = m::create_topics_request::CreatableTopic::default();
     creatable.name = topic("tiered");
     creatable.num_partitions = 1;
@@ -1149,7 +1159,10 @@ fn tiered_node() -> Node {
         ("oxbow.remote.read", "true"),
         ("retention.local.target.bytes", "1048576"),
         ("segment.bytes", "1048576"),
-    ] {
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
         let mut config = m::create_topics_request::CreatableTopicConfig::default();
         config.name = s(key);
         config.value = Some(s(value));
@@ -1173,16 +1186,7 @@ fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
     let mut node = tiered_node();
     let shard = oxbow_core::broker::shard_for("tiered", 0, SHARDS).0 as usize;
     let pconn = node.connect(shard, 2);
-    let value = |i: usize| format!("{i:06}-{}", "v".repeat(1_000));
-    let mut expected = Vec::new();
-    for round in 0..40 {
-        let values: Vec<String> = (round * 100..(round + 1) * 100).map(value).collect();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        let response = produce(&mut node, shard, pconn, "tiered", 0, &refs, -1).unwrap();
-        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
-        expected.extend(values);
-        node.advance(Duration::from_millis(50));
-    }
+    let expected = produce_rounds(&mut node, shard, pconn, 0..40);
     node.advance(Duration::from_secs(3));
     assert!(
         node.bucket.keys().any(|k| k.ends_with("/manifest")),
@@ -1226,6 +1230,77 @@ fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
 
     // A restart (local log starting past 0, the bucket kept): the new leader's archiver
     // loads the manifest and the same reads work.
+    let mut restarted = restart_tiered(&node);
+    let conn = restarted.connect(shard, 3);
+    let stats = restarted.shards[shard].tier_stats();
+    assert_eq!(
+        (stats.archivers, stats.archiver.objects_deleted),
+        (1, 0),
+        "{stats:?}"
+    );
+    let got = fetch_all(&mut restarted, shard, conn, expected.len());
+    assert!(got == expected, "every record back after a restart");
+}
+
+/// Values of partition 0 of `tiered` from offset 0 until `count` are read.
+/// Produces rounds of 100 records of about 1 KB to `tiered`/0; returns the values.
+fn produce_rounds(
+    node: &mut Node,
+    shard: usize,
+    conn: ConnectionId,
+    rounds: std::ops::Range<usize>,
+) -> Vec<String> {
+    let value = |i: usize| format!("{i:06}-{}", "v".repeat(1_000));
+    let mut produced = Vec::new();
+    for round in rounds {
+        let values: Vec<String> = (round * 100..(round + 1) * 100).map(value).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let response = produce(node, shard, conn, "tiered", 0, &refs, -1).unwrap();
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        produced.extend(values);
+        node.advance(Duration::from_millis(50));
+    }
+    produced
+}
+
+/// Topic recovery: a new node with no data over the bucket of a tiered topic creates it
+/// with `oxbow.remote.recovery=true` (under another revision than the bucket's): the
+/// partition starts from the manifest, Fetch from offset 0 returns every record,
+/// produce continues after them, and a restart keeps all of it.
+#[test]
+fn a_topic_is_recovered_from_the_bucket_into_an_empty_node() {
+    let mut node = tiered_node();
+    let shard = oxbow_core::broker::shard_for("tiered", 0, SHARDS).0 as usize;
+    let conn = node.connect(shard, 2);
+    let mut expected = produce_rounds(&mut node, shard, conn, 0..20);
+    node.advance(Duration::from_secs(3));
+    let bucket = node.bucket.clone();
+
+    let mut fresh = tiered_node_over(bucket, &[("oxbow.remote.recovery", "true")]);
+    fresh.advance(Duration::from_secs(1));
+    let stats = fresh.shards[shard].tier_stats();
+    assert_eq!((stats.partitions_recovered, stats.recovery_errors), (1, 0));
+    let conn = fresh.connect(shard, 3);
+    let got = fetch_all(&mut fresh, shard, conn, expected.len());
+    assert!(got == expected, "every record of the bucket back, in order");
+    expected.extend(produce_rounds(&mut fresh, shard, conn, 20..25));
+    let got = fetch_all(&mut fresh, shard, conn, expected.len());
+    assert!(got == expected, "records produced after the recovery follow");
+
+    // A restart keeps the recovered prefix (tier state file) and the log start.
+    fresh.advance(Duration::from_secs(3));
+    let mut restarted = restart_tiered(&fresh);
+    let conn = restarted.connect(shard, 4);
+    let got = fetch_all(&mut restarted, shard, conn, expected.len());
+    assert!(
+        got == expected,
+        "every record back after the recovered node restarts"
+    );
+}
+
+/// A tiered node restarted after a crash of its disks (unsynced data lost), over the
+/// same bucket; run for a second.
+fn restart_tiered(node: &Node) -> Node {
     let disks: BTreeMap<PartitionKey, MemDisk> = node
         .disks
         .iter()
@@ -1243,18 +1318,9 @@ fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
         (tier, node.bucket.clone()),
     );
     restarted.advance(Duration::from_secs(1));
-    let conn = restarted.connect(shard, 3);
-    let stats = restarted.shards[shard].tier_stats();
-    assert_eq!(
-        (stats.archivers, stats.archiver.objects_deleted),
-        (1, 0),
-        "{stats:?}"
-    );
-    let got = fetch_all(&mut restarted, shard, conn, expected.len());
-    assert!(got == expected, "every record back after a restart");
+    restarted
 }
 
-/// Values of partition 0 of `tiered` from offset 0 until `count` are read.
 fn fetch_all(node: &mut Node, shard: usize, conn: ConnectionId, count: usize) -> Vec<String> {
     let mut got = Vec::new();
     let mut offset = 0;

@@ -143,6 +143,25 @@ pub enum TopicCommand {
         #[arg(long, default_value = DEFAULT_BROKERS)]
         brokers: String,
     },
+    /// Recover a topic from the object store (disaster recovery): create it with
+    /// `oxbow.remote.recovery=true` (and remote write and read), so each partition
+    /// starts from the manifest its prefix holds in the bucket.
+    Recover {
+        /// Topic name (as it was in the bucket).
+        name: String,
+        /// Partitions to recover (partition ids 0..N of the bucket).
+        #[arg(short = 'p', long, default_value_t = 1)]
+        partitions: i32,
+        /// Replication factor.
+        #[arg(short = 'r', long, default_value_t = 1)]
+        replicas: i16,
+        /// More topic configs, `key=value`.
+        #[arg(short = 'c', long = "config")]
+        configs: Vec<String>,
+        /// Broker addresses.
+        #[arg(long, default_value = DEFAULT_BROKERS)]
+        brokers: String,
+    },
     /// List topics.
     List {
         /// Broker addresses.
@@ -382,6 +401,52 @@ fn admin_call<Req: Encodable, Resp: Decodable>(
     })
 }
 
+/// Creates topic `name` with `(partitions, replicas)` and `key=value` configs; waits
+/// for its leaders.
+pub(crate) fn create_topic(
+    name: &str,
+    (partitions, replicas): (i32, i16),
+    configs: &[String],
+    brokers: &str,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut client = ClusterClient::connect(brokers)?;
+    let mut topic = m::create_topics_request::CreatableTopic::default();
+    topic.name = TopicName(s(name));
+    topic.num_partitions = partitions;
+    topic.replication_factor = replicas;
+    for pair in configs {
+        let (key, value) = parse_pair(pair)?;
+        let mut config = m::create_topics_request::CreatableTopicConfig::default();
+        config.name = s(&key);
+        config.value = Some(s(&value));
+        topic.configs.push(config);
+    }
+    let mut request = m::CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 30_000;
+    let what = format!("create {name}");
+    admin_call(
+        &mut client,
+        CREATE_TOPICS,
+        &request,
+        |r: &m::CreateTopicsResponse| {
+            r.topics
+                .iter()
+                .try_for_each(|t| check(what.clone(), t.error_code, t.error_message.as_ref()))
+        },
+    )?;
+    writeln!(out, "created topic {name} with {partitions} partitions")?;
+    if !wait_for_leaders(&mut client, name)? {
+        writeln!(
+            out,
+            "note: not every partition of {name} had a leader after {} ms",
+            LEADERS_WAIT.as_millis()
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `oxbow topic …`.
 pub fn topic(command: TopicCommand, out: &mut impl Write) -> Result<(), CliError> {
     match command {
@@ -391,41 +456,26 @@ pub fn topic(command: TopicCommand, out: &mut impl Write) -> Result<(), CliError
             replicas,
             configs,
             brokers,
+        } => create_topic(&name, (partitions, replicas), &configs, &brokers, out)?,
+        TopicCommand::Recover {
+            name,
+            partitions,
+            replicas,
+            configs,
+            brokers,
         } => {
-            let mut client = ClusterClient::connect(&brokers)?;
-            let mut topic = m::create_topics_request::CreatableTopic::default();
-            topic.name = TopicName(s(&name));
-            topic.num_partitions = partitions;
-            topic.replication_factor = replicas;
-            for pair in &configs {
-                let (key, value) = parse_pair(pair)?;
-                let mut config = m::create_topics_request::CreatableTopicConfig::default();
-                config.name = s(&key);
-                config.value = Some(s(&value));
-                topic.configs.push(config);
-            }
-            let mut request = m::CreateTopicsRequest::default();
-            request.topics = vec![topic];
-            request.timeout_ms = 30_000;
-            let what = format!("create {name}");
-            admin_call(
-                &mut client,
-                CREATE_TOPICS,
-                &request,
-                |r: &m::CreateTopicsResponse| {
-                    r.topics
-                        .iter()
-                        .try_for_each(|t| check(what.clone(), t.error_code, t.error_message.as_ref()))
-                },
-            )?;
-            writeln!(out, "created topic {name} with {partitions} partitions")?;
-            if !wait_for_leaders(&mut client, &name)? {
-                writeln!(
-                    out,
-                    "note: not every partition of {name} had a leader after {} ms",
-                    LEADERS_WAIT.as_millis()
-                )?;
-            }
+            let mut all: Vec<String> = [
+                "oxbow.remote.recovery=true",
+                "oxbow.remote.write=true",
+                "oxbow.remote.read=true",
+            ]
+            .into_iter()
+            .map(String::from)
+            .filter(|c| !configs.iter().any(|o| o.split('=').next() == c.split('=').next()))
+            .collect();
+            all.extend(configs);
+            create_topic(&name, (partitions, replicas), &all, &brokers, out)?;
+            writeln!(out, "its partitions start from the manifests in the object store")?;
         }
         TopicCommand::List { brokers } => {
             let mut client = ClusterClient::connect(&brokers)?;
@@ -657,6 +707,57 @@ fn send_batch(
         check(format!("produce to {tp}"), code, message.as_ref())?;
     }
     Ok(())
+}
+
+/// Produces one batch to `tp` with `acks=all` (for benchmarks): its base offset.
+pub(crate) fn produce_one(
+    client: &mut ClusterClient,
+    tp: &TopicPartition,
+    batch: Bytes,
+) -> Result<i64, CliError> {
+    let build = |items: &BTreeMap<TopicPartition, Bytes>| produce_request(-1, items);
+    let read = |response: m::ProduceResponse| {
+        let mut out = Vec::new();
+        for t in response.responses {
+            let topic = t.name.0.as_str().to_string();
+            for p in t.partition_responses {
+                out.push((
+                    TopicPartition::new(&topic, p.index),
+                    p.error_code,
+                    (p.error_code, p.base_offset),
+                ));
+            }
+        }
+        out
+    };
+    let answers = client.call_partitioned(PRODUCE, BTreeMap::from([(tp.clone(), batch)]), build, read)?;
+    let (code, base_offset) = answers
+        .get(tp)
+        .copied()
+        .ok_or_else(|| CliError::Usage(format!("no produce answer for {tp}")))?;
+    check(format!("produce to {tp}"), code, None)?;
+    Ok(base_offset)
+}
+
+/// One Fetch of `tp` from `offset` (for benchmarks): the partition's answer.
+pub(crate) fn fetch_one(
+    client: &mut ClusterClient,
+    tp: &TopicPartition,
+    offset: i64,
+    max_wait_ms: i32,
+) -> Result<m::fetch_response::PartitionData, CliError> {
+    let build = |items: &BTreeMap<TopicPartition, i64>| fetch_request(max_wait_ms, items);
+    let mut answers = client.call_partitioned(
+        FETCH,
+        BTreeMap::from([(tp.clone(), offset)]),
+        build,
+        fetch_answers,
+    )?;
+    let data = answers
+        .remove(tp)
+        .ok_or_else(|| CliError::Usage(format!("no fetch answer for {tp}")))?;
+    check(format!("fetch {tp}"), data.error_code, None)?;
+    Ok(data)
 }
 
 /// A Produce request of one batch per partition.

@@ -62,6 +62,8 @@ pub struct TestCluster {
     seeds: String,
     /// The `oxbow-test-node` program.
     program: PathBuf,
+    /// A configuration file every broker starts with.
+    config: Option<PathBuf>,
 }
 
 impl TestBroker {
@@ -89,13 +91,28 @@ impl TestCluster {
     /// `CARGO_BIN_EXE_oxbow-test-node`) on loopback with data under `root`; waits until
     /// each serves.
     pub fn start(program: &Path, root: &Path, count: u32) -> TestCluster {
+        Self::start_with_config(program, root, count, None)
+    }
+
+    /// [`TestCluster::start`] with every broker reading configuration file `config`
+    /// (flags still set its addresses, id, seeds and data directory).
+    pub fn start_with_config(program: &Path, root: &Path, count: u32, config: Option<&Path>) -> TestCluster {
         let sites = (0..count).map(|_| BrokerSite::loopback()).collect();
-        TestCluster::start_at(program, root, sites)
+        TestCluster::start_at_with_config(program, root, sites, config)
     }
 
     /// Starts one broker per site (broker id = position + 1) with data under `root`;
     /// waits until each serves.
     pub fn start_at(program: &Path, root: &Path, sites: Vec<BrokerSite>) -> TestCluster {
+        TestCluster::start_at_with_config(program, root, sites, None)
+    }
+
+    fn start_at_with_config(
+        program: &Path,
+        root: &Path,
+        sites: Vec<BrokerSite>,
+        config: Option<&Path>,
+    ) -> TestCluster {
         let brokers: Vec<TestBroker> = (1..)
             .zip(sites)
             .map(|(id, site)| TestBroker::new(id, root, site))
@@ -110,6 +127,7 @@ impl TestCluster {
             brokers,
             seeds,
             program: program.to_path_buf(),
+            config: config.map(Path::to_path_buf),
         };
         for id in 1..=count {
             cluster.restart(id);
@@ -145,6 +163,7 @@ impl TestCluster {
     pub fn restart(&mut self, id: u32) {
         let seeds = self.seeds.clone();
         let program = self.program.clone();
+        let config = self.config.clone();
         let broker = self.broker(id);
         assert!(broker.process.is_none(), "broker {id} is running");
         std::fs::create_dir_all(&broker.data_dir).expect("data directory");
@@ -167,6 +186,7 @@ impl TestCluster {
                 .arg(broker.id.to_string())
                 .arg(&broker.rpc_addr)
                 .arg(&seeds)
+                .args(config.iter())
                 .stdout(Stdio::piped())
                 .stderr(log)
                 .spawn()

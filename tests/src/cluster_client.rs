@@ -70,14 +70,22 @@ pub fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
 /// brokers not all registered). A fresh admin client per attempt: one that started
 /// before the controller was known waits for its next metadata refresh.
 pub fn create_topic(brokers: &str, name: &str, partitions: i32, replicas: i32) {
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
+    create_new_topic(
+        brokers,
+        &NewTopic::new(name, partitions, TopicReplication::Fixed(replicas)),
+    );
+}
+
+/// [`create_topic`] with the topic's configs.
+pub fn create_new_topic(brokers: &str, topic: &NewTopic<'_>) {
+    let name = topic.name;
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(5)))
         .request_timeout(Some(Duration::from_secs(5)));
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let admin = admin(brokers);
-        let result = futures_executor::block_on(admin.create_topics([&topic], &options));
+        let result = futures_executor::block_on(admin.create_topics([topic], &options));
         match result.as_ref().map(|r| r.first().cloned()) {
             Ok(Some(Ok(_))) => return,
             other if Instant::now() < deadline => {

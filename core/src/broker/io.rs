@@ -81,6 +81,8 @@ pub enum StoreOwner {
     },
     /// A remote read (Fetch / ListOffsets below the local start).
     Read,
+    /// Topic recovery: finding a new partition's manifest before it is hosted.
+    Recovery,
 }
 
 /// Something that happened, for the broker.

@@ -28,6 +28,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.type",
     REMOTE_WRITE,
     REMOTE_READ,
+    REMOTE_RECOVERY,
     LOCAL_TARGET_BYTES,
     LOCAL_TARGET_MS,
 ];
@@ -38,6 +39,9 @@ pub const REMOTE_WRITE: &str = "oxbow.remote.write";
 /// `oxbow.remote.read`: offsets below the local start are served from the object store
 /// (Redpanda's `redpanda.remote.read`).
 pub const REMOTE_READ: &str = "oxbow.remote.read";
+/// `oxbow.remote.recovery`: a partition created with no local data starts from the
+/// manifest its prefix holds in the object store (Redpanda's `redpanda.remote.recovery`).
+pub const REMOTE_RECOVERY: &str = "oxbow.remote.recovery";
 /// `retention.local.target.bytes`: local bytes kept once uploaded (-1 = no bound).
 pub const LOCAL_TARGET_BYTES: &str = "retention.local.target.bytes";
 /// `retention.local.target.ms`: local age kept once uploaded (-1 = no bound).
@@ -51,6 +55,8 @@ pub struct TopicTier {
     pub remote_write: bool,
     /// `oxbow.remote.read`.
     pub remote_read: bool,
+    /// `oxbow.remote.recovery`.
+    pub recovery: bool,
     /// `retention.local.target.bytes`.
     pub local_target_bytes: Option<u64>,
     /// `retention.local.target.ms`.
@@ -62,6 +68,7 @@ impl Default for TopicTier {
         TopicTier {
             remote_write: false,
             remote_read: false,
+            recovery: false,
             local_target_bytes: None,
             local_target_ms: Some(24 * 3_600 * 1_000),
         }
@@ -87,6 +94,7 @@ pub fn topic_tier_config(configs: &BTreeMap<String, String>) -> Result<TopicTier
         match key.as_str() {
             REMOTE_WRITE => tier.remote_write = parse_bool(key, value)?,
             REMOTE_READ => tier.remote_read = parse_bool(key, value)?,
+            REMOTE_RECOVERY => tier.recovery = parse_bool(key, value)?,
             LOCAL_TARGET_BYTES => tier.local_target_bytes = parse_limit(key, value)?,
             LOCAL_TARGET_MS => tier.local_target_ms = parse_limit(key, value)?,
             _ => {}
@@ -212,7 +220,7 @@ pub fn topic_log_config(
                     });
                 }
             }
-            REMOTE_WRITE | REMOTE_READ | LOCAL_TARGET_BYTES | LOCAL_TARGET_MS => {}
+            REMOTE_WRITE | REMOTE_READ | REMOTE_RECOVERY | LOCAL_TARGET_BYTES | LOCAL_TARGET_MS => {}
             other => return Err(MetadataError::UnknownConfig(other.to_string())),
         }
     }
@@ -258,6 +266,7 @@ pub fn describe_topic_config(
     let tier_values = [
         (REMOTE_WRITE, tier.remote_write.to_string()),
         (REMOTE_READ, tier.remote_read.to_string()),
+        (REMOTE_RECOVERY, tier.recovery.to_string()),
         (LOCAL_TARGET_BYTES, limit(tier.local_target_bytes)),
         (LOCAL_TARGET_MS, limit(tier.local_target_ms)),
     ];

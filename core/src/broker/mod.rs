@@ -736,6 +736,15 @@ impl Broker {
         self.on_metadata_changed(now, metadata);
     }
 
+    /// Whether `metadata` has this broker host partition `key` (that incarnation).
+    fn wants_replica(&self, metadata: &Metadata, key: &PartitionKey) -> bool {
+        metadata
+            .topics
+            .get(&key.topic)
+            .is_some_and(|t| t.revision == key.revision && key.partition < t.partitions)
+            && cluster::is_replica(self, &key.topic, key.partition)
+    }
+
     /// Makes this shard's partitions match `metadata`: create, remove, reconfigure.
     fn on_metadata_changed(&mut self, now: Instant, metadata: Metadata) {
         if self.shard != ShardId(0) {
@@ -743,11 +752,7 @@ impl Broker {
         }
         cluster::on_metadata(self);
         for key in self.partitions.keys() {
-            let wanted = metadata
-                .topics
-                .get(&key.topic)
-                .is_some_and(|t| t.revision == key.revision && key.partition < t.partitions)
-                && cluster::is_replica(self, &key.topic, key.partition);
+            let wanted = self.wants_replica(&metadata, &key);
             let tp = (key.topic.clone(), key.partition);
             if wanted {
                 let config = self.log_config_for(&metadata, &key.topic);
@@ -757,6 +762,11 @@ impl Broker {
             } else {
                 self.partitions.remove(&tp);
                 self.epochs.remove(&tp);
+            }
+        }
+        for key in self.partitions.tier_recovering_keys() {
+            if !self.wants_replica(&metadata, &key) {
+                self.partitions.tier_cancel_recovery(&key);
             }
         }
         for (topic, meta) in &metadata.topics {
@@ -769,7 +779,10 @@ impl Broker {
                     partition,
                     revision: meta.revision,
                 };
-                if self.partitions.hosts(&key) || !cluster::is_replica(self, topic, partition) {
+                if self.partitions.hosts(&key)
+                    || self.partitions.tier_recovering(&key)
+                    || !cluster::is_replica(self, topic, partition)
+                {
                     continue;
                 }
                 let voters = cluster::voters(self, topic, partition);
@@ -785,6 +798,15 @@ impl Broker {
                         if let Some(other) = other {
                             // Another incarnation of the topic: left on disk, untouched.
                             self.recovered.insert(tp.clone(), other);
+                        }
+                        // A recovery topic's new partition starts from the store's
+                        // manifest, hosted once that is read.
+                        let tier = self.tier_config_for(&metadata, topic);
+                        if self
+                            .partitions
+                            .tier_recover(now, key.clone(), config.clone(), &voters, tier)
+                        {
+                            continue;
                         }
                         self.effects
                             .push_back(BrokerEffect::OpenPartition { key: key.clone() });

@@ -43,7 +43,10 @@ pub const PRODUCER_STATE_FILE_NAME: &str = "producer_state";
 /// The small state files of the partition's state machines that a backend keeps
 /// beside the segments ([`LogEffect::WriteStateFile`]) and hands to recovery
 /// ([`super::RecoveryInput::state_files`]).
-pub const STATE_FILE_NAMES: &[&str] = &[PRODUCER_STATE_FILE_NAME];
+pub const STATE_FILE_NAMES: &[&str] = &[PRODUCER_STATE_FILE_NAME, TIER_STATE_FILE_NAME];
+/// Name of a partition's tiered-storage state: the object-store prefix a partition
+/// recovered from the store continues in (`broker/partitions/tier_host.rs`).
+pub const TIER_STATE_FILE_NAME: &str = "tier_state";
 /// Suffix of the temporary file a state file or checkpoint is written to before the
 /// rename that replaces the real one.
 pub const TMP_SUFFIX: &str = ".tmp";

@@ -259,7 +259,7 @@ const MAX_RESET_FAILURES: u32 = 3;
 impl Log {
     /// A new, empty log whose first offset will be `start_offset`.
     pub fn new(config: LogConfig, start_offset: i64) -> Log {
-        Self::from_recovered(
+        let mut log = Self::from_recovered(
             config,
             RecoveredLog {
                 segments: Vec::new(),
@@ -267,7 +267,11 @@ impl Log {
                 state_files: BTreeMap::new(),
                 reset_term: None,
             },
-        )
+        );
+        // A new directory has no checkpoint: a start past 0 (a partition recovered
+        // from the object store) is recorded by the first one, due at once.
+        log.checkpoint.durable_start_offset = 0;
+        log
     }
 
     /// A log over recovered segments; everything in them is taken as durable (recovery

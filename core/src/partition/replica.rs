@@ -322,8 +322,12 @@ fn recovered_state(
     // An empty log after a reset (a snapshot was installed) starts after an entry of
     // the term the reset recorded.
     let reset = log.reset_term().map(|term| (log.start_offset(), term));
+    // Any other empty log past offset 0 (a partition recovered from the object store):
+    // everything below its start is committed, in the hard state's term.
+    let recovered = (log.start_offset() > 0).then(|| (log.start_offset(), to_offset(hard_state.term)));
     let snapshot = first_segment
         .or(reset)
+        .or(recovered)
         .filter(|(base, _)| *base > 0)
         .map(|(base, term)| SnapshotMeta {
             last: LogId::new(to_index(term), to_index(base - 1)),

@@ -382,6 +382,18 @@ const FAMILIES: &[Family] = &[
         |s| s.tier.backlog.not_durable_offsets as f64,
     ),
     (
+        "oxbow_tier_partitions_recovered_total",
+        "counter",
+        "Partitions hosted from a manifest found in the object store (topic recovery).",
+        |s| s.tier.partitions_recovered as f64,
+    ),
+    (
+        "oxbow_tier_recovery_errors_total",
+        "counter",
+        "Store errors and unreadable manifests met by topic recovery (retried).",
+        |s| s.tier.recovery_errors as f64,
+    ),
+    (
         "oxbow_tier_remote_reads_total",
         "counter",
         "Fetch and ListOffsets requests answered from the object store.",

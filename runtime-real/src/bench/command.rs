@@ -7,6 +7,7 @@ use super::load::{Acks, Codec, LoadOptions, Workload};
 use super::log_append::{run_log_bench, LogBenchOptions};
 use super::report::reproducing_command;
 use super::scale::{run_scale, ScaleOptions};
+use super::tier_bench::{run_tier_bench, TierBenchOptions};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -26,6 +27,45 @@ pub enum BenchCommand {
     E2e(LoadArgs),
     /// Many partitions on one node: memory per partition and idle CPU.
     Scale(ScaleArgs),
+    /// Tiered storage: upload lag and remote-read throughput against the object
+    /// store's raw rates (starts its own node per store).
+    Tier(TierArgs),
+}
+
+/// Flags of `oxbow bench tier`.
+#[derive(Args, Debug)]
+pub struct TierArgs {
+    /// Scratch directory (node data, the filesystem store); removed afterwards.
+    #[arg(long, default_value = "oxbow-data")]
+    data_dir: PathBuf,
+    /// A configuration file whose `[tiered_storage]` names a store (repeat for several;
+    /// `default` = the filesystem store). Default: the filesystem store only.
+    #[arg(long = "store-config")]
+    stores: Vec<String>,
+    /// MiB produced per store.
+    #[arg(long, default_value_t = 64)]
+    total_mb: u64,
+    /// Value bytes per record.
+    #[arg(long, default_value_t = 1024)]
+    message_bytes: usize,
+    /// Records per produce request.
+    #[arg(long, default_value_t = 64)]
+    batch_messages: usize,
+    /// Produce rate, MiB/s.
+    #[arg(long, default_value_t = 8.0)]
+    rate_mb_s: f64,
+    /// `segment.bytes` of the bench topic, MiB (at least 1).
+    #[arg(long, default_value_t = 4)]
+    segment_mb: u64,
+    /// The node's `upload_lag_ms`.
+    #[arg(long, default_value_t = 1000)]
+    upload_lag_ms: u64,
+    /// Where to write the report.
+    #[arg(long, default_value = "bench-reports")]
+    report_dir: PathBuf,
+    /// Report name after the date.
+    #[arg(long, default_value = "tiered-storage")]
+    name: String,
 }
 
 /// Flags of `oxbow bench log`.
@@ -180,6 +220,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(args) => load(Workload::Consume, args),
         BenchCommand::E2e(args) => load(Workload::E2e, args),
         BenchCommand::Scale(args) => scale(args),
+        BenchCommand::Tier(args) => tier(args),
     }
 }
 
@@ -264,6 +305,35 @@ fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         command: reproducing_command(),
     };
     let report = run_scale(&options)?;
+    println!("{}", report.markdown);
+    print_files(&report.files);
+    println!("{}", report.summary);
+    Ok(())
+}
+
+fn tier(args: TierArgs) -> anyhow::Result<()> {
+    let stores = if args.stores.is_empty() {
+        vec![None]
+    } else {
+        args.stores
+            .iter()
+            .map(|s| (s != "default").then(|| PathBuf::from(s)))
+            .collect()
+    };
+    let options = TierBenchOptions {
+        data_dir: args.data_dir,
+        stores,
+        total_mb: args.total_mb,
+        message_bytes: args.message_bytes,
+        batch_messages: args.batch_messages,
+        rate_mb_s: args.rate_mb_s,
+        segment_mb: args.segment_mb,
+        upload_lag_ms: args.upload_lag_ms,
+        report_dir: Some(args.report_dir),
+        name: args.name,
+        command: reproducing_command(),
+    };
+    let report = run_tier_bench(&options)?;
     println!("{}", report.markdown);
     print_files(&report.files);
     println!("{}", report.summary);

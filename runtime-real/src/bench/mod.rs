@@ -10,6 +10,8 @@
 //!   HDR latency ([`latency`]), CSV and an SVG plot ([`svg`]), and the broker's CPU and
 //!   memory ([`proc_stats`]); [`nodelay`] works around the client's Nagle stalls.
 //! * [`scale`] — many partitions on one node: memory per partition and idle CPU.
+//! * [`tier_bench`] — tiered storage: upload lag and remote-read throughput against the
+//!   object store's raw put and ranged-get rates.
 //! * [`command`] — the `oxbow bench …` subcommands and their flags.
 
 pub mod client_bench;
@@ -24,5 +26,6 @@ mod raw_disk;
 mod report;
 pub mod scale;
 pub mod svg;
+pub mod tier_bench;
 
 pub use log_append::{run_log_bench, BenchError, BenchReport, BenchRow, LogBenchOptions};

@@ -1,7 +1,7 @@
-//! `oxbow-test-node DATA_DIR KAFKA_ADDR ADMIN_ADDR [NODE_ID RPC_ADDR SEEDS]`: one Oxbow
-//! node as a separate process, for tests that kill it with signals. Same start-up as
-//! `oxbow start`; with the last three, a member of a cluster (`--node-id`,
-//! `--rpc-addr`, `--seeds`).
+//! `oxbow-test-node DATA_DIR KAFKA_ADDR ADMIN_ADDR [NODE_ID RPC_ADDR SEEDS [CONFIG]]`:
+//! one Oxbow node as a separate process, for tests that kill it with signals. Same
+//! start-up as `oxbow start`; with the next three, a member of a cluster (`--node-id`,
+//! `--rpc-addr`, `--seeds`); with CONFIG, that configuration file (`--config`).
 
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
 use oxbow_runtime_real::node::{block_shutdown_signals, start, wait_for_shutdown_signal};
@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let mut args = std::env::args().skip(1);
-    let usage = "usage: oxbow-test-node DATA_DIR KAFKA_ADDR ADMIN_ADDR [NODE_ID RPC_ADDR SEEDS]";
+    let usage = "usage: oxbow-test-node DATA_DIR KAFKA_ADDR ADMIN_ADDR [NODE_ID RPC_ADDR SEEDS [CONFIG]]";
     let data_dir = PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?);
     let kafka_addr = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
     let admin_addr = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
     let seeds = args
         .next()
         .map(|s| s.split(',').map(str::to_string).collect::<Vec<_>>());
+    let config_file = args.next().map(PathBuf::from);
     let overrides = Overrides {
         data_dir: Some(data_dir),
         kafka_addr: Some(kafka_addr),
@@ -34,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         seeds,
         ..Overrides::default()
     };
-    let node = start(NodeConfig::load(None, overrides)?)?;
+    let node = start(NodeConfig::load(config_file.as_deref(), overrides)?)?;
     println!("ready {}", node.kafka_addr());
     wait_for_shutdown_signal();
     node.stop()?;

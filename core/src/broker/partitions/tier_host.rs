@@ -5,7 +5,10 @@
 //! (`retention.local.target.*`) deletes through the log only what the durable manifest
 //! covers. Fetch and ListOffsets below the local start (`oxbow.remote.read`) are served
 //! through a per-partition [`RemoteReader`]: the request parks while its ranged gets
-//! run, the way long polls park.
+//! run, the way long polls park. New partitions of `oxbow.remote.recovery` topics start
+//! from the store's manifest ([`recovery`]).
+
+mod recovery;
 
 use super::{OpRef, OpResult, Partitions, TopicPartition};
 use crate::broker::io::{BrokerEffect, PartitionKey, StoreOwner};
@@ -61,11 +64,17 @@ pub struct TierStats {
     pub remote_read_gets: u64,
     /// Bytes downloaded for remote reads.
     pub remote_read_bytes: u64,
+    /// Partitions hosted from a manifest found in the store (topic recovery).
+    pub partitions_recovered: u64,
+    /// Store errors and unreadable manifests met by topic recovery (retried).
+    pub recovery_errors: u64,
 }
 
 #[derive(Debug)]
 struct TierHost {
     topic: TopicTier,
+    /// The partition's prefix in the store.
+    path: PartitionPath,
     archiver: Option<Archiver>,
     reader: RemoteReader,
     /// (high watermark, local start, segments) last shown to the archiver.
@@ -104,6 +113,10 @@ pub struct TierHosts {
     reads: BTreeMap<u64, RemoteRead>,
     /// Get op → its read.
     gets: BTreeMap<u64, u64>,
+    /// New partitions of recovery topics waiting for their manifest.
+    recovering: BTreeMap<TopicPartition, recovery::PendingRecovery>,
+    /// Partitions that continue in another revision's prefix (recovered ones).
+    remote_revisions: BTreeMap<TopicPartition, i64>,
     next_op: u64,
     retired: TierMetrics,
     stats: TierStats,
@@ -216,8 +229,10 @@ impl Partitions {
             }
             return;
         }
-        let path = path_of(&hosted.key);
         let leader = hosted.replica.is_leader().then(|| hosted.replica.leader_epoch());
+        let Some(path) = self.tier_path(tp) else {
+            return;
+        };
         let reader = match self.tier.hosts.remove(tp) {
             Some(mut host) => {
                 let config = self.tier_config(tp, &topic);
@@ -230,7 +245,7 @@ impl Partitions {
                 self.tier.retire(host.archiver.take());
                 host.reader
             }
-            None => match RemoteReader::new(path, self.tier.settings.read_cache) {
+            None => match RemoteReader::new(path.clone(), self.tier.settings.read_cache) {
                 Ok(reader) => reader,
                 Err(_) => return,
             },
@@ -239,6 +254,7 @@ impl Partitions {
             tp.clone(),
             TierHost {
                 topic,
+                path,
                 archiver: None,
                 reader,
                 viewed: (-1, -1, 0),
@@ -252,6 +268,7 @@ impl Partitions {
 
     /// A partition stops being hosted: its archiver goes, its remote reads fail.
     pub(super) fn tier_on_remove(&mut self, tp: &TopicPartition) {
+        self.tier.remote_revisions.remove(tp);
         if let Some(host) = self.tier.hosts.remove(tp) {
             self.tier.retire(host.archiver);
         }
@@ -279,10 +296,9 @@ impl Partitions {
         let Some(hosted) = self.hosted.get(tp) else {
             return;
         };
-        let Some(topic) = self.tier.hosts.get(tp).map(|h| h.topic) else {
+        let Some((topic, path)) = self.tier.hosts.get(tp).map(|h| (h.topic, h.path.clone())) else {
             return;
         };
-        let path = path_of(&hosted.key);
         let seed = u64::from(crc32c::crc32c(hosted.key.dir().as_bytes())) ^ (epoch as u64).rotate_left(32);
         let config = self.tier_config(tp, &topic);
         let archiver = if leader && topic.remote_write {
@@ -370,7 +386,8 @@ impl Partitions {
 
     /// Earliest tier deadline.
     pub(super) fn tier_poll_timeout(&self) -> Option<Instant> {
-        self.tier
+        let hosts = self
+            .tier
             .hosts
             .values()
             .filter_map(|h| {
@@ -381,11 +398,13 @@ impl Partitions {
                         .map_or(h.next_view_at, |at| at.min(h.next_view_at)),
                 )
             })
-            .min()
+            .min();
+        hosts.into_iter().chain(self.tier_recovery_timeout()).min()
     }
 
     /// Runs due archivers.
     pub(super) fn tier_handle_timeout(&mut self, now: Instant) {
+        self.tier_recovery_handle_timeout(now);
         let due: Vec<TopicPartition> = self
             .tier
             .hosts
@@ -426,6 +445,7 @@ impl Partitions {
                 self.tier_pump(now, &tp);
             }
             StoreOwner::Read => self.tier_on_read_get(now, completion),
+            StoreOwner::Recovery => self.tier_on_recovery_store(now, key, completion),
         }
     }
 
