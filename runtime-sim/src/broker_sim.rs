@@ -63,7 +63,7 @@ use oxbow_core::rpc::{decode_frame, FrameKind, FrameLimits};
 use oxbow_core::time::Instant;
 use serde::Deserialize;
 
-use crate::checker::Violation;
+use crate::checker::{record_violation, Violation};
 use crate::cluster::RunResult;
 use crate::controller_sim::MetadataChecker;
 use crate::controller_store::{Completion, Op};
@@ -428,14 +428,10 @@ impl BrokerSim {
     }
 
     fn fail(&mut self, v: Violation) {
-        if self.scenario.disabled_checks.iter().any(|d| d == v.invariant) {
-            self.coverage.hit("check.suppressed");
-            return;
-        }
-        if self.violation.is_none() {
-            let now = self.queue.now();
+        let now = self.queue.now();
+        let disabled = &self.scenario.disabled_checks;
+        if let Some(v) = record_violation(&mut self.violation, disabled, &mut self.coverage, v) {
             trace_event!(self.trace, now, None, "VIOLATION {v}");
-            self.violation = Some(v);
         }
     }
 

@@ -83,6 +83,25 @@ impl fmt::Display for Violation {
     }
 }
 
+/// Keeps `v` as the run's violation unless its invariant is switched off in the
+/// scenario (then counted as `check.suppressed`) or an earlier one is already kept.
+/// Returns the violation when it was kept now, for the caller's trace.
+pub fn record_violation<'a>(
+    first: &'a mut Option<Violation>,
+    disabled: &[String],
+    coverage: &mut crate::coverage::Coverage,
+    v: Violation,
+) -> Option<&'a Violation> {
+    if disabled.iter().any(|d| d == v.invariant) {
+        coverage.hit("check.suppressed");
+        return None;
+    }
+    if first.is_some() {
+        return None;
+    }
+    Some(first.insert(v))
+}
+
 fn violation(invariant: &'static str, detail: String) -> Violation {
     Violation { invariant, detail }
 }

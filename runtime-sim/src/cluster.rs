@@ -22,7 +22,7 @@
 //! recovery in synced data takes the node out for good (bit rot is aimed at one node per
 //! run, so a majority always stays).
 
-use crate::checker::{check_history, check_log_matching, Checker, EntryId, Violation};
+use crate::checker::{check_history, check_log_matching, record_violation, Checker, EntryId, Violation};
 use crate::coverage::Coverage;
 use crate::disk::SimDisk;
 use crate::engine::EventQueue;
@@ -394,14 +394,10 @@ impl<F: NodeFactory> Cluster<F> {
     }
 
     fn fail(&mut self, v: Violation) {
-        if self.scenario.disabled_checks.iter().any(|d| d == v.invariant) {
-            self.coverage.hit("check.suppressed");
-            return;
-        }
-        if self.violation.is_none() {
-            let now = self.queue.now();
+        let now = self.queue.now();
+        let disabled = &self.scenario.disabled_checks;
+        if let Some(v) = record_violation(&mut self.violation, disabled, &mut self.coverage, v) {
             trace_event!(self.trace, now, None, "VIOLATION {v}");
-            self.violation = Some(v);
         }
     }
 

@@ -49,7 +49,7 @@ use oxbow_core::raft::{Effect as RaftEffect, Input as RaftInput, Membership};
 use oxbow_core::rpc::{decode_frame, FrameLimits, Outbox, OutboxConfig};
 use oxbow_core::time::Instant;
 
-use crate::checker::{Checker, Violation};
+use crate::checker::{record_violation, Checker, Violation};
 use crate::cluster::RunResult;
 use crate::controller_store::{Completion, Disk, Op};
 use crate::coverage::Coverage;
@@ -223,14 +223,10 @@ impl ControllerSim {
     }
 
     fn fail(&mut self, v: Violation) {
-        if self.scenario.disabled_checks.iter().any(|d| d == v.invariant) {
-            self.coverage.hit("check.suppressed");
-            return;
-        }
-        if self.violation.is_none() {
-            let now = self.queue.now();
+        let now = self.queue.now();
+        let disabled = &self.scenario.disabled_checks;
+        if let Some(v) = record_violation(&mut self.violation, disabled, &mut self.coverage, v) {
             trace_event!(self.trace, now, None, "VIOLATION {v}");
-            self.violation = Some(v);
         }
     }
 

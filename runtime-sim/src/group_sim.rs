@@ -33,7 +33,7 @@
 //! replay starts: at the latest committed checkpoint that the replaying replica's log
 //! has committed (the sim's replicas keep their whole log, so nothing is deleted).
 
-use crate::checker::Violation;
+use crate::checker::{record_violation, Violation};
 use crate::coverage::Coverage;
 use crate::net::NodeId;
 use crate::replica::{EntryKind, Replica, Role};
@@ -519,13 +519,8 @@ impl GroupSim {
     }
 
     fn fail(&mut self, invariant: &'static str, detail: String) {
-        if self.disabled.iter().any(|d| d == invariant) {
-            self.coverage.hit("check.suppressed");
-            return;
-        }
-        if self.violation.is_none() {
-            self.violation = Some(Violation { invariant, detail });
-        }
+        let v = Violation { invariant, detail };
+        record_violation(&mut self.violation, &self.disabled, &mut self.coverage, v);
     }
 
     // ---- coordinators ------------------------------------------------------------

@@ -66,7 +66,7 @@
 //! `ProducerBugs` (through the replicas' `ProducerStateConfig`), and one of the
 //! simulated broker's fetch path (`bug_read_committed_to_high_watermark`).
 
-use crate::checker::Violation;
+use crate::checker::{record_violation, Violation};
 use crate::cluster::RunResult;
 use crate::coverage::Coverage;
 use crate::engine::EventQueue;
@@ -771,14 +771,11 @@ impl TxnRun {
     }
 
     fn fail(&mut self, invariant: &'static str, detail: String) {
-        if self.scenario.disabled_checks.iter().any(|d| d == invariant) {
-            self.coverage.hit("check.suppressed");
-            return;
-        }
-        if self.violation.is_none() {
-            let now = self.queue.now();
-            trace_event!(self.trace, now, None, "VIOLATION {invariant}: {detail}");
-            self.violation = Some(Violation { invariant, detail });
+        let now = self.queue.now();
+        let disabled = &self.scenario.disabled_checks;
+        let v = Violation { invariant, detail };
+        if let Some(v) = record_violation(&mut self.violation, disabled, &mut self.coverage, v) {
+            trace_event!(self.trace, now, None, "VIOLATION {v}");
         }
     }
 
