@@ -134,6 +134,23 @@ pub fn leader_of(brokers: &str, topic: &str, partition: i32) -> Option<i32> {
         .filter(|leader| *leader >= 0)
 }
 
+/// How many partitions of all topics (internal ones too) have a leader, as the
+/// cluster's metadata reports it; `None` if the metadata could not be fetched.
+pub fn partitions_with_leader(brokers: &str) -> Option<usize> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+    let led = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .filter(|p| p.leader() >= 0)
+        .count();
+    Some(led)
+}
+
 /// (leader, replicas, in-sync replicas) of a partition as the cluster reports it.
 pub fn partition_state(brokers: &str, topic: &str, partition: i32) -> Option<(i32, Vec<i32>, Vec<i32>)> {
     let consumer: BaseConsumer = ClientConfig::new()

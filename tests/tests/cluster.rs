@@ -6,7 +6,7 @@
 use oxbow_tests::cluster::TestCluster;
 use oxbow_tests::cluster_client::{
     acked_count, check_read_back, create_topic, leader_of, metric_sum, metrics_page, partition_state,
-    producer, read_all, send, wait_for_brokers, wait_until,
+    partitions_with_leader, producer, read_all, send, wait_for_brokers, wait_until,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -108,6 +108,21 @@ fn three_brokers_keep_every_acknowledged_write_through_a_leader_kill_and_a_pause
             })
         })
     });
+
+    // /metrics counts each led partition once, on the shard that leads it: summed
+    // over every shard of every broker, the leaders the metadata reports.
+    wait_until(
+        "oxbow_cluster_partitions_led summing to the led partitions",
+        Duration::from_secs(30),
+        || {
+            let led: f64 = cluster
+                .brokers
+                .iter()
+                .map(|b| metric_sum(&metrics_page(&b.admin_addr), "oxbow_cluster_partitions_led"))
+                .sum();
+            partitions_with_leader(&brokers).is_some_and(|n| n >= 3 && led == n as f64)
+        },
+    );
 }
 
 #[test]

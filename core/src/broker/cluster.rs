@@ -1587,7 +1587,8 @@ pub fn metrics(broker: &Broker) -> ClusterMetrics {
     };
     ClusterMetrics {
         raft_messages_dropped: c.stats.raft_messages_dropped,
-        partitions_led: broker.epochs.values().filter(|e| **e >= 0).count() as u64,
+        // Only the partitions hosted here: `epochs` holds the whole node's leaders.
+        partitions_led: broker.partitions.led_count() as u64,
         controller_leader: c.controller().is_some_and(ControllerReplica::is_leader),
     }
 }

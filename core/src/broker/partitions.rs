@@ -215,6 +215,11 @@ impl Partitions {
         self.hosted.values().map(|h| h.key.clone()).collect()
     }
 
+    /// How many of the hosted partitions this shard leads now.
+    pub fn led_count(&self) -> usize {
+        self.hosted.values().filter(|h| h.replica.is_leader()).count()
+    }
+
     /// Partitions this shard leads: their key, leader epoch and in-sync replicas
     /// (voters streaming appends and heard from within `max_silence`).
     pub fn led(&self, now: Instant, max_silence: std::time::Duration) -> Vec<(PartitionKey, i32, Vec<u64>)> {
