@@ -123,45 +123,35 @@ fn ask_every_broker<T>(
     Ok(())
 }
 
+/// What `oxbow topic create` and `recover` create.
+#[derive(clap::Args, Debug)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partitions.
+    #[arg(short = 'p', long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Replication factor.
+    #[arg(short = 'r', long, default_value_t = 1)]
+    pub replicas: i16,
+    /// Topic configs, `key=value`.
+    #[arg(short = 'c', long = "config")]
+    pub configs: Vec<String>,
+    /// Broker addresses.
+    #[arg(long, default_value = DEFAULT_BROKERS)]
+    pub brokers: String,
+}
+
 /// `oxbow topic …`.
 #[derive(Subcommand, Debug)]
 pub enum TopicCommand {
     /// Create a topic.
-    Create {
-        /// Topic name.
-        name: String,
-        /// Partitions.
-        #[arg(short = 'p', long, default_value_t = 1)]
-        partitions: i32,
-        /// Replication factor.
-        #[arg(short = 'r', long, default_value_t = 1)]
-        replicas: i16,
-        /// Topic configs, `key=value`.
-        #[arg(short = 'c', long = "config")]
-        configs: Vec<String>,
-        /// Broker addresses.
-        #[arg(long, default_value = DEFAULT_BROKERS)]
-        brokers: String,
-    },
+    Create(TopicSpec),
     /// Recover a topic from the object store (disaster recovery): create it with
     /// `oxbow.remote.recovery=true` (and remote write and read), so each partition
-    /// starts from the manifest its prefix holds in the bucket.
-    Recover {
-        /// Topic name (as it was in the bucket).
-        name: String,
-        /// Partitions to recover (partition ids 0..N of the bucket).
-        #[arg(short = 'p', long, default_value_t = 1)]
-        partitions: i32,
-        /// Replication factor.
-        #[arg(short = 'r', long, default_value_t = 1)]
-        replicas: i16,
-        /// More topic configs, `key=value`.
-        #[arg(short = 'c', long = "config")]
-        configs: Vec<String>,
-        /// Broker addresses.
-        #[arg(long, default_value = DEFAULT_BROKERS)]
-        brokers: String,
-    },
+    /// starts from the manifest its prefix holds in the bucket (partition ids 0..N of
+    /// the bucket; further configs are added to those three).
+    Recover(TopicSpec),
     /// List topics.
     List {
         /// Broker addresses.
@@ -450,20 +440,20 @@ pub(crate) fn create_topic(
 /// Runs `oxbow topic …`.
 pub fn topic(command: TopicCommand, out: &mut impl Write) -> Result<(), CliError> {
     match command {
-        TopicCommand::Create {
+        TopicCommand::Create(TopicSpec {
             name,
             partitions,
             replicas,
             configs,
             brokers,
-        } => create_topic(&name, (partitions, replicas), &configs, &brokers, out)?,
-        TopicCommand::Recover {
+        }) => create_topic(&name, (partitions, replicas), &configs, &brokers, out)?,
+        TopicCommand::Recover(TopicSpec {
             name,
             partitions,
             replicas,
             configs,
             brokers,
-        } => {
+        }) => {
             let mut all: Vec<String> = [
                 "oxbow.remote.recovery=true",
                 "oxbow.remote.write=true",

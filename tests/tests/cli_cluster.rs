@@ -4,7 +4,7 @@
 //! leader of the partition they write is killed with SIGKILL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use oxbow_runtime_real::cli::{self, ConsumeArgs, GroupCommand, ProduceArgs, TopicCommand};
+use oxbow_runtime_real::cli::{self, ConsumeArgs, GroupCommand, ProduceArgs, TopicCommand, TopicSpec};
 use oxbow_runtime_real::client::{ClusterClient, TopicPartition};
 use oxbow_tests::cluster::TestCluster;
 use std::path::Path;
@@ -87,13 +87,13 @@ fn create_topic(brokers: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let mut out = Vec::new();
-        let command = TopicCommand::Create {
+        let command = TopicCommand::Create(TopicSpec {
             name: TOPIC.to_string(),
             partitions: 6,
             replicas: 3,
             configs: vec![],
             brokers: brokers.to_string(),
-        };
+        });
         match cli::topic(command, &mut out) {
             Ok(()) => return String::from_utf8(out).unwrap(),
             Err(e) if Instant::now() < deadline => {

@@ -169,12 +169,14 @@ fn tiered_topic_survives_a_leader_kill_and_recovers_into_a_new_cluster() {
     let brokers = cluster.bootstrap();
     wait_for_brokers(&brokers, 3);
     let end = manifest.segments.last().map_or(0, |s| s.last_offset + 1);
-    let recover = || oxbow_runtime_real::cli::TopicCommand::Recover {
-        name: "tiered".to_string(),
-        partitions: 1,
-        replicas: 3,
-        configs: vec!["segment.bytes=1048576".into()],
-        brokers: brokers.clone(),
+    let recover = || {
+        oxbow_runtime_real::cli::TopicCommand::Recover(oxbow_runtime_real::cli::TopicSpec {
+            name: "tiered".to_string(),
+            partitions: 1,
+            replicas: 3,
+            configs: vec!["segment.bytes=1048576".into()],
+            brokers: brokers.clone(),
+        })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while let Err(e) = oxbow_runtime_real::cli::topic(recover(), &mut Vec::new()) {

@@ -8,7 +8,7 @@
 //! `scripts/install-test-deps` installs; the test fails with a clear message without it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use oxbow_runtime_real::cli::TopicCommand;
+use oxbow_runtime_real::cli::{TopicCommand, TopicSpec};
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
 use oxbow_runtime_real::node::{start, NodeHandle};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -345,15 +345,17 @@ fn topic_recovered_from_moto_into_an_empty_node() {
     let brokers = node.kafka_addr().to_string();
     // Another topic first: the recovered one gets another revision than in the bucket.
     let mut out = Vec::new();
-    let create = |name: &str| TopicCommand::Create {
-        name: name.to_string(),
-        partitions: 1,
-        replicas: 1,
-        configs: Vec::new(),
-        brokers: brokers.clone(),
+    let create = |name: &str| {
+        TopicCommand::Create(TopicSpec {
+            name: name.to_string(),
+            partitions: 1,
+            replicas: 1,
+            configs: Vec::new(),
+            brokers: brokers.clone(),
+        })
     };
     oxbow_runtime_real::cli::topic(create("other"), &mut out).unwrap();
-    let recover = TopicCommand::Recover {
+    let recover = TopicCommand::Recover(TopicSpec {
         name: TOPIC.to_string(),
         partitions: 1,
         replicas: 1,
@@ -362,7 +364,7 @@ fn topic_recovered_from_moto_into_an_empty_node() {
             "retention.local.target.bytes=1048576".into(),
         ],
         brokers: brokers.clone(),
-    };
+    });
     oxbow_runtime_real::cli::topic(recover, &mut out).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     // (The new leader's first entry follows the recovered ones.)
