@@ -3072,13 +3072,51 @@ mod tests {
         s.transactions.zombie_prob = 1.0;
         // The zombie's requests also corrupt its successor's transactions (lost, partial
         // and aborted reads the other checkers see); this one must catch it on its own.
+        // (A zombie's batch landing after the marker of its fenced transaction is a
+        // late write too.)
         s.disabled_checks = vec![
             "txn-aborted-read".into(),
             "txn-partial-read".into(),
             "txn-acked-commit-unreadable".into(),
+            "txn-late-retry-accepted".into(),
             "liveness".into(),
         ];
         assert_caught(&s, 20, &["txn-zombie-write"]);
+    }
+
+    /// Every producer on transaction protocol v2, late retries often.
+    fn v2_only() -> Scenario {
+        let mut s = base();
+        s.transactions.v2_share = 1.0;
+        s.transactions.late_retry_prob = 0.3;
+        s
+    }
+
+    #[test]
+    fn v2_clients_pass_and_reach_the_v2_paths() {
+        let s = v2_only();
+        let mut coverage = Coverage::default();
+        for seed in 0..4 {
+            let run = run_seed(seed, &s, false);
+            assert!(run.violation.is_none(), "seed {seed}: {:?}", run.violation);
+            coverage.merge(&run.coverage);
+        }
+        for name in [
+            "txn.v2.commit.acked",
+            "txn.v2.abort.acked",
+            "txn.v2.late_retry.sent",
+            "txn.v2.late_retry.refused_by_coordinator",
+            "txn.v2.late_retry.refused_by_partition",
+        ] {
+            assert!(coverage.get(name) > 0, "{name} never reached: {coverage:?}");
+        }
+    }
+
+    #[test]
+    fn late_retry_checker_catches_a_partition_that_accepts_the_previous_epoch() {
+        let mut s = v2_only();
+        s.transactions.bug_accept_previous_epoch = true;
+        assert_caught(&s, 8, &["txn-late-retry-accepted"]);
     }
 
     #[test]
