@@ -33,14 +33,24 @@
 //!   sequence), EndTxn commit or abort. Producers crash and restart (a new instance
 //!   fences the old one; sometimes the old one keeps going as a zombie), and stall past
 //!   their transaction timeout (the coordinator aborts and bumps the epoch).
+//!   Each producer instance speaks transaction protocol v1 or, with probability
+//!   `v2_share`, v2 (KIP-890 part 2): no AddPartitionsToTxn, each produce's
+//!   verification adds its partition (Produce v12), EndTxn v5 bumps the epoch and
+//!   names the next one (sequences restart at 0, also after an abort), and
+//!   TRANSACTION_ABORTABLE (a timeout aborted the transaction) leads to an abort. The
+//!   simulated broker maps TRANSACTION_ABORTABLE for v1 clients as the real one does.
+//! * **Late retries**: a share of produces (`late_retry_prob`) sends a copy that is
+//!   held in the network (its verification then meets the coordinator's new epoch)
+//!   or held at the broker between its verification and its append (it then meets
+//!   the partition's marker); nobody waits for its answer.
 //! * **Consumers**: every `read_interval_ms`, every replica that believes it leads a
 //!   data partition is read `read_committed` up to its last stable offset, filtering
 //!   aborted transactions with the replica's aborted-transaction index exactly as a
 //!   Kafka client does.
 //!
 //! Checkers (the tests of this module prove `txn-aborted-read`, `txn-duplicate-write`,
-//! `txn-zombie-write`, `txn-read-past-lso` and `txn-acked-commit-unreadable` with
-//! planted bugs; the others have none yet):
+//! `txn-zombie-write`, `txn-read-past-lso`, `txn-late-retry-accepted` and
+//! `txn-acked-commit-unreadable` with planted bugs; the others have none yet):
 //!
 //! * `txn-aborted-read` — a `read_committed` read returns a record of a transaction whose
 //!   producer never sent EndTxn(commit), or whose abort was acknowledged.
@@ -58,6 +68,10 @@
 //! * `txn-lso-regressed` / `txn-read-past-lso` — per replica incarnation the last
 //!   stable offset and the high watermark never go back, and a `read_committed` read
 //!   returns no batch at or past the LSO of that read.
+//! * `txn-late-retry-accepted` — in every leader's log, no transactional batch comes
+//!   after a newer epoch of its producer (v2's markers carry the bumped epoch) or after
+//!   the marker that ended its own transaction there: a late retry never lands outside
+//!   its transaction or in the next one.
 //! * `txn-acked-commit-unreadable` — liveness: once faults stop, every transaction
 //!   whose EndTxn(commit) was answered with success is fully readable below the LSO of
 //!   every partition, and no transaction hangs (LSO = high watermark).
