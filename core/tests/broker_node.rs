@@ -669,7 +669,11 @@ mod txn {
     }
 
     /// InitProducerId asking for a transaction timeout of `timeout_ms`.
-    pub fn init_with_timeout(node: &mut Node, conn: ConnectionId, timeout_ms: i32) -> m::InitProducerIdResponse {
+    pub fn init_with_timeout(
+        node: &mut Node,
+        conn: ConnectionId,
+        timeout_ms: i32,
+    ) -> m::InitProducerIdResponse {
         let mut request = m::InitProducerIdRequest::default();
         request.transactional_id = Some(TransactionalId(s(ID)));
         request.transaction_timeout_ms = timeout_ms;

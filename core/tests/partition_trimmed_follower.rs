@@ -331,7 +331,10 @@ fn a_replica_restarted_after_a_trim_in_a_new_term_leads_and_commits() {
     assert_ne!(new_leader, old_leader);
     produce(&mut nodes, &mut now, 12, Some(old_leader));
     let (term, term_start) = *nodes[&new_leader].replica.log().term_starts().last().unwrap();
-    assert_eq!(term_start, base, "the new term starts where the old leader's commit ended");
+    assert_eq!(
+        term_start, base,
+        "the new term starts where the old leader's commit ended"
+    );
     let trim_to = base + 3;
     assert!(nodes[&new_leader].replica.high_watermark() > trim_to);
     nodes
@@ -350,10 +353,16 @@ fn a_replica_restarted_after_a_trim_in_a_new_term_leads_and_commits() {
     let old = nodes.remove(&restarted).unwrap();
     assert_eq!(old.replica.log().start_offset(), trim_to);
     assert_eq!(
-        (old.replica.log().segments()[0].id.base_offset, old.replica.log().segments()[0].id.term),
+        (
+            old.replica.log().segments()[0].id.base_offset,
+            old.replica.log().segments()[0].id.term
+        ),
         (term_start, term)
     );
-    nodes.insert(restarted, Node::new(now, restarted, old.disk.clone(), old.hard_state));
+    nodes.insert(
+        restarted,
+        Node::new(now, restarted, old.disk.clone(), old.hard_state),
+    );
     // The new leader goes away; the restarted replica (the longer log) leads the old
     // leader, which must drop its lost entry and follow.
     run(&mut nodes, &mut now, 800, Some(new_leader));

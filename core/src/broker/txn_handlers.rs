@@ -896,7 +896,8 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
             let results_by_transaction = transactions
                 .iter()
                 .map(|(txn_id, order, slot)| {
-                    let code = slot.map(|i| abortable_for(header, result_code(results.get(i).and_then(|r| r.as_ref()))));
+                    let code = slot
+                        .map(|i| abortable_for(header, result_code(results.get(i).and_then(|r| r.as_ref()))));
                     m::add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
                         .with_transactional_id(TransactionalId(str_bytes(txn_id)))
                         .with_topic_results(topic_results(order, code))
