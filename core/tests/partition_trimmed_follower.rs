@@ -124,6 +124,14 @@ fn run(nodes: &mut BTreeMap<u64, Node>, now: &mut Instant, steps: u32, isolated:
     }
 }
 
+/// Three fresh replicas of one partition.
+fn group(now: Instant) -> BTreeMap<u64, Node> {
+    [1u64, 2, 3]
+        .into_iter()
+        .map(|id| (id, Node::new(now, id, MemDisk::new(), HardState::default())))
+        .collect()
+}
+
 fn leader(nodes: &BTreeMap<u64, Node>) -> u64 {
     *nodes
         .iter()
@@ -169,10 +177,7 @@ fn starts(nodes: &BTreeMap<u64, Node>) -> BTreeMap<u64, i64> {
 
 fn scenario() -> Outcome {
     let mut now = Instant::from_millis(1);
-    let mut nodes: BTreeMap<u64, Node> = [1u64, 2, 3]
-        .into_iter()
-        .map(|id| (id, Node::new(now, id, MemDisk::new(), HardState::default())))
-        .collect();
+    let mut nodes = group(now);
     // Node 3 is cut off while the others write and trim.
     run(&mut nodes, &mut now, 400, Some(3));
     produce(&mut nodes, &mut now, 60, Some(3));
@@ -211,10 +216,7 @@ fn scenario() -> Outcome {
 /// the log, is reported replicated, and stays after the leader is cut off.
 fn log_start_scenario() -> (i64, BTreeMap<u64, i64>, bool, BTreeMap<u64, i64>, u64) {
     let mut now = Instant::from_millis(1);
-    let mut nodes: BTreeMap<u64, Node> = [1u64, 2, 3]
-        .into_iter()
-        .map(|id| (id, Node::new(now, id, MemDisk::new(), HardState::default())))
-        .collect();
+    let mut nodes = group(now);
     run(&mut nodes, &mut now, 400, None);
     produce(&mut nodes, &mut now, 40, None);
     let first = leader(&nodes);
@@ -308,10 +310,7 @@ fn a_follower_behind_a_trimmed_leader_catches_up() {
 #[test]
 fn a_replica_restarted_after_a_trim_in_a_new_term_leads_and_commits() {
     let mut now = Instant::from_millis(1);
-    let mut nodes: BTreeMap<u64, Node> = [1u64, 2, 3]
-        .into_iter()
-        .map(|id| (id, Node::new(now, id, MemDisk::new(), HardState::default())))
-        .collect();
+    let mut nodes = group(now);
     run(&mut nodes, &mut now, 400, None);
     produce(&mut nodes, &mut now, 10, None);
     run(&mut nodes, &mut now, 50, None);
@@ -367,13 +366,7 @@ fn a_replica_restarted_after_a_trim_in_a_new_term_leads_and_commits() {
     // leader, which must drop its lost entry and follow.
     run(&mut nodes, &mut now, 800, Some(new_leader));
     assert_eq!(leader(&nodes), restarted, "the restarted replica leads");
-    let batch: Bytes = build_batch(&[NewRecord::value("after", 1)], BatchOptions::default());
-    nodes
-        .get_mut(&restarted)
-        .unwrap()
-        .replica
-        .produce(now, batch, Acks::All, ProduceToken(501))
-        .unwrap();
+    produce_on(&mut nodes, &mut now, restarted, new_leader);
     run(&mut nodes, &mut now, 300, Some(new_leader));
     let r = &nodes[&restarted].replica;
     assert_eq!(

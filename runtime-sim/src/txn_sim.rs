@@ -2449,16 +2449,7 @@ impl TxnRun {
                 producer_id,
                 producer_epoch,
             } => {
-                let producer = &mut self.producers[p];
-                producer.pid = producer_id;
-                producer.epoch = producer_epoch;
-                producer.seqs.clear();
-                producer.state = PState::Ready;
-                self.granted
-                    .entry(producer_id)
-                    .or_default()
-                    .entry(producer_epoch)
-                    .or_insert(now);
+                self.take_producer_id(now, p, (producer_id, producer_epoch));
                 self.coverage.hit("txn.init.granted");
                 trace_event!(
                     self.trace,
@@ -2470,6 +2461,21 @@ impl TxnRun {
             }
             _ => self.backoff(now, p),
         }
+    }
+
+    /// The producer goes on with `producer` (id, epoch) handed out now, sequences from
+    /// 0 (InitProducerId, or EndTxn v5's bump).
+    fn take_producer_id(&mut self, now: Instant, p: usize, (producer_id, producer_epoch): (i64, i16)) {
+        let producer = &mut self.producers[p];
+        producer.pid = producer_id;
+        producer.epoch = producer_epoch;
+        producer.seqs.clear();
+        producer.state = PState::Ready;
+        self.granted
+            .entry(producer_id)
+            .or_default()
+            .entry(producer_epoch)
+            .or_insert(now);
     }
 
     /// The producer learns it is fenced: a zombie stops; a live producer starts over.
@@ -2579,15 +2585,7 @@ impl TxnRun {
                 {
                     // EndTxn v5: the coordinator bumped the epoch; the next transaction
                     // uses it (sequences from 0), after a commit or an abort.
-                    producer.pid = producer_id;
-                    producer.epoch = producer_epoch;
-                    producer.seqs.clear();
-                    producer.state = PState::Ready;
-                    self.granted
-                        .entry(producer_id)
-                        .or_default()
-                        .entry(producer_epoch)
-                        .or_insert(now);
+                    self.take_producer_id(now, p, (producer_id, producer_epoch));
                     self.coverage.hit(if txn.commit {
                         "txn.v2.commit.acked"
                     } else {
