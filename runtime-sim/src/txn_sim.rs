@@ -72,6 +72,8 @@
 //!   after a newer epoch of its producer (v2's markers carry the bumped epoch) or after
 //!   the marker that ended its own transaction there: a late retry never lands outside
 //!   its transaction or in the next one.
+//! * `txn-protocol` — an EndTxn v5 is answered without the producer id and epoch to
+//!   go on with.
 //! * `txn-acked-commit-unreadable` — liveness: once faults stop, every transaction
 //!   whose EndTxn(commit) was answered with success is fully readable below the LSO of
 //!   every partition, and no transaction hangs (LSO = high watermark).
