@@ -665,15 +665,35 @@ mod txn {
     }
 
     pub fn init(node: &mut Node, conn: ConnectionId) -> m::InitProducerIdResponse {
+        init_with_timeout(node, conn, 60_000)
+    }
+
+    /// InitProducerId asking for a transaction timeout of `timeout_ms`.
+    pub fn init_with_timeout(
+        node: &mut Node,
+        conn: ConnectionId,
+        timeout_ms: i32,
+    ) -> m::InitProducerIdResponse {
         let mut request = m::InitProducerIdRequest::default();
         request.transactional_id = Some(TransactionalId(s(ID)));
-        request.transaction_timeout_ms = 60_000;
+        request.transaction_timeout_ms = timeout_ms;
         request.producer_id = ProducerId(-1);
         request.producer_epoch = -1;
         node.call(0, conn, Request::InitProducerId(request), 4)
     }
 
     pub fn add(node: &mut Node, conn: ConnectionId, producer: (i64, i16), partitions: &[i32]) -> Vec<i16> {
+        add_at(node, conn, 3, producer, partitions)
+    }
+
+    /// AddPartitionsToTxn at `version` (0-3: a client's).
+    pub fn add_at(
+        node: &mut Node,
+        conn: ConnectionId,
+        version: i16,
+        producer: (i64, i16),
+        partitions: &[i32],
+    ) -> Vec<i16> {
         let mut t = m::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
         t.name = topic("t");
         t.partitions = partitions.to_vec();
@@ -683,7 +703,7 @@ mod txn {
         request.v3_and_below_producer_epoch = producer.1;
         request.v3_and_below_topics = vec![t];
         let response: m::AddPartitionsToTxnResponse =
-            node.call(0, conn, Request::AddPartitionsToTxn(request), 3);
+            node.call(0, conn, Request::AddPartitionsToTxn(request), version);
         response.results_by_topic_v3_and_below[0]
             .results_by_partition
             .iter()
@@ -1033,6 +1053,74 @@ fn transaction_protocol_v2_bumps_the_epoch_per_transaction_and_fences_late_retri
         "the aborted transaction is listed (the client drops its records)"
     );
     assert_eq!(got.len(), 3, "the two committed records and the aborted one");
+    assert!(node.closed.is_empty(), "connections closed: {:?}", node.closed);
+}
+
+/// TRANSACTION_ABORTABLE (KIP-890, error 120) goes to the request versions that know
+/// it, where the transaction can only be aborted: a produce verification of a
+/// partition not in the transaction (Produce v11; v10 and older get INVALID_TXN_STATE),
+/// and a transaction protocol v2 produce naming the epoch a timeout's abort bumped
+/// (Produce v12; the EndTxn v5 abort with that epoch then gives the next epoch). A v1
+/// client in that spot is fenced as before (Produce v11 and AddPartitionsToTxn v3 get
+/// INVALID_PRODUCER_EPOCH).
+#[test]
+fn transaction_abortable_goes_to_the_versions_that_know_it() {
+    const TRANSACTION_ABORTABLE: i16 = 120;
+    let (mut node, c) = txn_node();
+    let init = txn::init(&mut node, c);
+    let producer = (init.producer_id.0, init.producer_epoch);
+    for (version, code) in [(9, 48), (10, 48), (11, TRANSACTION_ABORTABLE)] {
+        assert_eq!(
+            txn::produce_at(&mut node, c, version, (producer, 1, 0), &["stray"]),
+            code,
+            "a partition never added, Produce v{version}"
+        );
+    }
+
+    // A v2 producer stalls past its timeout: the coordinator aborts the transaction.
+    let init = txn::init_with_timeout(&mut node, c, 1_000);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    assert_eq!(init.error_code, 0);
+    assert_eq!(txn::produce_at(&mut node, c, 12, ((pid, epoch), 0, 0), &["a"]), 0);
+    node.advance(Duration::from_millis(3_000));
+    assert_eq!(
+        txn::produce_at(&mut node, c, 12, ((pid, epoch), 0, 1), &["b"]),
+        TRANSACTION_ABORTABLE,
+        "Produce v12 after the timeout's abort"
+    );
+    assert_eq!(
+        txn::produce_at(&mut node, c, 11, ((pid, epoch), 0, 1), &["b"]),
+        47,
+        "Produce v11 (a v1 client) is fenced"
+    );
+    assert_eq!(
+        txn::add_at(&mut node, c, 3, (pid, epoch), &[2]),
+        vec![47],
+        "AddPartitionsToTxn v3 (a v1 client) is fenced"
+    );
+    // The producer aborts with the epoch it has and goes on with the next one.
+    let ended = txn::end_at(&mut node, c, 5, (pid, epoch), false);
+    assert_eq!(
+        (ended.error_code, ended.producer_id.0, ended.producer_epoch),
+        (0, pid, epoch + 1)
+    );
+    assert_eq!(
+        txn::produce_at(&mut node, c, 12, ((pid, epoch + 1), 0, 0), &["c"]),
+        0
+    );
+    assert_eq!(txn::end_at(&mut node, c, 5, (pid, epoch + 1), true).error_code, 0);
+    node.advance(Duration::from_millis(200));
+    let committed = txn::fetch(&mut node, c, 0, true);
+    let got = values(&committed);
+    let texts: Vec<&str> = got.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(texts, vec!["a", "c"], "b was never written");
+    let (lso, hwm, aborted) = txn::stable(&committed);
+    assert_eq!(lso, hwm);
+    assert_eq!(
+        aborted,
+        vec![(pid, got[0].0)],
+        "the timed-out transaction (a) is listed aborted; the client drops it"
+    );
     assert!(node.closed.is_empty(), "connections closed: {:?}", node.closed);
 }
 

@@ -27,6 +27,7 @@ fn log_config() -> LogConfig {
         preallocate_bytes: 0,
         max_batch_bytes: 64 * 1024,
         recovery_read_bytes: 64 * 1024,
+        index_interval_bytes: 64,
         ..LogConfig::default()
     }
 }
@@ -123,6 +124,14 @@ fn run(nodes: &mut BTreeMap<u64, Node>, now: &mut Instant, steps: u32, isolated:
     }
 }
 
+/// Three fresh replicas of one partition.
+fn group(now: Instant) -> BTreeMap<u64, Node> {
+    [1u64, 2, 3]
+        .into_iter()
+        .map(|id| (id, Node::new(now, id, MemDisk::new(), HardState::default())))
+        .collect()
+}
+
 fn leader(nodes: &BTreeMap<u64, Node>) -> u64 {
     *nodes
         .iter()
@@ -168,10 +177,7 @@ fn starts(nodes: &BTreeMap<u64, Node>) -> BTreeMap<u64, i64> {
 
 fn scenario() -> Outcome {
     let mut now = Instant::from_millis(1);
-    let mut nodes: BTreeMap<u64, Node> = [1u64, 2, 3]
-        .into_iter()
-        .map(|id| (id, Node::new(now, id, MemDisk::new(), HardState::default())))
-        .collect();
+    let mut nodes = group(now);
     // Node 3 is cut off while the others write and trim.
     run(&mut nodes, &mut now, 400, Some(3));
     produce(&mut nodes, &mut now, 60, Some(3));
@@ -210,10 +216,7 @@ fn scenario() -> Outcome {
 /// the log, is reported replicated, and stays after the leader is cut off.
 fn log_start_scenario() -> (i64, BTreeMap<u64, i64>, bool, BTreeMap<u64, i64>, u64) {
     let mut now = Instant::from_millis(1);
-    let mut nodes: BTreeMap<u64, Node> = [1u64, 2, 3]
-        .into_iter()
-        .map(|id| (id, Node::new(now, id, MemDisk::new(), HardState::default())))
-        .collect();
+    let mut nodes = group(now);
     run(&mut nodes, &mut now, 400, None);
     produce(&mut nodes, &mut now, 40, None);
     let first = leader(&nodes);
@@ -295,4 +298,85 @@ fn a_follower_behind_a_trimmed_leader_catches_up() {
         }
         Err(_) => panic!("the group did not finish within 60 s: the leader loops on the snapshot send"),
     }
+}
+
+/// Found by the simulator (`scenarios/transactions-v2.toml`, seed 20): a replica
+/// restarted after a trim moved its log start inside its first segment recovered Raft's
+/// snapshot point as (that segment's term, its base - 1). When the segment began a new
+/// term, the entry before it is of an older term: once the restarted replica led, the
+/// append it probed a lagging follower with named that entry with the wrong term; the
+/// follower holds it committed with the right one and dropped every such append, and
+/// with the third replica away nothing committed again.
+#[test]
+fn a_replica_restarted_after_a_trim_in_a_new_term_leads_and_commits() {
+    let mut now = Instant::from_millis(1);
+    let mut nodes = group(now);
+    run(&mut nodes, &mut now, 400, None);
+    produce(&mut nodes, &mut now, 10, None);
+    run(&mut nodes, &mut now, 50, None);
+    // The old leader, cut off, appends one more entry nobody else gets.
+    let old_leader = leader(&nodes);
+    let base = nodes[&old_leader].replica.log_end_offset();
+    let batch: Bytes = build_batch(&[NewRecord::value("lost", 1)], BatchOptions::default());
+    let _ = nodes
+        .get_mut(&old_leader)
+        .unwrap()
+        .replica
+        .produce(now, batch, Acks::All, ProduceToken(500));
+    run(&mut nodes, &mut now, 600, Some(old_leader));
+    // A new term starts at `base` on the other two; they write and trim inside its
+    // first segment.
+    let new_leader = leader(&nodes);
+    assert_ne!(new_leader, old_leader);
+    produce(&mut nodes, &mut now, 12, Some(old_leader));
+    let (term, term_start) = *nodes[&new_leader].replica.log().term_starts().last().unwrap();
+    assert_eq!(
+        term_start, base,
+        "the new term starts where the old leader's commit ended"
+    );
+    let trim_to = base + 3;
+    assert!(nodes[&new_leader].replica.high_watermark() > trim_to);
+    nodes
+        .get_mut(&new_leader)
+        .unwrap()
+        .replica
+        .log_mut()
+        .delete_records(now, trim_to)
+        .unwrap();
+    run(&mut nodes, &mut now, 100, Some(old_leader));
+    // The third replica restarts; its first segment is the new term's first.
+    let restarted = *nodes
+        .keys()
+        .find(|n| **n != old_leader && **n != new_leader)
+        .unwrap();
+    let old = nodes.remove(&restarted).unwrap();
+    assert_eq!(old.replica.log().start_offset(), trim_to);
+    assert_eq!(
+        (
+            old.replica.log().segments()[0].id.base_offset,
+            old.replica.log().segments()[0].id.term
+        ),
+        (term_start, term)
+    );
+    nodes.insert(
+        restarted,
+        Node::new(now, restarted, old.disk.clone(), old.hard_state),
+    );
+    // The new leader goes away; the restarted replica (the longer log) leads the old
+    // leader, which must drop its lost entry and follow.
+    run(&mut nodes, &mut now, 800, Some(new_leader));
+    assert_eq!(leader(&nodes), restarted, "the restarted replica leads");
+    produce_on(&mut nodes, &mut now, restarted, new_leader);
+    run(&mut nodes, &mut now, 300, Some(new_leader));
+    let r = &nodes[&restarted].replica;
+    assert_eq!(
+        r.high_watermark(),
+        r.log_end_offset(),
+        "the restarted leader commits with the old leader's vote"
+    );
+    assert_eq!(
+        nodes[&old_leader].replica.log_end_offset(),
+        r.log_end_offset(),
+        "the old leader caught up"
+    );
 }

@@ -483,11 +483,15 @@ fn protocol_v2_bumps_the_epoch_with_each_decision_and_its_markers_carry_it() {
             "round {round}: the epoch increases per EndTxn"
         );
         // The epoch of the finished transaction is fenced: a late add (a produce
-        // retried into the next transaction) is refused.
-        assert_eq!(
-            h.add(p, &[("t", 0)]),
-            TxnResult::Error(code::INVALID_PRODUCER_EPOCH)
-        );
+        // retried into the next transaction) is refused — after an abort with
+        // TRANSACTION_ABORTABLE (that epoch's transaction can only be aborted, and
+        // an EndTxn v5 abort naming it is answered with the next epoch).
+        let refusal = if commit {
+            code::INVALID_PRODUCER_EPOCH
+        } else {
+            code::TRANSACTION_ABORTABLE
+        };
+        assert_eq!(h.add(p, &[("t", 0)]), TxnResult::Error(refusal));
         // A retried EndTxn whose answer was lost is answered again, not fenced.
         assert_eq!(h.end_v2(p, commit, -1).1, Some(answer.clone()));
         // The other decision under the old epoch is fenced.

@@ -98,6 +98,13 @@ pub const EXPECTED: &[&str] = &[
     "txn.coordinator.loaded",
     "txn.coordinator.loaded_after_trim",
     "txn.partition.snapshot_installed",
+    "txn.v2.commit.acked",
+    "txn.v2.abort.acked",
+    "txn.v2.transaction_abortable",
+    "txn.v2.late_retry.sent",
+    "txn.v2.late_retry.refused_by_coordinator",
+    "txn.v2.late_retry.refused_by_partition",
+    "txn.v1.late_retry.sent",
 ];
 
 impl Coverage {

@@ -33,14 +33,24 @@
 //!   sequence), EndTxn commit or abort. Producers crash and restart (a new instance
 //!   fences the old one; sometimes the old one keeps going as a zombie), and stall past
 //!   their transaction timeout (the coordinator aborts and bumps the epoch).
+//!   Each producer instance speaks transaction protocol v1 or, with probability
+//!   `v2_share`, v2 (KIP-890 part 2): no AddPartitionsToTxn, each produce's
+//!   verification adds its partition (Produce v12), EndTxn v5 bumps the epoch and
+//!   names the next one (sequences restart at 0, also after an abort), and
+//!   TRANSACTION_ABORTABLE (a timeout aborted the transaction) leads to an abort. The
+//!   simulated broker maps TRANSACTION_ABORTABLE for v1 clients as the real one does.
+//! * **Late retries**: a share of produces (`late_retry_prob`) sends a copy that is
+//!   held in the network (its verification then meets the coordinator's new epoch)
+//!   or held at the broker between its verification and its append (it then meets
+//!   the partition's marker); nobody waits for its answer.
 //! * **Consumers**: every `read_interval_ms`, every replica that believes it leads a
 //!   data partition is read `read_committed` up to its last stable offset, filtering
 //!   aborted transactions with the replica's aborted-transaction index exactly as a
 //!   Kafka client does.
 //!
 //! Checkers (the tests of this module prove `txn-aborted-read`, `txn-duplicate-write`,
-//! `txn-zombie-write`, `txn-read-past-lso` and `txn-acked-commit-unreadable` with
-//! planted bugs; the others have none yet):
+//! `txn-zombie-write`, `txn-read-past-lso`, `txn-late-retry-accepted` and
+//! `txn-acked-commit-unreadable` with planted bugs; the others have none yet):
 //!
 //! * `txn-aborted-read` — a `read_committed` read returns a record of a transaction whose
 //!   producer never sent EndTxn(commit), or whose abort was acknowledged.
@@ -58,6 +68,12 @@
 //! * `txn-lso-regressed` / `txn-read-past-lso` — per replica incarnation the last
 //!   stable offset and the high watermark never go back, and a `read_committed` read
 //!   returns no batch at or past the LSO of that read.
+//! * `txn-late-retry-accepted` — in every leader's log, no transactional batch comes
+//!   after a newer epoch of its producer (v2's markers carry the bumped epoch) or after
+//!   the marker that ended its own transaction there: a late retry never lands outside
+//!   its transaction or in the next one.
+//! * `txn-protocol` — an EndTxn v5 is answered without the producer id and epoch to
+//!   go on with.
 //! * `txn-acked-commit-unreadable` — liveness: once faults stop, every transaction
 //!   whose EndTxn(commit) was answered with success is fully readable below the LSO of
 //!   every partition, and no transaction hangs (LSO = high watermark).
@@ -87,7 +103,7 @@ use oxbow_core::partition::{
 };
 use oxbow_core::raft::{HardState, Membership, Message, RaftConfig, Role};
 use oxbow_core::time::Instant;
-use oxbow_core::txn::coordinator::code;
+use oxbow_core::txn::coordinator::{bump_exhausts_epochs, code};
 use oxbow_core::txn::marker::{parse_marker, Marker};
 use oxbow_core::txn::{
     ProducerBugs, ProducerStateConfig, TxnBugs, TxnConfig, TxnCoordinator, TxnOp, TxnOutput, TxnResult,
@@ -162,6 +178,16 @@ pub struct TxnSimConfig {
     /// through a partition snapshot. Off by default (then trimming is modelled by where
     /// a replay starts); `scenarios/transactions.toml` turns it on.
     pub trim_log: bool,
+    /// Share of producer instances that speak transaction protocol v2 (KIP-890 part
+    /// 2: no AddPartitionsToTxn, Produce v12 adds its partition, EndTxn v5 bumps the
+    /// epoch); each instance draws from the seed, the others speak v1.
+    pub v2_share: f64,
+    /// Per transactional produce sent: a copy of it arrives late (a late retry), either
+    /// held in the network or held at the broker between its verification and its
+    /// append, by up to `late_retry_max_ms`.
+    pub late_retry_prob: f64,
+    /// Upper bound of a late copy's delay.
+    pub late_retry_max_ms: u64,
     /// Planted bug (core): an abort's markers are written as COMMIT markers.
     pub bug_abort_writes_commit_markers: bool,
     /// Planted bug (core): the coordinator accepts an older epoch of a producer.
@@ -170,6 +196,9 @@ pub struct TxnSimConfig {
     pub bug_drop_last_marker: bool,
     /// Planted bug (core `ProducerBugs`): retried batches are written again.
     pub bug_dedupe_window_zero: bool,
+    /// Planted bug (core `ProducerBugs`): a partition appends a batch of the epoch
+    /// just before the producer's current one (a late retry after a v2 bump).
+    pub bug_accept_previous_epoch: bool,
     /// Planted bug (the simulated broker's Fetch): `read_committed` reads up to the
     /// high watermark, ignoring the last stable offset.
     pub bug_read_committed_to_high_watermark: bool,
@@ -197,10 +226,14 @@ impl Default for TxnSimConfig {
             fault_interval_ms: 1_200,
             checkpoint_records: 30,
             trim_log: false,
+            v2_share: 0.5,
+            late_retry_prob: 0.05,
+            late_retry_max_ms: 800,
             bug_abort_writes_commit_markers: false,
             bug_accept_stale_epoch: false,
             bug_drop_last_marker: false,
             bug_dedupe_window_zero: false,
+            bug_accept_previous_epoch: false,
             bug_read_committed_to_high_watermark: false,
         }
     }
@@ -223,6 +256,9 @@ impl TxnSimConfig {
         if self.txn_timeout_ms < 100 || self.request_timeout_ms == 0 {
             return Err("transactions.txn_timeout_ms must be >= 100, request_timeout_ms positive".into());
         }
+        if self.late_retry_max_ms < 2 {
+            return Err("transactions.late_retry_max_ms must be >= 2".into());
+        }
         if self.latency_max_ms < self.latency_min_ms {
             return Err("transactions.latency_min_ms must be <= latency_max_ms".into());
         }
@@ -236,6 +272,8 @@ impl TxnSimConfig {
             ("crash_prob", self.crash_prob),
             ("zombie_prob", self.zombie_prob),
             ("stall_prob", self.stall_prob),
+            ("v2_share", self.v2_share),
+            ("late_retry_prob", self.late_retry_prob),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("transactions.{name} = {p} (must be in 0..=1)"));
@@ -383,6 +421,63 @@ fn filter_committed(bytes: &Bytes, aborted: &[(i64, i64)]) -> Result<CommittedRe
     Ok(out)
 }
 
+/// The late-retry check over a partition's log (KIP-890): a transactional data batch
+/// is never written after the partition saw a newer epoch of its producer (a marker of
+/// transaction protocol v2 carries the bumped epoch), nor after a marker that closed
+/// its own transaction there. Either means a late retry of a finished transaction was
+/// accepted, outside any transaction or into the producer's next one. Returns what was
+/// found, or why the log could not be read.
+fn late_write(bytes: &Bytes) -> Result<Option<String>, String> {
+    /// Per producer id: newest epoch seen, transactions open and closed here.
+    #[derive(Default)]
+    struct Seen {
+        epoch: i16,
+        open: BTreeSet<u64>,
+        closed: BTreeSet<u64>,
+    }
+    let mut producers: BTreeMap<i64, Seen> = BTreeMap::new();
+    for (at, header) in iter_batches(bytes) {
+        if !header.is_transactional() {
+            continue;
+        }
+        let seen = producers.entry(header.producer_id).or_default();
+        if header.is_control() {
+            let end = at + header.size_bytes();
+            if bytes.get(at..end).and_then(parse_marker).is_some() {
+                seen.epoch = seen.epoch.max(header.producer_epoch);
+                let open = std::mem::take(&mut seen.open);
+                seen.closed.extend(open);
+            }
+            continue;
+        }
+        let records = bytes.slice(at + BATCH_HEADER_BYTES..at + header.size_bytes());
+        let parsed =
+            parse_uncompressed_records(&records, header.record_count).map_err(|e| format!("{e:?}"))?;
+        let txn = parsed
+            .first()
+            .and_then(|r| r.value.as_deref())
+            .and_then(parse_value)
+            .map(|(txn, _)| txn);
+        let (pid, epoch, offset) = (header.producer_id, header.producer_epoch, header.base_offset);
+        if epoch < seen.epoch {
+            return Ok(Some(format!(
+                "the batch at {offset} (transaction {txn:?}) of producer {pid} has epoch {epoch}, after epoch {} reached the partition: a late retry was accepted",
+                seen.epoch
+            )));
+        }
+        if let Some(txn) = txn {
+            if seen.closed.contains(&txn) {
+                return Ok(Some(format!(
+                    "the batch at {offset} of transaction {txn} (producer {pid} epoch {epoch}) was written after the marker that ended the transaction there"
+                )));
+            }
+            seen.open.insert(txn);
+        }
+        seen.epoch = epoch;
+    }
+    Ok(None)
+}
+
 // ---- replicas, nodes ----------------------------------------------------------------
 
 /// A storage write waiting for its (delayed) completion.
@@ -469,6 +564,8 @@ enum ReplyTo {
         req: u64,
         part: usize,
         batch: Bytes,
+        /// The produce is transaction protocol v2's (Produce v12).
+        v2: bool,
     },
 }
 
@@ -519,6 +616,16 @@ struct Producer {
     zombie: bool,
     /// Transactions a zombie may still start.
     zombie_budget: u32,
+    /// Speaks transaction protocol v2.
+    v2: bool,
+}
+
+/// A late copy of a produce (nobody waits for its answer).
+#[derive(Clone, Copy, Debug)]
+struct LateCopy {
+    v2: bool,
+    /// Held at the broker between verification and append for this long (once).
+    hold: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -592,6 +699,7 @@ enum Ev {
         part: usize,
         batch: Bytes,
         result: TxnResult,
+        v2: bool,
     },
     Answer {
         req: u64,
@@ -632,10 +740,12 @@ enum Phase {
 pub fn run_txn_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResult {
     let config = scenario.transactions.clone();
     let summary = format!(
-        "scenario {} transactions: partitions={} producers={} crash={} partition={} step_down={} loss={:.3} bugs(abort_as_commit={}, stale_epoch={}, drop_marker={}, past_lso={})",
+        "scenario {} transactions: partitions={} producers={} v2_share={:.2} late_retry={:.3} crash={} partition={} step_down={} loss={:.3} bugs(abort_as_commit={}, stale_epoch={}, drop_marker={}, past_lso={}, previous_epoch={})",
         scenario.name,
         config.data_partitions,
         config.producers,
+        config.v2_share,
+        config.late_retry_prob,
         scenario.faults.crash,
         scenario.faults.partition,
         scenario.faults.step_down,
@@ -644,6 +754,7 @@ pub fn run_txn_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResu
         config.bug_accept_stale_epoch,
         config.bug_drop_last_marker,
         config.bug_read_committed_to_high_watermark,
+        config.bug_accept_previous_epoch,
     );
     let mut run = TxnRun::new(seed, scenario, config, keep_trace);
     trace_event!(run.trace, Instant::ZERO, None, "start seed={seed} {summary}");
@@ -684,6 +795,8 @@ struct TxnRun {
     next_token: u64,
     producers: Vec<Producer>,
     reqs: BTreeMap<u64, ReqMeta>,
+    /// Late copies of produces still on their way.
+    late: BTreeMap<u64, LateCopy>,
     next_req: u64,
     next_pid: i64,
     txns: BTreeMap<u64, TxnRecord>,
@@ -720,6 +833,7 @@ impl TxnRun {
                 next_at: Instant::ZERO,
                 zombie: false,
                 zombie_budget: 0,
+                v2: false,
             })
             .collect();
         TxnRun {
@@ -743,6 +857,7 @@ impl TxnRun {
             next_token: 1,
             producers,
             reqs: BTreeMap::new(),
+            late: BTreeMap::new(),
             next_req: 1,
             next_pid: 1_000,
             txns: BTreeMap::new(),
@@ -752,6 +867,15 @@ impl TxnRun {
             acked_commits: 0,
             final_ok: false,
         }
+        .with_protocol_versions()
+    }
+
+    /// Each producer speaks transaction protocol v2 with probability `v2_share`.
+    fn with_protocol_versions(mut self) -> TxnRun {
+        for p in 0..self.producers.len() {
+            self.producers[p].v2 = self.client_rng.chance(self.config.v2_share);
+        }
+        self
     }
 
     fn parts(&self) -> usize {
@@ -840,24 +964,31 @@ impl TxnRun {
                 part,
                 batch,
                 op,
-            } => self.on_verify(
-                now,
-                coord,
-                ReplyTo::Verify {
+            } => {
+                let v2 = matches!(
+                    op,
+                    TxnOp::AddPartitions {
+                        verify_only: false,
+                        ..
+                    }
+                );
+                let to = ReplyTo::Verify {
                     node,
                     req,
                     part,
                     batch,
-                },
-                op,
-            ),
+                    v2,
+                };
+                self.on_verify(now, coord, to, op);
+            }
             Ev::Verified {
                 node,
                 req,
                 part,
                 batch,
                 result,
-            } => self.on_verified(now, node, req, part, batch, result),
+                v2,
+            } => self.on_verified(now, (node, req, part), batch, result, v2),
             Ev::Answer { req, answer } => self.on_answer(now, req, answer),
             Ev::Marker {
                 node,
@@ -904,6 +1035,7 @@ impl TxnRun {
             return self.fail("replica-init", "no membership".into());
         };
         let dedupe_window_zero = self.config.bug_dedupe_window_zero;
+        let accept_previous_epoch = self.config.bug_accept_previous_epoch;
         let Some(n) = self.nodes.get_mut(node as usize) else {
             return;
         };
@@ -937,6 +1069,7 @@ impl TxnRun {
                     replica.set_producer_config(ProducerStateConfig {
                         bugs: ProducerBugs {
                             dedupe_window_zero: dedupe_window_zero && part > 0,
+                            accept_previous_epoch: accept_previous_epoch && part > 0,
                         },
                         ..ProducerStateConfig::default()
                     });
@@ -1673,12 +1806,24 @@ impl TxnRun {
     /// A coordinator's reply goes to a client or to a broker verifying a produce.
     fn route_reply(&mut self, from: Option<NodeId>, reply: u64, result: TxnResult) {
         match self.replies.remove(&reply) {
-            Some(ReplyTo::Client { req }) => self.answer(req, Answer::Txn(result)),
+            Some(ReplyTo::Client { req }) => {
+                // Only a v1 client's AddPartitionsToTxn (v0-3) can be answered
+                // TRANSACTION_ABORTABLE, which it does not know (see the broker's
+                // `abortable_for`).
+                let result = match result {
+                    TxnResult::Error(code::TRANSACTION_ABORTABLE) => {
+                        TxnResult::Error(code::INVALID_PRODUCER_EPOCH)
+                    }
+                    other => other,
+                };
+                self.answer(req, Answer::Txn(result))
+            }
             Some(ReplyTo::Verify {
                 node,
                 req,
                 part,
                 batch,
+                v2,
             }) if !self.lost(from, node) => {
                 let delay = self.latency();
                 self.schedule(
@@ -1689,6 +1834,7 @@ impl TxnRun {
                         part,
                         batch,
                         result,
+                        v2,
                     },
                 );
             }
@@ -1743,22 +1889,49 @@ impl TxnRun {
         }
     }
 
+    /// The coordinator answered a produce's verification (v2: its implicit addition):
+    /// refuse the produce, or append it (a late copy held here first).
     fn on_verified(
         &mut self,
         now: Instant,
-        node: NodeId,
-        req: u64,
-        part: usize,
+        (node, req, part): (NodeId, u64, usize),
         batch: Bytes,
         result: TxnResult,
+        v2: bool,
     ) {
+        let late = self.late.get(&req).copied();
         if !matches!(result, TxnResult::Done) {
             self.coverage.hit("txn.produce.verification_refused");
+            if late.is_some() {
+                self.coverage.hit(if v2 {
+                    "txn.v2.late_retry.refused_by_coordinator"
+                } else {
+                    "txn.v1.late_retry.refused_by_coordinator"
+                });
+            }
             let code = match result {
+                // Produce v12 knows TRANSACTION_ABORTABLE; the v1 client's older
+                // produce gets INVALID_TXN_STATE (the broker's `abortable_for`).
+                TxnResult::Error(code::TRANSACTION_ABORTABLE) if !v2 => code::INVALID_TXN_STATE,
                 TxnResult::Error(code) => code,
                 _ => code::INVALID_TXN_STATE,
             };
             return self.answer(req, Answer::Produce(Err(code)));
+        }
+        if let Some(hold) = late.and_then(|l| l.hold) {
+            // Verified, then held at the broker: the append comes late.
+            if let Some(l) = self.late.get_mut(&req) {
+                l.hold = None;
+            }
+            let ev = Ev::Verified {
+                node,
+                req,
+                part,
+                batch,
+                result,
+                v2,
+            };
+            return self.schedule(hold, ev);
         }
         let t = self.next_token;
         self.next_token += 1;
@@ -1772,13 +1945,34 @@ impl TxnRun {
             Ok(_) => {
                 self.waits.insert((node, part, t), Wait::Client { req });
             }
-            Err(code) => self.answer(req, Answer::Produce(Err(code))),
+            Err(code) => {
+                if late.is_some() && code == code::INVALID_PRODUCER_EPOCH {
+                    self.coverage.hit(if v2 {
+                        "txn.v2.late_retry.refused_by_partition"
+                    } else {
+                        "txn.v1.late_retry.refused_by_partition"
+                    });
+                }
+                self.answer(req, Answer::Produce(Err(code)))
+            }
         }
         self.drive(now, node, part);
     }
 
     /// Sends an answer to a client (after a delay; maybe lost).
     fn answer(&mut self, req: u64, answer: Answer) {
+        if let Some(late) = self.late.remove(&req) {
+            // A late copy: nobody waits; only note that it was acknowledged (as a
+            // duplicate of its original, unless something is wrong).
+            if matches!(answer, Answer::Produce(Ok(_))) {
+                self.coverage.hit(if late.v2 {
+                    "txn.v2.late_retry.acked"
+                } else {
+                    "txn.v1.late_retry.acked"
+                });
+            }
+            return;
+        }
         if !self.reqs.contains_key(&req) {
             return;
         }
@@ -1941,6 +2135,7 @@ impl TxnRun {
             next_at: now + Duration::from_millis(self.client_rng.between(0, 300)),
             zombie: false,
             zombie_budget: 0,
+            v2: self.client_rng.chance(self.config.v2_share),
         };
         let mut old = std::mem::replace(&mut self.producers[p], fresh);
         if zombie {
@@ -2048,17 +2243,26 @@ impl TxnRun {
             next: 0,
             commit,
         });
-        producer.state = PState::Adding;
+        let v2 = producer.v2;
         trace_event!(
             self.trace,
             now,
             None,
-            "txn {id}: {} producer {} epoch {} begins",
+            "txn {id}: {} producer {} epoch {} begins (protocol v{})",
             self.producers[p].txn_id,
             self.producers[p].pid,
-            self.producers[p].epoch
+            self.producers[p].epoch,
+            if v2 { 2 } else { 1 }
         );
-        self.send_add(now, p);
+        if v2 {
+            // Transaction protocol v2: no AddPartitionsToTxn, each produce adds its
+            // partition.
+            self.producers[p].state = PState::Producing;
+            self.send_batch(now, p);
+        } else {
+            self.producers[p].state = PState::Adding;
+            self.send_add(now, p);
+        }
     }
 
     fn send_add(&mut self, now: Instant, p: usize) {
@@ -2108,7 +2312,8 @@ impl TxnRun {
             producer_id: producer.pid,
             producer_epoch: producer.epoch,
             partitions: vec![(TOPIC.to_string(), i32::try_from(planned.part - 1).unwrap_or(0))],
-            verify_only: true,
+            // Produce v12 (v2) adds the partition; older produces only verify it.
+            verify_only: !producer.v2,
         };
         let (id, index) = (txn.id, txn.next);
         if let Some(rec) = self.txns.get_mut(&id).and_then(|t| t.batches.get_mut(index)) {
@@ -2138,12 +2343,31 @@ impl TxnRun {
                 rec.commit_sent = true;
             }
         }
-        let op = TxnOp::EndTxn {
-            transactional_id: producer.txn_id.clone(),
-            producer_id: producer.pid,
-            producer_epoch: producer.epoch,
-            commit: txn.commit,
+        let op = if producer.v2 {
+            // EndTxn v5; the broker hands a fresh producer id when the bump needs one.
+            let fresh = if bump_exhausts_epochs(producer.epoch) {
+                self.next_pid
+            } else {
+                -1
+            };
+            TxnOp::EndTxnV2 {
+                transactional_id: producer.txn_id.clone(),
+                producer_id: producer.pid,
+                producer_epoch: producer.epoch,
+                commit: txn.commit,
+                fresh_producer_id: fresh,
+            }
+        } else {
+            TxnOp::EndTxn {
+                transactional_id: producer.txn_id.clone(),
+                producer_id: producer.pid,
+                producer_epoch: producer.epoch,
+                commit: txn.commit,
+            }
         };
+        if matches!(op, TxnOp::EndTxnV2 { fresh_producer_id, .. } if fresh_producer_id >= 0) {
+            self.next_pid += 1;
+        }
         self.send_txn(now, p, op);
     }
 
@@ -2170,7 +2394,31 @@ impl TxnRun {
             self.coverage.hit("txn.message.lost");
             return;
         }
+        let late = matches!(body, Body::Produce { .. })
+            && self.phase == Phase::Safety
+            && self.client_rng.chance(self.config.late_retry_prob);
+        if late {
+            self.send_late_copy(node, body.clone(), self.producers[p].v2);
+        }
         let delay = self.latency();
+        self.schedule(delay, Ev::Arrive { node, req, body });
+    }
+
+    /// A copy of a produce that arrives late (KIP-890's late retry): held in the
+    /// network, or verified at once and held at the broker before its append.
+    fn send_late_copy(&mut self, node: NodeId, body: Body, v2: bool) {
+        let req = self.next_req;
+        self.next_req += 1;
+        let held = Duration::from_millis(self.client_rng.between(1, self.config.late_retry_max_ms));
+        let at_broker = self.client_rng.chance(0.5);
+        let hold = at_broker.then_some(held);
+        self.late.insert(req, LateCopy { v2, hold });
+        self.coverage.hit(if v2 {
+            "txn.v2.late_retry.sent"
+        } else {
+            "txn.v1.late_retry.sent"
+        });
+        let delay = if at_broker { self.latency() } else { held };
         self.schedule(delay, Ev::Arrive { node, req, body });
     }
 
@@ -2203,16 +2451,7 @@ impl TxnRun {
                 producer_id,
                 producer_epoch,
             } => {
-                let producer = &mut self.producers[p];
-                producer.pid = producer_id;
-                producer.epoch = producer_epoch;
-                producer.seqs.clear();
-                producer.state = PState::Ready;
-                self.granted
-                    .entry(producer_id)
-                    .or_default()
-                    .entry(producer_epoch)
-                    .or_insert(now);
+                self.take_producer_id(now, p, (producer_id, producer_epoch));
                 self.coverage.hit("txn.init.granted");
                 trace_event!(
                     self.trace,
@@ -2224,6 +2463,21 @@ impl TxnRun {
             }
             _ => self.backoff(now, p),
         }
+    }
+
+    /// The producer goes on with `producer` (id, epoch) handed out now, sequences from
+    /// 0 (InitProducerId, or EndTxn v5's bump).
+    fn take_producer_id(&mut self, now: Instant, p: usize, (producer_id, producer_epoch): (i64, i16)) {
+        let producer = &mut self.producers[p];
+        producer.pid = producer_id;
+        producer.epoch = producer_epoch;
+        producer.seqs.clear();
+        producer.state = PState::Ready;
+        self.granted
+            .entry(producer_id)
+            .or_default()
+            .entry(producer_epoch)
+            .or_insert(now);
     }
 
     /// The producer learns it is fenced: a zombie stops; a live producer starts over.
@@ -2278,10 +2532,18 @@ impl TxnRun {
                 self.act(now, p);
             }
             Err(code) if Self::is_fenced(code) => self.fenced(now, p),
-            Err(code::INVALID_TXN_STATE) | Err(OUT_OF_ORDER_SEQUENCE) | Err(UNKNOWN_PRODUCER_ID) => {
+            Err(
+                code::INVALID_TXN_STATE
+                | code::TRANSACTION_ABORTABLE
+                | OUT_OF_ORDER_SEQUENCE
+                | UNKNOWN_PRODUCER_ID,
+            ) => {
                 // Not part of the transaction any more (timed out) or the sequence broke:
-                // abort, then start over with a new epoch.
+                // abort, then start over with a new epoch (v2: the abort bumps it).
                 self.coverage.hit("txn.produce.abortable");
+                if result == Err(code::TRANSACTION_ABORTABLE) {
+                    self.coverage.hit("txn.v2.transaction_abortable");
+                }
                 txn.commit = false;
                 self.producers[p].state = PState::Ending;
                 self.act(now, p);
@@ -2294,8 +2556,9 @@ impl TxnRun {
         let Some(txn) = self.producers[p].txn.clone() else {
             return;
         };
+        let v2 = self.producers[p].v2;
         match result {
-            TxnResult::Done => {
+            TxnResult::Done | TxnResult::ProducerId { .. } => {
                 if let Some(rec) = self.txns.get_mut(&txn.id) {
                     rec.acked = Some(txn.commit);
                 }
@@ -2317,6 +2580,25 @@ impl TxnRun {
                 producer.txn = None;
                 // After an abort the sequences may have gaps: start over with a new epoch.
                 producer.state = if txn.commit { PState::Ready } else { PState::Init };
+                if let TxnResult::ProducerId {
+                    producer_id,
+                    producer_epoch,
+                } = result
+                {
+                    // EndTxn v5: the coordinator bumped the epoch; the next transaction
+                    // uses it (sequences from 0), after a commit or an abort.
+                    self.take_producer_id(now, p, (producer_id, producer_epoch));
+                    self.coverage.hit(if txn.commit {
+                        "txn.v2.commit.acked"
+                    } else {
+                        "txn.v2.abort.acked"
+                    });
+                } else if v2 {
+                    self.fail(
+                        "txn-protocol",
+                        format!("txn {}: EndTxn v5 answered without the next epoch", txn.id),
+                    );
+                }
                 self.backoff(now, p);
             }
             TxnResult::Error(code) if Self::is_fenced(code) || code == code::INVALID_TXN_STATE => {
@@ -2357,9 +2639,14 @@ impl TxnRun {
             .collect();
         let result = trim_fetched(&chunks, start, hw - 1, READ_BYTES)
             .map_err(|e| e.reason)
-            .and_then(|bytes| filter_committed(&bytes, &[]));
+            .and_then(|bytes| Ok((late_write(&bytes)?, filter_committed(&bytes, &[])?)));
         match result {
-            Ok(read) => Some((hw, read.records)),
+            Ok((Some(late), _)) => {
+                let detail = format!("node {node} partition {}: {late}", part - 1);
+                self.fail("txn-late-retry-accepted", detail);
+                None
+            }
+            Ok((None, read)) => Some((hw, read.records)),
             Err(e) => {
                 self.fail("txn-read", format!("node {node} partition {}: {e}", part - 1));
                 None
@@ -2799,13 +3086,51 @@ mod tests {
         s.transactions.zombie_prob = 1.0;
         // The zombie's requests also corrupt its successor's transactions (lost, partial
         // and aborted reads the other checkers see); this one must catch it on its own.
+        // (A zombie's batch landing after the marker of its fenced transaction is a
+        // late write too.)
         s.disabled_checks = vec![
             "txn-aborted-read".into(),
             "txn-partial-read".into(),
             "txn-acked-commit-unreadable".into(),
+            "txn-late-retry-accepted".into(),
             "liveness".into(),
         ];
         assert_caught(&s, 20, &["txn-zombie-write"]);
+    }
+
+    /// Every producer on transaction protocol v2, late retries often.
+    fn v2_only() -> Scenario {
+        let mut s = base();
+        s.transactions.v2_share = 1.0;
+        s.transactions.late_retry_prob = 0.3;
+        s
+    }
+
+    #[test]
+    fn v2_clients_pass_and_reach_the_v2_paths() {
+        let s = v2_only();
+        let mut coverage = Coverage::default();
+        for seed in 0..4 {
+            let run = run_seed(seed, &s, false);
+            assert!(run.violation.is_none(), "seed {seed}: {:?}", run.violation);
+            coverage.merge(&run.coverage);
+        }
+        for name in [
+            "txn.v2.commit.acked",
+            "txn.v2.abort.acked",
+            "txn.v2.late_retry.sent",
+            "txn.v2.late_retry.refused_by_coordinator",
+            "txn.v2.late_retry.refused_by_partition",
+        ] {
+            assert!(coverage.get(name) > 0, "{name} never reached: {coverage:?}");
+        }
+    }
+
+    #[test]
+    fn late_retry_checker_catches_a_partition_that_accepts_the_previous_epoch() {
+        let mut s = v2_only();
+        s.transactions.bug_accept_previous_epoch = true;
+        assert_caught(&s, 8, &["txn-late-retry-accepted"]);
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! instead of only verifying them; TxnOffsetCommit v5 adds the group's offsets
 //! partition (the implicit AddOffsetsToTxn) before committing; AddPartitionsToTxn v4-5
 //! carries several transactions, each verified or added. Older versions are served as
-//! before.
+//! before. TRANSACTION_ABORTABLE (KIP-890) goes only to request versions that know it
+//! (Produce v11+, TxnOffsetCommit v4+, AddPartitionsToTxn v5); older ones get the code
+//! Kafka gave them before it.
 
 use super::coordinators::{self, CoordinatorTopic};
 use super::handlers::{begin, PendingKind};
@@ -894,7 +896,8 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
             let results_by_transaction = transactions
                 .iter()
                 .map(|(txn_id, order, slot)| {
-                    let code = slot.map(|i| result_code(results.get(i).and_then(|r| r.as_ref())));
+                    let code = slot
+                        .map(|i| abortable_for(header, result_code(results.get(i).and_then(|r| r.as_ref()))));
                     m::add_partitions_to_txn_response::AddPartitionsToTxnResult::default()
                         .with_transactional_id(TransactionalId(str_bytes(txn_id)))
                         .with_topic_results(topic_results(order, code))
@@ -954,7 +957,7 @@ fn build(api: &TxnApi, header: &RequestHeader, results: &[Option<OpResult>]) -> 
                 | 7
                 | 15 => ErrorCode::NOT_ENOUGH_REPLICAS.0,
                 0 => ErrorCode::UNKNOWN_SERVER_ERROR.0,
-                code => code,
+                code => abortable_for(header, code),
             };
             refused_produce(request, code)
         }
@@ -1000,7 +1003,29 @@ fn fenced_for(header: &RequestHeader, code: i16) -> i16 {
     if code == code::PRODUCER_FENCED && !new_enough {
         code::INVALID_PRODUCER_EPOCH
     } else {
-        code
+        abortable_for(header, code)
+    }
+}
+
+/// TRANSACTION_ABORTABLE (KIP-890) exists from Produce v11, TxnOffsetCommit v4 and
+/// AddPartitionsToTxn v5; older requests get what they got before it, as Kafka does: a
+/// produce verification (and AddPartitionsToTxn v4, whose verifications come from
+/// brokers) INVALID_TXN_STATE, and an addition naming an epoch an abort bumped
+/// (AddPartitionsToTxn v0-3, AddOffsetsToTxn: transaction protocol v1 clients, whose
+/// EndTxn cannot name that epoch) INVALID_PRODUCER_EPOCH.
+fn abortable_for(header: &RequestHeader, code: i16) -> i16 {
+    use crate::kafka::protocol::messages::ApiKey;
+    if code != code::TRANSACTION_ABORTABLE {
+        return code;
+    }
+    let version = header.api_version;
+    match header.api_key {
+        ApiKey::Produce if version >= 11 => code,
+        ApiKey::TxnOffsetCommit if version >= 4 => code,
+        ApiKey::AddPartitionsToTxn if version >= 5 => code,
+        ApiKey::Produce | ApiKey::TxnOffsetCommit => code::INVALID_TXN_STATE,
+        ApiKey::AddPartitionsToTxn if version == 4 => code::INVALID_TXN_STATE,
+        _ => code::INVALID_PRODUCER_EPOCH,
     }
 }
 

@@ -311,6 +311,25 @@ fn effective_hard_state(log: &Log, hard_state: HardState) -> HardState {
 /// all only below the commit point) starts after a snapshot point just before that
 /// segment, with the first segment's term and the bootstrap membership: the entries
 /// below were committed, and the log's own records are the state.
+/// Where Raft's log starts after a restart over a log whose first retained segment is
+/// `segment`: at an indexed batch inside it at or below the log start `start` when
+/// there is one, else at the segment's base. The term of every entry inside a segment
+/// is the segment's (a term change rolls a segment), and everything below the log
+/// start is committed, so the snapshot point just before such a batch is exact; the
+/// entry before the segment's base is gone with its segment, and its term (which may
+/// be older than the segment's) is not known after a restart. A snapshot point
+/// guessed with the segment's term once made a restarted leader's appends conflict
+/// with every follower's committed log (`scenarios/findings/transactions-v2-trimmed-restart.toml`).
+fn first_entry_known(segment: &crate::log::segment::Segment, start: i64) -> i64 {
+    let base = segment.id.base_offset;
+    segment
+        .index
+        .lookup_offset(start)
+        .map(|(entry, _)| base + i64::from(entry.relative_offset))
+        .filter(|first| *first > base && *first <= start)
+        .unwrap_or(base)
+}
+
 fn recovered_state(
     log: &Log,
     hard_state: HardState,
@@ -318,7 +337,10 @@ fn recovered_state(
     commit: Option<i64>,
     membership: &Membership,
 ) -> RecoveredState {
-    let first_segment = log.segments().first().map(|s| (s.id.base_offset, s.id.term));
+    let first_segment = log.segments().first().map(|s| {
+        let first = first_entry_known(s, log.start_offset());
+        (first, s.id.term)
+    });
     // An empty log after a reset (a snapshot was installed) starts after an entry of
     // the term the reset recorded.
     let reset = log.reset_term().map(|term| (log.start_offset(), term));
@@ -339,7 +361,11 @@ fn recovered_state(
         term_boundaries: log
             .term_starts()
             .into_iter()
-            .map(|(term, offset)| (to_index(term), to_index(offset)))
+            .map(|(term, offset)| {
+                // The first segment's term starts where Raft's log does.
+                let offset = first_segment.map_or(offset, |(first, _)| offset.max(first));
+                (to_index(term), to_index(offset))
+            })
             .collect(),
         last_index: (log.next_offset() > 0 && !log.segments().is_empty())
             .then(|| to_index(log.next_offset() - 1)),

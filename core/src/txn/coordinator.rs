@@ -89,6 +89,12 @@ pub mod code {
     pub const PRODUCER_FENCED: i16 = 90;
     /// TRANSACTIONAL_ID_NOT_FOUND.
     pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    /// TRANSACTION_ABORTABLE (KIP-890): the transaction can only be aborted. The
+    /// coordinator answers it to a produce verification whose partition is not in the
+    /// ongoing transaction, and to an addition (transaction protocol v2) naming the
+    /// epoch a coordinator-side abort bumped; the broker maps it to the older code for
+    /// request versions that do not know it.
+    pub const TRANSACTION_ABORTABLE: i16 = 120;
 }
 
 /// Settings of the transaction coordinators (Kafka's names in the docs).
@@ -1335,6 +1341,9 @@ impl TxnCoordinator {
     ) -> Option<TxnResult> {
         let meta = match self.checked(id, producer) {
             Ok(meta) => meta,
+            Err(_) if !verify_only && self.aborted_under(id, producer) => {
+                return Some(TxnResult::Error(code::TRANSACTION_ABORTABLE));
+            }
             Err(code) => {
                 self.metrics.verification_failures += u64::from(verify_only);
                 return Some(TxnResult::Error(code));
@@ -1346,7 +1355,7 @@ impl TxnCoordinator {
                 return Some(TxnResult::Done);
             }
             self.metrics.verification_failures += 1;
-            return Some(TxnResult::Error(code::INVALID_TXN_STATE));
+            return Some(TxnResult::Error(code::TRANSACTION_ABORTABLE));
         }
         if self.busy.contains(id) || meta.state.is_prepare() {
             return Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
@@ -1404,6 +1413,18 @@ impl TxnCoordinator {
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Some(TxnResult::Done),
             _ => Some(TxnResult::Error(code::INVALID_TXN_STATE)),
         }
+    }
+
+    /// Whether `producer` names the epoch an abort bumped server-side (a timeout, or
+    /// the producer's own EndTxn v5 abort): its transaction is over and an EndTxn v5
+    /// abort naming that epoch is answered with the next one, so the producer can
+    /// abort and go on (TRANSACTION_ABORTABLE) instead of being fenced.
+    fn aborted_under(&self, id: &str, producer: (i64, i16)) -> bool {
+        self.txns.get(id).is_some_and(|m| {
+            m.last_producer_epoch >= 0
+                && (m.prev_producer_id, m.last_producer_epoch) == producer
+                && matches!(m.state, TxnState::PrepareAbort | TxnState::CompleteAbort)
+        })
     }
 
     /// [`Self::check_producer`], counting the refusals in `fenced`.

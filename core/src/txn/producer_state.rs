@@ -89,6 +89,9 @@ pub struct ProducerBugs {
     /// A retried batch is never recognised as a duplicate (a dedupe window of 0): it
     /// is written again.
     pub dedupe_window_zero: bool,
+    /// A batch of the epoch just before the producer's current one is appended (a
+    /// late retry of the previous transaction after transaction protocol v2's bump).
+    pub accept_previous_epoch: bool,
 }
 
 impl Default for ProducerStateConfig {
