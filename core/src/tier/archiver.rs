@@ -306,6 +306,9 @@ pub struct Archiver {
     /// No manifest put before this: an older put (ours that timed out, or a previous
     /// leader's) may still land until then, and ours must land after it.
     manifest_put_not_before: Instant,
+    /// The host vouched that no other writer ever had anything to put under the
+    /// prefix ([`Archiver::assume_first_writer`]).
+    first_writer: bool,
     now_seen: Instant,
     pending_since: Option<Instant>,
     next_housekeeping: Instant,
@@ -335,6 +338,7 @@ impl Archiver {
             manifest: PartitionManifest::new(path.clone(), term),
             next_housekeeping: now + config.housekeeping_interval,
             manifest_put_not_before: now + config.store_request_lifetime,
+            first_writer: false,
             config,
             path,
             term,
@@ -374,6 +378,17 @@ impl Archiver {
         let key = archiver.path.manifest_key();
         archiver.start(Purpose::Load, |op| TierEffect::Get { op, key, range: None });
         Ok(archiver)
+    }
+
+    /// The host vouches that this archiver is the first writer of its prefix: the
+    /// partition's log holds nothing committed before this leader's term (its first
+    /// entry, at offset 0, is of this term — so no earlier leader's archiver ever saw
+    /// data to upload, nor a manifest to rewrite) and no earlier archiver of this term
+    /// ran. Then, once the load confirms a fresh prefix (no manifest, no lineage
+    /// marker), no earlier manifest put can still land, and the first put need not
+    /// wait out `store_request_lifetime`. Anything else found keeps the wait.
+    pub fn assume_first_writer(&mut self) {
+        self.first_writer = true;
     }
 
     /// Plants bugs (the simulator's proof that its checkers catch them).
@@ -677,7 +692,13 @@ impl Archiver {
         }
         match result {
             // No manifest was ever relied on here: start a new lineage.
-            Err(StoreError::NotFound) => self.state = ArchiverState::Active,
+            Err(StoreError::NotFound) => {
+                self.state = ArchiverState::Active;
+                if self.first_writer {
+                    // Nobody else ever had a manifest to put here.
+                    self.manifest_put_not_before = self.manifest_put_not_before.min(now);
+                }
+            }
             Ok(StoreReply::Got(bytes)) => match LineageMarker::decode(&self.path, &bytes) {
                 Ok(marker) => {
                     self.metrics.manifest_lost += 1;
