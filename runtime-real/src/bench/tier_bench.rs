@@ -386,8 +386,8 @@ fn measure_node(
         let topic = topic.to_string();
         std::thread::spawn(move || poll_manifest(store, topic, stop, seen))
     };
-    // A new leader's first manifest put waits out the store's request lifetime (twice
-    // `request_timeout_ms`): warm up until a manifest is in the store, then measure.
+    // Warm up until the partition's first manifest is in the store (the archiver has
+    // loaded, found a fresh prefix and put it), then measure.
     let warm_up = || -> Result<(), BenchError> {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         while seen.lock().map(|s| s.is_empty()).unwrap_or(true) {
@@ -575,8 +575,7 @@ fn markdown(options: &TierBenchOptions, rows: &[TierRow]) -> String {
         md,
         "Per store: {} MiB produced (`acks=all`, {} records of {} B per request) at {:.1} MiB/s \
          to one partition with `segment.bytes` = local target = {} MiB and `upload_lag_ms` = {}, \
-         after a warm-up until the partition's first manifest is in the store (a new leader's \
-         first manifest put waits out twice `request_timeout_ms`, 20 s by default); \
+         after a warm-up until the partition's first manifest is in the store; \
          the raw rates are sequential puts of {} MiB objects and sequential ranged gets of \
          `chunk_bytes` through the same client, measured in the same run. Upload lag: \
          acknowledgement → first manifest read (every {} ms) naming the batch. Remote read: one \
