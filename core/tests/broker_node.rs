@@ -1355,6 +1355,49 @@ fn a_topic_is_recovered_from_the_bucket_into_an_empty_node() {
     );
 }
 
+/// The local log start and revision of `tiered`/0 on `node`.
+fn tiered_log_start(node: &Node) -> (i64, i64) {
+    node.disks
+        .iter()
+        .find(|(k, _)| k.topic == "tiered")
+        .map(|(k, disk)| (recover(disk).start_offset(), k.revision))
+        .unwrap()
+}
+
+/// Every replica of a recovered partition starts at the same offset, even one that
+/// reads the manifest only after the incarnation's first leader uploaded more and
+/// rewrote it: that leader records where it started in the manifest. (A second fresh
+/// node over the bucket plays the late replica: same topic, same revision.)
+#[test]
+fn a_late_replica_of_a_recovered_partition_starts_where_the_first_one_did() {
+    let mut node = tiered_node();
+    let shard = oxbow_core::broker::shard_for("tiered", 0, SHARDS).0 as usize;
+    let conn = node.connect(shard, 2);
+    produce_rounds(&mut node, shard, conn, 0..20);
+    node.advance(Duration::from_secs(3));
+
+    let mut first = tiered_node_over(node.bucket.clone(), &[("oxbow.remote.recovery", "true")]);
+    first.advance(Duration::from_secs(1));
+    let (start, revision) = tiered_log_start(&first);
+    assert!(start > 1_000, "recovered at {start}");
+    let conn = first.connect(shard, 3);
+    produce_rounds(&mut first, shard, conn, 20..30);
+    first.advance(Duration::from_secs(3));
+    let rewritten = bucket_manifest_next(&first).unwrap();
+    assert!(
+        rewritten > start + 500,
+        "the first leader uploaded more: {rewritten}"
+    );
+
+    let mut late = tiered_node_over(first.bucket.clone(), &[("oxbow.remote.recovery", "true")]);
+    late.advance(Duration::from_secs(1));
+    assert_eq!(
+        tiered_log_start(&late),
+        (start, revision),
+        "the late replica starts where the first did"
+    );
+}
+
 /// A tiered node restarted after a crash of its disks (unsynced data lost), over the
 /// same bucket; run for a second.
 fn restart_tiered(node: &Node) -> Node {

@@ -53,7 +53,7 @@
 
 use super::manifest::{
     ArchiveRef, ArchivedManifest, LineageMarker, Location, ManifestError, ObjectName, PartitionManifest,
-    PartitionPath, Revision, SegmentMeta,
+    PartitionPath, RecoveryPoint, Revision, SegmentMeta,
 };
 use super::retention;
 use super::{ObjectBody, OpId, StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect};
@@ -309,6 +309,9 @@ pub struct Archiver {
     /// The host vouched that no other writer ever had anything to put under the
     /// prefix ([`Archiver::assume_first_writer`]).
     first_writer: bool,
+    /// Where this incarnation of a recovered partition started, to record in the
+    /// manifest ([`Archiver::set_recovery_point`]).
+    recovery_point: Option<RecoveryPoint>,
     now_seen: Instant,
     pending_since: Option<Instant>,
     next_housekeeping: Instant,
@@ -339,6 +342,7 @@ impl Archiver {
             next_housekeeping: now + config.housekeeping_interval,
             manifest_put_not_before: now + config.store_request_lifetime,
             first_writer: false,
+            recovery_point: None,
             config,
             path,
             term,
@@ -389,6 +393,13 @@ impl Archiver {
     /// wait out `store_request_lifetime`. Anything else found keeps the wait.
     pub fn assume_first_writer(&mut self) {
         self.first_writer = true;
+    }
+
+    /// This partition was recovered from the store at `point`: once loaded, the
+    /// manifest records it (one manifest put), unless it already records a point of
+    /// the same incarnation, which stays — the first recorded wins.
+    pub fn set_recovery_point(&mut self, point: RecoveryPoint) {
+        self.recovery_point = Some(point);
     }
 
     /// Plants bugs (the simulator's proof that its checkers catch them).
@@ -618,6 +629,7 @@ impl Archiver {
             ArchiverState::Active => {}
             _ => return,
         }
+        self.maybe_record_recovery();
         self.maybe_mark_lineage();
         self.maybe_spill();
         self.maybe_upload(now);
@@ -712,6 +724,18 @@ impl Archiver {
             },
             // Retried by `pump` after the backoff, from the manifest's get.
             Ok(_) | Err(_) => {}
+        }
+    }
+
+    // ---- the recovery point ----
+
+    fn maybe_record_recovery(&mut self) {
+        let Some(point) = self.recovery_point else {
+            return;
+        };
+        if self.manifest.recovery.map(|p| p.incarnation) != Some(point.incarnation) {
+            self.manifest.recovery = Some(point);
+            self.changed();
         }
     }
 

@@ -17,8 +17,8 @@ use crate::kafka::ErrorCode;
 use crate::log::read::{find_offset_for_timestamp, trim_fetched};
 use crate::tier::read::{ReadCacheConfig, ReadMetrics};
 use crate::tier::{
-    Archiver, LocalLogView, OpId, PartitionPath, ReadStep, RemoteReader, StoreCompletion, StoreReply,
-    TierConfig, TierEffect, TierMetrics, UploadBacklog,
+    Archiver, LocalLogView, OpId, PartitionPath, ReadStep, RecoveryPoint, RemoteReader, StoreCompletion,
+    StoreReply, TierConfig, TierEffect, TierMetrics, UploadBacklog,
 };
 use crate::time::Instant;
 use std::collections::BTreeMap;
@@ -120,6 +120,8 @@ pub struct TierHosts {
     /// The term of the last archiver started for each hosted partition (a config
     /// change restarts the archiver within a term).
     archiver_terms: BTreeMap<TopicPartition, i32>,
+    /// Where recovered partitions started (recorded in the manifests they put).
+    recovery_points: BTreeMap<TopicPartition, RecoveryPoint>,
     next_op: u64,
     retired: TierMetrics,
     stats: TierStats,
@@ -273,6 +275,7 @@ impl Partitions {
     pub(super) fn tier_on_remove(&mut self, tp: &TopicPartition) {
         self.tier.remote_revisions.remove(tp);
         self.tier.archiver_terms.remove(tp);
+        self.tier.recovery_points.remove(tp);
         if let Some(host) = self.tier.hosts.remove(tp) {
             self.tier.retire(host.archiver);
         }
@@ -311,6 +314,9 @@ impl Partitions {
             if let Some(archiver) = archiver.as_mut() {
                 if first_writer {
                     archiver.assume_first_writer();
+                }
+                if let Some(point) = self.tier.recovery_points.get(tp) {
+                    archiver.set_recovery_point(*point);
                 }
                 self.tier.archiver_terms.insert(tp.clone(), epoch);
             }
