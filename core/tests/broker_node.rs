@@ -1218,11 +1218,20 @@ fn tiered_node() -> Node {
 /// [`tiered_node`] over `bucket`, with more configs for the tiered topic; another topic
 /// is created first, so the tiered one's revision differs from a fresh node's.
 fn tiered_node_over(bucket: BTreeMap<String, Bytes>, extra: &[(&str, &str)]) -> Node {
+    tiered_node_with(Duration::from_millis(200), bucket, extra)
+}
+
+/// [`tiered_node_over`] with the archivers' `store_request_lifetime`.
+fn tiered_node_with(
+    store_request_lifetime: Duration,
+    bucket: BTreeMap<String, Bytes>,
+    extra: &[(&str, &str)],
+) -> Node {
     let tier = oxbow_core::broker::partitions::TierSettings {
         enabled: true,
         base: oxbow_core::tier::TierConfig {
             upload_lag: Duration::from_millis(100),
-            store_request_lifetime: Duration::from_millis(200),
+            store_request_lifetime,
             housekeeping_interval: Duration::from_millis(500),
             ..oxbow_core::tier::TierConfig::default()
         },
@@ -1330,6 +1339,54 @@ fn a_tiered_topic_is_offloaded_and_read_back_from_offset_zero() {
     assert!(got == expected, "every record back after a restart");
 }
 
+/// The manifest in the bucket of `tiered`/0: its next offset.
+fn bucket_manifest_next(node: &Node) -> Option<i64> {
+    let (key, bytes) = node
+        .bucket
+        .iter()
+        .find(|(k, _)| k.starts_with("tiered/") && k.ends_with("/manifest"))?;
+    let dir = key.strip_prefix("tiered/")?.strip_suffix("/manifest")?;
+    let path = oxbow_core::tier::PartitionPath {
+        topic: "tiered".to_string(),
+        partition: 0,
+        revision: dir.strip_prefix("0_")?.parse().ok()?,
+    };
+    oxbow_core::tier::PartitionManifest::decode(&path, bytes)
+        .ok()?
+        .next_offset()
+}
+
+/// The first leader of a new tiered partition is the first writer of its prefix: its
+/// first manifest is put at once, not after `store_request_lifetime` (a minute here).
+/// After a restart the new leader (a new term) finds that manifest, so a put of the
+/// old leader's may still land: its own first manifest put waits the lifetime out.
+#[test]
+fn only_the_first_leader_of_a_new_partition_puts_its_manifest_without_waiting() {
+    let lifetime = Duration::from_secs(60);
+    let mut node = tiered_node_with(lifetime, BTreeMap::new(), &[]);
+    let shard = oxbow_core::broker::shard_for("tiered", 0, SHARDS).0 as usize;
+    let conn = node.connect(shard, 2);
+    produce_rounds(&mut node, shard, conn, 0..20);
+    node.advance(Duration::from_secs(3));
+    let first = bucket_manifest_next(&node).expect("the first leader's manifest, at once");
+    assert!(first > 1_000, "manifest next offset {first}");
+
+    let mut restarted = restart_tiered(&node);
+    let conn = restarted.connect(shard, 3);
+    produce_rounds(&mut restarted, shard, conn, 20..40);
+    restarted.advance(Duration::from_secs(3));
+    assert_eq!(
+        bucket_manifest_next(&restarted),
+        Some(first),
+        "a later leader's first put waits"
+    );
+    restarted.advance(lifetime);
+    assert!(
+        bucket_manifest_next(&restarted).is_some_and(|next| next > first + 1_000),
+        "and is put after the lifetime"
+    );
+}
+
 /// Values of partition 0 of `tiered` from offset 0 until `count` are read.
 /// Produces rounds of 100 records of about 1 KB to `tiered`/0; returns the values.
 fn produce_rounds(
@@ -1383,6 +1440,49 @@ fn a_topic_is_recovered_from_the_bucket_into_an_empty_node() {
     assert!(
         got == expected,
         "every record back after the recovered node restarts"
+    );
+}
+
+/// The local log start and revision of `tiered`/0 on `node`.
+fn tiered_log_start(node: &Node) -> (i64, i64) {
+    node.disks
+        .iter()
+        .find(|(k, _)| k.topic == "tiered")
+        .map(|(k, disk)| (recover(disk).start_offset(), k.revision))
+        .unwrap()
+}
+
+/// Every replica of a recovered partition starts at the same offset, even one that
+/// reads the manifest only after the incarnation's first leader uploaded more and
+/// rewrote it: that leader records where it started in the manifest. (A second fresh
+/// node over the bucket plays the late replica: same topic, same revision.)
+#[test]
+fn a_late_replica_of_a_recovered_partition_starts_where_the_first_one_did() {
+    let mut node = tiered_node();
+    let shard = oxbow_core::broker::shard_for("tiered", 0, SHARDS).0 as usize;
+    let conn = node.connect(shard, 2);
+    produce_rounds(&mut node, shard, conn, 0..20);
+    node.advance(Duration::from_secs(3));
+
+    let mut first = tiered_node_over(node.bucket.clone(), &[("oxbow.remote.recovery", "true")]);
+    first.advance(Duration::from_secs(1));
+    let (start, revision) = tiered_log_start(&first);
+    assert!(start > 1_000, "recovered at {start}");
+    let conn = first.connect(shard, 3);
+    produce_rounds(&mut first, shard, conn, 20..30);
+    first.advance(Duration::from_secs(3));
+    let rewritten = bucket_manifest_next(&first).unwrap();
+    assert!(
+        rewritten > start + 500,
+        "the first leader uploaded more: {rewritten}"
+    );
+
+    let mut late = tiered_node_over(first.bucket.clone(), &[("oxbow.remote.recovery", "true")]);
+    late.advance(Duration::from_secs(1));
+    assert_eq!(
+        tiered_log_start(&late),
+        (start, revision),
+        "the late replica starts where the first did"
     );
 }
 

@@ -289,7 +289,7 @@ const PRODUCE: Api = Api {
 
 /// `ListOffsets` for every partition of `topic` at `timestamp` (-2 earliest, -1 latest),
 /// asked of each partition's leader.
-fn list_offsets(
+pub(crate) fn list_offsets(
     client: &mut ClusterClient,
     topic: &str,
     partitions: i32,

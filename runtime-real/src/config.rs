@@ -434,6 +434,9 @@ pub struct TieredStorageSection {
     pub upload_lag_ms: u64,
     /// A store request that has not answered in this time is abandoned and retried.
     pub request_timeout_ms: u64,
+    /// How often each archiver applies total retention (`retention.bytes/ms`) and lists
+    /// its prefix for orphans.
+    pub housekeeping_interval_ms: u64,
     /// Bytes of downloaded segment chunks each partition's remote-read cache keeps.
     pub cache_bytes: u64,
     /// Download granularity of remote reads (ranged gets).
@@ -457,6 +460,7 @@ impl Default for TieredStorageSection {
             s3_allow_http: false,
             upload_lag_ms: 5_000,
             request_timeout_ms: 10_000,
+            housekeeping_interval_ms: 30_000,
             cache_bytes: 64 << 20,
             chunk_bytes: 1 << 20,
             max_queued_ops: 1_024,
@@ -489,6 +493,9 @@ impl TieredStorageSection {
         if self.request_timeout_ms == 0 {
             return Err(invalid("request_timeout_ms", "must be positive"));
         }
+        if self.housekeeping_interval_ms == 0 {
+            return Err(invalid("housekeeping_interval_ms", "must be positive"));
+        }
         if self.chunk_bytes < 4096 {
             return Err(invalid("chunk_bytes", "must be at least 4096"));
         }
@@ -511,6 +518,7 @@ impl TieredStorageSection {
             // until its own deadline: give it as long again.
             store_request_lifetime: timeout * 2,
             backoff_max: timeout.min(std::time::Duration::from_secs(10)),
+            housekeeping_interval: std::time::Duration::from_millis(self.housekeeping_interval_ms),
             ..oxbow_core::tier::TierConfig::default()
         };
         base.validate().map_err(|reason| invalid("(archiver)", &reason))?;

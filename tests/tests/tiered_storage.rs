@@ -396,3 +396,41 @@ fn topic_recovered_from_moto_into_an_empty_node() {
     );
     node.stop().unwrap();
 }
+
+/// `oxbow bench tier` reads back from offset 0 even when the run outlasts the
+/// archivers' housekeeping (total retention). Its records once carried a fixed
+/// CreateTime from 2023, past the 7-day `retention.ms`: the first housekeeping round
+/// expired every remote segment but the last, and the read from offset 0 failed with
+/// `OFFSET_OUT_OF_RANGE` (seen against moto, whose slower run passed the 30 s round;
+/// the filesystem run ended before it). Here the round comes every 200 ms.
+#[test]
+fn tier_bench_reads_from_offset_zero_past_housekeeping() {
+    use oxbow_runtime_real::bench::tier_bench::{run_tier_bench, TierBenchOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("store.toml");
+    std::fs::write(
+        &config,
+        "[node]\nshards = 1\nmemory_bytes = 268435456\n\n[tiered_storage]\nrequest_timeout_ms = 500\nhousekeeping_interval_ms = 200\n",
+    )
+    .unwrap();
+    let options = TierBenchOptions {
+        data_dir: dir.path().join("data"),
+        stores: vec![Some(config)],
+        total_mb: 6,
+        message_bytes: 1024,
+        batch_messages: 64,
+        rate_mb_s: 4.0,
+        segment_mb: 1,
+        upload_lag_ms: 200,
+        report_dir: None,
+        name: "test".to_string(),
+        command: "test".to_string(),
+    };
+    let report = run_tier_bench(&options).expect("bench tier");
+    let row = &report.rows[0];
+    assert!(row.lag_samples > 0, "upload lags measured: {row:?}");
+    assert!(
+        row.remote_bytes >= 2 << 20,
+        "read from the store from offset 0: {row:?}"
+    );
+}

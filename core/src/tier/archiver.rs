@@ -53,7 +53,7 @@
 
 use super::manifest::{
     ArchiveRef, ArchivedManifest, LineageMarker, Location, ManifestError, ObjectName, PartitionManifest,
-    PartitionPath, Revision, SegmentMeta,
+    PartitionPath, RecoveryPoint, Revision, SegmentMeta,
 };
 use super::retention;
 use super::{ObjectBody, OpId, StoreCompletion, StoreError, StoreReply, TierConfig, TierEffect};
@@ -306,6 +306,12 @@ pub struct Archiver {
     /// No manifest put before this: an older put (ours that timed out, or a previous
     /// leader's) may still land until then, and ours must land after it.
     manifest_put_not_before: Instant,
+    /// The host vouched that no other writer ever had anything to put under the
+    /// prefix ([`Archiver::assume_first_writer`]).
+    first_writer: bool,
+    /// Where this incarnation of a recovered partition started, to record in the
+    /// manifest ([`Archiver::set_recovery_point`]).
+    recovery_point: Option<RecoveryPoint>,
     now_seen: Instant,
     pending_since: Option<Instant>,
     next_housekeeping: Instant,
@@ -335,6 +341,8 @@ impl Archiver {
             manifest: PartitionManifest::new(path.clone(), term),
             next_housekeeping: now + config.housekeeping_interval,
             manifest_put_not_before: now + config.store_request_lifetime,
+            first_writer: false,
+            recovery_point: None,
             config,
             path,
             term,
@@ -374,6 +382,24 @@ impl Archiver {
         let key = archiver.path.manifest_key();
         archiver.start(Purpose::Load, |op| TierEffect::Get { op, key, range: None });
         Ok(archiver)
+    }
+
+    /// The host vouches that this archiver is the first writer of its prefix: the
+    /// partition's log holds nothing committed before this leader's term (its first
+    /// entry, at offset 0, is of this term — so no earlier leader's archiver ever saw
+    /// data to upload, nor a manifest to rewrite) and no earlier archiver of this term
+    /// ran. Then, once the load confirms a fresh prefix (no manifest, no lineage
+    /// marker), no earlier manifest put can still land, and the first put need not
+    /// wait out `store_request_lifetime`. Anything else found keeps the wait.
+    pub fn assume_first_writer(&mut self) {
+        self.first_writer = true;
+    }
+
+    /// This partition was recovered from the store at `point`: once loaded, the
+    /// manifest records it (one manifest put), unless it already records a point of
+    /// the same incarnation, which stays — the first recorded wins.
+    pub fn set_recovery_point(&mut self, point: RecoveryPoint) {
+        self.recovery_point = Some(point);
     }
 
     /// Plants bugs (the simulator's proof that its checkers catch them).
@@ -603,6 +629,7 @@ impl Archiver {
             ArchiverState::Active => {}
             _ => return,
         }
+        self.maybe_record_recovery();
         self.maybe_mark_lineage();
         self.maybe_spill();
         self.maybe_upload(now);
@@ -677,7 +704,13 @@ impl Archiver {
         }
         match result {
             // No manifest was ever relied on here: start a new lineage.
-            Err(StoreError::NotFound) => self.state = ArchiverState::Active,
+            Err(StoreError::NotFound) => {
+                self.state = ArchiverState::Active;
+                if self.first_writer {
+                    // Nobody else ever had a manifest to put here.
+                    self.manifest_put_not_before = self.manifest_put_not_before.min(now);
+                }
+            }
             Ok(StoreReply::Got(bytes)) => match LineageMarker::decode(&self.path, &bytes) {
                 Ok(marker) => {
                     self.metrics.manifest_lost += 1;
@@ -691,6 +724,18 @@ impl Archiver {
             },
             // Retried by `pump` after the backoff, from the manifest's get.
             Ok(_) | Err(_) => {}
+        }
+    }
+
+    // ---- the recovery point ----
+
+    fn maybe_record_recovery(&mut self) {
+        let Some(point) = self.recovery_point else {
+            return;
+        };
+        if self.manifest.recovery.map(|p| p.incarnation) != Some(point.incarnation) {
+            self.manifest.recovery = Some(point);
+            self.changed();
         }
     }
 

@@ -18,7 +18,9 @@
 //! object a manifest may name.
 //!
 //! Byte format (big-endian): magic `OXTM`, format version u16, kind u8 (1 = partition
-//! manifest, 2 = archived manifest, 3 = lineage marker), body, CRC32C of everything before. Decoding checks
+//! manifest, 2 = archived manifest, 3 = lineage marker), body, CRC32C of everything before.
+//! Version 2 adds the partition manifest's [`RecoveryPoint`] after its segments; version 1
+//! (without it) is still read. Decoding checks
 //! the checksum, the ranges' order and contiguity, and returns a [`ManifestError`] on
 //! anything else — a corrupted manifest is an error value, never a panic.
 
@@ -26,7 +28,9 @@ use crate::log::io::SegmentId;
 use std::fmt;
 
 const MAGIC: &[u8; 4] = b"OXTM";
-const FORMAT_VERSION: u16 = 1;
+const FORMAT_VERSION: u16 = 2;
+/// The oldest format version still read.
+const MIN_FORMAT_VERSION: u16 = 1;
 const KIND_PARTITION: u8 = 1;
 const KIND_ARCHIVE: u8 = 2;
 const KIND_LINEAGE: u8 = 3;
@@ -271,6 +275,23 @@ pub struct PartitionManifest {
     pub archives: Vec<ArchiveRef>,
     /// Recent segments, oldest first, after the archives.
     pub segments: Vec<SegmentMeta>,
+    /// Where the latest incarnation recovered from this prefix started, once its
+    /// leader recorded it.
+    pub recovery: Option<RecoveryPoint>,
+}
+
+/// Where a partition recovered from the store (topic recovery) starts: every replica of
+/// that incarnation must start at the same point, so the first one to lead records it
+/// in the manifest, and a replica that reads the manifest later — after that leader
+/// uploaded more and rewrote it — starts from the record, not from the manifest's end.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RecoveryPoint {
+    /// The recovered partition's own revision (its topic incarnation).
+    pub incarnation: i64,
+    /// Its log starts here, empty (the recovered manifest's next offset).
+    pub next_offset: i64,
+    /// Its Raft state starts in this term, after a snapshot point of it just below.
+    pub term: i64,
 }
 
 impl PartitionManifest {
@@ -283,6 +304,7 @@ impl PartitionManifest {
             start_offset: 0,
             archives: Vec::new(),
             segments: Vec::new(),
+            recovery: None,
         }
     }
 
@@ -340,6 +362,15 @@ impl PartitionManifest {
         for s in &self.segments {
             w.segment(s);
         }
+        match self.recovery {
+            None => w.out.push(0),
+            Some(point) => {
+                w.out.push(1);
+                w.i64(point.incarnation);
+                w.i64(point.next_offset);
+                w.i64(point.term);
+            }
+        }
         w.finish()
     }
 
@@ -363,6 +394,19 @@ impl PartitionManifest {
         for _ in 0..segment_count {
             segments.push(r.segment()?);
         }
+        let recovery = if r.version >= 2 {
+            match r.take::<1>()?[0] {
+                0 => None,
+                1 => Some(RecoveryPoint {
+                    incarnation: r.i64()?,
+                    next_offset: r.i64()?,
+                    term: r.i64()?,
+                }),
+                _ => return Err(ManifestError::Inconsistent("recovery point flag")),
+            }
+        } else {
+            None
+        };
         r.end()?;
         let manifest = PartitionManifest {
             path: decoded_path,
@@ -371,6 +415,7 @@ impl PartitionManifest {
             start_offset,
             archives,
             segments,
+            recovery,
         };
         manifest.check()?;
         Ok(manifest)
@@ -599,6 +644,8 @@ impl Writer {
 struct Reader<'a> {
     body: &'a [u8],
     at: usize,
+    /// The format version of the bytes.
+    version: u16,
 }
 
 impl<'a> Reader<'a> {
@@ -610,9 +657,13 @@ impl<'a> Reader<'a> {
         if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
             return Err(ManifestError::BadChecksum);
         }
-        let mut r = Reader { body, at: 4 };
-        let version = u16::from_be_bytes(r.take::<2>()?);
-        if version != FORMAT_VERSION {
+        let mut r = Reader {
+            body,
+            at: 4,
+            version: 0,
+        };
+        r.version = u16::from_be_bytes(r.take::<2>()?);
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&r.version) {
             return Err(ManifestError::BadFormat);
         }
         let found = r.take::<1>()?[0];
@@ -792,6 +843,25 @@ mod tests {
         assert_eq!(p.lineage_key(), "orders/3_7/lineage");
         assert_eq!(p.parse_key("other/3_7/manifest"), None);
         assert_eq!(p.parse_key("orders/3_7/junk"), None);
+    }
+
+    #[test]
+    fn the_recovery_point_round_trips_and_version_1_still_decodes() {
+        let mut m = manifest(&[5, 5]);
+        m.recovery = Some(RecoveryPoint {
+            incarnation: 9,
+            next_offset: 20,
+            term: 4,
+        });
+        assert_eq!(PartitionManifest::decode(&path(), &m.encode()), Ok(m.clone()));
+        // A version 1 manifest: the same bytes without the recovery section.
+        m.recovery = None;
+        let mut v1 = m.encode();
+        v1.truncate(v1.len() - 4 - 1);
+        v1[4..6].copy_from_slice(&1u16.to_be_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(PartitionManifest::decode(&path(), &v1), Ok(m));
     }
 
     #[test]

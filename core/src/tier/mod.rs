@@ -43,7 +43,7 @@ pub use archiver::{
 };
 pub use manifest::{
     ArchiveRef, ArchivedManifest, LineageMarker, ManifestError, ObjectName, PartitionManifest, PartitionPath,
-    Revision, SegmentMeta,
+    RecoveryPoint, Revision, SegmentMeta,
 };
 pub use read::{ReadError, ReadStep, RemoteReader};
 pub use recovery::{RecoveredPartition, RecoveryError};

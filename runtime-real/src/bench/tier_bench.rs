@@ -17,7 +17,7 @@
 
 use super::log_append::BenchError;
 use super::report::{machine_description, today_utc, write_files, Latencies};
-use crate::cli::{create_topic, fetch_one, produce_one};
+use crate::cli::{create_topic, fetch_one, list_offsets, produce_one};
 use crate::client::{ClusterClient, TopicPartition};
 use crate::config::{NodeConfig, Overrides};
 use crate::shard::store::build_store;
@@ -386,8 +386,8 @@ fn measure_node(
         let topic = topic.to_string();
         std::thread::spawn(move || poll_manifest(store, topic, stop, seen))
     };
-    // A new leader's first manifest put waits out the store's request lifetime (twice
-    // `request_timeout_ms`): warm up until a manifest is in the store, then measure.
+    // Warm up until the partition's first manifest is in the store (the archiver has
+    // loaded, found a fresh prefix and put it), then measure.
     let warm_up = || -> Result<(), BenchError> {
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         while seen.lock().map(|s| s.is_empty()).unwrap_or(true) {
@@ -468,20 +468,37 @@ fn produce(
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let records: Vec<NewRecord> = (0..options.batch_messages)
-            .map(|_| {
-                index += 1;
-                let mut value = format!("{index:012}-").into_bytes();
-                value.resize(options.message_bytes, b'x');
-                NewRecord::value(value, 1_700_000_000_000)
-            })
-            .collect();
-        let batch = build_batch(&records, BatchOptions::default());
+        let batch = bench_batch(&mut index, options, wall_clock_ms());
         let base = produce_one(&mut client, &tp, batch).map_err(|e| io_error("produce", e))?;
         acks.push((Instant::now(), base + options.batch_messages as i64 - 1));
         sent += batch_bytes;
     }
     Ok((mib_per_s(sent, started.elapsed()), acks))
+}
+
+/// Milliseconds since the Unix epoch now (the records' CreateTime, as a client sets it).
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One produce request's batch: `batch_messages` records of `message_bytes`, numbered
+/// on from `index`, stamped `timestamp_ms`. The stamp must be the wall clock's: the
+/// topic's total retention (`retention.ms`, 7 days by default) judges remote segments by
+/// their largest timestamp, so records stamped in the past are expired from the store
+/// at the archiver's first housekeeping round (30 s after it starts) — a read from
+/// offset 0 then answers `OFFSET_OUT_OF_RANGE`.
+fn bench_batch(index: &mut u64, options: &TierBenchOptions, timestamp_ms: i64) -> Bytes {
+    let records: Vec<NewRecord> = (0..options.batch_messages)
+        .map(|_| {
+            *index += 1;
+            let mut value = format!("{index:012}-").into_bytes();
+            value.resize(options.message_bytes, b'x');
+            NewRecord::value(value, timestamp_ms)
+        })
+        .collect();
+    build_batch(&records, BatchOptions::default())
 }
 
 /// Waits until the local log of the bench partition starts at or past `offset` (local
@@ -520,6 +537,14 @@ fn local_start(topic_dir: &Path) -> Option<i64> {
 /// Fetches from offset 0 up to `end` (all below the local start): (bytes, MiB/s).
 fn read_remote((brokers, topic): (&str, &str), end: i64) -> Result<(u64, f64), BenchError> {
     let mut client = ClusterClient::connect(brokers).map_err(|e| io_error("connect", e))?;
+    // The store must still hold offset 0 (a read from there is what is measured).
+    let earliest = list_offsets(&mut client, topic, 1, -2).map_err(|e| io_error("earliest offset", e))?;
+    if let Some(start) = earliest.first().filter(|start| **start != 0) {
+        return Err(io_error(
+            "remote read",
+            format!("the partition's log starts at {start}, not 0: the store no longer holds offset 0"),
+        ));
+    }
     let tp = TopicPartition::new(topic, 0);
     let started = Instant::now();
     let (mut offset, mut bytes) = (0i64, 0u64);
@@ -550,8 +575,7 @@ fn markdown(options: &TierBenchOptions, rows: &[TierRow]) -> String {
         md,
         "Per store: {} MiB produced (`acks=all`, {} records of {} B per request) at {:.1} MiB/s \
          to one partition with `segment.bytes` = local target = {} MiB and `upload_lag_ms` = {}, \
-         after a warm-up until the partition's first manifest is in the store (a new leader's \
-         first manifest put waits out twice `request_timeout_ms`, 20 s by default); \
+         after a warm-up until the partition's first manifest is in the store; \
          the raw rates are sequential puts of {} MiB objects and sequential ranged gets of \
          `chunk_bytes` through the same client, measured in the same run. Upload lag: \
          acknowledgement → first manifest read (every {} ms) naming the batch. Remote read: one \

@@ -17,8 +17,8 @@ use crate::kafka::ErrorCode;
 use crate::log::read::{find_offset_for_timestamp, trim_fetched};
 use crate::tier::read::{ReadCacheConfig, ReadMetrics};
 use crate::tier::{
-    Archiver, LocalLogView, OpId, PartitionPath, ReadStep, RemoteReader, StoreCompletion, StoreReply,
-    TierConfig, TierEffect, TierMetrics, UploadBacklog,
+    Archiver, LocalLogView, OpId, PartitionPath, ReadStep, RecoveryPoint, RemoteReader, StoreCompletion,
+    StoreReply, TierConfig, TierEffect, TierMetrics, UploadBacklog,
 };
 use crate::time::Instant;
 use std::collections::BTreeMap;
@@ -117,6 +117,11 @@ pub struct TierHosts {
     recovering: BTreeMap<TopicPartition, recovery::PendingRecovery>,
     /// Partitions that continue in another revision's prefix (recovered ones).
     remote_revisions: BTreeMap<TopicPartition, i64>,
+    /// The term of the last archiver started for each hosted partition (a config
+    /// change restarts the archiver within a term).
+    archiver_terms: BTreeMap<TopicPartition, i32>,
+    /// Where recovered partitions started (recorded in the manifests they put).
+    recovery_points: BTreeMap<TopicPartition, RecoveryPoint>,
     next_op: u64,
     retired: TierMetrics,
     stats: TierStats,
@@ -269,6 +274,8 @@ impl Partitions {
     /// A partition stops being hosted: its archiver goes, its remote reads fail.
     pub(super) fn tier_on_remove(&mut self, tp: &TopicPartition) {
         self.tier.remote_revisions.remove(tp);
+        self.tier.archiver_terms.remove(tp);
+        self.tier.recovery_points.remove(tp);
         if let Some(host) = self.tier.hosts.remove(tp) {
             self.tier.retire(host.archiver);
         }
@@ -301,8 +308,19 @@ impl Partitions {
         };
         let seed = u64::from(crc32c::crc32c(hosted.key.dir().as_bytes())) ^ (epoch as u64).rotate_left(32);
         let config = self.tier_config(tp, &topic);
+        let first_writer = self.tier_first_writer(tp, epoch);
         let archiver = if leader && topic.remote_write {
-            Archiver::new(config, path, i64::from(epoch), seed, now).ok()
+            let mut archiver = Archiver::new(config, path, i64::from(epoch), seed, now).ok();
+            if let Some(archiver) = archiver.as_mut() {
+                if first_writer {
+                    archiver.assume_first_writer();
+                }
+                if let Some(point) = self.tier.recovery_points.get(tp) {
+                    archiver.set_recovery_point(*point);
+                }
+                self.tier.archiver_terms.insert(tp.clone(), epoch);
+            }
+            archiver
         } else {
             None
         };
@@ -313,6 +331,23 @@ impl Partitions {
             self.tier.retire(old);
         }
         self.tier_pump(now, tp);
+    }
+
+    /// Whether a leader of `epoch` is the first writer of `tp`'s own prefix (see
+    /// [`Archiver::assume_first_writer`]): its log holds nothing committed before its
+    /// term — the entry at offset 0 is of this term, so every earlier leader committed
+    /// nothing and its archiver never had data to upload — and no archiver of this term
+    /// ran here before (only this node leads in this term; a restart leads in a new
+    /// one). A recovered partition continues another incarnation's prefix: never.
+    fn tier_first_writer(&self, tp: &TopicPartition, epoch: i32) -> bool {
+        let Some(hosted) = self.hosted.get(tp) else {
+            return false;
+        };
+        let log = hosted.replica.log();
+        log.start_offset() == 0
+            && log.term_at(0) == Some(i64::from(epoch))
+            && !self.tier.remote_revisions.contains_key(tp)
+            && self.tier.archiver_terms.get(tp).is_none_or(|term| *term < epoch)
     }
 
     /// `[start, next)` of the readable remote copy (`oxbow.remote.read` on this leader).

@@ -904,3 +904,34 @@ fn manifest_puts_wait_out_puts_that_may_still_land() {
     settle(&mut a, &mut store, &local, t3);
     assert_eq!(a.removable_offset(), Some(6));
 }
+
+#[test]
+fn the_vouched_first_writer_of_a_fresh_prefix_puts_its_manifest_at_once() {
+    let (mut store, mut local) = (Store::default(), LocalLog::default());
+    let c = TierConfig {
+        store_request_lifetime: Duration::from_secs(3),
+        ..config()
+    };
+    let start = Instant::from_millis(1);
+    let mut a = Archiver::new(c.clone(), path(), 1, 7, start).unwrap();
+    a.assume_first_writer();
+    active(&mut a, &mut store, &local, start);
+    local.append(1, 3, true);
+    a.on_local_log(start, local.view());
+    settle(&mut a, &mut store, &local, start);
+    assert!(store.objects.contains_key(&path().manifest_key()));
+    assert_eq!(a.removable_offset(), Some(3), "durable and marked at once");
+
+    // The prefix holds a manifest: someone else wrote here, and a put of theirs may
+    // still land — the wait stays, vouched or not.
+    let mut b = Archiver::new(c, path(), 2, 7, start).unwrap();
+    b.assume_first_writer();
+    active(&mut b, &mut store, &local, start);
+    local.append(2, 3, true);
+    b.on_local_log(start, local.view());
+    settle(&mut b, &mut store, &local, start);
+    assert_eq!(b.uploaded_offset(), Some(6));
+    assert_eq!(b.removable_offset(), Some(3), "the new manifest waits");
+    let stored = PartitionManifest::decode(&path(), &store.objects[&path().manifest_key()]).unwrap();
+    assert_eq!(stored.next_offset(), Some(3));
+}

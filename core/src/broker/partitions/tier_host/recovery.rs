@@ -9,9 +9,13 @@
 //! manifest. Without a manifest the partition starts empty at offset 0. Store errors
 //! are retried after [`RETRY_DELAY`].
 //!
-//! Every replica of a recovered partition reads the manifest itself; they agree as long
-//! as no leader of the new incarnation rewrote it before the slowest replica read it
-//! (the first upload waits `upload_lag_ms`).
+//! Every replica of a recovered partition reads the manifest itself. They all start at
+//! the same point: the first leader of the new incarnation records where it started
+//! (a [`RecoveryPoint`]: this incarnation's revision, next offset, term) in every
+//! manifest it puts, and a replica that reads a manifest recording a point of its own
+//! incarnation starts there — not at the end of data that leader uploaded since. Each
+//! replica keeps its point in the tier state file, so every later leader records the
+//! same one.
 
 use super::{path_of, TopicPartition};
 use crate::broker::io::{BrokerEffect, PartitionKey, StoreOwner};
@@ -21,7 +25,7 @@ use crate::log::io::TIER_STATE_FILE_NAME;
 use crate::log::{Log, LogConfig};
 use crate::raft::{HardState, Priority};
 use crate::tier::recovery::{partitions_in_listing, recover_partition, RecoveryError};
-use crate::tier::{OpId, PartitionPath, StoreCompletion, StoreReply, TierEffect};
+use crate::tier::{OpId, PartitionPath, RecoveryPoint, StoreCompletion, StoreReply, TierEffect};
 use crate::time::Instant;
 use bytes::Bytes;
 use std::time::Duration;
@@ -45,19 +49,45 @@ pub(super) struct PendingRecovery {
 }
 
 /// The content of the tier state file: the revision of the prefix the partition
-/// continues in.
-fn encode_state(revision: i64) -> Bytes {
-    Bytes::from(format!("remote_revision {revision}\n"))
+/// continues in, and where this incarnation started.
+fn encode_state(revision: i64, point: &RecoveryPoint) -> Bytes {
+    Bytes::from(format!(
+        "remote_revision {revision}\nrecovery_point {} {} {}\n",
+        point.incarnation, point.next_offset, point.term
+    ))
 }
 
-/// The revision a tier state file names, if it is well formed.
-pub(super) fn decode_state(bytes: &[u8]) -> Option<i64> {
-    std::str::from_utf8(bytes)
-        .ok()?
+/// The revision a tier state file names and its recovery point (absent in files
+/// written before points were kept), if it is well formed.
+pub(super) fn decode_state(bytes: &[u8]) -> Option<(i64, Option<RecoveryPoint>)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines();
+    let revision = lines
+        .next()?
         .trim()
         .strip_prefix("remote_revision ")?
         .parse()
-        .ok()
+        .ok()?;
+    let point = match lines.next().map(str::trim).filter(|l| !l.is_empty()) {
+        None => None,
+        Some(line) => {
+            let fields: Vec<i64> = line
+                .strip_prefix("recovery_point ")?
+                .split(' ')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            match fields[..] {
+                [incarnation, next_offset, term] => Some(RecoveryPoint {
+                    incarnation,
+                    next_offset,
+                    term,
+                }),
+                _ => return None,
+            }
+        }
+    };
+    Some((revision, point))
 }
 
 impl Partitions {
@@ -194,8 +224,19 @@ impl Partitions {
             }
             (Some(path), Ok(StoreReply::Got(bytes))) => match recover_partition(&path, &bytes) {
                 Ok(recovered) => {
-                    let term = recovered.last_term.max(recovered.manifest.uploader_term);
-                    self.tier_host_recovered(now, &tp, Some((path, recovered.next_offset, term)));
+                    // A replica of this incarnation led first and recorded its start:
+                    // start there too. Otherwise start after the manifest's data.
+                    let incarnation = key.revision;
+                    let point = recovered
+                        .manifest
+                        .recovery
+                        .filter(|p| p.incarnation == incarnation)
+                        .unwrap_or(RecoveryPoint {
+                            incarnation,
+                            next_offset: recovered.next_offset,
+                            term: recovered.last_term.max(recovered.manifest.uploader_term),
+                        });
+                    self.tier_host_recovered(now, &tp, Some((path, point)));
                 }
                 Err(RecoveryError::Empty) => self.tier_host_recovered(now, &tp, None),
                 Err(_) => self.tier_recovery_failed(now, &tp),
@@ -214,23 +255,23 @@ impl Partitions {
         }
     }
 
-    /// Hosts a recovered partition: over an empty log from the manifest's next offset
-    /// (`found`: the prefix, the next offset, the term to start in), or from offset 0
-    /// when the store holds nothing for it.
+    /// Hosts a recovered partition: over an empty log from the recovery point's next
+    /// offset (`found`: the prefix, the point), or from offset 0 when the store holds
+    /// nothing for it.
     fn tier_host_recovered(
         &mut self,
         now: Instant,
         tp: &TopicPartition,
-        found: Option<(PartitionPath, i64, i64)>,
+        found: Option<(PartitionPath, RecoveryPoint)>,
     ) {
         let Some(pending) = self.tier.recovering.remove(tp) else {
             return;
         };
         let (log, hard_state) = match &found {
-            Some((_, next_offset, term)) => (
-                Log::new(pending.log_config, *next_offset),
+            Some((_, point)) => (
+                Log::new(pending.log_config, point.next_offset),
                 HardState {
-                    term: u64::try_from(*term).unwrap_or(0),
+                    term: u64::try_from(point.term).unwrap_or(0),
                     vote: None,
                 },
             ),
@@ -246,14 +287,15 @@ impl Partitions {
             self.tier.stats.recovery_errors += 1;
             return;
         }
-        if let Some((path, _, _)) = found {
+        if let Some((path, point)) = found {
             if let Some(hosted) = self.hosted.get_mut(tp) {
                 hosted
                     .replica
                     .log_mut()
-                    .write_state_file(TIER_STATE_FILE_NAME, encode_state(path.revision));
+                    .write_state_file(TIER_STATE_FILE_NAME, encode_state(path.revision, &point));
             }
             self.tier.remote_revisions.insert(tp.clone(), path.revision);
+            self.tier.recovery_points.insert(tp.clone(), point);
             self.tier.stats.partitions_recovered += 1;
             self.drain(now, tp);
         }
@@ -267,8 +309,11 @@ impl Partitions {
         let mut path = path_of(&hosted.key);
         if let Some(state) = hosted.replica.log_mut().take_state_file(TIER_STATE_FILE_NAME) {
             match decode_state(&state) {
-                Some(revision) => {
+                Some((revision, point)) => {
                     self.tier.remote_revisions.insert(tp.clone(), revision);
+                    if let Some(point) = point {
+                        self.tier.recovery_points.insert(tp.clone(), point);
+                    }
                 }
                 None => self.tier.stats.recovery_errors += 1,
             }
@@ -286,8 +331,15 @@ mod tests {
 
     #[test]
     fn state_file_round_trips_and_rejects_junk() {
-        assert_eq!(decode_state(&encode_state(7)), Some(7));
+        let point = RecoveryPoint {
+            incarnation: 9,
+            next_offset: 1_000,
+            term: 3,
+        };
+        assert_eq!(decode_state(&encode_state(7, &point)), Some((7, Some(point))));
+        assert_eq!(decode_state(b"remote_revision 7\n"), Some((7, None)));
         assert_eq!(decode_state(b"remote_revision x"), None);
+        assert_eq!(decode_state(b"remote_revision 7\nrecovery_point 1 2\n"), None);
         assert_eq!(decode_state(b"\xff"), None);
     }
 }
