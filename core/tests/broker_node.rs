@@ -9,6 +9,7 @@ mod kafka_support;
 
 use bytes::{Bytes, BytesMut};
 use kafka_support::{client_decode_response, client_frame};
+use oxbow_core::broker::io::StoreOwner;
 use oxbow_core::broker::{Broker, BrokerEffect, BrokerInput, ConnectionId, PartitionKey, ShardId};
 use oxbow_core::broker::{BrokerSetup, RecoveredPartition};
 use oxbow_core::kafka::protocol::messages::{self as m, ApiKey, TopicName};
@@ -49,6 +50,10 @@ struct Node {
     bucket: BTreeMap<String, Bytes>,
     /// While set, every store operation is answered `Throttled`.
     store_throttling: bool,
+    /// While set, object-store operations wait in `held_store` instead of being
+    /// answered (operations in flight across an archiver's restart).
+    hold_store: bool,
+    held_store: Vec<(usize, BrokerEffect)>,
 }
 
 fn recover(disk: &MemDisk) -> oxbow_core::log::Log {
@@ -126,6 +131,8 @@ impl Node {
             closed: Vec::new(),
             bucket,
             store_throttling: false,
+            hold_store: false,
+            held_store: Vec::new(),
         };
         node.run();
         node
@@ -226,6 +233,9 @@ impl Node {
             BrokerEffect::ToShard { to, message } => {
                 let from = ShardId(shard as u32);
                 self.shards[to.0 as usize].handle(now, BrokerInput::FromShard { from, message });
+            }
+            effect @ BrokerEffect::Store { .. } if self.hold_store => {
+                self.held_store.push((shard, effect));
             }
             BrokerEffect::Store { key, owner, effect } => {
                 let op = effect.op();
@@ -1385,6 +1395,93 @@ fn only_the_first_leader_of_a_new_partition_puts_its_manifest_without_waiting() 
         bucket_manifest_next(&restarted).is_some_and(|next| next > first + 1_000),
         "and is put after the lifetime"
     );
+}
+
+/// A topic config change restarts the partition's archiver within the same term; the
+/// new archiver numbers its store operations from 0 again. An answer to the old
+/// archiver's operation arriving late must not be taken for the new one's: here a
+/// stale "not found" under the number of the new archiver's manifest load would make it
+/// believe the prefix empty and put a manifest that forgets the offloaded segments —
+/// whose local copies are gone.
+#[test]
+fn a_late_answer_to_a_replaced_archiver_is_not_credited_to_its_successor() {
+    let mut node = tiered_node();
+    let shard = oxbow_core::broker::shard_for("tiered", 0, SHARDS).0 as usize;
+    let conn = node.connect(shard, 2);
+    let mut expected = produce_rounds(&mut node, shard, conn, 0..30);
+    node.advance(Duration::from_secs(3));
+    assert!(tiered_log_start(&node).0 > 0, "local segments offloaded and gone");
+
+    // The archiver's next operations stay in flight.
+    node.hold_store = true;
+    expected.extend(produce_rounds(&mut node, shard, conn, 30..32));
+    node.advance(Duration::from_secs(1));
+    let stale_owner = node
+        .held_store
+        .iter()
+        .find_map(|(_, e)| match e {
+            BrokerEffect::Store {
+                owner: owner @ StoreOwner::Archiver { .. },
+                ..
+            } => Some(*owner),
+            _ => None,
+        })
+        .expect("an operation of the first archiver in flight");
+
+    // A config change restarts the archiver in the same term.
+    let mut c = m::incremental_alter_configs_request::AlterableConfig::default();
+    c.name = s("retention.local.target.bytes");
+    c.config_operation = 0;
+    c.value = Some(s("2097152"));
+    let mut r = m::incremental_alter_configs_request::AlterConfigsResource::default();
+    r.resource_type = 2;
+    r.resource_name = s("tiered");
+    r.configs = vec![c];
+    let mut request = m::IncrementalAlterConfigsRequest::default();
+    request.resources = vec![r];
+    let altered: m::IncrementalAlterConfigsResponse =
+        node.call(shard, conn, Request::IncrementalAlterConfigs(request), 1);
+    assert_eq!(altered.responses[0].error_code, 0);
+    node.advance(Duration::from_millis(200));
+    let (key, new_owner, load_op) = node
+        .held_store
+        .iter()
+        .find_map(|(_, e)| match e {
+            BrokerEffect::Store {
+                key,
+                owner: owner @ StoreOwner::Archiver { .. },
+                effect,
+            } if *owner != stale_owner => Some((key.clone(), *owner, effect.op())),
+            _ => None,
+        })
+        .expect("the new archiver's first operation (its manifest load)");
+    assert_ne!(new_owner, stale_owner);
+
+    // A late "not found" for the old archiver's operation of the same number.
+    let now = node.now;
+    node.shards[shard].handle(
+        now,
+        BrokerInput::Store {
+            key,
+            owner: stale_owner,
+            completion: StoreCompletion {
+                op: load_op,
+                result: Err(StoreError::NotFound),
+            },
+        },
+    );
+    node.run();
+
+    // Everything held is answered now (the old archiver's answers are dropped).
+    node.hold_store = false;
+    for (shard, effect) in std::mem::take(&mut node.held_store) {
+        node.execute(shard, effect);
+    }
+    node.run();
+    expected.extend(produce_rounds(&mut node, shard, conn, 32..40));
+    node.advance(Duration::from_secs(5));
+    let got = fetch_all(&mut node, shard, conn, expected.len());
+    assert!(got == expected, "every record back from offset 0, in order");
 }
 
 /// Values of partition 0 of `tiered` from offset 0 until `count` are read.

@@ -78,6 +78,10 @@ pub enum StoreOwner {
     Archiver {
         /// Leader term (completions for an earlier term's archiver are dropped).
         term: i64,
+        /// Which archiver of the node issued it: a topic config change restarts the
+        /// archiver within a term, and the new one numbers its operations afresh, so
+        /// an answer meant for the old one must not be credited to the new one.
+        generation: u64,
     },
     /// A remote read (Fetch / ListOffsets below the local start).
     Read,

@@ -76,6 +76,8 @@ struct TierHost {
     /// The partition's prefix in the store.
     path: PartitionPath,
     archiver: Option<Archiver>,
+    /// Which archiver this is (see [`StoreOwner::Archiver`]); 0 while none.
+    archiver_generation: u64,
     reader: RemoteReader,
     /// (high watermark, local start, segments) last shown to the archiver.
     viewed: (i64, i64, usize),
@@ -261,6 +263,7 @@ impl Partitions {
                 topic,
                 path,
                 archiver: None,
+                archiver_generation: 0,
                 reader,
                 viewed: (-1, -1, 0),
                 next_view_at: now,
@@ -324,8 +327,10 @@ impl Partitions {
         } else {
             None
         };
+        let generation = if archiver.is_some() { self.tier.op() } else { 0 };
         if let Some(host) = self.tier.hosts.get_mut(tp) {
             let old = std::mem::replace(&mut host.archiver, archiver);
+            host.archiver_generation = generation;
             host.viewed = (-1, -1, 0);
             host.next_view_at = now;
             self.tier.retire(old);
@@ -410,10 +415,11 @@ impl Partitions {
             }
         }
         let term = archiver.term();
+        let generation = host.archiver_generation;
         while let Some(effect) = archiver.poll_effect() {
             self.effects.push_back(BrokerEffect::Store {
                 key: hosted.key.clone(),
-                owner: StoreOwner::Archiver { term },
+                owner: StoreOwner::Archiver { term, generation },
                 effect,
             });
         }
@@ -466,15 +472,16 @@ impl Partitions {
     ) {
         let tp = (key.topic.clone(), key.partition);
         match owner {
-            StoreOwner::Archiver { term } => {
+            StoreOwner::Archiver { term, generation } => {
                 let Some(archiver) = self
                     .tier
                     .hosts
                     .get_mut(&tp)
+                    .filter(|h| h.archiver_generation == generation)
                     .and_then(|h| h.archiver.as_mut())
                     .filter(|a| a.term() == term)
                 else {
-                    return; // a previous leader's operation
+                    return; // a previous leader's or a replaced archiver's operation
                 };
                 archiver.handle_completion(now, completion);
                 self.tier_pump(now, &tp);
