@@ -393,7 +393,11 @@ fn a_fetch_within_one_segment_is_a_slice_of_the_read_not_a_copy() {
     let bytes = oxbow_core::log::read::trim_fetched(std::slice::from_ref(&chunk), 2, 5, 1 << 20).unwrap();
     assert_eq!(log_support::decode_values(&bytes).len(), 4, "batches b and c");
     let at = chunk.len() - bytes.len();
-    assert_eq!(bytes.as_ptr(), chunk[at..].as_ptr(), "the answer points into the read");
+    assert_eq!(
+        bytes.as_ptr(),
+        chunk[at..].as_ptr(),
+        "the answer points into the read"
+    );
     // Batches of two chunks are joined.
     let halves = [chunk.slice(..at), chunk.slice(at..)];
     let joined = oxbow_core::log::read::trim_fetched(&halves, 0, 5, 1 << 20).unwrap();

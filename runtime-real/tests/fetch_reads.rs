@@ -22,7 +22,11 @@ fn reactor() -> Reactor {
 }
 
 /// Runs the ring until `count` reads finished; their outcomes by request number.
-fn drain_reads(reactor: &mut Reactor, ring: &mut DiskRing, count: usize) -> BTreeMap<u64, std::io::Result<bytes::Bytes>> {
+fn drain_reads(
+    reactor: &mut Reactor,
+    ring: &mut DiskRing,
+    count: usize,
+) -> BTreeMap<u64, std::io::Result<bytes::Bytes>> {
     let mut out = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while out.len() < count {
@@ -73,10 +77,22 @@ fn ring_reads_return_exact_ranges_short_reads_and_errors() {
         ring.submit_read(&mut reactor, tag, op).unwrap();
     }
     // A file opened write-only: its read fails with EBADF.
-    let write_only: RealFile = std::fs::OpenOptions::new().write(true).open(&path).unwrap().into();
+    let write_only: RealFile = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .into();
     let window = ReadWindow::new(0, 4096, data.len() as u64).unwrap();
     let failing = ReadOp::new(Rc::new(write_only), window).unwrap();
-    ring.submit_read(&mut reactor, ReadTag { request: 99, index: 0 }, failing).unwrap();
+    ring.submit_read(
+        &mut reactor,
+        ReadTag {
+            request: 99,
+            index: 0,
+        },
+        failing,
+    )
+    .unwrap();
 
     let outcomes = drain_reads(&mut reactor, &mut ring, cases.len() + 1);
     for (request, (position, len, _)) in cases.iter().enumerate() {
@@ -189,9 +205,12 @@ fn damaged_and_cut_segments_are_kafka_errors_and_the_shard_keeps_serving() {
         let fetch = |offset: i64| {
             let partition = &partition;
             async move {
-                tokio::time::timeout(Duration::from_secs(10), partition.fetch_records(offset, 1..1 << 20, 0))
-                    .await
-                    .expect("a fetch is answered")
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    partition.fetch_records(offset, 1..1 << 20, 0),
+                )
+                .await
+                .expect("a fetch is answered")
             }
         };
         let (records, _) = fetch(first).await.unwrap();
@@ -199,11 +218,18 @@ fn damaged_and_cut_segments_are_kafka_errors_and_the_shard_keeps_serving() {
 
         // Rot in the first data batch's records: the CRC check fails.
         let segment = segment_file(dir.path(), "damaged");
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&segment).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment)
+            .unwrap();
         let length = file.metadata().unwrap().len();
         let mut whole = vec![0u8; length as usize];
         file.read_exact_at(&mut whole, 0).unwrap();
-        let at = whole.windows(64).position(|w| w.iter().all(|&b| b == b'v')).unwrap();
+        let at = whole
+            .windows(64)
+            .position(|w| w.iter().all(|&b| b == b'v'))
+            .unwrap();
         file.write_all_at(b"X", at as u64).unwrap();
         file.sync_all().unwrap();
         let error = fetch(first).await.unwrap_err();
@@ -223,7 +249,10 @@ fn damaged_and_cut_segments_are_kafka_errors_and_the_shard_keeps_serving() {
         file.sync_all().unwrap();
         match fetch(offsets[0]).await {
             Ok((records, _)) => assert!(records.is_empty(), "nothing past the cut is returned"),
-            Err(error) => assert!(format!("{error:?}").contains("Corrupt") || format!("{error:?}").contains("Storage"), "{error:?}"),
+            Err(error) => assert!(
+                format!("{error:?}").contains("Corrupt") || format!("{error:?}").contains("Storage"),
+                "{error:?}"
+            ),
         }
         let more = partition
             .produce(vec![record.clone()], Compression::NoCompression)

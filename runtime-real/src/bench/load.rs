@@ -21,11 +21,11 @@
 
 use super::latency::LatencyRecorder;
 use super::proc_stats::{self, ProcSample};
+use futures::stream::{FuturesUnordered, StreamExt};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
-use futures::stream::{FuturesUnordered, StreamExt};
 use rskafka::record::{Record, RecordAndOffset};
 use rskafka::BackoffConfig;
 use std::collections::BTreeMap;
@@ -891,7 +891,9 @@ impl ConsumerTask {
             // Start fetches for idle partitions with something left, up to the bound.
             while fetches.len() < self.options.fetches_in_flight && Instant::now() < stop {
                 let open: Vec<usize> = (0..self.partitions.len())
-                    .filter(|&i| !busy[i] && self.partitions[i].2.is_none_or(|end| self.partitions[i].1 < end))
+                    .filter(|&i| {
+                        !busy[i] && self.partitions[i].2.is_none_or(|end| self.partitions[i].1 < end)
+                    })
                     .collect();
                 if open.is_empty() {
                     break;

@@ -147,7 +147,12 @@ impl DiskRing {
 
     /// Submits the fetch read `op`, named `tag` in its [`Finished::Read`] (or queues it
     /// behind the bounds).
-    pub fn submit_read(&mut self, reactor: &mut Reactor, tag: ReadTag, op: ReadOp<RealFile>) -> io::Result<()> {
+    pub fn submit_read(
+        &mut self,
+        reactor: &mut Reactor,
+        tag: ReadTag,
+        op: ReadOp<RealFile>,
+    ) -> io::Result<()> {
         self.stats.reads += 1;
         self.stats.read_bytes += op.window().len_bytes;
         self.waiting_reads.push_back((tag, op));
@@ -257,7 +262,9 @@ impl DiskRing {
                 // Read at most 1 GiB per transfer (a window is far smaller); a longer
                 // window continues after a short transfer.
                 let len = u32::try_from(spare.len()).unwrap_or(1 << 30).min(1 << 30);
-                opcode::Read::new(fd, spare.as_mut_ptr(), len).offset(position).build()
+                opcode::Read::new(fd, spare.as_mut_ptr(), len)
+                    .offset(position)
+                    .build()
             }
         };
         // SAFETY: the buffer and the file belong to the op, which stays in its slot
@@ -324,7 +331,11 @@ impl DiskRing {
             self.stats.failures += 1;
         }
         let finished = match entry {
-            InFlight::Data { owner, op, done_bytes } => {
+            InFlight::Data {
+                owner,
+                op,
+                done_bytes,
+            } => {
                 let outcome = match (failure, &op.kind) {
                     (Some(error), _) => Err(OpFailure::Os(error)),
                     (None, DataOpKind::Write { len_bytes, .. }) if done_bytes < *len_bytes => {
@@ -336,7 +347,13 @@ impl DiskRing {
                     }
                     (None, _) => Ok(()),
                 };
-                Finished::Data(OpDone { owner, token: op.token }, outcome)
+                Finished::Data(
+                    OpDone {
+                        owner,
+                        token: op.token,
+                    },
+                    outcome,
+                )
             }
             InFlight::Read { tag, op } => match failure {
                 Some(error) => Finished::Read(tag, Err(error)),

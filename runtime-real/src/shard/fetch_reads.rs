@@ -7,9 +7,9 @@
 //! The bound on what is in flight is the disk ring's (operations and read bytes); this
 //! table holds one entry per request whose reads are queued or on the ring.
 
-use oxbow_core::partition::ReadToken;
-use oxbow_core::log::io::DiskError;
 use bytes::Bytes;
+use oxbow_core::log::io::DiskError;
+use oxbow_core::partition::ReadToken;
 use std::collections::BTreeMap;
 
 use super::disk_ring::ReadTag;
@@ -109,7 +109,14 @@ mod tests {
             .finished(FetchReads::tag(request, 1), Ok(Bytes::from_static(b"b")))
             .unwrap();
         assert_eq!(token, ReadToken(7));
-        assert_eq!(result.unwrap(), vec![Bytes::from_static(b"a"), Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+        assert_eq!(
+            result.unwrap(),
+            vec![
+                Bytes::from_static(b"a"),
+                Bytes::from_static(b"b"),
+                Bytes::from_static(b"c")
+            ]
+        );
         assert!(reads.is_empty());
     }
 

@@ -1171,7 +1171,10 @@ impl Shard {
             return;
         };
         if ranges.is_empty() {
-            self.inputs.push_back(BrokerInput::RangesRead { token, result: Ok(Vec::new()) });
+            self.inputs.push_back(BrokerInput::RangesRead {
+                token,
+                result: Ok(Vec::new()),
+            });
             return;
         }
         let request = self.fetch_reads.start(token, ranges.len());

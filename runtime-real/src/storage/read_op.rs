@@ -10,7 +10,11 @@
 //! Read buffers are not taken from the per-shard write pool: a fetch may ask for
 //! megabytes, and the bytes leave the shard inside the response, so the buffer lives as
 //! long as the [`Bytes`] made of it. The shard bounds the bytes of reads in flight
-//! (`shard::disk_ring`), which bounds these allocations.
+//! (`shard::disk_ring`), which bounds these allocations. A freed buffer is kept for
+//! reuse by the thread that frees it, up to [`RECYCLED_BYTES_PER_THREAD`]: the
+//! allocator maps every block of 128 KiB or more on its own (`shard::budget`), so a
+//! fresh megabyte buffer per fetch cost a mapping, 256 page faults that zero it, and
+//! an `munmap` — the largest share of the broker's CPU in a catch-up read profile.
 //!
 //! Short reads: a read that stops on a block boundary before the window's end
 //! continues from there ([`ReadOp::advance`]); one that returns nothing, or stops
@@ -20,16 +24,70 @@
 use super::aligned::{align_down, align_up, BLOCK_BYTES, BLOCK_BYTES_U64};
 use bytes::Bytes;
 use std::alloc::{self, Layout};
+use std::cell::RefCell;
 use std::io;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
 use super::vfs::DataFile;
 
+/// Most bytes of freed read buffers each thread keeps for reuse.
+pub const RECYCLED_BYTES_PER_THREAD: usize = 16 << 20;
+
+/// Allocations are rounded up to a multiple of this, so freed buffers fit later reads.
+const ALLOCATION_GRANULE_BYTES: usize = 64 * 1024;
+
+/// Freed buffers of this thread, kept for reuse (bounded).
+struct Recycled {
+    buffers: Vec<(NonNull<u8>, Layout)>,
+    bytes: usize,
+}
+
+impl Recycled {
+    /// A kept buffer of exactly `layout`, if there is one.
+    fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        let at = self.buffers.iter().position(|(_, l)| *l == layout)?;
+        let (ptr, _) = self.buffers.swap_remove(at);
+        self.bytes -= layout.size();
+        Some(ptr)
+    }
+
+    /// Keeps `ptr` if there is room; gives it back otherwise.
+    fn keep(&mut self, ptr: NonNull<u8>, layout: Layout) -> Option<NonNull<u8>> {
+        if self.bytes + layout.size() > RECYCLED_BYTES_PER_THREAD {
+            return Some(ptr);
+        }
+        self.bytes += layout.size();
+        self.buffers.push((ptr, layout));
+        None
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        for (ptr, layout) in self.buffers.drain(..) {
+            // SAFETY: allocated with this layout by `ReadBuf::new`, owned only here.
+            unsafe { alloc::dealloc(ptr.as_ptr(), layout) }
+        }
+    }
+}
+
+thread_local! {
+    static RECYCLED: RefCell<Recycled> = const {
+        RefCell::new(Recycled {
+            buffers: Vec::new(),
+            bytes: 0,
+        })
+    };
+}
+
 /// A block-aligned heap buffer owned by one read; the filled prefix is its content.
 pub struct ReadBuf {
     ptr: NonNull<u8>,
+    /// The allocation (its size rounded up to [`ALLOCATION_GRANULE_BYTES`]).
     layout: Layout,
+    /// The usable size asked for.
+    len: usize,
     filled: usize,
 }
 
@@ -49,25 +107,36 @@ impl std::fmt::Debug for ReadBuf {
 }
 
 impl ReadBuf {
-    /// A zeroed buffer of `capacity_bytes` (a non-zero multiple of [`BLOCK_BYTES`]);
-    /// `None` if the size is not such a multiple or the allocator refuses.
+    /// A buffer of `capacity_bytes` (a non-zero multiple of [`BLOCK_BYTES`]), reused
+    /// from this thread's freed buffers or freshly allocated and zeroed (either way its
+    /// bytes are initialised); `None` if the size is not such a multiple or the
+    /// allocator refuses.
     pub fn new(capacity_bytes: usize) -> Option<ReadBuf> {
         if capacity_bytes == 0 || capacity_bytes % BLOCK_BYTES != 0 {
             return None;
         }
-        let layout = Layout::from_size_align(capacity_bytes, BLOCK_BYTES).ok()?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?;
+        let size = capacity_bytes.checked_next_multiple_of(ALLOCATION_GRANULE_BYTES)?;
+        let layout = Layout::from_size_align(size, BLOCK_BYTES).ok()?;
+        let reused = RECYCLED
+            .try_with(|recycled| recycled.borrow_mut().take(layout))
+            .ok()
+            .flatten();
+        let ptr = match reused {
+            Some(ptr) => ptr,
+            // SAFETY: the layout has a non-zero size.
+            None => NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?,
+        };
         Some(ReadBuf {
             ptr,
             layout,
+            len: capacity_bytes,
             filled: 0,
         })
     }
 
     /// Size of the buffer.
     pub fn capacity(&self) -> usize {
-        self.layout.size()
+        self.len
     }
 
     /// Bytes filled so far.
@@ -77,8 +146,9 @@ impl ReadBuf {
 
     /// The unfilled rest of the buffer, for the kernel to read into.
     pub fn spare_mut(&mut self) -> &mut [u8] {
-        // SAFETY: the allocation is `capacity` bytes, initialised (zeroed) at creation,
-        // and `&mut self` is the only access to it.
+        // SAFETY: the allocation holds at least `capacity` bytes, all initialised (zeroed
+        // when allocated, or earlier content when reused), and `&mut self` is the only
+        // access to it.
         let whole = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.capacity()) };
         &mut whole[self.filled..]
     }
@@ -98,8 +168,14 @@ impl AsRef<[u8]> for ReadBuf {
 
 impl Drop for ReadBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once, here.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        let (ptr, layout) = (self.ptr, self.layout);
+        let refused = RECYCLED
+            .try_with(|recycled| recycled.borrow_mut().keep(ptr, layout))
+            .unwrap_or(Some(ptr));
+        if let Some(ptr) = refused {
+            // SAFETY: allocated in `new` with this layout, freed once, here.
+            unsafe { alloc::dealloc(ptr.as_ptr(), layout) }
+        }
     }
 }
 
@@ -238,9 +314,15 @@ mod tests {
     #[test]
     fn windows_are_aligned_and_clipped() {
         let w = ReadWindow::new(5000, 100, 1 << 20).unwrap();
-        assert_eq!((w.position, w.len_bytes, w.skip_bytes, w.range_bytes), (4096, 4096, 904, 100));
+        assert_eq!(
+            (w.position, w.len_bytes, w.skip_bytes, w.range_bytes),
+            (4096, 4096, 904, 100)
+        );
         let w = ReadWindow::new(4000, 10_000, 9000).unwrap();
-        assert_eq!((w.position, w.len_bytes, w.skip_bytes, w.range_bytes), (0, 12288, 4000, 5000));
+        assert_eq!(
+            (w.position, w.len_bytes, w.skip_bytes, w.range_bytes),
+            (0, 12288, 4000, 5000)
+        );
         assert_eq!(ReadWindow::new(9000, 10, 9000), None);
         assert_eq!(ReadWindow::new(9000, 0, 20_000), None);
     }
@@ -254,5 +336,19 @@ mod tests {
         assert_eq!(buf.spare_mut().as_ptr() as usize % BLOCK_BYTES, 0);
         buf.advance(10_000);
         assert_eq!(buf.filled(), 8192);
+    }
+
+    #[test]
+    fn freed_buffers_are_reused_within_the_bound() {
+        let first = ReadBuf::new(1 << 20).unwrap();
+        let address = first.ptr;
+        drop(first);
+        let again = ReadBuf::new((1 << 20) - 4096).unwrap();
+        assert_eq!(again.ptr, address, "same rounded size: the freed buffer");
+        assert_eq!(again.capacity(), (1 << 20) - 4096);
+        let many: Vec<_> = (0..40).map(|_| ReadBuf::new(1 << 20).unwrap()).collect();
+        drop(many);
+        let kept = RECYCLED.with(|r| r.borrow().bytes);
+        assert!(kept <= RECYCLED_BYTES_PER_THREAD, "{kept} bytes kept");
     }
 }

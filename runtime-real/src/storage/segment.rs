@@ -341,9 +341,13 @@ impl<F: DataFile> SegmentFile<F> {
         let Some(window) = ReadWindow::new(position, len_bytes, self.end_bytes) else {
             return Ok(None);
         };
-        ReadOp::new(Rc::clone(&self.file), window)
-            .map(Some)
-            .map_err(|e| StorageError::io("read buffer", &self.path, io::Error::new(io::ErrorKind::OutOfMemory, e)))
+        ReadOp::new(Rc::clone(&self.file), window).map(Some).map_err(|e| {
+            StorageError::io(
+                "read buffer",
+                &self.path,
+                io::Error::new(io::ErrorKind::OutOfMemory, e),
+            )
+        })
     }
 
     /// `fdatasync` if anything changed since the last sync; returns whether it synced.
