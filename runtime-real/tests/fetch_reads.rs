@@ -5,6 +5,8 @@
 //! serving.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use oxbow_runtime_real::shard::disk_ring::{DiskRing, Finished, ReadTag};
 use oxbow_runtime_real::shard::net::{bind_reuseport, NetConfig, Reactor};
 use oxbow_runtime_real::shard::smp::EventFd;
@@ -145,46 +147,18 @@ fn segment_file(data_dir: &std::path::Path, topic: &str) -> std::path::PathBuf {
 
 #[test]
 fn damaged_and_cut_segments_are_kafka_errors_and_the_shard_keeps_serving() {
-    use oxbow_runtime_real::config::{NodeConfig, Overrides};
-    use oxbow_runtime_real::node::start;
-    use rskafka::client::partition::{Compression, UnknownTopicHandling};
-    use rskafka::client::ClientBuilder;
+    use rskafka::client::partition::Compression;
     use rskafka::record::Record;
     use std::os::unix::fs::FileExt;
 
     let dir = tempfile::tempdir().unwrap();
-    let overrides = Overrides {
-        data_dir: Some(dir.path().to_path_buf()),
-        kafka_addr: Some("127.0.0.1:0".to_string()),
-        admin_addr: Some("127.0.0.1:0".to_string()),
-        rpc_addr: Some("127.0.0.1:0".to_string()),
-        ..Overrides::default()
-    };
-    let node = start(NodeConfig::load(None, overrides).unwrap()).unwrap();
-    let brokers = node.kafka_addr().to_string();
+    let node = support::start_node(dir.path());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let client = ClientBuilder::new(vec![brokers]).build().await.unwrap();
-        client
-            .controller_client()
-            .unwrap()
-            .create_topic("damaged", 1, 1, 5_000)
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let partition = loop {
-            let attempt = client.partition_client("damaged", 0, UnknownTopicHandling::Retry);
-            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-                Ok(Ok(p)) => break p,
-                _ => {
-                    assert!(Instant::now() < deadline, "no leader for damaged/0");
-                    let _ = client.list_topics().await;
-                }
-            }
-        };
+        let (client, partition) = support::topic_client(&node, "damaged").await;
         let record = Record {
             key: None,
             value: Some(vec![b'v'; 1024]),
