@@ -378,3 +378,28 @@ fn sync_tickets_cover_appends_and_truncations() {
     assert!(t3 > t2);
     assert_eq!(h.log.synced_ticket(), t3);
 }
+
+#[test]
+fn a_fetch_within_one_segment_is_a_slice_of_the_read_not_a_copy() {
+    let mut h = Harness::new(small_config());
+    h.append_synced(1, "a", 2);
+    h.append_synced(1, "b", 2);
+    h.append_synced(1, "c", 2);
+    let plan = h.log.read_plan(2, 1 << 20, i64::MAX).unwrap();
+    assert_eq!(plan.ranges.len(), 1);
+    let r = plan.ranges[0];
+    // Read from the segment's start so the batch holding offset 2 is not first.
+    let chunk = h.disk.read(r.segment, 0, r.position + r.len_bytes);
+    let bytes = oxbow_core::log::read::trim_fetched(std::slice::from_ref(&chunk), 2, 5, 1 << 20).unwrap();
+    assert_eq!(log_support::decode_values(&bytes).len(), 4, "batches b and c");
+    let at = chunk.len() - bytes.len();
+    assert_eq!(
+        bytes.as_ptr(),
+        chunk[at..].as_ptr(),
+        "the answer points into the read"
+    );
+    // Batches of two chunks are joined.
+    let halves = [chunk.slice(..at), chunk.slice(at..)];
+    let joined = oxbow_core::log::read::trim_fetched(&halves, 0, 5, 1 << 20).unwrap();
+    assert_eq!(&joined[..], &chunk[..]);
+}

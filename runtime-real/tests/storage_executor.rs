@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use oxbow_core::log::io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId};
-use oxbow_runtime_real::shard::disk_ring::DiskRing;
+use oxbow_runtime_real::shard::disk_ring::{DiskRing, Finished};
 use oxbow_runtime_real::shard::net::{bind_reuseport, NetConfig, Reactor};
 use oxbow_runtime_real::shard::smp::EventFd;
 use oxbow_runtime_real::storage::aligned::BLOCK_BYTES;
@@ -765,7 +765,7 @@ fn drive(
         }
         reactor.wait(Some(Duration::from_millis(100))).unwrap();
         while let Some((id, result)) = reactor.poll_external() {
-            if let Some((op, outcome)) = ring.complete(reactor, id, result) {
+            if let Some(Finished::Data(op, outcome)) = ring.complete(reactor, id, result) {
                 assert_eq!(op.owner, 7);
                 storage.complete(op.token, outcome);
             }
@@ -778,7 +778,7 @@ fn drive(
 fn the_pipeline_on_a_real_io_uring_writes_and_syncs_everything() {
     let dir = tempdir();
     let mut reactor = reactor();
-    let mut ring = DiskRing::new(4);
+    let mut ring = DiskRing::new(4, 1 << 20);
     let mut storage = submitted(dir.path(), PoolConfig::default());
     let mut model = Vec::new();
     let mut effects = vec![create(0)];
@@ -838,7 +838,7 @@ fn the_pipeline_on_a_real_io_uring_writes_and_syncs_everything() {
 fn a_kernel_error_on_the_ring_surfaces_as_the_operation_failure() {
     let dir = tempdir();
     let mut reactor = reactor();
-    let mut ring = DiskRing::new(8);
+    let mut ring = DiskRing::new(8, 1 << 20);
     let pool = BufferPool::new(PoolConfig::default()).unwrap();
     let data = RealVfs::direct().open_data(&dir.path().join("f"), true).unwrap();
     // O_DIRECT refuses an offset that is not block-aligned: EINVAL from the kernel.
@@ -860,7 +860,9 @@ fn a_kernel_error_on_the_ring_surfaces_as_the_operation_failure() {
             break;
         }
     }
-    let (done, result) = outcome.expect("a completion");
+    let Some(Finished::Data(done, result)) = outcome else {
+        panic!("expected a data completion, got {outcome:?}");
+    };
     assert_eq!((done.owner, done.token), (3, 42));
     match result {
         Err(OpFailure::Os(error)) => assert_eq!(error.raw_os_error(), Some(libc::EINVAL)),

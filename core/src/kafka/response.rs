@@ -39,6 +39,14 @@ macro_rules! define_response {
                 }
             }
 
+            /// The encoded body's size, to allocate the frame once (a fetch response
+            /// carries megabytes of records; growing the buffer would copy them).
+            fn body_size_bytes(&self, version: i16) -> Option<usize> {
+                match self {
+                    $(Response::$variant(body) => body.compute_size(version).ok(),)*
+                }
+            }
+
             fn encode_body(&self, buf: &mut BytesMut, version: i16) -> Result<(), String> {
                 let encoded = match self {
                     $(Response::$variant(body) => body.encode(buf, version),)*
@@ -67,7 +75,10 @@ pub fn encode_response(header: &RequestHeader, response: &Response) -> Result<By
         api_version,
         reason,
     };
-    let mut buf = BytesMut::new();
+    // The header is a few bytes (a correlation id and, in flexible versions, tags).
+    const HEADER_ROOM_BYTES: usize = 64;
+    let capacity = response.body_size_bytes(api_version).unwrap_or(0) + SIZE_PREFIX_BYTES + HEADER_ROOM_BYTES;
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(header.correlation_id)

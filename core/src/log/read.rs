@@ -22,15 +22,18 @@ pub struct CorruptRead {
 /// (the first batch is kept whole even when larger). Batches may start before
 /// `from_offset`: the one holding it is returned whole, as Kafka does; clients skip
 /// records below the offset they asked for.
+///
+/// The batches kept from one chunk are contiguous in it, so when they all come from one
+/// chunk (a read within one segment) the answer is a slice of it, not a copy.
 pub fn trim_fetched(
     chunks: &[Bytes],
     from_offset: i64,
     max_offset: i64,
     max_bytes: u64,
 ) -> Result<Bytes, CorruptRead> {
-    let mut out = BytesMut::new();
+    let mut kept = Kept::default();
     let corrupt = |position: usize, reason: String| CorruptRead { position, reason };
-    for chunk in chunks {
+    for (index, chunk) in chunks.iter().enumerate() {
         let mut at = 0;
         // A chunk is one range of one segment: its batches share the segment's term and
         // follow each other offset by offset. Base offset, length and leader epoch sit
@@ -57,7 +60,7 @@ pub fn trim_fetched(
                 }
             }
             if header.base_offset > max_offset || (header.last_offset() > max_offset) {
-                return Ok(out.freeze());
+                return Ok(kept.into_bytes(chunks));
             }
             if header.size_bytes() > rest.len() {
                 break; // the range ended inside this batch
@@ -66,16 +69,53 @@ pub fn trim_fetched(
                 return Err(corrupt(at, error.to_string()));
             }
             if header.last_offset() >= from_offset {
-                if !out.is_empty() && (out.len() + header.size_bytes()) as u64 > max_bytes {
-                    return Ok(out.freeze());
+                if kept.len_bytes > 0 && (kept.len_bytes + header.size_bytes()) as u64 > max_bytes {
+                    return Ok(kept.into_bytes(chunks));
                 }
-                out.extend_from_slice(&rest[..header.size_bytes()]);
+                kept.push(index, at, header.size_bytes());
             }
             at += header.size_bytes();
             previous = Some(header);
         }
     }
-    Ok(out.freeze())
+    Ok(kept.into_bytes(chunks))
+}
+
+/// The byte ranges [`trim_fetched`] keeps: per chunk, one contiguous range.
+#[derive(Default)]
+struct Kept {
+    /// (chunk index, start, end) in chunk order.
+    ranges: Vec<(usize, usize, usize)>,
+    len_bytes: usize,
+}
+
+impl Kept {
+    /// Keeps `len` bytes at `at` of chunk `index` (right after what it kept there).
+    fn push(&mut self, index: usize, at: usize, len: usize) {
+        self.len_bytes += len;
+        match self.ranges.last_mut() {
+            Some((last, _, end)) if *last == index => {
+                assert_eq!(*end, at, "trim_fetched keeps contiguous batches of a chunk");
+                *end = at + len;
+            }
+            _ => self.ranges.push((index, at, at + len)),
+        }
+    }
+
+    /// One slice of its chunk when everything kept comes from one chunk; else a copy.
+    fn into_bytes(self, chunks: &[Bytes]) -> Bytes {
+        match self.ranges.as_slice() {
+            [] => Bytes::new(),
+            [(index, start, end)] => chunks[*index].slice(*start..*end),
+            ranges => {
+                let mut out = BytesMut::with_capacity(self.len_bytes);
+                for (index, start, end) in ranges {
+                    out.extend_from_slice(&chunks[*index][*start..*end]);
+                }
+                out.freeze()
+            }
+        }
+    }
 }
 
 /// Finds the first offset (≥ `min_offset`) whose record timestamp is ≥ `timestamp_ms`

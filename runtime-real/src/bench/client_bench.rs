@@ -343,7 +343,7 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
     );
     let _ = writeln!(
         md,
-        "- Load ([rskafka](https://crates.io/crates/rskafka) client): {} messages of {} B, {} per request, acks={}, compression {}, {} partitions, {} producers × {} requests in flight, {} consumers, {rate}; {} s measured after {} s of warm-up{}.",
+        "- Load ([rskafka](https://crates.io/crates/rskafka) client): {} messages of {} B, {} per request, acks={}, compression {}, {} partitions, {} producers × {} requests in flight, {} consumers × {} fetches in flight (each for another partition), {rate}; {} s measured after {} s of warm-up{}.",
         load.workload,
         load.message_bytes,
         load.batch_messages,
@@ -353,6 +353,7 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
         load.producers,
         load.in_flight,
         load.consumers,
+        load.fetches_in_flight,
         load.duration_s,
         load.warmup_s,
         if load.workload == Workload::Consume {

@@ -135,6 +135,10 @@ pub struct LoadArgs {
     /// Consumers (consume, e2e).
     #[arg(long, default_value_t = 2)]
     consumers: usize,
+    /// Fetches each consumer keeps in flight, each for another of its partitions
+    /// (never two for one partition).
+    #[arg(long, default_value_t = 1)]
+    fetches_in_flight: usize,
     /// Seconds measured.
     #[arg(long, default_value_t = 30.0)]
     duration_s: f64,
@@ -266,6 +270,7 @@ fn load(workload: Workload, args: LoadArgs) -> anyhow::Result<()> {
     load.producers = args.producers;
     load.in_flight = args.in_flight;
     load.consumers = args.consumers;
+    load.fetches_in_flight = args.fetches_in_flight;
     load.duration_s = args.duration_s;
     load.warmup_s = args.warmup_s;
     load.rate_msgs_s = args.rate;

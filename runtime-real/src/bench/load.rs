@@ -21,11 +21,12 @@
 
 use super::latency::LatencyRecorder;
 use super::proc_stats::{self, ProcSample};
+use futures::stream::{FuturesUnordered, StreamExt};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
-use rskafka::record::Record;
+use rskafka::record::{Record, RecordAndOffset};
 use rskafka::BackoffConfig;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -164,6 +165,8 @@ pub struct LoadOptions {
     pub in_flight: usize,
     /// Consumer count (consume, e2e).
     pub consumers: usize,
+    /// Fetches each consumer keeps in flight, for distinct partitions of its own.
+    pub fetches_in_flight: usize,
     /// Length of the measured window, seconds.
     pub duration_s: f64,
     /// Load before the measured window, seconds (not counted).
@@ -195,6 +198,7 @@ impl LoadOptions {
             producers: 4,
             in_flight: 4,
             consumers: 2,
+            fetches_in_flight: 1,
             duration_s: 30.0,
             warmup_s: 3.0,
             rate_msgs_s: None,
@@ -240,6 +244,9 @@ impl LoadOptions {
         }
         if self.consumers == 0 && self.workload != Workload::Produce {
             return bad("at least one consumer".to_string());
+        }
+        if self.fetches_in_flight == 0 {
+            return bad("at least one fetch in flight per consumer".to_string());
         }
         if self.in_flight == 0 || self.requests_in_flight() > 4096 {
             return bad("requests in flight: 1 ..= 4096 in total".to_string());
@@ -847,7 +854,8 @@ impl ProducerTask {
     }
 }
 
-/// One consumer: fetches its partitions round-robin.
+/// One consumer: fetches its partitions round-robin, with up to `fetches_in_flight`
+/// fetches in flight, each for a different partition.
 struct ConsumerTask {
     /// Partition, first offset to read, end offset to stop at (catch-up).
     partitions: Vec<(Arc<PartitionClient>, i64, Option<i64>)>,
@@ -858,6 +866,9 @@ struct ConsumerTask {
     errors: Arc<Errors>,
     skipped: Arc<AtomicU64>,
 }
+
+/// One fetch's outcome: the partition's index, when it was asked, the answer.
+type FetchOutcome = (usize, Instant, Result<(Vec<RecordAndOffset>, i64), ClientError>);
 
 impl ConsumerTask {
     /// Returns the recorder and when the task finished reading.
@@ -874,62 +885,84 @@ impl ConsumerTask {
         tokio::time::sleep_until(self.origin.into()).await;
         let mut finished = Instant::now();
         let mut next = 0usize;
-        while Instant::now() < stop {
-            let open: Vec<usize> = (0..self.partitions.len())
-                .filter(|&i| match self.partitions[i].2 {
-                    Some(end) => self.partitions[i].1 < end,
-                    None => true,
-                })
-                .collect();
-            if open.is_empty() {
-                break;
+        let mut busy = vec![false; self.partitions.len()];
+        let mut fetches = FuturesUnordered::new();
+        loop {
+            // Start fetches for idle partitions with something left, up to the bound.
+            while fetches.len() < self.options.fetches_in_flight && Instant::now() < stop {
+                let open: Vec<usize> = (0..self.partitions.len())
+                    .filter(|&i| {
+                        !busy[i] && self.partitions[i].2.is_none_or(|end| self.partitions[i].1 < end)
+                    })
+                    .collect();
+                if open.is_empty() {
+                    break;
+                }
+                let i = open[next % open.len()];
+                next += 1;
+                busy[i] = true;
+                let (partition, offset, _) = &self.partitions[i];
+                let (partition, offset) = (Arc::clone(partition), *offset);
+                let max_bytes = self.options.fetch_max_bytes;
+                fetches.push(async move {
+                    let asked = Instant::now();
+                    let result = partition.fetch_records(offset, 1..max_bytes, max_wait_ms).await;
+                    (i, asked, result)
+                });
             }
-            let i = open[next % open.len()];
-            next += 1;
-            let (partition, offset, _) = &self.partitions[i];
-            let asked = Instant::now();
-            match partition
-                .fetch_records(*offset, 1..self.options.fetch_max_bytes, max_wait_ms)
-                .await
-            {
-                Ok((records, _high_watermark)) => {
-                    let now = Instant::now();
-                    finished = now;
-                    let Some(last) = records.last().map(|r| r.offset) else {
-                        continue;
-                    };
-                    let bytes: u64 = records
-                        .iter()
-                        .map(|r| r.record.value.as_ref().map_or(0, |v| v.len() as u64))
-                        .sum();
-                    if tailing {
-                        for r in &records {
-                            let value = r.record.value.as_deref().unwrap_or(&[]);
-                            if let Some(sent) = stamped_at(value, self.base) {
-                                recorder.record(
-                                    now,
-                                    now.saturating_duration_since(sent),
-                                    1,
-                                    value.len() as u64,
-                                );
-                            }
-                        }
-                    } else {
-                        recorder.record(now, now.duration_since(asked), records.len() as u64, bytes);
-                    }
-                    self.partitions[i].1 = last + 1;
-                }
-                Err(e) if is_unreadable_control_batch(&e) => {
-                    self.partitions[i].1 += 1;
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.errors.note(&e);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+            let Some(outcome) = fetches.next().await else {
+                break;
+            };
+            let (i, _, _) = &outcome;
+            busy[*i] = false;
+            if let Some(at) = self.take_outcome(outcome, tailing, &mut recorder).await {
+                finished = at;
             }
         }
         (recorder, finished)
+    }
+
+    /// Records one fetch and moves its partition's offset on; returns when data came.
+    async fn take_outcome(
+        &mut self,
+        (i, asked, result): FetchOutcome,
+        tailing: bool,
+        recorder: &mut LatencyRecorder,
+    ) -> Option<Instant> {
+        match result {
+            Ok((records, _high_watermark)) => {
+                let now = Instant::now();
+                let Some(last) = records.last().map(|r| r.offset) else {
+                    return Some(now);
+                };
+                let bytes: u64 = records
+                    .iter()
+                    .map(|r| r.record.value.as_ref().map_or(0, |v| v.len() as u64))
+                    .sum();
+                if tailing {
+                    for r in &records {
+                        let value = r.record.value.as_deref().unwrap_or(&[]);
+                        if let Some(sent) = stamped_at(value, self.base) {
+                            recorder.record(now, now.saturating_duration_since(sent), 1, value.len() as u64);
+                        }
+                    }
+                } else {
+                    recorder.record(now, now.duration_since(asked), records.len() as u64, bytes);
+                }
+                self.partitions[i].1 = last + 1;
+                Some(now)
+            }
+            Err(e) if is_unreadable_control_batch(&e) => {
+                self.partitions[i].1 += 1;
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(e) => {
+                self.errors.note(&e);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                None
+            }
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 //!
 //! * [`net`] — the io_uring reactor: the shard's Kafka listener (`SO_REUSEPORT`), its
 //!   connections, the doorbell, timed waits.
-//! * [`disk_ring`] — the shard's segment writes and `fdatasync`s on the reactor's ring.
+//! * [`disk_ring`] — the shard's segment writes, `fdatasync`s and fetch reads on the
+//!   reactor's ring.
+//! * [`fetch_reads`] — the broker's range reads in flight on the ring, until each
+//!   request has all its ranges back.
 //! * [`smp`] — bounded lock-free SPSC queues between every pair of shards, and the
 //!   `eventfd` doorbells that wake them.
 //! * [`kv`] — the per-shard key-value log holding each partition's Raft hard state.
@@ -18,6 +21,7 @@ pub mod affinity;
 pub mod budget;
 pub mod cluster_link;
 pub mod disk_ring;
+pub mod fetch_reads;
 pub mod kv;
 pub mod net;
 pub mod runtime;

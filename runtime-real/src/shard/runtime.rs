@@ -43,7 +43,8 @@
 //! ([`IoMode::Inline`]), as the start-up log says.
 
 use super::budget::{Admission, AdmissionStats, ShardBudget};
-use super::disk_ring::{DiskRing, DEFAULT_MAX_IN_FLIGHT};
+use super::disk_ring::{DiskRing, Finished, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_READ_BYTES};
+use super::fetch_reads::FetchReads;
 use super::kv::{decode_hard_state, encode_hard_state, KvConfig, KvLog};
 use super::net::{NetConfig, NetEvent, NetStats, Reactor};
 use super::smp::{EventFd, SmpEndpoint};
@@ -61,7 +62,7 @@ use oxbow_core::broker::{
     RecoveredPartition, ShardId, ShardMessage,
 };
 use oxbow_core::log::{DiskError, FileRange, LogConfig, LogEffect};
-use oxbow_core::partition::{ReplicaEffect, ReplicaInput};
+use oxbow_core::partition::{ReadToken, ReplicaEffect, ReplicaInput};
 use oxbow_core::raft::{HardState, RaftConfig};
 use oxbow_core::tier::{ObjectBody, StoreCompletion, StoreError, TierEffect};
 use oxbow_core::time::Instant;
@@ -297,6 +298,8 @@ struct Shard {
     next_owner: u64,
     /// Writes and syncs on the ring (`None`: blocking calls, [`IoMode::Inline`]).
     disk_ring: Option<DiskRing>,
+    /// The broker's range reads on the ring, until each request is answered.
+    fetch_reads: FetchReads,
     /// Partitions whose storage has queued effects or completions.
     storage_dirty: BTreeSet<PartitionKey>,
     /// Partitions whose storage waits for an aligned buffer (run again on the next
@@ -474,18 +477,22 @@ impl Shard {
                 "disk I/O: blocking writes and fdatasyncs on the shard thread (node.sync_disk_io)"
             );
             None
-        } else if !reactor.supports(&[io_uring::opcode::Write::CODE, io_uring::opcode::Fsync::CODE]) {
+        } else if !reactor.supports(&[
+            io_uring::opcode::Write::CODE,
+            io_uring::opcode::Fsync::CODE,
+            io_uring::opcode::Read::CODE,
+        ]) {
             tracing::warn!(
                 shard = spec.shard,
-                "disk I/O: this kernel's io_uring lacks write or fsync; blocking calls on the shard thread instead"
+                "disk I/O: this kernel's io_uring lacks write, fsync or read; blocking calls on the shard thread instead"
             );
             None
         } else {
             tracing::info!(
                 shard = spec.shard,
-                "disk I/O: writes and fdatasyncs on the shard's io_uring"
+                "disk I/O: writes, fdatasyncs and fetch reads on the shard's io_uring"
             );
-            Some(DiskRing::new(DEFAULT_MAX_IN_FLIGHT))
+            Some(DiskRing::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_READ_BYTES))
         };
         let io_mode = if disk_ring.is_some() {
             IoMode::Submitted
@@ -526,6 +533,7 @@ impl Shard {
             owner_ids,
             next_owner,
             disk_ring,
+            fetch_reads: FetchReads::default(),
             storage_dirty,
             buffer_waiters: BTreeSet::new(),
             retired: StorageStats::default(),
@@ -852,10 +860,7 @@ impl Shard {
             BrokerEffect::OpenPartition { key } => self.open_partition(key),
             BrokerEffect::RemovePartition { key } => self.remove_partition(&key),
             BrokerEffect::Partition { key, effect } => self.execute_replica(key, effect),
-            BrokerEffect::ReadRanges { key, token, ranges } => {
-                let result = self.read_ranges(&key, &ranges);
-                self.inputs.push_back(BrokerInput::RangesRead { token, result });
-            }
+            BrokerEffect::ReadRanges { key, token, ranges } => self.start_broker_read(&key, token, &ranges),
             BrokerEffect::PersistMetadata { version, data } => {
                 let result = write_metadata(&self.data_dir, &data);
                 if let Err(error) = &result {
@@ -1127,8 +1132,16 @@ impl Shard {
         let mut any = false;
         while let Some((id, result)) = self.reactor.poll_external() {
             any = true;
-            let Some((done, outcome)) = ring.complete(&mut self.reactor, id, result) else {
-                continue;
+            let (done, outcome) = match ring.complete(&mut self.reactor, id, result) {
+                None => continue,
+                Some(Finished::Data(done, outcome)) => (done, outcome),
+                Some(Finished::Read(tag, result)) => {
+                    let result = result.map_err(|e| DiskError::Io(format!("fetch read: {e}")));
+                    if let Some((token, result)) = self.fetch_reads.finished(tag, result) {
+                        self.inputs.push_back(BrokerInput::RangesRead { token, result });
+                    }
+                    continue;
+                }
             };
             let Some(key) = self.storage_owners.get(&done.owner) else {
                 continue; // the partition was removed
@@ -1146,6 +1159,41 @@ impl Shard {
         if any {
             // Buffers came back.
             self.storage_dirty.append(&mut self.buffer_waiters);
+        }
+    }
+
+    /// Reads the ranges of a `BrokerEffect::ReadRanges` on the ring (the answer comes
+    /// with the last completion, see `take_disk`), or with blocking reads without one.
+    fn start_broker_read(&mut self, key: &PartitionKey, token: ReadToken, ranges: &[FileRange]) {
+        let (Some(ring), Some(storage)) = (self.disk_ring.as_mut(), self.storages.get_mut(key)) else {
+            let result = self.read_ranges(key, ranges);
+            self.inputs.push_back(BrokerInput::RangesRead { token, result });
+            return;
+        };
+        if ranges.is_empty() {
+            self.inputs.push_back(BrokerInput::RangesRead {
+                token,
+                result: Ok(Vec::new()),
+            });
+            return;
+        }
+        let request = self.fetch_reads.start(token, ranges.len());
+        for (index, range) in ranges.iter().enumerate() {
+            let tag = FetchReads::tag(request, index);
+            let done_now = match storage.read_op(*range) {
+                Ok(Some(op)) => {
+                    if let Err(error) = ring.submit_read(&mut self.reactor, tag, op) {
+                        // Queued in the ring: it goes on with the next completion.
+                        tracing::warn!(shard = self.id, %error, "disk ring: read queued, not submitted");
+                    }
+                    continue;
+                }
+                Ok(None) => Ok(Bytes::new()),
+                Err(error) => Err(error.to_disk_error()),
+            };
+            if let Some((token, result)) = self.fetch_reads.finished(tag, done_now) {
+                self.inputs.push_back(BrokerInput::RangesRead { token, result });
+            }
         }
     }
 

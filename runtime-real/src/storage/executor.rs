@@ -55,6 +55,7 @@
 use super::aligned::BufferPool;
 use super::data_op::{DataOp, DataOpKind, OpFailure, OpResult};
 use super::error::{StorageError, StorageResult};
+use super::read_op::ReadOp;
 use super::segment::{EndMark, PartsCursor, SegmentFile};
 use super::vfs::{DirEntry, RealVfs, Vfs};
 use bytes::Bytes;
@@ -340,6 +341,13 @@ impl<V: Vfs> PartitionStorage<V> {
         let pool = self.pool.clone();
         self.segment_mut(range.segment)?
             .read(&pool, range.position, range.len_bytes)
+    }
+
+    /// A fetch read of a byte range of a segment (clipped to the segment's end) as an
+    /// operation for the shard's io_uring; `None` when the range is empty.
+    pub fn read_op(&mut self, range: FileRange) -> StorageResult<Option<ReadOp<V::File>>> {
+        self.segment_mut(range.segment)?
+            .read_op(range.position, range.len_bytes)
     }
 
     /// The regular files of the partition directory with their sizes, sorted by name.

@@ -8,6 +8,8 @@
 //!   buffers), aligned reads, truncation, preallocation.
 //! * [`data_op`] — the writes and `fdatasync`s the executor hands to an I/O backend
 //!   (the shard's io_uring, or blocking calls on the calling thread).
+//! * [`read_op`] — a fetch read of a segment range as an operation (the shard's
+//!   io_uring runs it), its own aligned buffer handed over as `Bytes` without a copy.
 //! * [`executor`] — [`PartitionStorage`]: runs one partition's effects in order,
 //!   pipelining writes and syncs with group commit, and reports completions.
 //! * [`disk_log`] — [`DiskLog`]: core's `Log` recovered from a directory and driven
@@ -20,6 +22,7 @@ pub mod disk_log;
 pub mod error;
 pub mod executor;
 pub mod fault;
+pub mod read_op;
 pub mod segment;
 pub mod vfs;
 

@@ -41,6 +41,7 @@
 use super::aligned::{align_down, align_up, AlignedBuf, BufferPool, BLOCK_BYTES, BLOCK_BYTES_U64};
 use super::data_op::{write_all_at, OpFailure};
 use super::error::{StorageError, StorageResult};
+use super::read_op::{ReadOp, ReadWindow};
 use super::vfs::{DataFile, Vfs};
 use bytes::Bytes;
 use std::io;
@@ -331,6 +332,22 @@ impl<F: DataFile> SegmentFile<F> {
             cursor += want;
         }
         Ok(Bytes::from(out))
+    }
+
+    /// A read of `[position, position + len_bytes)` clipped to the logical end, as an
+    /// operation to run elsewhere (the shard's io_uring); `None` when the range holds
+    /// nothing below the end.
+    pub fn read_op(&self, position: u64, len_bytes: u64) -> StorageResult<Option<ReadOp<F>>> {
+        let Some(window) = ReadWindow::new(position, len_bytes, self.end_bytes) else {
+            return Ok(None);
+        };
+        ReadOp::new(Rc::clone(&self.file), window).map(Some).map_err(|e| {
+            StorageError::io(
+                "read buffer",
+                &self.path,
+                io::Error::new(io::ErrorKind::OutOfMemory, e),
+            )
+        })
     }
 
     /// `fdatasync` if anything changed since the last sync; returns whether it synced.

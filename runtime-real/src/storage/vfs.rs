@@ -95,6 +95,13 @@ pub struct RealFile {
     file: File,
 }
 
+impl From<File> for RealFile {
+    /// A file opened elsewhere (tests: one opened write-only, whose reads fail).
+    fn from(file: File) -> RealFile {
+        RealFile { file }
+    }
+}
+
 impl AsRawFd for RealFile {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.file.as_raw_fd()
