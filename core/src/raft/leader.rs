@@ -53,7 +53,18 @@ pub(crate) struct LeaderState {
 }
 
 impl LeaderState {
-    pub(crate) fn next_deadline(&self, cfg: &RaftConfig) -> Instant {
+    /// The leader's next timer, or `None` when it has nothing to time: a leader that is
+    /// the group's only member (no followers, no learners) sends no heartbeats, cannot
+    /// lose its quorum and has no one to transfer to, so an idle one needs no wake-up
+    /// until a transfer or a recovery wake-up is pending.
+    pub(crate) fn next_deadline(&self, cfg: &RaftConfig) -> Option<Instant> {
+        let pending = [self.transfer.map(|tr| tr.deadline), self.recovery_wakeup]
+            .into_iter()
+            .flatten()
+            .min();
+        if self.progress.is_empty() {
+            return pending;
+        }
         let mut t = self.check_quorum_deadline;
         if !cfg.check_quorum {
             t = self.tick_deadline + cfg.election_timeout;
@@ -61,13 +72,7 @@ impl LeaderState {
         if !cfg.coalesced_heartbeats {
             t = t.min(self.tick_deadline);
         }
-        if let Some(tr) = self.transfer {
-            t = t.min(tr.deadline);
-        }
-        if let Some(w) = self.recovery_wakeup {
-            t = t.min(w);
-        }
-        t
+        Some(pending.map_or(t, |p| p.min(t)))
     }
 }
 
@@ -164,7 +169,14 @@ impl Raft {
         let Some(ls) = self.leader_state.as_mut() else {
             return;
         };
+        let was_alone = ls.progress.is_empty();
         ls.progress.retain(|p, _| members.contains(p));
+        if was_alone && members.iter().any(|m| *m != id) {
+            // A leader alone ran no timers: its heartbeat and check-quorum periods start
+            // now, with its first follower.
+            ls.tick_deadline = now + self.cfg.heartbeat_interval;
+            ls.check_quorum_deadline = now + self.cfg.election_timeout;
+        }
         for m in members {
             if m != id {
                 ls.progress.entry(m).or_insert_with(|| Progress::new(next, now));

@@ -754,3 +754,23 @@ fn recovery_rejects_inconsistent_metadata_and_restores_configs() {
     assert_eq!(r.membership(), &next);
     assert_eq!(r.commit_index(), Some(1), "hint capped at the log's end");
 }
+
+#[test]
+fn a_leader_alone_needs_no_timer_until_it_gets_a_follower() {
+    let mut r = single_leader(1 << 20);
+    assert_eq!(r.poll_timeout(), None, "nothing to time for a lone leader");
+    // Long idle: still the leader, still no timer, nothing to do.
+    let later = T0 + Duration::from_secs(3600);
+    r.handle_timeout(later);
+    assert_eq!(r.role(), Role::Leader);
+    assert!(effects(&mut r).is_empty());
+    assert_eq!(r.poll_timeout(), None);
+    // A learner joins: heartbeats resume, counted from the change, not from the election.
+    r.propose_config_change(later, ConfigChange::AddLearner(2)).unwrap();
+    let deadline = r.poll_timeout().expect("a leader with a learner has timers");
+    assert!(deadline > later, "deadline {deadline:?} restarts after the change at {later:?}");
+    assert!(deadline <= later + cfg().election_timeout);
+    // The first check-quorum after the change keeps the leader (a learner is no voter).
+    r.handle_timeout(later + cfg().election_timeout);
+    assert_eq!(r.role(), Role::Leader);
+}
