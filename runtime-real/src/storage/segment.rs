@@ -17,9 +17,14 @@
 //!
 //! # File length on disk
 //!
-//! Space is reserved with `fallocate(FALLOC_FL_KEEP_SIZE)`: the blocks are allocated
-//! up front (no allocation on the append path, no fragmentation), but the file size
-//! grows only as we write. Padded writes leave the size at `align_up(end)`, i.e. at
+//! Space is reserved with `fallocate(FALLOC_FL_KEEP_SIZE)` at the segment's first
+//! append: the blocks are allocated up front for the rest of the segment (no
+//! allocation on the append path, no fragmentation), but the file size grows only as
+//! we write. The reservation waits for the first append so that partitions that hold
+//! no data hold no disk space (10,000 idle partitions must not reserve 10,000 ×
+//! `preallocate_bytes`), and a reservation the file system refuses (full, or no
+//! `fallocate`) is only a lost optimisation: the appends go on, and a disk that is
+//! really full fails them with ENOSPC, which the log reports. Padded writes leave the size at `align_up(end)`, i.e. at
 //! most 4095 zero bytes past the logical end. [`SegmentFile::seal`] (when a newer
 //! segment is created), [`SegmentFile::truncate`] and [`SegmentFile::close`] cut the
 //! file to its exact logical length, which also returns the unused reservation. After
@@ -61,15 +66,16 @@ pub struct SegmentFile<F> {
     disk_len_bytes: u64,
     /// Whether data or size changed since the last successful `fdatasync`.
     unsynced: bool,
+    /// Bytes to reserve at the first append (0: reserved already, or nothing to).
+    reserve_bytes: u64,
 }
 
 impl<F: DataFile> SegmentFile<F> {
-    /// Creates an empty segment at `path` and reserves `preallocate_bytes`.
+    /// Creates an empty segment at `path`; `preallocate_bytes` are reserved at its
+    /// first append (see the module doc).
     ///
     /// An existing file of that name is emptied: the log creates a segment only when it
     /// holds no data under that name, so a leftover is the remains of a failed attempt.
-    /// A file system that cannot preallocate (`EOPNOTSUPP`) is tolerated; a full one
-    /// (`ENOSPC`) fails the creation.
     pub fn create<V: Vfs<File = F>>(
         vfs: &V,
         path: &Path,
@@ -85,11 +91,6 @@ impl<F: DataFile> SegmentFile<F> {
             file.set_len(0)
                 .map_err(|e| StorageError::io("ftruncate", path, e))?;
         }
-        match file.allocate(preallocate_bytes) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-            Err(e) => return Err(StorageError::io("fallocate", path, e)),
-        }
         Ok(SegmentFile {
             file: Rc::new(file),
             path: path.to_path_buf(),
@@ -97,6 +98,7 @@ impl<F: DataFile> SegmentFile<F> {
             tail: vec![0; BLOCK_BYTES].into_boxed_slice(),
             disk_len_bytes: 0,
             unsynced: true,
+            reserve_bytes: preallocate_bytes,
         })
     }
 
@@ -125,6 +127,8 @@ impl<F: DataFile> SegmentFile<F> {
             // We do not know whether what is there reached the disk (after a crash it
             // may sit in the device's cache): the first sync that names it flushes it.
             unsynced: true,
+            // An existing segment keeps whatever it reserved before.
+            reserve_bytes: 0,
         };
         segment.load_tail(pool)?;
         Ok(segment)
@@ -219,6 +223,7 @@ impl<F: DataFile> SegmentFile<F> {
         parts: &[P],
         cursor: &mut PartsCursor,
     ) -> Staged {
+        self.reserve();
         let capacity = buf.capacity();
         let tail_len = block_offset(self.end_bytes);
         let block_start = self.end_bytes - tail_len as u64;
@@ -249,6 +254,25 @@ impl<F: DataFile> SegmentFile<F> {
         Staged {
             position: block_start,
             len_bytes: padded,
+        }
+    }
+
+    /// Reserves the segment's space once, before its first append. A refusal is
+    /// logged and otherwise ignored (see the module doc).
+    fn reserve(&mut self) {
+        let len_bytes = std::mem::take(&mut self.reserve_bytes);
+        if len_bytes == 0 {
+            return;
+        }
+        match self.file.allocate(len_bytes) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(error) => tracing::warn!(
+                path = %self.path.display(),
+                len_bytes,
+                %error,
+                "storage: cannot reserve segment space; appending without a reservation"
+            ),
         }
     }
 
