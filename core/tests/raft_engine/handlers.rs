@@ -766,9 +766,13 @@ fn a_leader_alone_needs_no_timer_until_it_gets_a_follower() {
     assert!(effects(&mut r).is_empty());
     assert_eq!(r.poll_timeout(), None);
     // A learner joins: heartbeats resume, counted from the change, not from the election.
-    r.propose_config_change(later, ConfigChange::AddLearner(2)).unwrap();
+    r.propose_config_change(later, ConfigChange::AddLearner(2))
+        .unwrap();
     let deadline = r.poll_timeout().expect("a leader with a learner has timers");
-    assert!(deadline > later, "deadline {deadline:?} restarts after the change at {later:?}");
+    assert!(
+        deadline > later,
+        "deadline {deadline:?} restarts after the change at {later:?}"
+    );
     assert!(deadline <= later + cfg().election_timeout);
     // The first check-quorum after the change keeps the leader (a learner is no voter).
     r.handle_timeout(later + cfg().election_timeout);

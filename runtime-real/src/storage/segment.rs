@@ -17,14 +17,17 @@
 //!
 //! # File length on disk
 //!
-//! Space is reserved with `fallocate(FALLOC_FL_KEEP_SIZE)` at the segment's first
-//! append: the blocks are allocated up front for the rest of the segment (no
-//! allocation on the append path, no fragmentation), but the file size grows only as
-//! we write. The reservation waits for the first append so that partitions that hold
-//! no data hold no disk space (10,000 idle partitions must not reserve 10,000 ×
-//! `preallocate_bytes`), and a reservation the file system refuses (full, or no
-//! `fallocate`) is only a lost optimisation: the appends go on, and a disk that is
-//! really full fails them with ENOSPC, which the log reports. Padded writes leave the size at `align_up(end)`, i.e. at
+//! Space is reserved with `fallocate(FALLOC_FL_KEEP_SIZE)` ahead of the appends: the
+//! blocks are allocated before the data reaches them (few allocations on the append
+//! path, little fragmentation), but the file size grows only as we write. The
+//! reservation grows with the data, doubling from [`MIN_RESERVE_BYTES`] up to the
+//! segment's `preallocate_bytes`: a segment never reserves more than
+//! `max(MIN_RESERVE_BYTES, bytes written)` ahead of its data, so a node's reservations
+//! stay within its data plus 64 KiB per partition — 10,000 partitions holding only
+//! their Raft no-op reserve 640 MiB, not 10,000 × `preallocate_bytes`. A reservation
+//! the file system refuses (full, or no `fallocate`) is only a lost optimisation: the
+//! segment stops reserving, the appends go on, and a disk that is really full fails
+//! them with ENOSPC, which the log reports. Padded writes leave the size at `align_up(end)`, i.e. at
 //! most 4095 zero bytes past the logical end. [`SegmentFile::seal`] (when a newer
 //! segment is created), [`SegmentFile::truncate`] and [`SegmentFile::close`] cut the
 //! file to its exact logical length, which also returns the unused reservation. After
@@ -66,13 +69,18 @@ pub struct SegmentFile<F> {
     disk_len_bytes: u64,
     /// Whether data or size changed since the last successful `fdatasync`.
     unsynced: bool,
-    /// Bytes to reserve at the first append (0: reserved already, or nothing to).
-    reserve_bytes: u64,
+    /// Most bytes this segment reserves (0: it reserves nothing more).
+    reserve_limit_bytes: u64,
+    /// Bytes reserved from the start of the file so far.
+    reserved_bytes: u64,
 }
 
+/// The first reservation of a segment; later ones double it (see the module doc).
+pub const MIN_RESERVE_BYTES: u64 = 64 * 1024;
+
 impl<F: DataFile> SegmentFile<F> {
-    /// Creates an empty segment at `path`; `preallocate_bytes` are reserved at its
-    /// first append (see the module doc).
+    /// Creates an empty segment at `path`; up to `preallocate_bytes` are reserved as
+    /// its appends grow (see the module doc).
     ///
     /// An existing file of that name is emptied: the log creates a segment only when it
     /// holds no data under that name, so a leftover is the remains of a failed attempt.
@@ -98,7 +106,8 @@ impl<F: DataFile> SegmentFile<F> {
             tail: vec![0; BLOCK_BYTES].into_boxed_slice(),
             disk_len_bytes: 0,
             unsynced: true,
-            reserve_bytes: preallocate_bytes,
+            reserve_limit_bytes: preallocate_bytes,
+            reserved_bytes: 0,
         })
     }
 
@@ -128,7 +137,8 @@ impl<F: DataFile> SegmentFile<F> {
             // may sit in the device's cache): the first sync that names it flushes it.
             unsynced: true,
             // An existing segment keeps whatever it reserved before.
-            reserve_bytes: 0,
+            reserve_limit_bytes: 0,
+            reserved_bytes: 0,
         };
         segment.load_tail(pool)?;
         Ok(segment)
@@ -223,7 +233,6 @@ impl<F: DataFile> SegmentFile<F> {
         parts: &[P],
         cursor: &mut PartsCursor,
     ) -> Staged {
-        self.reserve();
         let capacity = buf.capacity();
         let tail_len = block_offset(self.end_bytes);
         let block_start = self.end_bytes - tail_len as u64;
@@ -251,28 +260,38 @@ impl<F: DataFile> SegmentFile<F> {
         self.tail[..new_tail_len].copy_from_slice(&out[filled - new_tail_len..filled]);
         self.end_bytes = block_start + filled as u64;
         self.disk_len_bytes = self.disk_len_bytes.max(align_up(self.end_bytes));
+        self.reserve_through(self.disk_len_bytes);
         Staged {
             position: block_start,
             len_bytes: padded,
         }
     }
 
-    /// Reserves the segment's space once, before its first append. A refusal is
-    /// logged and otherwise ignored (see the module doc).
-    fn reserve(&mut self) {
-        let len_bytes = std::mem::take(&mut self.reserve_bytes);
-        if len_bytes == 0 {
+    /// Grows the reservation, doubling, until it covers `end_bytes` (or reaches the
+    /// segment's limit). A refusal ends the segment's reservations: logged, otherwise
+    /// ignored (see the module doc).
+    fn reserve_through(&mut self, end_bytes: u64) {
+        let limit = self.reserve_limit_bytes;
+        if self.reserved_bytes >= end_bytes || self.reserved_bytes >= limit {
             return;
         }
-        match self.file.allocate(len_bytes) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-            Err(error) => tracing::warn!(
-                path = %self.path.display(),
-                len_bytes,
-                %error,
-                "storage: cannot reserve segment space; appending without a reservation"
-            ),
+        let mut target = self.reserved_bytes;
+        while target < end_bytes && target < limit {
+            target = (target + target.max(MIN_RESERVE_BYTES)).min(limit);
+        }
+        match self.file.allocate(target) {
+            Ok(()) => self.reserved_bytes = target,
+            Err(error) => {
+                self.reserve_limit_bytes = 0;
+                if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        len_bytes = target,
+                        %error,
+                        "storage: cannot reserve segment space; appending without a reservation"
+                    );
+                }
+            }
         }
     }
 
