@@ -53,17 +53,18 @@ pub(crate) struct LeaderState {
 }
 
 impl LeaderState {
-    /// The leader's next timer, or `None` when it has nothing to time: a leader that is
-    /// the group's only member (no followers, no learners) sends no heartbeats, cannot
-    /// lose its quorum and has no one to transfer to, so an idle one needs no wake-up
-    /// until a transfer or a recovery wake-up is pending.
+    /// The leader's next timer. A leader that is the group's only member (no
+    /// followers, no learners) sends no heartbeats, so it skips the heartbeat tick and
+    /// wakes only for check-quorum (once per election timeout, not ten times as
+    /// often): the partition's other periodic duties still run on that wake-up.
     pub(crate) fn next_deadline(&self, cfg: &RaftConfig) -> Option<Instant> {
         let pending = [self.transfer.map(|tr| tr.deadline), self.recovery_wakeup]
             .into_iter()
             .flatten()
             .min();
         if self.progress.is_empty() {
-            return pending;
+            let t = self.check_quorum_deadline;
+            return Some(pending.map_or(t, |p| p.min(t)));
         }
         let mut t = self.check_quorum_deadline;
         if !cfg.check_quorum {
@@ -172,8 +173,8 @@ impl Raft {
         let was_alone = ls.progress.is_empty();
         ls.progress.retain(|p, _| members.contains(p));
         if was_alone && members.iter().any(|m| *m != id) {
-            // A leader alone ran no timers: its heartbeat and check-quorum periods start
-            // now, with its first follower.
+            // A leader alone ran no heartbeat tick: its heartbeat and check-quorum
+            // periods start now, with its first follower.
             ls.tick_deadline = now + self.cfg.heartbeat_interval;
             ls.check_quorum_deadline = now + self.cfg.election_timeout;
         }

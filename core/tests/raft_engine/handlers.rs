@@ -756,16 +756,24 @@ fn recovery_rejects_inconsistent_metadata_and_restores_configs() {
 }
 
 #[test]
-fn a_leader_alone_needs_no_timer_until_it_gets_a_follower() {
+fn a_leader_alone_wakes_once_per_election_timeout_not_per_heartbeat() {
     let mut r = single_leader(1 << 20);
-    assert_eq!(r.poll_timeout(), None, "nothing to time for a lone leader");
-    // Long idle: still the leader, still no timer, nothing to do.
-    let later = T0 + Duration::from_secs(3600);
-    r.handle_timeout(later);
+    let first = r.poll_timeout().expect("check-quorum");
+    assert!(
+        first >= T0 + cfg().election_timeout,
+        "{first:?}: no heartbeat tick"
+    );
+    r.handle_timeout(first);
     assert_eq!(r.role(), Role::Leader);
     assert!(effects(&mut r).is_empty());
-    assert_eq!(r.poll_timeout(), None);
-    // A learner joins: heartbeats resume, counted from the change, not from the election.
+    let next = r.poll_timeout().expect("check-quorum");
+    assert!(
+        next >= first + cfg().election_timeout,
+        "{next:?}: no heartbeat tick"
+    );
+    // Long idle; then a learner joins: heartbeats resume, counted from the change.
+    let later = T0 + Duration::from_secs(3600);
+    r.handle_timeout(later);
     r.propose_config_change(later, ConfigChange::AddLearner(2))
         .unwrap();
     let deadline = r.poll_timeout().expect("a leader with a learner has timers");
@@ -773,8 +781,7 @@ fn a_leader_alone_needs_no_timer_until_it_gets_a_follower() {
         deadline > later,
         "deadline {deadline:?} restarts after the change at {later:?}"
     );
-    assert!(deadline <= later + cfg().election_timeout);
-    // The first check-quorum after the change keeps the leader (a learner is no voter).
+    assert!(deadline <= later + cfg().heartbeat_interval);
     r.handle_timeout(later + cfg().election_timeout);
     assert_eq!(r.role(), Role::Leader);
 }
