@@ -333,25 +333,73 @@ fn enospc_fails_the_write_keeps_durable_data_and_recovers_when_space_returns() {
     );
 }
 
+/// Blocks the file system holds for `path` (512-byte units), reservation included.
+fn allocated_blocks(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).unwrap().blocks()
+}
+
 #[test]
-fn enospc_on_preallocation_fails_creation_and_leaves_no_file() {
+fn a_segment_reserves_space_as_its_data_grows_not_at_creation() {
+    let dir = tempdir();
+    let mut storage = storage(RealVfs::direct(), dir.path());
+    let path = dir.path().join("0-1-v1.log");
+    let completions = run(&mut storage, vec![create(0)]);
+    assert!(completions.is_empty(), "{completions:?}");
+    assert_eq!(allocated_blocks(&path), 0, "an empty segment holds no space");
+    let completions = run(&mut storage, vec![write(0, 0, b"x", 0), sync(0, 1)]);
+    assert_eq!(completions.len(), 2, "{completions:?}");
+    // The reservation grows with the data: 64 KiB ahead of one byte, not the whole
+    // 1 MiB (the file system may round up, not skip).
+    let reserved_bytes = allocated_blocks(&path) * 512;
+    assert!(
+        (64 << 10..1 << 20).contains(&reserved_bytes),
+        "reserved {reserved_bytes} bytes"
+    );
+    // Past it, the reservation doubles: 128 KiB cover a 100 KiB segment.
+    let more = vec![b'y'; 100 << 10];
+    let completions = run(&mut storage, vec![write(0, 1, &more, 1), sync(0, 2)]);
+    assert_eq!(completions.len(), 2, "{completions:?}");
+    let reserved_bytes = allocated_blocks(&path) * 512;
+    assert!(
+        (128 << 10..1 << 20).contains(&reserved_bytes),
+        "reserved {reserved_bytes} bytes"
+    );
+    storage.close().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap().len(), 1 + (100 << 10));
+}
+
+#[test]
+fn a_refused_reservation_does_not_fail_the_segment_or_its_appends() {
     let dir = tempdir();
     let (mut storage, faults) = faulty(dir.path());
+    // A full file system refuses the 1 MiB reservation but still has room for the
+    // append itself.
     faults.fail_times(FaultOp::Allocate, libc::ENOSPC, 1);
-    let completions = run(&mut storage, vec![create(0), write(0, 0, b"x", 0)]);
-    assert_eq!(
-        completions[0],
-        LogCompletion::Failed {
-            generation: 0,
-            error: DiskError::NoSpace
-        }
+    let completions = run(&mut storage, vec![create(0), write(0, 0, b"x", 0), sync(0, 1)]);
+    assert_eq!(completions.len(), 2, "{completions:?}");
+    assert!(
+        matches!(completions[1], LogCompletion::Synced { .. }),
+        "{completions:?}"
     );
-    assert!(!dir.path().join("0-1-v1.log").exists());
-    // A file system that cannot preallocate at all is fine.
+    // A file system that cannot preallocate at all is fine too.
     faults.fail_times(FaultOp::Allocate, libc::EOPNOTSUPP, 1);
-    let completions = run(&mut storage, vec![create(1), write(1, 0, b"x", 0), sync(1, 1)]);
+    let completions = run(&mut storage, vec![create(1), write(1, 0, b"y", 0), sync(1, 2)]);
     assert_eq!(completions.len(), 2, "{completions:?}");
     assert!(matches!(completions[1], LogCompletion::Synced { .. }));
+    // Really out of space: the append fails with NoSpace, the log reports it.
+    faults.fail_always(FaultOp::Write, libc::ENOSPC);
+    let completions = run(&mut storage, vec![write(1, 1, b"z", 1), sync(1, 3)]);
+    assert!(
+        completions.iter().any(|c| matches!(
+            c,
+            LogCompletion::Failed {
+                error: DiskError::NoSpace,
+                ..
+            }
+        )),
+        "{completions:?}"
+    );
 }
 
 #[test]

@@ -53,7 +53,19 @@ pub(crate) struct LeaderState {
 }
 
 impl LeaderState {
-    pub(crate) fn next_deadline(&self, cfg: &RaftConfig) -> Instant {
+    /// The leader's next timer. A leader that is the group's only member (no
+    /// followers, no learners) sends no heartbeats, so it skips the heartbeat tick and
+    /// wakes only for check-quorum (once per election timeout, not ten times as
+    /// often): the partition's other periodic duties still run on that wake-up.
+    pub(crate) fn next_deadline(&self, cfg: &RaftConfig) -> Option<Instant> {
+        let pending = [self.transfer.map(|tr| tr.deadline), self.recovery_wakeup]
+            .into_iter()
+            .flatten()
+            .min();
+        if self.progress.is_empty() {
+            let t = self.check_quorum_deadline;
+            return Some(pending.map_or(t, |p| p.min(t)));
+        }
         let mut t = self.check_quorum_deadline;
         if !cfg.check_quorum {
             t = self.tick_deadline + cfg.election_timeout;
@@ -61,13 +73,7 @@ impl LeaderState {
         if !cfg.coalesced_heartbeats {
             t = t.min(self.tick_deadline);
         }
-        if let Some(tr) = self.transfer {
-            t = t.min(tr.deadline);
-        }
-        if let Some(w) = self.recovery_wakeup {
-            t = t.min(w);
-        }
-        t
+        Some(pending.map_or(t, |p| p.min(t)))
     }
 }
 
@@ -164,7 +170,14 @@ impl Raft {
         let Some(ls) = self.leader_state.as_mut() else {
             return;
         };
+        let was_alone = ls.progress.is_empty();
         ls.progress.retain(|p, _| members.contains(p));
+        if was_alone && members.iter().any(|m| *m != id) {
+            // A leader alone ran no heartbeat tick: its heartbeat and check-quorum
+            // periods start now, with its first follower.
+            ls.tick_deadline = now + self.cfg.heartbeat_interval;
+            ls.check_quorum_deadline = now + self.cfg.election_timeout;
+        }
         for m in members {
             if m != id {
                 ls.progress.entry(m).or_insert_with(|| Progress::new(next, now));

@@ -260,7 +260,7 @@ impl Raft {
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.leader_state {
-            Some(ls) => Some(ls.next_deadline(&self.cfg)),
+            Some(ls) => ls.next_deadline(&self.cfg),
             None if self.can_lead() => Some(self.election_deadline),
             None => None,
         }

@@ -754,3 +754,34 @@ fn recovery_rejects_inconsistent_metadata_and_restores_configs() {
     assert_eq!(r.membership(), &next);
     assert_eq!(r.commit_index(), Some(1), "hint capped at the log's end");
 }
+
+#[test]
+fn a_leader_alone_wakes_once_per_election_timeout_not_per_heartbeat() {
+    let mut r = single_leader(1 << 20);
+    let first = r.poll_timeout().expect("check-quorum");
+    assert!(
+        first >= T0 + cfg().election_timeout,
+        "{first:?}: no heartbeat tick"
+    );
+    r.handle_timeout(first);
+    assert_eq!(r.role(), Role::Leader);
+    assert!(effects(&mut r).is_empty());
+    let next = r.poll_timeout().expect("check-quorum");
+    assert!(
+        next >= first + cfg().election_timeout,
+        "{next:?}: no heartbeat tick"
+    );
+    // Long idle; then a learner joins: heartbeats resume, counted from the change.
+    let later = T0 + Duration::from_secs(3600);
+    r.handle_timeout(later);
+    r.propose_config_change(later, ConfigChange::AddLearner(2))
+        .unwrap();
+    let deadline = r.poll_timeout().expect("a leader with a learner has timers");
+    assert!(
+        deadline > later,
+        "deadline {deadline:?} restarts after the change at {later:?}"
+    );
+    assert!(deadline <= later + cfg().heartbeat_interval);
+    r.handle_timeout(later + cfg().election_timeout);
+    assert_eq!(r.role(), Role::Leader);
+}

@@ -81,6 +81,9 @@ const MAX_SMP_PER_TURN: usize = 4096;
 const SHUTDOWN_DISK_WAIT: Duration = Duration::from_secs(10);
 /// Most rounds of effects executed per turn before the network is looked at again.
 const MAX_EFFECT_ROUNDS: usize = 64;
+/// How long a shard waits before retrying a failed key-value log flush (a full or
+/// failing disk: retrying at once would spin the shard and flood the log).
+const KV_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Name of the node metadata file under `<data>/oxbow`.
 pub const METADATA_FILE_NAME: &str = "metadata";
 
@@ -310,6 +313,10 @@ struct Shard {
     kv: KvLog,
     /// Hard states buffered in the kv log, reported durable after its flush.
     kv_waiting: Vec<(PartitionKey, HardState)>,
+    /// After a failed kv log flush: not retried before this time.
+    kv_retry_at: Option<Instant>,
+    /// Failed kv log flushes in a row (the first and the recovery are logged).
+    kv_failures_in_a_row: u64,
     overflow: Vec<VecDeque<ShardMessage>>,
     overflow_len: usize,
     paused: BTreeSet<ConnectionId>,
@@ -539,6 +546,8 @@ impl Shard {
             retired: StorageStats::default(),
             kv,
             kv_waiting: Vec::new(),
+            kv_retry_at: None,
+            kv_failures_in_a_row: 0,
             overflow: (0..shard_count).map(|_| VecDeque::new()).collect(),
             overflow_len: 0,
             paused: BTreeSet::new(),
@@ -603,11 +612,12 @@ impl Shard {
         {
             return Duration::ZERO;
         }
-        if self.overflow_len > 0 || self.kv.has_pending() {
+        if self.overflow_len > 0 {
             return Duration::from_millis(1);
         }
         let now = self.clock.now();
-        match self.broker.poll_timeout() {
+        let kv_retry = self.kv.has_pending().then(|| self.kv_retry_at.unwrap_or(now));
+        match self.broker.poll_timeout().into_iter().chain(kv_retry).min() {
             Some(at) if at <= now => Duration::ZERO,
             Some(at) => at.saturating_duration_since(now).min(Duration::from_secs(1)),
             None => Duration::from_secs(1),
@@ -1234,13 +1244,27 @@ impl Shard {
         self.kv_waiting.push((key, hard_state));
     }
 
-    /// One `fdatasync` for every hard state buffered since the last flush.
+    /// One `fdatasync` for every hard state buffered since the last flush. After a
+    /// failure, the next attempt waits [`KV_RETRY_INTERVAL`].
     fn flush_kv(&mut self) -> bool {
         if !self.kv.has_pending() {
             return false;
         }
+        let now = self.clock.now();
+        if self.kv_retry_at.is_some_and(|at| now < at) {
+            return false;
+        }
         match self.kv.flush() {
             Ok(()) => {
+                if self.kv_failures_in_a_row > 0 {
+                    tracing::warn!(
+                        shard = self.id,
+                        failures = self.kv_failures_in_a_row,
+                        "kv log flushed again after failures"
+                    );
+                }
+                self.kv_retry_at = None;
+                self.kv_failures_in_a_row = 0;
                 for (key, hard_state) in self.kv_waiting.drain(..) {
                     self.inputs.push_back(BrokerInput::Partition {
                         key,
@@ -1250,8 +1274,12 @@ impl Shard {
                 true
             }
             Err(error) => {
-                // Stays buffered; retried next turn. The replicas wait (safe).
-                tracing::error!(%error, "kv log flush failed; retrying");
+                // Stays buffered and retried later; the replicas wait (safe).
+                if self.kv_failures_in_a_row == 0 {
+                    tracing::error!(shard = self.id, %error, "kv log flush failed; retrying every {} ms until it succeeds", KV_RETRY_INTERVAL.as_millis());
+                }
+                self.kv_failures_in_a_row += 1;
+                self.kv_retry_at = Some(now + KV_RETRY_INTERVAL);
                 false
             }
         }

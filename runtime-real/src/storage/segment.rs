@@ -17,9 +17,17 @@
 //!
 //! # File length on disk
 //!
-//! Space is reserved with `fallocate(FALLOC_FL_KEEP_SIZE)`: the blocks are allocated
-//! up front (no allocation on the append path, no fragmentation), but the file size
-//! grows only as we write. Padded writes leave the size at `align_up(end)`, i.e. at
+//! Space is reserved with `fallocate(FALLOC_FL_KEEP_SIZE)` ahead of the appends: the
+//! blocks are allocated before the data reaches them (few allocations on the append
+//! path, little fragmentation), but the file size grows only as we write. The
+//! reservation grows with the data, doubling from [`MIN_RESERVE_BYTES`] up to the
+//! segment's `preallocate_bytes`: a segment never reserves more than
+//! `max(MIN_RESERVE_BYTES, bytes written)` ahead of its data, so a node's reservations
+//! stay within its data plus 64 KiB per partition — 10,000 partitions holding only
+//! their Raft no-op reserve 640 MiB, not 10,000 × `preallocate_bytes`. A reservation
+//! the file system refuses (full, or no `fallocate`) is only a lost optimisation: the
+//! segment stops reserving, the appends go on, and a disk that is really full fails
+//! them with ENOSPC, which the log reports. Padded writes leave the size at `align_up(end)`, i.e. at
 //! most 4095 zero bytes past the logical end. [`SegmentFile::seal`] (when a newer
 //! segment is created), [`SegmentFile::truncate`] and [`SegmentFile::close`] cut the
 //! file to its exact logical length, which also returns the unused reservation. After
@@ -62,15 +70,21 @@ pub struct SegmentFile<F> {
     disk_len_bytes: u64,
     /// Whether data or size changed since the last successful `fdatasync`.
     unsynced: bool,
+    /// Most bytes this segment reserves (0: it reserves nothing more).
+    reserve_limit_bytes: u64,
+    /// Bytes reserved from the start of the file so far.
+    reserved_bytes: u64,
 }
 
+/// The first reservation of a segment; later ones double it (see the module doc).
+pub const MIN_RESERVE_BYTES: u64 = 64 * 1024;
+
 impl<F: DataFile> SegmentFile<F> {
-    /// Creates an empty segment at `path` and reserves `preallocate_bytes`.
+    /// Creates an empty segment at `path`; up to `preallocate_bytes` are reserved as
+    /// its appends grow (see the module doc).
     ///
     /// An existing file of that name is emptied: the log creates a segment only when it
     /// holds no data under that name, so a leftover is the remains of a failed attempt.
-    /// A file system that cannot preallocate (`EOPNOTSUPP`) is tolerated; a full one
-    /// (`ENOSPC`) fails the creation.
     pub fn create<V: Vfs<File = F>>(
         vfs: &V,
         path: &Path,
@@ -86,11 +100,6 @@ impl<F: DataFile> SegmentFile<F> {
             file.set_len(0)
                 .map_err(|e| StorageError::io("ftruncate", path, e))?;
         }
-        match file.allocate(preallocate_bytes) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-            Err(e) => return Err(StorageError::io("fallocate", path, e)),
-        }
         Ok(SegmentFile {
             file: Rc::new(file),
             path: path.to_path_buf(),
@@ -98,6 +107,8 @@ impl<F: DataFile> SegmentFile<F> {
             tail: vec![0; BLOCK_BYTES].into_boxed_slice(),
             disk_len_bytes: 0,
             unsynced: true,
+            reserve_limit_bytes: preallocate_bytes,
+            reserved_bytes: 0,
         })
     }
 
@@ -126,6 +137,9 @@ impl<F: DataFile> SegmentFile<F> {
             // We do not know whether what is there reached the disk (after a crash it
             // may sit in the device's cache): the first sync that names it flushes it.
             unsynced: true,
+            // An existing segment keeps whatever it reserved before.
+            reserve_limit_bytes: 0,
+            reserved_bytes: 0,
         };
         segment.load_tail(pool)?;
         Ok(segment)
@@ -247,9 +261,38 @@ impl<F: DataFile> SegmentFile<F> {
         self.tail[..new_tail_len].copy_from_slice(&out[filled - new_tail_len..filled]);
         self.end_bytes = block_start + filled as u64;
         self.disk_len_bytes = self.disk_len_bytes.max(align_up(self.end_bytes));
+        self.reserve_through(self.disk_len_bytes);
         Staged {
             position: block_start,
             len_bytes: padded,
+        }
+    }
+
+    /// Grows the reservation, doubling, until it covers `end_bytes` (or reaches the
+    /// segment's limit). A refusal ends the segment's reservations: logged, otherwise
+    /// ignored (see the module doc).
+    fn reserve_through(&mut self, end_bytes: u64) {
+        let limit = self.reserve_limit_bytes;
+        if self.reserved_bytes >= end_bytes || self.reserved_bytes >= limit {
+            return;
+        }
+        let mut target = self.reserved_bytes;
+        while target < end_bytes && target < limit {
+            target = (target + target.max(MIN_RESERVE_BYTES)).min(limit);
+        }
+        match self.file.allocate(target) {
+            Ok(()) => self.reserved_bytes = target,
+            Err(error) => {
+                self.reserve_limit_bytes = 0;
+                if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        len_bytes = target,
+                        %error,
+                        "storage: cannot reserve segment space; appending without a reservation"
+                    );
+                }
+            }
         }
     }
 
