@@ -1184,7 +1184,20 @@ impl Log {
     }
 
     fn checkpoint_pending_progress(&self) -> bool {
-        self.checkpoint.wanted || self.checkpoint.durable_start_offset != self.start_offset
+        self.checkpoint.wanted || self.checkpoint.durable_start_offset != self.checkpointable_start()
+    }
+
+    /// The start offset a checkpoint may record now: never past the locally durable
+    /// end. A start can run ahead of it (a follower applies a committed start, or a
+    /// trim, before its own copy of the offsets below is synced); recorded as is, a
+    /// crash that tore those offsets off would leave a log starting after its last
+    /// segment ends, which Raft cannot continue. The rest of the move is recorded once
+    /// the data below it is durable.
+    fn checkpointable_start(&self) -> i64 {
+        match self.durable_end {
+            DurableEnd::At { .. } => self.start_offset.min(self.durable_offset + 1),
+            _ => self.start_offset,
+        }
     }
 
     /// Writes a checkpoint if one is wanted and due: at once when forced or when the
@@ -1200,7 +1213,7 @@ impl Log {
         }
         let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
         let due = self.checkpoint.written_at.is_none_or(|at| now >= at + interval);
-        let start_moved = self.checkpoint.durable_start_offset != self.start_offset;
+        let start_moved = self.checkpoint.durable_start_offset != self.checkpointable_start();
         if !(force || start_moved || due) {
             self.checkpoint.wanted = true;
             return;
@@ -1248,7 +1261,7 @@ impl Log {
             return Checkpoint::reset_marker(self.start_offset, term);
         }
         Checkpoint {
-            start_offset: self.start_offset,
+            start_offset: self.checkpointable_start(),
             durable_offset,
             durable_segment,
             durable_position,
@@ -1266,7 +1279,7 @@ impl Log {
             self.events
                 .push_back(LogEvent::StartOffsetDurable { start_offset });
         }
-        if self.checkpoint.wanted || self.checkpoint.durable_start_offset != self.start_offset {
+        if self.checkpoint_pending_progress() {
             self.maybe_checkpoint(now, false);
         }
     }
