@@ -7,8 +7,9 @@
 //! writes again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use oxbow_runtime_real::config::{NodeConfig, Overrides};
-use oxbow_runtime_real::node::{start, NodeHandle};
+mod support;
+
+use oxbow_runtime_real::node::NodeHandle;
 use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
@@ -139,16 +140,10 @@ async fn assert_acknowledged_present(client: &PartitionClient, acked: &[(i64, us
     }
 }
 
+/// A node on `data_dir` with the default settings: the default preallocation (32 MiB
+/// per segment) is larger than the file system.
 fn node_on(data_dir: &Path) -> NodeHandle {
-    let overrides = Overrides {
-        data_dir: Some(data_dir.to_path_buf()),
-        kafka_addr: Some("127.0.0.1:0".to_string()),
-        admin_addr: Some("127.0.0.1:0".to_string()),
-        rpc_addr: Some("127.0.0.1:0".to_string()),
-        ..Overrides::default()
-    };
-    // The default preallocation (32 MiB per segment) is larger than the file system.
-    start(NodeConfig::load(None, overrides).unwrap()).unwrap()
+    support::start_node(data_dir)
 }
 
 #[test]
