@@ -11,8 +11,8 @@ mod support;
 
 use oxbow_runtime_real::node::NodeHandle;
 use rskafka::client::error::Error as ClientError;
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::partition::{Compression, PartitionClient};
+use rskafka::client::Client;
 use rskafka::record::Record;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,21 +76,16 @@ fn record(i: usize) -> Record {
     }
 }
 
-async fn partition(client: &Client, topic: &str, p: i32) -> PartitionClient {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match client
-            .partition_client(topic, p, UnknownTopicHandling::Retry)
-            .await
-        {
-            Ok(c) => return c,
-            Err(error) if Instant::now() < deadline => {
-                eprintln!("partition client {topic}/{p}: {error}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => panic!("partition client {topic}/{p}: {error}"),
-        }
+/// `call`, or a panic naming `what` after 60 s: no step of this test may hang it.
+async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), call).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: no answer within 60 s"),
     }
+}
+
+async fn partition(client: &Client, topic: &str, p: i32) -> PartitionClient {
+    support::partition_client(client, topic, p).await
 }
 
 /// One produce, bounded in time (the client retries some errors on its own).
@@ -117,7 +112,8 @@ async fn assert_acknowledged_present(client: &PartitionClient, acked: &[(i64, us
         let records = loop {
             // At most one batch (16,456 bytes): the next one may be the Raft no-op of a
             // new term, a control batch rskafka cannot decode.
-            match client.fetch_records(*offset, 1..16_500, 100).await {
+            let fetch = client.fetch_records(*offset, 1..16_500, 100);
+            match bounded(&format!("fetch at {offset}"), fetch).await {
                 Ok((records, _)) => break records,
                 Err(error) => {
                     assert!(Instant::now() < deadline, "fetch at {offset}: {error}");
@@ -152,7 +148,6 @@ fn a_full_disk_fails_produces_not_shards_and_the_partition_recovers() {
 }
 
 #[test]
-#[ignore = "passes alone in ~5 s, but ran past 2 minutes under load (during a clean-clone CI run) — not yet understood; run with --ignored"]
 fn every_acknowledged_record_of_the_partition_that_hit_the_full_disk_reads_back() {
     full_disk_scenario(true);
 }
@@ -161,6 +156,13 @@ fn every_acknowledged_record_of_the_partition_that_hit_the_full_disk_reads_back(
 /// acknowledged record of the partition whose append hit the full disk (live and after
 /// a restart).
 fn full_disk_scenario(read_back_failed: bool) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        // RUST_LOG=rskafka=debug,oxbow=info shows the client's retries and the node.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let Some(mount) = small_tmpfs(dir.path(), "24m") else {
         return;
@@ -172,11 +174,15 @@ fn full_disk_scenario(read_back_failed: bool) {
         .build()
         .unwrap();
     let acked = runtime.block_on(async {
-        let client = ClientBuilder::new(vec![brokers]).build().await.unwrap();
+        let client = support::client(brokers).await;
         let controller = client.controller_client().unwrap();
-        controller.create_topic("kept", 2, 1, 10_000).await.unwrap();
+        bounded("create kept", controller.create_topic("kept", 2, 1, 10_000))
+            .await
+            .unwrap();
         // Far more partitions than 32 MiB reservations fit: none is reserved up front.
-        controller.create_topic("many", 200, 1, 30_000).await.unwrap();
+        bounded("create many", controller.create_topic("many", 200, 1, 30_000))
+            .await
+            .unwrap();
         let kept = [
             partition(&client, "kept", 0).await,
             partition(&client, "kept", 1).await,
@@ -244,7 +250,7 @@ fn full_disk_scenario(read_back_failed: bool) {
     let node = node_on(&mount.0.join("data"));
     let brokers = node.kafka_addr().to_string();
     runtime.block_on(async {
-        let client = ClientBuilder::new(vec![brokers]).build().await.unwrap();
+        let client = support::client(brokers).await;
         for (p, acked) in (0..).zip(&acked) {
             assert_acknowledged_present(&partition(&client, "kept", p).await, acked).await;
         }
