@@ -184,7 +184,10 @@ fn a_start_moved_before_the_first_sync_after_a_reset_keeps_the_synced_log() {
         Some(5),
         "still the reset's marker: {checkpoint:?}"
     );
-    assert_eq!(checkpoint.start_offset, 40, "at the reset's start, not the moved one");
+    assert_eq!(
+        checkpoint.start_offset, 40,
+        "at the reset's start, not the moved one"
+    );
 
     // A crash before the sync: the reset's empty log.
     let mut crashed = Harness::new(small_config());

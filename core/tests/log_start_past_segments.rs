@@ -102,10 +102,7 @@ fn without_a_recorded_term_the_empty_log_starts_in_the_hard_states_term() {
     assert_eq!(h.log.start_offset(), 100);
     assert_eq!(h.log.start_term(), None);
     let replica = replica_over(h.log, HardState { term: 3, vote: None });
-    assert_eq!(
-        replica.raft().log_meta().snapshot(),
-        Some(LogId::new(3, 99))
-    );
+    assert_eq!(replica.raft().log_meta().snapshot(), Some(LogId::new(3, 99)));
     assert_eq!(replica.raft().log_meta().last_index(), Some(99));
 }
 

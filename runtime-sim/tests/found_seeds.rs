@@ -7,7 +7,9 @@ use oxbow_runtime_sim::scenario::Scenario;
 use std::path::PathBuf;
 
 fn scenario(file: &str) -> Scenario {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(file);
     Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -487,11 +487,9 @@ impl LogRecovery {
         // (a start checkpointed past the locally durable end, then a crash tore the
         // offsets between): the log comes back empty at its start, and Raft continues
         // from a snapshot point there, not from entries the log no longer holds.
-        while self
-            .kept
-            .first()
-            .is_some_and(|s| s.next_offset < start_offset || (self.kept.len() > 1 && s.next_offset <= start_offset))
-        {
+        while self.kept.first().is_some_and(|s| {
+            s.next_offset < start_offset || (self.kept.len() > 1 && s.next_offset <= start_offset)
+        }) {
             let id = self.kept.remove(0).id;
             self.cleanup.push(LogEffect::DeleteSegment {
                 generation: 0,
