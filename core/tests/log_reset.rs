@@ -158,3 +158,58 @@ fn a_reset_the_disk_fails_is_issued_again() {
     assert_empty_at(&h, 40, 5);
     assert!(h.events.iter().any(|e| matches!(e, LogEvent::SyncDone { .. })));
 }
+
+/// Simulator seed 4703 of `scenarios/transactions.toml`: a follower installed a
+/// snapshot (reset to 22 after an entry of term 1), appended 22..42 in term 2, and
+/// applied the leader's committed log start 32 before its first sync completed. The
+/// checkpoint written then recorded a reset marker at 32; the sync that followed made
+/// 22..42 durable (and acknowledged) without a new checkpoint. After a crash, recovery
+/// took the marker at 32 for an unfinished reset, dropped the segment at 22 with every
+/// acknowledged entry, and the leader — whose progress said the follower held 42 —
+/// probed it at 42 forever. The marker must stay at the reset's start until the data
+/// past it is durable; then the start is recorded as an ordinary checkpoint.
+#[test]
+fn a_start_moved_before_the_first_sync_after_a_reset_keeps_the_synced_log() {
+    let (mut h, _) = old_log();
+    h.log.reset_to(40, 5);
+    h.pump();
+    h.append(6, "new", 10);
+    assert_eq!(h.log.next_offset(), 50);
+    // The committed start moves inside the unsynced appends.
+    assert_eq!(h.log.delete_records(h.now, 45), Ok(45));
+    h.pump();
+    let checkpoint = Checkpoint::decode(h.disk.file(CHECKPOINT_FILE_NAME).unwrap()).unwrap();
+    assert_eq!(
+        checkpoint.reset_term(),
+        Some(5),
+        "still the reset's marker: {checkpoint:?}"
+    );
+    assert_eq!(
+        checkpoint.start_offset, 40,
+        "at the reset's start, not the moved one"
+    );
+
+    // A crash before the sync: the reset's empty log.
+    let mut crashed = Harness::new(small_config());
+    crashed.disk = h.disk.clone();
+    crashed.crash(0);
+    crashed.recover().unwrap();
+    assert_empty_at(&crashed, 40, 5);
+
+    // The sync lands: a crash keeps everything synced, with the moved start.
+    h.log.sync();
+    h.pump();
+    let checkpoint = Checkpoint::decode(h.disk.file(CHECKPOINT_FILE_NAME).unwrap()).unwrap();
+    assert_eq!(checkpoint.reset_term(), None, "{checkpoint:?}");
+    assert_eq!(checkpoint.start_offset, 45);
+    assert_eq!(checkpoint.known_start_term(), Some(6));
+    h.crash(0);
+    let report = h.recover().unwrap();
+    assert!(report.deleted_segments.is_empty(), "{report:?}");
+    assert_eq!(h.log.start_offset(), 45);
+    assert_eq!(h.log.next_offset(), 50);
+    assert_eq!(h.log.start_term(), Some(6));
+    let values: Vec<i64> = h.fetch_all(45).into_iter().map(|(o, _)| o).collect();
+    assert_eq!(values, [45, 46, 47, 48, 49]);
+    h.check_against_scan();
+}

@@ -94,6 +94,10 @@ pub struct NodeStore {
     log: Log,
     queue: VecDeque<(u64, Pending)>,
     done_seq: u64,
+    /// The newest hard-state write that reached the disk: an older one completing
+    /// after it (sampled latencies can reorder them) is superseded and not written, as
+    /// a runtime that writes its hard state in order would have it.
+    hard_state_written_seq: u64,
 }
 
 /// Work for the driver after a storage call: completions to schedule.
@@ -158,6 +162,7 @@ impl NodeStore {
             log: Log::new(sim_log_config(), 0),
             queue: VecDeque::new(),
             done_seq: 0,
+            hard_state_written_seq: 0,
         }
     }
 
@@ -247,8 +252,11 @@ impl NodeStore {
         seq: u64,
         hs: HardState,
     ) -> Result<(), StoreError> {
-        disk.replace(rng, &self.hard_state_path, encode_hard_state(hs), true)
-            .map_err(|e| StoreError::Disk(e.to_string()))?;
+        if seq > self.hard_state_written_seq {
+            disk.replace(rng, &self.hard_state_path, encode_hard_state(hs), true)
+                .map_err(|e| StoreError::Disk(e.to_string()))?;
+            self.hard_state_written_seq = seq;
+        }
         for (s, p) in self.queue.iter_mut() {
             if *s == seq {
                 *p = Pending::HardState { done: true };
@@ -455,6 +463,7 @@ impl NodeStore {
             log,
             queue: VecDeque::new(),
             done_seq: 0,
+            hard_state_written_seq: 0,
         };
         Ok((store, hs, entries, report))
     }

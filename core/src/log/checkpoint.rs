@@ -6,13 +6,21 @@
 //! log start offset that retention and DeleteRecords moved. It is a lower bound: data
 //! synced after the last checkpoint is still recovered, only with weaker corruption
 //! detection.
+//!
+//! Version 2 adds the term of the entry just before the start offset, so that Raft's
+//! snapshot point after a restart is exact even when the segment holding that entry is
+//! gone. Version 1 files (written before) still decode, with that term unknown.
 
 use super::io::SegmentId;
 use bytes::Bytes;
 
 const MAGIC: &[u8; 4] = b"OXCP";
-const VERSION: u16 = 1;
-const BODY_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 8 + 8;
+/// The version written; [`VERSION_V1`] files are still read.
+const VERSION: u16 = 2;
+/// The first format: no start term.
+const VERSION_V1: u16 = 1;
+const BODY_V1_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 8 + 8;
+const BODY_BYTES: usize = BODY_V1_BYTES + 8;
 
 /// What a checkpoint records.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -25,6 +33,9 @@ pub struct Checkpoint {
     pub durable_segment: SegmentId,
     /// Byte position of the durable end in that segment.
     pub durable_position: u64,
+    /// The term of the entry at `start_offset - 1`, -1 when not known (a version 1
+    /// file, a log starting at 0, or a log that no longer held that entry).
+    pub start_term: i64,
 }
 
 impl Checkpoint {
@@ -43,7 +54,14 @@ impl Checkpoint {
                 term: -2 - term,
             },
             durable_position: 0,
+            start_term: term,
         }
+    }
+
+    /// The term of the entry before the start offset, if the checkpoint knows it.
+    pub fn known_start_term(&self) -> Option<i64> {
+        self.reset_term()
+            .or((self.start_term >= 0 && self.start_offset > 0).then_some(self.start_term))
     }
 
     /// If this is a [`Checkpoint::reset_marker`]: the term it records.
@@ -61,21 +79,28 @@ impl Checkpoint {
         out.extend_from_slice(&self.durable_segment.base_offset.to_be_bytes());
         out.extend_from_slice(&self.durable_segment.term.to_be_bytes());
         out.extend_from_slice(&self.durable_position.to_be_bytes());
+        out.extend_from_slice(&self.start_term.to_be_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         Bytes::from(out)
     }
 
-    /// Decodes; `None` for anything damaged (a torn checkpoint write is ignored).
+    /// Decodes (version 1 or 2); `None` for anything damaged (a torn checkpoint write
+    /// is ignored).
     pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
-        if bytes.len() != BODY_BYTES + 4 || &bytes[..4] != MAGIC {
+        if bytes.len() < 6 || &bytes[..4] != MAGIC {
             return None;
         }
-        let (body, crc) = bytes.split_at(BODY_BYTES);
+        let body_bytes = match u16::from_be_bytes([bytes[4], bytes[5]]) {
+            VERSION_V1 => BODY_V1_BYTES,
+            VERSION => BODY_BYTES,
+            _ => return None,
+        };
+        if bytes.len() != body_bytes + 4 {
+            return None;
+        }
+        let (body, crc) = bytes.split_at(body_bytes);
         if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-            return None;
-        }
-        if u16::from_be_bytes([body[4], body[5]]) != VERSION {
             return None;
         }
         let field = |at: usize| {
@@ -91,6 +116,11 @@ impl Checkpoint {
                 term: i64::from_be_bytes(field(30)),
             },
             durable_position: u64::from_be_bytes(field(38)),
+            start_term: if body_bytes == BODY_BYTES {
+                i64::from_be_bytes(field(46))
+            } else {
+                -1
+            },
         })
     }
 }
@@ -109,6 +139,7 @@ mod tests {
                 term: 3,
             },
             durable_position: 4096,
+            start_term: 2,
         };
         let bytes = cp.encode();
         assert_eq!(Checkpoint::decode(&bytes), Some(cp));
@@ -119,6 +150,41 @@ mod tests {
         }
         assert_eq!(Checkpoint::decode(&bytes[..20]), None);
         assert_eq!(cp.reset_term(), None);
+        assert_eq!(cp.known_start_term(), Some(2));
+    }
+
+    /// A version 1 file (written before the start term was recorded), built byte by
+    /// byte as that format laid it out: it still decodes, with the term unknown.
+    #[test]
+    fn decodes_version_one_files_without_a_start_term() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"OXCP");
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        for field in [100i64, 74, 73, 2] {
+            v1.extend_from_slice(&field.to_be_bytes());
+        }
+        v1.extend_from_slice(&512u64.to_be_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        let cp = Checkpoint::decode(&v1).expect("a version 1 checkpoint decodes");
+        assert_eq!(
+            cp,
+            Checkpoint {
+                start_offset: 100,
+                durable_offset: 74,
+                durable_segment: SegmentId {
+                    base_offset: 73,
+                    term: 2,
+                },
+                durable_position: 512,
+                start_term: -1,
+            }
+        );
+        assert_eq!(cp.known_start_term(), None);
+        // The same fields with a version 2 length are damage, not a version 1 file.
+        let mut wrong_length = v1.clone();
+        wrong_length.splice(v1.len() - 4..v1.len() - 4, [0u8; 8]);
+        assert_eq!(Checkpoint::decode(&wrong_length), None);
     }
 
     #[test]
@@ -134,8 +200,11 @@ mod tests {
                 term: -1,
             },
             durable_position: 0,
+            start_term: -1,
         };
         assert_eq!(nothing_durable.reset_term(), None);
+        assert_eq!(nothing_durable.known_start_term(), None);
+        assert_eq!(marker.known_start_term(), Some(3));
         assert_eq!(Checkpoint::reset_marker(1, 0).reset_term(), Some(0));
     }
 }

@@ -214,6 +214,8 @@ pub struct RecoveredLog {
     /// The term of the entry before `start_offset`, when a [`Log::reset_to`] recorded
     /// it and nothing has been made durable since.
     pub reset_term: Option<i64>,
+    /// The term of the entry before `start_offset`, when the checkpoint recorded it.
+    pub start_term: Option<i64>,
 }
 
 /// The storage log of one partition replica.
@@ -246,6 +248,10 @@ pub struct Log {
     state_files: BTreeMap<String, Bytes>,
     /// Term of the entry before `start_offset` after a [`Log::reset_to`].
     reset_term: Option<i64>,
+    /// `(offset, term)`: the term of the entry before `offset`, as a checkpoint, a
+    /// reset or recovery recorded it; kept because the segment holding that entry is
+    /// deleted once a checkpoint recording `offset` as the start is durable.
+    start_term_known: Option<(i64, i64)>,
     /// The [`LogEffect::ResetLog`] not yet completed, issued again in the next
     /// generation if the disk fails it, and how often it failed.
     reset_in_flight: Option<LogEffect>,
@@ -266,6 +272,7 @@ impl Log {
                 start_offset,
                 state_files: BTreeMap::new(),
                 reset_term: None,
+                start_term: None,
             },
         );
         // A new directory has no checkpoint: a start past 0 (a partition recovered
@@ -325,6 +332,10 @@ impl Log {
             events: VecDeque::new(),
             state_files: recovered.state_files,
             reset_term: recovered.reset_term,
+            start_term_known: recovered
+                .start_term
+                .or(recovered.reset_term)
+                .map(|term| (recovered.start_offset, term)),
             reset_in_flight: None,
             reset_failures: 0,
         }
@@ -390,6 +401,30 @@ impl Log {
     /// recorded it (the log of a follower that installed a snapshot).
     pub fn reset_term(&self) -> Option<i64> {
         self.reset_term
+    }
+
+    /// The term of the entry just before `offset`, if known: from the segment holding
+    /// it, else from what a checkpoint, a reset or recovery recorded for that offset.
+    pub fn term_before(&self, offset: i64) -> Option<i64> {
+        if offset <= 0 {
+            return None;
+        }
+        let previous = offset - 1;
+        self.segments
+            .iter()
+            .find(|s| s.id.base_offset <= previous && previous < s.next_offset)
+            .map(|s| s.id.term)
+            .or_else(|| {
+                self.start_term_known
+                    .filter(|(known, _)| *known == offset)
+                    .map(|(_, term)| term)
+            })
+    }
+
+    /// The term of the entry just before the start offset, if known
+    /// ([`Log::term_before`]).
+    pub fn start_term(&self) -> Option<i64> {
+        self.term_before(self.start_offset)
     }
 
     /// First offset whose bytes the log still holds: the base of the first segment
@@ -1026,6 +1061,7 @@ impl Log {
         self.sync_wanted = false;
         self.unavailable = None;
         self.reset_term = Some(term);
+        self.start_term_known = Some((start_offset, term));
         self.checkpoint = CheckpointState {
             written_at: None,
             in_flight: None,
@@ -1192,12 +1228,12 @@ impl Log {
     /// trim, before its own copy of the offsets below is synced); recorded as is, a
     /// crash that tore those offsets off would leave a log starting after its last
     /// segment ends, which Raft cannot continue. The rest of the move is recorded once
-    /// the data below it is durable.
+    /// the data below it is durable. The same holds with nothing durable yet: after a
+    /// reset, the durable offset is the one before the reset's start, and a start moved
+    /// past it before the first sync is not recorded (recorded in the reset marker, it
+    /// would make recovery take the appended segments for the old log and drop them).
     fn checkpointable_start(&self) -> i64 {
-        match self.durable_end {
-            DurableEnd::At { .. } => self.start_offset.min(self.durable_offset + 1),
-            _ => self.start_offset,
-        }
+        self.start_offset.min(self.durable_offset + 1)
     }
 
     /// Writes a checkpoint if one is wanted and due: at once when forced or when the
@@ -1230,6 +1266,9 @@ impl Log {
         self.checkpoint.wanted = false;
         self.checkpoint.written_at = Some(now);
         self.checkpoint.emitted_durable_offset = checkpoint.durable_offset;
+        if let Some(term) = checkpoint.known_start_term() {
+            self.start_term_known = Some((checkpoint.start_offset, term));
+        }
         self.effects.push_back(LogEffect::WriteCheckpoint {
             generation: self.generation,
             checkpoint_id,
@@ -1256,15 +1295,18 @@ impl Log {
             _ => -1,
         };
         if let (Some(term), -1) = (self.reset_term, durable_offset) {
-            // Still empty since a reset: keep the marker, so recovery knows the term
-            // before the start (and that older segments are not part of this log).
-            return Checkpoint::reset_marker(self.start_offset, term);
+            // Nothing durable since a reset: keep the marker, at the reset's start
+            // (where the checkpointable start stays until a sync), so recovery knows the
+            // term before the start (and that older segments are not part of this log).
+            return Checkpoint::reset_marker(self.checkpointable_start(), term);
         }
+        let start_offset = self.checkpointable_start();
         Checkpoint {
-            start_offset: self.checkpointable_start(),
+            start_offset,
             durable_offset,
             durable_segment,
             durable_position,
+            start_term: self.term_before(start_offset).unwrap_or(-1),
         }
     }
 

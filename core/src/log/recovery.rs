@@ -481,8 +481,15 @@ impl LogRecovery {
         if let Some(first) = self.kept.first() {
             start_offset = start_offset.max(first.id.base_offset);
         }
-        // Segments wholly below the start offset (retention cut before a crash).
-        while self.kept.len() > 1 && self.kept[0].next_offset <= start_offset {
+        // Segments wholly below the start offset (retention cut before a crash). The
+        // last one stays when it ends right at the start (it says where the log ends
+        // and which term it ended in); one that ends before it is no part of the log
+        // (a start checkpointed past the locally durable end, then a crash tore the
+        // offsets between): the log comes back empty at its start, and Raft continues
+        // from a snapshot point there, not from entries the log no longer holds.
+        while self.kept.first().is_some_and(|s| {
+            s.next_offset < start_offset || (self.kept.len() > 1 && s.next_offset <= start_offset)
+        }) {
             let id = self.kept.remove(0).id;
             self.cleanup.push(LogEffect::DeleteSegment {
                 generation: 0,
@@ -500,6 +507,10 @@ impl LogRecovery {
             }
         }
         self.report.segments = self.kept.len();
+        let start_term = self
+            .checkpoint
+            .filter(|c| c.start_offset == start_offset)
+            .and_then(|c| c.known_start_term());
         let mut log = Log::from_recovered(
             self.config,
             RecoveredLog {
@@ -507,6 +518,7 @@ impl LogRecovery {
                 segments: self.kept,
                 start_offset,
                 state_files: self.state_files,
+                start_term,
             },
         );
         log.push_recovery_cleanup(self.cleanup, &self.scanned);

@@ -337,15 +337,20 @@ fn recovered_state(
     commit: Option<i64>,
     membership: &Membership,
 ) -> RecoveredState {
+    // The term before the first known entry: exact inside the segment; at its base,
+    // the term the log's checkpoint recorded for its start when the start is there;
+    // else (a checkpoint of version 1) guessed as the segment's term.
     let first_segment = log.segments().first().map(|s| {
         let first = first_entry_known(s, log.start_offset());
-        (first, s.id.term)
+        (first, log.term_before(first).unwrap_or(s.id.term))
     });
-    // An empty log after a reset (a snapshot was installed) starts after an entry of
-    // the term the reset recorded.
-    let reset = log.reset_term().map(|term| (log.start_offset(), term));
-    // Any other empty log past offset 0 (a partition recovered from the object store):
-    // everything below its start is committed, in the hard state's term.
+    // An empty log after a reset (a snapshot was installed), or whose only segment
+    // ended before its checkpointed start, starts after an entry of the term the
+    // reset or the checkpoint recorded.
+    let reset = log.start_term().map(|term| (log.start_offset(), term));
+    // Any other empty log past offset 0 (a partition recovered from the object store,
+    // or a checkpoint of version 1): everything below its start is committed, in the
+    // hard state's term.
     let recovered = (log.start_offset() > 0).then(|| (log.start_offset(), to_offset(hard_state.term)));
     let snapshot = first_segment
         .or(reset)
