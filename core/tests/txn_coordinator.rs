@@ -668,16 +668,13 @@ fn a_held_request_is_answered_concurrent_transactions_after_the_hold() {
     h.commit_appends();
     assert_eq!(h.take_reply(end), Some(TxnResult::Done));
     // The partition keeps refusing its marker: the next add waits at most 300 ms.
-    let (add, early) = (
-        h.next_reply,
-        h.request(TxnOp::AddPartitions {
-            transactional_id: ID.to_string(),
-            producer_id: p.0,
-            producer_epoch: p.1,
-            partitions: vec![("a".to_string(), 0)],
-            verify_only: false,
-        }),
-    );
+    let (add, early) = (h.next_reply, h.request(TxnOp::AddPartitions {
+        transactional_id: ID.to_string(),
+        producer_id: p.0,
+        producer_epoch: p.1,
+        partitions: vec![("a".to_string(), 0)],
+        verify_only: false,
+    }));
     assert_eq!(early, None);
     h.answer_markers(6);
     h.advance(Duration::from_millis(299));

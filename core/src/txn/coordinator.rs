@@ -645,11 +645,7 @@ fn holdable_id(op: &TxnOp) -> Option<&str> {
             verify_only: false,
             ..
         } => Some(transactional_id),
-        TxnOp::AddPartitions {
-            verify_only: true, ..
-        }
-        | TxnOp::Describe { .. }
-        | TxnOp::List { .. } => None,
+        TxnOp::AddPartitions { verify_only: true, .. } | TxnOp::Describe { .. } | TxnOp::List { .. } => None,
     }
 }
 
