@@ -250,15 +250,11 @@ fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() 
     let p = producer_of(&h.init(1));
     h.add(p, &[("a", 0), ("b", 0)]);
     let (reply, early) = h.end(p, true);
-    assert_eq!(early, None, "EndTxn waits for its decision to be durable");
+    assert_eq!(early, None, "EndTxn waits for the transaction to complete");
     assert!(h.markers.is_empty());
     assert_eq!(h.in_flight.len(), 1, "the PrepareCommit record");
     h.commit_appends();
-    assert_eq!(
-        h.take_reply(reply),
-        Some(TxnResult::Done),
-        "answered once PrepareCommit is durable, as Kafka does"
-    );
+    assert_eq!(h.take_reply(reply), None, "markers are still to be written");
     assert_eq!(h.markers.len(), 2);
     assert!(h.markers.iter().all(|(.., m)| m.commit));
     // Partition b refuses (not leader); a is written.
@@ -268,17 +264,19 @@ fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() 
     h.answer_markers(0);
     assert!(h.in_flight.is_empty(), "not complete while b is missing");
     assert_eq!(h.state(), TxnState::PrepareCommit);
-    // A retry of the same EndTxn meanwhile waits for the transaction to complete.
-    let (retry, early) = h.end(p, true);
-    assert_eq!(early, None, "held while the markers are written");
+    // A retry of the same EndTxn meanwhile is told to wait.
+    assert_eq!(
+        h.end(p, true).1,
+        Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
+    );
     h.advance(Duration::from_millis(h.config.marker_retry_ms));
     assert_eq!(h.markers.len(), 1, "only b is retried");
     assert_eq!(h.markers[0].1, "b");
     h.answer_markers(0);
-    assert_eq!(h.take_reply(retry), None, "until CompleteCommit is durable");
+    assert_eq!(h.take_reply(reply), None, "until CompleteCommit is durable");
     h.commit_appends();
     assert_eq!(h.state(), TxnState::CompleteCommit);
-    assert_eq!(h.take_reply(retry), Some(TxnResult::Done));
+    assert_eq!(h.take_reply(reply), Some(TxnResult::Done));
     assert_eq!(
         h.end(p, true).1,
         Some(TxnResult::Done),
@@ -456,12 +454,11 @@ impl Harness {
         fresh: i64,
     ) -> (Vec<Marker>, TxnResult) {
         let (reply, early) = self.end_v2(producer, commit, fresh);
-        assert_eq!(early, None, "answered once the decision is durable");
+        assert_eq!(early, None, "answered once complete");
         self.commit_appends();
-        let answer = self.take_reply(reply).expect("answered at Prepare*");
         let markers = self.answer_markers(0).into_iter().map(|(.., m)| m).collect();
         self.commit_appends();
-        (markers, answer)
+        (markers, self.take_reply(reply).expect("answered"))
     }
 }
 
@@ -611,95 +608,4 @@ fn a_v2_producer_ending_a_transaction_a_timeout_aborted_gets_its_next_epoch() {
         "its commit is not"
     );
     assert!(h.c.metrics().fenced >= 1);
-}
-
-#[test]
-fn the_next_transaction_waits_for_the_markers_instead_of_retrying() {
-    let mut h = Harness::new(TxnConfig::default());
-    let p = producer_of(&h.init(1));
-    h.add(p, &[("a", 0), ("b", 0)]);
-    let (end, _) = h.end(p, true);
-    h.commit_appends();
-    assert_eq!(h.take_reply(end), Some(TxnResult::Done));
-    assert_eq!(h.markers.len(), 2, "markers go out after the answer");
-    // The producer's next transaction starts at once: its AddPartitionsToTxn is held
-    // (no CONCURRENT_TRANSACTIONS, no client back-off) ...
-    let add = h.next_reply;
-    let op = TxnOp::AddPartitions {
-        transactional_id: ID.to_string(),
-        producer_id: p.0,
-        producer_epoch: p.1,
-        partitions: vec![("a".to_string(), 0)],
-        verify_only: false,
-    };
-    assert_eq!(h.request(op), None);
-    assert_eq!(h.c.held(), 1);
-    // ... while a produce verification for the finished transaction is not.
-    let verify = TxnOp::AddPartitions {
-        transactional_id: ID.to_string(),
-        producer_id: p.0,
-        producer_epoch: p.1,
-        partitions: vec![("a".to_string(), 0)],
-        verify_only: true,
-    };
-    assert_eq!(
-        h.request(verify),
-        Some(TxnResult::Error(code::TRANSACTION_ABORTABLE))
-    );
-    h.answer_markers(0);
-    assert_eq!(h.in_flight.len(), 1, "CompleteCommit only: the add still waits");
-    h.commit_appends();
-    assert_eq!(h.state(), TxnState::Ongoing, "served once complete");
-    assert_eq!(h.take_reply(add), Some(TxnResult::Done));
-    assert_eq!(h.c.held(), 0);
-    assert_eq!(h.c.metrics().commits, 1);
-}
-
-#[test]
-fn a_held_request_is_answered_concurrent_transactions_after_the_hold() {
-    let config = TxnConfig {
-        hold_ms: 300,
-        ..TxnConfig::default()
-    };
-    let mut h = Harness::new(config);
-    let p = producer_of(&h.init(1));
-    h.add(p, &[("a", 0)]);
-    let (end, _) = h.end(p, false);
-    h.commit_appends();
-    assert_eq!(h.take_reply(end), Some(TxnResult::Done));
-    // The partition keeps refusing its marker: the next add waits at most 300 ms.
-    let (add, early) = (h.next_reply, h.request(TxnOp::AddPartitions {
-        transactional_id: ID.to_string(),
-        producer_id: p.0,
-        producer_epoch: p.1,
-        partitions: vec![("a".to_string(), 0)],
-        verify_only: false,
-    }));
-    assert_eq!(early, None);
-    h.answer_markers(6);
-    h.advance(Duration::from_millis(299));
-    assert_eq!(h.take_reply(add), None);
-    assert!(h.c.poll_timeout().is_some());
-    h.advance(Duration::from_millis(1));
-    assert_eq!(
-        h.take_reply(add),
-        Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
-    );
-    assert_eq!(h.c.held(), 0);
-    // More than the bound at once: the extra ones are answered at once.
-    let mut answered = 0;
-    for _ in 0..oxbow_core::txn::held::MAX_HELD_PER_ID + 2 {
-        answered += usize::from(h.end(p, false).1.is_some());
-    }
-    assert_eq!(answered, 2);
-    // Losing the partition answers the held ones.
-    h.c.unload();
-    h.pump();
-    assert_eq!(h.c.held(), 0);
-    let not_coordinator = h
-        .replies
-        .iter()
-        .filter(|(_, r)| *r == TxnResult::Error(code::NOT_COORDINATOR))
-        .count();
-    assert_eq!(not_coordinator, oxbow_core::txn::held::MAX_HELD_PER_ID);
 }

@@ -322,10 +322,6 @@ pub struct TxnSection {
     pub marker_retry_ms: u64,
     /// Records written to a coordinator partition between two checkpoints.
     pub checkpoint_every_records: u64,
-    /// Longest a coordinator request (the next transaction's AddPartitionsToTxn, a
-    /// retried EndTxn) waits for the previous transaction's markers before it is
-    /// answered CONCURRENT_TRANSACTIONS.
-    pub hold_ms: u64,
 }
 
 impl Default for TxnSection {
@@ -342,7 +338,6 @@ impl Default for TxnSection {
             producer_snapshot_interval_ms: p.snapshot_interval_ms,
             marker_retry_ms: c.marker_retry_ms,
             checkpoint_every_records: c.checkpoint_records,
-            hold_ms: c.hold_ms,
         }
     }
 }
@@ -389,7 +384,6 @@ impl TxnSection {
                 id_expiration_ms: self.id_expiration_ms,
                 marker_retry_ms: self.marker_retry_ms,
                 checkpoint_records: self.checkpoint_every_records,
-                hold_ms: self.hold_ms,
             },
             producers: oxbow_core::txn::ProducerStateConfig {
                 expiration_ms: self.producer_id_expiration_ms,

@@ -18,13 +18,10 @@
 //! * [`TxnOutput::WriteMarker`]: write the marker to that partition through its normal
 //!   append path, answer [`TxnCoordinator::on_marker_done`] with the error code (0 when
 //!   committed there). Failures are retried after `marker_retry_ms`.
-//! * EndTxn is answered once its Prepare* decision is durable, as Kafka does; the
-//!   markers and Complete* follow. Requests for the id that arrive meanwhile (the
-//!   producer's next AddPartitionsToTxn, a retried EndTxn, InitProducerId) are held
-//!   ([`super::held`]) until the id settles — no append in flight, no decision being
-//!   marked — instead of being answered CONCURRENT_TRANSACTIONS, which would send the
-//!   client into its retry back-off (100 ms per transaction with librdkafka's
-//!   defaults). The hold is bounded by `hold_ms`; past it the old answer is given.
+//! * EndTxn is answered once the transaction is complete (markers written, Complete*
+//!   durable), not at Prepare* as Kafka does: the producer's next AddPartitionsToTxn
+//!   then finds the id idle instead of retrying on CONCURRENT_TRANSACTIONS with its
+//!   client's back-off (100 ms per transaction with librdkafka's defaults).
 //! * [`TxnOutput::TrimLog`]: everything below the offset is superseded by a committed
 //!   checkpoint (a copy of every transaction's state), so the log start may move there.
 //! * Time: `now` for timers, `wall_ms` (wall-clock milliseconds) for what is stored
@@ -51,7 +48,6 @@ use crate::log::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::log::builder::{build_batch, BatchOptions, NewRecord};
 use crate::log::records::parse_uncompressed_records;
 use crate::time::Instant;
-use crate::txn::held::{Held, HeldRequests};
 use crate::txn::marker::Marker;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -117,10 +113,6 @@ pub struct TxnConfig {
     pub marker_retry_ms: u64,
     /// Records written since the last checkpoint that trigger the next one.
     pub checkpoint_records: u64,
-    /// Longest a request waits for its transactional id to settle (markers and
-    /// Complete* of the previous transaction written) before it is answered
-    /// CONCURRENT_TRANSACTIONS.
-    pub hold_ms: u64,
 }
 
 impl Default for TxnConfig {
@@ -132,7 +124,6 @@ impl Default for TxnConfig {
             id_expiration_ms: 604_800_000,
             marker_retry_ms: 100,
             checkpoint_records: 1_000,
-            hold_ms: 5_000,
         }
     }
 }
@@ -506,8 +497,9 @@ pub struct TxnCoordinator {
     appends: BTreeMap<u64, AppendWait>,
     markers: BTreeMap<String, MarkerRun>,
     marker_tokens: BTreeMap<u64, (String, (String, i32))>,
-    /// Requests waiting for their id to settle.
-    held: HeldRequests,
+    /// EndTxn requests waiting for their transaction to complete, by transactional id
+    /// (with whether they are v2, answered with the producer id and epoch to use next).
+    end_replies: BTreeMap<String, (TxnReplyId, bool)>,
     checkpoint: Option<(BTreeSet<u64>, Option<i64>)>,
     records_since_checkpoint: u64,
     next_token: u64,
@@ -626,29 +618,6 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<(String, Option
     Some((id, Some(meta)))
 }
 
-/// Whether `id` has an append in flight or a decision whose markers are still being
-/// written (requests that would change it are held meanwhile).
-fn settling(busy: &BTreeSet<String>, txns: &BTreeMap<String, TxnMeta>, id: &str) -> bool {
-    busy.contains(id) || txns.get(id).is_some_and(|m| m.state.is_prepare())
-}
-
-/// The transactional id of a request that waits while its id is settling: everything
-/// that changes the id's state. Produce verifications are answered at once (a
-/// transaction's own produce never meets a settling id).
-fn holdable_id(op: &TxnOp) -> Option<&str> {
-    match op {
-        TxnOp::InitProducerId { transactional_id, .. }
-        | TxnOp::EndTxn { transactional_id, .. }
-        | TxnOp::EndTxnV2 { transactional_id, .. } => Some(transactional_id),
-        TxnOp::AddPartitions {
-            transactional_id,
-            verify_only: false,
-            ..
-        } => Some(transactional_id),
-        TxnOp::AddPartitions { verify_only: true, .. } | TxnOp::Describe { .. } | TxnOp::List { .. } => None,
-    }
-}
-
 impl TxnCoordinator {
     /// The coordinator of `__transaction_state` partition `partition`, inactive until
     /// loaded.
@@ -663,7 +632,7 @@ impl TxnCoordinator {
             appends: BTreeMap::new(),
             markers: BTreeMap::new(),
             marker_tokens: BTreeMap::new(),
-            held: HeldRequests::default(),
+            end_replies: BTreeMap::new(),
             checkpoint: None,
             records_since_checkpoint: 0,
             next_token: 1,
@@ -789,7 +758,7 @@ impl TxnCoordinator {
                 self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR));
             }
         }
-        for reply in self.held.take_all() {
+        for (_, (reply, _)) in std::mem::take(&mut self.end_replies) {
             self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR));
         }
         self.status = Status::Inactive;
@@ -894,7 +863,6 @@ impl TxnCoordinator {
             }
         }
         self.maybe_checkpoint(now, wall_ms);
-        self.release_held(wall_ms);
     }
 
     fn on_checkpoint_part_done(&mut self, token: u64, base_offset: i64) {
@@ -1066,26 +1034,32 @@ impl TxnCoordinator {
             meta.producer_epoch = 0;
             meta.next_producer_id = -1;
         }
-        self.write(id, meta, None, false);
+        let reply = self.end_replies.remove(id).map(|(reply, v2)| {
+            let result = if v2 {
+                TxnResult::ProducerId {
+                    producer_id: meta.producer_id,
+                    producer_epoch: meta.producer_epoch,
+                }
+            } else {
+                TxnResult::Done
+            };
+            (reply, result)
+        });
+        self.write(id, meta, reply, false);
     }
 
     /// When [`TxnCoordinator::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retries = self.markers.values().filter_map(|r| r.retry_at);
-        retries
-            .chain(self.next_abort_check)
-            .chain(self.held.next_deadline())
-            .min()
+        retries.chain(self.next_abort_check).min()
     }
 
     /// Timers: marker retries, timed-out transactions (aborted, with the producer's
-    /// epoch bumped so the late producer is fenced), expired idle ids, held requests
-    /// past their wait.
+    /// epoch bumped so the late producer is fenced), expired idle ids.
     pub fn handle_timeout(&mut self, now: Instant, wall_ms: i64) {
         if self.status != Status::Active {
             return;
         }
-        self.expire_held(now);
         let retry: Vec<String> = self
             .markers
             .iter()
@@ -1165,9 +1139,8 @@ impl TxnCoordinator {
         self.write(id, meta, reply, true);
     }
 
-    /// Serves a request, or holds it until its transactional id settles (see
-    /// [`super::held`]).
-    pub fn handle(&mut self, now: Instant, wall_ms: i64, reply: TxnReplyId, op: TxnOp) {
+    /// Serves a request.
+    pub fn handle(&mut self, _now: Instant, wall_ms: i64, reply: TxnReplyId, op: TxnOp) {
         match self.status {
             Status::Active => {}
             Status::Loading => {
@@ -1175,54 +1148,6 @@ impl TxnCoordinator {
             }
             Status::Inactive => return self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR)),
         }
-        if let Some(id) = holdable_id(&op) {
-            if self.held.has(id) || self.settling(id) {
-                let id = id.to_string();
-                let held = Held {
-                    reply,
-                    op,
-                    deadline: now + Duration::from_millis(self.config.hold_ms),
-                };
-                if let Err(held) = self.held.hold(&id, held) {
-                    self.reply(held.reply, TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
-                }
-                return;
-            }
-        }
-        self.serve(wall_ms, reply, op);
-        self.release_held(wall_ms);
-    }
-
-    /// Whether `id` has an append in flight or a decision whose markers are still
-    /// being written.
-    fn settling(&self, id: &str) -> bool {
-        settling(&self.busy, &self.txns, id)
-    }
-
-    /// Serves the held requests whose id settled, oldest first per id.
-    fn release_held(&mut self, wall_ms: i64) {
-        while self.status == Status::Active {
-            let (busy, txns) = (&self.busy, &self.txns);
-            let Some(held) = self.held.pop_ready(|id| !settling(busy, txns, id)) else {
-                return;
-            };
-            self.serve(wall_ms, held.reply, held.op);
-        }
-    }
-
-    /// Held requests past their deadline get CONCURRENT_TRANSACTIONS.
-    fn expire_held(&mut self, now: Instant) {
-        for reply in self.held.take_expired(now) {
-            self.reply(reply, TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
-        }
-    }
-
-    /// Requests held.
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
-    fn serve(&mut self, wall_ms: i64, reply: TxnReplyId, op: TxnOp) {
         let result = match op {
             TxnOp::InitProducerId {
                 transactional_id,
@@ -1474,9 +1399,11 @@ impl TxnCoordinator {
                     TxnState::PrepareAbort
                 };
                 meta.last_update_ms = wall_ms;
-                // Answered once the decision is durable; the markers follow, and the
-                // producer's next requests wait for them in `held`.
-                self.write(id, meta, Some((reply, TxnResult::Done)), true);
+                // Answered once the transaction is complete (every marker written and
+                // the Complete state durable), so the producer's next transaction does
+                // not start into CONCURRENT_TRANSACTIONS retries and their back-off.
+                self.end_replies.insert(id.to_string(), (reply, false));
+                self.write(id, meta, None, true);
                 None
             }
             // A retry of the same decision.
@@ -1554,22 +1481,8 @@ impl TxnCoordinator {
         };
         meta.last_update_ms = wall_ms;
         self.metrics.epoch_bumps += 1;
-        // Answered once the decision is durable with the producer id and epoch to go on
-        // with (the fresh id when the bump exhausted the epochs: it is taken at
-        // Complete*, before any request naming it is served, since those are held
-        // until then).
-        let next = if meta.next_producer_id >= 0 {
-            TxnResult::ProducerId {
-                producer_id: meta.next_producer_id,
-                producer_epoch: 0,
-            }
-        } else {
-            TxnResult::ProducerId {
-                producer_id: meta.producer_id,
-                producer_epoch: meta.producer_epoch,
-            }
-        };
-        self.write(id, meta, Some((reply, next)), true);
+        self.end_replies.insert(id.to_string(), (reply, true));
+        self.write(id, meta, None, true);
         None
     }
 

@@ -5,8 +5,6 @@
 //! * [`coordinator`] — [`TxnCoordinator`]: transactional ids, their producer ids and
 //!   epochs, two-phase commit (Prepare* durable before markers, Complete* after),
 //!   timeouts, replay and checkpoints.
-//! * [`held`] — requests waiting for their transactional id to settle (markers and
-//!   Complete* written) instead of being answered CONCURRENT_TRANSACTIONS.
 //! * [`marker`] — COMMIT/ABORT control batches in Kafka's format.
 //! * [`producer_state`] — [`ProducerStateTable`]: per producer the epoch and the last
 //!   five batches' sequence ranges and offsets; the leader's duplicate/gap/epoch check;
@@ -19,7 +17,6 @@
 //! `crate::broker::producer_handlers` (InitProducerId).
 
 pub mod coordinator;
-pub mod held;
 pub mod marker;
 pub mod producer_state;
 pub mod snapshot;
