@@ -159,7 +159,10 @@ fn streaming(o: &Options, topic: &str, idempotent: bool) -> f64 {
 }
 
 fn streaming_one(o: &Options, topic: &str, idempotent: bool) -> f64 {
-    let p = producer(o, &[("enable.idempotence", if idempotent { "true" } else { "false" })]);
+    let p = producer(
+        o,
+        &[("enable.idempotence", if idempotent { "true" } else { "false" })],
+    );
     let payload = vec![b'x'; o.message_bytes];
     let start = Instant::now();
     let mut sent = 0u64;
@@ -178,7 +181,9 @@ fn streaming_one(o: &Options, topic: &str, idempotent: bool) -> f64 {
 fn transactional(o: &Options, topic: &str, round: usize) -> f64 {
     create_topic(&o.brokers, topic, o.partitions);
     let run = std::process::id();
-    on_threads(o, |i| transactional_one(o, topic, &format!("txn-bench-{run}-{round}-{i}")))
+    on_threads(o, |i| {
+        transactional_one(o, topic, &format!("txn-bench-{run}-{round}-{i}"))
+    })
 }
 
 fn transactional_one(o: &Options, topic: &str, id: &str) -> f64 {
