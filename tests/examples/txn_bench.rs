@@ -11,7 +11,9 @@
 //!
 //! Options: `--seconds N` per mode, `--message-bytes N`, `--txn-records N`,
 //! `--partitions N`, `--rounds N` (the three modes interleaved N times; medians
-//! reported), `--csv FILE` (one row per mode and round). Prints one line per round and
+//! reported), `--csv FILE` (one row per mode and round), `--producers N` (N producers
+//! per mode at once, each on its own thread; throughput summed), `--set key=value`
+//! (an extra librdkafka setting for every producer, repeatable). Prints one line per round and
 //! a summary line `summary: plain_msgs_s=… idempotent_ratio=… transactional_ratio=…`
 //! (median ratios against plain in the same round).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,6 +35,11 @@ struct Options {
     rounds: usize,
     /// Where to write one CSV row per mode and round.
     csv: Option<String>,
+    /// Producers per mode, each on its own thread and connection (transactional
+    /// ones each with their own `transactional.id`).
+    producers: usize,
+    /// Extra librdkafka settings for every producer (`--set key=value`, repeatable).
+    extra: Vec<(String, String)>,
 }
 
 fn options() -> Options {
@@ -44,6 +51,8 @@ fn options() -> Options {
         partitions: 4,
         rounds: 1,
         csv: None,
+        producers: 1,
+        extra: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -56,6 +65,11 @@ fn options() -> Options {
             "--partitions" => o.partitions = value.parse().expect("--partitions N"),
             "--rounds" => o.rounds = value.parse().expect("--rounds N"),
             "--csv" => o.csv = Some(value),
+            "--producers" => o.producers = value.parse().expect("--producers N"),
+            "--set" => {
+                let (k, v) = value.split_once('=').expect("--set key=value");
+                o.extra.push((k.to_string(), v.to_string()));
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -71,17 +85,34 @@ fn create_topic(brokers: &str, name: &str, partitions: i32) {
     let _ = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
 }
 
-fn producer(brokers: &str, extra: &[(&str, &str)]) -> Client {
+fn producer(o: &Options, extra: &[(&str, &str)]) -> Client {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", brokers)
+        .set("bootstrap.servers", &o.brokers)
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "100000");
     for (k, v) in extra {
         config.set(*k, *v);
     }
+    for (k, v) in &o.extra {
+        config.set(k, v);
+    }
     config.create().unwrap()
+}
+
+/// Runs `load` on `o.producers` threads at once (producer index as argument) and
+/// returns the sum of their records per second.
+fn on_threads(o: &Options, load: impl Fn(usize) -> f64 + Sync) -> f64 {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..o.producers)
+            .map(|i| {
+                let load = &load;
+                scope.spawn(move || load(i))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
 }
 
 /// A producer whose delivery reports a background thread polls.
@@ -120,11 +151,16 @@ fn wait_delivered(producer: &Client) {
     }
 }
 
-/// Records per second acknowledged, streaming for the run's duration.
+/// Records per second acknowledged, streaming for the run's duration, summed over
+/// the producers.
 fn streaming(o: &Options, topic: &str, idempotent: bool) -> f64 {
     create_topic(&o.brokers, topic, o.partitions);
+    on_threads(o, |_| streaming_one(o, topic, idempotent))
+}
+
+fn streaming_one(o: &Options, topic: &str, idempotent: bool) -> f64 {
     let p = producer(
-        &o.brokers,
+        o,
         &[("enable.idempotence", if idempotent { "true" } else { "false" })],
     );
     let payload = vec![b'x'; o.message_bytes];
@@ -139,12 +175,19 @@ fn streaming(o: &Options, topic: &str, idempotent: bool) -> f64 {
     sent as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Records per second committed, in transactions of `txn_records`; prints the mean
-/// time per transaction spent until every record was acknowledged and in the commit.
+/// Records per second committed, in transactions of `txn_records`, summed over the
+/// producers; each prints the mean time per transaction spent until every record was
+/// acknowledged and in the commit.
 fn transactional(o: &Options, topic: &str, round: usize) -> f64 {
     create_topic(&o.brokers, topic, o.partitions);
-    let id = format!("txn-bench-{round}");
-    let p = producer(&o.brokers, &[("transactional.id", id.as_str())]);
+    let run = std::process::id();
+    on_threads(o, |i| {
+        transactional_one(o, topic, &format!("txn-bench-{run}-{round}-{i}"))
+    })
+}
+
+fn transactional_one(o: &Options, topic: &str, id: &str) -> f64 {
+    let p = producer(o, &[("transactional.id", id)]);
     p.init_transactions(Duration::from_secs(30)).unwrap();
     let payload = vec![b'x'; o.message_bytes];
     let start = Instant::now();
@@ -166,7 +209,7 @@ fn transactional(o: &Options, topic: &str, round: usize) -> f64 {
     }
     let per_txn_ms = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(transactions.max(1));
     println!(
-        "  transactions: {transactions}, per transaction: {:.1} ms until acknowledged (AddPartitionsToTxn, produce), {:.1} ms commit (EndTxn)",
+        "  {id}: transactions: {transactions}, per transaction: {:.1} ms until acknowledged (AddPartitionsToTxn, produce), {:.1} ms commit (EndTxn)",
         per_txn_ms(delivering),
         per_txn_ms(committing)
     );
@@ -183,7 +226,7 @@ fn main() {
     assert!(o.rounds >= 1, "--rounds at least 1");
     let run = format!("{}", std::process::id());
     let (mut plain, mut idempotent, mut txn) = (Vec::new(), Vec::new(), Vec::new());
-    let mut csv = String::from("round,mode,msgs_per_s,message_bytes,partitions,txn_records\n");
+    let mut csv = String::from("round,mode,msgs_per_s,message_bytes,partitions,txn_records,producers\n");
     for round in 0..o.rounds {
         let p = streaming(&o, &format!("bench-plain-{run}-{round}"), false);
         let i = streaming(&o, &format!("bench-idempotent-{run}-{round}"), true);
@@ -196,8 +239,8 @@ fn main() {
         );
         for (mode, value) in [("plain", p), ("idempotent", i), ("transactional", t)] {
             csv.push_str(&format!(
-                "{round},{mode},{value:.0},{},{},{}\n",
-                o.message_bytes, o.partitions, o.txn_records
+                "{round},{mode},{value:.0},{},{},{},{}\n",
+                o.message_bytes, o.partitions, o.txn_records, o.producers
             ));
         }
         plain.push(p);
@@ -209,13 +252,14 @@ fn main() {
     }
     let ratio = |mode: &[f64]| median(mode.iter().zip(&plain).map(|(m, p)| m / p).collect());
     println!(
-        "summary: plain_msgs_s={:.0} idempotent_ratio={:.3} transactional_ratio={:.3} message_bytes={} partitions={} txn_records={} rounds={}",
+        "summary: plain_msgs_s={:.0} idempotent_ratio={:.3} transactional_ratio={:.3} message_bytes={} partitions={} txn_records={} rounds={} producers={}",
         median(plain.clone()),
         ratio(&idempotent),
         ratio(&txn),
         o.message_bytes,
         o.partitions,
         o.txn_records,
-        o.rounds
+        o.rounds,
+        o.producers
     );
 }
