@@ -10,8 +10,8 @@ mod kafka_support;
 use bytes::Bytes;
 use kafka_support::client_decode_response;
 use oxbow_core::kafka::protocol::messages::fetch_response::{
-    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
-    SnapshotId,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData, SnapshotId,
 };
 use oxbow_core::kafka::protocol::messages::{ApiKey, BrokerId, FetchResponse, ProducerId, TopicName};
 use oxbow_core::kafka::protocol::protocol::{Message, StrBytes};
@@ -86,7 +86,10 @@ fn sample(version: i16, large: &[Bytes]) -> FetchResponse {
         last.unknown_tagged_fields.insert(9, Bytes::from_static(b"tag"));
     }
     let mut topics = Vec::new();
-    for (t, partitions) in [vec![first, errored, small], vec![empty, last]].into_iter().enumerate() {
+    for (t, partitions) in [vec![first, errored, small], vec![empty, last]]
+        .into_iter()
+        .enumerate()
+    {
         let mut topic = FetchableTopicResponse::default();
         if version < 13 {
             topic.topic = TopicName(StrBytes::from_string(format!("topic-{t}")));
@@ -126,7 +129,10 @@ fn chunks_back_to_back_are_the_contiguous_encoding_at_every_version() {
     // 40 KiB (a 3-byte compact length) and 2 MiB + 3 (a 4-byte one).
     let large = [records(40 * 1024, 1), records((2 << 20) + 3, 2)];
     let versions = FetchResponse::VERSIONS;
-    assert!(versions.min <= 4 && versions.max >= 12, "the broker's Fetch versions");
+    assert!(
+        versions.min <= 4 && versions.max >= 12,
+        "the broker's Fetch versions"
+    );
     for version in versions.min..=versions.max {
         let response = sample(version, &large);
         let expected = contiguous(version, &response);
@@ -137,10 +143,15 @@ fn chunks_back_to_back_are_the_contiguous_encoding_at_every_version() {
         // header, record set, header, record set, trailing fields (when there are any).
         assert!(chunks.len() >= 4, "v{version}: {} chunks", chunks.len());
         assert!(chunks.iter().all(|c| !c.is_empty()), "v{version}: an empty chunk");
-        assert!(chunks[0].len() >= 8, "v{version}: size and correlation id in the first chunk");
+        assert!(
+            chunks[0].len() >= 8,
+            "v{version}: size and correlation id in the first chunk"
+        );
         for set in &large {
             assert!(
-                chunks.iter().any(|c| c.as_ptr() == set.as_ptr() && c.len() == set.len()),
+                chunks
+                    .iter()
+                    .any(|c| c.as_ptr() == set.as_ptr() && c.len() == set.len()),
                 "v{version}: a large record set was copied"
             );
         }
@@ -157,7 +168,11 @@ fn small_record_sets_stay_in_one_chunk() {
         let response = sample(version, &below);
         let frame = vectored(version, &response);
         assert_eq!(frame.chunks().len(), 1, "v{version}");
-        assert_eq!(frame.to_contiguous(), contiguous(version, &response), "v{version}");
+        assert_eq!(
+            frame.to_contiguous(),
+            contiguous(version, &response),
+            "v{version}"
+        );
     }
     // Exactly at the threshold, the record set is spliced.
     let at = [records(SPLICE_MIN_BYTES, 6), records(10, 7)];
@@ -165,7 +180,11 @@ fn small_record_sets_stay_in_one_chunk() {
         let response = sample(version, &at);
         let frame = vectored(version, &response);
         assert!(frame.chunks().len() > 1, "v{version}");
-        assert_eq!(frame.to_contiguous(), contiguous(version, &response), "v{version}");
+        assert_eq!(
+            frame.to_contiguous(),
+            contiguous(version, &response),
+            "v{version}"
+        );
     }
 }
 
@@ -177,7 +196,10 @@ fn other_responses_and_errors_are_unchanged() {
     api_versions.api_key = ApiKey::ApiVersions;
     api_versions.api_version = 3;
     let frame = encode_response_frame(&api_versions, response.clone()).unwrap();
-    assert_eq!(frame.chunks(), [encode_response(&api_versions, &response).unwrap()]);
+    assert_eq!(
+        frame.chunks(),
+        [encode_response(&api_versions, &response).unwrap()]
+    );
     // A Fetch response answering another API is refused as by the contiguous encoder.
     let mut produce = header;
     produce.api_key = ApiKey::Produce;

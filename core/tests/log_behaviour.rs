@@ -427,7 +427,11 @@ fn a_damaged_batch_fails_the_read_that_returns_it_and_only_that_one() {
     // Reads that return b: CORRUPT_MESSAGE, never its bytes.
     let error = trim(0, 1 << 20).unwrap_err();
     assert_eq!(error.position, sizes[0]);
-    assert!(error.reason.contains("CRC") || error.reason.contains("crc"), "{}", error.reason);
+    assert!(
+        error.reason.contains("CRC") || error.reason.contains("crc"),
+        "{}",
+        error.reason
+    );
     assert!(trim(2, 1 << 20).is_err());
     // A read of c alone, which reads b on its way: c, intact.
     let c = trim(4, 1 << 20).unwrap();

@@ -24,7 +24,9 @@ pub use io::{BrokerEffect, BrokerInput, ConnectionId, PartitionKey, ShardId};
 pub use metadata::{Metadata, TopicMeta};
 pub use shard::{shard_for, ShardMessage};
 
-use crate::kafka::{decode_request, encode_response_frame, FrameDecoder, RequestHeader, Response, ResponseFrame};
+use crate::kafka::{
+    decode_request, encode_response_frame, FrameDecoder, RequestHeader, Response, ResponseFrame,
+};
 use crate::log::{Log, LogConfig};
 use crate::raft::{HardState, RaftConfig};
 use crate::time::Instant;

@@ -81,7 +81,10 @@ impl ResponseFrame {
 /// Encodes `response` as the answer to the request with `header`, like
 /// [`encode_response`], with the large record sets of a Fetch response as chunks of
 /// their own (see the module docs).
-pub fn encode_response_frame(header: &RequestHeader, response: Response) -> Result<ResponseFrame, EncodeError> {
+pub fn encode_response_frame(
+    header: &RequestHeader,
+    response: Response,
+) -> Result<ResponseFrame, EncodeError> {
     encode_with_threshold(header, response, SPLICE_MIN_BYTES)
 }
 
@@ -138,7 +141,11 @@ fn take_record_sets(fetch: &mut FetchResponse, min_bytes: usize) -> Vec<Spliced>
 
 fn set_record_sets(fetch: &mut FetchResponse, spliced: &[Spliced], value: impl Fn(&Bytes) -> Option<Bytes>) {
     for (t, p, records) in spliced {
-        if let Some(partition) = fetch.responses.get_mut(*t).and_then(|topic| topic.partitions.get_mut(*p)) {
+        if let Some(partition) = fetch
+            .responses
+            .get_mut(*t)
+            .and_then(|topic| topic.partitions.get_mut(*p))
+        {
             partition.records = value(records);
         }
     }
@@ -182,7 +189,10 @@ impl Markers {
     fn put_length(&self, out: &mut BytesMut, len: usize) -> Result<(), EncodeError> {
         let too_large = || EncodeError::TooLarge { size_bytes: len };
         if self.flexible {
-            let mut value = u32::try_from(len).ok().and_then(|n| n.checked_add(1)).ok_or_else(too_large)?;
+            let mut value = u32::try_from(len)
+                .ok()
+                .and_then(|n| n.checked_add(1))
+                .ok_or_else(too_large)?;
             while value >= 0x80 {
                 out.put_u8((value as u8 & 0x7f) | 0x80);
                 value >>= 7;

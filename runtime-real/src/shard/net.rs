@@ -153,7 +153,11 @@ impl Conn {
     fn gather_send(&mut self) -> *const libc::msghdr {
         let mut count = 0;
         for (index, chunk) in self.send_queue.iter().take(MAX_SEND_CHUNKS).enumerate() {
-            let rest = if index == 0 { &chunk[self.send_offset..] } else { &chunk[..] };
+            let rest = if index == 0 {
+                &chunk[self.send_offset..]
+            } else {
+                &chunk[..]
+            };
             self.send_iov[index] = libc::iovec {
                 iov_base: rest.as_ptr() as *mut libc::c_void,
                 iov_len: rest.len(),
