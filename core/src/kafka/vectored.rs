@@ -271,18 +271,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn varint_lengths_match_kafka_protocol() {
-        use kafka_protocol::protocol::Encoder;
+    fn compact_lengths_are_unsigned_varints_of_length_plus_one() {
         let markers = Markers::new(true);
-        for len in [0usize, 1, 126, 127, 128, 16_383, 16_384, 1 << 20, (1 << 28) + 5] {
+        let cases: [(usize, &[u8]); 5] = [
+            (0, &[0x01]),
+            (126, &[0x7f]),
+            (127, &[0x80, 0x01]),
+            (16_383, &[0x80, 0x80, 0x01]),
+            ((1 << 28) - 1, &[0x80, 0x80, 0x80, 0x80, 0x01]),
+        ];
+        for (len, expected) in cases {
             let mut ours = BytesMut::new();
             markers.put_length(&mut ours, len).unwrap();
-            let mut theirs = BytesMut::new();
-            kafka_protocol::protocol::types::UnsignedVarInt
-                .encode(&mut theirs, len as u32 + 1)
-                .unwrap();
-            assert_eq!(ours, theirs, "length {len}");
+            assert_eq!(&ours[..], expected, "length {len}");
         }
+        let mut int32 = BytesMut::new();
+        Markers::new(false).put_length(&mut int32, 70_000).unwrap();
+        assert_eq!(&int32[..], &70_000i32.to_be_bytes());
     }
 
     #[test]
