@@ -157,11 +157,11 @@ impl Node {
     fn execute(&mut self, shard: usize, effect: BrokerEffect) {
         let now = self.now;
         match effect {
-            BrokerEffect::Send { connection, bytes } => {
-                self.received
-                    .entry(connection)
-                    .or_default()
-                    .extend_from_slice(&bytes);
+            BrokerEffect::Send { connection, frame } => {
+                let received = self.received.entry(connection).or_default();
+                for chunk in frame.chunks() {
+                    received.extend_from_slice(chunk);
+                }
             }
             BrokerEffect::Close { connection, .. } => self.closed.push(connection),
             BrokerEffect::OpenPartition { key } => {

@@ -403,3 +403,40 @@ fn a_fetch_within_one_segment_is_a_slice_of_the_read_not_a_copy() {
     let joined = oxbow_core::log::read::trim_fetched(&halves, 0, 5, 1 << 20).unwrap();
     assert_eq!(&joined[..], &chunk[..]);
 }
+
+#[test]
+fn a_damaged_batch_fails_the_read_that_returns_it_and_only_that_one() {
+    let mut h = Harness::new(small_config());
+    h.append_synced(1, "a", 2);
+    h.append_synced(1, "b", 2);
+    h.append_synced(1, "c", 2);
+    let plan = h.log.read_plan(0, 1 << 20, i64::MAX).unwrap();
+    let r = plan.ranges[0];
+    let chunk = h.disk.read(r.segment, 0, r.position + r.len_bytes);
+    let sizes: Vec<usize> = oxbow_core::log::batch::iter_batches(&chunk)
+        .map(|(_, header)| header.size_bytes())
+        .collect();
+    assert_eq!(sizes.len(), 3);
+    // Rot in the last byte of batch b's records (inside its CRC, outside its header).
+    let mut damaged = chunk.to_vec();
+    damaged[sizes[0] + sizes[1] - 1] ^= 0x40;
+    let damaged = bytes::Bytes::from(damaged);
+    let trim = |from: i64, max_bytes: u64| {
+        oxbow_core::log::read::trim_fetched(std::slice::from_ref(&damaged), from, 5, max_bytes)
+    };
+    // Reads that return b: CORRUPT_MESSAGE, never its bytes.
+    let error = trim(0, 1 << 20).unwrap_err();
+    assert_eq!(error.position, sizes[0]);
+    assert!(
+        error.reason.contains("CRC") || error.reason.contains("crc"),
+        "{}",
+        error.reason
+    );
+    assert!(trim(2, 1 << 20).is_err());
+    // A read of c alone, which reads b on its way: c, intact.
+    let c = trim(4, 1 << 20).unwrap();
+    assert_eq!(&c[..], &chunk[sizes[0] + sizes[1]..]);
+    // A read of a that stops before b (max_bytes): a, intact.
+    let a = trim(0, 1).unwrap();
+    assert_eq!(&a[..], &chunk[..sizes[0]]);
+}

@@ -917,7 +917,10 @@ impl BrokerSim {
         let now = self.queue.now();
         let inc = self.nodes[id as usize].process.incarnation;
         match effect {
-            BrokerEffect::Send { connection, bytes } => self.send_to_client(id, connection, Some(bytes)),
+            BrokerEffect::Send { connection, frame } => {
+                // The wire carries the chunks back to back; clients read them as one.
+                self.send_to_client(id, connection, Some(frame.to_contiguous()))
+            }
             BrokerEffect::Close { connection, reason } => {
                 trace_event!(
                     self.trace,

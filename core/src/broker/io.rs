@@ -157,12 +157,13 @@ pub enum BrokerInput {
 #[derive(Clone, PartialEq, Debug)]
 #[non_exhaustive]
 pub enum BrokerEffect {
-    /// Send bytes on a connection.
+    /// Send one response frame on a connection: its chunks, in order.
     Send {
         /// The connection.
         connection: ConnectionId,
-        /// Whole response frames.
-        bytes: Bytes,
+        /// The frame (a Fetch response's record sets are chunks of their own, the
+        /// buffers they were read into).
+        frame: crate::kafka::ResponseFrame,
     },
     /// Close a connection (after sending what was queued before this effect).
     Close {

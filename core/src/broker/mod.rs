@@ -24,7 +24,9 @@ pub use io::{BrokerEffect, BrokerInput, ConnectionId, PartitionKey, ShardId};
 pub use metadata::{Metadata, TopicMeta};
 pub use shard::{shard_for, ShardMessage};
 
-use crate::kafka::{decode_request, encode_response, FrameDecoder, RequestHeader, Response};
+use crate::kafka::{
+    decode_request, encode_response_frame, FrameDecoder, RequestHeader, Response, ResponseFrame,
+};
 use crate::log::{Log, LogConfig};
 use crate::raft::{HardState, RaftConfig};
 use crate::time::Instant;
@@ -121,7 +123,7 @@ struct Connection {
     /// Request ids in arrival order, waiting to be answered in that order.
     order: VecDeque<u64>,
     /// Encoded answers that are ready but wait for earlier ones.
-    ready: BTreeMap<u64, Option<Bytes>>,
+    ready: BTreeMap<u64, Option<ResponseFrame>>,
 }
 
 /// The broker of one shard.
@@ -464,7 +466,7 @@ impl Broker {
                         let id = self.take_request_id();
                         if let Some(conn) = self.connections.get_mut(&connection) {
                             conn.order.push_back(id);
-                            conn.ready.insert(id, Some(reply));
+                            conn.ready.insert(id, Some(ResponseFrame::from(reply)));
                         }
                         self.flush(connection);
                     }
@@ -499,16 +501,16 @@ impl Broker {
         header: &RequestHeader,
         response: Option<Response>,
     ) {
-        let bytes = match response.map(|r| encode_response(header, &r)) {
+        let frame = match response.map(|r| encode_response_frame(header, r)) {
             None => None,
-            Some(Ok(bytes)) => Some(bytes),
+            Some(Ok(frame)) => Some(frame),
             Some(Err(error)) => {
                 self.close_connection(connection, format!("cannot encode response: {error}"));
                 return;
             }
         };
         if let Some(conn) = self.connections.get_mut(&connection) {
-            conn.ready.insert(id, bytes);
+            conn.ready.insert(id, frame);
         }
         self.flush(connection);
     }
@@ -522,9 +524,9 @@ impl Broker {
                 break;
             };
             conn.order.pop_front();
-            if let Some(bytes) = answer {
-                self.metrics.bytes_out += bytes.len() as u64;
-                self.effects.push_back(BrokerEffect::Send { connection, bytes });
+            if let Some(frame) = answer {
+                self.metrics.bytes_out += frame.len_bytes() as u64;
+                self.effects.push_back(BrokerEffect::Send { connection, frame });
             }
         }
     }

@@ -18,6 +18,8 @@
 //! * [`request`] — request header and body decoding into [`Request`].
 //! * [`response`] — [`Response`] encoding with the right header version, and error
 //!   responses for any request ([`error_response`]).
+//! * [`vectored`] — responses as chunk lists ([`ResponseFrame`]), so a Fetch response's
+//!   record sets are sent from their read buffers, not copied into the frame.
 //! * [`schema`] — bounds check of request bodies before `kafka-protocol` allocates.
 //! * [`error`] — [`ErrorCode`] and the layer's error types.
 //!
@@ -78,6 +80,7 @@ pub mod frame;
 pub mod request;
 pub mod response;
 pub mod schema;
+pub mod vectored;
 pub mod versions;
 
 pub use error::{EncodeError, ErrorCode, RequestError};
@@ -85,4 +88,5 @@ pub use frame::{FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES};
 pub use kafka_protocol as protocol;
 pub use request::{decode_request, DecodedRequest, Request, RequestHeader};
 pub use response::{encode_response, error_response, Response};
+pub use vectored::{encode_response_frame, ResponseFrame};
 pub use versions::{api_versions_response, supported_versions, ApiRow, ApiStatus, API_TABLE};

@@ -25,6 +25,13 @@ pub struct CorruptRead {
 ///
 /// The batches kept from one chunk are contiguous in it, so when they all come from one
 /// chunk (a read within one segment) the answer is a slice of it, not a copy.
+///
+/// Every batch returned has been checked whole (magic, length, CRC): bytes read from a
+/// segment are served only once their CRC matches, so damage on disk is a
+/// [`CorruptRead`] (Kafka's CORRUPT_MESSAGE), never garbage to a client. Batches read
+/// but not returned (before `from_offset`, past `max_bytes`) are only framed: their
+/// headers must parse and follow each other, their CRC is not computed, so damage there
+/// is reported by the read that would return it.
 pub fn trim_fetched(
     chunks: &[Bytes],
     from_offset: i64,
@@ -65,12 +72,14 @@ pub fn trim_fetched(
             if header.size_bytes() > rest.len() {
                 break; // the range ended inside this batch
             }
-            if let Err(error) = check_stored_batch(rest) {
-                return Err(corrupt(at, error.to_string()));
-            }
             if header.last_offset() >= from_offset {
                 if kept.len_bytes > 0 && (kept.len_bytes + header.size_bytes()) as u64 > max_bytes {
                     return Ok(kept.into_bytes(chunks));
+                }
+                // Only a batch that is returned has its CRC checked: the ones read
+                // around it are framed (length, offsets, epoch) but not served.
+                if let Err(error) = check_stored_batch(rest) {
+                    return Err(corrupt(at, error.to_string()));
                 }
                 kept.push(index, at, header.size_bytes());
             }

@@ -17,7 +17,8 @@
 //! Every operation in flight points into memory the reactor keeps alive until the
 //! operation's completion arrives: each connection's receive buffer (a boxed slice
 //! that never moves), the `Bytes` at the front of its send queue (heap memory that does
-//! not move while the `Bytes` is held), the doorbell's 8-byte box. A connection's slot
+//! not move while the `Bytes` is held) and the boxed `msghdr` and `iovec` array the send
+//! describes them with, the doorbell's 8-byte box. A connection's slot
 //! is freed only when it has nothing in flight. [`Reactor::shutdown`] shuts every socket
 //! down and waits for the outstanding completions; whatever has not completed by its
 //! deadline is leaked rather than freed under the kernel.
@@ -27,8 +28,11 @@
 //! * One receive of at most `recv_buffer_bytes` in flight per connection, re-armed only
 //!   by the [`Reactor::wait`] after its bytes were reported, so a connection paused by
 //!   [`Reactor::set_conn_reading`] delivers at most one more receive.
-//! * Per-connection send order is the order of [`Reactor::send`] calls; one send in
-//!   flight per connection; a partial send continues from where it stopped.
+//! * Per-connection send order is the order of [`Reactor::send`] calls and of the
+//!   chunks within one; one send in flight per connection, a `sendmsg` gathering up to
+//!   [`MAX_SEND_CHUNKS`] queued chunks (a response frame's header and the record sets
+//!   it carries in their read buffers, and the frames queued after it); a partial send
+//!   continues from where it stopped, mid-chunk or not.
 //! * When a connection's queued output exceeds `max_send_queue_bytes`, the reactor stops
 //!   reading from it (no new requests, so no new responses) until the queue drains
 //!   below the bound. The queue can exceed the bound only by the responses to requests
@@ -57,6 +61,9 @@ const OP_SEND: u64 = 3;
 const OP_DOORBELL: u64 = 4;
 const OP_EXTERNAL: u64 = 5;
 const SLOT_MASK: u64 = (1 << OP_SHIFT) - 1;
+
+/// Most queued chunks one send gathers (Linux's `UIO_MAXIOV` is 1024).
+pub const MAX_SEND_CHUNKS: usize = 64;
 
 /// Limits of the reactor.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -122,6 +129,10 @@ struct Conn {
     /// Bytes of the queue's front already sent.
     send_offset: usize,
     send_in_flight: bool,
+    /// What the send in flight gathers: it points into the queue's first chunks.
+    send_iov: Box<[libc::iovec; MAX_SEND_CHUNKS]>,
+    /// The send in flight's message header: it points at `send_iov`.
+    send_msg: Box<libc::msghdr>,
     /// Close once the send queue is empty.
     close_requested: bool,
     /// No more reads or writes: the peer closed, an error, or a close took effect.
@@ -136,6 +147,61 @@ impl Conn {
     fn in_flight(&self) -> bool {
         self.recv_in_flight || self.send_in_flight
     }
+
+    /// Points the connection's message header at the first [`MAX_SEND_CHUNKS`] queued
+    /// chunks (the first from `send_offset` on) and returns it.
+    fn gather_send(&mut self) -> *const libc::msghdr {
+        let mut count = 0;
+        for (index, chunk) in self.send_queue.iter().take(MAX_SEND_CHUNKS).enumerate() {
+            let rest = if index == 0 {
+                &chunk[self.send_offset..]
+            } else {
+                &chunk[..]
+            };
+            self.send_iov[index] = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            count = index + 1;
+        }
+        self.send_msg.msg_iov = self.send_iov.as_mut_ptr();
+        self.send_msg.msg_iovlen = count as _;
+        &*self.send_msg
+    }
+
+    /// `sent_bytes` of the queue's front went out: pops the chunks sent whole and
+    /// advances into the first one that was not.
+    fn advance_send(&mut self, mut sent_bytes: usize) {
+        while sent_bytes > 0 {
+            let Some(front) = self.send_queue.front() else {
+                tracing::error!(sent_bytes, "net: more bytes sent than queued");
+                return;
+            };
+            let rest = front.len() - self.send_offset;
+            if sent_bytes < rest {
+                self.send_offset += sent_bytes;
+                return;
+            }
+            sent_bytes -= rest;
+            self.send_queue.pop_front();
+            self.send_offset = 0;
+        }
+    }
+}
+
+/// A message header with no address, no control data and no iovecs yet.
+fn empty_msghdr() -> Box<libc::msghdr> {
+    // SAFETY: `msghdr` is plain old data; all-zero is a valid (empty) value.
+    Box::new(unsafe { std::mem::zeroed() })
+}
+
+fn empty_iovecs() -> Box<[libc::iovec; MAX_SEND_CHUNKS]> {
+    Box::new(
+        [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_SEND_CHUNKS],
+    )
 }
 
 /// One shard's ring, listener and connections.
@@ -256,9 +322,10 @@ impl Reactor {
         !self.events.is_empty() || !self.external.is_empty()
     }
 
-    /// Queues `bytes` on a connection, after everything queued before. Returns false
-    /// (and drops the bytes) if the connection is unknown or already dead.
-    pub fn send(&mut self, id: ConnId, bytes: Bytes) -> bool {
+    /// Queues `chunks` on a connection, in order, after everything queued before; they
+    /// are sent back to back (gathered into as few sends as [`MAX_SEND_CHUNKS`] allows).
+    /// Returns false (and drops the chunks) if the connection is unknown or already dead.
+    pub fn send(&mut self, id: ConnId, chunks: impl IntoIterator<Item = Bytes>) -> bool {
         let Some(&slot) = self.by_id.get(&id) else {
             return false;
         };
@@ -268,10 +335,14 @@ impl Reactor {
         if conn.dead || conn.close_requested {
             return false;
         }
-        if !bytes.is_empty() {
+        let mut queued = false;
+        for bytes in chunks.into_iter().filter(|b| !b.is_empty()) {
             conn.send_queued_bytes += bytes.len();
             self.queued_bytes_total += bytes.len();
             conn.send_queue.push_back(bytes);
+            queued = true;
+        }
+        if queued {
             self.dirty.push_back(slot);
         }
         true
@@ -446,19 +517,18 @@ impl Reactor {
             return Ok(());
         }
         let fd = conn.fd.as_raw_fd();
-        if !conn.send_in_flight {
-            if let Some(front) = conn.send_queue.front() {
-                let rest = &front[conn.send_offset..];
-                let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-                let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(user_data(OP_SEND, slot));
-                conn.send_in_flight = true;
-                // SAFETY: the front `Bytes` stays in the queue (its heap memory does
-                // not move) until this send's completion pops or advances it.
-                unsafe { self.push(&entry)? };
-            }
+        if !conn.send_in_flight && !conn.send_queue.is_empty() {
+            let msg = conn.gather_send();
+            let entry = opcode::SendMsg::new(types::Fd(fd), msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+                .user_data(user_data(OP_SEND, slot));
+            conn.send_in_flight = true;
+            // SAFETY: the message header and iovec array are boxed in the connection,
+            // and the chunks they point to stay in its queue (their heap memory does
+            // not move), until this send's completion; the slot is not freed while
+            // the send is in flight.
+            unsafe { self.push(&entry)? };
         }
         let Some(conn) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return Ok(());
@@ -535,6 +605,8 @@ impl Reactor {
             send_queued_bytes: 0,
             send_offset: 0,
             send_in_flight: false,
+            send_iov: empty_iovecs(),
+            send_msg: empty_msghdr(),
             close_requested: false,
             dead: false,
             shut: false,
@@ -587,17 +659,11 @@ impl Reactor {
                 conn.dead = true;
             }
         } else {
-            let n = result as usize;
+            let n = (result as usize).min(conn.send_queued_bytes);
             self.stats.sent_bytes += n as u64;
-            conn.send_offset += n;
+            conn.advance_send(n);
             conn.send_queued_bytes -= n;
             self.queued_bytes_total -= n;
-            if let Some(front) = conn.send_queue.front() {
-                if conn.send_offset >= front.len() {
-                    conn.send_queue.pop_front();
-                    conn.send_offset = 0;
-                }
-            }
         }
         self.dirty.push_back(slot);
     }

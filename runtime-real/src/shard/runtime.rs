@@ -858,10 +858,12 @@ impl Shard {
 
     fn execute(&mut self, effect: BrokerEffect) {
         match effect {
-            BrokerEffect::Send { connection, bytes } => {
-                let admitted = self.admission.sent(connection.0, &bytes);
+            BrokerEffect::Send { connection, frame } => {
+                // The first chunk holds the size prefix and the correlation id.
+                let head = frame.chunks().first().cloned().unwrap_or_default();
+                let admitted = self.admission.sent(connection.0, &head);
                 self.queue_admitted(admitted);
-                self.reactor.send(connection.0, bytes);
+                self.reactor.send(connection.0, frame.into_chunks());
             }
             BrokerEffect::Close { connection, reason } => {
                 tracing::debug!(shard = self.id, connection = connection.0, %reason, "closing connection");
