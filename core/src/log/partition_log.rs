@@ -199,6 +199,10 @@ struct CheckpointState {
     /// hence `i64::MAX`): a truncation below it must rewrite the checkpoint before
     /// anything is appended at the cut, or a torn append would look like corruption.
     emitted_durable_offset: i64,
+    /// What the last checkpoint emitted in this generation records. A checkpoint that
+    /// would record the same is not written again (an idle log rewrites nothing);
+    /// `None` after recovery, a reset or a disk failure, so the next one is written.
+    last_emitted: Option<Checkpoint>,
 }
 
 /// The state a log is rebuilt from after recovery.
@@ -319,6 +323,7 @@ impl Log {
                 wanted: false,
                 durable_start_offset: recovered.start_offset,
                 emitted_durable_offset: i64::MAX,
+                last_emitted: None,
             },
             unavailable: None,
             effects: VecDeque::new(),
@@ -738,6 +743,7 @@ impl Log {
 
     fn on_failed(&mut self, error: DiskError) {
         self.generation += 1;
+        self.checkpoint.last_emitted = None;
         self.sync_in_flight = None;
         self.sync_wanted = false;
         self.dirty.clear();
@@ -1032,6 +1038,7 @@ impl Log {
             wanted: false,
             durable_start_offset: start_offset,
             emitted_durable_offset: start_offset - 1,
+            last_emitted: None,
         };
         self.sync_issued = SyncTicket(self.sync_issued.0 + 1);
         let sync_id = self.sync_issued.0;
@@ -1202,9 +1209,14 @@ impl Log {
 
     /// Writes a checkpoint if one is wanted and due: at once when forced or when the
     /// start offset moved (DeleteRecords waits for it), else at most once per
-    /// `checkpoint_interval_ms`.
+    /// `checkpoint_interval_ms`. Never one that records what the last one emitted
+    /// records (already on disk, or on its way there).
     fn maybe_checkpoint(&mut self, now: Instant, force: bool) {
         if !(force || self.checkpoint_pending_progress()) {
+            return;
+        }
+        if self.checkpoint.last_emitted == Some(self.current_checkpoint()) {
+            self.checkpoint.wanted = false;
             return;
         }
         if self.checkpoint.in_flight.is_some() {
@@ -1230,6 +1242,7 @@ impl Log {
         self.checkpoint.wanted = false;
         self.checkpoint.written_at = Some(now);
         self.checkpoint.emitted_durable_offset = checkpoint.durable_offset;
+        self.checkpoint.last_emitted = Some(checkpoint);
         self.effects.push_back(LogEffect::WriteCheckpoint {
             generation: self.generation,
             checkpoint_id,
