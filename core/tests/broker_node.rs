@@ -195,7 +195,10 @@ impl Node {
             BrokerEffect::Partition { key, effect } => {
                 let inputs: Vec<ReplicaInput> = match effect {
                     ReplicaEffect::Disk(disk_effect) => {
-                        *self.disk_effects.entry(disk_effect_kind(&disk_effect)).or_default() += 1;
+                        *self
+                            .disk_effects
+                            .entry(disk_effect_kind(&disk_effect))
+                            .or_default() += 1;
                         let disk = self.disks.get_mut(&key).expect("opened");
                         disk.execute(disk_effect)
                             .into_iter()
@@ -1710,7 +1713,10 @@ fn idle_partitions_write_nothing_and_wake_rarely() {
     let after = node.disk_effects.clone();
     let wakeups = node.wakeups - wakeups_before;
     assert_eq!(before, after, "an idle partition touches no file");
-    assert!(before.get("WriteCheckpoint").is_some(), "the no-ops were recorded: {before:?}");
+    assert!(
+        before.get("WriteCheckpoint").is_some(),
+        "the no-ops were recorded: {before:?}"
+    );
     // Lone leaders wake once per election timeout (1.5 s), retention every 10 s:
     // fewer than one wake-up per partition and second (a 150 ms heartbeat tick would
     // be ten times that).

@@ -428,7 +428,11 @@ fn a_checkpoint_is_written_only_when_what_it_records_changes() {
     let mut h = Harness::new(small_config());
     h.append(1, "a", 3);
     h.log.sync();
-    assert_eq!(run_counting_checkpoints(&mut h), 1, "the first sync is recorded at once");
+    assert_eq!(
+        run_counting_checkpoints(&mut h),
+        1,
+        "the first sync is recorded at once"
+    );
     // Idle: timers, syncs with nothing new (Raft asks), over many checkpoint intervals.
     for _ in 0..200 {
         h.now = h.now + Duration::from_millis(250);
@@ -436,14 +440,22 @@ fn a_checkpoint_is_written_only_when_what_it_records_changes() {
             h.log.handle_timeout(h.now);
         }
         h.log.sync();
-        assert_eq!(run_counting_checkpoints(&mut h), 0, "an idle log rewrote its checkpoint");
+        assert_eq!(
+            run_counting_checkpoints(&mut h),
+            0,
+            "an idle log rewrote its checkpoint"
+        );
     }
     assert_eq!(h.log.poll_timeout(), None, "an idle log has no timer");
     // A start offset moved past the durable end is recorded only up to it; moving it
     // further before the sync records nothing new, so nothing is written.
     h.append(1, "b", 3);
     h.log.delete_records(h.now, 5).unwrap();
-    assert_eq!(run_counting_checkpoints(&mut h), 1, "the start moved to the durable end");
+    assert_eq!(
+        run_counting_checkpoints(&mut h),
+        1,
+        "the start moved to the durable end"
+    );
     h.log.delete_records(h.now, 6).unwrap();
     assert_eq!(run_counting_checkpoints(&mut h), 0, "the same checkpoint again");
     // The sync makes the rest of the move recordable: written at once.
@@ -454,7 +466,11 @@ fn a_checkpoint_is_written_only_when_what_it_records_changes() {
     // recovers the same log.
     h.now = h.now + Duration::from_secs(5);
     h.log.close(h.now);
-    assert_eq!(run_counting_checkpoints(&mut h), 0, "close rewrote an unchanged checkpoint");
+    assert_eq!(
+        run_counting_checkpoints(&mut h),
+        0,
+        "close rewrote an unchanged checkpoint"
+    );
     h.crash(0);
     h.recover().unwrap();
     assert_eq!(h.log.start_offset(), 6);

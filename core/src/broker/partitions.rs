@@ -1210,7 +1210,11 @@ mod tests {
         // wake-up per election timeout) and followers of three-voter groups whose
         // peers never answer (election deadlines, campaigns).
         for i in 0..24 {
-            let voters: &[(u64, crate::raft::Priority)] = if i % 3 == 0 { &[(1, 2), (2, 1), (3, 1)] } else { &[] };
+            let voters: &[(u64, crate::raft::Priority)] = if i % 3 == 0 {
+                &[(1, 2), (2, 1), (3, 1)]
+            } else {
+                &[]
+            };
             let log = Log::new(LogConfig::default(), 0);
             partitions
                 .host(now, key("t", i), log, HardState::default(), voters)
@@ -1229,7 +1233,11 @@ mod tests {
             wakeups += 1;
             // Disk and network effects are dropped: the point is the timers.
             partitions.effects.clear();
-            assert_eq!(partitions.hosted.touched_len(), 0, "every touched partition re-indexed");
+            assert_eq!(
+                partitions.hosted.touched_len(),
+                0,
+                "every touched partition re-indexed"
+            );
             let with_deadline = partitions
                 .hosted
                 .values()
