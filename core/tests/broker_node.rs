@@ -1714,7 +1714,7 @@ fn idle_partitions_write_nothing_and_wake_rarely() {
     let wakeups = node.wakeups - wakeups_before;
     assert_eq!(before, after, "an idle partition touches no file");
     assert!(
-        before.get("WriteCheckpoint").is_some(),
+        before.contains_key("WriteCheckpoint"),
         "the no-ops were recorded: {before:?}"
     );
     // Lone leaders wake once per election timeout (1.5 s), retention every 10 s:

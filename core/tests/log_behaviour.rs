@@ -435,7 +435,7 @@ fn a_checkpoint_is_written_only_when_what_it_records_changes() {
     );
     // Idle: timers, syncs with nothing new (Raft asks), over many checkpoint intervals.
     for _ in 0..200 {
-        h.now = h.now + Duration::from_millis(250);
+        h.now += Duration::from_millis(250);
         if h.log.poll_timeout().is_some_and(|t| t <= h.now) {
             h.log.handle_timeout(h.now);
         }
@@ -464,7 +464,7 @@ fn a_checkpoint_is_written_only_when_what_it_records_changes() {
     assert_eq!(h.log.durable_start_offset(), 6);
     // A clean close of a log whose checkpoint is current writes none; a restart
     // recovers the same log.
-    h.now = h.now + Duration::from_secs(5);
+    h.now += Duration::from_secs(5);
     h.log.close(h.now);
     assert_eq!(
         run_counting_checkpoints(&mut h),

@@ -1219,7 +1219,7 @@ mod tests {
             partitions
                 .host(now, key("t", i), log, HardState::default(), voters)
                 .expect("hosted");
-            now = now + std::time::Duration::from_millis(37);
+            now += std::time::Duration::from_millis(37);
         }
         let mut wakeups = 0;
         let until = now + std::time::Duration::from_secs(30);
