@@ -54,6 +54,26 @@ struct Node {
     /// answered (operations in flight across an archiver's restart).
     hold_store: bool,
     held_store: Vec<(usize, BrokerEffect)>,
+    /// Disk effects executed, by kind (`Write`, `Sync`, `WriteCheckpoint`, ...).
+    disk_effects: BTreeMap<&'static str, u64>,
+    /// Shard wake-ups: `handle_timeout` calls made by [`Node::advance`].
+    wakeups: u64,
+}
+
+/// The name of a disk effect's kind, for counting.
+fn disk_effect_kind(effect: &oxbow_core::log::LogEffect) -> &'static str {
+    use oxbow_core::log::LogEffect as E;
+    match effect {
+        E::CreateSegment { .. } => "CreateSegment",
+        E::Write { .. } => "Write",
+        E::Sync { .. } => "Sync",
+        E::TruncateSegment { .. } => "TruncateSegment",
+        E::DeleteSegment { .. } => "DeleteSegment",
+        E::WriteIndex { .. } => "WriteIndex",
+        E::WriteCheckpoint { .. } => "WriteCheckpoint",
+        E::WriteStateFile { .. } => "WriteStateFile",
+        _ => "other",
+    }
 }
 
 fn recover(disk: &MemDisk) -> oxbow_core::log::Log {
@@ -133,6 +153,8 @@ impl Node {
             store_throttling: false,
             hold_store: false,
             held_store: Vec::new(),
+            disk_effects: BTreeMap::new(),
+            wakeups: 0,
         };
         node.run();
         node
@@ -173,6 +195,10 @@ impl Node {
             BrokerEffect::Partition { key, effect } => {
                 let inputs: Vec<ReplicaInput> = match effect {
                     ReplicaEffect::Disk(disk_effect) => {
+                        *self
+                            .disk_effects
+                            .entry(disk_effect_kind(&disk_effect))
+                            .or_default() += 1;
                         let disk = self.disks.get_mut(&key).expect("opened");
                         disk.execute(disk_effect)
                             .into_iter()
@@ -300,6 +326,7 @@ impl Node {
                     self.now = self.now.max(t);
                     for shard in &mut self.shards {
                         if shard.poll_timeout().is_some_and(|t| t <= self.now) {
+                            self.wakeups += 1;
                             shard.handle_timeout(self.now);
                         }
                     }
@@ -1669,4 +1696,32 @@ fn a_throttling_store_delays_offload_but_never_produce() {
     assert!(local_start(&node) > 0, "offloaded once the store answers");
     let got = fetch_all(&mut node, shard, pconn, expected.len());
     assert!(got == expected, "every record back, in order");
+}
+
+#[test]
+fn idle_partitions_write_nothing_and_wake_rarely() {
+    const PARTITIONS: i32 = 16;
+    let mut node = Node::start(BTreeMap::new(), BTreeMap::new(), None);
+    let c0 = node.connect(0, 1);
+    let created = create_topic(&mut node, c0, "idle", PARTITIONS);
+    assert_eq!(created.topics[0].error_code, 0);
+    // Settle: leaders elected, their no-ops durable, first checkpoints and snapshots.
+    node.advance(Duration::from_secs(120));
+    let before = node.disk_effects.clone();
+    let wakeups_before = node.wakeups;
+    node.advance(Duration::from_secs(600));
+    let after = node.disk_effects.clone();
+    let wakeups = node.wakeups - wakeups_before;
+    assert_eq!(before, after, "an idle partition touches no file");
+    assert!(
+        before.contains_key("WriteCheckpoint"),
+        "the no-ops were recorded: {before:?}"
+    );
+    // Lone leaders wake once per election timeout (1.5 s), retention every 10 s:
+    // fewer than one wake-up per partition and second (a 150 ms heartbeat tick would
+    // be ten times that).
+    assert!(
+        wakeups < 600 * PARTITIONS as u64,
+        "{wakeups} wake-ups in 600 idle seconds"
+    );
 }

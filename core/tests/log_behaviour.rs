@@ -440,3 +440,76 @@ fn a_damaged_batch_fails_the_read_that_returns_it_and_only_that_one() {
     let a = trim(0, 1).unwrap();
     assert_eq!(&a[..], &chunk[..sizes[0]]);
 }
+
+/// Runs every effect the log has queued (and those their completions queue), counting
+/// the checkpoint writes among them.
+fn run_counting_checkpoints(h: &mut Harness) -> usize {
+    let mut written = 0;
+    h.hold = true;
+    loop {
+        h.pump();
+        let Some(effect) = h.held.pop_front() else {
+            break;
+        };
+        written += usize::from(matches!(effect, LogEffect::WriteCheckpoint { .. }));
+        for completion in h.disk.execute(effect) {
+            h.log.handle_completion(h.now, completion);
+        }
+    }
+    h.hold = false;
+    written
+}
+
+#[test]
+fn a_checkpoint_is_written_only_when_what_it_records_changes() {
+    let mut h = Harness::new(small_config());
+    h.append(1, "a", 3);
+    h.log.sync();
+    assert_eq!(
+        run_counting_checkpoints(&mut h),
+        1,
+        "the first sync is recorded at once"
+    );
+    // Idle: timers, syncs with nothing new (Raft asks), over many checkpoint intervals.
+    for _ in 0..200 {
+        h.now += Duration::from_millis(250);
+        if h.log.poll_timeout().is_some_and(|t| t <= h.now) {
+            h.log.handle_timeout(h.now);
+        }
+        h.log.sync();
+        assert_eq!(
+            run_counting_checkpoints(&mut h),
+            0,
+            "an idle log rewrote its checkpoint"
+        );
+    }
+    assert_eq!(h.log.poll_timeout(), None, "an idle log has no timer");
+    // A start offset moved past the durable end is recorded only up to it; moving it
+    // further before the sync records nothing new, so nothing is written.
+    h.append(1, "b", 3);
+    h.log.delete_records(h.now, 5).unwrap();
+    assert_eq!(
+        run_counting_checkpoints(&mut h),
+        1,
+        "the start moved to the durable end"
+    );
+    h.log.delete_records(h.now, 6).unwrap();
+    assert_eq!(run_counting_checkpoints(&mut h), 0, "the same checkpoint again");
+    // The sync makes the rest of the move recordable: written at once.
+    h.log.sync();
+    assert_eq!(run_counting_checkpoints(&mut h), 1);
+    assert_eq!(h.log.durable_start_offset(), 6);
+    // A clean close of a log whose checkpoint is current writes none; a restart
+    // recovers the same log.
+    h.now += Duration::from_secs(5);
+    h.log.close(h.now);
+    assert_eq!(
+        run_counting_checkpoints(&mut h),
+        0,
+        "close rewrote an unchanged checkpoint"
+    );
+    h.crash(0);
+    h.recover().unwrap();
+    assert_eq!(h.log.start_offset(), 6);
+    assert_eq!(h.log.next_offset(), 6);
+}

@@ -37,9 +37,9 @@ fn echo_server(
                         if bytes.starts_with(b"x") {
                             let mib: usize =
                                 std::str::from_utf8(&bytes[1..]).unwrap().trim().parse().unwrap();
-                            assert!(reactor.send(id, Bytes::from(vec![7u8; mib << 20])));
+                            assert!(reactor.send(id, [Bytes::from(vec![7u8; mib << 20])]));
                         } else {
-                            assert!(reactor.send(id, bytes.clone()));
+                            assert!(reactor.send(id, [bytes.clone()]));
                             if bytes.ends_with(b"q") {
                                 reactor.close(id);
                             }

@@ -16,8 +16,11 @@ use crate::time::Instant;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
+mod hosted;
 mod tier_host;
 mod txn_host;
+
+use hosted::HostedTable;
 
 pub use tier_host::{TierSettings, TierStats};
 
@@ -78,7 +81,7 @@ pub struct Partitions {
     /// With coalesced heartbeats (cluster mode): when every led group next sends its
     /// heartbeats, all in the same turn, so they leave as one frame per peer.
     heartbeats_at: Option<Instant>,
-    hosted: BTreeMap<TopicPartition, Hosted>,
+    hosted: HostedTable,
     produce_waits: BTreeMap<ProduceToken, OpRef>,
     reads: BTreeMap<ReadToken, PendingRead>,
     parked: Vec<ParkedFetch>,
@@ -123,7 +126,7 @@ impl Partitions {
             node_id,
             raft,
             heartbeats_at: None,
-            hosted: BTreeMap::new(),
+            hosted: HostedTable::default(),
             produce_waits: BTreeMap::new(),
             reads: BTreeMap::new(),
             parked: Vec::new(),
@@ -292,6 +295,7 @@ impl Partitions {
         );
         self.txn_on_host(&tp);
         self.drain(now, &tp);
+        self.hosted.refresh();
         Ok(())
     }
 
@@ -333,6 +337,7 @@ impl Partitions {
 
     /// Runs an operation on a hosted partition.
     pub fn run(&mut self, now: Instant, op_ref: OpRef, tp: TopicPartition, op: PartitionOp) {
+        self.hosted.refresh();
         let remote = matches!(&op, PartitionOp::Fetch { offset, .. } if self.tier_serves(&tp, *offset));
         let Some(hosted) = self.hosted.get_mut(&tp) else {
             self.results
@@ -618,6 +623,7 @@ impl Partitions {
 
     /// Takes a completion for one of this shard's partitions or reads.
     pub fn handle(&mut self, now: Instant, input: BrokerInput) {
+        self.hosted.refresh();
         let input = match self.txn_on_input(now, input) {
             Some(input) => input,
             None => return,
@@ -738,39 +744,33 @@ impl Partitions {
             self.heartbeats_at = Some(now + self.raft.heartbeat_interval);
             self.send_heartbeats(now);
         }
-        let due: Vec<TopicPartition> = self
-            .hosted
-            .iter()
-            .filter(|(_, h)| h.replica.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        for tp in due {
-            if let Some(hosted) = self.hosted.get_mut(&tp) {
-                hosted.replica.handle_timeout(now);
-            }
-            self.drain(now, &tp);
-        }
+        // Only the partitions whose deadline came: found in the deadline index, not
+        // by visiting every partition.
+        self.hosted.refresh();
         let wall_ms = self.wall_ms(now);
-        let due: Vec<TopicPartition> = self
-            .hosted
-            .iter()
-            .filter(|(_, h)| {
-                h.coordinator
-                    .as_ref()
-                    .and_then(|c| c.poll_timeout())
-                    .is_some_and(|t| t <= now)
-            })
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        for tp in due {
-            if let Some(c) = self.hosted.get_mut(&tp).and_then(|h| h.coordinator.as_mut()) {
-                c.handle_timeout(now, wall_ms);
+        for tp in self.hosted.due(now) {
+            let Some(hosted) = self.hosted.get_mut(&tp) else {
+                continue;
+            };
+            let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+            if due(hosted.replica.poll_timeout()) {
+                hosted.replica.handle_timeout(now);
+                self.drain(now, &tp);
             }
-            self.drain(now, &tp);
+            if let Some(c) = self
+                .hosted
+                .get_mut(&tp)
+                .and_then(|h| h.coordinator.as_mut())
+                .filter(|c| due(c.poll_timeout()))
+            {
+                c.handle_timeout(now, wall_ms);
+                self.drain(now, &tp);
+            }
         }
         self.txn_handle_timeout(now);
         self.tier_handle_timeout(now);
         self.wake_parked(now);
+        self.hosted.refresh();
     }
 
     /// Every group this shard leads takes its heartbeat turn now; the heartbeats go
@@ -815,19 +815,17 @@ impl Partitions {
             }
             self.drain(now, &tp);
         }
+        self.hosted.refresh();
     }
 
-    /// The earliest deadline among replicas and parked fetches.
+    /// The earliest deadline among replicas, coordinators and parked fetches (the
+    /// partitions' from the deadline index).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let replicas = self.hosted.values().filter_map(|h| h.replica.poll_timeout());
-        let coordinators = self
-            .hosted
-            .values()
-            .filter_map(|h| h.coordinator.as_ref().and_then(|c| c.poll_timeout()));
         let parked = self.parked.iter().map(|p| p.wait_until);
-        replicas
+        self.hosted
+            .next_deadline()
+            .into_iter()
             .chain(self.heartbeats_at)
-            .chain(coordinators)
             .chain(parked)
             .chain(self.txn_poll_timeout())
             .chain(self.tier_poll_timeout())
@@ -1151,6 +1149,7 @@ impl Partitions {
             }
             self.drain(now, &tp);
         }
+        self.hosted.refresh();
     }
 
     /// Whether an effect belongs to a partition this shard hosts.
@@ -1187,6 +1186,76 @@ mod tests {
             .host(Instant::ZERO, key, log, HardState::default(), &voters)
             .expect("hosted");
         partitions.poll_timeout()
+    }
+
+    /// The earliest partition deadline found by visiting every partition (what the
+    /// index replaces).
+    fn scanned_deadline(partitions: &Partitions) -> Option<Instant> {
+        partitions.hosted.values().filter_map(hosted::deadline).min()
+    }
+
+    fn key(topic: &str, partition: i32) -> PartitionKey {
+        PartitionKey {
+            topic: topic.to_string(),
+            partition,
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn the_deadline_index_agrees_with_a_scan_of_every_partition() {
+        let mut partitions = Partitions::new(2, RaftConfig::default());
+        let mut now = Instant::ZERO;
+        // Partitions hosted at different times: single-voter leaders (a check-quorum
+        // wake-up per election timeout) and followers of three-voter groups whose
+        // peers never answer (election deadlines, campaigns).
+        for i in 0..24 {
+            let voters: &[(u64, crate::raft::Priority)] = if i % 3 == 0 {
+                &[(1, 2), (2, 1), (3, 1)]
+            } else {
+                &[]
+            };
+            let log = Log::new(LogConfig::default(), 0);
+            partitions
+                .host(now, key("t", i), log, HardState::default(), voters)
+                .expect("hosted");
+            now += std::time::Duration::from_millis(37);
+        }
+        let mut wakeups = 0;
+        let until = now + std::time::Duration::from_secs(30);
+        while let Some(next) = partitions.poll_timeout() {
+            if next > until {
+                break;
+            }
+            assert_eq!(Some(next), scanned_deadline(&partitions), "index and scan differ");
+            now = now.max(next);
+            partitions.handle_timeout(now);
+            wakeups += 1;
+            // Disk and network effects are dropped: the point is the timers.
+            partitions.effects.clear();
+            assert_eq!(
+                partitions.hosted.touched_len(),
+                0,
+                "every touched partition re-indexed"
+            );
+            let with_deadline = partitions
+                .hosted
+                .values()
+                .filter(|h| hosted::deadline(h).is_some())
+                .count();
+            assert_eq!(partitions.hosted.indexed_len(), with_deadline);
+            assert!(
+                partitions.hosted.due(now).is_empty(),
+                "nothing left due after handle_timeout at {now:?}"
+            );
+        }
+        assert!(wakeups > 24, "timers ran ({wakeups} wake-ups)");
+        // A removed partition leaves the index.
+        for i in 0..24 {
+            partitions.remove(&("t".to_string(), i));
+        }
+        assert_eq!(partitions.hosted.indexed_len(), 0);
+        assert_eq!(partitions.poll_timeout(), None);
     }
 
     #[test]

@@ -199,6 +199,10 @@ struct CheckpointState {
     /// hence `i64::MAX`): a truncation below it must rewrite the checkpoint before
     /// anything is appended at the cut, or a torn append would look like corruption.
     emitted_durable_offset: i64,
+    /// What the last checkpoint emitted in this generation records. A checkpoint that
+    /// would record the same is not written again (an idle log rewrites nothing);
+    /// `None` after recovery, a reset or a disk failure, so the next one is written.
+    last_emitted: Option<Checkpoint>,
 }
 
 /// The state a log is rebuilt from after recovery.
@@ -326,6 +330,7 @@ impl Log {
                 wanted: false,
                 durable_start_offset: recovered.start_offset,
                 emitted_durable_offset: i64::MAX,
+                last_emitted: None,
             },
             unavailable: None,
             effects: VecDeque::new(),
@@ -773,6 +778,7 @@ impl Log {
 
     fn on_failed(&mut self, error: DiskError) {
         self.generation += 1;
+        self.checkpoint.last_emitted = None;
         self.sync_in_flight = None;
         self.sync_wanted = false;
         self.dirty.clear();
@@ -1068,6 +1074,7 @@ impl Log {
             wanted: false,
             durable_start_offset: start_offset,
             emitted_durable_offset: start_offset - 1,
+            last_emitted: None,
         };
         self.sync_issued = SyncTicket(self.sync_issued.0 + 1);
         let sync_id = self.sync_issued.0;
@@ -1238,9 +1245,14 @@ impl Log {
 
     /// Writes a checkpoint if one is wanted and due: at once when forced or when the
     /// start offset moved (DeleteRecords waits for it), else at most once per
-    /// `checkpoint_interval_ms`.
+    /// `checkpoint_interval_ms`. Never one that records what the last one emitted
+    /// records (already on disk, or on its way there).
     fn maybe_checkpoint(&mut self, now: Instant, force: bool) {
         if !(force || self.checkpoint_pending_progress()) {
+            return;
+        }
+        if self.checkpoint.last_emitted == Some(self.current_checkpoint()) {
+            self.checkpoint.wanted = false;
             return;
         }
         if self.checkpoint.in_flight.is_some() {
@@ -1269,6 +1281,7 @@ impl Log {
         if let Some(term) = checkpoint.known_start_term() {
             self.start_term_known = Some((checkpoint.start_offset, term));
         }
+        self.checkpoint.last_emitted = Some(checkpoint);
         self.effects.push_back(LogEffect::WriteCheckpoint {
             generation: self.generation,
             checkpoint_id,
