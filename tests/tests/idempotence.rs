@@ -82,16 +82,22 @@ fn create_topic(brokers: &str, name: &str) {
 
 /// Every (offset, value) of partition 0 up to its high watermark.
 fn read_all(brokers: &str, topic: &str) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "oxbow-idempotence-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = || -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "oxbow-idempotence-tests")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap()
+    };
+    // Right after a restart the partition may not have elected its leader yet, and
+    // librdkafka, having seen "no leader", does not ask again within the watermark
+    // query: each attempt is made by a fresh consumer, with fresh metadata.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let high = loop {
+    let (consumer, high) = loop {
+        let consumer = consumer();
         match consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)) {
-            Ok((_, high)) => break high,
+            Ok((_, high)) => break (consumer, high),
             Err(e) if Instant::now() < deadline => {
                 eprintln!("watermarks: {e}; retrying");
                 std::thread::sleep(Duration::from_millis(200));
@@ -138,8 +144,12 @@ fn produce_while(
     let stop_disturber = stop.clone();
     let disturber = std::thread::spawn(move || {
         let mut round = 0;
-        while !stop_disturber.load(Ordering::Relaxed) {
+        loop {
             std::thread::sleep(Duration::from_millis(120));
+            // Checked after the sleep: no disturbance once every message is delivered.
+            if stop_disturber.load(Ordering::Relaxed) {
+                break;
+            }
             disturb(round);
             round += 1;
         }
