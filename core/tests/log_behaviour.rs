@@ -513,3 +513,44 @@ fn a_checkpoint_is_written_only_when_what_it_records_changes() {
     assert_eq!(h.log.start_offset(), 6);
     assert_eq!(h.log.next_offset(), 6);
 }
+
+#[test]
+fn a_checkpoint_in_flight_when_the_disk_fails_does_not_stop_later_ones() {
+    let mut h = Harness::new(small_config());
+    h.append_synced(1, "a", 4);
+    h.hold = true;
+    // The start moved: a checkpoint goes out at once. It is still in flight when a
+    // disk failure starts a new generation, so its completion will be ignored.
+    h.log.delete_records(h.now, 2).unwrap();
+    h.pump();
+    assert!(h
+        .held
+        .iter()
+        .any(|e| matches!(e, LogEffect::WriteCheckpoint { .. })));
+    h.log.handle_completion(
+        h.now,
+        LogCompletion::Failed {
+            generation: 0,
+            error: DiskError::Io("boom".into()),
+        },
+    );
+    h.release();
+    // Later moves of the start are still checkpointed (DeleteRecords waits for that).
+    h.log.delete_records(h.now, 3).unwrap();
+    h.log.sync();
+    h.pump();
+    h.now += Duration::from_secs(10);
+    if h.log.poll_timeout().is_some_and(|t| t <= h.now) {
+        h.log.handle_timeout(h.now);
+    }
+    h.pump();
+    assert_eq!(
+        h.log.durable_start_offset(),
+        3,
+        "no checkpoint was written after the failure"
+    );
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, LogEvent::StartOffsetDurable { start_offset: 3 })));
+}

@@ -779,6 +779,12 @@ impl Log {
     fn on_failed(&mut self, error: DiskError) {
         self.generation += 1;
         self.checkpoint.last_emitted = None;
+        // A checkpoint in flight completes in the old generation, and that completion is
+        // ignored: left set, it would hold back every later checkpoint. Whatever it
+        // recorded is wanted again.
+        if self.checkpoint.in_flight.take().is_some() {
+            self.checkpoint.wanted = true;
+        }
         self.sync_in_flight = None;
         self.sync_wanted = false;
         self.dirty.clear();
