@@ -48,6 +48,15 @@ fn assert_old_log(h: &mut Harness, durable: &[(i64, String)]) {
     h.check_against_scan();
 }
 
+/// A crash of a copy of `h`'s disk, now, recovers the empty log of the reset.
+fn assert_a_crash_now_recovers_empty_at(h: &Harness, start_offset: i64, term: i64) {
+    let mut crashed = Harness::new(small_config());
+    crashed.disk = h.disk.clone();
+    crashed.crash(0);
+    crashed.recover().unwrap();
+    assert_empty_at(&crashed, start_offset, term);
+}
+
 fn assert_empty_at(h: &Harness, start_offset: i64, term: i64) {
     assert_eq!(h.log.start_offset(), start_offset);
     assert_eq!(h.log.next_offset(), start_offset);
@@ -110,11 +119,7 @@ fn a_completed_reset_reports_its_ticket_and_the_new_log_grows_from_there() {
 
     // Unsynced appends after the reset are lost in a crash: still the empty log.
     h.append(6, "new-unsynced", 2);
-    let mut crashed = Harness::new(small_config());
-    crashed.disk = h.disk.clone();
-    crashed.crash(0);
-    crashed.recover().unwrap();
-    assert_empty_at(&crashed, 40, 5);
+    assert_a_crash_now_recovers_empty_at(&h, 40, 5);
 
     // Synced ones survive, and the old log does not come back.
     h.log.sync();
@@ -190,11 +195,7 @@ fn a_start_moved_before_the_first_sync_after_a_reset_keeps_the_synced_log() {
     );
 
     // A crash before the sync: the reset's empty log.
-    let mut crashed = Harness::new(small_config());
-    crashed.disk = h.disk.clone();
-    crashed.crash(0);
-    crashed.recover().unwrap();
-    assert_empty_at(&crashed, 40, 5);
+    assert_a_crash_now_recovers_empty_at(&h, 40, 5);
 
     // The sync lands: a crash keeps everything synced, with the moved start.
     h.log.sync();
