@@ -4,8 +4,8 @@
 //! run on loopback ([`BrokerSite::loopback`]) or wherever a [`BrokerSite`] says, under
 //! a command prefix (e.g. `ip netns exec NS`, see [`crate::netns`]).
 
+use crate::ports::free_port;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -78,12 +78,6 @@ impl TestBroker {
             process: None,
         }
     }
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
 }
 
 impl TestCluster {

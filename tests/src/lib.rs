@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod cluster_client;
 pub mod netns;
+pub mod ports;
 pub mod proxy;
 
 /// The value written in record `index` of the writer's batch number `batch`.
