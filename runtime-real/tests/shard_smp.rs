@@ -43,13 +43,28 @@ fn messages_arrive_in_order_per_sender_and_full_queues_hand_back() {
 fn two_threads_exchange_messages_without_loss_under_back_pressure() {
     const COUNT: u64 = 50_000;
     let endpoints = mesh::<u64>(2, 64).unwrap();
+    let both_filled = std::sync::Arc::new(std::sync::Barrier::new(2));
     let handles: Vec<_> = endpoints
         .into_iter()
         .map(|mut endpoint| {
+            let both_filled = both_filled.clone();
             std::thread::spawn(move || {
                 let me = endpoint.shard();
                 let peer = 1 - me;
                 let (mut sent, mut next_expected, mut full) = (0u64, 0u64, 0u64);
+                // First each side sends until its queue refuses, before either drains:
+                // back-pressure is met whatever the scheduler does (a bounded queue
+                // must refuse the 65th message; an unbounded one would take them all).
+                while sent < COUNT {
+                    match endpoint.try_send(peer, sent) {
+                        Ok(()) => sent += 1,
+                        Err(_) => {
+                            full += 1;
+                            break;
+                        }
+                    }
+                }
+                both_filled.wait();
                 while sent < COUNT || next_expected < COUNT {
                     while sent < COUNT {
                         match endpoint.try_send(peer, sent) {
