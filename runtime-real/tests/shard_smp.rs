@@ -52,19 +52,7 @@ fn two_threads_exchange_messages_without_loss_under_back_pressure() {
                 let me = endpoint.shard();
                 let peer = 1 - me;
                 let (mut sent, mut next_expected, mut full) = (0u64, 0u64, 0u64);
-                // First each side sends until its queue refuses, before either drains:
-                // back-pressure is met whatever the scheduler does (a bounded queue
-                // must refuse the 65th message; an unbounded one would take them all).
-                while sent < COUNT {
-                    match endpoint.try_send(peer, sent) {
-                        Ok(()) => sent += 1,
-                        Err(_) => {
-                            full += 1;
-                            break;
-                        }
-                    }
-                }
-                both_filled.wait();
+                let mut filled_once = false;
                 while sent < COUNT || next_expected < COUNT {
                     while sent < COUNT {
                         match endpoint.try_send(peer, sent) {
@@ -74,6 +62,14 @@ fn two_threads_exchange_messages_without_loss_under_back_pressure() {
                                 break;
                             }
                         }
+                    }
+                    // The first time, each side has sent until its queue refused before
+                    // either drains: back-pressure is met whatever the scheduler does (a
+                    // bounded queue must refuse the 65th message; an unbounded one
+                    // would take them all).
+                    if !filled_once {
+                        both_filled.wait();
+                        filled_once = true;
                     }
                     endpoint.flush_wakeups();
                     endpoint.drain(1024, |from, m| {
