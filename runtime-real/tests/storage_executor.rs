@@ -787,6 +787,90 @@ fn a_failed_transfer_fails_its_writes_and_the_syncs_waiting_for_them() {
     assert_eq!(&whole(&mut storage)[..], b"durable-more");
 }
 
+fn checkpoint(checkpoint_id: u64, data: &'static [u8]) -> LogEffect {
+    LogEffect::WriteCheckpoint {
+        generation: 0,
+        checkpoint_id,
+        data: Bytes::from_static(data),
+    }
+}
+
+#[test]
+fn submitted_checkpoints_run_as_file_jobs_and_a_deletion_waits_for_them() {
+    let dir = tempdir();
+    let mut storage = submitted(dir.path(), PoolConfig::default());
+    submit_all(&mut storage, vec![create(0), checkpoint(1, b"one")]);
+    let job = storage.take_file_job().expect("the checkpoint is handed out as a job");
+    assert_eq!(storage.files_in_flight(), 1);
+    assert!(completions(&mut storage).is_empty(), "not durable until the job says so");
+    assert!(!dir.path().join("checkpoint").exists(), "nothing ran on this thread");
+
+    // Segment writes and syncs go on while the job is out; a deletion waits for it.
+    submit_all(
+        &mut storage,
+        vec![
+            write(0, 0, b"data", 0),
+            sync(0, 1),
+            LogEffect::DeleteSegment {
+                generation: 0,
+                segment: SEG,
+            },
+        ],
+    );
+    let ops = take_ops(&mut storage);
+    assert_eq!(ops.len(), 1, "the write is submitted with the job still out");
+    for op in ops {
+        finish(&mut storage, op);
+    }
+    for op in take_ops(&mut storage) {
+        finish(&mut storage, op);
+    }
+    assert_eq!(completions(&mut storage), vec![written(0, 0), synced(0, 1)]);
+    assert!(
+        dir.path().join(SEG.file_name()).exists(),
+        "the deletion waits for the checkpoint emitted before it"
+    );
+
+    let result = job.kind.execute(&RealVfs::direct());
+    storage.complete_file_job(job.token, result);
+    storage.run();
+    assert_eq!(
+        completions(&mut storage),
+        vec![LogCompletion::CheckpointWritten {
+            generation: 0,
+            checkpoint_id: 1
+        }]
+    );
+    assert_eq!(std::fs::read(dir.path().join("checkpoint")).unwrap(), b"one");
+    assert!(!dir.path().join(SEG.file_name()).exists(), "then the deletion runs");
+    assert_eq!(storage.files_in_flight(), 0);
+    assert!(storage.is_idle());
+}
+
+#[test]
+fn a_failed_checkpoint_job_fails_its_generation_and_a_job_left_at_close_runs_there() {
+    let dir = tempdir();
+    let mut storage = submitted(dir.path(), PoolConfig::default());
+    submit_all(&mut storage, vec![checkpoint(1, b"one")]);
+    let job = storage.take_file_job().unwrap();
+    let error = std::io::Error::from_raw_os_error(libc::ENOSPC);
+    let error = oxbow_runtime_real::storage::StorageError::io("write", dir.path(), error);
+    storage.complete_file_job(job.token, Err(error));
+    storage.run();
+    assert_eq!(
+        completions(&mut storage),
+        vec![LogCompletion::Failed {
+            generation: 0,
+            error: DiskError::NoSpace
+        }]
+    );
+    // A job nobody took runs when the storage closes.
+    submit_all(&mut storage, vec![checkpoint(2, b"two")]);
+    assert_eq!(storage.files_in_flight(), 1);
+    storage.close().unwrap();
+    assert_eq!(std::fs::read(dir.path().join("checkpoint")).unwrap(), b"two");
+}
+
 /// A reactor on a loopback listener, for its ring.
 fn reactor() -> Reactor {
     let (mut listeners, _) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();

@@ -5,6 +5,8 @@
 //!   connections, the doorbell, timed waits.
 //! * [`disk_ring`] — the shard's segment writes, `fdatasync`s and fetch reads on the
 //!   reactor's ring.
+//! * [`file_worker`] — the shard's helper thread for checkpoint, state-file and index
+//!   writes (their `fdatasync`, `rename` and directory `fsync` off the event loop).
 //! * [`fetch_reads`] — the broker's range reads in flight on the ring, until each
 //!   request has all its ranges back.
 //! * [`smp`] — bounded lock-free SPSC queues between every pair of shards, and the
@@ -22,6 +24,7 @@ pub mod budget;
 pub mod cluster_link;
 pub mod disk_ring;
 pub mod fetch_reads;
+pub mod file_worker;
 pub mod kv;
 pub mod net;
 pub mod runtime;

@@ -45,6 +45,7 @@
 use super::budget::{Admission, AdmissionStats, ShardBudget};
 use super::disk_ring::{DiskRing, Finished, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_READ_BYTES};
 use super::fetch_reads::FetchReads;
+use super::file_worker::FileWorker;
 use super::kv::{decode_hard_state, encode_hard_state, KvConfig, KvLog};
 use super::net::{NetConfig, NetEvent, NetStats, Reactor};
 use super::smp::{EventFd, SmpEndpoint};
@@ -301,6 +302,9 @@ struct Shard {
     next_owner: u64,
     /// Writes and syncs on the ring (`None`: blocking calls, [`IoMode::Inline`]).
     disk_ring: Option<DiskRing>,
+    /// Checkpoint, state-file and index writes off the shard thread; present exactly
+    /// when `disk_ring` is (storages are then in `IoMode::Submitted`).
+    files: Option<FileWorker>,
     /// The broker's range reads on the ring, until each request is answered.
     fetch_reads: FetchReads,
     /// Partitions whose storage has queued effects or completions.
@@ -501,6 +505,13 @@ impl Shard {
             );
             Some(DiskRing::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_READ_BYTES))
         };
+        let files = match disk_ring {
+            Some(_) => Some(
+                FileWorker::start(spec.shard, RealVfs::direct(), doorbell.clone())
+                    .map_err(|e| format!("file worker thread: {e}"))?,
+            ),
+            None => None,
+        };
         let io_mode = if disk_ring.is_some() {
             IoMode::Submitted
         } else {
@@ -540,6 +551,7 @@ impl Shard {
             owner_ids,
             next_owner,
             disk_ring,
+            files,
             fetch_reads: FetchReads::default(),
             storage_dirty,
             buffer_waiters: BTreeSet::new(),
@@ -1010,6 +1022,7 @@ impl Shard {
     }
 
     fn remove_partition(&mut self, key: &PartitionKey) {
+        self.finish_file_jobs_of(key);
         if let Some(storage) = self.storages.remove(key) {
             add_stats(&mut self.retired, storage.stats());
         }
@@ -1124,6 +1137,19 @@ impl Shard {
                     tracing::error!(shard = self.id, %error, "disk ring: cannot submit; retried next turn");
                 }
             }
+            while let Some(job) = storage.take_file_job() {
+                let token = job.token;
+                let submitted = match self.files.as_mut() {
+                    Some(files) => files.submit(owner, job).map_err(|job| job.kind),
+                    None => Err(job.kind),
+                };
+                if let Err(kind) = submitted {
+                    // No helper thread (it died): run the job here rather than lose it.
+                    tracing::error!(shard = self.id, "file worker gone; writing a small file on the shard thread");
+                    storage.complete_file_job(token, kind.execute(&RealVfs::direct()));
+                    self.storage_dirty.insert(key.clone());
+                }
+            }
             if storage.waiting_for_buffers() {
                 if ring.in_flight() == 0 {
                     // Nothing in flight will return a buffer (a read holds it): retry.
@@ -1136,8 +1162,52 @@ impl Shard {
         progress
     }
 
+    /// Finished small-file jobs, to their storages (which run again). Returns whether
+    /// any came back.
+    fn take_file_jobs(&mut self) -> bool {
+        let Some(files) = self.files.as_mut() else {
+            return false;
+        };
+        let mut any = false;
+        while let Some((owner, token, result)) = files.poll() {
+            any = true;
+            let storage = self
+                .storage_owners
+                .get(&owner)
+                .and_then(|key| self.storages.get_mut(key).map(|storage| (key, storage)));
+            match storage {
+                Some((key, storage)) => {
+                    storage.complete_file_job(token, result);
+                    self.storage_dirty.insert(key.clone());
+                }
+                None => {
+                    if let Err(error) = result {
+                        tracing::warn!(shard = self.id, %error, "small-file write of a removed partition failed");
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Waits (blocking, bounded) until the small-file jobs of `key`'s storage are done,
+    /// so a partition directory is never removed under a job writing into it.
+    fn finish_file_jobs_of(&mut self, key: &PartitionKey) {
+        let started = std::time::Instant::now();
+        while self.storages.get(key).is_some_and(|s| s.files_in_flight() > 0) {
+            if started.elapsed() > SHUTDOWN_DISK_WAIT {
+                tracing::error!(shard = self.id, partition = %key.dir(), "small-file jobs still running at removal");
+                return;
+            }
+            if !self.take_file_jobs() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
     /// Disk completions from the ring, to their storages (which run again).
     fn take_disk(&mut self) {
+        self.take_file_jobs();
         let Some(ring) = self.disk_ring.as_mut() else {
             return;
         };
@@ -1348,7 +1418,8 @@ impl Shard {
             self.smp.flush_wakeups();
             let now = self.clock.now();
             self.take_smp(now);
-            let disk_busy = self.disk_ring.as_ref().is_some_and(|ring| ring.in_flight() > 0);
+            let disk_busy = self.disk_ring.as_ref().is_some_and(|ring| ring.in_flight() > 0)
+                || self.files.as_ref().is_some_and(|files| files.in_flight() > 0);
             if disk_busy && started.elapsed() < SHUTDOWN_DISK_WAIT {
                 if let Err(error) = self.reactor.wait(Some(Duration::from_millis(10))) {
                     tracing::error!(shard = self.id, %error, "io_uring wait failed during shutdown");

@@ -31,10 +31,17 @@
 //!   syncs that become ready meanwhile share the next one. Writes keep flowing while a
 //!   round is in flight. In `Inline` mode a round starts only when nothing else can
 //!   progress, so one `fdatasync` serves every sync of a `run`.
-//! * **Other effects.** Index, checkpoint and state files touch other files and run in
-//!   queue order at once (with blocking calls). Creating, truncating or deleting a
-//!   segment and reading one wait until nothing is in flight (they are rare), then run
-//!   with blocking calls.
+//! * **Small files.** Index, checkpoint and state-file writes start in queue order at
+//!   once, as [`FileJob`]s: run inline in [`IoMode::Inline`], handed out in
+//!   [`IoMode::Submitted`] ([`PartitionStorage::take_file_job`]; the shard runs them on
+//!   a helper thread, so its event loop never blocks in their `fdatasync`, `rename` and
+//!   directory `fsync`) and reported with [`PartitionStorage::complete_file_job`]. Writes
+//!   and syncs of segments go on meanwhile (these files are advisory and need no
+//!   ordering with data syncs); jobs run in the order they were handed out.
+//! * **Other effects.** Creating, truncating or deleting a segment and reading one wait
+//!   until nothing is in flight — small-file jobs included, so a segment is deleted only
+//!   after the checkpoint emitted before the deletion is durable — then run with
+//!   blocking calls (they are rare).
 //!
 //! Completions are reported as operations finish: a `Written` may overtake the `Synced`
 //! of an earlier sync, never the other way round for the writes a sync covers.
@@ -55,6 +62,7 @@
 use super::aligned::BufferPool;
 use super::data_op::{DataOp, DataOpKind, OpFailure, OpResult};
 use super::error::{StorageError, StorageResult};
+use super::file_job::{FileJob, FileJobKind};
 use super::read_op::ReadOp;
 use super::segment::{EndMark, PartsCursor, SegmentFile};
 use super::vfs::{DirEntry, RealVfs, Vfs};
@@ -180,6 +188,15 @@ struct SyncRound {
 enum OpOwner {
     Append(SegmentId),
     Sync(SegmentId),
+    File(FileWhat),
+}
+
+/// What a small-file job writes, for its completion.
+#[derive(Clone, Copy, Debug)]
+enum FileWhat {
+    Index,
+    Checkpoint { generation: u64, checkpoint_id: u64 },
+    StateFile,
 }
 
 /// Executes the disk effects of one partition's log in one directory.
@@ -200,7 +217,11 @@ pub struct PartitionStorage<V: Vfs = RealVfs> {
     round: Option<SyncRound>,
     /// Data operations not yet taken (or, inline, not yet executed).
     outbox: VecDeque<DataOp<V::File>>,
-    /// Data operations handed out and not yet completed.
+    /// Small-file jobs not yet taken ([`IoMode::Submitted`]).
+    file_jobs: VecDeque<FileJob>,
+    /// Small-file jobs queued or handed out and not yet completed.
+    files_in_flight: usize,
+    /// Data operations and small-file jobs handed out and not yet completed.
     owners: BTreeMap<u64, OpOwner>,
     next_token: u64,
     /// The last `run` stopped for want of a free aligned buffer.
@@ -231,6 +252,8 @@ impl<V: Vfs> PartitionStorage<V> {
             pending_syncs: VecDeque::new(),
             round: None,
             outbox: VecDeque::new(),
+            file_jobs: VecDeque::new(),
+            files_in_flight: 0,
             owners: BTreeMap::new(),
             next_token: 0,
             waiting_for_buffers: false,
@@ -259,9 +282,15 @@ impl<V: Vfs> PartitionStorage<V> {
         self.queue.len()
     }
 
-    /// Data operations handed out (or waiting in the outbox) and not yet completed.
+    /// Data operations and small-file jobs handed out (or waiting in the outbox) and
+    /// not yet completed.
     pub fn ops_in_flight(&self) -> usize {
         self.owners.len()
+    }
+
+    /// Small-file jobs queued or handed out and not yet completed.
+    pub fn files_in_flight(&self) -> usize {
+        self.files_in_flight
     }
 
     /// Whether the last [`PartitionStorage::run`] stopped for want of a free aligned
@@ -298,13 +327,41 @@ impl<V: Vfs> PartitionStorage<V> {
         self.outbox.pop_front()
     }
 
+    /// The next small-file job to run ([`IoMode::Submitted`]); report its outcome with
+    /// [`PartitionStorage::complete_file_job`]. Jobs must run in the order taken.
+    pub fn take_file_job(&mut self) -> Option<FileJob> {
+        self.file_jobs.pop_front()
+    }
+
     /// Takes the outcome of a data operation handed out by
     /// [`PartitionStorage::take_op`]; call [`PartitionStorage::run`] afterwards.
     pub fn complete(&mut self, token: u64, result: OpResult) {
         match self.owners.remove(&token) {
             Some(OpOwner::Append(segment)) => self.transfer_done(segment, result),
             Some(OpOwner::Sync(segment)) => self.fdatasync_done(segment, result),
+            Some(OpOwner::File(what)) => {
+                // The caller's mistake: fail the job rather than lose its completion.
+                let error = io::Error::other("a file job was reported as a data operation");
+                let error = StorageError::io("complete", &self.dir, error);
+                self.files_in_flight = self.files_in_flight.saturating_sub(1);
+                self.file_job_done(what, Err(error));
+            }
             None => tracing::warn!(token, "storage: completion of an unknown operation ignored"),
+        }
+    }
+
+    /// Takes the outcome of a small-file job handed out by
+    /// [`PartitionStorage::take_file_job`]; call [`PartitionStorage::run`] afterwards.
+    pub fn complete_file_job(&mut self, token: u64, result: StorageResult<()>) {
+        match self.owners.get(&token) {
+            Some(OpOwner::File(what)) => {
+                let what = *what;
+                self.owners.remove(&token);
+                self.files_in_flight = self.files_in_flight.saturating_sub(1);
+                self.file_job_done(what, result);
+            }
+            Some(_) => tracing::error!(token, "storage: a data operation completed as a file job; ignored"),
+            None => tracing::warn!(token, "storage: completion of an unknown file job ignored"),
         }
     }
 
@@ -328,6 +385,12 @@ impl<V: Vfs> PartitionStorage<V> {
                 let token = op.token;
                 drop(op);
                 self.complete(token, result);
+                continue;
+            }
+            if let Some(job) = self.file_jobs.pop_front() {
+                // Queued while submitted (the mode changed since, e.g. at close).
+                let result = job.kind.execute(&self.vfs);
+                self.complete_file_job(job.token, result);
                 continue;
             }
             if !self.start_round() {
@@ -424,6 +487,7 @@ impl<V: Vfs> PartitionStorage<V> {
             && self.round.is_none()
             && self.pending_syncs.is_empty()
             && self.outbox.is_empty()
+            && self.files_in_flight == 0
     }
 
     /// Buffers an append may take now.
@@ -477,7 +541,7 @@ impl<V: Vfs> PartitionStorage<V> {
                 | LogEffect::WriteCheckpoint { .. }
                 | LogEffect::WriteStateFile { .. } => {
                     if let Some(effect) = self.queue.pop_front() {
-                        self.execute_other(effect);
+                        self.start_file_job(effect);
                     }
                     started += 1;
                 }
@@ -810,21 +874,10 @@ impl<V: Vfs> PartitionStorage<V> {
                 segment, len_bytes, ..
             } => self.truncate_segment(segment, len_bytes),
             LogEffect::DeleteSegment { segment, .. } => self.delete_segment(segment),
-            LogEffect::WriteIndex { segment, data, .. } => {
-                self.write_index(segment, &data);
-                Ok(())
-            }
-            LogEffect::WriteCheckpoint {
-                checkpoint_id, data, ..
-            } => self.write_checkpoint(&data).map(|()| {
-                self.stats.checkpoints += 1;
-                self.completions.push_back(LogCompletion::CheckpointWritten {
-                    generation,
-                    checkpoint_id,
-                })
-            }),
-            LogEffect::WriteStateFile { name, data, .. } => {
-                self.write_state_file(name, &data);
+            effect @ (LogEffect::WriteIndex { .. }
+            | LogEffect::WriteCheckpoint { .. }
+            | LogEffect::WriteStateFile { .. }) => {
+                self.start_file_job(effect);
                 Ok(())
             }
             LogEffect::ResetLog {
@@ -832,7 +885,7 @@ impl<V: Vfs> PartitionStorage<V> {
                 segments,
                 checkpoint,
                 ..
-            } => self.reset_log(&segments, &checkpoint).map(|()| {
+            } => self.reset_log(&segments, checkpoint).map(|()| {
                 self.completions
                     .push_back(LogCompletion::Synced { generation, sync_id })
             }),
@@ -906,63 +959,106 @@ impl<V: Vfs> PartitionStorage<V> {
     /// checkpoint (durable), then the old segments from the last to the first, then a
     /// directory fsync so no deletion is undone by a crash after the new log's first
     /// segment exists.
-    fn reset_log(&mut self, segments: &[SegmentId], checkpoint: &[u8]) -> StorageResult<()> {
-        self.write_checkpoint(checkpoint)?;
+    fn reset_log(&mut self, segments: &[SegmentId], checkpoint: Bytes) -> StorageResult<()> {
+        self.replace_job(CHECKPOINT_TMP_FILE_NAME, CHECKPOINT_FILE_NAME, checkpoint)
+            .execute(&self.vfs)?;
         for segment in segments.iter().rev() {
             self.delete_segment(*segment)?;
         }
         self.sync_dir_if_needed()
     }
 
-    fn write_index(&mut self, segment: SegmentId, data: &[u8]) {
-        let path = self.dir.join(segment.index_file_name());
-        if let Err(error) = self.vfs.write_small_file(&path, data, false) {
-            self.stats.index_write_failures += 1;
-            tracing::warn!(path = %path.display(), %error, "storage: index write failed (recovery rebuilds it)");
-        }
-    }
-
-    /// Temp file + fdatasync + rename + directory fsync: the checkpoint is either the
-    /// old or the new one, never a mix.
-    fn write_checkpoint(&mut self, data: &[u8]) -> StorageResult<()> {
-        let tmp = self.dir.join(CHECKPOINT_TMP_FILE_NAME);
-        let path = self.dir.join(CHECKPOINT_FILE_NAME);
-        self.vfs
-            .write_small_file(&tmp, data, true)
-            .map_err(|e| StorageError::io("write", &tmp, e))?;
-        self.vfs
-            .rename(&tmp, &path)
-            .map_err(|e| StorageError::io("rename", &tmp, e))?;
-        self.dir_unsynced = true;
-        self.sync_dir_if_needed()
-    }
-
-    /// Like a checkpoint (temp file, fdatasync, rename, directory fsync), but advisory:
-    /// a failure is logged and counted, and recovery reads more of the log instead.
-    fn write_state_file(&mut self, name: &str, data: &[u8]) {
-        if !STATE_FILE_NAMES.contains(&name) {
-            tracing::warn!(name, "storage: unknown state file refused");
-            self.stats.state_file_failures += 1;
+    /// Starts the small-file job of an index, checkpoint or state-file effect: at once
+    /// inline, or handed out in [`IoMode::Submitted`].
+    fn start_file_job(&mut self, effect: LogEffect) {
+        let (what, kind) = match effect {
+            LogEffect::WriteIndex { segment, data, .. } => (
+                FileWhat::Index,
+                FileJobKind::Overwrite {
+                    path: self.dir.join(segment.index_file_name()),
+                    data,
+                },
+            ),
+            LogEffect::WriteCheckpoint {
+                generation,
+                checkpoint_id,
+                data,
+            } => (
+                FileWhat::Checkpoint {
+                    generation,
+                    checkpoint_id,
+                },
+                self.replace_job(CHECKPOINT_TMP_FILE_NAME, CHECKPOINT_FILE_NAME, data),
+            ),
+            LogEffect::WriteStateFile { name, data, .. } => {
+                if !STATE_FILE_NAMES.contains(&name) {
+                    tracing::warn!(name, "storage: unknown state file refused");
+                    self.stats.state_file_failures += 1;
+                    return;
+                }
+                let tmp = format!("{name}{TMP_SUFFIX}");
+                (FileWhat::StateFile, self.replace_job(&tmp, name, data))
+            }
+            other => {
+                tracing::error!(?other, "storage: not a small-file effect; ignored");
+                return;
+            }
+        };
+        let job = FileJob {
+            token: self.next_token,
+            kind,
+        };
+        self.next_token += 1;
+        if self.mode == IoMode::Inline {
+            let result = job.kind.execute(&self.vfs);
+            self.file_job_done(what, result);
             return;
         }
-        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-        let path = self.dir.join(name);
-        let written = self
-            .vfs
-            .write_small_file(&tmp, data, true)
-            .map_err(|e| StorageError::io("write", &tmp, e))
-            .and_then(|()| {
-                self.vfs
-                    .rename(&tmp, &path)
-                    .map_err(|e| StorageError::io("rename", &tmp, e))
-            })
-            .and_then(|()| {
-                self.dir_unsynced = true;
-                self.sync_dir_if_needed()
-            });
-        match written {
-            Ok(()) => self.stats.state_files += 1,
-            Err(error) => {
+        self.owners.insert(job.token, OpOwner::File(what));
+        self.files_in_flight += 1;
+        self.file_jobs.push_back(job);
+    }
+
+    /// A temp file + fdatasync + rename + directory fsync job: the file is either the
+    /// old or the new one, never a mix.
+    fn replace_job(&self, tmp: &str, name: &str, data: Bytes) -> FileJobKind {
+        FileJobKind::Replace {
+            dir: self.dir.clone(),
+            tmp: self.dir.join(tmp),
+            path: self.dir.join(name),
+            data,
+        }
+    }
+
+    /// A small-file job finished (inline, or reported by the caller, who has already
+    /// taken it off `files_in_flight`).
+    fn file_job_done(&mut self, what: FileWhat, result: StorageResult<()>) {
+        match (what, result) {
+            (FileWhat::Index, Ok(())) => {}
+            (FileWhat::Index, Err(error)) => {
+                self.stats.index_write_failures += 1;
+                tracing::warn!(%error, "storage: index write failed (recovery rebuilds it)");
+            }
+            (
+                FileWhat::Checkpoint {
+                    generation,
+                    checkpoint_id,
+                },
+                Ok(()),
+            ) => {
+                self.stats.checkpoints += 1;
+                self.stats.dir_syncs += 1;
+                self.completions.push_back(LogCompletion::CheckpointWritten {
+                    generation,
+                    checkpoint_id,
+                });
+            }
+            (FileWhat::Checkpoint { generation, .. }, Err(error)) => self.fail(generation, &error),
+            (FileWhat::StateFile, Ok(())) => {
+                self.stats.state_files += 1;
+                self.stats.dir_syncs += 1;
+            }
+            (FileWhat::StateFile, Err(error)) => {
                 self.stats.state_file_failures += 1;
                 tracing::warn!(%error, "storage: state file write failed (recovery reads more of the log)");
             }

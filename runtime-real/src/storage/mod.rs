@@ -12,6 +12,8 @@
 //!   io_uring runs it), its own aligned buffer handed over as `Bytes` without a copy.
 //! * [`executor`] — [`PartitionStorage`]: runs one partition's effects in order,
 //!   pipelining writes and syncs with group commit, and reports completions.
+//! * [`file_job`] — checkpoint, state-file and index writes as jobs a helper thread can
+//!   run (`fdatasync`, `rename`, directory `fsync` off the shard thread).
 //! * [`disk_log`] — [`DiskLog`]: core's `Log` recovered from a directory and driven
 //!   through the executor; [`open_partition_log`].
 //! * [`error`] — [`StorageError`] and its mapping to the log's `DiskError`.
@@ -21,6 +23,7 @@ pub mod data_op;
 pub mod disk_log;
 pub mod error;
 pub mod executor;
+pub mod file_job;
 pub mod fault;
 pub mod read_op;
 pub mod segment;
