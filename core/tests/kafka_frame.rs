@@ -46,6 +46,35 @@ fn a_frame_taken_whole_owns_its_buffer_alone() {
 }
 
 #[test]
+fn a_frame_pushed_as_its_own_bytes_is_not_copied_and_keeps_its_place_in_line() {
+    let mut decoder = FrameDecoder::default();
+    let whole = frame(&[9u8; 4096]).unwrap();
+    assert_eq!(decoder.push_bytes(&whole), whole.len());
+    assert_eq!(decoder.buffered_bytes(), whole.len());
+    // Bytes pushed after it come out after it (copied: the decoder is not empty).
+    let mut next = frame(b"after").unwrap().to_vec();
+    next.extend_from_slice(&frame(b"and more").unwrap()[..6]);
+    assert_eq!(decoder.push_bytes(&bytes::Bytes::from(next)), 15);
+    let taken = decoder.next_frame().unwrap().unwrap();
+    assert_eq!(
+        taken.as_ptr(),
+        whole[SIZE_PREFIX_BYTES..].as_ptr(),
+        "the frame is a slice of the pushed bytes"
+    );
+    assert_eq!(decoder.next_frame().unwrap().unwrap().as_ref(), b"after");
+    assert_eq!(decoder.next_frame().unwrap(), None, "the third frame is partial");
+    // A pushed chunk that is not exactly one frame is copied as `push` does.
+    let mut decoder = FrameDecoder::default();
+    let two = [frame(b"a").unwrap().to_vec(), frame(b"b").unwrap().to_vec()].concat();
+    assert_eq!(decoder.push_bytes(&bytes::Bytes::from(two)), 10);
+    assert_eq!(drain(&mut decoder).unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+    // An exact frame over the limit is refused like any other.
+    let mut decoder = FrameDecoder::new(8);
+    decoder.push_bytes(&frame(&[0u8; 9]).unwrap());
+    assert!(matches!(decoder.next_frame(), Err(FrameError::TooLarge { .. })));
+}
+
+#[test]
 fn a_frame_split_byte_by_byte_comes_out_once_complete() {
     let mut decoder = FrameDecoder::default();
     let bytes = frame(b"split me").unwrap();

@@ -800,10 +800,18 @@ fn submitted_checkpoints_run_as_file_jobs_and_a_deletion_waits_for_them() {
     let dir = tempdir();
     let mut storage = submitted(dir.path(), PoolConfig::default());
     submit_all(&mut storage, vec![create(0), checkpoint(1, b"one")]);
-    let job = storage.take_file_job().expect("the checkpoint is handed out as a job");
+    let job = storage
+        .take_file_job()
+        .expect("the checkpoint is handed out as a job");
     assert_eq!(storage.files_in_flight(), 1);
-    assert!(completions(&mut storage).is_empty(), "not durable until the job says so");
-    assert!(!dir.path().join("checkpoint").exists(), "nothing ran on this thread");
+    assert!(
+        completions(&mut storage).is_empty(),
+        "not durable until the job says so"
+    );
+    assert!(
+        !dir.path().join("checkpoint").exists(),
+        "nothing ran on this thread"
+    );
 
     // Segment writes and syncs go on while the job is out; a deletion waits for it.
     submit_all(
@@ -842,7 +850,10 @@ fn submitted_checkpoints_run_as_file_jobs_and_a_deletion_waits_for_them() {
         }]
     );
     assert_eq!(std::fs::read(dir.path().join("checkpoint")).unwrap(), b"one");
-    assert!(!dir.path().join(SEG.file_name()).exists(), "then the deletion runs");
+    assert!(
+        !dir.path().join(SEG.file_name()).exists(),
+        "then the deletion runs"
+    );
     assert_eq!(storage.files_in_flight(), 0);
     assert!(storage.is_idle());
 }

@@ -30,7 +30,7 @@ use crate::kafka::{
 use crate::log::{Log, LogConfig};
 use crate::raft::{HardState, RaftConfig};
 use crate::time::Instant;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use handlers::Pending;
 use partitions::{Partitions, TopicPartition};
 use shard::{CommandResults, MetadataCommand, OpRef, OpResult, PartitionOp};
@@ -418,13 +418,13 @@ impl Broker {
 
     fn on_received(&mut self, now: Instant, connection: ConnectionId, bytes: Bytes) {
         self.metrics.bytes_in += bytes.len() as u64;
-        let mut rest: &[u8] = &bytes;
+        let mut rest = bytes;
         loop {
             let Some(conn) = self.connections.get_mut(&connection) else {
                 return;
             };
-            let taken = conn.decoder.push(rest);
-            rest = &rest[taken..];
+            let taken = conn.decoder.push_bytes(&rest);
+            rest.advance(taken);
             loop {
                 let Some(conn) = self.connections.get_mut(&connection) else {
                     return;

@@ -44,10 +44,14 @@ pub enum FrameError {
 ///
 /// Memory: between frames the decoder holds no buffer; a frame pushed whole into an
 /// empty decoder is copied once into an allocation of exactly its size, which the
-/// returned frame owns.
+/// returned frame owns — or, through [`FrameDecoder::push_bytes`] when the pushed
+/// `Bytes` is exactly one frame (as the real runtime's admission hands them over), not
+/// copied at all.
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_frame_bytes: u32,
+    /// A whole frame's payload taken without a copy; it precedes `buffer`.
+    whole: Option<Bytes>,
     buffer: BytesMut,
     failed: Option<FrameError>,
 }
@@ -65,6 +69,7 @@ impl FrameDecoder {
         let max_frame_bytes = max_frame_bytes.clamp(1, i32::MAX as u32);
         FrameDecoder {
             max_frame_bytes,
+            whole: None,
             buffer: BytesMut::new(),
             failed: None,
         }
@@ -82,7 +87,7 @@ impl FrameDecoder {
 
     /// Bytes buffered and not yet returned as frames.
     pub fn buffered_bytes(&self) -> usize {
-        self.buffer.len()
+        self.buffer.len() + self.whole.as_ref().map_or(0, |w| SIZE_PREFIX_BYTES + w.len())
     }
 
     /// How many more bytes [`FrameDecoder::push`] would take now.
@@ -90,7 +95,25 @@ impl FrameDecoder {
         if self.failed.is_some() {
             return 0;
         }
-        self.capacity_bytes().saturating_sub(self.buffer.len())
+        self.capacity_bytes().saturating_sub(self.buffered_bytes())
+    }
+
+    /// Like [`FrameDecoder::push`], but when nothing is buffered and `data` is exactly
+    /// one whole, valid frame, keeps it as it is: the frame returned is a slice of
+    /// `data`, not a copy. Anything else is copied as `push` does.
+    pub fn push_bytes(&mut self, data: &Bytes) -> usize {
+        if self.failed.is_none() && self.whole.is_none() && self.buffer.is_empty() {
+            if let Some(prefix) = data.get(..SIZE_PREFIX_BYTES) {
+                let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+                let exact = usize::try_from(size)
+                    .is_ok_and(|size| size > 0 && SIZE_PREFIX_BYTES + size == data.len());
+                if exact && size as u32 <= self.max_frame_bytes {
+                    self.whole = Some(data.slice(SIZE_PREFIX_BYTES..));
+                    return data.len();
+                }
+            }
+        }
+        self.push(data)
     }
 
     /// Appends as much of `data` as fits ([`FrameDecoder::free_bytes`]) and returns how
@@ -107,6 +130,9 @@ impl FrameDecoder {
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         if let Some(error) = self.failed {
             return Err(error);
+        }
+        if let Some(whole) = self.whole.take() {
+            return Ok(Some(whole));
         }
         let Some(size_bytes) = self.peek_size()? else {
             return Ok(None);

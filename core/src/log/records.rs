@@ -116,8 +116,23 @@ fn read_len(
     Ok(Some((start, *pos)))
 }
 
-/// Parses one record starting at `*pos`; `expected_index` is its position in the batch.
-fn parse_record(bytes: &Bytes, pos: &mut usize, expected_index: i32) -> Result<Record, RecordsError> {
+/// Where one record's fields lie in the records section: byte ranges, nothing copied.
+#[derive(Debug)]
+struct RecordSpans {
+    offset_delta: i64,
+    timestamp_delta_ms: i64,
+    key: Option<(usize, usize)>,
+    value: Option<(usize, usize)>,
+}
+
+/// Walks one record starting at `*pos` (`expected_index`: its position in the batch),
+/// handing each header's ranges to `on_header`.
+fn walk_record(
+    bytes: &[u8],
+    pos: &mut usize,
+    expected_index: i32,
+    mut on_header: impl FnMut((usize, usize), Option<(usize, usize)>),
+) -> Result<RecordSpans, RecordsError> {
     let index = expected_index;
     let length = read_varlong(bytes, pos)?;
     let body_start = *pos;
@@ -134,9 +149,8 @@ fn parse_record(bytes: &Bytes, pos: &mut usize, expected_index: i32) -> Result<R
     if offset_delta != i64::from(expected_index) {
         return Err(RecordsError::BadOffsetDelta { index, offset_delta });
     }
-    let slice = |range: Option<(usize, usize)>| range.map(|(a, b)| bytes.slice(a..b));
-    let key = slice(read_len(body, pos, index, end)?);
-    let value = slice(read_len(body, pos, index, end)?);
+    let key = read_len(body, pos, index, end)?;
+    let value = read_len(body, pos, index, end)?;
     let header_count = read_varlong(body, pos)?;
     if !(0..=i64::from(i32::MAX)).contains(&header_count) {
         return Err(RecordsError::BadLength {
@@ -144,12 +158,11 @@ fn parse_record(bytes: &Bytes, pos: &mut usize, expected_index: i32) -> Result<R
             length: header_count,
         });
     }
-    let mut headers = Vec::new();
     for _ in 0..header_count {
         let header_key =
             read_len(body, pos, index, end)?.ok_or(RecordsError::BadLength { index, length: -1 })?;
         let header_value = read_len(body, pos, index, end)?;
-        headers.push((bytes.slice(header_key.0..header_key.1), slice(header_value)));
+        on_header(header_key, header_value);
     }
     if *pos != end {
         return Err(RecordsError::LengthMismatch {
@@ -158,19 +171,23 @@ fn parse_record(bytes: &Bytes, pos: &mut usize, expected_index: i32) -> Result<R
             actual_bytes: *pos - body_start,
         });
     }
-    Ok(Record {
+    Ok(RecordSpans {
         offset_delta,
         timestamp_delta_ms,
         key,
         value,
-        headers,
     })
 }
 
-/// Parses all records of an uncompressed records section.
-pub fn parse_uncompressed_records(records: &Bytes, record_count: i32) -> Result<Vec<Record>, RecordsError> {
+/// Walks every record of an uncompressed records section, calling `on_record` with
+/// each one's index, its spans and the position right after it; checks that exactly
+/// `record_count` records fill the section.
+fn walk_records(
+    records: &[u8],
+    record_count: i32,
+    mut on_record: impl FnMut(&mut usize, i32) -> Result<(), RecordsError>,
+) -> Result<(), RecordsError> {
     let mut pos = 0;
-    let mut out = Vec::with_capacity(usize::try_from(record_count).unwrap_or(0).min(4096));
     for index in 0..record_count {
         if pos >= records.len() {
             return Err(RecordsError::CountMismatch {
@@ -179,7 +196,7 @@ pub fn parse_uncompressed_records(records: &Bytes, record_count: i32) -> Result<
                 trailing_bytes: 0,
             });
         }
-        out.push(parse_record(records, &mut pos, index)?);
+        on_record(&mut pos, index)?;
     }
     if pos != records.len() {
         return Err(RecordsError::CountMismatch {
@@ -188,12 +205,36 @@ pub fn parse_uncompressed_records(records: &Bytes, record_count: i32) -> Result<
             trailing_bytes: records.len() - pos,
         });
     }
+    Ok(())
+}
+
+/// Parses all records of an uncompressed records section.
+pub fn parse_uncompressed_records(records: &Bytes, record_count: i32) -> Result<Vec<Record>, RecordsError> {
+    let mut out = Vec::with_capacity(usize::try_from(record_count).unwrap_or(0).min(4096));
+    let slice = |range: Option<(usize, usize)>| range.map(|(a, b)| records.slice(a..b));
+    walk_records(records, record_count, |pos, index| {
+        let mut headers = Vec::new();
+        let spans = walk_record(records, pos, index, |key, value| {
+            headers.push((records.slice(key.0..key.1), slice(value)));
+        })?;
+        out.push(Record {
+            offset_delta: spans.offset_delta,
+            timestamp_delta_ms: spans.timestamp_delta_ms,
+            key: slice(spans.key),
+            value: slice(spans.value),
+            headers,
+        });
+        Ok(())
+    })?;
     Ok(out)
 }
 
-/// Validates the framing of an uncompressed records section without keeping the records.
+/// Validates the framing of an uncompressed records section without keeping the
+/// records (nothing is copied or allocated: this runs on every produced batch).
 pub fn validate_uncompressed_records(records: &[u8], record_count: i32) -> Result<(), RecordsError> {
-    parse_uncompressed_records(&Bytes::copy_from_slice(records), record_count).map(|_| ())
+    walk_records(records, record_count, |pos, index| {
+        walk_record(records, pos, index, |_, _| {}).map(|_| ())
+    })
 }
 
 #[cfg(test)]
@@ -214,6 +255,12 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), count in -2i32..10) {
             let _ = parse_uncompressed_records(&Bytes::from(bytes), count);
+        }
+
+        #[test]
+        fn validation_agrees_with_parsing(bytes in proptest::collection::vec(any::<u8>(), 0..200), count in -2i32..10) {
+            let parsed = parse_uncompressed_records(&Bytes::from(bytes.clone()), count).map(|_| ());
+            prop_assert_eq!(validate_uncompressed_records(&bytes, count), parsed);
         }
     }
 

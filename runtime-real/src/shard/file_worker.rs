@@ -159,12 +159,28 @@ mod tests {
             path: missing.join("checkpoint"),
             data: Bytes::from_static(b"x"),
         };
-        worker.submit(1, FileJob { token: 5, kind: failing }).unwrap();
+        worker
+            .submit(
+                1,
+                FileJob {
+                    token: 5,
+                    kind: failing,
+                },
+            )
+            .unwrap();
         let index = FileJobKind::Overwrite {
             path: dir.path().join("0-1-v1.index"),
             data: Bytes::from_static(b"index"),
         };
-        worker.submit(1, FileJob { token: 6, kind: index }).unwrap();
+        worker
+            .submit(
+                1,
+                FileJob {
+                    token: 6,
+                    kind: index,
+                },
+            )
+            .unwrap();
         let (_, token, result) = wait_for(&mut worker);
         assert_eq!(token, 5);
         let error = result.unwrap_err().to_string();

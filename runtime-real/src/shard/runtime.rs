@@ -1145,7 +1145,10 @@ impl Shard {
                 };
                 if let Err(kind) = submitted {
                     // No helper thread (it died): run the job here rather than lose it.
-                    tracing::error!(shard = self.id, "file worker gone; writing a small file on the shard thread");
+                    tracing::error!(
+                        shard = self.id,
+                        "file worker gone; writing a small file on the shard thread"
+                    );
                     storage.complete_file_job(token, kind.execute(&RealVfs::direct()));
                     self.storage_dirty.insert(key.clone());
                 }

@@ -360,7 +360,10 @@ impl<V: Vfs> PartitionStorage<V> {
                 self.files_in_flight = self.files_in_flight.saturating_sub(1);
                 self.file_job_done(what, result);
             }
-            Some(_) => tracing::error!(token, "storage: a data operation completed as a file job; ignored"),
+            Some(_) => tracing::error!(
+                token,
+                "storage: a data operation completed as a file job; ignored"
+            ),
             None => tracing::warn!(token, "storage: completion of an unknown file job ignored"),
         }
     }
