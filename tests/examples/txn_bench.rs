@@ -13,7 +13,10 @@
 //! `--partitions N`, `--rounds N` (the three modes interleaved N times; medians
 //! reported), `--csv FILE` (one row per mode and round), `--producers N` (N producers
 //! per mode at once, each on its own thread; throughput summed), `--set key=value`
-//! (an extra librdkafka setting for every producer, repeatable). Prints one line per round and
+//! (an extra librdkafka setting for every producer, repeatable), `--node-pid PID` (the
+//! node's process, on this machine: its CPU per record is printed beside the client's,
+//! which shows whether a mode is bound by the client or by the broker — on a 2-core
+//! machine they share the CPU). Prints one line per round and
 //! a summary line `summary: plain_msgs_s=… idempotent_ratio=… transactional_ratio=…`
 //! (median ratios against plain in the same round).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -40,6 +43,8 @@ struct Options {
     producers: usize,
     /// Extra librdkafka settings for every producer (`--set key=value`, repeatable).
     extra: Vec<(String, String)>,
+    /// The node's process id: its CPU per record is reported beside the client's.
+    node_pid: Option<u32>,
 }
 
 fn options() -> Options {
@@ -53,6 +58,7 @@ fn options() -> Options {
         csv: None,
         producers: 1,
         extra: Vec::new(),
+        node_pid: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -66,6 +72,7 @@ fn options() -> Options {
             "--rounds" => o.rounds = value.parse().expect("--rounds N"),
             "--csv" => o.csv = Some(value),
             "--producers" => o.producers = value.parse().expect("--producers N"),
+            "--node-pid" => o.node_pid = Some(value.parse().expect("--node-pid PID")),
             "--set" => {
                 let (k, v) = value.split_once('=').expect("--set key=value");
                 o.extra.push((k.to_string(), v.to_string()));
@@ -221,26 +228,80 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// CPU seconds (user + system) used so far by process `pid` (`self` for this one),
+/// from `/proc/<pid>/stat`; `None` if it cannot be read.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks as f64 / per_second as f64)
+}
+
+/// Runs `phase` (records per second over `seconds`) and returns its rate with the CPU
+/// microseconds per record the client and (with `--node-pid`) the node spent on it.
+fn measured(o: &Options, phase: impl FnOnce() -> f64) -> (f64, f64, Option<f64>) {
+    let node = o.node_pid.map(|pid| pid.to_string());
+    let before = (cpu_seconds("self"), node.as_deref().and_then(cpu_seconds));
+    let started = Instant::now();
+    let rate = phase();
+    let records = (rate * started.elapsed().as_secs_f64()).max(1.0);
+    let after = (cpu_seconds("self"), node.as_deref().and_then(cpu_seconds));
+    let per_record = |b: Option<f64>, a: Option<f64>| Some((a? - b?) * 1e6 / records);
+    (
+        rate,
+        per_record(before.0, after.0).unwrap_or(f64::NAN),
+        per_record(before.1, after.1),
+    )
+}
+
 fn main() {
     let o = options();
     assert!(o.rounds >= 1, "--rounds at least 1");
     let run = format!("{}", std::process::id());
     let (mut plain, mut idempotent, mut txn) = (Vec::new(), Vec::new(), Vec::new());
-    let mut csv = String::from("round,mode,msgs_per_s,message_bytes,partitions,txn_records,producers\n");
+    let mut csv = String::from(
+        "round,mode,msgs_per_s,message_bytes,partitions,txn_records,producers,client_cpu_us_per_msg,node_cpu_us_per_msg\n",
+    );
     for round in 0..o.rounds {
-        let p = streaming(&o, &format!("bench-plain-{run}-{round}"), false);
-        let i = streaming(&o, &format!("bench-idempotent-{run}-{round}"), true);
-        let t = transactional(&o, &format!("bench-txn-{run}-{round}"), round);
+        let plain_run = measured(&o, || streaming(&o, &format!("bench-plain-{run}-{round}"), false));
+        let idempotent_run = measured(&o, || {
+            streaming(&o, &format!("bench-idempotent-{run}-{round}"), true)
+        });
+        let txn_run = measured(&o, || {
+            transactional(&o, &format!("bench-txn-{run}-{round}"), round)
+        });
+        let (p, i, t) = (plain_run.0, idempotent_run.0, txn_run.0);
         println!(
             "round {round}: plain acks=all {p:>8.0}  idempotent {i:>8.0} ({:.3}x)  transactional ({}) {t:>8.0} ({:.3}x) msgs/s",
             i / p,
             o.txn_records,
             t / p
         );
-        for (mode, value) in [("plain", p), ("idempotent", i), ("transactional", t)] {
+        let node = |cpu: Option<f64>| cpu.map_or("-".to_string(), |us| format!("{us:.2}"));
+        println!(
+            "  CPU µs per record, client / node: plain {:.2} / {}, idempotent {:.2} / {}, transactional {:.2} / {}",
+            plain_run.1,
+            node(plain_run.2),
+            idempotent_run.1,
+            node(idempotent_run.2),
+            txn_run.1,
+            node(txn_run.2)
+        );
+        for (mode, (value, client_cpu, node_cpu)) in [
+            ("plain", plain_run),
+            ("idempotent", idempotent_run),
+            ("transactional", txn_run),
+        ] {
             csv.push_str(&format!(
-                "{round},{mode},{value:.0},{},{},{},{}\n",
-                o.message_bytes, o.partitions, o.txn_records, o.producers
+                "{round},{mode},{value:.0},{},{},{},{},{client_cpu:.3},{}\n",
+                o.message_bytes,
+                o.partitions,
+                o.txn_records,
+                o.producers,
+                node_cpu.map_or(String::new(), |c| format!("{c:.3}"))
             ));
         }
         plain.push(p);
