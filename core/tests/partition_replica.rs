@@ -9,7 +9,7 @@ use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
 use oxbow_core::log::mem_disk::MemDisk;
 use oxbow_core::log::read::trim_fetched;
 use oxbow_core::log::records::parse_uncompressed_records;
-use oxbow_core::log::{DiskError, Log, LogConfig, LogRecovery, RecoveryStep};
+use oxbow_core::log::{DiskError, Log, LogConfig, LogEffect, LogRecovery, RecoveryStep};
 use oxbow_core::partition::{
     Acks, ProduceError, ProduceToken, Replica, ReplicaEffect, ReplicaEvent, ReplicaInput, ReplicaSetup,
 };
@@ -249,6 +249,69 @@ fn data_survives_a_restart_and_the_new_term_continues_the_log() {
     let (epoch, end) = restarted.replica.end_offset_for_epoch(epoch_before).unwrap();
     assert_eq!(epoch, epoch_before);
     assert_eq!(end, before.last().unwrap().0 + 1);
+}
+
+#[test]
+fn a_restarted_leader_does_not_hand_out_its_high_watermark_before_committing_in_its_term() {
+    let mut now = Instant::from_millis(1);
+    let mut node = Node::new(now, 1, &[1], MemDisk::new(), HardState::default());
+    settle_single(&mut node, &mut now);
+    for i in 0..3 {
+        node.replica
+            .produce(now, batch(&[&format!("v{i}")]), Acks::All, ProduceToken(i))
+            .unwrap();
+        node.run(now);
+    }
+    assert!(node.replica.high_watermark_established());
+    let acknowledged_end = node.replica.high_watermark();
+    node.disk.crash(0);
+
+    // Restart with every fsync held back: the new term's first entry is not committed.
+    let mut restarted = Node::new(now, 1, &[1], node.disk.clone(), node.hard_state);
+    let mut held_syncs = Vec::new();
+    for _ in 0..50 {
+        while let Some(effect) = restarted.replica.poll_effect() {
+            match effect {
+                ReplicaEffect::Disk(sync @ LogEffect::Sync { .. }) => held_syncs.push(sync),
+                ReplicaEffect::Disk(other) => {
+                    for completion in restarted.disk.execute(other) {
+                        restarted.replica.handle(now, ReplicaInput::Disk(completion));
+                    }
+                }
+                ReplicaEffect::PersistHardState(hs) => {
+                    restarted.hard_state = hs;
+                    restarted.replica.handle(now, ReplicaInput::HardStateDurable(hs));
+                }
+                _ => {}
+            }
+        }
+        if restarted.replica.is_leader() {
+            break;
+        }
+        if let Some(deadline) = restarted.replica.poll_timeout() {
+            now = now.max(deadline);
+            restarted.replica.handle_timeout(now);
+        }
+    }
+    assert!(restarted.replica.is_leader());
+    assert!(
+        restarted.replica.high_watermark() < acknowledged_end,
+        "the hazard: the restarted leader's high watermark is below what it acknowledged"
+    );
+    assert!(
+        !restarted.replica.high_watermark_established(),
+        "nothing of the new term is committed yet (high watermark {}, acknowledged before {acknowledged_end})",
+        restarted.replica.high_watermark()
+    );
+    // Once the fsyncs land, the new term's entry commits and the end is known again.
+    for sync in held_syncs {
+        for completion in restarted.disk.execute(sync) {
+            restarted.replica.handle(now, ReplicaInput::Disk(completion));
+        }
+    }
+    restarted.run(now);
+    assert!(restarted.replica.high_watermark_established());
+    assert!(restarted.replica.high_watermark() >= acknowledged_end);
 }
 
 #[test]

@@ -165,6 +165,29 @@ pub fn partition_state(brokers: &str, topic: &str, partition: i32) -> Option<(i3
     Some((p.leader(), p.replicas().to_vec(), p.isr().to_vec()))
 }
 
+/// A partition's (low, high) watermarks, retried for a minute while a freshly
+/// (re)started broker or cluster settles. Each retry asks with a new client:
+/// librdkafka's watermark query answers from a metadata cache that, once it holds an
+/// answer from before the partition was served, it does not refresh (seen as
+/// "UnknownPartition" for a whole minute after a broker restart).
+pub fn watermarks(brokers: &str, topic: &str, partition: i32) -> (i64, i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok(marks) => return marks,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("watermarks {topic}/{partition}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => panic!("watermarks {topic}/{partition}: {e}"),
+        }
+    }
+}
+
 /// Reads every partition from the beginning to its high watermark: partition →
 /// [(offset, value)].
 pub fn read_all(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Vec<(i64, String)>> {
@@ -181,17 +204,7 @@ pub fn read_all(brokers: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Ve
         assignment
             .add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (low, high) = loop {
-            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
-                Ok(marks) => break marks,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("watermarks {topic}/{p}: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                Err(e) => panic!("watermarks {topic}/{p}: {e}"),
-            }
-        };
+        let (low, high) = watermarks(brokers, topic, p);
         if high > low {
             remaining.insert(p, high);
         }

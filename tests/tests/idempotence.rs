@@ -90,21 +90,8 @@ fn read_all(brokers: &str, topic: &str) -> Vec<(i64, String)> {
             .create()
             .unwrap()
     };
-    // Right after a restart the partition may not have elected its leader yet, and
-    // librdkafka, having seen "no leader", does not ask again within the watermark
-    // query: each attempt is made by a fresh consumer, with fresh metadata.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (consumer, high) = loop {
-        let consumer = consumer();
-        match consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)) {
-            Ok((_, high)) => break (consumer, high),
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("watermarks: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("watermarks: {e}"),
-        }
-    };
+    let (_, high) = oxbow_tests::cluster_client::watermarks(brokers, topic, 0);
+    let consumer = consumer();
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(topic, 0, Offset::Beginning)

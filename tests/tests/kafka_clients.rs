@@ -6,6 +6,7 @@
 
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
 use oxbow_runtime_real::node::{start, NodeHandle};
+use oxbow_tests::cluster_client::watermarks;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -103,22 +104,6 @@ fn create_topic(brokers: &str, name: &str, partitions: i32, configs: &[(&str, &s
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
 }
 
-/// A partition's (low, high) watermarks, retried while a freshly (re)started broker
-/// elects its partition leaders (LEADER_NOT_AVAILABLE for a moment, as with Kafka).
-fn watermarks(consumer: &BaseConsumer, topic: &str, partition: i32) -> (i64, i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
-            Ok(marks) => return marks,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("watermarks of {topic}/{partition}: {e}; retrying");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("watermarks of {topic}/{partition}: {e}"),
-        }
-    }
-}
-
 /// Reads every message of `partitions` from the beginning up to each partition's high
 /// watermark (as it is when called), or until a minute passed: (partition, offset, key,
 /// value).
@@ -130,7 +115,7 @@ fn read_all(brokers: &str, topic: &str, partitions: i32) -> Vec<(i32, i64, Strin
         assignment
             .add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
-        let (low, high) = watermarks(&consumer, topic, p);
+        let (low, high) = watermarks(brokers, topic, p);
         if high > low {
             remaining.insert(p, high);
         }
@@ -384,7 +369,7 @@ fn delete_records_retention_timestamps_and_mid_batch_reads() {
         .unwrap();
     let admin = admin(&brokers);
     futures_executor::block_on(admin.delete_records(&cut, &AdminOptions::new())).unwrap();
-    let (low, high) = watermarks(&consumer, "offsets", 0);
+    let (low, high) = watermarks(&brokers, "offsets", 0);
     assert_eq!((low, high), (base + 7, base + 10));
 
     // Retention: small segments and retention.bytes, set live, delete old segments.
@@ -406,7 +391,7 @@ fn delete_records_retention_timestamps_and_mid_batch_reads() {
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (low, _) = watermarks(&consumer, "retained", 0);
+        let (low, _) = watermarks(&brokers, "retained", 0);
         if low > 0 {
             break;
         }

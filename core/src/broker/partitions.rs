@@ -571,6 +571,12 @@ impl Partitions {
         }
         let high_watermark = replica.high_watermark();
         let log_start = self.tier_log_start(&tp, replica.log().start_offset());
+        if timestamp != -2 && !replica.high_watermark_established() {
+            // The end (and what lies below it) is not known yet: retriable.
+            self.results
+                .push_back((op_ref, OpResult::Error(ErrorCode::OFFSET_NOT_AVAILABLE.0)));
+            return;
+        }
         match timestamp {
             -2 => self.results.push_back((op_ref, offset(log_start))),
             -1 if read_committed => self

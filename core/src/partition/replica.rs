@@ -484,6 +484,26 @@ impl Replica {
             .max(self.log.start_offset())
     }
 
+    /// Whether this leader knows its high watermark: it has committed an entry of its
+    /// own term. Until then the high watermark can be below offsets an earlier leader
+    /// (or this node before a restart) acknowledged, so it must not be handed out as
+    /// the partition's end (ListOffsets answers OFFSET_NOT_AVAILABLE meanwhile, as Kafka
+    /// does since KIP-207).
+    pub fn high_watermark_established(&self) -> bool {
+        let term = i64::from(self.leader_epoch());
+        let Some(commit) = self.commit else {
+            return false;
+        };
+        self.is_leader()
+            && self
+                .log
+                .term_starts()
+                .iter()
+                .rev()
+                .find(|(t, _)| *t == term)
+                .is_some_and(|(_, start)| commit >= *start)
+    }
+
     /// The log end offset.
     pub fn log_end_offset(&self) -> i64 {
         self.log.next_offset()

@@ -197,10 +197,64 @@ const RESERVE_PEEK_BYTES: u64 = SIZE_PREFIX_BYTES + 2;
 /// Kafka's api key of Produce.
 const PRODUCE_API_KEY: i16 = 0;
 
+/// Received bytes kept as the chunks they arrived in: holding them copies nothing.
+#[derive(Debug, Default)]
+struct Chunks {
+    parts: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.parts.push_back(bytes);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies the first `out.len()` bytes into `out`; false if fewer are held.
+    fn peek(&self, out: &mut [u8]) -> bool {
+        if self.len < out.len() {
+            return false;
+        }
+        let mut filled = 0;
+        for part in &self.parts {
+            let n = part.len().min(out.len() - filled);
+            out[filled..filled + n].copy_from_slice(&part[..n]);
+            filled += n;
+            if filled == out.len() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Removes the first `n` bytes (at most what is held), handing each piece to `take`.
+    fn drain(&mut self, mut n: usize, mut take: impl FnMut(Bytes)) {
+        while n > 0 {
+            let Some(part) = self.parts.front_mut() else {
+                return;
+            };
+            let piece = if part.len() <= n {
+                self.parts.pop_front().unwrap_or_default()
+            } else {
+                part.split_to(n)
+            };
+            n -= piece.len();
+            self.len -= piece.len();
+            take(piece);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Conn {
     /// Received, not yet admitted (waiting for the window or a frame's first bytes).
-    held: BytesMut,
+    held: Chunks,
     /// The admitted frame being assembled, allocated at its exact size.
     frame: Option<BytesMut>,
     /// Bytes of an oversized frame still to pass through unreserved.
@@ -259,7 +313,7 @@ impl Admission {
     /// order. The rest is kept until the window has room.
     pub fn receive(&mut self, conn: ConnId, bytes: Bytes) -> Vec<Bytes> {
         let state = self.conns.entry(conn).or_default();
-        state.held.extend_from_slice(&bytes);
+        state.held.push(bytes);
         if state.waiting {
             return Vec::new();
         }
@@ -365,14 +419,13 @@ impl Admission {
                     break;
                 }
                 state.passthrough -= n as u64;
-                out.push(state.held.split_to(n).freeze());
+                state.held.drain(n, |piece| out.push(piece));
                 continue;
             }
             if let Some(frame) = state.frame.as_mut() {
                 let missing = frame.capacity() - frame.len();
                 let n = missing.min(state.held.len());
-                frame.extend_from_slice(&state.held[..n]);
-                state.held.advance(n);
+                state.held.drain(n, |piece| frame.extend_from_slice(&piece));
                 if n < missing {
                     break;
                 }
@@ -385,10 +438,11 @@ impl Admission {
                 out.push(whole);
                 continue;
             }
-            if state.held.len() < SIZE_PREFIX_BYTES as usize {
+            let mut head = [0u8; RESERVE_PEEK_BYTES as usize];
+            if !state.held.peek(&mut head[..SIZE_PREFIX_BYTES as usize]) {
                 break;
             }
-            let size = i32::from_be_bytes([state.held[0], state.held[1], state.held[2], state.held[3]]);
+            let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
             let frame_bytes = u64::try_from(size).unwrap_or(0) + SIZE_PREFIX_BYTES;
             if size < 0
                 || frame_bytes > self.window_bytes
@@ -401,10 +455,8 @@ impl Admission {
             if (state.held.len() as u64) < RESERVE_PEEK_BYTES.min(frame_bytes) {
                 break;
             }
-            let produce = state
-                .held
-                .get(4..6)
-                .is_some_and(|key| i16::from_be_bytes([key[0], key[1]]) == PRODUCE_API_KEY);
+            let produce =
+                state.held.peek(&mut head) && i16::from_be_bytes([head[4], head[5]]) == PRODUCE_API_KEY;
             let charged = charged_bytes(frame_bytes, produce, self.window_bytes);
             let first_in_line = self.waiting.front().is_none_or(|c| *c == conn);
             if self.used_bytes + charged > self.window_bytes || !first_in_line {
