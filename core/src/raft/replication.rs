@@ -319,7 +319,11 @@ impl Raft {
             }
             AppendResponse::Rejected { rejected_prev, hint } => {
                 let stale = match p.state {
-                    ProgressState::Probe => p.probe.is_some_and(|s| s.what != Some(rejected_prev)),
+                    // Only the answer to the probe in flight counts. With none in flight
+                    // (the read for the next one is pending, or nothing could be sent)
+                    // a rejection is a late copy of one already handled: acting on it
+                    // would restart the probe and send again, once per copy.
+                    ProgressState::Probe => p.probe.is_none_or(|s| s.what != Some(rejected_prev)),
                     ProgressState::Replicate => Some(rejected_prev) <= p.match_index,
                     ProgressState::Snapshot => true,
                 };
@@ -330,10 +334,23 @@ impl Raft {
                     None => 0,
                     Some(h) => next_after(self.log.last_with_term_at_most(h.index, h.term)),
                 };
+                let lost_acknowledged = Some(rejected_prev) <= p.match_index;
+                if lost_acknowledged {
+                    // The follower acknowledged this offset as durable and matching, and
+                    // now lacks it: its storage lost acknowledged entries (Raft assumes
+                    // it cannot). What it still holds is unknown, so it counts for
+                    // nothing towards commit until it acknowledges again (commit itself
+                    // never moves back), and probing goes below the old match point.
+                    p.match_index = None;
+                }
                 let floor = next_after(p.match_index);
-                // Below the snapshot point only an InstallSnapshot helps; the send loop
-                // notices `next < first_index`.
+                // The next probe's prev is below `rejected_prev`, so copies of this
+                // rejection do not match it. Below the snapshot point only an
+                // InstallSnapshot helps; the send loop notices `next < first_index`.
                 p.become_probe(resume.min(rejected_prev).max(floor));
+                if lost_acknowledged {
+                    self.stats.acknowledged_entries_lost += 1;
+                }
                 self.send_appends_to(now, from);
             }
         }

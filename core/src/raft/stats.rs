@@ -63,6 +63,11 @@ pub struct RaftStats {
     pub transfers_aborted: u64,
     /// Appends re-sent after the retransmit timeout.
     pub retransmits: u64,
+    /// Times a follower rejected an append at or below the offset it had acknowledged:
+    /// its storage lost entries it reported durable. The leader stops counting them
+    /// towards commit and probes below them. Non-zero means a disk or recovery broke
+    /// Raft's durability assumption; it deserves a look.
+    pub acknowledged_entries_lost: u64,
     /// Leader messages accepted from a sender in no known configuration (allowed so a
     /// lagging follower can learn the configuration that added its leader).
     pub unknown_leader_accepted: u64,
