@@ -60,6 +60,10 @@ pub(crate) struct Progress {
     /// A read of entries for this follower is outstanding.
     pub(crate) read_pending: Option<ReadId>,
     pub(crate) snapshot: Option<SnapshotSend>,
+    /// `Probe`: the follower rejected an offset it had acknowledged; the probe below it
+    /// tells whether it lost entries (rejected) or the rejection was a late copy
+    /// (accepted).
+    pub(crate) loss_suspected: bool,
 }
 
 impl Progress {
@@ -73,6 +77,7 @@ impl Progress {
             last_heard: now,
             read_pending: None,
             snapshot: None,
+            loss_suspected: false,
         }
     }
 
@@ -104,6 +109,7 @@ impl Progress {
     pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.probe = None;
+        self.loss_suspected = false;
         self.inflight.clear();
         self.next_index = self.next_index.max(next_after(self.match_index));
     }
@@ -111,6 +117,7 @@ impl Progress {
     pub(crate) fn become_snapshot(&mut self, snapshot: LogId) {
         self.state = ProgressState::Snapshot;
         self.probe = None;
+        self.loss_suspected = false;
         self.inflight.clear();
         self.read_pending = None;
         self.snapshot = Some(SnapshotSend {

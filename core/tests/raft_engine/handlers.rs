@@ -884,8 +884,11 @@ fn a_duplicated_rejection_while_the_next_probe_is_read_from_disk_is_dropped() {
     assert_eq!(r.stats().dropped(DropReason::StaleResponse), stale_before + 1);
 }
 
-#[test]
-fn a_follower_that_lost_acknowledged_entries_is_probed_below_them_and_not_counted() {
+/// Leader 1 of term 1 with entries 0..=7 whose node 2 acknowledged 6 (commit 5: the
+/// leader's own writes of 6 and 7 are not durable yet, and are returned). The append of
+/// 7 went unanswered and the heartbeat answer showed it lost, so the leader probes node
+/// 2 at prev 6 again, at `T0 + heartbeat_interval` (returned).
+fn leader_probing_an_acknowledged_offset() -> (Raft, Instant, Vec<Effect>) {
     let (mut r, e) = leader_of_three(RecoveredState::default(), 1 << 20);
     assert_eq!(appends_to(2, &e), vec![(None, Some(0))]);
     complete_writes(&mut r, &e);
@@ -897,19 +900,14 @@ fn a_follower_that_lost_acknowledged_entries_is_probed_below_them_and_not_counte
     complete_writes(&mut r, &e);
     r.handle(T0, msg(2, 1, 1, accepted(5)));
     assert_eq!(r.commit_index(), Some(5));
-    // Node 2 acknowledges 6 before the leader's own write of 6 is durable.
     r.propose(T0, Bytes::from_static(b"x"), 1).unwrap();
-    let leader_write_6 = effects(&mut r);
+    let mut leader_writes = effects(&mut r);
     r.handle(T0, msg(2, 1, 1, accepted(6)));
     assert_eq!(r.commit_index(), Some(5), "the leader's own 6 is not durable yet");
-    // Node 2 restarts having lost 3..=6 (a disk that lied about a sync). The append of
-    // 7 goes unanswered; the heartbeat answer shows it lost, and the leader probes at 6.
     r.propose(T0, Bytes::from_static(b"x"), 1).unwrap();
-    let leader_write_7 = effects(&mut r);
-    assert_eq!(
-        appends_to(2, &leader_write_7),
-        vec![(Some(LogId::new(1, 6)), Some(7))]
-    );
+    let e = effects(&mut r);
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 6)), Some(7))]);
+    leader_writes.extend(e);
     let t1 = T0 + cfg().heartbeat_interval;
     r.handle_timeout(t1);
     effects(&mut r);
@@ -920,24 +918,61 @@ fn a_follower_that_lost_acknowledged_entries_is_probed_below_them_and_not_counte
     r.handle(t1, msg(2, 1, 1, MessageBody::HeartbeatResp(hb)));
     let e = effects(&mut r);
     assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 6)), Some(7))]);
-    // Rejected at 6, which node 2 acknowledged: the next probe goes below it, to where
-    // the hint says node 2's log ends.
+    (r, t1, leader_writes)
+}
+
+#[test]
+fn a_follower_that_lost_acknowledged_entries_is_probed_below_them_and_not_counted() {
+    // Node 2 restarted having lost 3..=6 (a disk that lied about a sync).
+    let (mut r, t1, leader_writes) = leader_probing_an_acknowledged_offset();
+    // Rejected at 6, which node 2 acknowledged: the next probe goes just below it.
     let no = rejected(6, Some(LogId::new(1, 2)));
+    r.handle(t1, msg(2, 1, 1, no.clone()));
+    let e = effects(&mut r);
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 5)), Some(6))]);
+    assert_eq!(r.stats().acknowledged_entries_lost, 0, "not confirmed yet");
+    // A copy of the rejection sends nothing.
+    r.handle(t1, msg(2, 1, 1, no));
+    assert_eq!(effects(&mut r), vec![]);
+    // That probe is rejected too: the loss is confirmed, and the hint leads to where
+    // node 2's log ends.
+    let no = rejected(5, Some(LogId::new(1, 2)));
     r.handle(t1, msg(2, 1, 1, no.clone()));
     let e = effects(&mut r);
     assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 2)), Some(3))]);
     assert_eq!(r.stats().acknowledged_entries_lost, 1);
-    // A copy of the rejection sends nothing.
     r.handle(t1, msg(2, 1, 1, no));
     assert_eq!(effects(&mut r), vec![]);
     assert_eq!(r.stats().acknowledged_entries_lost, 1);
     // Node 2's lost acknowledgement of 6 no longer counts towards commit.
-    complete_writes(&mut r, &leader_write_6);
-    complete_writes(&mut r, &leader_write_7);
+    complete_writes(&mut r, &leader_writes);
     assert_eq!(r.commit_index(), Some(5));
     // Once node 2 has the entries again, commit moves.
     r.handle(t1, msg(2, 1, 1, accepted(7)));
     assert_eq!(r.commit_index(), Some(7));
+    assert_eq!(r.stats().acknowledged_entries_lost, 1);
+}
+
+#[test]
+fn a_late_rejection_below_the_acknowledged_offset_costs_one_probe() {
+    // Node 2 has everything; a rejection of prev 6 it sent before it had 6 arrives now.
+    let (mut r, t1, leader_writes) = leader_probing_an_acknowledged_offset();
+    r.handle(t1, msg(2, 1, 1, rejected(6, Some(LogId::new(1, 0)))));
+    let e = effects(&mut r);
+    assert_eq!(
+        appends_to(2, &e),
+        vec![(Some(LogId::new(1, 5)), Some(6))],
+        "just below, not by the stale hint"
+    );
+    complete_writes(&mut r, &leader_writes);
+    assert_eq!(
+        r.commit_index(),
+        Some(5),
+        "node 2 counts for nothing until it answers"
+    );
+    r.handle(t1, msg(2, 1, 1, accepted(7)));
+    assert_eq!(r.commit_index(), Some(7));
+    assert_eq!(r.stats().acknowledged_entries_lost, 0);
 }
 
 #[test]
