@@ -38,23 +38,24 @@ impl HardStateQueue {
     }
 
     /// Moves waiting hard states into the kv log's buffer, oldest first, until it is
-    /// full. `Err`: the log refused one outright; it is dropped, the rest still wait.
+    /// full. `Err`: the log refused one outright (the last such error); it is dropped
+    /// and the rest go on.
     pub(crate) fn buffer_waiting(&mut self, kv: &mut KvLog) -> Result<(), KvError> {
+        let mut refused = Ok(());
         while let Some((key, hard_state)) = self.unbuffered.front() {
-            match kv.put(&key.dir(), &encode_hard_state(hard_state)) {
-                Ok(Ok(())) => {
-                    if let Some(buffered) = self.unbuffered.pop_front() {
-                        self.buffered.push(buffered);
-                    }
-                }
-                Ok(Err(_full)) => return Ok(()),
-                Err(error) => {
-                    self.unbuffered.pop_front();
-                    return Err(error);
-                }
+            let put = kv.put(&key.dir(), &encode_hard_state(hard_state));
+            if matches!(put, Ok(Err(_))) {
+                break; // full: the next flush makes room
+            }
+            let Some(front) = self.unbuffered.pop_front() else {
+                break;
+            };
+            match put {
+                Ok(_) => self.buffered.push(front),
+                Err(error) => refused = Err(error),
             }
         }
-        Ok(())
+        refused
     }
 
     /// How many hard states wait for room in the buffer.
@@ -99,7 +100,10 @@ mod tests {
     /// A log whose buffer holds two hard-state records and not three.
     fn small_log(dir: &std::path::Path) -> KvLog {
         let (mut probe, _) = KvLog::open(dir, 1, KvConfig::default()).unwrap();
-        probe.put(&key(0).dir(), &encode_hard_state(&hs(1))).unwrap().unwrap();
+        probe
+            .put(&key(0).dir(), &encode_hard_state(&hs(1)))
+            .unwrap()
+            .unwrap();
         probe.flush().unwrap();
         let record_bytes = usize::try_from(probe.file_bytes()).unwrap();
         let config = KvConfig {

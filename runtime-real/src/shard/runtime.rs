@@ -47,7 +47,7 @@ use super::disk_ring::{DiskRing, Finished, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_RE
 use super::fetch_reads::FetchReads;
 use super::file_worker::FileWorker;
 use super::hard_states::HardStateQueue;
-use super::kv::{decode_hard_state, encode_hard_state, KvConfig, KvLog};
+use super::kv::{decode_hard_state, KvConfig, KvLog};
 use super::net::{NetConfig, NetEvent, NetStats, Reactor};
 use super::smp::{EventFd, SmpEndpoint};
 use super::store::StoreOp;
@@ -1049,6 +1049,7 @@ impl Shard {
                 let _ = sync_dir(kafka_dir);
             }
         }
+        self.hard_states.forget(&key);
         match self.kv.delete(&key.dir()) {
             Ok(Ok(())) => {}
             Ok(Err(_full)) => {
