@@ -1049,7 +1049,7 @@ impl Shard {
                 let _ = sync_dir(kafka_dir);
             }
         }
-        self.hard_states.forget(&key);
+        self.hard_states.forget(key);
         match self.kv.delete(&key.dir()) {
             Ok(Ok(())) => {}
             Ok(Err(_full)) => {
