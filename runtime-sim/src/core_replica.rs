@@ -664,6 +664,10 @@ impl Replica for CoreReplica {
         coverage.add("raft.core.transfers_started", st.transfers_started);
         coverage.add("raft.core.transfers_aborted", st.transfers_aborted);
         coverage.add("raft.core.retransmits", st.retransmits);
+        coverage.add(
+            "raft.core.acknowledged_entries_lost",
+            st.acknowledged_entries_lost,
+        );
         coverage.add("raft.core.messages_dropped", st.dropped.values().sum());
         coverage.add("raft.core.snapshots_installed", st.snapshots_installed);
         coverage.add("raft.core.snapshots_sent", st.snapshots_sent);

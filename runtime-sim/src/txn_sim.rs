@@ -1101,8 +1101,11 @@ impl TxnRun {
         n.up = false;
         for slot in &mut n.slots {
             if let Some(r) = &slot.replica {
-                let installs = r.raft().stats().snapshots_installed;
-                self.coverage.add("txn.partition.snapshot_installed", installs);
+                let stats = r.raft().stats();
+                self.coverage
+                    .add("txn.partition.snapshot_installed", stats.snapshots_installed);
+                let lost = stats.acknowledged_entries_lost;
+                self.coverage.add("txn.partition.acknowledged_entries_lost", lost);
             }
             slot.replica = None;
             slot.pending.clear();
@@ -2881,14 +2884,17 @@ impl TxnRun {
         if self.final_check(false) {
             self.final_ok = true;
             self.coverage.hit("liveness.reached");
-            let installs: u64 = self
+            let stats = self
                 .nodes
                 .iter()
                 .flat_map(|n| n.slots.iter())
                 .filter_map(|s| s.replica.as_ref())
-                .map(|r| r.raft().stats().snapshots_installed)
-                .sum();
+                .map(|r| r.raft().stats());
+            let (installs, lost) = stats.fold((0, 0), |(i, l), s| {
+                (i + s.snapshots_installed, l + s.acknowledged_entries_lost)
+            });
             self.coverage.add("txn.partition.snapshot_installed", installs);
+            self.coverage.add("txn.partition.acknowledged_entries_lost", lost);
             trace_event!(self.trace, now, None, "liveness reached");
             self.phase = Phase::Done;
             return;

@@ -499,7 +499,7 @@ impl Raft {
                             s.in_flight_since = None;
                         }
                     }
-                    _ => p.become_probe(next_after(p.match_index)),
+                    _ => p.retry(),
                 }
             }
         }
@@ -597,7 +597,7 @@ impl Raft {
         };
         if lost {
             self.stats.retransmits += 1;
-            p.become_probe(next_after(p.match_index));
+            p.retry();
         }
         if p.match_index < last {
             self.send_appends_to(now, from);

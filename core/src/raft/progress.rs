@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use crate::time::Instant;
 
-use super::types::{Index, LogId, ReadId};
+use super::types::{next_after, Index, LogId, ReadId};
 
 /// Replication state of a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +60,10 @@ pub(crate) struct Progress {
     /// A read of entries for this follower is outstanding.
     pub(crate) read_pending: Option<ReadId>,
     pub(crate) snapshot: Option<SnapshotSend>,
+    /// `Probe`: the follower rejected an offset it had acknowledged; the probe below it
+    /// tells whether it lost entries (rejected) or the rejection was a late copy
+    /// (accepted).
+    pub(crate) loss_suspected: bool,
 }
 
 impl Progress {
@@ -73,6 +77,7 @@ impl Progress {
             last_heard: now,
             read_pending: None,
             snapshot: None,
+            loss_suspected: false,
         }
     }
 
@@ -86,17 +91,33 @@ impl Progress {
         self.snapshot = None;
     }
 
+    /// Starts over after an append or probe went unanswered (lost, or the follower
+    /// restarted): a probe is sent again where it was, pipelined appends go back to
+    /// the match point. Probing from the match point instead would throw away what
+    /// probing found — with no match yet (a new leader, or a follower that lost
+    /// acknowledged entries) that is offset 0, and a snapshot where the log is
+    /// compacted.
+    pub(crate) fn retry(&mut self) {
+        let next_index = match self.state {
+            ProgressState::Probe => self.next_index,
+            ProgressState::Replicate | ProgressState::Snapshot => next_after(self.match_index),
+        };
+        self.become_probe(next_index);
+    }
+
     /// Switches to pipelined replication after a successful answer.
     pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.probe = None;
+        self.loss_suspected = false;
         self.inflight.clear();
-        self.next_index = self.next_index.max(super::types::next_after(self.match_index));
+        self.next_index = self.next_index.max(next_after(self.match_index));
     }
 
     pub(crate) fn become_snapshot(&mut self, snapshot: LogId) {
         self.state = ProgressState::Snapshot;
         self.probe = None;
+        self.loss_suspected = false;
         self.inflight.clear();
         self.read_pending = None;
         self.snapshot = Some(SnapshotSend {
@@ -116,7 +137,7 @@ impl Progress {
             return false;
         }
         self.match_index = match_index;
-        self.next_index = self.next_index.max(super::types::next_after(match_index));
+        self.next_index = self.next_index.max(next_after(match_index));
         true
     }
 

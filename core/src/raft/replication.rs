@@ -319,7 +319,11 @@ impl Raft {
             }
             AppendResponse::Rejected { rejected_prev, hint } => {
                 let stale = match p.state {
-                    ProgressState::Probe => p.probe.is_some_and(|s| s.what != Some(rejected_prev)),
+                    // Only the answer to the probe in flight counts. With none in flight
+                    // (the read for the next one is pending, or nothing could be sent)
+                    // a rejection is a late copy of one already handled: acting on it
+                    // would restart the probe and send again, once per copy.
+                    ProgressState::Probe => p.probe.is_none_or(|s| s.what != Some(rejected_prev)),
                     ProgressState::Replicate => Some(rejected_prev) <= p.match_index,
                     ProgressState::Snapshot => true,
                 };
@@ -330,10 +334,30 @@ impl Raft {
                     None => 0,
                     Some(h) => next_after(self.log.last_with_term_at_most(h.index, h.term)),
                 };
-                let floor = next_after(p.match_index);
-                // Below the snapshot point only an InstallSnapshot helps; the send loop
-                // notices `next < first_index`.
-                p.become_probe(resume.min(rejected_prev).max(floor));
+                let next = if Some(rejected_prev) <= p.match_index {
+                    // The follower acknowledged this offset as durable and matching, and
+                    // now lacks it. Either its storage lost acknowledged entries (Raft
+                    // assumes it cannot), or this is a late copy of a rejection sent
+                    // before it had them (the network reorders; nothing in the message
+                    // tells the two apart). Until it answers again it counts for nothing
+                    // towards commit (commit itself never moves back). The next probe
+                    // goes just below `rejected_prev`, not by the hint, which may be as
+                    // stale as the rejection: accepted, it was a late copy; rejected,
+                    // the loss is confirmed and that rejection's hint leads on.
+                    p.match_index = None;
+                    p.loss_suspected = true;
+                    rejected_prev
+                } else {
+                    if std::mem::take(&mut p.loss_suspected) {
+                        self.stats.acknowledged_entries_lost += 1;
+                    }
+                    // Below the snapshot point only an InstallSnapshot helps; the send
+                    // loop notices `next < first_index`.
+                    resume.min(rejected_prev).max(next_after(p.match_index))
+                };
+                // The next probe's prev is below `rejected_prev`, so copies of this
+                // rejection do not match it.
+                p.become_probe(next);
                 self.send_appends_to(now, from);
             }
         }

@@ -63,6 +63,12 @@ pub struct RaftStats {
     pub transfers_aborted: u64,
     /// Appends re-sent after the retransmit timeout.
     pub retransmits: u64,
+    /// Followers found to have lost entries they had acknowledged as durable: a
+    /// rejection at or below the acknowledged offset, confirmed by the rejection of the
+    /// probe below it (a late copy of an old rejection is not counted: that probe is
+    /// accepted). The leader stops counting the follower towards commit and probes
+    /// below. Non-zero means a disk or a recovery broke Raft's durability assumption.
+    pub acknowledged_entries_lost: u64,
     /// Leader messages accepted from a sender in no known configuration (allowed so a
     /// lagging follower can learn the configuration that added its leader).
     pub unknown_leader_accepted: u64,

@@ -320,3 +320,46 @@ fn a_leader_demoted_by_an_uncommitted_entry_still_campaigns_to_commit_it() {
         self_removal_with_the_only_other_voter_cut_off(ConfigChange::DemoteVoter(1), seed);
     }
 }
+
+#[test]
+fn a_follower_whose_disk_lost_acknowledged_entries_catches_up() {
+    let mut o = Options::new(3, 11);
+    o.net.dup_per_mille = 300;
+    let mut c = Cluster::new(o);
+    c.with(1, |r, now| r.campaign(now));
+    let l = elect(&mut c);
+    let mut last = None;
+    for i in 0..20 {
+        last = Some(c.propose(l, &format!("v{i}"), 1).unwrap());
+    }
+    let last = last.unwrap().index;
+    assert!(c.run_until(Duration::from_secs(1), |c| c.all_applied(last)));
+    let victim = if l == 3 { 2 } else { 3 };
+    c.crash(victim);
+    // The victim's disk lied about its syncs: the last ten entries it acknowledged are
+    // gone after the restart.
+    let disk = &mut c.nodes.get_mut(&victim).unwrap().durable;
+    let keep = disk.log.len() - 10;
+    disk.log.truncate(keep);
+    disk.commit_hint = disk.commit_hint.min(disk.log.last().map(|e| e.last_index));
+    c.restart(victim);
+    let sent_before = c.messages_sent;
+    let id = c.propose(l, "after", 1).unwrap();
+    // Duplicated rejections are dropped, not each answered with a new probe: a storm
+    // stops the run early.
+    let max_messages = 1_000;
+    let storm = |c: &Cluster| c.messages_sent - sent_before > max_messages;
+    c.run_until(Duration::from_secs(5), |c| c.all_applied(id.index) || storm(c));
+    assert!(
+        !storm(&c),
+        "over {max_messages} messages to catch one follower up"
+    );
+    assert!(
+        c.all_applied(id.index),
+        "the victim never caught up: {:?}",
+        c.raft(victim).last_log_id()
+    );
+    assert_eq!(c.leader(), Some(l));
+    assert!(c.raft(l).stats().acknowledged_entries_lost >= 1);
+    c.check_log_matching();
+}

@@ -785,3 +785,224 @@ fn a_leader_alone_wakes_once_per_election_timeout_not_per_heartbeat() {
     r.handle_timeout(later + cfg().election_timeout);
     assert_eq!(r.role(), Role::Leader);
 }
+
+// ----- leader: rejections -------------------------------------------------------------------
+
+/// Node 1 elected leader of voters {1, 2, 3} one term past `rec`'s, with `cache_bytes`
+/// of entry cache; returns it and the effects of its first flush (the no-op's write, the
+/// first probe or read per follower).
+fn leader_of_three(rec: RecoveredState, cache_bytes: usize) -> (Raft, Vec<Effect>) {
+    let m = Membership::with_voters([1, 2, 3]).unwrap();
+    let c = RaftConfig {
+        pre_vote: false,
+        entry_cache_bytes: cache_bytes,
+        ..cfg()
+    };
+    let term = rec.hard_state.term + 1;
+    let mut r = Raft::new(1, c, m, rec, 1, T0).unwrap();
+    r.campaign(T0);
+    let e = effects(&mut r);
+    complete_writes(&mut r, &e);
+    effects(&mut r);
+    let granted = MessageBody::VoteResp(VoteResponse { granted: true });
+    r.handle(T0, msg(2, 1, term, granted));
+    assert_eq!(r.role(), Role::Leader);
+    let e = effects(&mut r);
+    (r, e)
+}
+
+fn rejected(rejected_prev: Index, hint: Option<LogId>) -> MessageBody {
+    MessageBody::AppendResp(AppendResponse::Rejected { rejected_prev, hint })
+}
+
+fn accepted(match_index: Index) -> MessageBody {
+    MessageBody::AppendResp(AppendResponse::Accepted {
+        match_index: Some(match_index),
+    })
+}
+
+/// The `prev` and first entry offset of each append sent to `to`.
+fn appends_to(to: NodeId, effects: &[Effect]) -> Vec<(Option<LogId>, Option<Index>)> {
+    sends(effects)
+        .into_iter()
+        .filter(|m| m.to == to)
+        .filter_map(|m| match m.body {
+            MessageBody::Append(a) => Some((a.prev, a.entries.first().map(|e| e.index))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn peer_reads(peer: NodeId, effects: &[Effect]) -> Vec<(ReadId, Index)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ReadEntries {
+                read_id,
+                target: ReadTarget::Peer(p),
+                from_index,
+                ..
+            } if *p == peer => Some((*read_id, *from_index)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_duplicated_rejection_while_the_next_probe_is_read_from_disk_is_dropped() {
+    // Leader of term 2 over a t1 log 0..=9; no cache, so every append is read from disk.
+    let rec = RecoveredState {
+        hard_state: HardState { term: 1, vote: None },
+        term_boundaries: vec![(1, 0)],
+        last_index: Some(9),
+        ..RecoveredState::default()
+    };
+    let (mut r, e) = leader_of_three(rec, 0);
+    let reads = peer_reads(2, &e);
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0].1, 10, "the first probe carries the no-op");
+    r.handle(
+        T0,
+        Input::EntriesRead {
+            read_id: reads[0].0,
+            result: Ok(vec![Entry::noop(2, 10)]),
+        },
+    );
+    let e = effects(&mut r);
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 9)), Some(10))]);
+    // Node 2's log ends at 4: the probe is rejected, the next one needs a read from 5.
+    let no = rejected(9, Some(LogId::new(1, 4)));
+    r.handle(T0, msg(2, 1, 2, no.clone()));
+    let e = effects(&mut r);
+    assert!(appends_to(2, &e).is_empty());
+    assert_eq!(peer_reads(2, &e).iter().map(|r| r.1).collect::<Vec<_>>(), vec![5]);
+    // The network delivers the rejection twice. The copy answers nothing in flight: no
+    // second read, no send.
+    let stale_before = r.stats().dropped(DropReason::StaleResponse);
+    r.handle(T0, msg(2, 1, 2, no));
+    assert_eq!(effects(&mut r), vec![]);
+    assert_eq!(r.stats().dropped(DropReason::StaleResponse), stale_before + 1);
+}
+
+/// Leader 1 of term 1 with entries 0..=7 whose node 2 acknowledged 6 (commit 5: the
+/// leader's own writes of 6 and 7 are not durable yet, and are returned). The append of
+/// 7 went unanswered and the heartbeat answer showed it lost, so the leader probes node
+/// 2 at prev 6 again, at `T0 + heartbeat_interval` (returned).
+fn leader_probing_an_acknowledged_offset() -> (Raft, Instant, Vec<Effect>) {
+    let (mut r, e) = leader_of_three(RecoveredState::default(), 1 << 20);
+    assert_eq!(appends_to(2, &e), vec![(None, Some(0))]);
+    complete_writes(&mut r, &e);
+    r.handle(T0, msg(2, 1, 1, accepted(0)));
+    for _ in 0..5 {
+        r.propose(T0, Bytes::from_static(b"x"), 1).unwrap();
+    }
+    let e = effects(&mut r);
+    complete_writes(&mut r, &e);
+    r.handle(T0, msg(2, 1, 1, accepted(5)));
+    assert_eq!(r.commit_index(), Some(5));
+    r.propose(T0, Bytes::from_static(b"x"), 1).unwrap();
+    let mut leader_writes = effects(&mut r);
+    r.handle(T0, msg(2, 1, 1, accepted(6)));
+    assert_eq!(r.commit_index(), Some(5), "the leader's own 6 is not durable yet");
+    r.propose(T0, Bytes::from_static(b"x"), 1).unwrap();
+    let e = effects(&mut r);
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 6)), Some(7))]);
+    leader_writes.extend(e);
+    let t1 = T0 + cfg().heartbeat_interval;
+    r.handle_timeout(t1);
+    effects(&mut r);
+    let hb = HeartbeatResponse {
+        round: 1,
+        received: None,
+    };
+    r.handle(t1, msg(2, 1, 1, MessageBody::HeartbeatResp(hb)));
+    let e = effects(&mut r);
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 6)), Some(7))]);
+    (r, t1, leader_writes)
+}
+
+#[test]
+fn a_follower_that_lost_acknowledged_entries_is_probed_below_them_and_not_counted() {
+    // Node 2 restarted having lost 3..=6 (a disk that lied about a sync).
+    let (mut r, t1, leader_writes) = leader_probing_an_acknowledged_offset();
+    // Rejected at 6, which node 2 acknowledged: the next probe goes just below it.
+    let no = rejected(6, Some(LogId::new(1, 2)));
+    r.handle(t1, msg(2, 1, 1, no.clone()));
+    let e = effects(&mut r);
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 5)), Some(6))]);
+    assert_eq!(r.stats().acknowledged_entries_lost, 0, "not confirmed yet");
+    // A copy of the rejection sends nothing.
+    r.handle(t1, msg(2, 1, 1, no));
+    assert_eq!(effects(&mut r), vec![]);
+    // That probe is rejected too: the loss is confirmed, and the hint leads to where
+    // node 2's log ends.
+    let no = rejected(5, Some(LogId::new(1, 2)));
+    r.handle(t1, msg(2, 1, 1, no.clone()));
+    let e = effects(&mut r);
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 2)), Some(3))]);
+    assert_eq!(r.stats().acknowledged_entries_lost, 1);
+    r.handle(t1, msg(2, 1, 1, no));
+    assert_eq!(effects(&mut r), vec![]);
+    assert_eq!(r.stats().acknowledged_entries_lost, 1);
+    // Node 2's lost acknowledgement of 6 no longer counts towards commit.
+    complete_writes(&mut r, &leader_writes);
+    assert_eq!(r.commit_index(), Some(5));
+    // Once node 2 has the entries again, commit moves.
+    r.handle(t1, msg(2, 1, 1, accepted(7)));
+    assert_eq!(r.commit_index(), Some(7));
+    assert_eq!(r.stats().acknowledged_entries_lost, 1);
+}
+
+#[test]
+fn a_late_rejection_below_the_acknowledged_offset_costs_one_probe() {
+    // Node 2 has everything; a rejection of prev 6 it sent before it had 6 arrives now.
+    let (mut r, t1, leader_writes) = leader_probing_an_acknowledged_offset();
+    r.handle(t1, msg(2, 1, 1, rejected(6, Some(LogId::new(1, 0)))));
+    let e = effects(&mut r);
+    assert_eq!(
+        appends_to(2, &e),
+        vec![(Some(LogId::new(1, 5)), Some(6))],
+        "just below, not by the stale hint"
+    );
+    complete_writes(&mut r, &leader_writes);
+    assert_eq!(
+        r.commit_index(),
+        Some(5),
+        "node 2 counts for nothing until it answers"
+    );
+    r.handle(t1, msg(2, 1, 1, accepted(7)));
+    assert_eq!(r.commit_index(), Some(7));
+    assert_eq!(r.stats().acknowledged_entries_lost, 0);
+}
+
+#[test]
+fn a_lost_probe_is_sent_again_where_it_was_not_from_offset_zero() {
+    // Leader of term 2 over a snapshot through 5 and t1 entries 6..=9.
+    let rec = RecoveredState {
+        hard_state: HardState { term: 1, vote: None },
+        snapshot: Some(SnapshotMeta {
+            last: LogId::new(1, 5),
+            membership: Membership::with_voters([1, 2, 3]).unwrap(),
+        }),
+        term_boundaries: vec![(1, 6)],
+        last_index: Some(9),
+        ..RecoveredState::default()
+    };
+    let (mut r, e) = leader_of_three(rec, 1 << 20);
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 9)), Some(10))]);
+    complete_writes(&mut r, &e);
+    // The probe is lost: the heartbeat answer of the next round shows it.
+    let t1 = T0 + cfg().heartbeat_interval;
+    r.handle_timeout(t1);
+    effects(&mut r);
+    let hb = HeartbeatResponse {
+        round: 1,
+        received: None,
+    };
+    r.handle(t1, msg(2, 1, 2, MessageBody::HeartbeatResp(hb)));
+    let e = effects(&mut r);
+    // Nothing is known of node 2's log: probing from offset 0 would mean a snapshot.
+    assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 9)), Some(10))]);
+    assert!(!e.iter().any(|e| matches!(e, Effect::ReadSnapshotChunk { .. })));
+    assert_eq!(r.stats().retransmits, 1);
+}

@@ -12,6 +12,8 @@
 //! * [`smp`] — bounded lock-free SPSC queues between every pair of shards, and the
 //!   `eventfd` doorbells that wake them.
 //! * [`kv`] — the per-shard key-value log holding each partition's Raft hard state.
+//! * `hard_states` — hard states on their way to that log, queued in order while its
+//!   buffer is full.
 //! * [`affinity`] — pinning a thread to a core.
 //! * [`budget`] — the shard's memory budget and the admission of request bytes.
 //! * [`cluster_link`] — the shard's side of the cluster: peer frames, the controller's
@@ -25,6 +27,7 @@ pub mod cluster_link;
 pub mod disk_ring;
 pub mod fetch_reads;
 pub mod file_worker;
+mod hard_states;
 pub mod kv;
 pub mod net;
 pub mod runtime;

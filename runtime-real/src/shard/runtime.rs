@@ -46,7 +46,8 @@ use super::budget::{Admission, AdmissionStats, ShardBudget};
 use super::disk_ring::{DiskRing, Finished, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_READ_BYTES};
 use super::fetch_reads::FetchReads;
 use super::file_worker::FileWorker;
-use super::kv::{decode_hard_state, encode_hard_state, KvConfig, KvLog};
+use super::hard_states::HardStateQueue;
+use super::kv::{decode_hard_state, KvConfig, KvLog};
 use super::net::{NetConfig, NetEvent, NetStats, Reactor};
 use super::smp::{EventFd, SmpEndpoint};
 use super::store::StoreOp;
@@ -315,8 +316,9 @@ struct Shard {
     /// Counters of storages already closed or removed.
     retired: StorageStats,
     kv: KvLog,
-    /// Hard states buffered in the kv log, reported durable after its flush.
-    kv_waiting: Vec<(PartitionKey, HardState)>,
+    /// Hard states buffered in the kv log (reported durable after its flush) or
+    /// waiting for room in its buffer.
+    hard_states: HardStateQueue,
     /// After a failed kv log flush: not retried before this time.
     kv_retry_at: Option<Instant>,
     /// Failed kv log flushes in a row (the first and the recovery are logged).
@@ -557,7 +559,7 @@ impl Shard {
             buffer_waiters: BTreeSet::new(),
             retired: StorageStats::default(),
             kv,
-            kv_waiting: Vec::new(),
+            hard_states: HardStateQueue::default(),
             kv_retry_at: None,
             kv_failures_in_a_row: 0,
             overflow: (0..shard_count).map(|_| VecDeque::new()).collect(),
@@ -1047,6 +1049,7 @@ impl Shard {
                 let _ = sync_dir(kafka_dir);
             }
         }
+        self.hard_states.forget(key);
         match self.kv.delete(&key.dir()) {
             Ok(Ok(())) => {}
             Ok(Err(_full)) => {
@@ -1293,30 +1296,21 @@ impl Shard {
     }
 
     fn persist_hard_state(&mut self, key: PartitionKey, hard_state: HardState) {
-        let value = encode_hard_state(&hard_state);
-        let name = key.dir();
-        match self.kv.put(&name, &value) {
-            Ok(Ok(())) => {}
-            Ok(Err(_full)) => {
-                self.flush_kv();
-                match self.kv.put(&name, &value) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(full)) => {
-                        tracing::error!(error = %full, "kv log: cannot buffer a hard state");
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "kv log: hard state refused");
-                        return;
-                    }
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "kv log: hard state refused");
-                return;
+        let waited = self.hard_states.unbuffered_len();
+        if let Err(error) = self.hard_states.persist(&mut self.kv, key, hard_state) {
+            tracing::error!(%error, "kv log: hard state refused");
+        }
+        if self.hard_states.unbuffered_len() > 0 {
+            // The buffer is full: a flush makes room (or, while a failed flush waits
+            // for its retry, the hard state waits in order for the next one).
+            self.flush_kv();
+            if waited == 0 && self.hard_states.unbuffered_len() > 0 {
+                tracing::warn!(
+                    shard = self.id,
+                    "kv log buffer full: hard states wait for the next flush"
+                );
             }
         }
-        self.kv_waiting.push((key, hard_state));
     }
 
     /// One `fdatasync` for every hard state buffered since the last flush. After a
@@ -1340,11 +1334,16 @@ impl Shard {
                 }
                 self.kv_retry_at = None;
                 self.kv_failures_in_a_row = 0;
-                for (key, hard_state) in self.kv_waiting.drain(..) {
+                for (key, hard_state) in self.hard_states.take_durable() {
                     self.inputs.push_back(BrokerInput::Partition {
                         key,
                         input: ReplicaInput::HardStateDurable(hard_state),
                     });
+                }
+                // Those that found the buffer full go in now (flushed on the next
+                // call, which the effect loop makes at once).
+                if let Err(error) = self.hard_states.buffer_waiting(&mut self.kv) {
+                    tracing::error!(%error, "kv log: hard state refused");
                 }
                 true
             }
