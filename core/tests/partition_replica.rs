@@ -39,6 +39,8 @@ struct Node {
     disk: MemDisk,
     hard_state: HardState,
     events: Vec<ReplicaEvent>,
+    /// While `Some`, syncs are kept here instead of executed (fsyncs not yet done).
+    held_syncs: Option<Vec<LogEffect>>,
 }
 
 fn setup(id: u64, voters: &[u64], hard_state: HardState) -> ReplicaSetup {
@@ -69,6 +71,7 @@ impl Node {
             disk,
             hard_state,
             events: Vec::new(),
+            held_syncs: None,
         }
     }
 
@@ -77,6 +80,9 @@ impl Node {
         let mut out = Vec::new();
         while let Some(effect) = self.replica.poll_effect() {
             match effect {
+                ReplicaEffect::Disk(sync @ LogEffect::Sync { .. }) if self.held_syncs.is_some() => {
+                    self.held_syncs.get_or_insert_with(Vec::new).push(sync);
+                }
                 ReplicaEffect::Disk(disk_effect) => {
                     for completion in self.disk.execute(disk_effect) {
                         self.replica.handle(now, ReplicaInput::Disk(completion));
@@ -268,23 +274,9 @@ fn a_restarted_leader_does_not_hand_out_its_high_watermark_before_committing_in_
 
     // Restart with every fsync held back: the new term's first entry is not committed.
     let mut restarted = Node::new(now, 1, &[1], node.disk.clone(), node.hard_state);
-    let mut held_syncs = Vec::new();
+    restarted.held_syncs = Some(Vec::new());
     for _ in 0..50 {
-        while let Some(effect) = restarted.replica.poll_effect() {
-            match effect {
-                ReplicaEffect::Disk(sync @ LogEffect::Sync { .. }) => held_syncs.push(sync),
-                ReplicaEffect::Disk(other) => {
-                    for completion in restarted.disk.execute(other) {
-                        restarted.replica.handle(now, ReplicaInput::Disk(completion));
-                    }
-                }
-                ReplicaEffect::PersistHardState(hs) => {
-                    restarted.hard_state = hs;
-                    restarted.replica.handle(now, ReplicaInput::HardStateDurable(hs));
-                }
-                _ => {}
-            }
-        }
+        restarted.run(now);
         if restarted.replica.is_leader() {
             break;
         }
@@ -304,7 +296,7 @@ fn a_restarted_leader_does_not_hand_out_its_high_watermark_before_committing_in_
         restarted.replica.high_watermark()
     );
     // Once the fsyncs land, the new term's entry commits and the end is known again.
-    for sync in held_syncs {
+    for sync in restarted.held_syncs.take().unwrap_or_default() {
         for completion in restarted.disk.execute(sync) {
             restarted.replica.handle(now, ReplicaInput::Disk(completion));
         }

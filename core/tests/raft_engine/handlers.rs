@@ -39,6 +39,21 @@ fn msg(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Input {
     Input::Message(Message { from, to, term, body })
 }
 
+/// The leader's next heartbeat round, answered by node 2 (in `term`) as having received
+/// nothing since the last round — how a leader learns its last append was lost.
+/// Returns the round's time and the leader's effects after the answer.
+fn heartbeat_round_that_received_nothing(r: &mut Raft, term: Term) -> (Instant, Vec<Effect>) {
+    let t1 = T0 + cfg().heartbeat_interval;
+    r.handle_timeout(t1);
+    effects(r);
+    let hb = HeartbeatResponse {
+        round: 1,
+        received: None,
+    };
+    r.handle(t1, msg(2, 1, term, MessageBody::HeartbeatResp(hb)));
+    (t1, effects(r))
+}
+
 fn data(term: Term, index: Index, count: u64, p: &'static str) -> Entry {
     Entry::data(term, index, count, Bytes::from_static(p.as_bytes()))
 }
@@ -908,15 +923,7 @@ fn leader_probing_an_acknowledged_offset() -> (Raft, Instant, Vec<Effect>) {
     let e = effects(&mut r);
     assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 6)), Some(7))]);
     leader_writes.extend(e);
-    let t1 = T0 + cfg().heartbeat_interval;
-    r.handle_timeout(t1);
-    effects(&mut r);
-    let hb = HeartbeatResponse {
-        round: 1,
-        received: None,
-    };
-    r.handle(t1, msg(2, 1, 1, MessageBody::HeartbeatResp(hb)));
-    let e = effects(&mut r);
+    let (t1, e) = heartbeat_round_that_received_nothing(&mut r, 1);
     assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 6)), Some(7))]);
     (r, t1, leader_writes)
 }
@@ -992,15 +999,7 @@ fn a_lost_probe_is_sent_again_where_it_was_not_from_offset_zero() {
     assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 9)), Some(10))]);
     complete_writes(&mut r, &e);
     // The probe is lost: the heartbeat answer of the next round shows it.
-    let t1 = T0 + cfg().heartbeat_interval;
-    r.handle_timeout(t1);
-    effects(&mut r);
-    let hb = HeartbeatResponse {
-        round: 1,
-        received: None,
-    };
-    r.handle(t1, msg(2, 1, 2, MessageBody::HeartbeatResp(hb)));
-    let e = effects(&mut r);
+    let (_, e) = heartbeat_round_that_received_nothing(&mut r, 2);
     // Nothing is known of node 2's log: probing from offset 0 would mean a snapshot.
     assert_eq!(appends_to(2, &e), vec![(Some(LogId::new(1, 9)), Some(10))]);
     assert!(!e.iter().any(|e| matches!(e, Effect::ReadSnapshotChunk { .. })));
