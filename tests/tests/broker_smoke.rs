@@ -258,6 +258,23 @@ fn acknowledged_records_survive_a_restart() {
     }
     let (_, metrics) = http_get(node.admin_addr(), "/metrics");
     assert!(metrics.contains("oxbow_partitions{shard=\"0\"}"), "{metrics}");
+    // Each partition's replica became leader once; no follower ever lost anything.
+    let sum = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        sum("oxbow_raft_leaderships_total") >= f64::from(PARTITIONS),
+        "{metrics}"
+    );
+    assert_eq!(
+        sum("oxbow_raft_acknowledged_entries_lost_total"),
+        0.0,
+        "{metrics}"
+    );
     drop(client);
     node.stop().unwrap();
     // Restart on the same directory: topic metadata, hard states and logs come back.

@@ -295,6 +295,11 @@ impl Broker {
         self.partitions.group_metrics()
     }
 
+    /// The Raft counters of this shard's partitions (hosted now or before).
+    pub fn raft_totals(&self) -> crate::raft::RaftTotals {
+        self.partitions.raft_totals()
+    }
+
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> BrokerMetrics {
         let mut metrics = self.metrics.clone();

@@ -82,6 +82,8 @@ pub struct Partitions {
     /// heartbeats, all in the same turn, so they leave as one frame per peer.
     heartbeats_at: Option<Instant>,
     hosted: HostedTable,
+    /// Raft counters of partitions no longer hosted (so the totals never go down).
+    retired_raft: crate::raft::RaftTotals,
     produce_waits: BTreeMap<ProduceToken, OpRef>,
     reads: BTreeMap<ReadToken, PendingRead>,
     parked: Vec<ParkedFetch>,
@@ -127,6 +129,7 @@ impl Partitions {
             raft,
             heartbeats_at: None,
             hosted: HostedTable::default(),
+            retired_raft: crate::raft::RaftTotals::default(),
             produce_waits: BTreeMap::new(),
             reads: BTreeMap::new(),
             parked: Vec::new(),
@@ -218,6 +221,15 @@ impl Partitions {
         self.hosted.values().map(|h| h.key.clone()).collect()
     }
 
+    /// The Raft counters of every partition this shard hosts or hosted.
+    pub fn raft_totals(&self) -> crate::raft::RaftTotals {
+        let mut totals = self.retired_raft;
+        for hosted in self.hosted.values() {
+            totals.add(hosted.replica.raft().stats());
+        }
+        totals
+    }
+
     /// How many of the hosted partitions this shard leads now.
     pub fn led_count(&self) -> usize {
         self.hosted.values().filter(|h| h.replica.is_leader()).count()
@@ -302,6 +314,7 @@ impl Partitions {
     /// Stops hosting a partition and asks the runtime to delete its storage.
     pub fn remove(&mut self, tp: &TopicPartition) {
         if let Some(mut hosted) = self.hosted.remove(tp) {
+            self.retired_raft.add(hosted.replica.raft().stats());
             if let Some(coordinator) = hosted.coordinator.as_mut() {
                 coordinator.unload();
                 while let Some(output) = coordinator.poll_output() {

@@ -156,7 +156,7 @@ pub use message::{
 pub use node::{InitError, Raft, RecoveredState};
 pub use progress::ProgressState;
 pub use snapshot::SnapshotError;
-pub use stats::{DropReason, RaftStats};
+pub use stats::{DropReason, RaftStats, RaftTotals};
 pub use types::{
     log_up_to_date, next_after, Entry, EntryKind, HardState, Index, LogId, NodeId, ReadId, Role, Term,
     WriteId,

@@ -87,3 +87,38 @@ impl RaftStats {
         self.dropped.get(&reason).copied().unwrap_or(0)
     }
 }
+
+/// Event counters of many Raft groups summed (a shard's partitions, for `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RaftTotals {
+    /// Elections started.
+    pub elections_started: u64,
+    /// Times a replica became leader.
+    pub became_leader: u64,
+    /// Leaders that stepped down because check-quorum failed.
+    pub check_quorum_step_downs: u64,
+    /// Suffix truncations of local logs.
+    pub truncations: u64,
+    /// Snapshots streamed to followers.
+    pub snapshots_sent: u64,
+    /// Snapshots installed from leaders.
+    pub snapshots_installed: u64,
+    /// Appends re-sent after the retransmit timeout.
+    pub retransmits: u64,
+    /// Followers found to have lost entries they had acknowledged as durable.
+    pub acknowledged_entries_lost: u64,
+}
+
+impl RaftTotals {
+    /// Adds one group's counters.
+    pub fn add(&mut self, stats: &RaftStats) {
+        self.elections_started += stats.elections_started;
+        self.became_leader += stats.became_leader;
+        self.check_quorum_step_downs += stats.check_quorum_step_downs;
+        self.truncations += stats.truncations;
+        self.snapshots_sent += stats.snapshots_sent;
+        self.snapshots_installed += stats.snapshots_installed;
+        self.retransmits += stats.retransmits;
+        self.acknowledged_entries_lost += stats.acknowledged_entries_lost;
+    }
+}

@@ -184,6 +184,8 @@ pub struct ShardSnapshot {
     pub disk: DiskCounters,
     /// Raft messages dropped (no peers on a single node).
     pub raft_messages_dropped: u64,
+    /// The Raft counters of the shard's partitions, summed.
+    pub raft: oxbow_core::raft::RaftTotals,
     /// SMP messages sent.
     pub smp_sent: u64,
     /// SMP messages held back by a full queue (now).
@@ -760,6 +762,7 @@ impl Shard {
             net: self.reactor.stats(),
             disk,
             raft_messages_dropped: self.raft_messages_dropped,
+            raft: self.broker.raft_totals(),
             smp_sent: self.smp_sent,
             smp_overflow: self.overflow_len as u64,
             admission: self.admission.stats(),
