@@ -1057,7 +1057,11 @@ impl Shard {
             Ok(Ok(())) => {}
             Ok(Err(_full)) => {
                 self.flush_kv();
-                let _ = self.kv.delete(&key.dir());
+                if !matches!(self.kv.delete(&key.dir()), Ok(Ok(()))) {
+                    // Harmless beyond a few bytes: the key names this incarnation's
+                    // directory (its revision), which nothing reuses.
+                    tracing::warn!(partition = %key.dir(), "kv log: hard state of a removed partition left behind (buffer still full)");
+                }
             }
             Err(error) => tracing::error!(%error, "kv log: cannot delete hard state"),
         }
