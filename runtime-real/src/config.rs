@@ -385,6 +385,10 @@ impl TxnSection {
                 marker_retry_ms: self.marker_retry_ms,
                 checkpoint_records: self.checkpoint_every_records,
             },
+            // The update fills the planted-bug switches core has with its `sim-bugs`
+            // feature (on when the simulator is built in the same workspace); without
+            // it every field is named and clippy calls the update needless.
+            #[allow(clippy::needless_update)]
             producers: oxbow_core::txn::ProducerStateConfig {
                 expiration_ms: self.producer_id_expiration_ms,
                 max_producers: self.max_producers_per_partition,
