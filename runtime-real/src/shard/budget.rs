@@ -35,7 +35,8 @@
 //! broker anyway, as `kafka.max_frame_bytes` is below it) is passed through
 //! unreserved so the broker can answer the error.
 
-use bytes::{Buf, Bytes, BytesMut};
+use super::frame_pool::FramePool;
+use bytes::{Buf, Bytes};
 use std::collections::{BTreeMap, VecDeque};
 
 use super::net::ConnId;
@@ -110,6 +111,14 @@ impl ShardBudget {
     /// Bytes of the pre-allocated direct-I/O pool.
     pub fn pool_bytes(&self) -> u64 {
         (self.pool.buffer_count as u64).saturating_mul(self.pool.buffer_bytes as u64)
+    }
+
+    /// Bytes of large request-frame buffers the shard keeps idle for reuse between
+    /// requests ([`super::frame_pool`]): an eighth of the request window, on top of it
+    /// (idle buffers are not in flight, so the window does not count them). The shard's
+    /// memory under overload is measured whole by `tests/tune_memory_budget.rs`.
+    pub fn idle_frame_bytes(&self) -> usize {
+        usize::try_from(self.request_window_bytes / 8).unwrap_or(usize::MAX)
     }
 
     /// The bound of each partition's Raft recent-entry cache (entries kept in memory
@@ -255,8 +264,9 @@ impl Chunks {
 struct Conn {
     /// Received, not yet admitted (waiting for the window or a frame's first bytes).
     held: Chunks,
-    /// The admitted frame being assembled, allocated at its exact size.
-    frame: Option<BytesMut>,
+    /// The admitted frame being assembled, and its size (large ones in a buffer from
+    /// the shard's [`FramePool`]).
+    frame: Option<(Vec<u8>, usize)>,
     /// Bytes of an oversized frame still to pass through unreserved.
     passthrough: u64,
     reserved: VecDeque<Reserved>,
@@ -272,9 +282,16 @@ pub struct Admission {
     conns: BTreeMap<ConnId, Conn>,
     waiting: VecDeque<ConnId>,
     stats: AdmissionStats,
+    frames: FramePool,
 }
 
 impl Admission {
+    /// Large frames are received into buffers of `frames` (reused while it has them).
+    pub fn with_frame_pool(mut self, frames: FramePool) -> Admission {
+        self.frames = frames;
+        self
+    }
+
     /// A window of `window_bytes` for frames of at most `max_frame_bytes`.
     pub fn new(window_bytes: u64, max_frame_bytes: u32) -> Admission {
         Admission {
@@ -287,6 +304,7 @@ impl Admission {
                 window_bytes,
                 ..AdmissionStats::default()
             },
+            frames: FramePool::new(0),
         }
     }
 
@@ -422,14 +440,15 @@ impl Admission {
                 state.held.drain(n, |piece| out.push(piece));
                 continue;
             }
-            if let Some(frame) = state.frame.as_mut() {
-                let missing = frame.capacity() - frame.len();
+            if let Some((frame, frame_len)) = state.frame.as_mut() {
+                let missing = *frame_len - frame.len();
                 let n = missing.min(state.held.len());
                 state.held.drain(n, |piece| frame.extend_from_slice(&piece));
                 if n < missing {
                     break;
                 }
-                let whole = state.frame.take().unwrap_or_default().freeze();
+                let (frame, _) = state.frame.take().unwrap_or_default();
+                let whole = self.frames.freeze(frame);
                 let header = parse_header(&whole);
                 if let Some(last) = state.reserved.back_mut() {
                     last.correlation_id = header.correlation_id;
@@ -476,8 +495,8 @@ impl Admission {
                 correlation_id: None,
                 no_response: true,
             });
-            let capacity = usize::try_from(frame_bytes).unwrap_or(usize::MAX);
-            state.frame = Some(BytesMut::with_capacity(capacity));
+            let frame_len = usize::try_from(frame_bytes).unwrap_or(usize::MAX);
+            state.frame = Some((self.frames.take(frame_len), frame_len));
         }
         out
     }

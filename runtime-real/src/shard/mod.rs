@@ -7,6 +7,7 @@
 //!   reactor's ring.
 //! * [`file_worker`] — the shard's helper thread for checkpoint, state-file and index
 //!   writes (their `fdatasync`, `rename` and directory `fsync` off the event loop).
+//! * [`frame_pool`] — the shard's reused buffers for large request frames.
 //! * [`fetch_reads`] — the broker's range reads in flight on the ring, until each
 //!   request has all its ranges back.
 //! * [`smp`] — bounded lock-free SPSC queues between every pair of shards, and the
@@ -27,6 +28,7 @@ pub mod cluster_link;
 pub mod disk_ring;
 pub mod fetch_reads;
 pub mod file_worker;
+pub mod frame_pool;
 mod hard_states;
 pub mod kv;
 pub mod net;

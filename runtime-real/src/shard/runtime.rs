@@ -46,6 +46,7 @@ use super::budget::{Admission, AdmissionStats, ShardBudget};
 use super::disk_ring::{DiskRing, Finished, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_READ_BYTES};
 use super::fetch_reads::FetchReads;
 use super::file_worker::FileWorker;
+use super::frame_pool::FramePool;
 use super::hard_states::HardStateQueue;
 use super::kv::{decode_hard_state, KvConfig, KvLog};
 use super::net::{NetConfig, NetEvent, NetStats, Reactor};
@@ -567,7 +568,8 @@ impl Shard {
             overflow: (0..shard_count).map(|_| VecDeque::new()).collect(),
             overflow_len: 0,
             paused: BTreeSet::new(),
-            admission: Admission::new(budget.request_window_bytes, spec.max_frame_bytes),
+            admission: Admission::new(budget.request_window_bytes, spec.max_frame_bytes)
+                .with_frame_pool(FramePool::new(budget.idle_frame_bytes())),
             admitted: VecDeque::new(),
             send_window_bytes: usize::try_from(budget.send_window_bytes).unwrap_or(usize::MAX),
             smp_paused: false,
