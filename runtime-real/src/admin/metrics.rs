@@ -148,6 +148,24 @@ const FAMILIES: &[Family] = &[
         |s| s.disk.fdatasyncs as f64,
     ),
     (
+        "oxbow_disk_appends_total",
+        "counter",
+        "Appends to log segments (a batch or several written together).",
+        |s| s.disk.appends as f64,
+    ),
+    (
+        "oxbow_disk_transfers_total",
+        "counter",
+        "Aligned segment writes submitted to the disk (an append may take several).",
+        |s| s.disk.transfers as f64,
+    ),
+    (
+        "oxbow_disk_syncs_completed_total",
+        "counter",
+        "Log syncs reported durable; each fdatasync (group commit) answers one or more.",
+        |s| s.disk.syncs_completed as f64,
+    ),
+    (
         "oxbow_disk_dir_syncs_total",
         "counter",
         "Directory fsyncs.",

@@ -154,6 +154,13 @@ pub struct ShardSpec {
 pub struct DiskCounters {
     /// Bytes appended to segments.
     pub written_bytes: u64,
+    /// Appends to segments (one or several batches written together).
+    pub appends: u64,
+    /// Aligned segment writes the appends took.
+    pub transfers: u64,
+    /// Log syncs reported durable (each answered by an `fdatasync`, which may answer
+    /// several).
+    pub syncs_completed: u64,
     /// `fdatasync`s of segment files.
     pub fdatasyncs: u64,
     /// Directory fsyncs.
@@ -744,13 +751,12 @@ impl Shard {
         let mut disk = self.disk;
         let mut storage = self.retired;
         for s in self.storages.values() {
-            let stats = s.stats();
-            storage.written_bytes += stats.written_bytes;
-            storage.fdatasyncs += stats.fdatasyncs;
-            storage.dir_syncs += stats.dir_syncs;
-            storage.failures += stats.failures;
+            add_stats(&mut storage, s.stats());
         }
         disk.written_bytes = storage.written_bytes;
+        disk.appends = storage.appends;
+        disk.transfers = storage.transfers;
+        disk.syncs_completed = storage.syncs_completed;
         disk.fdatasyncs = storage.fdatasyncs;
         disk.dir_syncs = storage.dir_syncs;
         disk.failures = storage.failures;
@@ -1472,6 +1478,9 @@ impl Shard {
 
 fn add_stats(total: &mut StorageStats, stats: StorageStats) {
     total.written_bytes += stats.written_bytes;
+    total.appends += stats.appends;
+    total.transfers += stats.transfers;
+    total.syncs_completed += stats.syncs_completed;
     total.fdatasyncs += stats.fdatasyncs;
     total.dir_syncs += stats.dir_syncs;
     total.failures += stats.failures;
