@@ -14,6 +14,7 @@ use oxbow_core::kafka::protocol::protocol::{Decodable, Encodable, StrBytes};
 use oxbow_core::log::builder::{build_batch, BatchOptions, NewRecord};
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
 use oxbow_runtime_real::node::{self, NodeHandle};
+use oxbow_tests::cluster_client::metric_sum;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -347,13 +348,4 @@ fn a_stream_of_acks_all_produces_over_many_connections() {
     assert!(sum("oxbow_disk_transfers_total") >= appends, "{metrics}");
     drop(admin);
     node.stop().unwrap();
-}
-
-/// The sum over shards of one counter in a `/metrics` page.
-fn metric_sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

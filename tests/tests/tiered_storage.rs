@@ -11,6 +11,7 @@
 use oxbow_runtime_real::cli::{TopicCommand, TopicSpec};
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
 use oxbow_runtime_real::node::{start, NodeHandle};
+use oxbow_tests::cluster_client::metric_sum;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -150,11 +151,7 @@ fn metric(admin: SocketAddr, name: &str) -> f64 {
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    response
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(&response, name)
 }
 
 /// Produces past the local target, waits for local segments to go, consumes from 0;

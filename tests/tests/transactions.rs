@@ -8,6 +8,7 @@
 
 use oxbow_runtime_real::config::{NodeConfig, Overrides};
 use oxbow_runtime_real::node::{start, NodeHandle};
+use oxbow_tests::cluster_client::metric_sum;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -472,14 +473,6 @@ fn metrics_page(admin: std::net::SocketAddr) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
-}
-
-/// The sum over shards of metric `name` on a `/metrics` page.
-fn metric_sum(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// `[txn]` reaches the coordinators (a timeout above `max_timeout_ms` is refused), and
