@@ -829,7 +829,13 @@ impl ProducerTask {
             if scheduled >= self.end {
                 break;
             }
-            tokio::time::sleep_until(scheduled.into()).await;
+            // Only a paced load waits, and only for a send time still ahead: tokio's
+            // timer rounds every deadline up to its next millisecond tick, so even a
+            // sleep until "now" parks the task for up to a millisecond, which once
+            // stood in every unthrottled request's latency and between its requests.
+            if self.rate_msgs_s.is_some() && scheduled > Instant::now() {
+                tokio::time::sleep_until(scheduled.into()).await;
+            }
             let partition = &self.partitions[next % self.partitions.len()];
             next += 1;
             let now = Instant::now();
