@@ -341,9 +341,18 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
         || "unthrottled".to_string(),
         |r| format!("{r:.0} msgs/s in total"),
     );
+    // A produce load starts no consumers, whatever `--consumers` says.
+    let consumers = if load.workload == Workload::Produce {
+        "no consumers".to_string()
+    } else {
+        format!(
+            "{} consumers × {} fetches in flight (each for another partition)",
+            load.consumers, load.fetches_in_flight
+        )
+    };
     let _ = writeln!(
         md,
-        "- Load ([rskafka](https://crates.io/crates/rskafka) client): {} messages of {} B, {} per request, acks={}, compression {}, {} partitions, {} producers × {} requests in flight, {} consumers × {} fetches in flight (each for another partition), {rate}; {} s measured after {} s of warm-up{}.",
+        "- Load ([rskafka](https://crates.io/crates/rskafka) client): {} messages of {} B, {} per request, acks={}, compression {}, {} partitions, {} producers × {} requests in flight, {consumers}, {rate}; {} s measured after {} s of warm-up{}.",
         load.workload,
         load.message_bytes,
         load.batch_messages,
@@ -352,8 +361,6 @@ fn markdown(options: &ClientBenchOptions, report: &ClientBenchReport, stem: &str
         load.partitions,
         load.producers,
         load.in_flight,
-        load.consumers,
-        load.fetches_in_flight,
         load.duration_s,
         load.warmup_s,
         if load.workload == Workload::Consume {
