@@ -160,9 +160,12 @@ pub struct LoadArgs {
     /// Client runtime threads.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
-    /// Topic to use (default: a fresh one per run).
+    /// Topic to use (default: a fresh one per run, deleted at the end).
     #[arg(long)]
     topic: Option<String>,
+    /// Keep the run's fresh topic instead of deleting it at the end.
+    #[arg(long)]
+    keep_topic: bool,
     /// The broker's data directory: the disk limit is measured there in the same run.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -263,6 +266,7 @@ fn limits(args: LimitsArgs) -> anyhow::Result<()> {
 fn load(workload: Workload, args: LoadArgs) -> anyhow::Result<()> {
     let mut load = LoadOptions::new(workload);
     load.topic = args.topic;
+    load.keep_topic = args.keep_topic;
     load.acks = args.acks;
     load.message_bytes = args.message_bytes;
     load.batch_messages = args.batch_messages;

@@ -151,6 +151,8 @@ pub struct LoadOptions {
     pub workload: Workload,
     /// Topic to use (created if missing); `None` creates a fresh `oxbow-bench-…` topic.
     pub topic: Option<String>,
+    /// Keep the fresh topic after the run (a topic named with `topic` is always kept).
+    pub keep_topic: bool,
     /// Acks (rskafka supports `all` only).
     pub acks: Acks,
     /// Value bytes per message.
@@ -191,6 +193,7 @@ impl LoadOptions {
         LoadOptions {
             workload,
             topic: None,
+            keep_topic: false,
             acks: Acks::All,
             message_bytes: 1024,
             batch_messages: 16,
@@ -540,7 +543,41 @@ async fn run(
     brokers: String,
     broker_pid: Option<u32>,
 ) -> Result<LoadResult, LoadError> {
-    let (_client, topic, partitions) = connect(&options, &brokers).await?;
+    let (client, topic, partitions) = connect(&options, &brokers).await?;
+    let result = measure(
+        options.clone(),
+        brokers.clone(),
+        broker_pid,
+        topic.clone(),
+        partitions,
+    )
+    .await;
+    if options.topic.is_none() && !options.keep_topic {
+        delete_topic(&client, &topic).await;
+    }
+    result
+}
+
+/// Deletes the run's fresh topic, so runs do not pile up data on the broker (an
+/// unthrottled run writes gigabytes); a failure is reported, not fatal.
+async fn delete_topic(client: &Client, topic: &str) {
+    let deleted = match client.controller_client() {
+        Ok(controller) => controller.delete_topic(topic.to_string(), 30_000).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = deleted {
+        eprintln!("bench: could not delete the bench topic {topic} (delete it by hand): {e}");
+    }
+}
+
+/// Runs the load on the connected topic and measures it.
+async fn measure(
+    options: LoadOptions,
+    brokers: String,
+    broker_pid: Option<u32>,
+    topic: String,
+    partitions: Vec<Arc<PartitionClient>>,
+) -> Result<LoadResult, LoadError> {
     let errors = Arc::new(Errors::default());
     let base = Instant::now();
     let mut history = None;
