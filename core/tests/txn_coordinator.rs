@@ -2,7 +2,8 @@
 //! InitProducerId, the decision made durable before any marker, marker retries,
 //! timeouts that abort with an epoch bump, replay from the log (finishing decided
 //! transactions), checkpoints that trim the log, failed appends, and transaction
-//! protocol v2 (KIP-890 part 2): an epoch bump per EndTxn, retries, exhaustion.
+//! protocol v2 (KIP-890 part 2): an epoch bump per EndTxn, retries, exhaustion; and
+//! requests parked while their id's transaction is ending.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Bytes, BytesMut};
@@ -202,7 +203,8 @@ fn a_new_init_fences_the_old_epoch_and_aborts_its_open_transaction() {
     let old = producer_of(&h.init(7));
     assert_eq!(old, (7, 0));
     assert_eq!(h.add(old, &[("t", 0), ("t", 1)]), TxnResult::Done);
-    // The second instance: the open transaction is aborted first.
+    // The second instance: the open transaction is aborted first, and the request
+    // waits for the abort to complete.
     let op = TxnOp::InitProducerId {
         transactional_id: ID.to_string(),
         timeout_ms: 60_000,
@@ -210,25 +212,27 @@ fn a_new_init_fences_the_old_epoch_and_aborts_its_open_transaction() {
         producer_epoch: -1,
         fresh_producer_id: 8,
     };
-    assert_eq!(
-        h.request(op),
-        Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
-    );
+    let init_reply = h.next_reply;
+    assert_eq!(h.request(op), None, "parked until the abort completes");
     assert!(
         h.markers.is_empty(),
         "no marker before the abort decision is durable"
     );
     h.commit_appends();
     assert_eq!(h.state(), TxnState::PrepareAbort);
+    assert_eq!(h.take_reply(init_reply), None);
     let markers = h.answer_markers(0);
     assert_eq!(markers.len(), 2);
     assert!(markers
         .iter()
         .all(|(_, _, m)| !m.commit && m.producer_id == 7 && m.producer_epoch == 1));
+    // CompleteAbort is durable, then the parked InitProducerId is served.
     h.commit_appends();
-    assert_eq!(h.state(), TxnState::CompleteAbort);
-    let new = producer_of(&h.init(9));
+    assert_eq!(h.state(), TxnState::Empty);
+    let new = producer_of(&h.take_reply(init_reply).expect("served after the abort"));
     assert_eq!(new, (7, 2), "same producer id, a newer epoch");
+    assert_eq!(h.c.metrics().aborts, 1);
+    assert_eq!(h.c.metrics().parked, 1);
     // The old instance is fenced everywhere.
     assert_eq!(
         h.add(old, &[("t", 2)]),
@@ -250,11 +254,15 @@ fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() 
     let p = producer_of(&h.init(1));
     h.add(p, &[("a", 0), ("b", 0)]);
     let (reply, early) = h.end(p, true);
-    assert_eq!(early, None, "EndTxn waits for the transaction to complete");
+    assert_eq!(early, None, "EndTxn waits for the decision to be durable");
     assert!(h.markers.is_empty());
     assert_eq!(h.in_flight.len(), 1, "the PrepareCommit record");
     h.commit_appends();
-    assert_eq!(h.take_reply(reply), None, "markers are still to be written");
+    assert_eq!(
+        h.take_reply(reply),
+        Some(TxnResult::Done),
+        "answered at the durable decision"
+    );
     assert_eq!(h.markers.len(), 2);
     assert!(h.markers.iter().all(|(.., m)| m.commit));
     // Partition b refuses (not leader); a is written.
@@ -264,19 +272,17 @@ fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() 
     h.answer_markers(0);
     assert!(h.in_flight.is_empty(), "not complete while b is missing");
     assert_eq!(h.state(), TxnState::PrepareCommit);
-    // A retry of the same EndTxn meanwhile is told to wait.
-    assert_eq!(
-        h.end(p, true).1,
-        Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
-    );
+    // A retry of the same EndTxn meanwhile waits for the transaction to complete.
+    let (retry, early) = h.end(p, true);
+    assert_eq!(early, None, "parked while the markers are written");
     h.advance(Duration::from_millis(h.config.marker_retry_ms));
     assert_eq!(h.markers.len(), 1, "only b is retried");
     assert_eq!(h.markers[0].1, "b");
     h.answer_markers(0);
-    assert_eq!(h.take_reply(reply), None, "until CompleteCommit is durable");
+    assert_eq!(h.take_reply(retry), None, "until CompleteCommit is durable");
     h.commit_appends();
     assert_eq!(h.state(), TxnState::CompleteCommit);
-    assert_eq!(h.take_reply(reply), Some(TxnResult::Done));
+    assert_eq!(h.take_reply(retry), Some(TxnResult::Done));
     assert_eq!(
         h.end(p, true).1,
         Some(TxnResult::Done),
@@ -454,11 +460,12 @@ impl Harness {
         fresh: i64,
     ) -> (Vec<Marker>, TxnResult) {
         let (reply, early) = self.end_v2(producer, commit, fresh);
-        assert_eq!(early, None, "answered once complete");
+        assert_eq!(early, None, "answered once the decision is durable");
         self.commit_appends();
+        let answer = self.take_reply(reply).expect("answered at the decision");
         let markers = self.answer_markers(0).into_iter().map(|(.., m)| m).collect();
         self.commit_appends();
-        (markers, self.take_reply(reply).expect("answered"))
+        (markers, answer)
     }
 }
 
@@ -561,7 +568,30 @@ fn protocol_v2_epoch_exhaustion_moves_the_producer_to_a_fresh_id() {
         Some(TxnResult::Error(code::INVALID_PRODUCER_EPOCH)),
         "the bump needs a fresh id"
     );
-    let (markers, answer) = h.end_v2_completed(old, true, 41);
+    let (reply, _) = h.end_v2(old, true, 41);
+    h.commit_appends();
+    let answer = h.take_reply(reply).expect("answered at PrepareCommit");
+    // The producer goes on with the fresh id at once: its request waits until the
+    // transaction is complete (the fresh id is the id's producer only from then on).
+    let (retry, early) = h.end_v2(old, true, -1);
+    assert_eq!(early, None, "a retry waits for the transaction to complete");
+    let add = h.next_reply;
+    let op = TxnOp::AddPartitions {
+        transactional_id: ID.to_string(),
+        producer_id: 41,
+        producer_epoch: 0,
+        partitions: vec![("t".to_string(), 2)],
+        verify_only: false,
+    };
+    assert_eq!(h.request(op), None, "parked");
+    let markers: Vec<Marker> = h.answer_markers(0).into_iter().map(|(.., m)| m).collect();
+    h.commit_appends();
+    assert_eq!(
+        h.take_reply(retry),
+        Some(answer.clone()),
+        "a retry is answered again"
+    );
+    assert_eq!(h.take_reply(add), Some(TxnResult::Done));
     assert_eq!(markers.len(), 1);
     assert_eq!(
         (markers[0].producer_id, markers[0].producer_epoch),
@@ -569,13 +599,9 @@ fn protocol_v2_epoch_exhaustion_moves_the_producer_to_a_fresh_id() {
         "the markers carry the last epoch of the old id"
     );
     assert_eq!(producer_of(&answer), (41, 0), "a fresh producer id at epoch 0");
-    assert_eq!(
-        h.end_v2(old, true, -1).1,
-        Some(answer),
-        "a retry is answered again"
-    );
     assert_eq!(h.c.metrics().epochs_exhausted, 1);
     assert_eq!(h.add((41, 0), &[("t", 1)]), TxnResult::Done);
+    assert_eq!(h.c.transactions()[ID].partitions.len(), 2);
 }
 
 #[test]
@@ -608,4 +634,98 @@ fn a_v2_producer_ending_a_transaction_a_timeout_aborted_gets_its_next_epoch() {
         "its commit is not"
     );
     assert!(h.c.metrics().fenced >= 1);
+}
+
+#[test]
+fn requests_for_an_ending_transaction_wait_for_it_in_order() {
+    let config = TxnConfig::default();
+    let mut h = Harness::new(config.clone());
+    let p = producer_of(&h.init(11));
+    h.add(p, &[("a", 0), ("b", 0)]);
+    let (end, _) = h.end(p, true);
+    h.commit_appends();
+    assert_eq!(
+        h.take_reply(end),
+        Some(TxnResult::Done),
+        "answered at PrepareCommit"
+    );
+    assert_eq!(h.state(), TxnState::PrepareCommit);
+    // The producer's next transaction starts while the markers are being written.
+    let add = TxnOp::AddPartitions {
+        transactional_id: ID.to_string(),
+        producer_id: p.0,
+        producer_epoch: p.1,
+        partitions: vec![("a".to_string(), 0)],
+        verify_only: false,
+    };
+    let first = h.next_reply;
+    assert_eq!(h.request(add.clone()), None, "parked");
+    let second = h.next_reply;
+    assert_eq!(h.request(add.clone()), None, "parked behind the first");
+    // A KIP-890 verification is answered from the state as it is.
+    let verify = TxnOp::AddPartitions {
+        transactional_id: ID.to_string(),
+        producer_id: p.0,
+        producer_epoch: p.1,
+        partitions: vec![("a".to_string(), 0)],
+        verify_only: true,
+    };
+    assert_eq!(
+        h.request(verify),
+        Some(TxnResult::Error(code::TRANSACTION_ABORTABLE))
+    );
+    h.answer_markers(0);
+    assert!(
+        h.take_reply(first).is_none(),
+        "not before CompleteCommit is durable"
+    );
+    // CompleteCommit, then the first add's Ongoing record: the second waits for it.
+    h.commit_appends();
+    assert_eq!(h.take_reply(first), Some(TxnResult::Done));
+    assert_eq!(
+        h.take_reply(second),
+        Some(TxnResult::Done),
+        "served in order, already added"
+    );
+    assert_eq!(h.state(), TxnState::Ongoing);
+    assert_eq!(
+        h.c.transactions()[ID].partitions.len(),
+        1,
+        "the new transaction's partitions"
+    );
+    assert_eq!(h.c.metrics().parked, 2);
+
+    // Markers that cannot be written: a parked request gives up after
+    // `ending_wait_ms`, and at most MAX_PARKED_PER_ID wait.
+    let (end, _) = h.end(p, false);
+    h.commit_appends();
+    assert_eq!(h.take_reply(end), Some(TxnResult::Done));
+    let waiting: Vec<u64> = (0..oxbow_core::txn::coordinator::MAX_PARKED_PER_ID)
+        .map(|_| {
+            let reply = h.next_reply;
+            assert_eq!(h.request(add.clone()), None);
+            reply
+        })
+        .collect();
+    assert_eq!(
+        h.request(add.clone()),
+        Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS)),
+        "beyond the bound"
+    );
+    h.advance(Duration::from_millis(config.ending_wait_ms - 1));
+    assert!(waiting.iter().all(|r| h.take_reply(*r).is_none()));
+    h.advance(Duration::from_millis(1));
+    for reply in waiting {
+        assert_eq!(
+            h.take_reply(reply),
+            Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
+        );
+    }
+    assert_eq!(h.c.metrics().park_timeouts, 16);
+    // Losing leadership answers whoever is still parked.
+    let last = h.next_reply;
+    assert_eq!(h.request(add), None);
+    h.c.unload();
+    h.pump();
+    assert_eq!(h.take_reply(last), Some(TxnResult::Error(code::NOT_COORDINATOR)));
 }

@@ -322,6 +322,11 @@ pub struct TxnSection {
     pub marker_retry_ms: u64,
     /// Records written to a coordinator partition between two checkpoints.
     pub checkpoint_every_records: u64,
+    /// Longest a request (InitProducerId, AddPartitionsToTxn, EndTxn) waits at the
+    /// coordinator for its id's previous transaction to finish ending (EndTxn is
+    /// answered at the durable decision; the markers follow) before it is answered
+    /// CONCURRENT_TRANSACTIONS.
+    pub ending_wait_ms: u64,
 }
 
 impl Default for TxnSection {
@@ -338,6 +343,7 @@ impl Default for TxnSection {
             producer_snapshot_interval_ms: p.snapshot_interval_ms,
             marker_retry_ms: c.marker_retry_ms,
             checkpoint_every_records: c.checkpoint_records,
+            ending_wait_ms: c.ending_wait_ms,
         }
     }
 }
@@ -384,6 +390,7 @@ impl TxnSection {
                 id_expiration_ms: self.id_expiration_ms,
                 marker_retry_ms: self.marker_retry_ms,
                 checkpoint_records: self.checkpoint_every_records,
+                ending_wait_ms: self.ending_wait_ms,
             },
             // The update fills the planted-bug switches core has with its `sim-bugs`
             // feature (on when the simulator is built in the same workspace); without

@@ -194,6 +194,8 @@ pub struct TxnSimConfig {
     pub bug_accept_stale_epoch: bool,
     /// Planted bug (core): the last marker of a transaction is never written.
     pub bug_drop_last_marker: bool,
+    /// Planted bug (core): EndTxn is answered before its decision is durable.
+    pub bug_answer_end_before_durable: bool,
     /// Planted bug (core `ProducerBugs`): retried batches are written again.
     pub bug_dedupe_window_zero: bool,
     /// Planted bug (core `ProducerBugs`): a partition appends a batch of the epoch
@@ -232,6 +234,7 @@ impl Default for TxnSimConfig {
             bug_abort_writes_commit_markers: false,
             bug_accept_stale_epoch: false,
             bug_drop_last_marker: false,
+            bug_answer_end_before_durable: false,
             bug_dedupe_window_zero: false,
             bug_accept_previous_epoch: false,
             bug_read_committed_to_high_watermark: false,
@@ -287,6 +290,7 @@ impl TxnSimConfig {
             abort_writes_commit_markers: self.bug_abort_writes_commit_markers,
             accept_stale_epoch: self.bug_accept_stale_epoch,
             drop_last_marker: self.bug_drop_last_marker,
+            answer_end_before_durable: self.bug_answer_end_before_durable,
         }
     }
 
@@ -740,7 +744,7 @@ enum Phase {
 pub fn run_txn_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResult {
     let config = scenario.transactions.clone();
     let summary = format!(
-        "scenario {} transactions: partitions={} producers={} v2_share={:.2} late_retry={:.3} crash={} partition={} step_down={} loss={:.3} bugs(abort_as_commit={}, stale_epoch={}, drop_marker={}, past_lso={}, previous_epoch={})",
+        "scenario {} transactions: partitions={} producers={} v2_share={:.2} late_retry={:.3} crash={} partition={} step_down={} loss={:.3} bugs(abort_as_commit={}, stale_epoch={}, drop_marker={}, past_lso={}, previous_epoch={}, early_end={})",
         scenario.name,
         config.data_partitions,
         config.producers,
@@ -755,6 +759,7 @@ pub fn run_txn_seed(seed: u64, scenario: &Scenario, keep_trace: bool) -> RunResu
         config.bug_drop_last_marker,
         config.bug_read_committed_to_high_watermark,
         config.bug_accept_previous_epoch,
+        config.bug_answer_end_before_durable,
     );
     let mut run = TxnRun::new(seed, scenario, config, keep_trace);
     trace_event!(run.trace, Instant::ZERO, None, "start seed={seed} {summary}");
@@ -1590,6 +1595,16 @@ impl TxnRun {
                 self.route_reply(None, reply, result);
             }
         }
+        self.count_parked(&host);
+    }
+
+    /// Coverage of the requests a coordinator parked while their id's transaction was
+    /// ending, and of those that gave up waiting.
+    fn count_parked(&mut self, host: &Host) {
+        let metrics = host.coordinator.metrics();
+        self.coverage.add("txn.coordinator.parked", metrics.parked);
+        self.coverage
+            .add("txn.coordinator.park_timed_out", metrics.park_timeouts);
     }
 
     /// Moves the coordinator's outputs. Returns whether there were any.
@@ -2895,6 +2910,12 @@ impl TxnRun {
             });
             self.coverage.add("txn.partition.snapshot_installed", installs);
             self.coverage.add("txn.partition.acknowledged_entries_lost", lost);
+            let (parked, timed_out) = self.hosts.values().fold((0, 0), |(p, t), h| {
+                let m = h.coordinator.metrics();
+                (p + m.parked, t + m.park_timeouts)
+            });
+            self.coverage.add("txn.coordinator.parked", parked);
+            self.coverage.add("txn.coordinator.park_timed_out", timed_out);
             trace_event!(self.trace, now, None, "liveness reached");
             self.phase = Phase::Done;
             return;
@@ -3071,6 +3092,21 @@ mod tests {
     }
 
     #[test]
+    fn v1_clients_reach_the_parked_requests() {
+        // EndTxn is answered at the durable decision: the producer's next requests
+        // wait at the coordinator while the markers are written.
+        let s = base();
+        let mut coverage = Coverage::default();
+        for seed in 0..4 {
+            coverage.merge(&run_seed(seed, &s, false).coverage);
+        }
+        assert!(
+            coverage.get("txn.coordinator.parked") > 0,
+            "never parked: {coverage:?}"
+        );
+    }
+
+    #[test]
     fn runs_are_deterministic() {
         let s = base();
         let a = run_seed(3, &s, false).trace_hash;
@@ -3127,6 +3163,7 @@ mod tests {
             "txn.v2.late_retry.sent",
             "txn.v2.late_retry.refused_by_coordinator",
             "txn.v2.late_retry.refused_by_partition",
+            "txn.coordinator.parked",
         ] {
             assert!(coverage.get(name) > 0, "{name} never reached: {coverage:?}");
         }
@@ -3151,6 +3188,14 @@ mod tests {
         let mut s = base();
         s.transactions.bug_dedupe_window_zero = true;
         assert_caught(&s, 8, &["txn-duplicate-write"]);
+    }
+
+    #[test]
+    fn acked_commit_checker_catches_end_txn_answered_before_the_decision_is_durable() {
+        let mut s = base();
+        s.transactions.bug_answer_end_before_durable = true;
+        s.transactions.crash_prob = 0.03;
+        assert_caught(&s, 8, &["txn-acked-commit-unreadable"]);
     }
 
     #[test]

@@ -18,10 +18,16 @@
 //! * [`TxnOutput::WriteMarker`]: write the marker to that partition through its normal
 //!   append path, answer [`TxnCoordinator::on_marker_done`] with the error code (0 when
 //!   committed there). Failures are retried after `marker_retry_ms`.
-//! * EndTxn is answered once the transaction is complete (markers written, Complete*
-//!   durable), not at Prepare* as Kafka does: the producer's next AddPartitionsToTxn
-//!   then finds the id idle instead of retrying on CONCURRENT_TRANSACTIONS with its
-//!   client's back-off (100 ms per transaction with librdkafka's defaults).
+//! * EndTxn is answered once the decision (Prepare*) is durable, as Kafka does; the
+//!   markers and Complete* follow. A request for an id whose transaction is still
+//!   ending (or whose record is being appended) — InitProducerId, AddPartitionsToTxn,
+//!   EndTxn, a v2 produce's implicit add — is *parked* and served, in arrival order,
+//!   once the id is idle, instead of being answered CONCURRENT_TRANSACTIONS: a client
+//!   would retry that after its back-off (100 ms per transaction with librdkafka's
+//!   defaults). A parked request still waiting after [`TxnConfig::ending_wait_ms`], or
+//!   beyond [`MAX_PARKED_PER_ID`] waiting for one id, gets CONCURRENT_TRANSACTIONS.
+//!   KIP-890 produce verifications (`verify_only`) are never parked: they answer from
+//!   the state as it is.
 //! * [`TxnOutput::TrimLog`]: everything below the offset is superseded by a committed
 //!   checkpoint (a copy of every transaction's state), so the log start may move there.
 //! * Time: `now` for timers, `wall_ms` (wall-clock milliseconds) for what is stored
@@ -58,6 +64,10 @@ pub const TXN_STATE_TOPIC: &str = "__transaction_state";
 
 /// Largest checkpoint batch the coordinator writes (larger checkpoints are split).
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Most requests parked for one transactional id (see the module docs); more are
+/// answered CONCURRENT_TRANSACTIONS at once.
+pub const MAX_PARKED_PER_ID: usize = 16;
 
 /// The `__transaction_state` partition coordinating `transactional_id`.
 pub fn partition_for_txn(transactional_id: &str, partitions: i32) -> i32 {
@@ -113,6 +123,9 @@ pub struct TxnConfig {
     pub marker_retry_ms: u64,
     /// Records written since the last checkpoint that trigger the next one.
     pub checkpoint_records: u64,
+    /// Longest a request waits parked for its id's ending transaction (markers being
+    /// written) before it is answered CONCURRENT_TRANSACTIONS.
+    pub ending_wait_ms: u64,
 }
 
 impl Default for TxnConfig {
@@ -124,6 +137,7 @@ impl Default for TxnConfig {
             id_expiration_ms: 604_800_000,
             marker_retry_ms: 100,
             checkpoint_records: 1_000,
+            ending_wait_ms: 1_000,
         }
     }
 }
@@ -412,6 +426,15 @@ struct AppendWait {
     checkpoint: bool,
 }
 
+/// A request waiting for its transactional id to be idle.
+#[derive(Clone, Debug)]
+struct Parked {
+    reply: TxnReplyId,
+    op: TxnOp,
+    /// When it is answered CONCURRENT_TRANSACTIONS if still waiting.
+    deadline: Instant,
+}
+
 /// Markers of one ending transaction.
 #[derive(Clone, Debug, Default)]
 struct MarkerRun {
@@ -432,6 +455,8 @@ pub struct TxnBugs {
     /// The last partition of a transaction with several never gets its marker (and
     /// the transaction completes anyway).
     pub drop_last_marker: bool,
+    /// EndTxn (v1) is answered as it arrives, before its decision is durable.
+    pub answer_end_before_durable: bool,
 }
 
 /// Counters for `/metrics` and tests.
@@ -454,6 +479,10 @@ pub struct TxnMetrics {
     pub verification_failures: u64,
     /// Server-side epoch bumps of transaction protocol v2 (EndTxn v5).
     pub epoch_bumps: u64,
+    /// Requests that waited (parked) for their id's ending transaction.
+    pub parked: u64,
+    /// Of those, the ones answered CONCURRENT_TRANSACTIONS after waiting too long.
+    pub park_timeouts: u64,
     /// Fresh producer ids taken because a bump exhausted the epochs.
     pub epochs_exhausted: u64,
 }
@@ -478,6 +507,8 @@ impl TxnMetrics {
         self.fenced += other.fenced;
         self.verification_failures += other.verification_failures;
         self.epoch_bumps += other.epoch_bumps;
+        self.parked += other.parked;
+        self.park_timeouts += other.park_timeouts;
         self.epochs_exhausted += other.epochs_exhausted;
     }
 }
@@ -497,9 +528,8 @@ pub struct TxnCoordinator {
     appends: BTreeMap<u64, AppendWait>,
     markers: BTreeMap<String, MarkerRun>,
     marker_tokens: BTreeMap<u64, (String, (String, i32))>,
-    /// EndTxn requests waiting for their transaction to complete, by transactional id
-    /// (with whether they are v2, answered with the producer id and epoch to use next).
-    end_replies: BTreeMap<String, (TxnReplyId, bool)>,
+    /// Requests waiting for their transactional id to be idle, in arrival order.
+    parked: BTreeMap<String, VecDeque<Parked>>,
     checkpoint: Option<(BTreeSet<u64>, Option<i64>)>,
     records_since_checkpoint: u64,
     next_token: u64,
@@ -632,7 +662,7 @@ impl TxnCoordinator {
             appends: BTreeMap::new(),
             markers: BTreeMap::new(),
             marker_tokens: BTreeMap::new(),
-            end_replies: BTreeMap::new(),
+            parked: BTreeMap::new(),
             checkpoint: None,
             records_since_checkpoint: 0,
             next_token: 1,
@@ -758,8 +788,8 @@ impl TxnCoordinator {
                 self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR));
             }
         }
-        for (_, (reply, _)) in std::mem::take(&mut self.end_replies) {
-            self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR));
+        for parked in std::mem::take(&mut self.parked).into_values().flatten() {
+            self.reply(parked.reply, TxnResult::Error(code::NOT_COORDINATOR));
         }
         self.status = Status::Inactive;
         self.txns.clear();
@@ -862,7 +892,52 @@ impl TxnCoordinator {
                 self.start_markers(id);
             }
         }
+        for id in &wait.ids {
+            self.unpark(now, wall_ms, id);
+        }
         self.maybe_checkpoint(now, wall_ms);
+    }
+
+    /// Whether requests for `id` must wait: its record is being appended, or its
+    /// transaction is ending (decided, markers not all written).
+    fn must_wait(&self, id: &str) -> bool {
+        self.busy.contains(id) || self.txns.get(id).is_some_and(|m| m.state.is_prepare())
+    }
+
+    /// Serves `id`'s parked requests in arrival order while it is idle.
+    fn unpark(&mut self, now: Instant, wall_ms: i64, id: &str) {
+        while !self.must_wait(id) {
+            let Some(queue) = self.parked.get_mut(id) else {
+                return;
+            };
+            let Some(parked) = queue.pop_front() else {
+                self.parked.remove(id);
+                return;
+            };
+            if queue.is_empty() {
+                self.parked.remove(id);
+            }
+            self.serve(now, wall_ms, parked.reply, parked.op);
+        }
+    }
+
+    /// Parked requests past their deadline get CONCURRENT_TRANSACTIONS.
+    fn expire_parked(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        self.parked.retain(|_, queue| {
+            queue.retain(|p| {
+                let late = p.deadline <= now;
+                if late {
+                    expired.push(p.reply);
+                }
+                !late
+            });
+            !queue.is_empty()
+        });
+        for reply in expired {
+            self.metrics.park_timeouts += 1;
+            self.reply(reply, TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
+        }
     }
 
     fn on_checkpoint_part_done(&mut self, token: u64, base_offset: i64) {
@@ -1034,24 +1109,14 @@ impl TxnCoordinator {
             meta.producer_epoch = 0;
             meta.next_producer_id = -1;
         }
-        let reply = self.end_replies.remove(id).map(|(reply, v2)| {
-            let result = if v2 {
-                TxnResult::ProducerId {
-                    producer_id: meta.producer_id,
-                    producer_epoch: meta.producer_epoch,
-                }
-            } else {
-                TxnResult::Done
-            };
-            (reply, result)
-        });
-        self.write(id, meta, reply, false);
+        self.write(id, meta, None, false);
     }
 
     /// When [`TxnCoordinator::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retries = self.markers.values().filter_map(|r| r.retry_at);
-        retries.chain(self.next_abort_check).min()
+        let parked = self.parked.values().filter_map(|q| q.front().map(|p| p.deadline));
+        retries.chain(parked).chain(self.next_abort_check).min()
     }
 
     /// Timers: marker retries, timed-out transactions (aborted, with the producer's
@@ -1069,6 +1134,7 @@ impl TxnCoordinator {
         for id in retry {
             self.send_markers(&id);
         }
+        self.expire_parked(now);
         if self.next_abort_check.is_some_and(|t| t <= now) {
             self.next_abort_check = Some(now + Duration::from_millis(self.config.abort_check_interval_ms));
             self.abort_timed_out(wall_ms);
@@ -1139,8 +1205,9 @@ impl TxnCoordinator {
         self.write(id, meta, reply, true);
     }
 
-    /// Serves a request.
-    pub fn handle(&mut self, _now: Instant, wall_ms: i64, reply: TxnReplyId, op: TxnOp) {
+    /// Serves a request, or parks it while its id is busy or its transaction ending
+    /// (see the module docs).
+    pub fn handle(&mut self, now: Instant, wall_ms: i64, reply: TxnReplyId, op: TxnOp) {
         match self.status {
             Status::Active => {}
             Status::Loading => {
@@ -1148,6 +1215,32 @@ impl TxnCoordinator {
             }
             Status::Inactive => return self.reply(reply, TxnResult::Error(code::NOT_COORDINATOR)),
         }
+        let parks = match &op {
+            TxnOp::InitProducerId { transactional_id, .. }
+            | TxnOp::EndTxn { transactional_id, .. }
+            | TxnOp::EndTxnV2 { transactional_id, .. } => Some(transactional_id),
+            TxnOp::AddPartitions {
+                transactional_id,
+                verify_only: false,
+                ..
+            } => Some(transactional_id),
+            _ => None,
+        };
+        if let Some(id) = parks.filter(|id| self.must_wait(id) || self.parked.contains_key(*id)) {
+            let queue = self.parked.entry(id.clone()).or_default();
+            if queue.len() >= MAX_PARKED_PER_ID {
+                return self.reply(reply, TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
+            }
+            let deadline = now + Duration::from_millis(self.config.ending_wait_ms);
+            queue.push_back(Parked { reply, op, deadline });
+            self.metrics.parked += 1;
+            return;
+        }
+        self.serve(now, wall_ms, reply, op);
+    }
+
+    /// Serves a request now.
+    fn serve(&mut self, now: Instant, wall_ms: i64, reply: TxnReplyId, op: TxnOp) {
         let result = match op {
             TxnOp::InitProducerId {
                 transactional_id,
@@ -1156,6 +1249,7 @@ impl TxnCoordinator {
                 producer_epoch,
                 fresh_producer_id,
             } => self.init_producer_id(
+                now,
                 wall_ms,
                 reply,
                 &transactional_id,
@@ -1240,6 +1334,7 @@ impl TxnCoordinator {
 
     fn init_producer_id(
         &mut self,
+        now: Instant,
         wall_ms: i64,
         reply: TxnReplyId,
         id: &str,
@@ -1284,10 +1379,22 @@ impl TxnCoordinator {
                 Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
             }
             TxnState::Ongoing => {
-                // Fence the previous producer and abort its transaction; the new one
-                // retries until the abort completes.
+                // Fence the previous producer and abort its transaction; the request
+                // waits for the abort to complete and is served again then.
                 self.begin_abort(id, wall_ms, Bump::Fence, None);
-                Some(TxnResult::Error(code::CONCURRENT_TRANSACTIONS))
+                self.parked.entry(id.to_string()).or_default().push_front(Parked {
+                    reply,
+                    op: TxnOp::InitProducerId {
+                        transactional_id: id.to_string(),
+                        timeout_ms,
+                        producer_id: current.0,
+                        producer_epoch: current.1,
+                        fresh_producer_id,
+                    },
+                    deadline: now + Duration::from_millis(self.config.ending_wait_ms),
+                });
+                self.metrics.parked += 1;
+                None
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                 let mut meta = old;
@@ -1399,11 +1506,17 @@ impl TxnCoordinator {
                     TxnState::PrepareAbort
                 };
                 meta.last_update_ms = wall_ms;
-                // Answered once the transaction is complete (every marker written and
-                // the Complete state durable), so the producer's next transaction does
-                // not start into CONCURRENT_TRANSACTIONS retries and their back-off.
-                self.end_replies.insert(id.to_string(), (reply, false));
-                self.write(id, meta, None, true);
+                // Answered once the decision is durable; the producer's next requests
+                // wait (parked) until the markers are written.
+                #[allow(unused_mut)]
+                let mut answer = Some((reply, TxnResult::Done));
+                // PLANTED BUG (sim-bugs): answered before the decision is durable.
+                #[cfg(feature = "sim-bugs")]
+                if self.bugs.answer_end_before_durable {
+                    self.reply(reply, TxnResult::Done);
+                    answer = None;
+                }
+                self.write(id, meta, answer, true);
                 None
             }
             // A retry of the same decision.
@@ -1481,8 +1594,18 @@ impl TxnCoordinator {
         };
         meta.last_update_ms = wall_ms;
         self.metrics.epoch_bumps += 1;
-        self.end_replies.insert(id.to_string(), (reply, true));
-        self.write(id, meta, None, true);
+        // The ids to go on with: a fresh producer id when the bump exhausted the epochs
+        // (taken at Complete*, before any parked request of the producer is served).
+        let next = if meta.next_producer_id >= 0 {
+            (meta.next_producer_id, 0)
+        } else {
+            (meta.producer_id, meta.producer_epoch)
+        };
+        let result = TxnResult::ProducerId {
+            producer_id: next.0,
+            producer_epoch: next.1,
+        };
+        self.write(id, meta, Some((reply, result)), true);
         None
     }
 

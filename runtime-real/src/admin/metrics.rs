@@ -334,6 +334,18 @@ const FAMILIES: &[Family] = &[
         |s| s.txns.coordinators.verification_failures as f64,
     ),
     (
+        "oxbow_txn_parked_total",
+        "counter",
+        "Coordinator requests that waited for their transactional id's ending transaction.",
+        |s| s.txns.coordinators.parked as f64,
+    ),
+    (
+        "oxbow_txn_park_timeouts_total",
+        "counter",
+        "Parked coordinator requests answered CONCURRENT_TRANSACTIONS after txn.ending_wait_ms.",
+        |s| s.txns.coordinators.park_timeouts as f64,
+    ),
+    (
         "oxbow_txn_epoch_bumps_total",
         "counter",
         "Server-side producer epoch bumps at EndTxn (transaction protocol v2).",
