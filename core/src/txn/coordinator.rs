@@ -1242,21 +1242,7 @@ impl TxnCoordinator {
     /// Serves a request now.
     fn serve(&mut self, now: Instant, wall_ms: i64, reply: TxnReplyId, op: TxnOp) {
         let result = match op {
-            TxnOp::InitProducerId {
-                transactional_id,
-                timeout_ms,
-                producer_id,
-                producer_epoch,
-                fresh_producer_id,
-            } => self.init_producer_id(
-                now,
-                wall_ms,
-                reply,
-                &transactional_id,
-                timeout_ms,
-                (producer_id, producer_epoch),
-                fresh_producer_id,
-            ),
+            op @ TxnOp::InitProducerId { .. } => self.init_producer_id(now, wall_ms, reply, op),
             TxnOp::AddPartitions {
                 transactional_id,
                 producer_id,
@@ -1332,16 +1318,32 @@ impl TxnCoordinator {
         }
     }
 
+    /// InitProducerId (`op`): a new id, a new epoch of a known one, or — when the id
+    /// has a transaction open — its abort, the request waiting for it (parked).
     fn init_producer_id(
         &mut self,
         now: Instant,
         wall_ms: i64,
         reply: TxnReplyId,
-        id: &str,
-        timeout_ms: i32,
-        current: (i64, i16),
-        fresh_producer_id: i64,
+        op: TxnOp,
     ) -> Option<TxnResult> {
+        let TxnOp::InitProducerId {
+            transactional_id,
+            timeout_ms,
+            producer_id,
+            producer_epoch,
+            fresh_producer_id,
+        } = &op
+        else {
+            // Only InitProducerId is routed here.
+            return Some(TxnResult::Error(code::INVALID_TXN_STATE));
+        };
+        let (id, timeout_ms, current, fresh_producer_id) = (
+            transactional_id.as_str(),
+            *timeout_ms,
+            (*producer_id, *producer_epoch),
+            *fresh_producer_id,
+        );
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Some(TxnResult::Error(code::INVALID_TRANSACTION_TIMEOUT));
         }
@@ -1382,17 +1384,10 @@ impl TxnCoordinator {
                 // Fence the previous producer and abort its transaction; the request
                 // waits for the abort to complete and is served again then.
                 self.begin_abort(id, wall_ms, Bump::Fence, None);
-                self.parked.entry(id.to_string()).or_default().push_front(Parked {
-                    reply,
-                    op: TxnOp::InitProducerId {
-                        transactional_id: id.to_string(),
-                        timeout_ms,
-                        producer_id: current.0,
-                        producer_epoch: current.1,
-                        fresh_producer_id,
-                    },
-                    deadline: now + Duration::from_millis(self.config.ending_wait_ms),
-                });
+                let deadline = now + Duration::from_millis(self.config.ending_wait_ms);
+                let id = id.to_string();
+                let parked = Parked { reply, op, deadline };
+                self.parked.entry(id).or_default().push_front(parked);
                 self.metrics.parked += 1;
                 None
             }
