@@ -4,7 +4,7 @@
 //! through a shard's real io_uring.
 
 use bytes::Bytes;
-use oxbow_core::log::io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId};
+use oxbow_core::log::io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId, StampedBatch};
 use oxbow_runtime_real::shard::disk_ring::{DiskRing, Finished};
 use oxbow_runtime_real::shard::net::{bind_reuseport, NetConfig, Reactor};
 use oxbow_runtime_real::shard::smp::EventFd;
@@ -47,12 +47,18 @@ fn create(generation: u64) -> LogEffect {
     }
 }
 
+/// A write of `data`, in two pieces as the log hands batches over (a header, then the
+/// records shared with the request they came in).
 fn write(generation: u64, position: u64, data: &[u8], last_offset: i64) -> LogEffect {
+    let (header, records) = data.split_at(data.len() / 2);
     LogEffect::Write {
         generation,
         segment: SEG,
         position,
-        data: Bytes::copy_from_slice(data),
+        data: StampedBatch {
+            header: Bytes::copy_from_slice(header),
+            records: Bytes::copy_from_slice(records),
+        },
         last_offset,
     }
 }

@@ -14,14 +14,16 @@
 //! were not, its pages would be faulted in under load and counted here instead). What
 //! grows with load is bounded by the rest of the budget, 14 MiB: connections (an
 //! eighth: receive buffer plus at most one held receive each), the request window
-//! (half: the produce frames and the log's copy of their batches), the Raft entry
+//! (half: the produce frames, which the log writes from without copying), the Raft entry
 //! cache (a sixteenth) and queued responses (the rest). The check allows the whole
 //! 16 MiB budget, i.e. 2 MiB over those shares: one `kafka.max_frame_bytes` (2 MiB
 //! here) for the one transient copy outside the window — core copies a produce's
 //! records once while validating them, one batch at a time — plus allocator rounding.
-//! Measured: +8 to +10 MiB (it was ~+30 MiB before frames were assembled in
-//! exact-size buffers, produces charged for the log's copy, paused connections really
-//! stopped reading and the frame decoder stopped keeping a buffer per connection).
+//! Measured: +8 to +10 MiB, also since produces are charged once (2026-12-03: the log
+//! no longer copies their batches, so the window holds twice the produce bytes it did).
+//! It was ~+30 MiB before frames were assembled in exact-size buffers, paused
+//! connections really stopped reading and the frame decoder stopped keeping a buffer
+//! per connection.
 //! The test asserts no timing: the load is pipelined as fast as the node takes it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

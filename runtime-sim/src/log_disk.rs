@@ -131,7 +131,7 @@ impl LogDisk {
                         "write to {segment} at {position}, but the file ends at {len}"
                     )));
                 }
-                disk.write(rng, &path, position, data).map(|()| {
+                disk.write(rng, &path, position, data.to_bytes()).map(|()| {
                     Some((
                         None,
                         LogCompletion::Written {

@@ -13,7 +13,8 @@
 //! `--partitions N`, `--rounds N` (the three modes interleaved N times; medians
 //! reported), `--csv FILE` (one row per mode and round), `--producers N` (N producers
 //! per mode at once, each on its own thread; throughput summed), `--set key=value`
-//! (an extra librdkafka setting for every producer, repeatable), `--node-pid PID` (the
+//! (an extra librdkafka setting for every producer, repeatable), `--settle-s N` (pause
+//! after each mode's topic is deleted, default 5), `--node-pid PID` (the
 //! node's process, on this machine: its CPU per record is printed beside the client's,
 //! which shows whether a mode is bound by the client or by the broker — on a 2-core
 //! machine they share the CPU). Prints one line per round and
@@ -45,6 +46,8 @@ struct Options {
     extra: Vec<(String, String)>,
     /// The node's process id: its CPU per record is reported beside the client's.
     node_pid: Option<u32>,
+    /// Pause after each mode's topic is deleted, before the next mode starts.
+    settle_s: u64,
 }
 
 fn options() -> Options {
@@ -59,6 +62,7 @@ fn options() -> Options {
         producers: 1,
         extra: Vec::new(),
         node_pid: None,
+        settle_s: 5,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -73,6 +77,7 @@ fn options() -> Options {
             "--csv" => o.csv = Some(value),
             "--producers" => o.producers = value.parse().expect("--producers N"),
             "--node-pid" => o.node_pid = Some(value.parse().expect("--node-pid PID")),
+            "--settle-s" => o.settle_s = value.parse().expect("--settle-s N"),
             "--set" => {
                 let (k, v) = value.split_once('=').expect("--set key=value");
                 o.extra.push((k.to_string(), v.to_string()));
@@ -83,13 +88,34 @@ fn options() -> Options {
     o
 }
 
-fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
-        .unwrap();
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        .unwrap()
+}
+
+/// Runs `load` on a fresh topic `name`, deleted afterwards: a run's modes write
+/// gigabytes, and a data directory that keeps them slows later runs (and can fill the
+/// disk).
+fn on_fresh_topic<T>(o: &Options, name: &str, load: impl FnOnce() -> T) -> T {
+    let admin = admin(&o.brokers);
+    let topic = NewTopic::new(name, o.partitions, TopicReplication::Fixed(1));
     let _ = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new())).unwrap();
+    let result = load();
+    let deleted = futures_executor::block_on(admin.delete_topics(&[name], &AdminOptions::new()));
+    match deleted {
+        Ok(results) => {
+            for (topic, code) in results.into_iter().filter_map(Result::err) {
+                eprintln!("could not delete topic {topic}: {code}");
+            }
+        }
+        Err(e) => eprintln!("could not delete topic {name}: {e}"),
+    }
+    // Deleting gigabytes makes the file system free (and, mounted with `discard`,
+    // discard) them, which slows the disk's syncs for seconds: the next mode waits.
+    std::thread::sleep(Duration::from_secs(o.settle_s));
+    result
 }
 
 fn producer(o: &Options, extra: &[(&str, &str)]) -> Client {
@@ -161,8 +187,9 @@ fn wait_delivered(producer: &Client) {
 /// Records per second acknowledged, streaming for the run's duration, summed over
 /// the producers.
 fn streaming(o: &Options, topic: &str, idempotent: bool) -> f64 {
-    create_topic(&o.brokers, topic, o.partitions);
-    on_threads(o, |_| streaming_one(o, topic, idempotent))
+    on_fresh_topic(o, topic, || {
+        on_threads(o, |_| streaming_one(o, topic, idempotent))
+    })
 }
 
 fn streaming_one(o: &Options, topic: &str, idempotent: bool) -> f64 {
@@ -186,10 +213,11 @@ fn streaming_one(o: &Options, topic: &str, idempotent: bool) -> f64 {
 /// producers; each prints the mean time per transaction spent until every record was
 /// acknowledged and in the commit.
 fn transactional(o: &Options, topic: &str, round: usize) -> f64 {
-    create_topic(&o.brokers, topic, o.partitions);
     let run = std::process::id();
-    on_threads(o, |i| {
-        transactional_one(o, topic, &format!("txn-bench-{run}-{round}-{i}"))
+    on_fresh_topic(o, topic, || {
+        on_threads(o, |i| {
+            transactional_one(o, topic, &format!("txn-bench-{run}-{round}-{i}"))
+        })
     })
 }
 

@@ -18,8 +18,55 @@
 //! * Index and checkpoint files are advisory: they are protected by checksums and are
 //!   rebuilt or ignored when damaged, so they need no ordering with data syncs.
 
-use bytes::Bytes;
+use super::batch::{set_base_offset, set_leader_epoch, BATCH_HEADER_BYTES};
+use bytes::{Bytes, BytesMut};
 use std::fmt;
+
+/// A batch as the log writes it: its header as the log stamped it (base offset and
+/// leader epoch assigned on append), then the rest of the batch exactly as it arrived.
+/// Only the header is copied: the rest stays a slice of the producer's request (the CRC
+/// does not cover the two stamped fields), so a large batch is not copied, nor its
+/// copy's memory faulted in, on its way to the disk's staging buffers.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StampedBatch {
+    /// The batch header ([`BATCH_HEADER_BYTES`]), stamped.
+    pub header: Bytes,
+    /// The rest of the batch (its records), shared with the batch appended.
+    pub records: Bytes,
+}
+
+impl StampedBatch {
+    /// `batch` (validated: at least a header long) with
+    /// `base_offset` and `leader_epoch` stamped into a copy of its header.
+    pub(crate) fn stamp(batch: &Bytes, base_offset: i64, leader_epoch: i32) -> StampedBatch {
+        let split = BATCH_HEADER_BYTES.min(batch.len());
+        let mut header = BytesMut::from(&batch[..split]);
+        set_base_offset(&mut header, base_offset);
+        set_leader_epoch(&mut header, leader_epoch);
+        StampedBatch {
+            header: header.freeze(),
+            records: batch.slice(split..),
+        }
+    }
+
+    /// Bytes written.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.records.len()
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The batch in one buffer (a copy), for backends that keep files in memory.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut joined = BytesMut::with_capacity(self.len());
+        joined.extend_from_slice(&self.header);
+        joined.extend_from_slice(&self.records);
+        joined.freeze()
+    }
+}
 
 /// Names one segment of a partition: its base offset and the Raft term (Kafka leader
 /// epoch) of its first batch. A segment never holds batches of two terms: a term change
@@ -120,8 +167,8 @@ pub enum LogEffect {
         segment: SegmentId,
         /// Byte position in the segment file.
         position: u64,
-        /// Whole record batches.
-        data: Bytes,
+        /// One whole record batch.
+        data: StampedBatch,
         /// Last offset contained in `data`.
         last_offset: i64,
     },
@@ -322,5 +369,30 @@ mod tests {
             assert_eq!(SegmentId::parse_file_name(bad), None, "{bad}");
         }
         assert_eq!(partition_dir("orders", 3, 12), "kafka/orders/3_12");
+    }
+
+    #[test]
+    fn a_stamped_batch_copies_only_its_header() {
+        use crate::log::batch::validate_batch;
+        use crate::log::builder::{build_batch, BatchOptions, NewRecord};
+        let records: Vec<NewRecord> = (0..50)
+            .map(|i| NewRecord {
+                key: None,
+                value: Some(vec![b'x'; 100 + i]),
+                timestamp_ms: 1,
+                headers: Vec::new(),
+            })
+            .collect();
+        let batch = build_batch(&records, BatchOptions::default());
+        let stamped = StampedBatch::stamp(&batch, 4_000, 9);
+        assert_eq!(stamped.len(), batch.len());
+        assert_eq!(stamped.header.len(), BATCH_HEADER_BYTES);
+        // The records are the appended batch's own bytes, not a copy.
+        assert_eq!(stamped.records.as_ptr(), batch[BATCH_HEADER_BYTES..].as_ptr());
+        let joined = stamped.to_bytes();
+        let header = validate_batch(&joined).expect("still a valid batch (CRC intact)");
+        assert_eq!((header.base_offset, header.leader_epoch), (4_000, 9));
+        assert_eq!(joined[BATCH_HEADER_BYTES..], batch[BATCH_HEADER_BYTES..]);
+        assert_eq!(joined[8..12], batch[8..12], "the length is kept");
     }
 }

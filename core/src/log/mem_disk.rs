@@ -66,7 +66,8 @@ impl MemDisk {
                         file.current.len()
                     )));
                 }
-                file.current.extend_from_slice(&data);
+                file.current.extend_from_slice(&data.header);
+                file.current.extend_from_slice(&data.records);
                 vec![LogCompletion::Written {
                     generation,
                     last_offset,

@@ -31,6 +31,6 @@ pub mod segment;
 
 pub use batch::{BatchError, BatchHeader, Compression};
 pub use config::LogConfig;
-pub use io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId};
+pub use io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId, StampedBatch};
 pub use partition_log::{AppendError, AppendInfo, Log, LogEvent, OffsetError, ReadPlan, SyncTicket};
 pub use recovery::{DirEntry, LogRecovery, RecoveryError, RecoveryInput, RecoveryReport, RecoveryStep};

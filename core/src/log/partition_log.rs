@@ -11,13 +11,13 @@
 //! end: `emitted` (handed to the disk), `written` (reported written) and `durable`
 //! (covered by a completed sync). Nothing is called durable that a sync did not cover.
 
-use super::batch::{set_base_offset, set_leader_epoch, validate_batch, BatchError, BatchHeader};
+use super::batch::{validate_batch, BatchError, BatchHeader};
 use super::checkpoint::Checkpoint;
 use super::config::LogConfig;
-use super::io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId};
+use super::io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId, StampedBatch};
 use super::segment::Segment;
 use crate::time::Instant;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -186,7 +186,7 @@ struct PendingTruncation {
     offset: i64,
     range: FileRange,
     /// Appends accepted while the boundary is being found: (now, term, batch).
-    deferred: Vec<(Instant, i64, Bytes)>,
+    deferred: Vec<(Instant, i64, StampedBatch)>,
 }
 
 #[derive(Clone, Debug)]
@@ -531,12 +531,7 @@ impl Log {
             .into());
         }
         let header = validate_batch(&batch)?;
-        let mut owned = batch
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        set_base_offset(&mut owned, self.next_offset);
-        set_leader_epoch(&mut owned, leader_epoch);
-        let batch = owned.freeze();
+        let batch = StampedBatch::stamp(&batch, self.next_offset, leader_epoch);
         let info = AppendInfo {
             base_offset: self.next_offset,
             last_offset: self.next_offset + i64::from(header.last_offset_delta),
@@ -557,8 +552,8 @@ impl Log {
         deferred.unwrap_or_else(|| self.last_term())
     }
 
-    fn write_batch(&mut self, now: Instant, term: i64, batch: Bytes) {
-        let header = match BatchHeader::parse(&batch) {
+    fn write_batch(&mut self, now: Instant, term: i64, batch: StampedBatch) {
+        let header = match BatchHeader::parse(&batch.header) {
             Ok(header) => header,
             Err(_) => unreachable!("validated on append"),
         };
@@ -871,9 +866,9 @@ impl Log {
         }
         if let Some(pending) = &mut self.truncation {
             if offset > pending.offset {
-                pending
-                    .deferred
-                    .retain(|(_, _, batch)| BatchHeader::parse(batch).is_ok_and(|h| h.base_offset < offset));
+                pending.deferred.retain(|(_, _, batch)| {
+                    BatchHeader::parse(&batch.header).is_ok_and(|h| h.base_offset < offset)
+                });
                 self.next_offset = offset;
                 return Ok(());
             }

@@ -19,10 +19,11 @@
 //! # Admission
 //!
 //! The runtime passes every received chunk through [`Admission::receive`]. A Kafka frame
-//! is reserved whole once its 4-byte size and its api key have arrived, so a window full
+//! is reserved whole once its 4-byte size has arrived, so a window full
 //! of half-received frames (which could never complete) is impossible. It is charged its
-//! size — twice its size for a produce, whose batch the log copies once on its way to
-//! disk (see [`charged_bytes`]). It is assembled in a buffer of exactly its size and
+//! size, a produce too: the log writes a produce's batches from the frame itself (it
+//! copies only each batch's header, to stamp the offsets; see
+//! `oxbow_core::log::StampedBatch`). It is assembled in a buffer of exactly its size and
 //! handed to the broker whole, so what the broker holds is what was charged (no buffer
 //! grown by doubling). A frame that does not fit waits, its connection stops being read,
 //! and the bytes already received stay here (at most one receive). Waiting connections
@@ -198,10 +199,6 @@ struct Reserved {
     /// No response will come (an `acks=0` produce), or cannot be told.
     no_response: bool,
 }
-
-/// Bytes a frame's start needs before it is reserved: the size prefix and the api key
-/// (a produce is charged for its copy too).
-const RESERVE_PEEK_BYTES: u64 = SIZE_PREFIX_BYTES + 2;
 
 /// Kafka's api key of Produce.
 const PRODUCE_API_KEY: i16 = 0;
@@ -457,8 +454,8 @@ impl Admission {
                 out.push(whole);
                 continue;
             }
-            let mut head = [0u8; RESERVE_PEEK_BYTES as usize];
-            if !state.held.peek(&mut head[..SIZE_PREFIX_BYTES as usize]) {
+            let mut head = [0u8; SIZE_PREFIX_BYTES as usize];
+            if !state.held.peek(&mut head) {
                 break;
             }
             let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
@@ -471,12 +468,7 @@ impl Admission {
                 state.passthrough = u64::MAX;
                 continue;
             }
-            if (state.held.len() as u64) < RESERVE_PEEK_BYTES.min(frame_bytes) {
-                break;
-            }
-            let produce =
-                state.held.peek(&mut head) && i16::from_be_bytes([head[4], head[5]]) == PRODUCE_API_KEY;
-            let charged = charged_bytes(frame_bytes, produce, self.window_bytes);
+            let charged = frame_bytes;
             let first_in_line = self.waiting.front().is_none_or(|c| *c == conn);
             if self.used_bytes + charged > self.window_bytes || !first_in_line {
                 if !state.waiting {
@@ -499,21 +491,6 @@ impl Admission {
             state.frame = Some((self.frames.take(frame_len), frame_len));
         }
         out
-    }
-}
-
-/// What a frame of `frame_bytes` is charged in a window of `window_bytes`: its size, and
-/// for a produce twice that — the log copies each batch once on its way to disk (it
-/// writes the offsets into the batch while the frame is still referenced by Raft's
-/// entry cache), and the two copies live together until the write is done. A produce
-/// over half the window is charged the whole window, so it is admitted alone; it and
-/// its copy then exceed the window by `2 × frame_bytes − window_bytes`, less than one
-/// frame (the minimum budget keeps a frame within the window).
-fn charged_bytes(frame_bytes: u64, produce: bool, window_bytes: u64) -> u64 {
-    if produce {
-        frame_bytes.saturating_mul(2).min(window_bytes)
-    } else {
-        frame_bytes
     }
 }
 
@@ -695,27 +672,29 @@ mod tests {
         let mut flexible = vec![0u8, 0u8];
         flexible.extend_from_slice(&(-1i16).to_be_bytes());
         a.receive(1, Bytes::from(frame(0, 9, 2, &flexible, 300)));
-        // Each produce is charged twice: the frame and the log's copy of its batch.
-        assert_eq!(a.used_bytes(), 1200);
+        // Each produce is charged its size, like any frame (the log writes its batches
+        // from the frame, copying only their headers).
+        assert_eq!(a.used_bytes(), 600);
         assert!(a.has_no_response());
         a.quiet();
-        assert_eq!(a.used_bytes(), 600, "the acks=-1 produce stays until answered");
+        assert_eq!(a.used_bytes(), 300, "the acks=-1 produce stays until answered");
         a.sent(1, &response(2));
         assert_eq!(a.used_bytes(), 0);
     }
 
     #[test]
-    fn a_produce_over_half_the_window_is_admitted_alone() {
+    fn a_produce_is_charged_its_size_and_what_does_not_fit_waits() {
         let mut a = Admission::new(1000, 900);
         let produce = frame(0, 8, 1, &[], 600);
         assert_eq!(total(&a.receive(1, Bytes::from(produce.clone()))), 600);
-        assert_eq!(a.used_bytes(), 1000, "charged the whole window");
-        // Even a small metadata request waits until the produce is answered.
-        assert!(a.receive(2, Bytes::from(frame(3, 1, 1, &[], 50))).is_empty());
-        assert!(a.is_waiting(2));
+        assert_eq!(a.used_bytes(), 600, "charged its size");
+        assert_eq!(total(&a.receive(2, Bytes::from(frame(3, 1, 1, &[], 50)))), 50);
+        // A second produce of 600 does not fit beside it and waits.
+        assert!(a.receive(3, Bytes::from(produce)).is_empty());
+        assert!(a.is_waiting(3));
         let admitted = a.sent(1, &response(1));
-        assert_eq!(admitted.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![2]);
-        assert_eq!(a.used_bytes(), 50);
+        assert_eq!(admitted.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(a.used_bytes(), 650);
     }
 
     #[test]

@@ -68,7 +68,8 @@ use super::segment::{EndMark, PartsCursor, SegmentFile};
 use super::vfs::{DirEntry, RealVfs, Vfs};
 use bytes::Bytes;
 use oxbow_core::log::io::{
-    FileRange, LogCompletion, LogEffect, SegmentId, CHECKPOINT_FILE_NAME, STATE_FILE_NAMES, TMP_SUFFIX,
+    FileRange, LogCompletion, LogEffect, SegmentId, StampedBatch, CHECKPOINT_FILE_NAME, STATE_FILE_NAMES,
+    TMP_SUFFIX,
 };
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -581,7 +582,8 @@ impl<V: Vfs> PartitionStorage<V> {
         };
         let mut end = position + data.len() as u64;
         let mut writes = vec![(generation, last_offset)];
-        let mut parts = vec![data];
+        let mut parts = Vec::new();
+        push_parts(&mut parts, data);
         while let Some(LogEffect::Write {
             segment: next_segment,
             position: next_position,
@@ -601,7 +603,7 @@ impl<V: Vfs> PartitionStorage<V> {
             }) = self.queue.pop_front()
             {
                 writes.push((generation, last_offset));
-                parts.push(data);
+                push_parts(&mut parts, data);
             }
         }
         let taken = writes.len();
@@ -1084,6 +1086,12 @@ impl<V: Vfs> PartitionStorage<V> {
             error: error.to_disk_error(),
         });
     }
+}
+
+/// Adds a batch's pieces (the stamped header, then its records) to an append's parts.
+fn push_parts(parts: &mut Vec<Bytes>, batch: StampedBatch) {
+    let pieces = [batch.header, batch.records];
+    parts.extend(pieces.into_iter().filter(|piece| !piece.is_empty()));
 }
 
 /// Whether executing `effect` (other than a write) takes an aligned buffer from the pool.
