@@ -651,27 +651,21 @@ fn requests_for_an_ending_transaction_wait_for_it_in_order() {
     );
     assert_eq!(h.state(), TxnState::PrepareCommit);
     // The producer's next transaction starts while the markers are being written.
-    let add = TxnOp::AddPartitions {
+    let add_a = |verify_only| TxnOp::AddPartitions {
         transactional_id: ID.to_string(),
         producer_id: p.0,
         producer_epoch: p.1,
         partitions: vec![("a".to_string(), 0)],
-        verify_only: false,
+        verify_only,
     };
+    let add = add_a(false);
     let first = h.next_reply;
     assert_eq!(h.request(add.clone()), None, "parked");
     let second = h.next_reply;
     assert_eq!(h.request(add.clone()), None, "parked behind the first");
     // A KIP-890 verification is answered from the state as it is.
-    let verify = TxnOp::AddPartitions {
-        transactional_id: ID.to_string(),
-        producer_id: p.0,
-        producer_epoch: p.1,
-        partitions: vec![("a".to_string(), 0)],
-        verify_only: true,
-    };
     assert_eq!(
-        h.request(verify),
+        h.request(add_a(true)),
         Some(TxnResult::Error(code::TRANSACTION_ABORTABLE))
     );
     h.answer_markers(0);
