@@ -327,6 +327,37 @@ fn a_checkpoint_rewrites_live_keys_and_trims_the_prefix() {
     assert_eq!(fresh.durable_state().1, &before_offsets);
 }
 
+#[test]
+fn a_checkpoint_never_writes_more_than_the_records_since_the_last_one() {
+    let config = GroupConfig {
+        checkpoint_every_records: 4,
+        ..GroupConfig::default()
+    };
+    let mut h = Harness::new(config);
+    // 30 groups, each committing twice: 60 offset records, 30 live keys.
+    for offset in 0..2 {
+        for group in 0..30 {
+            let c = h.send(commit(&format!("g{group}"), -1, "", offset));
+            h.take(c);
+        }
+    }
+    let mut records = 0i64;
+    let mut at = 0usize;
+    while at < h.log.len() {
+        let header = oxbow_core::log::BatchHeader::parse(&h.log[at..]).unwrap();
+        records += i64::from(header.record_count);
+        at += header.size_bytes();
+    }
+    let checkpointed = records - 60;
+    // Every checkpoint copies all live keys; one every 4 records would have written
+    // well over 200.
+    assert!(
+        (1..=60).contains(&checkpointed),
+        "checkpoint records: {checkpointed}"
+    );
+    assert!(h.trimmed_to > 0, "a checkpoint was written and committed");
+}
+
 fn join(group: &str, member: &str, version: i16) -> GroupOp {
     let mut request = m::JoinGroupRequest::default();
     request.group_id = m::GroupId(s(group));

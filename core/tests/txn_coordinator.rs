@@ -723,3 +723,41 @@ fn requests_for_an_ending_transaction_wait_for_it_in_order() {
     h.pump();
     assert_eq!(h.take_reply(last), Some(TxnResult::Error(code::NOT_COORDINATOR)));
 }
+
+#[test]
+fn a_checkpoint_never_writes_more_than_the_records_since_the_last_one() {
+    let config = TxnConfig {
+        checkpoint_records: 4,
+        ..TxnConfig::default()
+    };
+    let mut h = Harness::new(config);
+    // 30 ids, each given a producer and then a new epoch: 60 state records.
+    for _round in 0..2 {
+        for i in 0..30 {
+            let op = TxnOp::InitProducerId {
+                transactional_id: format!("id-{i}"),
+                timeout_ms: 60_000,
+                producer_id: -1,
+                producer_epoch: -1,
+                fresh_producer_id: i,
+            };
+            let reply = h.next_reply;
+            h.request(op);
+            h.commit_appends();
+            assert!(matches!(h.take_reply(reply), Some(TxnResult::ProducerId { .. })));
+        }
+    }
+    let records: i64 = h
+        .log
+        .iter()
+        .map(|(_, batch)| i64::from(oxbow_core::log::BatchHeader::parse(batch).unwrap().record_count))
+        .sum();
+    let checkpointed = records - 60;
+    // Every checkpoint copies all ids; one every 4 records would have written ~200.
+    assert!(
+        (1..=60).contains(&checkpointed),
+        "checkpoint records: {checkpointed}"
+    );
+    let trim = *h.trims.last().expect("a checkpoint trimmed the log");
+    assert_eq!(h.reloaded(trim).transactions(), h.c.transactions());
+}

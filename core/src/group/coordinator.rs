@@ -747,14 +747,21 @@ impl Coordinator {
         self.maybe_checkpoint();
     }
 
-    /// Writes every live key again once enough records accumulated and nothing else is
-    /// in flight (so the durable state is exactly the log's).
+    /// Writes every live key again once enough records accumulated — at least
+    /// `checkpoint_every_records`, and at least as many as there are live keys, so a
+    /// checkpoint never writes more than the records since the last one — and nothing
+    /// else is in flight (so the durable state is exactly the log's).
     fn maybe_checkpoint(&mut self) {
         if self.status != Status::Active
             || self.checkpoint.is_some()
             || !self.appends.is_empty()
             || self.records_since_checkpoint < self.config.checkpoint_every_records
         {
+            return;
+        }
+        let live_keys =
+            self.durable_groups.len() as u64 + self.offsets.values().map(|o| o.len() as u64).sum::<u64>();
+        if self.records_since_checkpoint < live_keys {
             return;
         }
         let mut records: Vec<GroupRecord> = Vec::new();

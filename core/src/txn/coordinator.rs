@@ -955,10 +955,13 @@ impl TxnCoordinator {
         }
     }
 
-    /// After `checkpoint_records` records, writes every state again so the prefix
-    /// before the copy can be trimmed.
+    /// After `checkpoint_records` records — and at least as many as there are ids, so
+    /// a checkpoint never writes more than the records since the last one (the log
+    /// stays within twice the live state, however many ids there are) — writes every
+    /// state again so the prefix before the copy can be trimmed.
     fn maybe_checkpoint(&mut self, _now: Instant, wall_ms: i64) {
-        if self.checkpoint.is_some() || self.records_since_checkpoint < self.config.checkpoint_records {
+        let due = self.config.checkpoint_records.max(self.txns.len() as u64);
+        if self.checkpoint.is_some() || self.records_since_checkpoint < due {
             return;
         }
         self.records_since_checkpoint = 0;
