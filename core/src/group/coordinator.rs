@@ -242,6 +242,9 @@ pub struct Coordinator {
     appends: BTreeMap<u64, PendingAppend>,
     outputs: VecDeque<CoordinatorOutput>,
     records_since_checkpoint: u64,
+    /// Live keys counted when a checkpoint last came due but had fewer records since
+    /// the last one: the next count waits for that many (0: none pending).
+    checkpoint_due: u64,
     checkpoint: Option<CheckpointState>,
     next_retention_check: Option<Instant>,
     metrics: GroupMetrics,
@@ -278,6 +281,7 @@ impl Coordinator {
             appends: BTreeMap::new(),
             outputs: VecDeque::new(),
             records_since_checkpoint: 0,
+            checkpoint_due: 0,
             checkpoint: None,
             next_retention_check: None,
             metrics: GroupMetrics::default(),
@@ -494,6 +498,7 @@ impl Coordinator {
         self.offsets.clear();
         self.checkpoint = None;
         self.records_since_checkpoint = 0;
+        self.checkpoint_due = 0;
         self.status = Status::Inactive;
         self.next_retention_check = None;
     }
@@ -755,15 +760,19 @@ impl Coordinator {
         if self.status != Status::Active
             || self.checkpoint.is_some()
             || !self.appends.is_empty()
-            || self.records_since_checkpoint < self.config.checkpoint_every_records
+            || self.records_since_checkpoint < self.config.checkpoint_every_records.max(self.checkpoint_due)
         {
             return;
         }
+        // Counting takes a pass over the groups: done once per `checkpoint_due` records,
+        // not after every append.
         let live_keys =
             self.durable_groups.len() as u64 + self.offsets.values().map(|o| o.len() as u64).sum::<u64>();
         if self.records_since_checkpoint < live_keys {
+            self.checkpoint_due = live_keys;
             return;
         }
+        self.checkpoint_due = 0;
         let mut records: Vec<GroupRecord> = Vec::new();
         for (group, value) in &self.durable_groups {
             records.push(GroupRecord::Group {
