@@ -306,6 +306,14 @@ impl TxnSimConfig {
     }
 }
 
+/// Adds to `coverage` the requests `host`'s coordinator parked while their id's
+/// transaction was ending, and those that gave up waiting.
+fn count_parked(coverage: &mut Coverage, host: &Host) {
+    let metrics = host.coordinator.metrics();
+    coverage.add("txn.coordinator.parked", metrics.parked);
+    coverage.add("txn.coordinator.park_timed_out", metrics.park_timeouts);
+}
+
 /// How the trace names partition slot `part` (0: the state partition).
 fn part_name(part: usize) -> String {
     match part {
@@ -1595,16 +1603,7 @@ impl TxnRun {
                 self.route_reply(None, reply, result);
             }
         }
-        self.count_parked(&host);
-    }
-
-    /// Coverage of the requests a coordinator parked while their id's transaction was
-    /// ending, and of those that gave up waiting.
-    fn count_parked(&mut self, host: &Host) {
-        let metrics = host.coordinator.metrics();
-        self.coverage.add("txn.coordinator.parked", metrics.parked);
-        self.coverage
-            .add("txn.coordinator.park_timed_out", metrics.park_timeouts);
+        count_parked(&mut self.coverage, &host);
     }
 
     /// Moves the coordinator's outputs. Returns whether there were any.
@@ -2910,12 +2909,9 @@ impl TxnRun {
             });
             self.coverage.add("txn.partition.snapshot_installed", installs);
             self.coverage.add("txn.partition.acknowledged_entries_lost", lost);
-            let (parked, timed_out) = self.hosts.values().fold((0, 0), |(p, t), h| {
-                let m = h.coordinator.metrics();
-                (p + m.parked, t + m.park_timeouts)
-            });
-            self.coverage.add("txn.coordinator.parked", parked);
-            self.coverage.add("txn.coordinator.park_timed_out", timed_out);
+            for host in self.hosts.values() {
+                count_parked(&mut self.coverage, host);
+            }
             trace_event!(self.trace, now, None, "liveness reached");
             self.phase = Phase::Done;
             return;
