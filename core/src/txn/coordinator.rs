@@ -1230,16 +1230,31 @@ impl TxnCoordinator {
             _ => None,
         };
         if let Some(id) = parks.filter(|id| self.must_wait(id) || self.parked.contains_key(*id)) {
-            let queue = self.parked.entry(id.clone()).or_default();
-            if queue.len() >= MAX_PARKED_PER_ID {
+            if self
+                .parked
+                .get(id.as_str())
+                .is_some_and(|q| q.len() >= MAX_PARKED_PER_ID)
+            {
                 return self.reply(reply, TxnResult::Error(code::CONCURRENT_TRANSACTIONS));
             }
-            let deadline = now + Duration::from_millis(self.config.ending_wait_ms);
-            queue.push_back(Parked { reply, op, deadline });
-            self.metrics.parked += 1;
-            return;
+            let id = id.clone();
+            return self.park(now, id, reply, op, false);
         }
         self.serve(now, wall_ms, reply, op);
+    }
+
+    /// Parks a request for `id` until it is idle (at the head of the line when `first`:
+    /// a request served once already that must wait again).
+    fn park(&mut self, now: Instant, id: String, reply: TxnReplyId, op: TxnOp, first: bool) {
+        let deadline = now + Duration::from_millis(self.config.ending_wait_ms);
+        let queue = self.parked.entry(id).or_default();
+        let parked = Parked { reply, op, deadline };
+        if first {
+            queue.push_front(parked);
+        } else {
+            queue.push_back(parked);
+        }
+        self.metrics.parked += 1;
     }
 
     /// Serves a request now.
@@ -1387,11 +1402,8 @@ impl TxnCoordinator {
                 // Fence the previous producer and abort its transaction; the request
                 // waits for the abort to complete and is served again then.
                 self.begin_abort(id, wall_ms, Bump::Fence, None);
-                let deadline = now + Duration::from_millis(self.config.ending_wait_ms);
                 let id = id.to_string();
-                let parked = Parked { reply, op, deadline };
-                self.parked.entry(id).or_default().push_front(parked);
-                self.metrics.parked += 1;
+                self.park(now, id, reply, op, true);
                 None
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
