@@ -1,5 +1,6 @@
 //! Direct-I/O segment files on the real disk: unaligned appends and reads round trip,
-//! truncation, close/reopen, exact lengths on disk.
+//! truncation, close/reopen, zeros written ahead of the data and exact lengths on disk
+//! once sealed.
 
 use oxbow_runtime_real::storage::aligned::{align_up, BufferPool, PoolConfig, BLOCK_BYTES};
 use oxbow_runtime_real::storage::segment::SegmentFile;
@@ -36,6 +37,25 @@ fn disk_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
+/// The file holds `model`, then only zeros: the block padding and the zeros written
+/// ahead, never more than one transfer buffer (`buffer_bytes`) past the block holding
+/// the end, and exactly what the segment says it left on disk.
+fn check_disk_content(path: &Path, segment: &SegmentFile<RealFile>, model: &[u8], buffer_bytes: u64) {
+    let on_disk = std::fs::read(path).unwrap();
+    assert_eq!(on_disk.len() as u64, segment.disk_len_bytes());
+    assert_eq!(&on_disk[..model.len()], model);
+    assert!(
+        on_disk[model.len()..].iter().all(|b| *b == 0),
+        "only zeros after the data"
+    );
+    let end = model.len() as u64;
+    assert!(
+        on_disk.len() as u64 >= align_up(end) && on_disk.len() as u64 <= align_up(end) + buffer_bytes,
+        "{} bytes on disk for {end} of data",
+        on_disk.len()
+    );
+}
+
 #[test]
 fn odd_sized_appends_round_trip_across_block_boundaries() {
     let dir = tempdir();
@@ -51,8 +71,7 @@ fn odd_sized_appends_round_trip_across_block_boundaries() {
         segment.append(&pool, model.len() as u64, &data).unwrap();
         model.extend_from_slice(&data);
         assert_eq!(segment.end_bytes(), model.len() as u64);
-        // Padded to the block on disk, never more.
-        assert_eq!(disk_len(&path), align_up(model.len() as u64));
+        check_disk_content(&path, &segment, &model, 2 * BLOCK_BYTES as u64);
     }
     // Every range, aligned or not, comes back exactly.
     for (position, len) in [
@@ -179,11 +198,57 @@ fn seal_cuts_padding_and_buffered_mode_behaves_the_same() {
             .join(format!("{:?}.log", vfs).replace(['{', '}', ' ', ':'], ""));
         let mut segment = SegmentFile::create(&vfs, &path, 64 * 1024).unwrap();
         segment.append(&pool, 0, &pattern(4, 100)).unwrap();
-        assert_eq!(disk_len(&path), 4096);
+        // The block, then zeros ahead to the end of the 8 KiB transfer buffer.
+        assert_eq!(disk_len(&path), 8192);
         segment.seal().unwrap();
         assert_eq!(disk_len(&path), 100);
         assert_eq!(&segment.read(&pool, 0, 100).unwrap()[..], &pattern(4, 100)[..]);
     }
+}
+
+#[test]
+fn appends_that_grow_the_file_write_zeros_ahead_and_the_next_ones_land_inside() {
+    let dir = tempdir();
+    let path = dir.path().join("0-1-v1.log");
+    let pool = BufferPool::new(PoolConfig::default()).unwrap();
+    let buffer_bytes = pool.buffer_bytes() as u64;
+    let mut segment = create(&path);
+    let mut model = Vec::new();
+    let mut grew = 0;
+    for i in 0..200 {
+        let data = pattern(i, 1000 + i * 37);
+        let before = disk_len(&path);
+        segment.append(&pool, model.len() as u64, &data).unwrap();
+        model.extend_from_slice(&data);
+        let after = disk_len(&path);
+        if after != before {
+            grew += 1;
+            // A growing append writes zeros past its block: at most max(64 KiB,
+            // data), and never past its transfer buffer (checked below).
+            let ahead = after - align_up(model.len() as u64);
+            assert!(
+                ahead <= align_up((model.len() as u64).max(64 * 1024)),
+                "{ahead} ahead of {}",
+                model.len()
+            );
+        }
+        check_disk_content(&path, &segment, &model, buffer_bytes);
+    }
+    // 200 appends of ~4.7 KB (~940 KB): the file grew in a handful of steps, not on
+    // every append.
+    assert!(grew <= 8, "the file grew on {grew} of 200 appends");
+    assert_eq!(&segment.read(&pool, 0, u64::MAX).unwrap()[..], &model[..]);
+    segment.seal().unwrap();
+    assert_eq!(disk_len(&path), model.len() as u64);
+    // A crash leaves the zeros ahead; the segment opens at the file's size (recovery
+    // in core finds the last batch and cuts the rest).
+    let mut grown = create(&dir.path().join("1-1-v1.log"));
+    grown.append(&pool, 0, b"abc").unwrap();
+    grown.sync().unwrap();
+    let left = grown.disk_len_bytes();
+    drop(grown);
+    assert_eq!(disk_len(&dir.path().join("1-1-v1.log")), left);
+    assert!(left >= 64 * 1024);
 }
 
 #[test]
