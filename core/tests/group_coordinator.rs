@@ -10,6 +10,7 @@ use oxbow_core::group::{
 use oxbow_core::kafka::protocol::messages as m;
 use oxbow_core::kafka::protocol::protocol::StrBytes;
 use oxbow_core::kafka::ErrorCode;
+use oxbow_core::log::batch::iter_batches;
 use oxbow_core::time::Instant;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -313,15 +314,13 @@ fn a_checkpoint_rewrites_live_keys_and_trims_the_prefix() {
         (g.clone(), o.clone())
     };
     let mut suffix = Harness::new(config.clone());
-    let mut at = 0usize;
-    while at < h.log.len() {
-        let base = i64::from_be_bytes(h.log[at..at + 8].try_into().unwrap());
-        let len = i32::from_be_bytes(h.log[at + 8..at + 12].try_into().unwrap()) as usize + 12;
-        if base >= h.trimmed_to {
-            suffix.log.extend_from_slice(&h.log[at..at + len]);
+    let mut batches = iter_batches(&h.log);
+    for (at, header) in batches.by_ref() {
+        if header.base_offset >= h.trimmed_to {
+            suffix.log.extend_from_slice(&h.log[at..at + header.size_bytes()]);
         }
-        at += len;
     }
+    assert_eq!(batches.position(), h.log.len(), "{:?}", batches.error());
     let fresh = suffix.replay(config);
     assert_eq!(fresh.durable_state().0, &before_groups);
     assert_eq!(fresh.durable_state().1, &before_offsets);
@@ -341,13 +340,12 @@ fn a_checkpoint_never_writes_more_than_the_records_since_the_last_one() {
             h.take(c);
         }
     }
-    let mut records = 0i64;
-    let mut at = 0usize;
-    while at < h.log.len() {
-        let header = oxbow_core::log::BatchHeader::parse(&h.log[at..]).unwrap();
-        records += i64::from(header.record_count);
-        at += header.size_bytes();
-    }
+    let mut batches = iter_batches(&h.log);
+    let records: i64 = batches
+        .by_ref()
+        .map(|(_, header)| i64::from(header.record_count))
+        .sum();
+    assert_eq!(batches.position(), h.log.len(), "{:?}", batches.error());
     let checkpointed = records - 60;
     // Every checkpoint copies all live keys; one every 4 records would have written
     // well over 200.

@@ -468,9 +468,8 @@ impl Admission {
                 state.passthrough = u64::MAX;
                 continue;
             }
-            let charged = frame_bytes;
             let first_in_line = self.waiting.front().is_none_or(|c| *c == conn);
-            if self.used_bytes + charged > self.window_bytes || !first_in_line {
+            if self.used_bytes + frame_bytes > self.window_bytes || !first_in_line {
                 if !state.waiting {
                     state.waiting = true;
                     self.stats.waits += 1;
@@ -480,10 +479,10 @@ impl Admission {
                 }
                 break;
             }
-            self.used_bytes += charged;
+            self.used_bytes += frame_bytes;
             self.stats.peak_used_bytes = self.stats.peak_used_bytes.max(self.used_bytes);
             state.reserved.push_back(Reserved {
-                bytes: charged,
+                bytes: frame_bytes,
                 correlation_id: None,
                 no_response: true,
             });
