@@ -279,10 +279,13 @@ fn markers_go_out_only_after_the_decision_is_durable_and_failures_are_retried() 
     assert_eq!(h.markers.len(), 1, "only b is retried");
     assert_eq!(h.markers[0].1, "b");
     h.answer_markers(0);
-    assert_eq!(h.take_reply(retry), None, "until CompleteCommit is durable");
-    h.commit_appends();
+    // Every marker is written: the outcome no longer depends on the CompleteCommit
+    // record (a coordinator that lost it would write the same markers and record the
+    // same end), so the retry is answered as that record is appended.
     assert_eq!(h.state(), TxnState::CompleteCommit);
+    assert_eq!(h.in_flight.len(), 1, "the CompleteCommit record");
     assert_eq!(h.take_reply(retry), Some(TxnResult::Done));
+    h.commit_appends();
     assert_eq!(
         h.end(p, true).1,
         Some(TxnResult::Done),
@@ -669,11 +672,21 @@ fn requests_for_an_ending_transaction_wait_for_it_in_order() {
         Some(TxnResult::Error(code::TRANSACTION_ABORTABLE))
     );
     h.answer_markers(0);
+    // CompleteCommit and the first add's Ongoing record are appended together (one
+    // sync, not two in turn); the first add is answered at its own record's commit.
+    assert_eq!(h.in_flight.len(), 2, "CompleteCommit and the next Ongoing");
+    assert!(h.take_reply(first).is_none(), "not before its record is durable");
+    let complete = h.in_flight.remove(0);
+    let ongoing = std::mem::take(&mut h.in_flight);
+    h.in_flight.push(complete);
+    h.commit_appends();
     assert!(
         h.take_reply(first).is_none(),
-        "not before CompleteCommit is durable"
+        "CompleteCommit durable, the Ongoing record not yet"
     );
-    // CompleteCommit, then the first add's Ongoing record: the second waits for it.
+    // The second waits for the first's record.
+    assert!(h.take_reply(second).is_none());
+    h.in_flight = ongoing;
     h.commit_appends();
     assert_eq!(h.take_reply(first), Some(TxnResult::Done));
     assert_eq!(
@@ -722,6 +735,46 @@ fn requests_for_an_ending_transaction_wait_for_it_in_order() {
     h.c.unload();
     h.pump();
     assert_eq!(h.take_reply(last), Some(TxnResult::Error(code::NOT_COORDINATOR)));
+}
+
+#[test]
+fn a_request_served_behind_an_unwritten_complete_record_is_refused_with_it() {
+    let mut h = Harness::new(TxnConfig::default());
+    let p = producer_of(&h.init(12));
+    h.add(p, &[("a", 0)]);
+    h.end(p, true);
+    h.commit_appends();
+    let next = h.next_reply;
+    let add = TxnOp::AddPartitions {
+        transactional_id: ID.to_string(),
+        producer_id: p.0,
+        producer_epoch: p.1,
+        partitions: vec![("b".to_string(), 0)],
+        verify_only: false,
+    };
+    assert_eq!(h.request(add), None, "parked while the marker is written");
+    h.answer_markers(0);
+    assert_eq!(h.in_flight.len(), 2);
+    // The CompleteCommit append fails (leadership lost): the add behind it is refused,
+    // never answered from a record the log may not hold.
+    let (token, _) = h.in_flight.remove(0);
+    h.c.on_append_done(h.now, h.wall_ms, token, Err(6));
+    h.pump();
+    assert_eq!(h.take_reply(next), Some(TxnResult::Error(code::NOT_COORDINATOR)));
+    assert_eq!(h.reloads, 1);
+    // Reloaded from the log, the coordinator finishes the decided transaction: the
+    // marker again, then CompleteCommit.
+    let mut c = h.reloaded(0);
+    let mut markers = Vec::new();
+    while let Some(output) = c.poll_output() {
+        if let TxnOutput::WriteMarker { token, marker, .. } = output {
+            markers.push((token, marker));
+        }
+    }
+    assert_eq!(markers.len(), 1);
+    assert!(markers[0].1.commit);
+    c.on_marker_done(h.now, h.wall_ms, markers[0].0, 0);
+    assert_eq!(c.transactions()[ID].state, TxnState::CompleteCommit);
 }
 
 #[test]

@@ -3169,6 +3169,10 @@ mod tests {
     fn late_retry_checker_catches_a_partition_that_accepts_the_previous_epoch() {
         let mut s = v2_only();
         s.transactions.bug_accept_previous_epoch = true;
+        // A late batch of an aborted transaction that lands after its abort marker is
+        // later committed by the producer's next marker there: the aborted-read and
+        // partial-read checkers may see it first; this one must catch it on its own.
+        s.disabled_checks = vec!["txn-aborted-read".into(), "txn-partial-read".into()];
         assert_caught(&s, 8, &["txn-late-retry-accepted"]);
     }
 
@@ -3190,8 +3194,12 @@ mod tests {
     fn acked_commit_checker_catches_end_txn_answered_before_the_decision_is_durable() {
         let mut s = base();
         s.transactions.bug_answer_end_before_durable = true;
-        s.transactions.crash_prob = 0.03;
-        assert_caught(&s, 8, &["txn-acked-commit-unreadable"]);
+        // Caught only when a crash loses the PrepareCommit between the early answer
+        // and its commit, and the producer's next transaction does not happen to commit
+        // the lost one's records with its own: a few seeds in a hundred (at 0.01, 0.05
+        // and 0.1 alike, measured on 2026-12-03).
+        s.transactions.crash_prob = 0.01;
+        assert_caught(&s, 16, &["txn-acked-commit-unreadable"]);
     }
 
     #[test]

@@ -27,7 +27,10 @@
 //!   defaults). A parked request still waiting after [`TxnConfig::ending_wait_ms`], or
 //!   beyond [`MAX_PARKED_PER_ID`] waiting for one id, gets CONCURRENT_TRANSACTIONS.
 //!   KIP-890 produce verifications (`verify_only`) are never parked: they answer from
-//!   the state as it is.
+//!   the state as it is. Once every marker is written the id is idle again: the
+//!   Complete* record settles nothing new, so it does not hold the id (a parked
+//!   AddPartitionsToTxn's record follows it into the log at once, one sync for both).
+//!   Every other record holds its id until it is committed.
 //! * [`TxnOutput::TrimLog`]: everything below the offset is superseded by a committed
 //!   checkpoint (a copy of every transaction's state), so the log start may move there.
 //! * Time: `now` for timers, `wall_ms` (wall-clock milliseconds) for what is stored
@@ -648,6 +651,16 @@ pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<(String, Option
     Some((id, Some(meta)))
 }
 
+/// The record holding `meta` as `id`'s state.
+fn state_record(id: &str, meta: &TxnMeta) -> NewRecord {
+    NewRecord {
+        key: Some(encode_key(id)),
+        value: Some(encode_value(meta)),
+        timestamp_ms: meta.last_update_ms,
+        headers: Vec::new(),
+    }
+}
+
 impl TxnCoordinator {
     /// The coordinator of `__transaction_state` partition `partition`, inactive until
     /// loaded.
@@ -766,7 +779,7 @@ impl TxnCoordinator {
 
     /// The replay reached the high watermark: serve, and finish what the log says was
     /// decided but not completed (markers of Prepare* transactions are written again).
-    pub fn finish_load(&mut self, now: Instant, _wall_ms: i64) {
+    pub fn finish_load(&mut self, now: Instant, wall_ms: i64) {
         self.status = Status::Active;
         self.next_abort_check = Some(now + Duration::from_millis(self.config.abort_check_interval_ms));
         let preparing: Vec<String> = self
@@ -776,7 +789,7 @@ impl TxnCoordinator {
             .map(|(id, _)| id.clone())
             .collect();
         for id in preparing {
-            self.start_markers(&id);
+            self.start_markers(now, wall_ms, &id);
         }
     }
 
@@ -819,14 +832,25 @@ impl TxnCoordinator {
         reply: Option<(TxnReplyId, TxnResult)>,
         start_markers: bool,
     ) {
-        let record = NewRecord {
-            key: Some(encode_key(id)),
-            value: Some(encode_value(&meta)),
-            timestamp_ms: meta.last_update_ms,
-            headers: Vec::new(),
-        };
+        let record = state_record(id, &meta);
         self.txns.insert(id.to_string(), meta);
         self.append(vec![record], vec![id.to_string()], reply, start_markers, false);
+    }
+
+    /// Writes `meta` as `id`'s new state without holding the id until it is committed:
+    /// for a Complete* record, which tells nothing not already settled — the decision
+    /// is durable in the Prepare* record and every marker is written, so a coordinator
+    /// that loses this record finishes the same transaction the same way. The next
+    /// request for the id is served at once; its own record follows this one in the
+    /// log, and its answer waits for that record's commit, which implies this one's.
+    /// A transaction's ending and the next one's AddPartitionsToTxn thus share a sync
+    /// instead of taking one each, in turn.
+    fn write_settled(&mut self, id: &str, meta: TxnMeta) {
+        let record = state_record(id, &meta);
+        self.txns.insert(id.to_string(), meta);
+        // No ids: the append neither holds the id nor, when committed, frees it (a
+        // later record of the id may be in flight by then and holding it).
+        self.append(vec![record], Vec::new(), None, false, false);
     }
 
     fn append(
@@ -889,7 +913,7 @@ impl TxnCoordinator {
         }
         if wait.start_markers {
             for id in &wait.ids {
-                self.start_markers(id);
+                self.start_markers(now, wall_ms, id);
             }
         }
         for id in &wait.ids {
@@ -994,7 +1018,7 @@ impl TxnCoordinator {
         }
     }
 
-    fn start_markers(&mut self, id: &str) {
+    fn start_markers(&mut self, now: Instant, wall_ms: i64, id: &str) {
         let Some(meta) = self.txns.get(id) else {
             return;
         };
@@ -1010,11 +1034,11 @@ impl TxnCoordinator {
             ..MarkerRun::default()
         };
         self.markers.insert(id.to_string(), run);
-        self.send_markers(id);
+        self.send_markers(now, wall_ms, id);
     }
 
     /// Sends the markers of `id` that are neither written nor in flight.
-    fn send_markers(&mut self, id: &str) {
+    fn send_markers(&mut self, now: Instant, wall_ms: i64, id: &str) {
         let Some(meta) = self.txns.get(id).cloned() else {
             return;
         };
@@ -1048,7 +1072,7 @@ impl TxnCoordinator {
                 marker,
             });
         }
-        self.complete_if_marked(id);
+        self.complete_if_marked(now, wall_ms, id);
     }
 
     /// A marker finished with `error_code` (0: committed on its partition).
@@ -1075,12 +1099,12 @@ impl TxnCoordinator {
         } else if run.retry_at.is_none() {
             run.retry_at = Some(now + Duration::from_millis(retry_ms));
         }
-        let _ = wall_ms;
-        self.complete_if_marked(&id);
+        self.complete_if_marked(now, wall_ms, &id);
     }
 
-    /// Every marker of `id` is written: record the Complete state.
-    fn complete_if_marked(&mut self, id: &str) {
+    /// Every marker of `id` is written: record the Complete state, and serve the
+    /// requests parked for the ending transaction at once (see [`Self::write_settled`]).
+    fn complete_if_marked(&mut self, now: Instant, wall_ms: i64, id: &str) {
         let done = self
             .markers
             .get(id)
@@ -1112,7 +1136,8 @@ impl TxnCoordinator {
             meta.producer_epoch = 0;
             meta.next_producer_id = -1;
         }
-        self.write(id, meta, None, false);
+        self.write_settled(id, meta);
+        self.unpark(now, wall_ms, id);
     }
 
     /// When [`TxnCoordinator::handle_timeout`] wants to run.
@@ -1135,7 +1160,7 @@ impl TxnCoordinator {
             .map(|(id, _)| id.clone())
             .collect();
         for id in retry {
-            self.send_markers(&id);
+            self.send_markers(now, wall_ms, &id);
         }
         self.expire_parked(now);
         if self.next_abort_check.is_some_and(|t| t <= now) {
