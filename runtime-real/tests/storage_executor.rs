@@ -972,10 +972,18 @@ fn the_pipeline_on_a_real_io_uring_writes_and_syncs_everything() {
         })
         .collect();
     assert_eq!(synced_ids, (1..=sync_id).collect::<Vec<_>>());
+    // How many syncs share an fdatasync here depends on how fast the disk answers
+    // (whether the next append completes before the round in flight): since appends
+    // overwrite written blocks (zeros ahead), a fast flush can give every sync its
+    // own round, as it did once in CI. Sharing is proven without timing by
+    // `group_commit_serves_every_queued_sync_with_one_fdatasync` and
+    // `appends_flow_while_a_flush_is_in_flight_and_each_sync_waits_for_its_own_fdatasync`;
+    // here: every sync served, never by more than one fdatasync each.
+    let stats = storage.stats();
+    assert_eq!(stats.syncs_completed, sync_id, "{stats:?}");
     assert!(
-        storage.stats().fdatasyncs < sync_id,
-        "group commit: {:?}",
-        storage.stats()
+        (1..=sync_id).contains(&stats.fdatasyncs),
+        "at most one fdatasync per sync: {stats:?}"
     );
     assert!(ring.stats().max_in_flight <= 4);
     storage.close().unwrap();
