@@ -73,9 +73,13 @@ fn produce_consume_and_e2e_print_a_summary_and_file_reports() {
         "--report-dir",
         report_dir,
     ];
+    let metrics = node.admin_addr().to_string();
     for workload in ["produce", "consume", "e2e"] {
         let mut args = vec!["bench", workload];
         args.extend(common);
+        if workload == "produce" {
+            args.extend(["--broker-metrics", metrics.as_str()]);
+        }
         let out = oxbow(&args);
         assert!(out.status.success(), "{workload}: {out:?}");
         let summary = last_line(&out);
@@ -88,6 +92,16 @@ fn produce_consume_and_e2e_print_a_summary_and_file_reports() {
         }
         // The broker is this test process, found from its port.
         assert!(!summary.contains("broker_cpu_cores=na"), "{workload}: {summary}");
+        // With its admin address, the broker's own fdatasyncs over the window (acks=all
+        // syncs every produce) are set against the load's p99.
+        let against_fsync = [" broker_fsync_p99_ms=", " p99_vs_broker_fsync_p99="];
+        for key in against_fsync {
+            assert_eq!(
+                summary.contains(key),
+                workload == "produce",
+                "{workload}: {summary}"
+            );
+        }
     }
     assert_eq!(files_with(reports.path(), ".md"), 3);
     assert_eq!(files_with(reports.path(), ".svg"), 3);

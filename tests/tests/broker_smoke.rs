@@ -346,6 +346,15 @@ fn a_stream_of_acks_all_produces_over_many_connections() {
     assert!(sum("oxbow_disk_syncs_completed_total") >= fdatasyncs, "{metrics}");
     assert!(appends >= 1.0, "{metrics}");
     assert!(sum("oxbow_disk_transfers_total") >= appends, "{metrics}");
+    // Every fdatasync's latency is in the histogram, whose +Inf bucket counts them all.
+    assert_eq!(sum("oxbow_disk_fdatasync_seconds_count"), fdatasyncs, "{metrics}");
+    let all_buckets: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("oxbow_disk_fdatasync_seconds_bucket{") && l.contains("le=\"+Inf\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(all_buckets, fdatasyncs, "{metrics}");
+    assert!(sum("oxbow_disk_fdatasync_seconds_sum") > 0.0, "{metrics}");
     drop(admin);
     node.stop().unwrap();
 }

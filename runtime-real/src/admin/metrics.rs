@@ -1,6 +1,7 @@
 //! Shard snapshots rendered in the Prometheus text exposition format (0.0.4).
 
 use crate::shard::runtime::ShardSnapshot;
+use crate::storage::latency_histogram::{LatencyHistogram, BUCKET_BOUNDS_US};
 use std::fmt::Write as _;
 
 /// One metric family: name, type, help, and its value in a snapshot.
@@ -586,6 +587,31 @@ fn render_group_states(out: &mut String, snapshots: &[ShardSnapshot]) {
     }
 }
 
+/// Writes one histogram family, a series per shard: cumulative `_bucket{le}` counts,
+/// `_sum` in seconds and `_count`.
+fn render_histogram(out: &mut String, name: &str, help: &str, by_shard: &[(u32, &LatencyHistogram)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (shard, histogram) in by_shard {
+        let mut cumulative = 0;
+        for (bound_us, count) in BUCKET_BOUNDS_US.iter().zip(histogram.counts) {
+            cumulative += count;
+            let le = *bound_us as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {}",
+            histogram.count()
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{shard}\"}} {}",
+            histogram.sum_ns as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {}", histogram.count());
+    }
+}
+
 /// Renders the snapshots (one label `shard` per series) plus `oxbow_shards` and
 /// `oxbow_shards_up`.
 pub fn render(snapshots: &[ShardSnapshot], shard_count: usize) -> String {
@@ -613,6 +639,16 @@ pub fn render(snapshots: &[ShardSnapshot], shard_count: usize) -> String {
         }
     }
     render_group_states(&mut out, snapshots);
+    let fdatasyncs: Vec<_> = snapshots
+        .iter()
+        .map(|s| (s.shard, &s.disk.fdatasync_latency))
+        .collect();
+    render_histogram(
+        &mut out,
+        "oxbow_disk_fdatasync_seconds",
+        "Segment fdatasync latency, from the start of its group-commit round to its completion.",
+        &fdatasyncs,
+    );
     for (name, kind, help, value) in FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in snapshots {

@@ -175,6 +175,11 @@ pub struct LoadArgs {
     /// The broker's process id (default: found from the port if local).
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// The broker's admin HTTP address (`--admin-addr` of `oxbow start`): its
+    /// `/metrics` gives its own fdatasync latency over the window, the fsync p99 at
+    /// this load that the p99 goal is set against.
+    #[arg(long)]
+    broker_metrics: Option<String>,
     /// A peer broker to run the identical load against, side by side.
     #[arg(long)]
     compare: Option<String>,
@@ -286,6 +291,7 @@ fn load(workload: Workload, args: LoadArgs) -> anyhow::Result<()> {
         load,
         brokers: args.brokers,
         broker_pid: args.broker_pid,
+        broker_metrics: args.broker_metrics,
         compare: args.compare,
         compare_pid: args.compare_pid,
         data_dir: args.data_dir,

@@ -19,6 +19,7 @@
 //! always sends `acks=-1`), idempotent or transactional produce, consumer groups
 //! (consumers are assigned partitions). The loads here need none of them except acks.
 
+use super::broker_metrics::{self, FdatasyncWindow};
 use super::latency::LatencyRecorder;
 use super::proc_stats::{self, ProcSample};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -333,6 +334,9 @@ pub struct LoadResult {
     pub broker_cpu_cores: Option<f64>,
     /// Broker resident memory at the end, bytes.
     pub broker_rss_bytes: Option<u64>,
+    /// The broker's own `fdatasync`s over the window, from its `/metrics` (`None`
+    /// when no metrics address was given; the error when a scrape failed).
+    pub broker_fdatasyncs: Option<Result<FdatasyncWindow, String>>,
     /// This client's CPU over the window, cores.
     pub client_cpu_cores: f64,
     /// consume: MB of history written, and at what rate (MB/s) it was written.
@@ -402,10 +406,14 @@ impl Errors {
 
 /// Runs `options`' load against `brokers`; `broker_pid` names the broker process for
 /// its CPU and memory (found from the port when `None` and the broker is local).
+///
+/// With `metrics_addr` (the broker's admin HTTP address) the broker's `/metrics` is
+/// scraped at both ends of the window for its own `fdatasync` latency.
 pub fn run_load(
     options: &LoadOptions,
     brokers: &str,
     broker_pid: Option<u32>,
+    metrics_addr: Option<&str>,
 ) -> Result<LoadResult, LoadError> {
     options.validate()?;
     probe(brokers)?;
@@ -417,7 +425,12 @@ pub fn run_load(
         .build()
         .map_err(LoadError::Runtime)?;
     let broker_pid = broker_pid.or_else(|| port_of(brokers).and_then(proc_stats::pid_listening_on));
-    runtime.block_on(run(options.clone(), brokers.to_string(), broker_pid))
+    runtime.block_on(run(
+        options.clone(),
+        brokers.to_string(),
+        broker_pid,
+        metrics_addr.map(str::to_string),
+    ))
 }
 
 /// Fails fast when no bootstrap broker accepts a connection (the client itself would
@@ -542,12 +555,13 @@ async fn run(
     options: LoadOptions,
     brokers: String,
     broker_pid: Option<u32>,
+    metrics_addr: Option<String>,
 ) -> Result<LoadResult, LoadError> {
     let (client, topic, partitions) = connect(&options, &brokers).await?;
     let result = measure(
         options.clone(),
         brokers.clone(),
-        broker_pid,
+        (broker_pid, metrics_addr),
         topic.clone(),
         partitions,
     )
@@ -571,13 +585,15 @@ async fn delete_topic(client: &Client, topic: &str) {
 }
 
 /// Runs the load on the connected topic and measures it.
+/// `broker`: the broker's process id and admin address, when known.
 async fn measure(
     options: LoadOptions,
     brokers: String,
-    broker_pid: Option<u32>,
+    broker: (Option<u32>, Option<String>),
     topic: String,
     partitions: Vec<Arc<PartitionClient>>,
 ) -> Result<LoadResult, LoadError> {
+    let (broker_pid, metrics_addr) = broker;
     let errors = Arc::new(Errors::default());
     let base = Instant::now();
     let mut history = None;
@@ -663,6 +679,10 @@ async fn measure(
     }
 
     tokio::time::sleep_until(origin.into()).await;
+    let metrics_before = match &metrics_addr {
+        Some(addr) => Some(broker_metrics::scrape(addr).await),
+        None => None,
+    };
     let broker_before = broker_pid.and_then(proc_stats::sample);
     let client_before = proc_stats::sample(std::process::id());
     let mut produced = LatencyRecorder::new(origin);
@@ -685,6 +705,10 @@ async fn measure(
     };
     let broker_after = broker_pid.and_then(proc_stats::sample);
     let client_after = proc_stats::sample(std::process::id());
+    let broker_fdatasyncs = match (&metrics_addr, metrics_before) {
+        (Some(addr), Some(before)) => Some(fdatasyncs_between(addr, before).await),
+        _ => None,
+    };
     let cores = |before: Option<ProcSample>, after: Option<ProcSample>| match (before, after) {
         (Some(b), Some(a)) => Some(proc_stats::cores_used(&b, &a)),
         _ => None,
@@ -701,6 +725,7 @@ async fn measure(
         first_error: errors.first(),
         broker_cpu_cores: cores(broker_before, broker_after),
         broker_rss_bytes: broker_after.map(|s| s.rss_bytes),
+        broker_fdatasyncs,
         client_cpu_cores: cores(client_before, client_after).unwrap_or(0.0),
         history,
         skipped_control_batches: skipped.load(Ordering::Relaxed),
@@ -714,6 +739,14 @@ async fn measure(
         });
     }
     Ok(result)
+}
+
+/// The broker's `fdatasync`s from the `before` scrape to one taken now.
+async fn fdatasyncs_between(addr: &str, before: std::io::Result<String>) -> Result<FdatasyncWindow, String> {
+    let before = before.map_err(|e| e.to_string())?;
+    let after = broker_metrics::scrape(addr).await.map_err(|e| e.to_string())?;
+    broker_metrics::fdatasync_window(&before, &after)
+        .ok_or_else(|| format!("no fdatasync in the window at {addr}/metrics"))
 }
 
 /// Whether a fetch failed only because rskafka cannot decode a control batch there:

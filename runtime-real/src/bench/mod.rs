@@ -8,12 +8,14 @@
 //! * [`client_bench`] — a Kafka client load ([`load`], over the rskafka client) against
 //!   a broker and optionally a peer, measured against [`limits`] in the same run, with
 //!   HDR latency ([`latency`]), CSV and an SVG plot ([`svg`]), and the broker's CPU and
-//!   memory ([`proc_stats`]); [`nodelay`] works around the client's Nagle stalls.
+//!   memory ([`proc_stats`]) and its own `fdatasync` latency over the window
+//!   ([`broker_metrics`]); [`nodelay`] works around the client's Nagle stalls.
 //! * [`scale`] — many partitions on one node: memory per partition and idle CPU.
 //! * [`tier_bench`] — tiered storage: upload lag and remote-read throughput against the
 //!   object store's raw put and ranged-get rates.
 //! * [`command`] — the `oxbow bench …` subcommands and their flags.
 
+pub mod broker_metrics;
 pub mod client_bench;
 pub mod command;
 pub mod latency;

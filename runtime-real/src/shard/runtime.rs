@@ -57,6 +57,7 @@ use crate::node::PartitionDir;
 use crate::storage::aligned::{BufferPool, PoolConfig};
 use crate::storage::disk_log::recover_partition;
 use crate::storage::executor::{IoMode, PartitionStorage, StorageConfig, StorageStats};
+use crate::storage::latency_histogram::LatencyHistogram;
 use crate::storage::vfs::RealVfs;
 use bytes::Bytes;
 use oxbow_core::broker::io::StoreOwner;
@@ -163,6 +164,8 @@ pub struct DiskCounters {
     pub syncs_completed: u64,
     /// `fdatasync`s of segment files.
     pub fdatasyncs: u64,
+    /// Their latency, from the start of their round to their completion.
+    pub fdatasync_latency: LatencyHistogram,
     /// Directory fsyncs.
     pub dir_syncs: u64,
     /// Failed disk effects.
@@ -758,6 +761,7 @@ impl Shard {
         disk.transfers = storage.transfers;
         disk.syncs_completed = storage.syncs_completed;
         disk.fdatasyncs = storage.fdatasyncs;
+        disk.fdatasync_latency = storage.fdatasync_latency;
         disk.dir_syncs = storage.dir_syncs;
         disk.failures = storage.failures;
         disk.kv_flushes = self.kv.stats().flushes;
@@ -1482,6 +1486,7 @@ fn add_stats(total: &mut StorageStats, stats: StorageStats) {
     total.transfers += stats.transfers;
     total.syncs_completed += stats.syncs_completed;
     total.fdatasyncs += stats.fdatasyncs;
+    total.fdatasync_latency.merge(&stats.fdatasync_latency);
     total.dir_syncs += stats.dir_syncs;
     total.failures += stats.failures;
 }

@@ -63,6 +63,7 @@ use super::aligned::BufferPool;
 use super::data_op::{DataOp, DataOpKind, OpFailure, OpResult};
 use super::error::{StorageError, StorageResult};
 use super::file_job::{FileJob, FileJobKind};
+use super::latency_histogram::LatencyHistogram;
 use super::read_op::ReadOp;
 use super::segment::{EndMark, PartsCursor, SegmentFile};
 use super::vfs::{DirEntry, RealVfs, Vfs};
@@ -140,6 +141,9 @@ pub struct StorageStats {
     pub appends: u64,
     /// Segment transfers (`pwrite`s of aligned buffers) completed.
     pub transfers: u64,
+    /// Latency of the successful `fdatasync`s, from the start of their round (ring
+    /// queueing included) to their completion.
+    pub fdatasync_latency: LatencyHistogram,
 }
 
 /// The queue is full; the effect is handed back to be submitted later.
@@ -182,6 +186,8 @@ struct SyncRound {
     syncs: Vec<PendingSync>,
     in_flight: usize,
     error: Option<StorageError>,
+    /// When the round began: each `fdatasync`'s latency counts from here.
+    started: std::time::Instant,
 }
 
 /// What a data operation in flight belongs to.
@@ -774,6 +780,7 @@ impl<V: Vfs> PartitionStorage<V> {
             syncs,
             in_flight: 0,
             error: None,
+            started: std::time::Instant::now(),
         };
         if let Err(error) = self.sync_dir_if_needed() {
             round.error = Some(error);
@@ -822,7 +829,10 @@ impl<V: Vfs> PartitionStorage<V> {
         };
         round.in_flight -= 1;
         match result {
-            Ok(()) => self.stats.fdatasyncs += 1,
+            Ok(()) => {
+                self.stats.fdatasyncs += 1;
+                self.stats.fdatasync_latency.record(round.started.elapsed());
+            }
             Err(failure) => {
                 if round.error.is_none() {
                     round.error = Some(StorageError::io("fdatasync", &path, into_io(failure)));

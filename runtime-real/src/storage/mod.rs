@@ -10,6 +10,8 @@
 //!   (the shard's io_uring, or blocking calls on the calling thread).
 //! * [`read_op`] — a fetch read of a segment range as an operation (the shard's
 //!   io_uring runs it), its own aligned buffer handed over as `Bytes` without a copy.
+//! * [`latency_histogram`] — durations in fixed buckets (each `fdatasync`'s, exposed
+//!   as a Prometheus histogram).
 //! * [`executor`] — [`PartitionStorage`]: runs one partition's effects in order,
 //!   pipelining writes and syncs with group commit, and reports completions.
 //! * [`file_job`] — checkpoint, state-file and index writes as jobs a helper thread can
@@ -25,6 +27,7 @@ pub mod error;
 pub mod executor;
 pub mod fault;
 pub mod file_job;
+pub mod latency_histogram;
 pub mod read_op;
 pub mod segment;
 pub mod vfs;
