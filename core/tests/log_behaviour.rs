@@ -3,7 +3,9 @@
 
 mod log_support;
 
+use bytes::Bytes;
 use log_support::{batch, small_config, Harness};
+use oxbow_core::log::batch::ValidatedBatch;
 use oxbow_core::log::read::find_offset_for_timestamp;
 use oxbow_core::log::{AppendError, DiskError, LogCompletion, LogEffect, LogEvent, SegmentId};
 use oxbow_core::time::Instant;
@@ -45,6 +47,51 @@ fn invalid_batches_are_refused_with_kafka_errors() {
         })
     ));
     assert_eq!(h.log.next_offset(), 1, "nothing refused was written");
+}
+
+#[test]
+fn a_batch_validated_before_its_append_is_appended_as_it_is_under_the_logs_own_checks() {
+    let mut h = Harness::new(small_config());
+    // A corrupt batch never becomes a validated one.
+    let mut corrupt = batch("x", 2, 10).to_vec();
+    corrupt[40] ^= 1;
+    assert_eq!(
+        ValidatedBatch::new(corrupt.into())
+            .unwrap_err()
+            .kafka_error_code(),
+        2
+    );
+    let validated = ValidatedBatch::new(batch("v", 3, 10)).unwrap();
+    // Only the very same bytes are the validated batch, not an equal copy.
+    assert!(validated.is(&validated.bytes().clone()));
+    assert!(!validated.is(&Bytes::copy_from_slice(validated.bytes())));
+    let info = h.log.append_validated(h.now, 2, validated).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 2));
+    h.pump();
+    h.log.sync();
+    h.pump();
+    // What does not depend on the batch's content is still the log's to check.
+    let old_term = ValidatedBatch::new(batch("old", 1, 0)).unwrap();
+    assert!(matches!(
+        h.log.append_validated(h.now, 1, old_term),
+        Err(AppendError::TermGoesBack {
+            term: 1,
+            last_term: 2
+        })
+    ));
+    let huge = ValidatedBatch::new(batch(&"y".repeat(70_000), 1, 10)).unwrap();
+    assert_eq!(
+        h.log
+            .append_validated(h.now, 2, huge)
+            .unwrap_err()
+            .kafka_error_code(),
+        10
+    );
+    assert_eq!(h.log.next_offset(), 3, "nothing refused was written");
+    assert_eq!(h.log.durable_offset(), 2);
+    let values: Vec<String> = h.fetch_all(0).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, ["v-0", "v-1", "v-2"]);
+    h.check_against_scan();
 }
 
 #[test]

@@ -26,6 +26,7 @@
 //! | 61     | records                | …    |
 
 use super::records::{validate_uncompressed_records, RecordsError};
+use bytes::Bytes;
 
 /// Size of the fixed batch header.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -325,6 +326,44 @@ pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         validate_uncompressed_records(&bytes[BATCH_HEADER_BYTES..], header.record_count)?;
     }
     Ok(header)
+}
+
+/// A batch that passed [`validate_batch`], with its header: proof, carried in the
+/// type, that a log may append it without validating it again (a leader validates a
+/// produced batch before proposing it, and appends the very same bytes).
+#[derive(Clone, Debug)]
+pub struct ValidatedBatch {
+    bytes: Bytes,
+    header: BatchHeader,
+}
+
+impl ValidatedBatch {
+    /// Validates `bytes` ([`validate_batch`]).
+    pub fn new(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
+        let header = validate_batch(&bytes)?;
+        Ok(ValidatedBatch { bytes, header })
+    }
+
+    /// The batch.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Its header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The batch and its header.
+    pub fn into_parts(self) -> (Bytes, BatchHeader) {
+        (self.bytes, self.header)
+    }
+
+    /// Whether `other` is this batch: the same bytes in the same memory (`Bytes` never
+    /// change, and this one keeps them alive).
+    pub fn is(&self, other: &Bytes) -> bool {
+        self.bytes.as_ptr() == other.as_ptr() && self.bytes.len() == other.len()
+    }
 }
 
 /// Checks the parts of a stored batch that recovery and reads rely on: header, magic,

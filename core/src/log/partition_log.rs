@@ -11,7 +11,7 @@
 //! end: `emitted` (handed to the disk), `written` (reported written) and `durable`
 //! (covered by a completed sync). Nothing is called durable that a sync did not cover.
 
-use super::batch::{validate_batch, BatchError, BatchHeader};
+use super::batch::{validate_batch, BatchError, BatchHeader, ValidatedBatch};
 use super::checkpoint::Checkpoint;
 use super::config::LogConfig;
 use super::io::{DiskError, FileRange, LogCompletion, LogEffect, SegmentId, StampedBatch};
@@ -512,6 +512,27 @@ impl Log {
     /// Validates `batch`, gives it the next offsets and `term` as its leader epoch, and
     /// queues its write. It becomes durable after a later [`Log::sync`] completes.
     pub fn append(&mut self, now: Instant, term: i64, batch: Bytes) -> Result<AppendInfo, AppendError> {
+        let leader_epoch = self.appendable(term, &batch)?;
+        let header = validate_batch(&batch)?;
+        Ok(self.append_valid(now, (term, leader_epoch), batch, &header))
+    }
+
+    /// [`Log::append`] of a batch already validated (a leader's own proposal): the
+    /// same checks but the batch's own (CRC, record framing), which were done.
+    pub fn append_validated(
+        &mut self,
+        now: Instant,
+        term: i64,
+        batch: ValidatedBatch,
+    ) -> Result<AppendInfo, AppendError> {
+        let leader_epoch = self.appendable(term, batch.bytes())?;
+        let (bytes, header) = batch.into_parts();
+        Ok(self.append_valid(now, (term, leader_epoch), bytes, &header))
+    }
+
+    /// Whether a batch of `term` may be appended now: returns the term as a leader
+    /// epoch.
+    fn appendable(&self, term: i64, batch: &Bytes) -> Result<i32, AppendError> {
         if let Some(reason) = &self.unavailable {
             return Err(AppendError::Unavailable(reason.clone()));
         }
@@ -530,7 +551,16 @@ impl Log {
             }
             .into());
         }
-        let header = validate_batch(&batch)?;
+        Ok(leader_epoch)
+    }
+
+    fn append_valid(
+        &mut self,
+        now: Instant,
+        (term, leader_epoch): (i64, i32),
+        batch: Bytes,
+        header: &BatchHeader,
+    ) -> AppendInfo {
         let batch = StampedBatch::stamp(&batch, self.next_offset, leader_epoch);
         let info = AppendInfo {
             base_offset: self.next_offset,
@@ -541,7 +571,7 @@ impl Log {
             Some(pending) => pending.deferred.push((now, term, batch)),
             None => self.write_batch(now, term, batch),
         }
-        Ok(info)
+        info
     }
 
     fn last_logical_term(&self) -> i64 {

@@ -38,7 +38,7 @@
 use super::control::{batch_to_entry, entry_to_batch, log_start_batch, log_start_record};
 use super::producers::Producers;
 use super::snapshot::PartitionSnapshot;
-use crate::log::batch::{iter_batches, kafka_error, validate_batch, BatchError, BatchHeader};
+use crate::log::batch::{iter_batches, kafka_error, BatchError, BatchHeader, ValidatedBatch};
 use crate::log::read::trim_fetched;
 use crate::log::{
     DiskError, FileRange, Log, LogCompletion, LogEffect, LogEvent, OffsetError, ReadPlan, SyncTicket,
@@ -275,6 +275,9 @@ pub struct Replica {
     /// The highest log start this leader announced (0 on a new leadership: it
     /// announces its own start once).
     announced_start_offset: i64,
+    /// The batch being proposed, already validated: while the proposal reaches the log
+    /// (within [`Replica::produce`]), the log appends it without validating it again.
+    proposing: Option<ValidatedBatch>,
 }
 
 /// How long a refused snapshot-chunk read waits before its answer. Raft starts a
@@ -420,6 +423,7 @@ impl Replica {
             pending_start_offset: None,
             start_announcements: BTreeMap::new(),
             announced_start_offset: 0,
+            proposing: None,
         };
         replica.campaign_if_sole_voter(now);
         replica.pump(now);
@@ -537,8 +541,8 @@ impl Replica {
             }
             .into());
         }
-        let header = validate_batch(&batch)?;
-        let meta = BatchMeta::from_header(&header);
+        let batch = ValidatedBatch::new(batch)?;
+        let meta = BatchMeta::from_header(batch.header());
         if meta.is_tracked() && self.producers.is_loading() {
             return Err(ProduceError::ProducerStateLoading);
         }
@@ -549,7 +553,7 @@ impl Replica {
         {
             return Ok(self.acknowledge_duplicate(token, acks, base_offset, last_offset));
         }
-        self.propose_batch(now, batch, &header, acks, token)
+        self.propose_batch(now, batch, acks, token)
     }
 
     /// Appends a transaction marker the coordinator decided (leader only), acknowledged
@@ -575,8 +579,8 @@ impl Replica {
             .tip()
             .check_marker(marker.producer_id, marker.producer_epoch)?;
         let batch = crate::txn::marker::build_marker(marker, timestamp_ms);
-        let header = validate_batch(&batch)?;
-        self.propose_batch(now, batch, &header, Acks::All, token)
+        let batch = ValidatedBatch::new(batch)?;
+        self.propose_batch(now, batch, Acks::All, token)
     }
 
     /// The last stable offset: the high watermark, or the first offset of the oldest
@@ -608,17 +612,20 @@ impl Replica {
     fn propose_batch(
         &mut self,
         now: Instant,
-        batch: Bytes,
-        header: &BatchHeader,
+        batch: ValidatedBatch,
         acks: Acks,
         token: ProduceToken,
     ) -> Result<i64, ProduceError> {
+        let header = *batch.header();
         let count = u64::try_from(header.record_count).unwrap_or(1);
-        let log_id = self.raft.propose(now, batch, count).map_err(|e| match e {
-            ProposeError::NotLeader { .. } | ProposeError::TransferInProgress => ProduceError::NotLeader,
-            ProposeError::Backpressure => ProduceError::Backpressure,
-            other => ProduceError::Storage(other.to_string()),
-        })?;
+        let log_id = self
+            .raft
+            .propose(now, batch.bytes().clone(), count)
+            .map_err(|e| match e {
+                ProposeError::NotLeader { .. } | ProposeError::TransferInProgress => ProduceError::NotLeader,
+                ProposeError::Backpressure => ProduceError::Backpressure,
+                other => ProduceError::Storage(other.to_string()),
+            })?;
         let last_offset = to_offset(log_id.index);
         let base_offset = last_offset - i64::from(header.last_offset_delta);
         if acks != Acks::None {
@@ -628,7 +635,9 @@ impl Replica {
                 acks,
             });
         }
+        self.proposing = Some(batch);
         self.pump(now);
+        self.proposing = None;
         assert!(
             self.failed.is_some()
                 || self.producers.tip().next_offset() > last_offset
@@ -999,7 +1008,12 @@ impl Replica {
         let meta = BatchHeader::parse(&batch)
             .ok()
             .map(|h| BatchMeta::from_stored(&h, &batch));
-        match self.log.append(now, to_offset(entry.term), batch) {
+        // The batch this leader just validated and proposed is appended as it is.
+        let appended = match self.proposing.take_if(|proposed| proposed.is(&batch)) {
+            Some(proposed) => self.log.append_validated(now, to_offset(entry.term), proposed),
+            None => self.log.append(now, to_offset(entry.term), batch),
+        };
+        match appended {
             Ok(info) => {
                 assert_eq!(
                     info.last_offset,
